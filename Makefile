@@ -1,0 +1,31 @@
+# The two commands of the README: `make demo` and `make test`.
+# Each sets up its own virtual environment; `make test` also starts a throwaway PostgreSQL.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint typecheck unit bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/clevertim-sync demo
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check clevertim_sync tests bench migrations
+	$(BIN)/ruff format --check clevertim_sync tests bench migrations
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy
+
+# The whole suite: lint, types, then every test against SQLite and a real PostgreSQL.
+test: lint typecheck
+	scripts/ensure-postgres
+	scripts/with-postgres $(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""clevertim-sync: a local relational mirror of a Clevertim CRM account."""
+
+__version__ = "0.1.0"

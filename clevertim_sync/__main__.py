@@ -1,0 +1,5 @@
+"""`python -m clevertim_sync` is the `clevertim-sync` command."""
+
+from clevertim_sync.cli import main
+
+main()

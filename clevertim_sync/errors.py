@@ -1,0 +1,75 @@
+"""The project's exceptions: one root, structured fields, messages that say what to do next.
+
+    ClevertimSyncError
+    ├── ConfigError            bad configuration: every problem at once (exit status 2)
+    ├── EditRejected           a local edit that must not be queued: every problem at once
+    ├── ApiError               anything the Clevertim API did (defined in api/errors.py)
+    ├── MirrorError            the local database refused or could not do something
+    │   └── MassDeleteRefused  a listing would delete too much of a resource
+    ├── InstanceLocked         another daemon already runs against this mirror
+    └── BackupError            a backup is missing, truncated, altered or cannot be restored
+
+Only cli.py and daemon.py turn these into text for people; everything else raises them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class ClevertimSyncError(Exception):
+    """Root of every error this project raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(ClevertimSyncError):
+    """The configuration cannot be used; `problems` lists every reason, not just the first."""
+
+    exit_code = 2
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+class EditRejected(ClevertimSyncError):
+    """A local edit failed validation against the resource registry; nothing was queued."""
+
+    exit_code = 2
+
+    def __init__(self, resource: str, problems: Sequence[str]) -> None:
+        self.resource = resource
+        self.problems = list(problems)
+        super().__init__(
+            f"edit of {resource} refused, nothing was queued:\n"
+            + "\n".join(f"  - {p}" for p in self.problems)
+        )
+
+
+class MirrorError(ClevertimSyncError):
+    """The local mirror database could not do what was asked."""
+
+
+class MassDeleteRefused(MirrorError):
+    """A listing would delete more than the allowed share of a resource's records."""
+
+    def __init__(self, resource: str, would_delete: int, mirrored: int, max_share: float) -> None:
+        self.resource = resource
+        self.would_delete = would_delete
+        self.mirrored = mirrored
+        self.max_share = max_share
+        super().__init__(
+            f"{resource}: the listing would delete {would_delete} of {mirrored} mirrored records, "
+            f"more than the allowed {max_share:.0%}; nothing was changed. If the deletes are real, "
+            f"run `clevertim-sync sync --resource {resource} --allow-mass-delete` or raise "
+            f"mass_delete_threshold"
+        )
+
+
+class InstanceLocked(ClevertimSyncError):
+    """Another clevertim-sync daemon holds this mirror."""
+
+
+class BackupError(ClevertimSyncError):
+    """A backup cannot be written, verified or restored."""

@@ -1,0 +1,243 @@
+"""Configuration: a TOML file overridden by environment variables, validated into one frozen Settings.
+
+Owns: where the config file is looked for, which environment variables override what, the
+defaults, and turning every problem into one ConfigError (exit status 2) that lists them all.
+
+Must not import: httpx, SQLAlchemy, or the rest of the package beyond errors and resources.
+
+Sources, later wins: built-in defaults < the TOML file < environment variables. The token comes
+from `CLEVERTIM_TOKEN`, else the file named by `CLEVERTIM_TOKEN_FILE` (or `clevertim.token_file`),
+else the systemd credential `clevertim-token` in `$CREDENTIALS_DIRECTORY`. It is a SecretStr so
+that no repr, log line or exception shows it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from clevertim_sync import resources
+from clevertim_sync.errors import ConfigError
+
+DEFAULT_URL = "https://www.clevertim.com/api"
+DEFAULT_DB_FILE = "clevertim-sync.sqlite3"
+CREDENTIAL_NAME = "clevertim-token"
+
+
+def config_search_path(env: Mapping[str, str]) -> list[Path]:
+    """Where a config file is looked for when `--config` is not given, first match wins."""
+    paths = [Path("clevertim-sync.toml")]
+    xdg = env.get("XDG_CONFIG_HOME") or (str(Path(env["HOME"]) / ".config") if "HOME" in env else None)
+    if xdg:
+        paths.append(Path(xdg) / "clevertim-sync" / "config.toml")
+    paths.append(Path("/etc/clevertim-sync/config.toml"))
+    return paths
+
+
+def is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ClevertimSettings(_Section):
+    url: str = DEFAULT_URL
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    allow_insecure_http: bool = False
+    timeout: float = Field(30.0, gt=0, le=600, description="seconds for connect, read and write")
+    read_retries: int = Field(5, ge=0, le=20, description="retries of a GET within one pull")
+    user_agent: str = "clevertim-sync"
+
+    @model_validator(mode="after")
+    def _check_url(self) -> ClevertimSettings:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url must be an http(s) URL such as {DEFAULT_URL}, not {self.url!r}")
+        if parts.username or parts.password:
+            raise ValueError("url must not carry credentials: give the token through CLEVERTIM_TOKEN")
+        if parts.scheme == "http" and not is_loopback(self.url) and not self.allow_insecure_http:
+            raise ValueError(
+                f"url {self.url!r} is plain HTTP to a remote host, which would send the token in clear; "
+                "use https, or set clevertim.allow_insecure_http = true if you really mean it"
+            )
+        return self
+
+
+class DatabaseSettings(_Section):
+    url: str = ""  # filled in by load(): a SQLite file in the state or working directory
+    sqlite_busy_timeout: float = Field(30.0, gt=0, description="seconds a writer waits for a lock")
+
+
+class PullSettings(_Section):
+    interval: float = Field(900.0, gt=0, description="seconds between scheduled pulls")
+    jitter: float = Field(30.0, ge=0, description="random seconds added to each scheduled pull")
+    intervals: dict[str, float] = Field(default_factory=dict, description="per-resource intervals")
+    mass_delete_threshold: float = Field(
+        0.25, gt=0, le=1, description="largest share of a resource one pull may delete"
+    )
+    mass_delete_min_records: int = Field(
+        10, ge=0, description="below this many mirrored records the share rule does not apply"
+    )
+
+    @model_validator(mode="after")
+    def _check_resources(self) -> PullSettings:
+        unknown = sorted(set(self.intervals) - set(resources.BY_NAME))
+        if unknown:
+            raise ValueError(f"pull.intervals names unknown resources: {', '.join(unknown)}")
+        bad = sorted(k for k, v in self.intervals.items() if v <= 0)
+        if bad:
+            raise ValueError(f"pull.intervals must be positive seconds: {', '.join(bad)}")
+        return self
+
+
+class PushSettings(_Section):
+    interval: float = Field(30.0, gt=0, description="seconds between scheduled pushes")
+    conflict_policy: Literal["manual", "local-wins", "remote-wins"] = "manual"
+    concurrency: int = Field(4, ge=1, le=64, description="requests in flight at once")
+    max_attempts: int = Field(8, ge=1, le=100, description="transient failures before dead-letter")
+    backoff_base: float = Field(2.0, gt=0, description="seconds of the first retry wait")
+    backoff_max: float = Field(600.0, gt=0, description="longest retry wait in seconds")
+    lease: float = Field(300.0, gt=0, description="seconds a claimed item stays claimed")
+
+
+class DaemonSettings(_Section):
+    health_listen: str | None = Field(None, description="host:port of /healthz and /metrics, off if unset")
+    job_deadline: float = Field(1800.0, gt=0, description="seconds one pull or push may take")
+    stale_after: float = Field(3600.0, gt=0, description="seconds after which a pull is not fresh")
+
+
+class BackupSettings(_Section):
+    dir: Path | None = None
+    interval: float | None = Field(None, gt=0, description="seconds between scheduled backups")
+    keep: int = Field(7, ge=1)
+
+
+class Settings(_Section):
+    clevertim: ClevertimSettings = Field(default_factory=ClevertimSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    pull: PullSettings = Field(default_factory=PullSettings)
+    push: PushSettings = Field(default_factory=PushSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    state_dir: Path = Path()
+
+    def token_value(self) -> str:
+        """The API token, for the one place that needs it in clear: the HTTP client."""
+        if self.clevertim.token is None:
+            raise ConfigError(
+                ["no API token: set CLEVERTIM_TOKEN or CLEVERTIM_TOKEN_FILE, or clevertim.token_file"]
+            )
+        return self.clevertim.token.get_secret_value()
+
+
+# Environment variable -> (section, key) in the TOML layout.
+ENV_OVERRIDES: Mapping[str, tuple[str, str]] = {
+    "CLEVERTIM_URL": ("clevertim", "url"),
+    "CLEVERTIM_TOKEN": ("clevertim", "token"),
+    "CLEVERTIM_TOKEN_FILE": ("clevertim", "token_file"),
+    "CLEVERTIM_SYNC_DATABASE_URL": ("database", "url"),
+    "CLEVERTIM_SYNC_PULL_INTERVAL": ("pull", "interval"),
+    "CLEVERTIM_SYNC_PUSH_INTERVAL": ("push", "interval"),
+    "CLEVERTIM_SYNC_HEALTH_LISTEN": ("daemon", "health_listen"),
+    "CLEVERTIM_SYNC_LOG_FORMAT": ("", "log_format"),
+    "CLEVERTIM_SYNC_LOG_LEVEL": ("", "log_level"),
+}
+
+
+def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        problems.append(f"config file {path} does not exist")
+    except PermissionError:
+        problems.append(f"config file {path} is not readable by this user")
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"config file {path} is not valid TOML: {exc}")
+    return {}
+
+
+def _read_token_file(path: Path, problems: list[str]) -> str | None:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        problems.append(f"token file {path} cannot be read: {exc.strerror}")
+        return None
+    if not token:
+        problems.append(f"token file {path} is empty")
+        return None
+    return token
+
+
+def _format_validation_error(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append(f"{where}: {msg}")
+    return out
+
+
+def load(config_path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from the config file and the environment, or raise ConfigError with every problem."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    raw: dict[str, Any] = {}
+    if config_path is None and env.get("CLEVERTIM_SYNC_CONFIG"):
+        config_path = Path(env["CLEVERTIM_SYNC_CONFIG"])
+    if config_path is not None:
+        raw = _read_toml(config_path, problems)
+    else:
+        for candidate in config_search_path(env):
+            if candidate.is_file():
+                raw = _read_toml(candidate, problems)
+                break
+
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if var in env and env[var] != "":
+            target = raw.setdefault(section, {}) if section else raw
+            if not isinstance(target, dict):
+                problems.append(f"[{section}] in the config file must be a table")
+                continue
+            target[key] = env[var]
+
+    state_dir = Path(env.get("STATE_DIRECTORY", "").split(":")[0] or raw.get("state_dir") or ".")
+    raw["state_dir"] = state_dir
+    clevertim = raw.setdefault("clevertim", {})
+    if isinstance(clevertim, dict) and not clevertim.get("token"):
+        token_file = clevertim.get("token_file")
+        creds = env.get("CREDENTIALS_DIRECTORY")
+        if token_file:
+            clevertim["token"] = _read_token_file(Path(token_file), problems)
+        elif creds and (Path(creds) / CREDENTIAL_NAME).is_file():
+            clevertim["token"] = _read_token_file(Path(creds) / CREDENTIAL_NAME, problems)
+    database = raw.setdefault("database", {})
+    if isinstance(database, dict) and not database.get("url"):
+        database["url"] = f"sqlite:///{(state_dir / DEFAULT_DB_FILE).resolve()}"
+
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_format_validation_error(exc))
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return settings

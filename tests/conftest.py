@@ -1,0 +1,52 @@
+"""Shared fixtures: real databases (a SQLite file, and a fresh database on the throwaway
+PostgreSQL that scripts/with-postgres starts) and, in emulator_fixtures.py, a real emulator."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+PG_URL_ENV = "CLEVERTIM_SYNC_TEST_PG_URL"
+
+
+def _pg_server_url() -> str | None:
+    url = os.environ.get(PG_URL_ENV)
+    if not url and os.environ.get("CLEVERTIM_SYNC_REQUIRE_POSTGRES"):
+        pytest.fail(f"{PG_URL_ENV} is not set but PostgreSQL tests are required")
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mirror.sqlite3'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A brand-new empty database on the throwaway server, dropped after the test."""
+    server = _pg_server_url()
+    if not server:
+        pytest.skip(f"no PostgreSQL: run through `make test` (or set {PG_URL_ENV})")
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = server.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Run the test once on a SQLite file and once on PostgreSQL."""
+    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(name))

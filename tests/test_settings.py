@@ -1,0 +1,46 @@
+"""Settings: file plus environment, every problem reported at once, the token never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clevertim_sync.errors import ConfigError
+from clevertim_sync.settings import load
+
+
+def test_defaults_and_env_overrides(tmp_path: Path) -> None:
+    s = load(
+        None,
+        {"STATE_DIRECTORY": str(tmp_path), "CLEVERTIM_TOKEN": "sekrit", "CLEVERTIM_SYNC_PULL_INTERVAL": "60"},
+    )
+    assert s.clevertim.url == "https://www.clevertim.com/api"
+    assert s.pull.interval == 60
+    assert s.database.url == f"sqlite:///{tmp_path.resolve()}/clevertim-sync.sqlite3"
+    assert s.token_value() == "sekrit"
+    assert "sekrit" not in repr(s)
+
+
+def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[clevertim]\nurl = "http://crm.example.com/api"\n[pull]\ninterval = -1\n'
+        '[push]\nconflict_policy = "coin-flip"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load(cfg, {"CLEVERTIM_TOKEN_FILE": str(tmp_path / "missing")})
+    text = str(info.value)
+    assert "plain HTTP" in text and "pull.interval" in text and "conflict_policy" in text
+    assert "missing" in text and info.value.exit_code == 2
+
+
+def test_token_from_systemd_credentials(tmp_path: Path) -> None:
+    (tmp_path / "clevertim-token").write_text("from-creds\n")
+    s = load(None, {"CREDENTIALS_DIRECTORY": str(tmp_path), "STATE_DIRECTORY": str(tmp_path)})
+    assert s.token_value() == "from-creds"
+
+
+def test_plain_http_to_loopback_is_allowed(tmp_path: Path) -> None:
+    s = load(None, {"CLEVERTIM_URL": "http://127.0.0.1:8080/api", "STATE_DIRECTORY": str(tmp_path)})
+    assert s.clevertim.url.startswith("http://127.0.0.1")
