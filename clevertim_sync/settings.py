@@ -122,6 +122,28 @@ class DaemonSettings(_Section):
     stale_after: float = Field(3600.0, gt=0, description="seconds after which a pull is not fresh")
 
 
+class AccountSettings(_Section):
+    """One of several Clevertim accounts served by one daemon (`[[accounts]]`), each in its own mirror."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", description="names logs, metrics, files")
+    url: str = DEFAULT_URL
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    allow_insecure_http: bool = False
+    database_url: str = Field("", description="default: <state_dir>/<name>.sqlite3")
+
+    @model_validator(mode="after")
+    def _check(self) -> AccountSettings:
+        # The same URL rules as the single account: no credentials in it, no clear-text token.
+        try:
+            ClevertimSettings(url=self.url, allow_insecure_http=self.allow_insecure_http)
+        except ValidationError as exc:
+            raise ValueError(f"account {self.name}: " + "; ".join(_format_validation_error(exc))) from None
+        if self.token is not None and self.token_file is not None:
+            raise ValueError(f"account {self.name}: give token or token_file, not both")
+        return self
+
+
 class BackupSettings(_Section):
     dir: Path | None = None
     interval: float | None = Field(None, gt=0, description="seconds between scheduled backups")
@@ -138,6 +160,7 @@ class Settings(_Section):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     state_dir: Path = Path()
+    accounts: tuple[AccountSettings, ...] = ()  # empty: the one account of [clevertim] + [database]
 
     def token_value(self) -> str:
         """The API token, for the one place that needs it in clear: the HTTP client."""
