@@ -63,3 +63,6 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 def main() -> None:
     cli.main(prog_name="clevertim-sync")
     sys.exit(0)
+
+
+from clevertim_sync.cli import sync as _sync  # noqa: E402,F401

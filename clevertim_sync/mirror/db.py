@@ -1,0 +1,102 @@
+"""Engines and migrations: the one way the project opens a database.
+
+Owns: `make_engine(url)` (SQLite tuned for a daemon plus CLI commands side by side, PostgreSQL
+through psycopg 3) and `upgrade(engine_or_url)` (alembic upgrade head, run by every command).
+
+SQLite: WAL (readers never block the writer), synchronous=NORMAL (durable at checkpoints, safe
+against corruption), a busy timeout, foreign keys on, and every transaction begun with
+`BEGIN IMMEDIATE`: the Python driver's default (deferred, and no BEGIN before a SELECT) lets a
+read-then-write transaction fail with "database is locked" instead of waiting, and lets two
+writeback workers claim the same item. Serialising transactions costs little: they are short.
+
+Must not import: the store, the pull, httpx.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+
+from clevertim_sync.errors import MirrorError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+ALEMBIC_INI = MIGRATIONS_DIR.parent / "alembic.ini"
+
+
+def normalise_url(url: str) -> str:
+    """Pick psycopg 3 for a bare `postgresql://` URL (SQLAlchemy would pick psycopg2)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str, *, busy_timeout: float = 30) -> Engine:
+    """An Engine for `url`, set up as this project needs it (see the module docstring)."""
+    url = normalise_url(url)
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        engine = sa.create_engine(url, connect_args={"timeout": busy_timeout})
+        _tune_sqlite(engine, busy_timeout)
+        return engine
+    if backend == "postgresql":
+        return sa.create_engine(url, pool_pre_ping=True)
+    raise MirrorError(f"unsupported database {backend!r}: use a sqlite:/// or postgresql:// URL")
+
+
+def _tune_sqlite(engine: Engine, busy_timeout: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control away from the driver; "begin" below issues it.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """The alembic Config of this project, independent of the working directory."""
+    cfg = Config(str(ALEMBIC_INI))
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        # alembic's ini interpolation would eat a '%' in a password.
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
+    """Bring the database's schema up to `revision` (default: the newest); a no-op when it is there."""
+    engine = make_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
+    try:
+        with engine.begin() as conn:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    except sa.exc.OperationalError as exc:
+        raise MirrorError(
+            f"cannot migrate the database {engine.url.render_as_string(hide_password=True)}: "
+            f"{exc.orig}; check that it is reachable and writable"
+        ) from exc
+    finally:
+        if isinstance(engine_or_url, str):
+            engine.dispose()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The alembic revision the database is at (None for an empty database)."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

@@ -1,0 +1,156 @@
+"""The one SQLAlchemy `metadata` of the project, and the mirror's tables on it.
+
+Owns: the current-state table of every resource (derived from `clevertim_sync.resources`), their
+child tables, `history`, `runs` and `resource_status`. Other areas (writeback queue, reports) put
+their tables on this same `metadata` in their own modules; migrations are written out explicitly
+in migrations/versions (0001_mirror creates what this module defines).
+
+Relations, documented here because they are deliberately NOT foreign keys: a record may point at
+a record this token cannot see (private to another user or group), and that dangling pointer must
+be storable. So REF columns (`contacts.company_id -> companies.id`, `*.customer_id -> contacts.id
+or companies.id` (one shared id space), `tasks.case_id -> cases.id`, `comments.note_id -> notes.id`,
+`*_user_id -> users.id`, ...) are plain indexed BIGINTs, and child tables' `owner_id` is the
+parent's `id` without a constraint either (they are rewritten in the same transaction as it).
+
+Must not import: httpx, the store, the pull.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from clevertim_sync import resources
+from clevertim_sync.mirror.types import ExactDecimal, UtcDateTime
+from clevertim_sync.resources import Kind, Prop, Resource
+
+# Constraint and index names are spelled out so that migrations and both databases agree.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING)
+
+# An autoincrementing 64-bit key on PostgreSQL that is still SQLite's rowid alias.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+# Kinds kept only in `raw` (lists of ids, free JSON): the child tables or json functions serve them.
+RAW_ONLY_KINDS = frozenset({Kind.INT_LIST, Kind.JSON})
+CHILD_KINDS = frozenset({Kind.STR_LIST, Kind.PHONES, Kind.SMIDS, Kind.CUSTOM_FIELDS})
+
+
+def all_day_column(prop: Prop) -> str:
+    """The boolean column beside a DATE_PARTS timestamp: `start_at` -> `start_at_all_day`."""
+    return f"{prop.column}_all_day"
+
+
+def _scalar_columns(prop: Prop) -> list[sa.Column[object]]:
+    k = prop.kind
+    if k is Kind.STR:
+        return [sa.Column(prop.column, sa.Text)]
+    if k is Kind.INT:
+        return [sa.Column(prop.column, sa.BigInteger)]
+    if k is Kind.REF:
+        return [sa.Column(prop.column, sa.BigInteger, index=True)]
+    if k is Kind.BOOL:
+        return [sa.Column(prop.column, sa.Boolean)]
+    if k is Kind.DECIMAL:
+        return [sa.Column(prop.column, ExactDecimal)]
+    if k is Kind.TIMESTAMP:
+        return [sa.Column(prop.column, UtcDateTime)]
+    if k is Kind.DATE_PARTS:
+        return [sa.Column(prop.column, UtcDateTime), sa.Column(all_day_column(prop), sa.Boolean)]
+    return []
+
+
+def _current_table(res: Resource) -> sa.Table:
+    # INTEGER PRIMARY KEY on SQLite is the rowid itself: one b-tree instead of two.
+    cols: list[sa.Column[object]] = [sa.Column("id", BigId, primary_key=True, autoincrement=False)]
+    for prop in res.props:
+        if prop.kind not in RAW_ONLY_KINDS and prop.kind not in CHILD_KINDS:
+            cols.extend(_scalar_columns(prop))
+    cols.append(sa.Column("raw", sa.Text, nullable=False, comment="the record exactly as the API sent it"))
+    cols.append(sa.Column("content_hash", sa.String(64), nullable=False, comment="record_hash(raw)"))
+    return sa.Table(res.table, metadata, *cols, comment=f"current state of /{res.name}")
+
+
+def _child_table(prop: Prop) -> sa.Table:
+    assert prop.child_table is not None
+    owner = sa.Column("owner_id", sa.BigInteger, primary_key=True, autoincrement=False)
+    position = sa.Column("position", sa.Integer, primary_key=True, autoincrement=False)
+    if prop.kind is Kind.STR_LIST:
+        rest = [sa.Column("value", sa.Text, nullable=False)]
+    elif prop.kind is Kind.PHONES:
+        rest = [sa.Column("type", sa.Text), sa.Column("number", sa.Text)]
+    elif prop.kind is Kind.SMIDS:
+        rest = [sa.Column("type", sa.Text), sa.Column("social_id", sa.Text)]
+    else:  # CUSTOM_FIELDS: one row per value; a multi-value field has several positions
+        return sa.Table(
+            prop.child_table,
+            metadata,
+            owner,
+            sa.Column("custom_field_id", sa.BigInteger, primary_key=True, autoincrement=False),
+            position,
+            sa.Column("value", sa.Text),
+            sa.Index(f"ix_{prop.child_table}_custom_field_id", "custom_field_id"),
+            sqlite_with_rowid=False,
+        )
+    # WITHOUT ROWID: the (owner_id, position) key is the table, no second b-tree.
+    return sa.Table(prop.child_table, metadata, owner, position, *rest, sqlite_with_rowid=False)
+
+
+CURRENT: dict[str, sa.Table] = {}  # resource name -> its current-state table
+CHILDREN: dict[tuple[str, str], sa.Table] = {}  # (resource name, api prop) -> child table
+for _res in resources.RESOURCES:
+    CURRENT[_res.name] = _current_table(_res)
+    for _prop in _res.child_props:
+        CHILDREN[(_res.name, _prop.api)] = _child_table(_prop)
+
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False, comment="pull, push, backup, ..."),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("finished_at", UtcDateTime),
+    sa.Column("status", sa.String(16), nullable=False, comment="running, ok, partial, failed"),
+    sa.Column("counts", sa.Text, comment="JSON {resource: {inserted, updated, deleted, ...}}"),
+    sa.Column("error", sa.Text),
+)
+
+history = sa.Table(
+    "history",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("resource", sa.String(32), nullable=False),
+    sa.Column("record_id", sa.BigInteger, nullable=False),
+    sa.Column("run_id", sa.BigInteger, comment="runs.id of the pull that saw it (null for local)"),
+    sa.Column("origin", sa.String(8), nullable=False, comment="pull or local"),
+    sa.Column("op", sa.String(8), nullable=False, comment="insert, update or delete"),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("raw", sa.Text, comment="this version of the record (the last one seen, for a delete)"),
+    sa.Column("content_hash", sa.String(64)),
+    sa.Column("changed", sa.Text, comment="JSON {api_field: [old, new]} for an update"),
+    sa.Column("queue_item_id", sa.BigInteger, comment="the writeback queue item, for origin local"),
+    sa.Index("ix_history_resource_record_id", "resource", "record_id", "id"),
+    sa.Index("ix_history_run_id", "run_id"),
+)
+
+resource_status = sa.Table(
+    "resource_status",
+    metadata,
+    sa.Column("resource", sa.String(32), primary_key=True),
+    sa.Column("last_run_id", sa.BigInteger),
+    sa.Column("last_pull_at", UtcDateTime, comment="when the last pull of it finished, ok or not"),
+    sa.Column("last_success_at", UtcDateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("held", sa.Boolean, nullable=False, server_default=sa.false(), comment="mass-delete guard"),
+    sa.Column("held_reason", sa.Text),
+    sa.Column("record_count", sa.BigInteger),
+    sa.Column("last_counts", sa.Text, comment="JSON counts of the last pull"),
+)
