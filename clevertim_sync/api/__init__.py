@@ -1,0 +1,1 @@
+"""The Clevertim API adapter: `client.ClevertimClient` and the typed errors in `errors`."""

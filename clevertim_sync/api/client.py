@@ -1,0 +1,352 @@
+"""The Clevertim REST API adapter: one httpx client, the envelope validated, typed errors, read retries.
+
+Owns: URLs, auth (HTTP basic `TOKEN:X`), headers, timeouts, decoding and validating the envelope,
+mapping every failure to an `api.errors` class, and retrying reads (never writes) on transient
+failures with the policy of `clevertim_sync.retry`.
+
+Must not import: SQLAlchemy, the mirror, the writeback queue. Nothing above this module sees httpx.
+
+Why writes are never retried here: the API has no idempotency keys, so a POST whose answer was lost
+may have created the entry; only the queue (which can look at the server's state) may decide.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+import structlog
+
+from clevertim_sync import __version__
+from clevertim_sync.api import errors as e
+from clevertim_sync.errors import ConfigError
+from clevertim_sync.logs import REDACTED, register_secret
+from clevertim_sync.retry import Rng, next_delay, parse_retry_after
+from clevertim_sync.settings import Settings, is_loopback
+
+log = structlog.get_logger(__name__)
+
+# A module-level alias: inside the class, `list` is the method.
+Records = list[dict[str, Any]]
+
+_RESOURCE_NAME = re.compile(r"^[a-z][a-z_]{0,40}$")
+_TOKEN_OK = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII without spaces: fits a header
+# How much of a non-JSON body to quote in an error: enough to recognise a proxy page.
+_SNIPPET = 120
+
+
+class ClevertimClient:
+    """Synchronous client of one Clevertim account. Thread-safe (httpx.Client is); close() it."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 30.0,
+        read_retries: int = 5,
+        http: httpx.Client | httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Rng | None = None,
+        allow_insecure_http: bool = False,
+        user_agent: str = "clevertim-sync",
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        max_retry_wait: float = 120.0,
+    ) -> None:
+        self.base_url = _check_base_url(base_url, allow_insecure_http=allow_insecure_http)
+        _check_token(token)
+        register_secret(token)
+        self._token = token
+        self._auth = httpx.BasicAuth(token, "X")
+        self.read_retries = read_retries
+        self._sleep = sleep
+        self._rng: Rng = rng or random.Random()
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        # A Retry-After beyond this is not waited out inside one call: the error goes up and the
+        # scheduler comes back later, rather than blocking a pull for an hour.
+        self._max_retry_wait = max_retry_wait
+        self._timeout = httpx.Timeout(timeout)
+        self._headers = {
+            "Accept": "application/json",
+            "User-Agent": f"{user_agent}/{__version__}",
+        }
+        if isinstance(http, httpx.Client):
+            self._http, self._owns_http = http, False
+        else:
+            self._http = httpx.Client(transport=http, timeout=self._timeout, follow_redirects=False)
+            self._owns_http = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> ClevertimClient:
+        c = settings.clevertim
+        return cls(
+            c.url,
+            settings.token_value(),
+            timeout=c.timeout,
+            read_retries=c.read_retries,
+            allow_insecure_http=c.allow_insecure_http,
+            user_agent=c.user_agent,
+            **kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return f"ClevertimClient({self.base_url!r})"  # never the token
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- the API ---------------------------------------------------------------------------
+
+    def list(self, resource: str) -> Records:
+        """Every entry of `resource` visible to this token (one GET, no paging in this API)."""
+        return self._read("GET", resource, None)
+
+    def get(self, resource: str, record_id: int) -> dict[str, Any]:
+        """One entry; NotFound if it does not exist or this token cannot see it."""
+        content = self._read("GET", resource, record_id)
+        return self._single(content, "GET", resource, record_id)
+
+    def create(self, resource: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a new entry; returns it as the server stored it (with its id). Never retried."""
+        content = self._write("POST", resource, None, fields)
+        return self._single(content, "POST", resource, None)
+
+    def update(self, resource: str, record_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT the given fields only; returns the updated entry. Never retried."""
+        content = self._write("PUT", resource, record_id, fields)
+        return self._single(content, "PUT", resource, record_id)
+
+    def delete(self, resource: str, record_id: int) -> None:
+        """DELETE one entry. Never retried."""
+        self._write("DELETE", resource, record_id, None)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _read(self, method: str, resource: str, record_id: int | None) -> Records:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._once(method, resource, record_id, None)
+            except e.ApiError as err:
+                err.attempts = attempt
+                if not err.transient or attempt > self.read_retries:
+                    raise _with_message(err) from None
+                delay = next_delay(
+                    attempt,
+                    err.retry_after,
+                    base=self._backoff_base,
+                    cap=self._backoff_cap,
+                    rng=self._rng,
+                )
+                if delay > self._max_retry_wait:
+                    raise _with_message(err) from None
+                log.warning(
+                    "api.retry",
+                    method=method,
+                    resource=resource,
+                    record_id=record_id,
+                    attempt=attempt,
+                    delay=round(delay, 3),
+                    reason=type(err).__name__,
+                    status=err.status,
+                    retry_after=err.retry_after,
+                )
+                self._sleep(delay)
+
+    def _write(
+        self, method: str, resource: str, record_id: int | None, fields: Mapping[str, Any] | None
+    ) -> Records:
+        try:
+            return self._once(method, resource, record_id, fields)
+        except e.ApiError as err:
+            log.warning(
+                "api.write_failed",
+                method=method,
+                resource=resource,
+                record_id=record_id,
+                reason=type(err).__name__,
+                status=err.status,
+                may_have_reached_server=err.may_have_reached_server,
+            )
+            raise
+
+    def _url(self, resource: str, record_id: int | None) -> str:
+        if not _RESOURCE_NAME.match(resource):
+            raise ValueError(f"not a resource name: {resource!r}")
+        if record_id is None:
+            return f"{self.base_url}/{resource}"
+        if isinstance(record_id, bool) or not isinstance(record_id, int):
+            raise TypeError(f"record id must be an int, got {type(record_id).__name__}")
+        return f"{self.base_url}/{resource}/{record_id}"
+
+    def _once(
+        self, method: str, resource: str, record_id: int | None, fields: Mapping[str, Any] | None
+    ) -> Records:
+        url = self._url(resource, record_id)
+        where: dict[str, Any] = {"method": method, "resource": resource, "record_id": record_id}
+        headers = self._headers
+        body = None
+        if fields is not None:
+            body = orjson.dumps(dict(fields))
+            headers = {**headers, "Content-Type": "application/json"}
+        started = time.monotonic()
+        try:
+            response = self._http.request(
+                method, url, content=body, headers=headers, auth=self._auth, timeout=self._timeout
+            )
+        except (
+            httpx.ConnectError,
+            httpx.ConnectTimeout,
+            httpx.PoolTimeout,
+            httpx.UnsupportedProtocol,
+        ) as exc:
+            raise e.TransportError(f"could not connect: {self._describe(exc)}", **where) from None
+        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.TimeoutException) as exc:
+            raise e.ResponseLost(
+                f"timed out waiting for the answer: {self._describe(exc)}", **where
+            ) from None
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+            raise e.ResponseLost(f"connection broke: {self._describe(exc)}", **where) from None
+        except httpx.TransportError as exc:  # proxy errors, local protocol errors: nothing was sent
+            raise e.TransportError(f"transport failed: {self._describe(exc)}", **where) from None
+        log.debug(
+            "api.response",
+            **where,
+            status=response.status_code,
+            size=len(response.content),
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        return self._decode(response, method, resource, record_id)
+
+    def _describe(self, exc: Exception) -> str:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return self._mask(text)
+
+    def _mask(self, text: str) -> str:
+        return text.replace(self._token, REDACTED)
+
+    def _decode(self, response: httpx.Response, method: str, resource: str, record_id: int | None) -> Records:
+        status = response.status_code
+        where: dict[str, Any] = {
+            "method": method,
+            "resource": resource,
+            "record_id": record_id,
+            "status": status,
+        }
+        raw = response.content
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None
+        if status != 200:
+            server_message = None
+            if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+                server_message = self._mask(doc["error"])[:500]
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            cls = e.error_for_status(status)
+            what = "unexpected answer" if cls is e.MalformedResponse else "request failed"
+            raise cls(what, server_message=server_message, retry_after=retry_after, **where)
+        if not isinstance(doc, dict):
+            raise e.MalformedResponse(self._not_json(response, raw), **where)
+        if doc.get("status") != "OK":
+            msg = doc.get("error")
+            raise e.MalformedResponse(
+                f"envelope status is {doc.get('status')!r}, not 'OK'",
+                server_message=self._mask(msg)[:500] if isinstance(msg, str) else None,
+                **where,
+            )
+        content = doc.get("content")
+        if content is None and method == "DELETE":
+            return []
+        if not isinstance(content, list):
+            raise e.MalformedResponse(f"envelope 'content' is {type(content).__name__}, not a list", **where)
+        # Cheap check that stays fast on 100,000 entries: type() identity, no per-record models.
+        if not all(type(item) is dict and type(item.get("id")) is int for item in content):
+            bad = next(
+                i
+                for i, item in enumerate(content)
+                if type(item) is not dict or type(item.get("id")) is not int
+            )
+            raise e.MalformedResponse(f"content[{bad}] is not an object with an integer id", **where)
+        return content
+
+    def _not_json(self, response: httpx.Response, raw: bytes) -> str:
+        ctype = response.headers.get("Content-Type", "")
+        declared = response.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) != len(raw):
+            return f"body truncated: {len(raw)} of {declared} bytes"
+        if "html" in ctype.lower() or raw.lstrip()[:1] == b"<":
+            return "got an HTML page instead of JSON (a proxy or login page?)"
+        if not raw:
+            return "empty body"
+        snippet = self._mask(raw[:_SNIPPET].decode("utf-8", "replace"))
+        return f"body is not a JSON object ({len(raw)} bytes, starts {snippet!r})"
+
+    @staticmethod
+    def _single(content: Records, method: str, resource: str, record_id: int | None) -> dict[str, Any]:
+        where: dict[str, Any] = {
+            "method": method,
+            "resource": resource,
+            "record_id": record_id,
+            "status": 200,
+        }
+        if not content:
+            raise e.MalformedResponse("the answer's content is empty, expected the entry", **where)
+        entry = content[0]
+        if record_id is not None and entry["id"] != record_id:
+            raise e.MalformedResponse(f"the answer is entry {entry['id']}, not {record_id}", **where)
+        return entry
+
+
+def _with_message(err: e.ApiError) -> e.ApiError:
+    """Rebuild the message after `attempts` changed, so it says how many were made."""
+    err.args = (err._message(),)
+    return err
+
+
+def _check_base_url(url: str, *, allow_insecure_http: bool) -> str:
+    parts = urlsplit(url)
+    problems = []
+    if parts.username or parts.password:
+        # Do not echo the URL: it holds a credential.
+        raise ConfigError(["the API base URL must not carry credentials; give the token separately"])
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(f"the API base URL must be http(s)://host/..., not {url!r}")
+    elif parts.scheme == "http" and not is_loopback(url) and not allow_insecure_http:
+        problems.append(
+            f"the API base URL {url!r} is plain HTTP to a remote host, which would send the token in "
+            "clear; use https, or set clevertim.allow_insecure_http = true if you really mean it"
+        )
+    if parts.query or parts.fragment:
+        problems.append(f"the API base URL must not have a query or fragment: {url!r}")
+    if problems:
+        raise ConfigError(problems)
+    return url.rstrip("/")
+
+
+def _check_token(token: str) -> None:
+    if not isinstance(token, str) or not token:
+        raise ConfigError(["the API token is empty: set CLEVERTIM_TOKEN or CLEVERTIM_TOKEN_FILE"])
+    if not _TOKEN_OK.match(token) or ":" in token:
+        raise ConfigError(["the API token has spaces, a colon or non-ASCII characters; check the token file"])

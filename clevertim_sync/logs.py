@@ -1,0 +1,199 @@
+"""Logging: structlog configured once per process, JSON lines for journald, readable on a terminal.
+
+Owns: `configure_logging(fmt, level)`, the secret-redacting processor and the registry of secret
+values (`register_secret`) that the API client fills with its token. Standard-library loggers
+(httpx, alembic, APScheduler) are routed through the same processors, so redaction covers them too.
+
+Must not import: httpx, SQLAlchemy, or the rest of the package.
+
+Usage elsewhere: `log = structlog.get_logger(__name__)`, then dotted event names with key-values:
+`log.info("pull.finished", resource="contact", inserted=3)`.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any, Literal, TextIO
+
+import orjson
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+REDACTED = "[redacted]"
+Format = Literal["auto", "json", "console"]
+
+# A key is secret when one of its words is one of these ("api_key", "X-Auth-Token", "password").
+_SECRET_WORDS = frozenset(
+    {
+        "token",
+        "password",
+        "passwd",
+        "pwd",
+        "authorization",
+        "auth",
+        "secret",
+        "apikey",
+        "credential",
+        "credentials",
+        "cookie",
+        "bearer",
+    }
+)
+# camelCase or run-together keys ("accessToken", "apikey") end with one of these.
+_SECRET_SUFFIXES = ("token", "password", "secret", "apikey", "authorization")
+# Keys that name where a secret lives, not the secret: keep them, they help debugging.
+_HARMLESS_SUFFIXES = ("_file", "_path", "_dir", "_env")
+_SPLIT = re.compile(r"[^a-z0-9]+")
+# Shorter values are not registered: masking every "t" in every line would destroy the logs.
+MIN_SECRET_LENGTH = 4
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+def register_secret(value: str) -> None:
+    """Mask `value` (and its HTTP basic-auth form `value:X`) wherever it appears in a log value."""
+    if len(value) < MIN_SECRET_LENGTH:
+        return
+    basic = base64.b64encode(f"{value}:X".encode()).decode("ascii")
+    with _secrets_lock:
+        _secrets.update((value, basic))
+
+
+def is_secret_key(key: str) -> bool:
+    lowered = key.lower()
+    if lowered.endswith(_HARMLESS_SUFFIXES):
+        return False
+    words = _SPLIT.split(lowered)
+    if any(w in _SECRET_WORDS for w in words):
+        return True
+    compact = lowered.replace("_", "").replace("-", "")
+    return compact.endswith(_SECRET_SUFFIXES)
+
+
+def _mask_string(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _redact_value(value: Any, secrets: tuple[str, ...], depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return _mask_string(value, secrets) if secrets else value
+    if depth > 5:  # deep structures do not belong in log lines; do not recurse forever
+        return value
+    if isinstance(value, Mapping):
+        return {
+            k: (REDACTED if isinstance(k, str) and is_secret_key(k) else _redact_value(v, secrets, depth + 1))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redact_value(v, secrets, depth + 1) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return _redact_value(bytes(value).decode("utf-8", "replace"), secrets, depth + 1)
+    if secrets and not isinstance(value, int | float | bool) and value is not None:
+        # An object whose str() carries a secret (an exception, a SecretStr's value...).
+        text = str(value)
+        if any(s in text for s in secrets):
+            return _mask_string(text, secrets)
+    return value
+
+
+def redact_secrets(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: secret keys become "[redacted]", registered secret values are masked."""
+    if "exc_info" in event_dict:
+        # Render the traceback here so that it is masked too, whatever renderer follows.
+        event_dict = structlog.processors.format_exc_info(_logger, _name, event_dict)
+    secrets = tuple(_secrets)
+    for key in list(event_dict):
+        if is_secret_key(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _redact_value(event_dict[key], secrets)
+    return event_dict
+
+
+def _orjson_dumps(obj: Any, default: Any = None) -> str:
+    # OPT_NON_STR_KEYS: structlog callers may log dicts keyed by ints (record ids).
+    return orjson.dumps(obj, default=default or str, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
+
+
+def shared_processors() -> list[Processor]:
+    """Everything but the renderer, in order; the same chain serves structlog and stdlib records."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        redact_secrets,
+    ]
+
+
+def _level_number(level: str | int) -> int:
+    if isinstance(level, int):
+        return level
+    number = logging.getLevelNamesMapping().get(level.upper())
+    if number is None:
+        raise ValueError(f"unknown log level {level!r}; use debug, info, warning or error")
+    return number
+
+
+def configure_logging(
+    fmt: Format = "auto", level: str | int = "info", *, stream: TextIO | None = None
+) -> None:
+    """Set up structlog and the stdlib root logger for this process. Safe to call again (SIGHUP)."""
+    stream = stream or sys.stdout
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    renderer: Processor
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
+    number = _level_number(level)
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared_processors(),
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_clevertim_sync", False):
+            root.removeHandler(old)
+    handler._clevertim_sync = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(number)
+    # httpx logs every request at INFO; our client logs what matters with context.
+    logging.getLogger("httpx").setLevel(max(number, logging.WARNING))
+    logging.getLogger("httpcore").setLevel(max(number, logging.WARNING))
+
+    structlog.configure(
+        processors=[*shared_processors(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(number),
+        # Not cached: tests (capture_logs) and SIGHUP reconfigure loggers made at import time.
+        cache_logger_on_first_use=False,
+    )
+
+
+def bind_context(**values: Any) -> None:
+    """Bind key-values (account=..., run_id=...) to every log line of this thread/task."""
+    structlog.contextvars.bind_contextvars(**values)
+
+
+def clear_context(*keys: str) -> None:
+    if keys:
+        structlog.contextvars.unbind_contextvars(*keys)
+    else:
+        structlog.contextvars.clear_contextvars()

@@ -1,0 +1,425 @@
+"""ClevertimClient against httpx.MockTransport: status mapping, envelope checks, retries, secrecy."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from clevertim_sync.api import errors as e
+from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.errors import ClevertimSyncError, ConfigError
+from clevertim_sync.settings import Settings
+
+TOKEN = "sekrit-token-1234567890"
+BASE = "https://crm.example.com/api"
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class Recorder:
+    """Serves scripted responses in order (the last one repeats) and records requests."""
+
+    def __init__(self, *responses: httpx.Response | Exception | Handler) -> None:
+        self.responses = list(responses)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        item = self.responses[min(len(self.requests), len(self.responses)) - 1]
+        if isinstance(item, Exception):
+            raise item
+        if isinstance(item, httpx.Response):
+            return item
+        return item(request)
+
+
+def ok(content: Any) -> httpx.Response:
+    return httpx.Response(200, json={"status": "OK", "content": content})
+
+
+def err(status: int, message: str = "nope", headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, json={"status": "ERROR", "error": message}, headers=headers)
+
+
+def make(rec: Recorder, **kw: Any) -> tuple[ClevertimClient, list[float]]:
+    waits: list[float] = []
+    client = ClevertimClient(BASE, TOKEN, http=httpx.MockTransport(rec), sleep=waits.append, **kw)
+    return client, waits
+
+
+# --- requests as sent ---------------------------------------------------------------------------
+
+
+def test_list_sends_auth_headers_and_returns_content() -> None:
+    rec = Recorder(ok([{"id": 1, "fn": "Ann"}, {"id": 2, "fn": "Bob", "extra": {"x": 1}}]))
+    client, waits = make(rec)
+    assert client.list("contact") == [{"id": 1, "fn": "Ann"}, {"id": 2, "fn": "Bob", "extra": {"x": 1}}]
+    req = rec.requests[0]
+    assert req.method == "GET" and str(req.url) == f"{BASE}/contact"
+    assert req.headers["Authorization"] == "Basic " + base64.b64encode(f"{TOKEN}:X".encode()).decode()
+    assert req.headers["Accept"] == "application/json"
+    assert req.headers["User-Agent"].startswith("clevertim-sync/")
+    assert TOKEN not in str(req.url)
+    assert waits == []
+
+
+def test_crud_methods_paths_and_bodies() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "DELETE":
+            return httpx.Response(200, json={"status": "OK"})
+        if request.method == "GET":
+            return ok([{"id": 7, "name": "x"}])
+        body = json.loads(request.content)
+        assert request.headers["Content-Type"] == "application/json"
+        return ok([{"id": 7, **body, "lm": "2024-01-01T00:00:00Z"}])
+
+    rec = Recorder(handler)
+    with make(rec)[0] as client:
+        assert client.get("case", 7) == {"id": 7, "name": "x"}
+        assert client.create("case", {"name": "New"})["name"] == "New"
+        assert client.update("case", 7, {"name": "Renamed"}) == {
+            "id": 7,
+            "name": "Renamed",
+            "lm": "2024-01-01T00:00:00Z",
+        }
+        assert client.delete("case", 7) is None
+    assert [(r.method, r.url.path) for r in rec.requests] == [
+        ("GET", "/api/case/7"),
+        ("POST", "/api/case"),
+        ("PUT", "/api/case/7"),
+        ("DELETE", "/api/case/7"),
+    ]
+    assert json.loads(rec.requests[2].content) == {"name": "Renamed"}
+
+
+def test_timeout_is_set_on_every_call() -> None:
+    rec = Recorder(ok([]))
+    client, _ = make(rec, timeout=7.5)
+    client.list("task")
+    assert rec.requests[0].extensions["timeout"] == {"connect": 7.5, "read": 7.5, "write": 7.5, "pool": 7.5}
+
+
+def test_bad_resource_name_or_id_is_refused_before_sending() -> None:
+    rec = Recorder(ok([]))
+    client, _ = make(rec)
+    with pytest.raises(ValueError, match="resource name"):
+        client.list("../user")
+    with pytest.raises(TypeError):
+        client.get("contact", "1")  # type: ignore[arg-type]
+    assert rec.requests == []
+
+
+# --- status -> exception ------------------------------------------------------------------------
+
+STATUS_CASES = [
+    (400, e.BadRequest, False),
+    (401, e.AuthFailed, False),
+    (403, e.AuthFailed, False),
+    (404, e.NotFound, False),
+    (500, e.RequestNotParsed, False),
+    (501, e.NotSupported, False),
+    (429, e.RateLimited, True),
+    (502, e.ServiceUnavailable, True),
+    (503, e.ServiceUnavailable, True),
+    (504, e.ServiceUnavailable, True),
+    (599, e.ServiceUnavailable, True),
+    (409, e.BadRequest, False),
+    (302, e.MalformedResponse, True),
+]
+
+
+@pytest.mark.parametrize(("status", "cls", "transient"), STATUS_CASES)
+def test_status_maps_to_exception_with_fields(status: int, cls: type[e.ApiError], transient: bool) -> None:
+    rec = Recorder(err(status, "Missing property: name"))
+    client, _ = make(rec)
+    with pytest.raises(cls) as info:
+        client.create("opportunity", {"value": "1"})
+    exc = info.value
+    assert type(exc) is cls and isinstance(exc, ClevertimSyncError)
+    assert (exc.method, exc.resource, exc.record_id, exc.status) == ("POST", "opportunity", None, status)
+    assert exc.server_message == "Missing property: name"
+    assert exc.transient is transient
+    assert f"HTTP {status}" in str(exc) and "Missing property: name" in str(exc)
+    assert len(rec.requests) == 1  # a write is never retried
+
+
+def test_record_id_in_error_and_not_found() -> None:
+    client, _ = make(Recorder(err(404, "Entry not found")))
+    with pytest.raises(e.NotFound) as info:
+        client.get("contact", 42)
+    assert info.value.record_id == 42 and "GET contact/42" in str(info.value)
+
+
+def test_error_page_without_json_still_maps_by_status() -> None:
+    page = httpx.Response(
+        502, text="<html><body>Bad Gateway</body></html>", headers={"Content-Type": "text/html"}
+    )
+    client, _ = make(Recorder(page), read_retries=0)
+    with pytest.raises(e.ServiceUnavailable) as info:
+        client.list("note")
+    assert info.value.server_message is None and info.value.status == 502
+
+
+# --- envelope -----------------------------------------------------------------------------------
+
+ENVELOPES: list[tuple[httpx.Response, str]] = [
+    (httpx.Response(200, content=b'{"status": "OK", "content": [{"id": 1}'), "not a JSON object"),
+    (
+        httpx.Response(200, text="<html>login</html>", headers={"Content-Type": "text/html"}),
+        "HTML page",
+    ),
+    (httpx.Response(200, content=b""), "empty body"),
+    (httpx.Response(200, json=[{"id": 1}]), "not a JSON object"),
+    (httpx.Response(200, json={"status": "ERROR", "error": "x"}), "not 'OK'"),
+    (httpx.Response(200, json={"content": []}), "not 'OK'"),
+    (httpx.Response(200, json={"status": "OK", "content": {"id": 1}}), "not a list"),
+    (httpx.Response(200, json={"status": "OK"}), "not a list"),
+    (httpx.Response(200, json={"status": "OK", "content": [{"id": 1}, {"name": "x"}]}), "content[1]"),
+    (httpx.Response(200, json={"status": "OK", "content": [{"id": "1"}]}), "content[0]"),
+    (httpx.Response(200, json={"status": "OK", "content": [{"id": True}]}), "content[0]"),
+    (httpx.Response(200, json={"status": "OK", "content": [3]}), "content[0]"),
+]
+
+
+@pytest.mark.parametrize(("response", "why"), ENVELOPES)
+def test_envelope_violations_are_malformed(response: httpx.Response, why: str) -> None:
+    client, _ = make(Recorder(response), read_retries=0)
+    with pytest.raises(e.MalformedResponse, match=re.escape(why)) as info:
+        client.list("contact")
+    assert info.value.transient and info.value.status == 200
+
+
+def test_get_by_id_checks_the_entry() -> None:
+    client, _ = make(Recorder(ok([{"id": 8}])), read_retries=0)
+    with pytest.raises(e.MalformedResponse, match="entry 8, not 9"):
+        client.get("contact", 9)
+    client, _ = make(Recorder(ok([])), read_retries=0)
+    with pytest.raises(e.MalformedResponse, match="empty"):
+        client.get("contact", 9)
+
+
+def test_malformed_write_answer_may_have_reached_server() -> None:
+    client, _ = make(Recorder(httpx.Response(200, content=b"{trunc")))
+    with pytest.raises(e.MalformedResponse) as info:
+        client.create("note", {"desc": "x"})
+    assert info.value.may_have_reached_server
+
+
+# --- transport failures -------------------------------------------------------------------------
+
+TRANSPORT_CASES = [
+    (httpx.ConnectError("refused"), e.TransportError, False),
+    (httpx.ConnectTimeout("slow connect"), e.TransportError, False),
+    (httpx.ReadTimeout("slow answer"), e.ResponseLost, True),
+    (httpx.WriteTimeout("slow send"), e.ResponseLost, True),
+    (httpx.ReadError("reset by peer"), e.ResponseLost, True),
+    (httpx.RemoteProtocolError("peer closed connection"), e.ResponseLost, True),
+]
+
+
+@pytest.mark.parametrize(("raised", "cls", "reached"), TRANSPORT_CASES)
+def test_write_transport_failure_is_typed_and_not_retried(
+    raised: Exception, cls: type[e.ApiError], reached: bool
+) -> None:
+    rec = Recorder(raised)
+    client, waits = make(rec)
+    with pytest.raises(cls) as info:
+        client.create("contact", {"fn": "Ann"})
+    assert info.value.may_have_reached_server is reached
+    assert info.value.transient and info.value.status is None
+    assert len(rec.requests) == 1 and waits == []
+
+
+@pytest.mark.parametrize(("raised", "cls", "reached"), TRANSPORT_CASES)
+def test_read_transport_failure_is_retried_then_succeeds(
+    raised: Exception, cls: type[e.ApiError], reached: bool
+) -> None:
+    rec = Recorder(raised, raised, ok([{"id": 1}]))
+    client, waits = make(rec)
+    assert client.list("contact") == [{"id": 1}]
+    assert len(rec.requests) == 3 and len(waits) == 2
+
+
+def test_status_writes_report_whether_outcome_is_unknown() -> None:
+    for status, reached in [(502, True), (504, True), (503, False), (429, False), (400, False)]:
+        client, _ = make(Recorder(err(status)))
+        with pytest.raises(e.ApiError) as info:
+            client.update("task", 3, {"name": "x"})
+        assert info.value.may_have_reached_server is reached, status
+
+
+# --- retries ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "transient",
+    [
+        err(429),
+        err(502),
+        err(503),
+        err(504),
+        httpx.Response(200, content=b'{"status":"OK","content":[{"id":'),
+        httpx.Response(200, text="<html></html>", headers={"Content-Type": "text/html"}),
+    ],
+)
+def test_each_transient_read_failure_is_retried(transient: httpx.Response) -> None:
+    rec = Recorder(transient, ok([{"id": 5}]))
+    client, waits = make(rec)
+    assert client.list("case") == [{"id": 5}]
+    assert len(rec.requests) == 2 and len(waits) == 1
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 500, 501])
+def test_no_retry_on_permanent_read_failures(status: int) -> None:
+    rec = Recorder(err(status))
+    client, waits = make(rec)
+    with pytest.raises(e.ApiError) as info:
+        client.list("case")
+    assert not info.value.transient
+    assert len(rec.requests) == 1 and waits == []
+
+
+def test_retries_are_bounded_and_back_off_exponentially() -> None:
+    class Top:  # the upper end of the jitter range: waits show the exponential ceiling
+        def uniform(self, a: float, b: float) -> float:
+            return b
+
+    rec = Recorder(err(503))
+    client, waits = make(rec, read_retries=4, rng=Top(), backoff_base=0.5, backoff_cap=3.0)
+    with pytest.raises(e.ServiceUnavailable) as info:
+        client.list("contact")
+    assert len(rec.requests) == 5 and info.value.attempts == 5
+    assert waits == [0.5, 1.0, 2.0, 3.0]
+    assert "after 5 attempts" in str(info.value)
+
+
+def test_zero_read_retries_means_one_attempt() -> None:
+    rec = Recorder(err(503))
+    client, waits = make(rec, read_retries=0)
+    with pytest.raises(e.ServiceUnavailable):
+        client.list("contact")
+    assert len(rec.requests) == 1 and waits == []
+
+
+def test_retry_after_seconds_is_honoured() -> None:
+    rec = Recorder(err(429, "slow down", {"Retry-After": "7"}), ok([]))
+    client, waits = make(rec)
+    assert client.list("contact") == []
+    assert waits[0] >= 7.0
+
+
+def test_retry_after_http_date_is_honoured() -> None:
+    when = httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"})
+    rec = Recorder(when, ok([]))
+    client, waits = make(rec, max_retry_wait=10.0)
+    # 2099 is far beyond max_retry_wait: give up now rather than block, and say when to come back.
+    with pytest.raises(e.ServiceUnavailable) as info:
+        client.list("contact")
+    assert info.value.retry_after is not None and info.value.retry_after > 1e6
+    assert waits == [] and len(rec.requests) == 1
+
+
+def test_retry_after_on_429_error_fields() -> None:
+    rec = Recorder(err(429, "slow", {"Retry-After": "3"}))
+    client, waits = make(rec, read_retries=2)
+    with pytest.raises(e.RateLimited) as info:
+        client.list("contact")
+    assert info.value.retry_after == 3.0 and all(w >= 3.0 for w in waits) and len(waits) == 2
+
+
+def test_retry_events_are_logged_without_secrets() -> None:
+    rec = Recorder(httpx.ReadError(f"boom {TOKEN}"), ok([]))
+    client, _ = make(rec)
+    with capture_logs() as logs:
+        client.list("contact")
+    retry = [entry for entry in logs if entry["event"] == "api.retry"]
+    assert len(retry) == 1
+    assert retry[0]["method"] == "GET" and retry[0]["resource"] == "contact" and retry[0]["attempt"] == 1
+    assert retry[0]["reason"] == "ResponseLost" and retry[0]["delay"] >= 0
+    assert TOKEN not in repr(logs)
+
+
+# --- secrecy and configuration ------------------------------------------------------------------
+
+
+def test_token_never_in_messages_even_if_echoed() -> None:
+    echo = err(400, f"invalid token {TOKEN}")
+    client, _ = make(Recorder(echo))
+    with pytest.raises(e.BadRequest) as info:
+        client.create("contact", {"fn": "x"})
+    assert TOKEN not in str(info.value) and TOKEN not in (info.value.server_message or "")
+    assert "[redacted]" in str(info.value)
+    client, _ = make(Recorder(httpx.ConnectError(f"cannot reach {TOKEN}")), read_retries=0)
+    with pytest.raises(e.TransportError) as info2:
+        client.list("contact")
+    assert TOKEN not in str(info2.value)
+    assert TOKEN not in repr(client)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://crm.example.com/api",
+        "ftp://crm.example.com/api",
+        "crm.example.com/api",
+        "https://crm.example.com/api?x=1",
+    ],
+)
+def test_bad_base_urls_are_refused(url: str) -> None:
+    with pytest.raises(ConfigError):
+        ClevertimClient(url, TOKEN)
+
+
+def test_credentials_in_url_refused_without_echoing_them() -> None:
+    with pytest.raises(ConfigError) as info:
+        ClevertimClient(f"https://{TOKEN}:X@crm.example.com/api", TOKEN)
+    assert TOKEN not in str(info.value)
+
+
+def test_plain_http_allowed_on_loopback_or_with_flag() -> None:
+    for url in ["http://127.0.0.1:8080/api", "http://localhost/api", "http://[::1]:9/api"]:
+        ClevertimClient(url, TOKEN).close()
+    ClevertimClient("http://crm.internal/api", TOKEN, allow_insecure_http=True).close()
+
+
+@pytest.mark.parametrize("token", ["", "with space", "a:b", "tök"])
+def test_unusable_tokens_are_refused(token: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ClevertimClient(BASE, token)
+    if token:
+        assert token not in str(info.value)
+
+
+def test_from_settings_uses_url_token_timeout_and_retries() -> None:
+    settings = Settings.model_validate(
+        {"clevertim": {"url": BASE + "/", "token": TOKEN, "timeout": 12, "read_retries": 2}}
+    )
+    client = ClevertimClient.from_settings(settings)
+    try:
+        assert client.base_url == BASE and client.read_retries == 2
+    finally:
+        client.close()
+
+
+def test_injected_http_client_is_used_and_not_closed() -> None:
+    rec = Recorder(ok([]))
+    http = httpx.Client(transport=httpx.MockTransport(rec))
+    with ClevertimClient(BASE, TOKEN, http=http) as client:
+        client.list("user")
+    assert not http.is_closed and len(rec.requests) == 1
+    http.close()
+
+
+def test_large_listing_is_decoded() -> None:
+    records = [{"id": i, "fn": f"n{i}", "email": [f"{i}@x.com"]} for i in range(100_000)]
+    body = json.dumps({"status": "OK", "content": records}).encode()
+    client, _ = make(Recorder(httpx.Response(200, content=body)))
+    got = client.list("contact")
+    assert len(got) == 100_000 and got[-1] == records[-1]
