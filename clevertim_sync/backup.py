@@ -1,0 +1,533 @@
+"""Backups of the mirror: one self-checking archive file, written atomically, verified, restored.
+
+Owns: the archive format, `backup()`, `verify()`, `restore()` and retention (`prune()`).
+The database side (SQLite online backup, pg_dump, logical dump, loading rows) is backup_db.py;
+the point-in-time export and `restore --from-export` are in export_asof.py.
+
+The archive is an uncompressed tar (readable with `tar tf`) holding, in this order:
+
+    manifest.json     what, when, from where, schema revision, rows per table, payload checksums
+    payload/...       the snapshot, compressed: `mirror.sqlite3.gz` (SQLite), `mirror.pgdump`
+                      (pg_dump custom format, compressed by pg_dump), or `tables/<t>.jsonl.gz`
+                      (logical dump, PostgreSQL without pg_dump)
+    manifest.sha256   sha256 of manifest.json; written last, so its absence means a cut-off file
+
+One format for both databases: verify() needs no database, and a SQLite or logical backup restores
+into either database. Files are 0600 in a 0700 directory: a backup holds the whole CRM.
+
+Must not import: httpx, the pull, the writeback queue.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.engine import Engine
+
+from clevertim_sync import __version__
+from clevertim_sync import backup_db as bdb
+from clevertim_sync.errors import BackupError
+from clevertim_sync.mirror.db import alembic_config, current_revision, make_engine, upgrade
+
+log = structlog.get_logger(__name__)
+
+FORMAT = "clevertim-sync-backup"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+END_MARKER = "manifest.sha256"
+NAME_RE = re.compile(r"^clevertim-sync-\d{8}T\d{6}\.\d{6}Z\.tar$")
+_MEMBER_RE = re.compile(r"^payload/(tables/)?[A-Za-z0-9_.-]+$")
+Method = Literal["auto", "sqlite", "pg_dump", "logical"]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    created_at: str
+    method: str  # sqlite, pg_dump or logical
+    schema_version: str | None
+    tables: dict[str, int]
+    files: dict[str, dict[str, Any]]  # member name -> {sha256, size}
+    source: str  # the source URL, password hidden
+    tool_version: str = __version__
+
+    def to_json(self) -> bytes:
+        doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.__dict__}
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise BackupError(f"the manifest is not valid JSON ({exc}): the backup is damaged") from exc
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise BackupError("this is not a clevertim-sync backup (its manifest names another format)")
+        if doc.get("format_version") != FORMAT_VERSION:
+            raise BackupError(
+                f"backup format version {doc.get('format_version')} is not supported by this "
+                f"clevertim-sync {__version__}: use the version that wrote it ({doc.get('tool_version')})"
+            )
+        try:
+            return cls(**{k: doc[k] for k in cls.__dataclass_fields__})
+        except KeyError as exc:
+            raise BackupError(f"the manifest lacks {exc.args[0]!r}: the backup is damaged") from None
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    path: Path
+    manifest: Manifest
+    size: int
+    seconds: float
+    pruned: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    manifest: Manifest
+    target: str  # URL, password hidden
+    rows: dict[str, int]
+    upgraded_to: str | None
+
+
+# --- small file helpers -----------------------------------------------------------------------
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_file(final: Path) -> Iterator[Any]:
+    """Write `final` through a 0600 temporary file beside it: fsync, rename, fsync the directory.
+
+    Readers see either no file or the whole file; a crash leaves only a hidden `.part` file.
+    """
+    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _gzip(src: Path, dest: Path) -> None:
+    with src.open("rb") as fin, gzip.open(dest, "wb", compresslevel=6) as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+
+
+def _gunzip(src: Path, dest: Path) -> None:
+    try:
+        with gzip.open(src, "rb") as fin, dest.open("wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+    except (OSError, EOFError) as exc:
+        raise BackupError(f"the payload {src.name} does not decompress: {exc}") from exc
+
+
+# --- taking a backup ----------------------------------------------------------------------------
+
+
+def _choose_method(engine: Engine, method: Method) -> Method:
+    dialect = engine.dialect.name
+    if method == "auto":
+        if dialect == "sqlite":
+            return "sqlite"
+        return "pg_dump" if bdb.pg_tool("pg_dump", engine) else "logical"
+    if (method == "sqlite") != (dialect == "sqlite"):
+        raise BackupError(f"backup method {method} does not fit a {dialect} database")
+    return method
+
+
+def _snapshot(engine: Engine, method: Method, work: Path) -> tuple[str | None, dict[str, int], list[Path]]:
+    """Take the consistent snapshot into `work`; returns (revision, counts, payload files)."""
+    if method == "sqlite":
+        raw = work / "mirror.sqlite3"
+        bdb.sqlite_snapshot(bdb.sqlite_path(engine), raw)
+        revision, counts = bdb.sqlite_facts(raw)
+        packed = work / "mirror.sqlite3.gz"
+        _gzip(raw, packed)
+        raw.unlink()
+        return revision, counts, [packed]
+    with bdb.pg_snapshot(engine) as (conn, snapshot_id, revision, counts):
+        if method == "pg_dump":
+            tool = bdb.pg_tool("pg_dump") or "pg_dump"
+            dump = work / "mirror.pgdump"
+            bdb.pg_dump(engine, snapshot_id, dump, tool)
+            return revision, counts, [dump]
+        (work / "tables").mkdir()
+        files = bdb.logical_dump(conn, sorted(counts), work / "tables")
+        return revision, counts, [work / "tables" / name for name in files.values()]
+
+
+def _member_name(payload_file: Path, work: Path) -> str:
+    return f"payload/{payload_file.relative_to(work).as_posix()}"
+
+
+def _archive_name(now: datetime) -> str:
+    return f"clevertim-sync-{now.astimezone(UTC):%Y%m%dT%H%M%S.%fZ}.tar"
+
+
+def _resolve_dest(dest: Path | str, now: datetime) -> Path:
+    dest = Path(dest)
+    if dest.suffix == ".tar" and not dest.is_dir():
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return dest
+    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return dest / _archive_name(now)
+
+
+def _add_file(tar: tarfile.TarFile, name: str, path: Path, mtime: float) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = path.stat().st_size
+    info.mode = 0o600
+    info.mtime = int(mtime)
+    with path.open("rb") as f:
+        tar.addfile(info, f)
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o600
+    info.mtime = int(mtime)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def backup(
+    engine_or_url: Engine | str,
+    dest: Path | str,
+    keep: int | None = None,
+    *,
+    method: Method = "auto",
+    now: datetime | None = None,
+) -> BackupResult:
+    """Write one backup archive of the mirror into directory `dest` (or to the `.tar` path `dest`).
+
+    Safe while the daemon writes: the snapshot is one committed state. With `keep`, only the
+    newest `keep` archives named by this function stay in the directory.
+    """
+    started = time.monotonic()
+    now = now or datetime.now(UTC)
+    engine = make_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
+    try:
+        method = _choose_method(engine, method)
+        final = _resolve_dest(dest, now)
+        with tempfile.TemporaryDirectory(dir=final.parent, prefix=".backup-work-") as tmp:
+            work = Path(tmp)
+            revision, counts, payload = _snapshot(engine, method, work)
+            files = {
+                f"payload/{p.relative_to(work).as_posix()}": {
+                    "sha256": _sha256_file(p),
+                    "size": p.stat().st_size,
+                }
+                for p in payload
+            }
+            manifest = Manifest(
+                created_at=now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                method=method,
+                schema_version=revision,
+                tables=counts,
+                files=files,
+                source=bdb.safe_url(engine),
+            )
+            data = manifest.to_json()
+            mtime = now.timestamp()
+            with atomic_file(final) as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                _add_bytes(tar, MANIFEST, data, mtime)
+                for p in payload:
+                    _add_file(tar, _member_name(p, work), p, mtime)
+                _add_bytes(tar, END_MARKER, hashlib.sha256(data).hexdigest().encode() + b"\n", mtime)
+    finally:
+        if isinstance(engine_or_url, str):
+            engine.dispose()
+    pruned = prune(final.parent, keep) if keep is not None else []
+    result = BackupResult(final, manifest, final.stat().st_size, time.monotonic() - started, pruned)
+    log.info(
+        "backup.written",
+        path=str(final),
+        method=method,
+        bytes=result.size,
+        seconds=round(result.seconds, 3),
+        rows=sum(counts.values()),
+        pruned=len(pruned),
+    )
+    return result
+
+
+def prune(directory: Path | str, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` backups in `directory`; other files are never touched."""
+    if keep < 1:
+        raise BackupError(f"keep must be at least 1, not {keep}: a retention of nothing deletes every backup")
+    ours = sorted((p for p in Path(directory).iterdir() if NAME_RE.match(p.name)), reverse=True)
+    doomed = ours[keep:]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+        log.info("backup.pruned", path=str(path))
+    return doomed
+
+
+# --- reading and verifying ------------------------------------------------------------------
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, out: Callable[[bytes], object]) -> None:
+    f = tar.extractfile(member)
+    if f is None:
+        raise BackupError(f"{member.name} in the backup is not a regular file: the backup is damaged")
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        out(chunk)
+
+
+def _open_checked(path: Path, work: Path) -> Manifest:
+    """Check the archive against its manifest and extract the payload into `work`."""
+    if not path.is_file():
+        raise BackupError(f"there is no backup file at {path}")
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            members = {m.name: m for m in tar.getmembers()}
+            if MANIFEST not in members:
+                raise BackupError(f"{path} has no {MANIFEST}: it is not a clevertim-sync backup")
+            buf = io.BytesIO()
+            _read_member(tar, members[MANIFEST], buf.write)
+            data = buf.getvalue()
+            if END_MARKER not in members:
+                raise BackupError(f"{path} is truncated: its closing checksum ({END_MARKER}) is missing")
+            marker = io.BytesIO()
+            _read_member(tar, members[END_MARKER], marker.write)
+            if marker.getvalue().strip().decode(errors="replace") != hashlib.sha256(data).hexdigest():
+                raise BackupError(f"{path} was altered: {MANIFEST} does not match its checksum")
+            manifest = Manifest.from_json(data)
+            unexpected = set(members) - set(manifest.files) - {MANIFEST, END_MARKER}
+            if unexpected:
+                raise BackupError(f"{path} was altered: it holds files its manifest does not list: "
+                                  f"{', '.join(sorted(unexpected))}")  # fmt: skip
+            for name, expected in manifest.files.items():
+                _extract_checked(tar, members, name, expected, path=path, work=work)
+    except tarfile.TarError as exc:
+        raise BackupError(f"{path} is truncated or not a tar archive ({exc}); use another backup") from exc
+    except EOFError as exc:
+        raise BackupError(f"{path} is truncated: {exc}; use another backup") from exc
+    return manifest
+
+
+def _extract_checked(
+    tar: tarfile.TarFile,
+    members: dict[str, tarfile.TarInfo],
+    name: str,
+    expected: dict[str, Any],
+    *,
+    path: Path,
+    work: Path,
+) -> None:
+    if not _MEMBER_RE.match(name):
+        raise BackupError(f"{path} was altered: the manifest names an unsafe payload path {name!r}")
+    member = members.get(name)
+    if member is None:
+        raise BackupError(f"{path} is truncated or altered: payload {name} is missing")
+    if member.size != expected["size"]:
+        raise BackupError(
+            f"{path} was altered: {name} is {member.size} bytes, the manifest says {expected['size']}"
+        )
+    target = work / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    with target.open("wb") as out:
+
+        def write(chunk: bytes) -> None:
+            h.update(chunk)
+            out.write(chunk)
+
+        _read_member(tar, member, write)
+    if h.hexdigest() != expected["sha256"]:
+        raise BackupError(
+            f"{path} was altered or damaged: the checksum of {name} does not match its manifest"
+        )
+
+
+def _check_payload(manifest: Manifest, work: Path) -> Path | None:
+    """Open the payload and compare it with the manifest's counts; returns the SQLite file if any."""
+    if manifest.method == "sqlite":
+        db = work / "mirror.sqlite3"
+        _gunzip(work / "payload" / "mirror.sqlite3.gz", db)
+        revision, counts = bdb.sqlite_facts(db)
+        if revision != manifest.schema_version:
+            raise BackupError(
+                f"the snapshot is at schema {revision}, the manifest says {manifest.schema_version}"
+            )
+        _compare_counts(manifest.tables, counts, "the snapshot")
+        return db
+    if manifest.method == "pg_dump":
+        bdb.pg_restore_list(work / "payload" / "mirror.pgdump")
+        return None
+    if manifest.method == "logical":
+        counts = {}
+        for table in manifest.tables:
+            try:
+                counts[table] = sum(
+                    1 for _ in bdb.iter_jsonl(work / "payload" / "tables" / f"{table}.jsonl.gz")
+                )
+            except (OSError, EOFError, orjson.JSONDecodeError) as exc:
+                raise BackupError(f"the rows of {table} do not read back: {exc}") from exc
+        _compare_counts(manifest.tables, counts, "the logical dump")
+        return None
+    raise BackupError(f"unknown backup method {manifest.method!r} in the manifest")
+
+
+def _compare_counts(expected: dict[str, int], actual: dict[str, int], where: str) -> None:
+    wrong = [
+        f"{t}: {actual.get(t, 'missing')} rows, the manifest says {n}"
+        for t, n in sorted(expected.items())
+        if actual.get(t) != n
+    ]
+    if wrong:
+        raise BackupError(f"{where} does not match the manifest: " + "; ".join(wrong))
+
+
+def verify(path: Path | str) -> Manifest:
+    """Check a backup completely (checksums, row counts, that the snapshot opens), or raise BackupError."""
+    with tempfile.TemporaryDirectory(prefix="clevertim-sync-verify-") as tmp:
+        manifest = _open_checked(Path(path), Path(tmp))
+        _check_payload(manifest, Path(tmp))
+    log.info("backup.verified", path=str(path), method=manifest.method, tables=len(manifest.tables))
+    return manifest
+
+
+# --- restoring ------------------------------------------------------------------------------
+
+
+def _check_revision_known(revision: str | None) -> None:
+    if revision is None:
+        return
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 (alembic loads slowly; only restore needs it)
+
+    try:
+        ScriptDirectory.from_config(alembic_config()).get_revision(revision)
+    except Exception as exc:  # alembic raises several kinds for an unknown revision
+        raise BackupError(
+            f"the backup's schema {revision!r} is newer than this clevertim-sync {__version__} knows: "
+            "restore it with the version that wrote it, or upgrade clevertim-sync"
+        ) from exc
+
+
+def _replace_sqlite_file(snapshot: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # A stale -wal beside the new file would be replayed into it: remove the old journal first.
+    for suffix in ("-wal", "-shm", "-journal"):
+        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    with atomic_file(target) as f, snapshot.open("rb") as src:
+        shutil.copyfileobj(src, f, 1 << 20)
+
+
+def _table_counts(engine: Engine, tables: list[str]) -> dict[str, int]:
+    existing = set(sa.inspect(engine).get_table_names())
+    with engine.connect() as conn:
+        return {
+            t: int(conn.execute(sa.text(f"SELECT count(*) FROM {bdb.q(t)}")).scalar_one())  # noqa: S608
+            for t in tables
+            if t in existing
+        }
+
+
+def prepare_target(engine: Engine, force: bool, what: str) -> None:
+    """Refuse a target with rows in it unless `force`; then clear it so a restore starts from nothing."""
+    if not bdb.is_empty(engine):
+        if not force:
+            raise BackupError(
+                f"{bdb.safe_url(engine)} already holds data; restoring {what} would overwrite it. "
+                "Restore into an empty database, or pass --force to replace its contents"
+            )
+        log.warning("restore.replacing", target=bdb.safe_url(engine))
+    if engine.dialect.name == "postgresql":
+        if sa.inspect(engine).get_table_names():
+            bdb.wipe_postgres(engine)
+    else:
+        engine.dispose()
+        path = bdb.sqlite_path(engine)
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def restore(path: Path | str, to_url: str, force: bool = False) -> RestoreResult:
+    """Verify the backup, then restore it into the database at `to_url` and upgrade its schema."""
+    with tempfile.TemporaryDirectory(prefix="clevertim-sync-restore-") as tmp:
+        work = Path(tmp)
+        manifest = _open_checked(Path(path), work)
+        snapshot = _check_payload(manifest, work)
+        _check_revision_known(manifest.schema_version)
+        engine = make_engine(to_url)
+        try:
+            prepare_target(engine, force, f"backup {Path(path).name}")
+            _load(manifest, work, snapshot, engine)
+            counts = _table_counts(engine, list(manifest.tables))
+            _compare_counts(manifest.tables, counts, "the restored database")
+            upgrade(engine)
+            result = RestoreResult(manifest, bdb.safe_url(engine), counts, current_revision(engine))
+        finally:
+            engine.dispose()
+    log.info("restore.finished", target=result.target, method=manifest.method, rows=sum(counts.values()))
+    return result
+
+
+def _load(manifest: Manifest, work: Path, snapshot: Path | None, engine: Engine) -> None:
+    dialect = engine.dialect.name
+    if manifest.method == "sqlite" and snapshot is not None and dialect == "sqlite":
+        _replace_sqlite_file(snapshot, bdb.sqlite_path(engine))
+        return
+    if manifest.method == "pg_dump":
+        if dialect != "postgresql":
+            raise BackupError(
+                "a pg_dump backup restores only into PostgreSQL; restore it there, or take a "
+                "backup with --method logical to move the mirror into SQLite"
+            )
+        bdb.pg_restore(work / "payload" / "mirror.pgdump", engine)
+        return
+    # Across databases (SQLite snapshot into PostgreSQL) or from a logical dump: build the schema
+    # the backup was taken at, then copy the rows in; the final upgrade() takes it to head.
+    if manifest.schema_version is not None:
+        upgrade(engine, manifest.schema_version)
+    sources: dict[str, Callable[[], Iterator[dict[str, Any]]]] = {}
+    for table in manifest.tables:
+        if snapshot is not None:
+            sources[table] = bdb.sqlite_rows(snapshot, table)
+        else:
+            sources[table] = _jsonl_source(work / "payload" / "tables" / f"{table}.jsonl.gz")
+    bdb.load_rows(engine, sources)
+
+
+def _jsonl_source(path: Path) -> Callable[[], Iterator[dict[str, Any]]]:
+    return lambda: bdb.iter_jsonl(path)

@@ -1,0 +1,240 @@
+"""Backups on real SQLite files and the real PostgreSQL: archive, verify, restore, retention.
+
+The emulator-driven scenarios (backup during a pull, as-of export) are in test_backup_live.py.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tarfile
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from clevertim_sync import backup as bk
+from clevertim_sync.errors import BackupError
+from clevertim_sync.mirror import schema
+from clevertim_sync.mirror.db import make_engine, upgrade
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@pytest.fixture
+def target_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A second, empty database of the same kind as `database_url`: where restores go."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'restored.sqlite3'}"
+        return
+    server = os.environ["CLEVERTIM_SYNC_TEST_PG_URL"]
+    name = f"r_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def seed(engine: sa.Engine, n: int = 30) -> None:
+    """A small mirror with every awkward type: timestamps, exact decimals, booleans, unicode."""
+    with engine.begin() as conn:
+        conn.execute(
+            schema.CURRENT["contact"].insert(),
+            [
+                {
+                    "id": i,
+                    "first_name": f"Zoë {i}",
+                    "is_company": False,
+                    "modified_at": T0 + timedelta(minutes=i),
+                    "raw": f'{{"id": {i}, "fn": "Zoë {i}"}}',
+                    "content_hash": f"h{i}",
+                }
+                for i in range(1, n + 1)
+            ],
+        )
+        conn.execute(
+            schema.CURRENT["opportunity"].insert(),
+            [{"id": 900, "value": Decimal("1234567890123.4567"), "raw": "{}", "content_hash": "o"}],
+        )
+        conn.execute(
+            schema.history.insert(),
+            [
+                {"resource": "contact", "record_id": i, "origin": "pull", "op": "insert", "at": T0}
+                for i in range(1, n + 1)
+            ],
+        )
+
+
+def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every project table, through the project's types (so both databases compare)."""
+    engine = make_engine(url)
+    try:
+        present = set(sa.inspect(engine).get_table_names())
+        out = {}
+        with engine.connect() as conn:
+            for name, table in schema.metadata.tables.items():
+                if name in present:
+                    pk = list(table.primary_key.columns) or list(table.columns)
+                    out[name] = [tuple(r) for r in conn.execute(sa.select(table).order_by(*pk))]
+        return out
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def mirror(database_url: str) -> Iterator[sa.Engine]:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    seed(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_backup_verify_restore_round_trip(
+    mirror: sa.Engine, database_url: str, target_url: str, tmp_path: Path
+) -> None:
+    result = bk.backup(mirror, tmp_path / "backups")
+    assert result.path.parent == tmp_path / "backups"
+    assert stat.S_IMODE(result.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(result.path.parent.stat().st_mode) == 0o700
+    assert result.manifest.tables["contacts"] == 30 and result.manifest.tables["history"] == 30
+    assert result.manifest.schema_version is not None
+    assert result.manifest.method == ("sqlite" if database_url.startswith("sqlite") else "pg_dump")
+    assert "password" not in result.manifest.source
+    assert bk.verify(result.path) == result.manifest
+
+    restored = bk.restore(result.path, target_url)
+    assert restored.rows["contacts"] == 30
+    assert dump(target_url) == dump(database_url)
+    # The restored mirror is a working mirror: new history rows get fresh ids.
+    engine = make_engine(target_url)
+    with engine.begin() as conn:
+        new_id = conn.execute(
+            schema.history.insert().returning(schema.history.c.id),
+            {"resource": "contact", "record_id": 1, "origin": "pull", "op": "update", "at": T0},
+        ).scalar_one()
+    engine.dispose()
+    assert new_id == 31
+
+
+@pytest.mark.postgres
+def test_logical_backup_and_restores_across_databases(postgres_url: str, tmp_path: Path):
+    pg = make_engine(postgres_url)
+    upgrade(pg)
+    seed(pg)
+    logical = bk.backup(pg, tmp_path, method="logical")
+    assert logical.manifest.method == "logical"
+    bk.verify(logical.path)
+    sqlite_target = f"sqlite:///{tmp_path / 'from-pg.sqlite3'}"
+    bk.restore(logical.path, sqlite_target)
+    assert dump(sqlite_target) == dump(postgres_url)
+
+    # ... and a SQLite snapshot restores into PostgreSQL (after a wipe: --force).
+    snap = bk.backup(sqlite_target, tmp_path)
+    with pytest.raises(BackupError, match="already holds data"):
+        bk.restore(snap.path, postgres_url)
+    bk.restore(snap.path, postgres_url, force=True)
+    assert dump(postgres_url) == dump(sqlite_target)
+    pg.dispose()
+
+
+def _cut(src: Path, dest: Path, size: int) -> Path:
+    dest.write_bytes(src.read_bytes()[:size])
+    return dest
+
+
+def _flip_byte_in(src: Path, dest: Path, member: str) -> Path:
+    """Change one byte inside a member's data, the way bit rot or tampering would."""
+    with tarfile.open(src) as tar:
+        offset = tar.getmember(member).offset_data
+    data = bytearray(src.read_bytes())
+    data[offset + 10] ^= 0xFF
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+def test_truncated_or_altered_backups_are_refused(mirror: sa.Engine, target_url: str, tmp_path: Path):
+    good = bk.backup(mirror, tmp_path / "b").path
+    payload = next(iter(bk.verify(good).files))
+    with tarfile.open(good) as tar:  # cut inside the content, not in tar's zero padding
+        data, end = tar.getmember(payload), tar.getmember(bk.END_MARKER)
+    bad = {
+        "cut in payload": (_cut(good, tmp_path / "half.tar", data.offset_data + data.size // 2), "truncated"),
+        "manifest only": (_cut(good, tmp_path / "head.tar", data.offset), "truncated"),
+        "end marker cut": (_cut(good, tmp_path / "tail.tar", end.offset), "truncated"),
+        "empty": (_cut(good, tmp_path / "empty.tar", 0), "truncated or not a tar"),
+        "payload altered": (_flip_byte_in(good, tmp_path / "p.tar", payload), "checksum of payload/"),
+        "manifest altered": (_flip_byte_in(good, tmp_path / "m.tar", bk.MANIFEST), "altered|not valid JSON"),
+    }
+    for label, (path, message) in bad.items():
+        with pytest.raises(BackupError, match=message):
+            bk.verify(path)
+        with pytest.raises(BackupError, match=message):
+            bk.restore(path, target_url)
+        assert label and dump(target_url) == {}  # nothing was created in the target
+    with pytest.raises(BackupError, match="no backup file"):
+        bk.verify(tmp_path / "missing.tar")
+
+
+def test_restore_refuses_a_database_with_data(mirror: sa.Engine, database_url: str, tmp_path: Path):
+    backup = bk.backup(mirror, tmp_path).path
+    with mirror.begin() as conn:
+        conn.execute(schema.CURRENT["contact"].delete().where(schema.CURRENT["contact"].c.id > 10))
+    with pytest.raises(BackupError, match=r"already holds data.*--force"):
+        bk.restore(backup, database_url)
+    assert len(dump(database_url)["contacts"]) == 10  # untouched
+    mirror.dispose()
+    bk.restore(backup, database_url, force=True)
+    assert len(dump(database_url)["contacts"]) == 30
+
+
+def test_retention_keeps_the_newest_and_nothing_else(mirror: sa.Engine, tmp_path: Path):
+    where = tmp_path / "backups"
+    where.mkdir()
+    (where / "notes.txt").write_text("not a backup")
+    made = [bk.backup(mirror, where, keep=3, now=T0 + timedelta(days=d)).path for d in range(5)]
+    left = sorted(p.name for p in where.iterdir())
+    assert left == sorted([*(p.name for p in made[-3:]), "notes.txt"])
+    with pytest.raises(BackupError, match="at least 1"):
+        bk.prune(where, 0)
+
+
+def test_backup_while_writing_is_one_committed_state(mirror: sa.Engine, target_url: str, tmp_path: Path):
+    """A writer commits a contact and its history row together; every backup has both or neither."""
+    stop = threading.Event()
+
+    def writer() -> None:
+        i = 1000
+        while not stop.is_set():
+            i += 1
+            with mirror.begin() as conn:
+                conn.execute(schema.CURRENT["contact"].insert(), {"id": i, "raw": "{}", "content_hash": "w"})
+                conn.execute(
+                    schema.history.insert(),
+                    {"resource": "contact", "record_id": i, "origin": "pull", "op": "insert", "at": T0},
+                )
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        backups = [bk.backup(mirror, tmp_path / "live") for _ in range(3)]
+    finally:
+        stop.set()
+        thread.join()
+    counts = [b.manifest.tables["contacts"] for b in backups]
+    assert counts == sorted(counts) and counts[-1] > 30  # the writer really ran during the backups
+    for b in backups:
+        assert b.manifest.tables["contacts"] == b.manifest.tables["history"]
+    restored = bk.restore(backups[-1].path, target_url)
+    assert restored.rows["contacts"] == restored.rows["history"] == counts[-1]
