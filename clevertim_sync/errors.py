@@ -73,3 +73,27 @@ class InstanceLocked(ClevertimSyncError):
 
 class BackupError(ClevertimSyncError):
     """A backup cannot be written, verified or restored."""
+
+
+class InvalidListing(MirrorError):
+    """A listing that cannot be a true snapshot (duplicate or missing ids): nothing was applied."""
+
+    def __init__(self, resource: str, problem: str) -> None:
+        self.resource = resource
+        self.problem = problem
+        super().__init__(
+            f"{resource}: the API's listing is malformed ({problem}); the mirror of {resource} was "
+            f"left as it was. The next pull retries; if it persists, report it to Clevertim"
+        )
+
+
+class QueueItemError(ClevertimSyncError):
+    """A writeback queue command cannot act on this item (unknown id, or wrong state for it)."""
+
+    exit_code = 2
+
+    def __init__(self, item_id: int | None, problem: str) -> None:
+        self.item_id = item_id
+        self.problem = problem
+        where = f"queue item {item_id}" if item_id is not None else "writeback queue"
+        super().__init__(f"{where}: {problem}")

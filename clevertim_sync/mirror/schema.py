@@ -20,6 +20,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from clevertim_sync import resources
+from clevertim_sync.mirror.columns import all_day_column
 from clevertim_sync.mirror.types import ExactDecimal, UtcDateTime
 from clevertim_sync.resources import Kind, Prop, Resource
 
@@ -40,11 +41,6 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 # Kinds kept only in `raw` (lists of ids, free JSON): the child tables or json functions serve them.
 RAW_ONLY_KINDS = frozenset({Kind.INT_LIST, Kind.JSON})
 CHILD_KINDS = frozenset({Kind.STR_LIST, Kind.PHONES, Kind.SMIDS, Kind.CUSTOM_FIELDS})
-
-
-def all_day_column(prop: Prop) -> str:
-    """The boolean column beside a DATE_PARTS timestamp: `start_at` -> `start_at_all_day`."""
-    return f"{prop.column}_all_day"
 
 
 def _scalar_columns(prop: Prop) -> list[sa.Column[object]]:

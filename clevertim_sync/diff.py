@@ -1,0 +1,136 @@
+"""The diff of one full listing against the mirror: pure, no I/O.
+
+Owns: `record_hash` (the one canonical content hash), `compute_changes` (listing + mirror index ->
+inserts, updates, deletes, touches), `changed_fields` (the {field: [old, new]} of a history row),
+`mass_delete_refused` (the guard's rule) and `apply_changes` (what applying means, for tests).
+
+Content decides, not `lm`: the hash excludes `lm`, so an `lm` bump with nothing else changed is a
+"touch" (the stored raw and modified_at are refreshed, no history, not an update), and an edit
+that forgot to bump `lm` is still an update. A record that disappears is a delete; if the same id
+comes back later it is an insert again for the same record_id, so its history stays one
+continuous line: insert, update..., delete, insert, ...
+
+Must not import: httpx, SQLAlchemy, anything that does I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from clevertim_sync.errors import InvalidListing
+
+Record = dict[str, Any]
+# The mirror's index of a resource: id -> (content hash, the stored lm in the form lm_key gives).
+Index = Mapping[int, tuple[str, Any]]
+
+EXCLUDED_FROM_HASH = "lm"
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """Canonical content hash: sorted-key JSON of the record without `lm`, blake2b-128 hex."""
+    content = {k: v for k, v in record.items() if k != EXCLUDED_FROM_HASH}
+    return hashlib.blake2b(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+
+
+def raw_lm(record: Mapping[str, Any]) -> Any:
+    return record.get("lm")
+
+
+@dataclass
+class Changes:
+    """What one listing changes in one resource. Records are the listing's own dicts (no copies)."""
+
+    inserts: list[tuple[Record, str]] = field(default_factory=list)  # (record, hash)
+    updates: list[tuple[Record, str]] = field(default_factory=list)
+    touches: list[tuple[Record, str]] = field(default_factory=list)  # only lm differs
+    deletes: list[int] = field(default_factory=list)
+    unchanged: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.inserts or self.updates or self.touches or self.deletes)
+
+
+def _record_id(resource: str, record: Any) -> int:
+    if not isinstance(record, dict):
+        raise InvalidListing(resource, f"an entry is a {type(record).__name__}, not an object")
+    rid = record.get("id")
+    if not isinstance(rid, int) or isinstance(rid, bool):
+        raise InvalidListing(resource, f"an entry has no integer id (id={rid!r})")
+    return rid
+
+
+def compute_changes(
+    resource: str,
+    listing: Iterable[Any],
+    index: Index,
+    *,
+    lm_key: Callable[[Mapping[str, Any]], Any] = raw_lm,
+) -> Changes:
+    """Compare a full listing with the mirror's index; raise InvalidListing for a malformed one.
+
+    `lm_key` turns a record's `lm` into the form the index holds (the store keeps a parsed
+    timestamp), so that touches are found without reading every stored raw.
+    """
+    changes = Changes()
+    seen: set[int] = set()
+    for record in listing:
+        rid = _record_id(resource, record)
+        if rid in seen:
+            raise InvalidListing(resource, f"id {rid} appears more than once")
+        seen.add(rid)
+        digest = record_hash(record)
+        known = index.get(rid)
+        if known is None:
+            changes.inserts.append((record, digest))
+        elif known[0] != digest:
+            changes.updates.append((record, digest))
+        elif known[1] != lm_key(record):
+            changes.touches.append((record, digest))
+        else:
+            changes.unchanged += 1
+    changes.deletes = sorted(rid for rid in index if rid not in seen)
+    return changes
+
+
+def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """{field: [old, new]} for every top-level property whose value differs (absent = None), not lm."""
+    out: dict[str, list[Any]] = {}
+    for key in sorted(old.keys() | new.keys()):
+        if key == EXCLUDED_FROM_HASH:
+            continue
+        before, after = old.get(key), new.get(key)
+        if before != after or (key in old) != (key in new):
+            out[key] = [before, after]
+    return out
+
+
+def mass_delete_refused(
+    *, deletes: int, mirrored: int, listed: int, threshold: float, min_records: int
+) -> bool:
+    """The guard: refuse a listing that would delete too much of what is mirrored.
+
+    An empty listing of a non-empty mirror is always refused (an outage or a permission change
+    looks exactly like that); otherwise, with at least `min_records` mirrored, deleting more than
+    `threshold` of them is refused.
+    """
+    if deletes == 0:
+        return False
+    if listed == 0:
+        return True
+    return mirrored >= min_records and deletes > threshold * mirrored
+
+
+def apply_changes(state: Mapping[int, Record], changes: Changes) -> dict[int, Record]:
+    """The new {id: record} after `changes`: what the store does to its tables, stated purely."""
+    out = dict(state)
+    for rid in changes.deletes:
+        del out[rid]
+    for record, _ in (*changes.inserts, *changes.updates, *changes.touches):
+        out[record["id"]] = record
+    return out

@@ -1,0 +1,380 @@
+"""The mirror store: the only SQL of the pull, and the mirror functions other areas call.
+
+Owns: loading a resource's `{id: (hash, modified_at)}` index in one query; applying one resource's
+`Changes` in bulk (current rows, child rows, history rows) inside the caller's transaction; the
+`runs` and `resource_status` bookkeeping; `load_record`, `apply_local_result` (writeback folds a
+server answer in, history origin 'local') and `export_jsonl`.
+
+Writes are bulk executemany / multi-row inserts in chunks, never one ORM object per record. A
+changed record is rewritten as delete + insert of its current row and child rows: simpler than
+diffing child lists, and the same cost on both databases.
+
+Must not import: httpx, the API client, the pull.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from clevertim_sync import resources
+from clevertim_sync.diff import Changes, changed_fields, record_hash
+from clevertim_sync.errors import MirrorError
+from clevertim_sync.mirror import schema
+from clevertim_sync.mirror.columns import RowBuilder, to_timestamp
+
+__all__ = [
+    "ResourceCounts",
+    "apply_changes",
+    "apply_local_result",
+    "export_jsonl",
+    "finish_run",
+    "lm_key",
+    "load_index",
+    "load_record",
+    "record_hash",
+    "record_outcome",
+    "start_run",
+]
+
+CHUNK = 2000  # rows per executemany / IN list: well under SQLite's bound-parameter limit
+_BUILDERS = {r.name: RowBuilder(r) for r in resources.RESOURCES}
+
+
+@dataclass
+class ResourceCounts:
+    """What one pull did to one resource (also the JSON kept in runs.counts and resource_status)."""
+
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    touched: int = 0
+    unchanged: int = 0
+    listed: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    held: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def lm_key(record: Mapping[str, Any]) -> datetime | None:
+    """A record's `lm` in the form the index holds it (modified_at), for diff.compute_changes."""
+    return to_timestamp(record.get("lm"))
+
+
+def load_index(conn: sa.Connection, resource: str) -> dict[int, tuple[str, datetime | None]]:
+    """{id: (content_hash, modified_at)} of every mirrored record of `resource`, in one query."""
+    table = schema.CURRENT[resource]
+    rows = conn.execute(sa.select(table.c.id, table.c.content_hash, table.c.modified_at))
+    return {rid: (digest, lm) for rid, digest, lm in rows}
+
+
+def load_record(conn: sa.Connection, resource: str, record_id: int) -> dict[str, Any] | None:
+    """The record as last pulled (or folded in after a push), or None when it is not mirrored."""
+    table = schema.CURRENT[resources.get(resource).name]
+    raw = conn.execute(sa.select(table.c.raw).where(table.c.id == record_id)).scalar_one_or_none()
+    return None if raw is None else dict(orjson.loads(raw))
+
+
+def _old_raws(conn: sa.Connection, resource: str, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+    table = schema.CURRENT[resource]
+    rows = conn.execute(sa.select(table.c.id, table.c.raw, table.c.content_hash).where(table.c.id.in_(ids)))
+    return {rid: (raw, digest) for rid, raw, digest in rows}
+
+
+def _delete_rows(conn: sa.Connection, resource: str, ids: Sequence[int]) -> None:
+    table = schema.CURRENT[resource]
+    conn.execute(table.delete().where(table.c.id.in_(ids)))
+    for prop in resources.get(resource).child_props:
+        child = schema.CHILDREN[(resource, prop.api)]
+        conn.execute(child.delete().where(child.c.owner_id.in_(ids)))
+
+
+def _insert_rows(
+    conn: sa.Connection, resource: str, items: Iterable[tuple[Mapping[str, Any], str, str]]
+) -> None:
+    """Insert current and child rows for (record, raw, hash) items not currently stored."""
+    builder = _BUILDERS[resource]
+    rows = []
+    children: dict[str, list[dict[str, Any]]] = {p.api: [] for p in builder.children}
+    for record, raw, digest in items:
+        rows.append(builder.current(record, raw, digest))
+        for prop in builder.children:
+            children[prop.api].extend(builder.child_rows(prop, record))
+    if rows:
+        conn.execute(schema.CURRENT[resource].insert(), rows)
+    for api, child in children.items():
+        if child:
+            conn.execute(schema.CHILDREN[(resource, api)].insert(), child)
+
+
+def _history_row(
+    resource: str,
+    record_id: int,
+    op: str,
+    raw: str | None,
+    digest: str | None,
+    *,
+    at: datetime,
+    run_id: int | None,
+    origin: str = "pull",
+    changed: dict[str, list[Any]] | None = None,
+    queue_item_id: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "resource": resource,
+        "record_id": record_id,
+        "run_id": run_id,
+        "origin": origin,
+        "op": op,
+        "at": at,
+        "raw": raw,
+        "content_hash": digest,
+        "changed": None if changed is None else orjson.dumps(changed).decode(),
+        "queue_item_id": queue_item_id,
+    }
+
+
+def apply_changes(
+    conn: sa.Connection, resource: str, changes: Changes, *, run_id: int | None, at: datetime
+) -> None:
+    """Apply one resource's changes inside the caller's transaction: rows, children, history."""
+    table = schema.CURRENT[resource]
+    history: list[dict[str, Any]] = []
+
+    for chunk in _chunks(changes.inserts):
+        items = [(rec, orjson.dumps(rec).decode(), digest) for rec, digest in chunk]
+        _insert_rows(conn, resource, items)
+        history = [
+            _history_row(resource, rec["id"], "insert", raw, d, at=at, run_id=run_id) for rec, raw, d in items
+        ]
+        conn.execute(schema.history.insert(), history)
+
+    for chunk in _chunks(changes.updates):
+        ids = [rec["id"] for rec, _ in chunk]
+        old = _old_raws(conn, resource, ids)
+        _delete_rows(conn, resource, ids)
+        items = [(rec, orjson.dumps(rec).decode(), digest) for rec, digest in chunk]
+        _insert_rows(conn, resource, items)
+        history = [
+            _history_row(
+                resource,
+                rec["id"],
+                "update",
+                raw,
+                d,
+                at=at,
+                run_id=run_id,
+                changed=changed_fields(orjson.loads(old[rec["id"]][0]), rec),
+            )
+            for rec, raw, d in items
+        ]
+        conn.execute(schema.history.insert(), history)
+
+    for chunk in _chunks(changes.deletes):
+        old = _old_raws(conn, resource, chunk)
+        _delete_rows(conn, resource, chunk)
+        history = [
+            _history_row(resource, rid, "delete", raw, d, at=at, run_id=run_id)
+            for rid, (raw, d) in old.items()
+        ]
+        if history:
+            conn.execute(schema.history.insert(), history)
+
+    if changes.touches:
+        # Only lm moved: refresh what is stored, but it is not a change (no history, no count).
+        stmt = (
+            table.update()
+            .where(table.c.id == sa.bindparam("b_id"))
+            .values(raw=sa.bindparam("b_raw"), modified_at=sa.bindparam("b_lm"))
+        )
+        for chunk in _chunks(changes.touches):
+            conn.execute(
+                stmt,
+                [{"b_id": r["id"], "b_raw": orjson.dumps(r).decode(), "b_lm": lm_key(r)} for r, _ in chunk],
+            )
+
+
+def apply_local_result(
+    conn: sa.Connection,
+    resource: str,
+    record: Mapping[str, Any],
+    *,
+    op: str,
+    queue_item_id: int | None,
+    at: datetime | None = None,
+) -> None:
+    """Fold the server's answer to a pushed write into the mirror, inside the caller's transaction.
+
+    `op` is "insert" (or "create"), "update" or "delete"; for a delete `record` needs only its
+    `id`. The current row, child rows and hash become the server's version, and history gets a
+    row with origin 'local' and the queue item id, so the next pull sees no news.
+    """
+    name = resources.get(resource).name
+    if op not in ("insert", "create", "update", "delete"):
+        raise MirrorError(f"apply_local_result: unknown op {op!r}; use insert, update or delete")
+    rid = record.get("id")
+    if not isinstance(rid, int) or isinstance(rid, bool):
+        raise MirrorError(f"apply_local_result: the {name} record has no integer id ({rid!r})")
+    at = at or now()
+    old = _old_raws(conn, name, [rid]).get(rid)
+    if op == "delete":
+        if old is not None:
+            _delete_rows(conn, name, [rid])
+            row = _history_row(
+                name,
+                rid,
+                "delete",
+                old[0],
+                old[1],
+                at=at,
+                run_id=None,
+                origin="local",
+                queue_item_id=queue_item_id,
+            )
+            conn.execute(schema.history.insert(), [row])
+        return
+    digest = record_hash(record)
+    raw = orjson.dumps(record).decode()
+    if old is not None:
+        _delete_rows(conn, name, [rid])
+    _insert_rows(conn, name, [(record, raw, digest)])
+    if old is not None and old[1] == digest:
+        return  # the server's answer changed nothing but lm: like a touch, no history
+    changed = None if old is None else changed_fields(orjson.loads(old[0]), record)
+    row = _history_row(
+        name,
+        rid,
+        "insert" if old is None else "update",
+        raw,
+        digest,
+        at=at,
+        run_id=None,
+        origin="local",
+        changed=changed,
+        queue_item_id=queue_item_id,
+    )
+    conn.execute(schema.history.insert(), [row])
+
+
+# --- runs and resource_status ---------------------------------------------------------------
+
+
+def start_run(conn: sa.Connection, kind: str = "pull", *, at: datetime | None = None) -> int:
+    result = conn.execute(
+        schema.runs.insert().values(kind=kind, started_at=at or now(), status="running", counts="{}")
+    )
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def finish_run(conn: sa.Connection, run_id: int, status: str, error: str | None = None) -> None:
+    conn.execute(
+        schema.runs.update()
+        .where(schema.runs.c.id == run_id)
+        .values(finished_at=now(), status=status, error=error)
+    )
+
+
+def record_outcome(
+    conn: sa.Connection,
+    run_id: int,
+    resource: str,
+    counts: ResourceCounts,
+    *,
+    at: datetime,
+    held_reason: str | None = None,
+) -> None:
+    """Write one resource's outcome into runs.counts and resource_status (same transaction)."""
+    runs = schema.runs
+    current = conn.execute(sa.select(runs.c.counts).where(runs.c.id == run_id)).scalar_one_or_none()
+    all_counts = orjson.loads(current or "{}")
+    all_counts[resource] = counts.as_dict()
+    conn.execute(runs.update().where(runs.c.id == run_id).values(counts=orjson.dumps(all_counts).decode()))
+
+    status = schema.resource_status
+    ok = counts.error is None and not counts.held
+    previous = conn.execute(
+        sa.select(status.c.consecutive_failures).where(status.c.resource == resource)
+    ).scalar_one_or_none()
+    table = schema.CURRENT[resource]
+    values: dict[str, Any] = {
+        "last_run_id": run_id,
+        "last_pull_at": at,
+        "last_error": counts.error,
+        "consecutive_failures": 0 if ok else (previous or 0) + 1,
+        "held": counts.held,
+        "held_reason": held_reason,
+        "record_count": conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one(),
+        "last_counts": orjson.dumps(counts.as_dict()).decode(),
+    }
+    if ok:
+        values["last_success_at"] = at
+    if previous is None:
+        conn.execute(status.insert().values(resource=resource, **values))
+    else:
+        conn.execute(status.update().where(status.c.resource == resource).values(**values))
+
+
+def resource_statuses(conn: sa.Connection) -> dict[str, dict[str, Any]]:
+    """resource_status rows by resource name (resources never pulled are absent)."""
+    rows = conn.execute(sa.select(schema.resource_status)).mappings()
+    return {row["resource"]: dict(row) for row in rows}
+
+
+def mirrored_count(conn: sa.Connection, resource: str) -> int:
+    table = schema.CURRENT[resource]
+    return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+def export_jsonl(conn: sa.Connection, directory: str | os.PathLike[str]) -> dict[str, int]:
+    """Write `<resource>.jsonl` per resource into `directory`: each line one record exactly as last
+    pulled, sorted by id. Each file is written to a temporary name and renamed: a reader never sees
+    half a file. Returns {resource: records written}."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, int] = {}
+    for res in resources.RESOURCES:
+        table = schema.CURRENT[res.name]
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{res.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                count = 0
+                result = conn.execution_options(stream_results=True, yield_per=CHUNK).execute(
+                    sa.select(table.c.raw).order_by(table.c.id)
+                )
+                for (raw,) in result:
+                    f.write(raw)
+                    f.write("\n")
+                    count += 1
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, out / f"{res.name}.jsonl")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written[res.name] = count
+    return written

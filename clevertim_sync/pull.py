@@ -1,0 +1,209 @@
+"""One pull: every (or some) resource's full listing, diffed against the mirror and applied.
+
+Owns: the order of a pull (parents first, `resources.PULL_ORDER`), per-resource isolation (a
+listing that fails leaves that resource's tables as they were and the others go on), the
+mass-delete guard's enforcement, the run record, and the `pull.*` log events.
+
+Each resource is one transaction: load its index, diff, then either apply everything (current
+rows, child rows, history, the run's counts, resource_status) or, when the guard refuses, nothing
+but the record of the refusal.
+
+Must not import: httpx (the client is passed in), SQL beyond `mirror.store`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+import structlog
+
+from clevertim_sync import resources as registry
+from clevertim_sync.diff import compute_changes, mass_delete_refused
+from clevertim_sync.errors import ClevertimSyncError, MassDeleteRefused, MirrorError
+from clevertim_sync.mirror import store
+from clevertim_sync.mirror.store import ResourceCounts
+from clevertim_sync.settings import PullSettings, Settings
+
+log = structlog.get_logger(__name__)
+
+# Called with (resource, None) when a resource starts and (resource, counts) when it is done.
+Progress = Callable[[str, ResourceCounts | None], None]
+
+
+class ListingClient(Protocol):
+    """What a pull needs of the API client (clevertim_sync.api.client.ClevertimClient)."""
+
+    def list(self, resource: str) -> list[dict[str, Any]]: ...
+
+
+@dataclass
+class PullReport:
+    """What one pull did, per resource, in pull order."""
+
+    run_id: int
+    started_at: datetime
+    finished_at: datetime | None = None
+    resources: dict[str, ResourceCounts] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, c in self.resources.items() if c.error is not None or c.held]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def status(self) -> str:
+        if self.ok:
+            return "ok"
+        return "failed" if len(self.failed) == len(self.resources) else "partial"
+
+    def totals(self) -> dict[str, int]:
+        keys = ("inserted", "updated", "deleted", "touched", "unchanged")
+        return {k: sum(getattr(c, k) for c in self.resources.values()) for k in keys}
+
+
+def resources_in_order(names: Iterable[str] | None) -> list[str]:
+    """The named resources (all when None) in pull order; an unknown name is a clear error."""
+    if names is None:
+        return list(registry.PULL_ORDER)
+    wanted = set()
+    for name in names:
+        try:
+            wanted.add(registry.get(name).name)
+        except registry.UnknownResource as exc:
+            raise MirrorError(str(exc.args[0])) from None
+    return [n for n in registry.PULL_ORDER if n in wanted]
+
+
+def pull(
+    engine: sa.Engine,
+    client: ListingClient,
+    *,
+    resources: Sequence[str] | None = None,
+    allow_mass_delete: bool = False,
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+) -> PullReport:
+    """Pull the given resources (default all), parents first; never raises for one bad listing."""
+    names = resources_in_order(resources)
+    policy = (settings or Settings()).pull
+    started = store.now()
+    with engine.begin() as conn:
+        run_id = store.start_run(conn, "pull", at=started)
+    report = PullReport(run_id=run_id, started_at=started)
+    log.info("pull.started", run_id=run_id, resources=names)
+    try:
+        for name in names:
+            if progress:
+                progress(name, None)
+            counts = _pull_resource(
+                engine, client, name, run_id=run_id, policy=policy, allow_mass_delete=allow_mass_delete
+            )
+            report.resources[name] = counts
+            if progress:
+                progress(name, counts)
+    finally:
+        report.finished_at = store.now()
+        status = report.status if len(report.resources) == len(names) else "failed"
+        error = "; ".join(f"{n}: {report.resources[n].error}" for n in report.failed) or None
+        with engine.begin() as conn:
+            store.finish_run(conn, run_id, status, error)
+    log.info(
+        "pull.finished",
+        run_id=run_id,
+        status=report.status,
+        failed=report.failed,
+        seconds=round((report.finished_at - started).total_seconds(), 3),
+        **report.totals(),
+    )
+    return report
+
+
+def _pull_resource(
+    engine: sa.Engine,
+    client: ListingClient,
+    name: str,
+    *,
+    run_id: int,
+    policy: PullSettings,
+    allow_mass_delete: bool,
+) -> ResourceCounts:
+    t0 = time.perf_counter()
+    counts = ResourceCounts()
+    try:
+        listing = client.list(name)
+    except ClevertimSyncError as exc:
+        # The client already retried what was worth retrying: record it, leave the tables alone.
+        return _failed(engine, name, run_id=run_id, counts=counts, t0=t0, exc=exc)
+    counts.listed = len(listing)
+    try:
+        with engine.begin() as conn:
+            at = store.now()
+            index = store.load_index(conn, name)
+            changes = compute_changes(name, listing, index, lm_key=store.lm_key)
+            del listing  # the changes hold what is still needed
+            counts.unchanged = changes.unchanged
+            refusal = _guard(
+                name,
+                deletes=len(changes.deletes),
+                mirrored=len(index),
+                listed=counts.listed,
+                policy=policy,
+                allow=allow_mass_delete,
+            )
+            if refusal is not None:
+                counts.held, counts.error = True, str(refusal)
+                log.warning(
+                    "pull.mass_delete_refused",
+                    resource=name,
+                    would_delete=refusal.would_delete,
+                    mirrored=refusal.mirrored,
+                    listed=counts.listed,
+                )
+            else:
+                store.apply_changes(conn, name, changes, run_id=run_id, at=at)
+                counts.inserted, counts.updated = len(changes.inserts), len(changes.updates)
+                counts.deleted, counts.touched = len(changes.deletes), len(changes.touches)
+            counts.seconds = round(time.perf_counter() - t0, 3)
+            store.record_outcome(
+                conn, run_id, name, counts, at=at, held_reason=counts.error if counts.held else None
+            )
+    except (ClevertimSyncError, sa.exc.SQLAlchemyError) as exc:
+        # Rolled back: the resource's tables are as they were before this pull.
+        fresh = ResourceCounts(listed=counts.listed)
+        return _failed(engine, name, run_id=run_id, counts=fresh, t0=t0, exc=exc)
+    log.info("pull.resource_finished", resource=name, **counts.as_dict())
+    return counts
+
+
+def _guard(
+    name: str, *, deletes: int, mirrored: int, listed: int, policy: PullSettings, allow: bool
+) -> MassDeleteRefused | None:
+    refused = mass_delete_refused(
+        deletes=deletes,
+        mirrored=mirrored,
+        listed=listed,
+        threshold=policy.mass_delete_threshold,
+        min_records=policy.mass_delete_min_records,
+    )
+    if not refused or allow:
+        return None
+    return MassDeleteRefused(name, deletes, mirrored, policy.mass_delete_threshold)
+
+
+def _failed(
+    engine: sa.Engine, name: str, *, run_id: int, counts: ResourceCounts, t0: float, exc: Exception
+) -> ResourceCounts:
+    counts.error = str(exc) or type(exc).__name__
+    counts.seconds = round(time.perf_counter() - t0, 3)
+    log.error("pull.resource_failed", resource=name, error_type=type(exc).__name__, error=counts.error)
+    with engine.begin() as conn:
+        store.record_outcome(conn, run_id, name, counts, at=store.now())
+    return counts

@@ -1,0 +1,135 @@
+"""The pure diff: hashing, change detection, the mass-delete rule (hypothesis properties)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clevertim_sync.diff import (
+    Changes,
+    apply_changes,
+    changed_fields,
+    compute_changes,
+    mass_delete_refused,
+    record_hash,
+)
+from clevertim_sync.errors import InvalidListing
+
+json_scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=8)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
+lms = st.sampled_from(["2017-01-02T05:22:12Z", "2018-03-04T00:00:00Z", "2020-12-31T23:59:59Z"])
+
+
+@st.composite
+def records(draw: st.DrawFn) -> dict[str, Any]:
+    body = draw(st.dictionaries(st.sampled_from(["fn", "ln", "tags", "cf", "x"]), json_values, max_size=4))
+    return {"id": draw(st.integers(1, 30)), **body, "lm": draw(lms)}
+
+
+def _listing(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return list({r["id"]: r for r in recs}.values())  # unique ids, as a sane listing has
+
+
+def _index(state: dict[int, dict[str, Any]]) -> dict[int, tuple[str, Any]]:
+    return {rid: (record_hash(r), r.get("lm")) for rid, r in state.items()}
+
+
+@settings(max_examples=60, deadline=None)
+@given(old=st.lists(records(), max_size=20), new=st.lists(records(), max_size=20))
+def test_applying_the_diff_to_the_old_state_gives_the_new_state(old: list[Any], new: list[Any]) -> None:
+    state = {r["id"]: r for r in _listing(old)}
+    listing = _listing(new)
+    changes = compute_changes("contact", listing, _index(state))
+    assert apply_changes(state, changes) == {r["id"]: r for r in listing}
+    # every id lands in exactly one bucket
+    buckets = [r["id"] for r, _ in (*changes.inserts, *changes.updates, *changes.touches)]
+    assert len(buckets) + changes.unchanged == len(listing)
+    assert set(changes.deletes).isdisjoint(r["id"] for r in listing)
+
+
+@settings(max_examples=30, deadline=None)
+@given(recs=st.lists(records(), max_size=20))
+def test_a_second_diff_of_the_same_listing_is_empty(recs: list[Any]) -> None:
+    listing = _listing(recs)
+    first = compute_changes("contact", listing, {})
+    state = apply_changes({}, first)
+    again = compute_changes("contact", listing, _index(state))
+    assert again.empty and again.unchanged == len(listing)
+
+
+def test_an_lm_bump_alone_is_a_touch_not_an_update() -> None:
+    rec = {"id": 1, "fn": "Ada", "lm": "2017-01-02T05:22:12Z"}
+    bumped = {**rec, "lm": "2019-01-01T00:00:00Z"}
+    changes = compute_changes("contact", [bumped], _index({1: rec}))
+    assert [r for r, _ in changes.touches] == [bumped]
+    assert not changes.updates and not changes.inserts
+
+
+def test_a_content_change_without_lm_bump_is_an_update() -> None:
+    rec = {"id": 1, "fn": "Ada", "lm": "2017-01-02T05:22:12Z"}
+    edited = {**rec, "fn": "Grace"}
+    changes = compute_changes("contact", [edited], _index({1: rec}))
+    assert [r for r, _ in changes.updates] == [edited]
+
+
+def test_hash_ignores_key_order_and_lm_but_not_nested_content() -> None:
+    a = {"id": 1, "fn": "A", "cf": {"1": "x", "2": ["a", "b"]}, "lm": "2017-01-02T05:22:12Z"}
+    b = {"lm": "2020-01-01T00:00:00Z", "cf": {"2": ["a", "b"], "1": "x"}, "fn": "A", "id": 1}
+    assert record_hash(a) == record_hash(b)
+    assert record_hash(a) != record_hash({**a, "cf": {"1": "x", "2": ["b", "a"]}})
+    assert record_hash(a) != record_hash({**a, "unknown_new_prop": None})
+
+
+def test_duplicate_ids_are_a_malformed_listing() -> None:
+    with pytest.raises(InvalidListing, match="id 7 appears more than once") as err:
+        compute_changes("note", [{"id": 7}, {"id": 8}, {"id": 7}], {})
+    assert err.value.resource == "note"
+
+
+@pytest.mark.parametrize("bad", [{"fn": "no id"}, {"id": "7"}, {"id": True}, ["not", "an", "object"]])
+def test_entries_without_an_integer_id_are_a_malformed_listing(bad: Any) -> None:
+    with pytest.raises(InvalidListing):
+        compute_changes("contact", [bad], {})
+
+
+def test_vanished_and_returned_record_is_deleted_then_inserted_again() -> None:
+    rec = {"id": 5, "fn": "A", "lm": "2017-01-02T05:22:12Z"}
+    gone = compute_changes("contact", [], _index({5: rec}))
+    assert gone.deletes == [5]
+    back = compute_changes("contact", [rec], _index(apply_changes({5: rec}, gone)))
+    assert [r["id"] for r, _ in back.inserts] == [5]
+
+
+def test_changed_fields_lists_old_and_new_values_except_lm() -> None:
+    old = {"id": 1, "fn": "A", "tags": ["x"], "gone": 1, "lm": "a"}
+    new = {"id": 1, "fn": "B", "tags": ["x"], "added": None, "lm": "b"}
+    assert changed_fields(old, new) == {"fn": ["A", "B"], "gone": [1, None], "added": [None, None]}
+
+
+@pytest.mark.parametrize(
+    ("deletes", "mirrored", "listed", "refused"),
+    [
+        (0, 100, 100, False),
+        (25, 100, 75, False),  # exactly the threshold share is allowed
+        (26, 100, 74, True),
+        (5, 5, 0, True),  # an empty listing of a non-empty mirror, however small
+        (3, 5, 2, False),  # below min_records the share rule does not apply
+        (0, 0, 0, False),
+    ],
+)
+def test_mass_delete_rule(deletes: int, mirrored: int, listed: int, refused: bool) -> None:
+    got = mass_delete_refused(
+        deletes=deletes, mirrored=mirrored, listed=listed, threshold=0.25, min_records=10
+    )
+    assert got is refused
+
+
+def test_changes_empty() -> None:
+    assert Changes().empty

@@ -1,0 +1,177 @@
+"""The mirror store on real SQLite files and a real PostgreSQL: typed columns, child rows,
+history, local results, export."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from clevertim_sync.diff import compute_changes, record_hash
+from clevertim_sync.errors import MirrorError
+from clevertim_sync.mirror import db, schema, store
+
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+
+CONTACT = {
+    "id": 11,
+    "fn": "Ada",
+    "ln": "Lovelace",
+    "companyId": 99999,  # a company this token cannot see: must be storable
+    "email": ["ada@example.com", "a@example.org"],
+    "phones": [{"type": "Work", "no": "+44 1"}, {"type": "Mobile", "no": "+44 2"}],
+    "smids": [{"type": "GitHub", "smid": "ada"}],
+    "cf": {"3": "gold", "4": ["a", "b"]},
+    "tags": ["vip"],
+    "notes": [1, 2],
+    "is_company": False,
+    "ao": "2017-01-02T05:22:12Z",
+    "lm": "2018-01-02T05:22:12Z",
+    "unknown_extra": {"kept": True},
+}
+TASK = {
+    "id": 3,
+    "name": "Call",
+    "startDate": {"y": 2020, "mo": 2, "d": 29},
+    "endDate": {"y": 2020, "mo": 3, "d": 1, "h": 9, "mi": 30},
+    "cust": [11],
+    "lm": "2018-01-02T05:22:12Z",
+}
+OPP = {"id": 4, "name": "Deal", "value": "4500.25", "cust": 11, "lm": "2018-01-02T05:22:12Z"}
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    eng = db.make_engine(database_url)
+    db.upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+def _sync(engine: sa.Engine, resource: str, listing: list[dict[str, Any]], run_id: int | None = None) -> None:
+    with engine.begin() as conn:
+        changes = compute_changes(resource, listing, store.load_index(conn, resource), lm_key=store.lm_key)
+        store.apply_changes(conn, resource, changes, run_id=run_id, at=AT)
+
+
+def _history(engine: sa.Engine, resource: str) -> list[Any]:
+    h = schema.history
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(h).where(h.c.resource == resource).order_by(h.c.id)))
+
+
+def test_typed_columns_and_child_rows(engine: sa.Engine) -> None:
+    _sync(engine, "contact", [CONTACT])
+    _sync(engine, "task", [TASK])
+    _sync(engine, "opportunity", [OPP])
+    contacts, tasks, opps = schema.CURRENT["contact"], schema.CURRENT["task"], schema.CURRENT["opportunity"]
+    with engine.connect() as conn:
+        c = conn.execute(sa.select(contacts)).one()
+        assert (c.first_name, c.last_name, c.company_id, c.is_company) == ("Ada", "Lovelace", 99999, False)
+        assert c.added_at == datetime(2017, 1, 2, 5, 22, 12, tzinfo=UTC)
+        assert orjson.loads(c.raw) == CONTACT and c.content_hash == record_hash(CONTACT)
+        emails = conn.execute(
+            sa.text("SELECT value FROM contact_emails WHERE owner_id = 11 ORDER BY position")
+        )
+        assert [r[0] for r in emails] == CONTACT["email"]
+        phones = conn.execute(sa.text("SELECT type, number FROM contact_phones ORDER BY position")).all()
+        assert [tuple(p) for p in phones] == [("Work", "+44 1"), ("Mobile", "+44 2")]
+        social = conn.execute(sa.text("SELECT type, social_id FROM contact_social_ids")).all()
+        assert [tuple(s) for s in social] == [("GitHub", "ada")]
+        cf = conn.execute(
+            sa.text("SELECT custom_field_id, position, value FROM contact_custom_values ORDER BY 1, 2")
+        ).all()
+        assert [tuple(r) for r in cf] == [(3, 0, "gold"), (4, 0, "a"), (4, 1, "b")]
+        t = conn.execute(sa.select(tasks)).one()
+        assert t.start_at == datetime(2020, 2, 29, tzinfo=UTC) and t.start_at_all_day is True
+        assert t.end_at == datetime(2020, 3, 1, 9, 30, tzinfo=UTC) and t.end_at_all_day is False
+        assert t.customer_id == 11  # the one-element-list spelling of cust
+        o = conn.execute(sa.select(opps)).one()
+        assert o.value == Decimal("4500.25") and o.customer_id == 11
+
+
+def test_odd_values_become_null_and_stay_in_raw(engine: sa.Engine) -> None:
+    odd = {"id": 5, "name": 7, "value": "12e99", "cust": "nope", "ao": "yesterday", "lm": None}
+    _sync(engine, "opportunity", [odd])
+    with engine.connect() as conn:
+        o = conn.execute(sa.select(schema.CURRENT["opportunity"])).one()
+    assert (o.name, o.value, o.customer_id, o.added_at, o.modified_at) == (None, None, None, None, None)
+    assert orjson.loads(o.raw) == odd
+
+
+def test_update_delete_and_return_keep_one_history_line(engine: sa.Engine) -> None:
+    _sync(engine, "contact", [CONTACT])
+    edited = {**CONTACT, "fn": "Augusta", "email": ["ada@example.com"], "lm": "2019-01-01T00:00:00Z"}
+    _sync(engine, "contact", [edited])
+    _sync(engine, "contact", [])
+    _sync(engine, "contact", [edited])
+    ops = [(r.op, r.record_id) for r in _history(engine, "contact")]
+    assert ops == [("insert", 11), ("update", 11), ("delete", 11), ("insert", 11)]
+    update = _history(engine, "contact")[1]
+    assert orjson.loads(update.changed) == {
+        "fn": ["Ada", "Augusta"],
+        "email": [CONTACT["email"], ["ada@example.com"]],
+    }
+    delete = _history(engine, "contact")[2]
+    assert orjson.loads(delete.raw) == edited  # the last version seen
+    with engine.connect() as conn:
+        emails = conn.execute(sa.text("SELECT value FROM contact_emails")).scalars().all()
+        assert emails == ["ada@example.com"]
+
+
+def test_touch_refreshes_raw_and_modified_at_without_history(engine: sa.Engine) -> None:
+    _sync(engine, "contact", [CONTACT])
+    bumped = {**CONTACT, "lm": "2024-05-06T07:08:09Z"}
+    _sync(engine, "contact", [bumped])
+    assert len(_history(engine, "contact")) == 1
+    with engine.connect() as conn:
+        assert store.load_record(conn, "contact", 11) == bumped
+        lm = conn.execute(sa.select(schema.CURRENT["contact"].c.modified_at)).scalar_one()
+        assert lm == datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+        assert compute_changes(
+            "contact", [bumped], store.load_index(conn, "contact"), lm_key=store.lm_key
+        ).empty
+
+
+def test_apply_local_result(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        store.apply_local_result(
+            conn, "company", {"id": 7, "cn": "Acme", "lm": "x"}, op="create", queue_item_id=1
+        )
+        store.apply_local_result(conn, "company", {"id": 7, "cn": "Acme Ltd"}, op="update", queue_item_id=2)
+        store.apply_local_result(
+            conn, "company", {"id": 7, "cn": "Acme Ltd", "lm": "y"}, op="update", queue_item_id=3
+        )
+        assert store.load_record(conn, "company", 7) == {"id": 7, "cn": "Acme Ltd", "lm": "y"}
+        # the next pull of the same server version is no news
+        idx = store.load_index(conn, "company")
+        assert compute_changes("company", [{"id": 7, "cn": "Acme Ltd", "lm": "y"}], idx).updates == []
+        store.apply_local_result(conn, "company", {"id": 7}, op="delete", queue_item_id=4)
+        assert store.load_record(conn, "company", 7) is None
+        with pytest.raises(MirrorError, match="unknown op"):
+            store.apply_local_result(conn, "company", {"id": 7}, op="merge", queue_item_id=5)
+    rows = _history(engine, "company")
+    assert [(r.op, r.origin, r.queue_item_id, r.run_id) for r in rows] == [
+        ("insert", "local", 1, None),
+        ("update", "local", 2, None),
+        ("delete", "local", 4, None),
+    ]
+    assert orjson.loads(rows[1].changed) == {"cn": ["Acme", "Acme Ltd"]}
+
+
+def test_export_jsonl_is_sorted_exact_and_complete(engine: sa.Engine, tmp_path: Path) -> None:
+    recs = [{**CONTACT, "id": i, "fn": f"n{i}"} for i in (30, 2, 17)]
+    _sync(engine, "contact", recs)
+    with engine.connect() as conn:
+        written = store.export_jsonl(conn, tmp_path / "out")
+    assert written["contact"] == 3 and written["note"] == 0
+    lines = (tmp_path / "out" / "contact.jsonl").read_text().splitlines()
+    assert [orjson.loads(line) for line in lines] == sorted(recs, key=lambda r: r["id"])
+    assert (tmp_path / "out" / "note.jsonl").read_text() == ""
+    assert not list((tmp_path / "out").glob(".*.tmp"))
