@@ -1,0 +1,152 @@
+"""Logging setup: the redaction processor, JSON lines and console output, stdlib routing."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+import structlog
+
+from clevertim_sync import logs
+from clevertim_sync.logs import REDACTED, configure_logging, is_secret_key, redact_secrets, register_secret
+
+SECRET = "tok-4f8a9b2c7d1e"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+class TtyStream(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "token",
+        "api_key",
+        "apiKey",
+        "password",
+        "Authorization",
+        "auth",
+        "client_secret",
+        "accessToken",
+        "X-Auth-Token",
+    ],
+)
+def test_secret_keys(key: str) -> None:
+    assert is_secret_key(key)
+
+
+@pytest.mark.parametrize("key", ["resource", "author", "token_file", "status", "records", "authority_id"])
+def test_ordinary_keys(key: str) -> None:
+    assert not is_secret_key(key)
+
+
+def test_processor_redacts_keys_and_registered_values_nested() -> None:
+    register_secret(SECRET)
+    event = {
+        "event": f"failed with {SECRET}",
+        "token": "anything",
+        "headers": {"Authorization": "Basic abc", "Accept": "json"},
+        "items": [f"a{SECRET}b", 3, None],
+        "exc": ValueError(f"bad {SECRET}"),
+        "count": 5,
+    }
+    out = redact_secrets(None, "info", event)
+    assert out["token"] == REDACTED
+    assert out["headers"] == {"Authorization": REDACTED, "Accept": "json"}
+    assert out["event"] == f"failed with {REDACTED}"
+    assert out["items"] == [f"a{REDACTED}b", 3, None]
+    assert SECRET not in str(out["exc"]) and out["count"] == 5
+
+
+def test_basic_auth_form_of_the_secret_is_masked() -> None:
+    register_secret(SECRET)
+    header = "Basic " + base64.b64encode(f"{SECRET}:X".encode()).decode()
+    assert redact_secrets(None, "info", {"event": "x", "h": header})["h"] == f"Basic {REDACTED}"
+
+
+def test_short_values_are_not_registered() -> None:
+    register_secret("t")
+    assert redact_secrets(None, "info", {"event": "test it"})["event"] == "test it"
+
+
+def test_json_lines_with_utc_iso_timestamp_and_redaction() -> None:
+    register_secret(SECRET)
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    log = structlog.get_logger("clevertim_sync.test")
+    log.info("pull.finished", resource="contact", inserted=3, token=SECRET)
+    log.debug("hidden.debug")
+    try:
+        raise RuntimeError(f"boom {SECRET}")
+    except RuntimeError:
+        log.exception("pull.crashed")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["pull.finished", "pull.crashed"]
+    first = lines[0]
+    assert first["resource"] == "contact" and first["inserted"] == 3 and first["token"] == REDACTED
+    assert first["level"] == "info" and first["logger"] == "clevertim_sync.test"
+    assert first["timestamp"].endswith("Z") and datetime.fromisoformat(first["timestamp"]).tzinfo
+    assert "RuntimeError" in lines[1]["exception"]
+    assert SECRET not in out.getvalue()
+
+
+def test_stdlib_loggers_go_through_the_same_chain() -> None:
+    register_secret(SECRET)
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    logging.getLogger("alembic.runtime").info("running with %s", SECRET)
+    logging.getLogger("httpx").info("HTTP Request: GET /api/contact")  # quietened to WARNING
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(lines) == 1 and lines[0]["event"] == f"running with {REDACTED}"
+    assert lines[0]["logger"] == "alembic.runtime"
+
+
+def test_console_format_is_readable() -> None:
+    register_secret(SECRET)
+    out = TtyStream()
+    configure_logging("auto", "debug", stream=out)
+    structlog.get_logger("x").debug("push.item", item=4, password="p")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())  # a terminal gets colours
+    assert "push.item" in text and "item=4" in text and "password=[redacted]" in text
+    assert not text.lstrip().startswith("{")  # not JSON
+
+
+def test_auto_is_json_when_not_a_tty() -> None:
+    out = io.StringIO()
+    configure_logging("auto", "warning", stream=out)
+    structlog.get_logger("x").info("quiet")
+    structlog.get_logger("x").warning("loud", n=1)
+    assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["loud"]
+
+
+def test_reconfigure_does_not_duplicate_handlers() -> None:
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    configure_logging("json", "info", stream=out)
+    structlog.get_logger("x").info("once")
+    assert len(out.getvalue().splitlines()) == 1
+
+
+def test_unknown_level_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown log level"):
+        configure_logging("json", "chatty", stream=io.StringIO())
+    assert logs.MIN_SECRET_LENGTH >= 4
