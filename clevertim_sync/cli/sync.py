@@ -1,18 +1,35 @@
 """Commands of the mirror: `db upgrade`, `sync`, `status`, `export`.
 
 Owns: turning those commands' options into calls of `mirror.db`, `pull.pull`, `mirror.store`,
-and their output (progress, summary tables, JSON). Every command migrates the database first.
+and their output (progress bar on a terminal, plain log lines otherwise, summary tables, JSON).
+Every command migrates the database first.
 
 Must not import: httpx directly (the API client is `ClevertimClient.from_settings`).
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
 import click
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 from sqlalchemy.engine import Engine
 
+from clevertim_sync import resources
+from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.cli import AppContext, cli, pass_app
-from clevertim_sync.mirror import db
+from clevertim_sync.logs import configure_logging
+from clevertim_sync.mirror import db, store
+from clevertim_sync.mirror.store import ResourceCounts
+from clevertim_sync.pull import PullReport, pull, resources_in_order
 
 
 def open_mirror(app: AppContext) -> Engine:
@@ -21,6 +38,15 @@ def open_mirror(app: AppContext) -> Engine:
     engine = db.make_engine(settings.database.url, busy_timeout=settings.database.sqlite_busy_timeout)
     db.upgrade(engine)
     return engine
+
+
+@contextmanager
+def mirror(app: AppContext) -> Iterator[Engine]:
+    engine = open_mirror(app)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @cli.group("db")
@@ -32,9 +58,164 @@ def db_group() -> None:
 @pass_app
 def db_upgrade(app: AppContext) -> None:
     """Create or migrate the mirror's tables to the newest schema (every command also does this)."""
-    engine = open_mirror(app)
-    try:
+    with mirror(app) as engine:
         revision = db.current_revision(engine)
-    finally:
-        engine.dispose()
-    click.echo(f"database {engine.url.render_as_string(hide_password=True)} is at revision {revision}")
+        where = engine.url.render_as_string(hide_password=True)
+    click.echo(f"database {where} is at revision {revision}")
+
+
+@cli.command("sync")
+@click.option(
+    "--resource",
+    "-r",
+    "names",
+    multiple=True,
+    type=click.Choice(list(resources.PULL_ORDER)),
+    help="Pull only this resource (repeatable); default: all, parents first.",
+)
+@click.option(
+    "--allow-mass-delete",
+    is_flag=True,
+    help="Apply a listing even if it deletes more than pull.mass_delete_threshold of a resource.",
+)
+@pass_app
+def sync_command(app: AppContext, names: tuple[str, ...], allow_mass_delete: bool) -> None:
+    """Pull the account once into the mirror; exit 1 if any resource failed or was held."""
+    settings = app.settings
+    interactive = sys.stderr.isatty()
+    # On a terminal the progress bar speaks; only warnings and errors are logged beside it.
+    level = settings.log_level if not interactive or settings.log_level == "debug" else "warning"
+    configure_logging(settings.log_format, level, stream=sys.stderr)
+    wanted = resources_in_order(names or None)
+    with mirror(app) as engine, ClevertimClient.from_settings(settings) as client:
+        if interactive:
+            report = _pull_with_progress(engine, client, wanted, allow_mass_delete, app)
+        else:
+            report = pull(
+                engine, client, resources=wanted, allow_mass_delete=allow_mass_delete, settings=settings
+            )
+    _print_summary(report)
+    if not report.ok:
+        click.echo(
+            f"clevertim-sync: {len(report.failed)} resource(s) failed or held: {', '.join(report.failed)}",
+            err=True,
+        )
+        sys.exit(1)
+
+
+def _pull_with_progress(
+    engine: Engine, client: ClevertimClient, wanted: list[str], allow_mass_delete: bool, app: AppContext
+) -> PullReport:
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("pulling", total=len(wanted))
+
+        def progress(name: str, counts: ResourceCounts | None) -> None:
+            if counts is None:
+                bar.update(task, description=f"pulling {name}")
+            else:
+                bar.advance(task)
+
+        return pull(
+            engine,
+            client,
+            resources=wanted,
+            allow_mass_delete=allow_mass_delete,
+            settings=app.settings,
+            progress=progress,
+        )
+
+
+def _print_summary(report: PullReport) -> None:
+    table = Table(title=f"pull run {report.run_id}: {report.status}")
+    for col in ("resource", "inserted", "updated", "deleted", "unchanged", "seconds", "error"):
+        table.add_column(col, justify="left" if col in ("resource", "error") else "right")
+    for name, c in report.resources.items():
+        error = ("HELD: " if c.held else "") + (c.error or "")
+        table.add_row(
+            name, str(c.inserted), str(c.updated), str(c.deleted), str(c.unchanged), f"{c.seconds:.2f}", error
+        )
+    Console(width=160 if not sys.stdout.isatty() else None).print(table)
+
+
+@cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per resource, for scripts.")
+@pass_app
+def status_command(app: AppContext, as_json: bool) -> None:
+    """Per resource: last pull, its age, record count, last counts, error, whether it is held."""
+    with mirror(app) as engine, engine.connect() as conn:
+        statuses = store.resource_statuses(conn)
+        counts = {name: store.mirrored_count(conn, name) for name in resources.PULL_ORDER}
+    now = store.now()
+    rows = [_status_row(name, statuses.get(name), counts[name], now) for name in resources.PULL_ORDER]
+    if as_json:
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    table = Table(title="mirror status")
+    for col in ("resource", "records", "last pull", "age", "last success", "+/~/-", "failures", "state"):
+        table.add_column(col)
+    for r in rows:
+        last = r["last_counts"] or {}
+        changes = (
+            f"{last.get('inserted', 0)}/{last.get('updated', 0)}/{last.get('deleted', 0)}" if last else ""
+        )
+        state = (
+            "HELD: " + (r["held_reason"] or "")
+            if r["held"]
+            else (r["last_error"] or "ok" if r["last_pull_at"] else "never pulled")
+        )
+        table.add_row(
+            r["resource"],
+            str(r["records"]),
+            r["last_pull_at"] or "",
+            _age(r["age_seconds"]),
+            r["last_success_at"] or "",
+            changes,
+            str(r["consecutive_failures"]),
+            state,
+        )
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+
+
+def _status_row(name: str, st: dict[str, Any] | None, records: int, now: datetime) -> dict[str, Any]:
+    st = st or {}
+    last: datetime | None = st.get("last_pull_at")
+    success: datetime | None = st.get("last_success_at")
+    return {
+        "resource": name,
+        "records": records,
+        "last_pull_at": last.isoformat() if last else None,
+        "age_seconds": round((now - last).total_seconds(), 1) if last else None,
+        "last_success_at": success.isoformat() if success else None,
+        "last_counts": orjson.loads(st["last_counts"]) if st.get("last_counts") else None,
+        "last_error": st.get("last_error"),
+        "consecutive_failures": st.get("consecutive_failures", 0),
+        "held": bool(st.get("held", False)),
+        "held_reason": st.get("held_reason"),
+    }
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@cli.command("export")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@pass_app
+def export_command(app: AppContext, directory: Path) -> None:
+    """Write DIRECTORY/<resource>.jsonl: every record exactly as last pulled, sorted by id."""
+    with mirror(app) as engine, engine.connect() as conn:
+        written = store.export_jsonl(conn, directory)
+    for name, count in written.items():
+        click.echo(f"{directory / (name + '.jsonl')}: {count} records")

@@ -14,6 +14,7 @@ Must not import: the store, the pull, httpx.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,8 @@ def alembic_config(url: str | None = None) -> Config:
 def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
     """Bring the database's schema up to `revision` (default: the newest); a no-op when it is there."""
     engine = make_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
+    # alembic narrates every "Context impl SQLiteImpl." at INFO: noise on every command.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         with engine.begin() as conn:
             cfg = alembic_config()
