@@ -1,0 +1,843 @@
+"""The writeback queue: the ways in (enqueue), the worker's claims and outcomes, and the people's
+commands (list, retry, cancel, resolve).
+
+Owns: every state change of a `writeback_queue` row and every read of `writeback_pause`. The
+worker (worker.py) decides what to do on the wire; this module records it.
+
+Must not import: httpx, the API client, the worker.
+
+Python API (each takes an Engine, or a Connection whose transaction the caller owns):
+
+    from clevertim_sync.writeback import queue
+    item = queue.enqueue_create(engine, "company", {"cn": "Acme"})          # item.local_ref
+    queue.enqueue_create(engine, "contact", {"fn": "Ann", "companyId": item.local_ref})
+    queue.enqueue_update(engine, "contact", 42, {"title": "CTO"})
+    queue.enqueue_delete(engine, "note", 7)
+
+Every edit is validated against the resource registry (`resources.edit_problems`) and refused
+with EditRejected before anything is stored. Rows INSERTed by hand are validated when claimed.
+
+Claiming: an item is claimed with a lease (claimed_by, lease_until) in one short transaction
+that also commits it as in_flight, with what it will send and (for a create) the highest remote
+id known, before its request goes out. On PostgreSQL the candidate rows are read `FOR UPDATE SKIP
+LOCKED`; on SQLite every transaction is `BEGIN IMMEDIATE` (mirror/db.py), so claims serialise.
+Either way the state change is a conditional UPDATE (`WHERE state = <the state we read>`), so two
+workers never both own one item. An item whose lease ran out (a worker died) is reconciled, not
+resent. Items of one record go out in order (FIFO): an item waits while an earlier open item of
+the same record exists, and pending updates of one record coalesce into one PUT.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from clevertim_sync import resources
+from clevertim_sync.errors import EditRejected, QueueItemError
+from clevertim_sync.mirror import schema
+from clevertim_sync.mirror.store import load_record, record_hash
+from clevertim_sync.resources import Kind
+from clevertim_sync.writeback.merge import Edit, coalesce
+from clevertim_sync.writeback.tables import (
+    CANCELLED,
+    CONFLICT,
+    DONE,
+    FAILED,
+    IN_FLIGHT,
+    OPEN_STATES,
+    PENDING,
+    QUARANTINED,
+    RECONCILE,
+    WAITING,
+    writeback_pause,
+    writeback_queue,
+)
+
+Q = writeback_queue
+Bind = Engine | Connection
+LOCAL_REF = re.compile(r"^local:([a-z]+):(\d+)$")
+SERVER_SCOPE = "server"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+@contextmanager
+def _tx(bind: Bind) -> Iterator[Connection]:
+    """A transaction on an Engine, or the caller's own Connection (its transaction, its commit)."""
+    if isinstance(bind, Connection):
+        yield bind
+    else:
+        with bind.begin() as conn:
+            yield conn
+
+
+# --- what an item looks like to Python callers ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    id: int
+    resource: str
+    op: str
+    target_id: int | None
+    local_ref: str | None
+    fields: dict[str, Any]
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    server_message: str | None
+    error_status: int | None
+    remote_id: int | None
+    conflict: dict[str, Any] | None
+    resolution: str | None
+    source: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: sa.RowMapping) -> QueueItem:
+        return cls(
+            id=row["id"],
+            resource=row["resource"],
+            op=row["op"],
+            target_id=row["target_id"],
+            local_ref=row["local_ref"]
+            or (local_ref_of(row["resource"], row["id"]) if row["op"] == "create" else None),
+            fields=_loads_or(row["fields"], {}),
+            state=row["state"],
+            attempts=row["attempts"],
+            next_attempt_at=row["next_attempt_at"],
+            last_error=row["last_error"],
+            server_message=row["server_message"],
+            error_status=row["error_status"],
+            remote_id=row["remote_id"],
+            conflict=_loads_or(row["conflict"], None),
+            resolution=row["resolution"],
+            source=row["source"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The `queue list --json` shape."""
+        out: dict[str, Any] = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        for key in ("next_attempt_at", "created_at", "updated_at"):
+            value = out[key]
+            out[key] = value.isoformat().replace("+00:00", "Z") if value is not None else None
+        return out
+
+
+def _loads_or(text: str | None, default: Any) -> Any:
+    if text is None:
+        return default
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return default
+
+
+def local_ref_of(resource: str, item_id: int) -> str:
+    """The name a queued create goes by until it has a remote id: `local:company:7`."""
+    return f"local:{resource}:{item_id}"
+
+
+def _ref_targets(prop: resources.Prop) -> tuple[str, ...]:
+    if prop.target == "customer":
+        return resources.CUSTOMER_RESOURCES
+    return (prop.target,) if prop.target else ()
+
+
+def local_refs_in(resource: str, fields: Mapping[str, Any]) -> dict[str, str]:
+    """{api field: local ref} for each REF field of a create that names a queued create."""
+    res = resources.BY_NAME.get(resource)
+    if res is None:
+        return {}
+    out = {}
+    for key, value in fields.items():
+        prop = res.by_api.get(key)
+        if (
+            prop is not None
+            and prop.kind is Kind.REF
+            and isinstance(value, str)
+            and value.startswith("local:")
+        ):
+            out[key] = value
+    return out
+
+
+# --- ways in ----------------------------------------------------------------------------------
+
+
+def _ref_problems(conn: Connection, resource: str, fields: Mapping[str, Any]) -> list[str]:
+    """Each local reference must name a queued create of a resource that field may point at."""
+    refs = local_refs_in(resource, fields)
+    if not refs:
+        return []
+    res = resources.get(resource)
+    ids = {int(m.group(2)) for ref in refs.values() if (m := LOCAL_REF.match(ref))}
+    rows = {
+        r.id: r
+        for r in conn.execute(sa.select(Q.c.id, Q.c.resource, Q.c.op, Q.c.state).where(Q.c.id.in_(ids)))
+    }
+    problems = []
+    for key, ref in refs.items():
+        m = LOCAL_REF.match(ref)
+        row = rows.get(int(m.group(2))) if m else None
+        targets = _ref_targets(res.by_api[key])
+        if m is None or row is None or row.op != "create" or row.resource != m.group(1):
+            problems.append(
+                f"{key} points at {ref}, which is no queued create (expected local:<resource>:<id>)"
+            )
+        elif row.resource not in targets:
+            problems.append(f"{key} must point at a {' or '.join(targets)}, but {ref} is a {row.resource}")
+        elif row.state == CANCELLED:
+            problems.append(f"{key} points at {ref}, whose create was cancelled")
+    return problems
+
+
+def _validate(conn: Connection, resource: str, op: str, fields: Mapping[str, Any]) -> None:
+    refs = frozenset(local_refs_in(resource, fields).values())
+    problems = resources.edit_problems(resource, op, fields, local_refs=refs)
+    if not problems and op == "create":
+        problems = _ref_problems(conn, resource, fields)
+    if problems:
+        raise EditRejected(resource, problems)
+
+
+def _insert(conn: Connection, values: dict[str, Any], now: datetime) -> QueueItem:
+    values = {**values, "state": PENDING, "created_at": now, "updated_at": now}
+    item_id = conn.execute(sa.insert(Q).values(**values).returning(Q.c.id)).scalar_one()
+    if values["op"] == "create":
+        conn.execute(
+            sa.update(Q).where(Q.c.id == item_id).values(local_ref=local_ref_of(values["resource"], item_id))
+        )
+    return get_item(conn, item_id)
+
+
+def enqueue_create(
+    bind: Bind,
+    resource: str,
+    fields: Mapping[str, Any],
+    *,
+    source: str = "python",
+    now: datetime | None = None,
+) -> QueueItem:
+    """Queue a new record; REF fields may name earlier queued creates by their `local_ref`."""
+    with _tx(bind) as conn:
+        _validate(conn, resource, "create", fields)
+        values = {"resource": resource, "op": "create", "fields": dumps(dict(fields)), "source": source}
+        return _insert(conn, values, now or utcnow())
+
+
+def _target(conn: Connection, resource: str, op: str, record_id: Any) -> dict[str, Any]:
+    if not isinstance(record_id, int) or isinstance(record_id, bool):
+        problem = f"the {op} needs the integer id of a {resource}"
+        if isinstance(record_id, str) and record_id.startswith("local:"):
+            problem += f"; {record_id} is not created yet: push first, or change the queued create"
+        raise EditRejected(resource, [problem])
+    base = load_record(conn, resource, record_id)
+    if base is None:
+        raise EditRejected(
+            resource,
+            [f"{resource} {record_id} is not in the mirror: check the id, or pull first if it is new"],
+        )
+    return base
+
+
+def enqueue_update(
+    bind: Bind,
+    resource: str,
+    record_id: int,
+    fields: Mapping[str, Any],
+    *,
+    source: str = "python",
+    now: datetime | None = None,
+) -> QueueItem:
+    """Queue changed fields of a mirrored record; the mirror's current record becomes the base."""
+    with _tx(bind) as conn:
+        problems = resources.edit_problems(resource, "update", fields)
+        if problems:
+            raise EditRejected(resource, problems)
+        base = _target(conn, resource, "update", record_id)
+        values = {
+            "resource": resource,
+            "op": "update",
+            "target_id": record_id,
+            "fields": dumps(dict(fields)),
+            "base_record": dumps(base),
+            "base_hash": record_hash(base),
+            "source": source,
+        }
+        return _insert(conn, values, now or utcnow())
+
+
+def enqueue_delete(
+    bind: Bind, resource: str, record_id: int, *, source: str = "python", now: datetime | None = None
+) -> QueueItem:
+    with _tx(bind) as conn:
+        problems = resources.edit_problems(resource, "delete", {})
+        if problems:
+            raise EditRejected(resource, problems)
+        base = _target(conn, resource, "delete", record_id)
+        values = {
+            "resource": resource,
+            "op": "delete",
+            "target_id": record_id,
+            "base_record": dumps(base),
+            "base_hash": record_hash(base),
+            "source": source,
+        }
+        return _insert(conn, values, now or utcnow())
+
+
+# --- reading and the people's commands ---------------------------------------------------------
+
+
+def get_item(bind: Bind, item_id: int) -> QueueItem:
+    with _tx(bind) as conn:
+        row = conn.execute(sa.select(Q).where(Q.c.id == item_id)).mappings().first()
+    if row is None:
+        raise QueueItemError(item_id, "no such item; `clevertim-sync queue list` shows the queue")
+    return QueueItem.from_row(row)
+
+
+def list_items(
+    bind: Bind, *, state: str | None = None, resource: str | None = None, limit: int | None = None
+) -> list[QueueItem]:
+    query = sa.select(Q).order_by(Q.c.id)
+    if state is not None:
+        query = query.where(Q.c.state == state)
+    if resource is not None:
+        query = query.where(Q.c.resource == resource)
+    if limit is not None:
+        query = query.limit(limit)
+    with _tx(bind) as conn:
+        return [QueueItem.from_row(r) for r in conn.execute(query).mappings()]
+
+
+def counts(bind: Bind) -> dict[str, int]:
+    """{state: number of items}: what the daemon's health and metrics show."""
+    with _tx(bind) as conn:
+        rows = conn.execute(sa.select(Q.c.state, sa.func.count()).group_by(Q.c.state))
+        return {str(state): int(n) for state, n in rows}
+
+
+def _set(conn: Connection, item_id: int, expected: Sequence[str], now: datetime, **values: Any) -> bool:
+    """Conditional state change: only if the item is still in one of `expected`."""
+    result = conn.execute(
+        sa.update(Q).where(Q.c.id == item_id, Q.c.state.in_(expected)).values(updated_at=now, **values)
+    )
+    return result.rowcount == 1
+
+
+def retry(
+    bind: Bind, item_id: int | None = None, *, failed: bool = False, now: datetime | None = None
+) -> int:
+    """Put a failed item (or every failed item) back in the queue; returns how many.
+
+    A create that may have gone out before (it has a `sent` body and no remote id) goes to
+    `reconcile`, never straight to `pending`: the server is checked before it is sent again.
+    """
+    if (item_id is None) == (not failed):
+        raise QueueItemError(item_id, "give an item id or --failed, not both and not neither")
+    now = now or utcnow()
+    with _tx(bind) as conn:
+        query = sa.select(Q.c.id, Q.c.state, Q.c.op, Q.c.sent, Q.c.remote_id).where(Q.c.state == FAILED)
+        if item_id is not None:
+            item = get_item(conn, item_id)
+            if item.state != FAILED:
+                raise QueueItemError(item_id, f"is {item.state}, only failed items can be retried")
+            query = query.where(Q.c.id == item_id)
+        n = 0
+        for row in conn.execute(query).all():
+            unknown = row.op == "create" and row.sent is not None and row.remote_id is None
+            n += _set(
+                conn,
+                row.id,
+                (FAILED,),
+                now,
+                state=RECONCILE if unknown else PENDING,
+                attempts=0,
+                next_attempt_at=None,
+                resolution=f"retried at {now.isoformat()}",
+            )
+        return n
+
+
+CANCELLABLE = (PENDING, WAITING, FAILED, CONFLICT, QUARANTINED)
+
+
+def cancel(bind: Bind, item_id: int, *, now: datetime | None = None) -> QueueItem:
+    """Drop an item that has not gone out (or has settled as failed/conflict/quarantined)."""
+    now = now or utcnow()
+    with _tx(bind) as conn:
+        item = get_item(conn, item_id)
+        if not _set(conn, item_id, CANCELLABLE, now, state=CANCELLED, resolution="cancelled by a person"):
+            raise QueueItemError(
+                item_id,
+                f"is {item.state}; only {', '.join(CANCELLABLE)} items can be cancelled "
+                "(an in-flight request cannot be called back: wait for the push to settle it)",
+            )
+        if item.op == "create":
+            _wake_children(conn, item.local_ref or local_ref_of(item.resource, item.id), now)
+        return get_item(conn, item_id)
+
+
+def resolve(
+    bind: Bind, item_id: int, keep: Literal["local", "remote"], *, now: datetime | None = None
+) -> QueueItem:
+    """Settle a conflict: `local` queues the local values again (against the remote values the
+    conflict saw, so they are sent unless the remote changed once more); `remote` keeps the
+    server's values and closes the item."""
+    now = now or utcnow()
+    with _tx(bind) as conn:
+        item = get_item(conn, item_id)
+        if item.state != CONFLICT or not item.conflict:
+            raise QueueItemError(item_id, f"is {item.state}, not a conflict: nothing to resolve")
+        if keep == "remote":
+            _set(conn, item_id, (CONFLICT,), now, state=DONE, resolution="conflict resolved: kept remote")
+        else:
+            fields = {k: c["local"] for k, c in item.conflict.items() if c.get("winner") == "none"}
+            base = {k: c["remote"] for k, c in item.conflict.items() if c.get("winner") == "none"}
+            _set(
+                conn,
+                item_id,
+                (CONFLICT,),
+                now,
+                state=PENDING,
+                fields=dumps(fields),
+                base_record=dumps(base),
+                attempts=0,
+                next_attempt_at=None,
+                resolution="conflict resolved: keep local, queued again",
+            )
+        return get_item(conn, item_id)
+
+
+# --- the worker's side ---------------------------------------------------------------------------
+
+
+@dataclass
+class Claimed:
+    """One unit of work: a leader item, plus the later pending updates of its record folded in."""
+
+    id: int
+    resource: str
+    op: str
+    target_id: int | None
+    fields: dict[str, Any]  # what to write: coalesced (update) or with local refs rewritten (create)
+    base: dict[str, Any] | None  # per-field base of an update (None: unknown)
+    reconcile: bool  # the outcome of an earlier send is unknown: check before sending
+    attempts: int
+    sent: dict[str, Any] | None
+    max_id_seen: int | None
+    followers: list[int] = field(default_factory=list)
+
+    @property
+    def item_ids(self) -> list[int]:
+        return [self.id, *self.followers]
+
+
+def _claimable(now: datetime) -> sa.ColumnElement[bool]:
+    due = sa.or_(Q.c.next_attempt_at.is_(None), Q.c.next_attempt_at <= now)
+    return sa.or_(
+        sa.and_(Q.c.state.in_((PENDING, RECONCILE)), due),
+        sa.and_(Q.c.state == IN_FLIGHT, Q.c.lease_until < now),  # its worker died: reconcile
+    )
+
+
+def _no_earlier_open() -> sa.ColumnElement[bool]:
+    q2 = Q.alias("earlier")
+    return ~sa.exists().where(
+        q2.c.resource == Q.c.resource,
+        q2.c.target_id == Q.c.target_id,
+        q2.c.id < Q.c.id,
+        q2.c.state.in_(OPEN_STATES),
+    )
+
+
+def wake_waiting(bind: Bind, now: datetime | None = None) -> int:
+    """Give every waiting child one more look (at the start of each push): cheap, and it makes a
+    wake-up lost to a race cost one push cycle at most."""
+    with _tx(bind) as conn:
+        return conn.execute(
+            sa.update(Q).where(Q.c.state == WAITING).values(state=PENDING, updated_at=now or utcnow())
+        ).rowcount
+
+
+def _wake_children(conn: Connection, ref: str, now: datetime) -> None:
+    # The JSON text holds the ref as a quoted string; the quotes keep local:company:7 from
+    # matching local:company:71.
+    conn.execute(
+        sa.update(Q)
+        .where(Q.c.state == WAITING, Q.c.fields.like(f'%"{ref}"%'))
+        .values(state=PENDING, updated_at=now)
+    )
+
+
+def _max_remote_id(conn: Connection, resource: str, cache: dict[str, int | None]) -> int | None:
+    """The highest id this resource's records are known to have (contacts and companies share one
+    id space): a create's answer, if lost, must be a record above it."""
+    if resource in cache:
+        return cache[resource]
+    names = resources.CUSTOMER_RESOURCES if resource in resources.CUSTOMER_RESOURCES else (resource,)
+    best: int | None = None
+    for name in names:
+        for value in (
+            conn.execute(sa.select(sa.func.max(schema.CURRENT[name].c.id))).scalar(),
+            conn.execute(sa.select(sa.func.max(Q.c.remote_id)).where(Q.c.resource == name)).scalar(),
+        ):
+            if value is not None and (best is None or value > best):
+                best = int(value)
+    cache[resource] = best
+    return best
+
+
+def _invalid_reason(row: sa.RowMapping) -> str | None:
+    """Why a row (possibly INSERTed by hand) cannot be sent, or None."""
+    try:
+        fields = orjson.loads(row["fields"] or "{}")
+    except orjson.JSONDecodeError as exc:
+        return f'fields is not valid JSON ({exc}); write a JSON object such as {{"title": "CTO"}}'
+    if not isinstance(fields, dict):
+        return "fields must be a JSON object of property: value"
+    problems = resources.edit_problems(row["resource"], row["op"], fields)
+    if row["op"] in ("update", "delete") and row["target_id"] is None:
+        problems.append(f"a {row['op']} needs target_id, the id of the record")
+    if row["op"] == "create" and row["target_id"] is not None:
+        problems.append("a create takes no target_id: the server assigns the id")
+    return "; ".join(problems) if problems else None
+
+
+def _resolve_refs(
+    conn: Connection, row: sa.RowMapping, fields: dict[str, Any]
+) -> tuple[dict[str, Any] | None, str | None, str | None]:
+    """(fields with local refs replaced by remote ids, or None; wait reason; failure reason)."""
+    refs = local_refs_in(row["resource"], fields)
+    if not refs:
+        return fields, None, None
+    problems = _ref_problems(conn, row["resource"], fields)
+    if problems:
+        return None, None, "; ".join(problems)
+    out = dict(fields)
+    waits = []
+    for key, ref in refs.items():
+        m = LOCAL_REF.match(ref)
+        assert m is not None  # checked by _ref_problems
+        parent = conn.execute(sa.select(Q.c.state, Q.c.remote_id).where(Q.c.id == int(m.group(2)))).one()
+        if parent.remote_id is not None:
+            out[key] = int(parent.remote_id)
+        else:
+            waits.append(f"{key} waits for {ref} ({parent.state})")
+    if waits:
+        return None, "; ".join(waits) + "; it goes out once that create has its id", None
+    return out, None, None
+
+
+def _followers(conn: Connection, leaders: list[sa.RowMapping]) -> dict[int, list[sa.RowMapping]]:
+    """For each pending update leader: the later pending updates of the same record, up to the
+    first item that is not one (a delete, or an update still in backoff, keeps its place)."""
+    keys = {
+        (r["resource"], r["target_id"]): r["id"]
+        for r in leaders
+        if r["op"] == "update" and r["state"] == PENDING
+    }
+    if not keys:
+        return {}
+    rows = conn.execute(
+        sa.select(Q)
+        .where(Q.c.state.in_(OPEN_STATES), Q.c.target_id.in_({t for _, t in keys}))
+        .order_by(Q.c.id)
+    ).mappings()
+    out: dict[int, list[sa.RowMapping]] = {}
+    stopped: set[int] = set()
+    for r in rows:
+        leader = keys.get((r["resource"], r["target_id"]))
+        if leader is None or r["id"] <= leader or leader in stopped:
+            continue
+        if r["op"] == "update" and r["state"] == PENDING and _invalid_reason(r) is None:
+            out.setdefault(leader, []).append(r)
+        else:
+            stopped.add(leader)
+    return out
+
+
+def claim(engine: Engine, *, worker: str, now: datetime, lease: float, limit: int) -> list[Claimed]:
+    """Claim up to `limit` units of due work and commit them as in_flight under a lease."""
+    with engine.begin() as conn:
+        query = sa.select(Q).where(_claimable(now), _no_earlier_open()).order_by(Q.c.id).limit(limit)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=Q)
+        leaders = list(conn.execute(query).mappings())
+        followers = _followers(conn, leaders)
+        until = now + timedelta(seconds=lease)
+        id_cache: dict[str, int | None] = {}
+        out: list[Claimed] = []
+        for row in leaders:
+            unit = _claim_one(conn, row, followers.get(row["id"], []), worker, now, until, id_cache)
+            if unit is not None:
+                out.append(unit)
+        return out
+
+
+def _claim_one(  # noqa: PLR0917 - one call site, all of its state
+    conn: Connection,
+    row: sa.RowMapping,
+    followers: list[sa.RowMapping],
+    worker: str,
+    now: datetime,
+    until: datetime,
+    id_cache: dict[str, int | None],
+) -> Claimed | None:
+    reason = _invalid_reason(row)
+    if reason is not None:
+        _set(
+            conn,
+            row["id"],
+            (row["state"],),
+            now,
+            state=FAILED,
+            last_error=f"invalid edit, not sent: {reason}",
+        )
+        return None
+    fields: dict[str, Any] = orjson.loads(row["fields"] or "{}")
+    reconcile = row["state"] != PENDING
+    values: dict[str, Any] = {"state": IN_FLIGHT, "claimed_by": worker, "lease_until": until}
+    base: dict[str, Any] | None = None
+    sent: dict[str, Any] | None = None
+    max_id_seen: int | None = row["max_id_seen"]
+    if row["op"] == "create":
+        values["local_ref"] = row["local_ref"] or local_ref_of(row["resource"], row["id"])
+        sent = _loads_or(row["sent"], None)
+        if reconcile and isinstance(sent, dict):
+            fields = sent  # what may have gone out is what a new record must match
+        else:
+            reconcile = False  # never sent: nothing to reconcile
+            resolved, wait, fail = _resolve_refs(conn, row, fields)
+            if fail is not None:
+                _set(conn, row["id"], (row["state"],), now, state=FAILED, last_error=f"not sent: {fail}")
+                return None
+            if resolved is None:
+                _set(conn, row["id"], (row["state"],), now, state=WAITING, last_error=wait)
+                return None
+            fields = sent = resolved
+            max_id_seen = _max_remote_id(conn, row["resource"], id_cache)
+            values["sent"] = dumps(sent)
+            values["max_id_seen"] = max_id_seen
+    elif row["op"] == "update":
+        # A row INSERTed by hand has no base: the mirror as it is now is the best guess of what
+        # its author saw.
+        base_now = _base_of(row) or load_record(conn, row["resource"], row["target_id"])
+        edits = [Edit(fields, base_now)]
+        edits += [Edit(orjson.loads(f["fields"]), _base_of(f)) for f in followers]
+        fields, base = coalesce(edits)
+    if not _set(conn, row["id"], (row["state"],), now, **values):
+        return None  # another worker changed it since we read it
+    kept = [
+        f["id"]
+        for f in followers
+        if _set(
+            conn,
+            f["id"],
+            (PENDING,),
+            now,
+            state=IN_FLIGHT,
+            claimed_by=worker,
+            lease_until=until,
+            batch_id=row["id"],
+        )
+    ]
+    return Claimed(
+        id=row["id"],
+        resource=row["resource"],
+        op=row["op"],
+        target_id=row["target_id"],
+        fields=fields,
+        base=base,
+        reconcile=reconcile,
+        attempts=row["attempts"],
+        sent=sent,
+        max_id_seen=max_id_seen,
+        followers=kept,
+    )
+
+
+def _base_of(row: sa.RowMapping) -> dict[str, Any] | None:
+    base = _loads_or(row["base_record"], None)
+    return base if isinstance(base, dict) else None
+
+
+# --- outcomes -------------------------------------------------------------------------------------
+
+
+def finish(
+    conn: Connection,
+    unit: Claimed,
+    now: datetime,
+    *,
+    state: str = DONE,
+    remote_id: int | None = None,
+    sent: Mapping[str, Any] | None = None,
+    conflict: Mapping[str, Any] | None = None,
+    note: str | None = None,
+) -> None:
+    """Record a settled unit (done, conflict or quarantined); wake a create's waiting children."""
+    values: dict[str, Any] = {
+        "state": state,
+        "claimed_by": None,
+        "lease_until": None,
+        "last_error": note,
+        "next_attempt_at": None,
+    }
+    if remote_id is not None:
+        values["remote_id"] = remote_id
+    if sent is not None:
+        values["sent"] = dumps(dict(sent))
+    if conflict:
+        values["conflict"] = dumps(dict(conflict))
+    if unit.followers:
+        # The leader carries the coalesced edit from now on (a conflict is resolved on it).
+        values["fields"] = dumps(unit.fields)
+        if unit.base is not None:
+            values["base_record"] = dumps(unit.base)
+    _set(conn, unit.id, (IN_FLIGHT,), now, **values)
+    for fid in unit.followers:
+        _set(
+            conn,
+            fid,
+            (IN_FLIGHT,),
+            now,
+            state=DONE,
+            claimed_by=None,
+            lease_until=None,
+            resolution=f"coalesced into item {unit.id} ({state})",
+        )
+    if unit.op == "create" and remote_id is not None:
+        _wake_children(conn, local_ref_of(unit.resource, unit.id), now)
+
+
+def rebase_later_edits(conn: Connection, unit: Claimed, written: Mapping[str, Any], now: datetime) -> None:
+    """Our own write is not a remote change: later queued updates of the record see it as base."""
+    if unit.op != "update" or not written:
+        return
+    rows = conn.execute(
+        sa.select(Q.c.id, Q.c.base_record).where(
+            Q.c.resource == unit.resource,
+            Q.c.target_id == unit.target_id,
+            Q.c.op == "update",
+            Q.c.state.in_((PENDING, WAITING)),
+            Q.c.id > unit.id,
+        )
+    ).all()
+    for row in rows:
+        base = _loads_or(row.base_record, None)
+        if isinstance(base, dict):
+            base.update(written)
+            conn.execute(sa.update(Q).where(Q.c.id == row.id).values(base_record=dumps(base), updated_at=now))
+
+
+def release(
+    conn: Connection,
+    unit: Claimed,
+    now: datetime,
+    *,
+    state: str,
+    next_attempt_at: datetime | None,
+    attempts: int,
+    error: str | None,
+    server_message: str | None = None,
+    status: int | None = None,
+) -> None:
+    """Put a unit back (pending/reconcile, due at next_attempt_at) or dead-letter it (failed)."""
+    values = {
+        "state": state,
+        "claimed_by": None,
+        "lease_until": None,
+        "next_attempt_at": next_attempt_at,
+        "attempts": attempts,
+        "last_error": error,
+        "server_message": server_message,
+        "error_status": status,
+    }
+    _set(conn, unit.id, (IN_FLIGHT,), now, **values)
+    for fid in unit.followers:
+        # Followers go back to pending on their own; they are coalesced again next time.
+        follower_state = FAILED if state == FAILED else PENDING
+        _set(
+            conn,
+            fid,
+            (IN_FLIGHT,),
+            now,
+            state=follower_state,
+            claimed_by=None,
+            lease_until=None,
+            batch_id=None,
+            next_attempt_at=next_attempt_at,
+            last_error=error,
+            server_message=server_message,
+            error_status=status,
+        )
+
+
+# --- the server-wide pause ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pause:
+    not_before: datetime
+    failures: int
+    reason: str | None
+
+
+def get_pause(bind: Bind) -> Pause | None:
+    with _tx(bind) as conn:
+        row = conn.execute(sa.select(writeback_pause).where(writeback_pause.c.scope == SERVER_SCOPE)).first()
+    return Pause(row.not_before, row.failures, row.reason) if row else None
+
+
+def set_pause(bind: Bind, not_before: datetime, failures: int, reason: str, now: datetime) -> None:
+    """No request before `not_before`: the server asked (Retry-After) or is down. Never shortens one."""
+    with _tx(bind) as conn:
+        t = writeback_pause
+        row = conn.execute(sa.select(t).where(t.c.scope == SERVER_SCOPE)).first()
+        if row is None:
+            conn.execute(
+                sa.insert(t).values(
+                    scope=SERVER_SCOPE,
+                    not_before=not_before,
+                    failures=failures,
+                    reason=reason,
+                    updated_at=now,
+                )
+            )
+        else:
+            conn.execute(
+                sa.update(t)
+                .where(t.c.scope == SERVER_SCOPE)
+                .values(
+                    not_before=max(not_before, row.not_before),
+                    failures=failures,
+                    reason=reason,
+                    updated_at=now,
+                )
+            )
+
+
+def clear_pause(bind: Bind) -> None:
+    with _tx(bind) as conn:
+        conn.execute(sa.delete(writeback_pause).where(writeback_pause.c.scope == SERVER_SCOPE))
