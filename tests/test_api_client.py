@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import pickle
 import re
 from collections.abc import Callable
 from typing import Any
@@ -423,3 +424,12 @@ def test_large_listing_is_decoded() -> None:
     client, _ = make(Recorder(httpx.Response(200, content=body)))
     got = client.list("contact")
     assert len(got) == 100_000 and got[-1] == records[-1]
+
+
+def test_errors_pickle_with_their_fields() -> None:
+    exc = e.RateLimited(
+        "request failed", method="GET", resource="contact", status=429, retry_after=3.0, attempts=2
+    )
+    back = pickle.loads(pickle.dumps(exc))
+    assert type(back) is e.RateLimited and str(back) == str(exc)
+    assert (back.status, back.retry_after, back.attempts, back.transient) == (429, 3.0, 2, True)
