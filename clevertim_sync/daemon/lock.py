@@ -162,7 +162,7 @@ def acquire(
     standby: bool = False,
     retry_every: float = 2.0,
     stop: threading.Event | None = None,
-    on_wait: Callable[[str], None] | None = None,
+    on_wait: Callable[[str], object] | None = None,
 ) -> InstanceLock:
     """Take the mirror's instance lock or raise InstanceLocked.
 

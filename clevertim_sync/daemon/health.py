@@ -1,0 +1,226 @@
+"""/healthz and /metrics: a small HTTP listener on localhost, and the health verdict read from the database.
+
+Owns: reading the health facts of one mirror (`resource_status`, the writeback queue), judging
+them (`judge`), and serving `/healthz` (200 or 503 with the reasons as JSON) and `/metrics`.
+
+Must not import: the API client, the pull, the writeback worker. It reads what they recorded, so
+the answer is the truth of the database, not of this process's memory: a restarted daemon, or a
+pull run by hand, is judged the same way.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+import structlog
+
+from clevertim_sync import resources
+from clevertim_sync.errors import ConfigError
+from clevertim_sync.mirror import schema
+from clevertim_sync.writeback import tables as wb
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ResourceFacts:
+    resource: str
+    last_success_at: datetime | None
+    last_pull_at: datetime | None
+    consecutive_failures: int
+    last_error: str | None
+    held: bool
+    held_reason: str | None
+
+
+@dataclass(frozen=True)
+class QueueFacts:
+    depth: dict[str, int] = field(default_factory=dict)  # state -> items
+    stuck: int = 0  # items that should have moved by now and did not
+    oldest_stuck_age: float | None = None
+
+
+@dataclass(frozen=True)
+class MirrorFacts:
+    account: str
+    resources: list[ResourceFacts]
+    queue: QueueFacts
+
+
+def read_queue_facts(conn: sa.Connection, now: datetime, stuck_after: float) -> QueueFacts:
+    """Queue depth per state, and the items that should have moved by now.
+
+    Stuck: an open item due (its own next attempt, or the server-wide pause, whichever is later)
+    more than `stuck_after` seconds ago, or a claim whose lease ran out that long ago (its worker
+    died and nobody reclaimed it).
+    """
+    q = wb.writeback_queue
+    depth = {
+        state: int(n) for state, n in conn.execute(sa.select(q.c.state, sa.func.count()).group_by(q.c.state))
+    }
+    pause = conn.execute(sa.select(sa.func.max(wb.writeback_pause.c.not_before))).scalar()
+    limit = now - timedelta(seconds=stuck_after)
+    due_at = sa.func.coalesce(q.c.next_attempt_at, q.c.created_at)
+    waiting = sa.and_(q.c.state.in_([wb.PENDING, wb.RECONCILE]), due_at < limit)
+    lost = sa.and_(q.c.state == wb.IN_FLIGHT, q.c.lease_until < limit)
+    if pause is not None and pause > limit:
+        waiting = sa.false()  # the server asked us to wait: waiting is right, not stuck
+    row = conn.execute(
+        sa.select(sa.func.count(), sa.func.min(sa.case((waiting, due_at), else_=q.c.lease_until))).where(
+            sa.or_(waiting, lost)
+        )
+    ).one()
+    oldest = (now - row[1]).total_seconds() if row[1] is not None else None
+    return QueueFacts(depth=depth, stuck=int(row[0]), oldest_stuck_age=oldest)
+
+
+def due_push_items(conn: sa.Connection, now: datetime) -> int:
+    """How many queue items a push would send now: the cheap check behind "push soon after an edit"."""
+    q = wb.writeback_queue
+    pause = conn.execute(sa.select(sa.func.max(wb.writeback_pause.c.not_before))).scalar()
+    if pause is not None and pause > now:
+        return 0
+    due = sa.or_(q.c.next_attempt_at.is_(None), q.c.next_attempt_at <= now)
+    stmt = sa.select(sa.func.count()).where(q.c.state.in_([wb.PENDING, wb.RECONCILE]), due)
+    return int(conn.execute(stmt).scalar_one())
+
+
+def read_facts(conn: sa.Connection, account: str, now: datetime, stuck_after: float) -> MirrorFacts:
+    return MirrorFacts(account, read_resource_facts(conn), read_queue_facts(conn, now, stuck_after))
+
+
+def read_resource_facts(conn: sa.Connection) -> list[ResourceFacts]:
+    rs = schema.resource_status
+    rows = {r.resource: r for r in conn.execute(sa.select(rs))}
+    out = []
+    for res in resources.RESOURCES:
+        row = rows.get(res.name)
+        if row is None:
+            out.append(ResourceFacts(res.name, None, None, 0, None, False, None))
+            continue
+        out.append(
+            ResourceFacts(
+                res.name,
+                row.last_success_at,
+                row.last_pull_at,
+                int(row.consecutive_failures or 0),
+                row.last_error,
+                bool(row.held),
+                row.held_reason,
+            )
+        )
+    return out
+
+
+def _age(now: datetime, then: datetime) -> str:
+    seconds = max((now - then).total_seconds(), 0.0)
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def judge(facts: MirrorFacts, now: datetime, stale_after: float) -> list[str]:
+    """Every reason this mirror is not healthy; empty when it is."""
+    reasons: list[str] = []
+    prefix = f"{facts.account}: " if facts.account != "default" else ""
+    for r in facts.resources:
+        if r.held:
+            reasons.append(f"{prefix}{r.resource} is held by the mass-delete guard: {r.held_reason}")
+        if r.consecutive_failures:
+            reasons.append(
+                f"{prefix}{r.resource}: the last {r.consecutive_failures} pull(s) failed: {r.last_error}"
+            )
+        if r.last_success_at is None:
+            if not r.consecutive_failures:
+                reasons.append(f"{prefix}{r.resource} has not been pulled yet")
+        elif now - r.last_success_at > timedelta(seconds=stale_after):
+            reasons.append(
+                f"{prefix}{r.resource} is stale: last good pull {_age(now, r.last_success_at)} ago "
+                f"(stale_after = {stale_after:g} s)"
+            )
+    if facts.queue.stuck:
+        age = facts.queue.oldest_stuck_age or 0.0
+        reasons.append(
+            f"{prefix}the writeback queue is stuck: {facts.queue.stuck} item(s) overdue, "
+            f"the oldest by {age:.0f} s"
+        )
+    return reasons
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError([f"daemon.health_listen must be host:port such as 127.0.0.1:9187, not {listen!r}"])
+    return host, int(port)
+
+
+Route = Callable[[], tuple[int, str, bytes]]
+
+
+class HealthServer:
+    """A threaded HTTP server for a few GET routes, in a background thread."""
+
+    def __init__(self, listen: str, routes: dict[str, Route]) -> None:
+        host, port = parse_listen(listen)
+        self.routes = routes
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "clevertim-sync"
+
+            def do_GET(self) -> None:
+                route = routes.get(self.path.split("?", 1)[0])
+                if route is None:
+                    status, ctype, body = 404, "application/json", b'{"error": "not found"}'
+                else:
+                    try:
+                        status, ctype, body = route()
+                    except Exception as exc:
+                        log.exception("health.route_failed", path=self.path)
+                        body = orjson.dumps({"status": "error", "reasons": [f"health check failed: {exc}"]})
+                        status, ctype = 503, "application/json"
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # scrapes every few seconds would drown the journal
+
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise ConfigError(
+                [f"daemon.health_listen {listen}: cannot listen there: {exc.strerror}"]
+            ) from None
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("health.listening", url=self.url)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def healthz_route(check: Callable[[], tuple[list[str], dict[str, Any]]]) -> Route:
+    def route() -> tuple[int, str, bytes]:
+        reasons, details = check()
+        body = {"status": "ok" if not reasons else "unhealthy", "reasons": reasons, **details}
+        return (200 if not reasons else 503), "application/json", orjson.dumps(body, default=str)
+
+    return route

@@ -1,0 +1,240 @@
+"""One account inside the daemon: its lock, engine, API client, job runner, and its jobs' bodies.
+
+Owns: opening an account (instance lock, migrations, the start-up token check), the pull job (with
+growing waits for resources that keep failing), the push job, the backup job, the health facts,
+and closing it all. Which functions do the pulling and pushing is injected (`Backends`), so the
+scheduling can be tested with stand-ins and the real ones are wired in one place (wiring.py).
+
+Must not import: APScheduler, the CLI.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+import structlog
+
+from clevertim_sync import resources
+from clevertim_sync.daemon import health
+from clevertim_sync.daemon import lock as instance_lock
+from clevertim_sync.daemon.accounts import Account
+from clevertim_sync.daemon.jobs import JobOutcome, JobRunner
+from clevertim_sync.errors import ClevertimSyncError
+from clevertim_sync.mirror import schema
+from clevertim_sync.mirror.db import make_engine, upgrade
+from clevertim_sync.retry import backoff_delay
+from clevertim_sync.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class Client(Protocol):
+    def close(self) -> None: ...
+
+
+class StopRequested(ClevertimSyncError):
+    """Raised inside a job (from the pull's progress callback) when the daemon is stopping."""
+
+
+@dataclass(frozen=True)
+class Backends:
+    """The other areas' entry points the daemon drives (see wiring.py for the real ones)."""
+
+    make_client: Callable[[Settings], Any]
+    check_token: Callable[[Any], None]  # one cheap authenticated GET; raises ApiError
+    pull: Callable[..., Any]  # pull(engine, client, *, resources=, settings=, progress=)
+    push: Callable[[sa.Engine, Any, Settings], Any]
+    backup: Callable[[sa.Engine, Settings], Any] | None = None
+
+
+def failing_wait(failures: int, interval: float) -> float:
+    """Extra seconds to leave a resource alone after `failures` failed pulls in a row.
+
+    The first failure is retried at the next scheduled pull; after that the wait doubles from one
+    interval, capped at an hour. The ceiling of retry.backoff_delay, not a random draw: a daemon's
+    schedule should be predictable (the scheduler's own jitter already spreads the load).
+    """
+    if failures <= 1:
+        return 0.0
+    return backoff_delay(failures - 1, base=interval, cap=3600.0, rng=_Ceiling())
+
+
+class _Ceiling:
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+class AccountRuntime:
+    def __init__(
+        self,
+        account: Account,
+        backends: Backends,
+        *,
+        on_finish: Callable[[JobOutcome], None],
+        stopping: threading.Event,
+    ) -> None:
+        self.name = account.name
+        self.settings = account.settings
+        self.backends = backends
+        self.stopping = stopping
+        self.runner = JobRunner(self.name, self.settings.daemon.job_deadline, on_finish=on_finish)
+        self.lock: instance_lock.InstanceLock | None = None
+        self.engine: sa.Engine | None = None
+        self.client: Any = None
+        self.last_pull_outcome: JobOutcome | None = None
+        self._pending_settings: Settings | None = None
+
+    # --- start and stop -----------------------------------------------------------------------
+
+    def open(self, *, standby: bool, on_status: Callable[[str], object]) -> None:
+        """Lock, migrate, connect and check the token; raises on what a restart would not fix."""
+        db_url = self.settings.database.url
+        self.lock = instance_lock.acquire(
+            db_url, name=self.name, standby=standby, stop=self.stopping, on_wait=on_status
+        )
+        self.engine = make_engine(db_url, busy_timeout=self.settings.database.sqlite_busy_timeout)
+        upgrade(self.engine)
+        self.client = self.backends.make_client(self.settings)
+        self._wait_for_token(on_status)
+
+    def _wait_for_token(self, on_status: Callable[[str], object]) -> None:
+        """One authenticated GET; a rejected token is fatal, an unreachable API is waited out."""
+        attempt = 0
+        while True:
+            try:
+                self.backends.check_token(self.client)
+            except ClevertimSyncError as exc:
+                if not getattr(exc, "transient", False):
+                    raise
+                attempt += 1
+                wait = min(2.0**attempt, 30.0)
+                log.warning("daemon.api_unreachable", account=self.name, error=str(exc), retry_in=wait)
+                on_status(f"{self.name}: waiting for the Clevertim API: {exc}")
+                if self.stopping.wait(wait):
+                    raise StopRequested("stopped before the Clevertim API answered") from None
+                continue
+            log.info("daemon.token_accepted", account=self.name, url=self.settings.clevertim.url)
+            return
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.engine is not None:
+            self.engine.dispose()
+        if self.lock is not None:
+            self.lock.release()
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Take new settings at the start of the next job (never under a running one)."""
+        self._pending_settings = settings
+
+    def _apply_pending(self) -> None:
+        new, self._pending_settings = self._pending_settings, None
+        if new is None:
+            return
+        if new.clevertim != self.settings.clevertim:
+            old_client, self.client = self.client, self.backends.make_client(new)
+            old_client.close()
+        self.settings = new
+        self.runner.deadline = new.daemon.job_deadline
+        log.info("daemon.reconfigured", account=self.name)
+
+    # --- the jobs -----------------------------------------------------------------------------
+
+    def run_pull(self, group: Sequence[str] | None) -> JobOutcome:
+        label = "pull" if group is None else f"pull:{','.join(group)}"
+        outcome = self.runner.run(label, lambda: self._pull(group))
+        if outcome.status != "skipped":
+            self.last_pull_outcome = outcome
+        return outcome
+
+    def run_push(self) -> JobOutcome:
+        return self.runner.run("push", self._push)
+
+    def run_backup(self) -> JobOutcome:
+        return self.runner.run("backup", self._backup)
+
+    def _progress(self, *_args: Any, **_kwargs: Any) -> None:
+        # The pull calls this between resources: stopping there leaves every resource either
+        # fully applied (its transaction committed) or untouched.
+        if self.stopping.is_set():
+            raise StopRequested("the daemon is stopping; the rest of this pull is left for next time")
+
+    def _pull(self, group: Sequence[str] | None) -> Any:
+        self._apply_pending()
+        assert self.engine is not None
+        names = list(group) if group is not None else self.default_group()
+        due = self.due_resources(names, datetime.now(UTC))
+        if not due:
+            return None
+        return self.backends.pull(
+            self.engine, self.client, resources=due, settings=self.settings, progress=self._progress
+        )
+
+    def _push(self) -> Any:
+        self._apply_pending()
+        assert self.engine is not None
+        return self.backends.push(self.engine, self.client, self.settings)
+
+    def _backup(self) -> Any:
+        self._apply_pending()
+        assert self.engine is not None
+        assert self.backends.backup is not None
+        return self.backends.backup(self.engine, self.settings)
+
+    # --- what to pull -------------------------------------------------------------------------
+
+    def default_group(self) -> list[str]:
+        """Resources pulled by the main pull job: those without an interval of their own."""
+        return [r.name for r in resources.RESOURCES if r.name not in self.settings.pull.intervals]
+
+    def interval_of(self, name: str) -> float:
+        return self.settings.pull.intervals.get(name, self.settings.pull.interval)
+
+    def due_resources(self, names: Sequence[str], now: datetime) -> list[str]:
+        """`names` minus those still resting after failing several pulls in a row."""
+        assert self.engine is not None
+        rs = schema.resource_status
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(rs.c.resource, rs.c.consecutive_failures, rs.c.last_pull_at).where(
+                    rs.c.resource.in_(list(names))
+                )
+            ).all()
+        resting = set()
+        for name, failures, last_pull_at in rows:
+            wait = failing_wait(int(failures or 0), self.interval_of(name))
+            if wait and last_pull_at is not None and now < last_pull_at + timedelta(seconds=wait):
+                resting.add(name)
+        if resting:
+            log.info("pull.resting", account=self.name, resources=sorted(resting))
+        return [n for n in names if n not in resting]
+
+    # --- health -------------------------------------------------------------------------------
+
+    def facts(self, now: datetime) -> health.MirrorFacts:
+        assert self.engine is not None
+        stuck_after = 3 * self.settings.push.interval + 60
+        with self.engine.connect() as conn:
+            return health.read_facts(conn, self.name, now, stuck_after)
+
+    def due_push_items(self) -> int:
+        assert self.engine is not None
+        with self.engine.connect() as conn:
+            return health.due_push_items(conn, datetime.now(UTC))
+
+    def reasons(self, now: datetime) -> list[str]:
+        """Why this account is unhealthy: the database's facts, plus this process's own view."""
+        reasons = health.judge(self.facts(now), now, self.settings.daemon.stale_after)
+        last = self.last_pull_outcome
+        if last is not None and last.status in ("failed", "timeout"):
+            prefix = f"{self.name}: " if self.name != "default" else ""
+            reasons.append(f"{prefix}the last pull job {last.status}: {last.error}")
+        if self.lock is not None and not self.lock.check():
+            reasons.append(f"{self.name}: the instance lock was lost")
+        return reasons

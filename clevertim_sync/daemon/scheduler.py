@@ -1,0 +1,142 @@
+"""APScheduler 3.x wiring: which job runs when, for every account.
+
+Owns: the jobs of each account (the main pull, one pull per resource with its own interval, the
+push, the queue watch that pushes soon after an edit is queued, the backup) and the daemon's
+heartbeat. Every job is `max_instances=1, coalesce=True`: a late or slow run is never doubled up.
+Pull and push of one account never run at once: that is the JobRunner's lock, not the scheduler's.
+
+Must not import: the API, the pull, the worker (they come through AccountRuntime).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from clevertim_sync.daemon.runtime import AccountRuntime
+
+log = structlog.get_logger(__name__)
+
+# How often the queue is checked for edits to push at once; one indexed COUNT, cheap.
+QUEUE_WATCH_SECONDS = 2.0
+
+
+def new_scheduler(accounts: int) -> BackgroundScheduler:
+    # A thread per job that may run at once: pulls, push, watch, backup per account, + heartbeat.
+    return BackgroundScheduler(
+        timezone=UTC,
+        executors={"default": ThreadPoolExecutor(max_workers=2 + 5 * accounts)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+    )
+
+
+def _every(seconds: float, jitter: float = 0.0) -> IntervalTrigger:
+    # jitter=None keeps APScheduler from drawing a random offset at all.
+    return IntervalTrigger(seconds=seconds, jitter=int(jitter) or None, timezone=UTC)
+
+
+def schedule_account(
+    sched: BackgroundScheduler, rt: AccountRuntime, *, first_run: datetime, first_push: datetime | None = None
+) -> None:
+    """(Re)create every job of one account from its current settings."""
+    s = rt.settings
+    prefix = f"{rt.name}:"
+    for job in sched.get_jobs():
+        if job.id.startswith(prefix):
+            job.remove()
+    sched.add_job(
+        rt.run_pull,
+        _every(s.pull.interval, s.pull.jitter),
+        args=[None],
+        id=f"{prefix}pull",
+        name=f"{rt.name} pull",
+        next_run_time=first_run,
+    )
+    for offset, (resource, interval) in enumerate(sorted(s.pull.intervals.items()), start=1):
+        sched.add_job(
+            rt.run_pull,
+            _every(interval, min(s.pull.jitter, interval / 4)),
+            args=[[resource]],
+            id=f"{prefix}pull:{resource}",
+            name=f"{rt.name} pull {resource}",
+            # After the main pull, so parents come first on a fresh mirror.
+            next_run_time=first_run + timedelta(seconds=offset),
+        )
+    sched.add_job(
+        rt.run_push,
+        _every(s.push.interval),
+        id=f"{prefix}push",
+        name=f"{rt.name} push",
+        next_run_time=first_push or datetime.now(UTC),
+    )
+    sched.add_job(
+        lambda: _watch_queue(sched, rt),
+        _every(min(QUEUE_WATCH_SECONDS, s.push.interval)),
+        id=f"{prefix}queue-watch",
+        name=f"{rt.name} queue watch",
+        # Off the beat of the other jobs, which all start at first_run.
+        next_run_time=datetime.now(UTC) + timedelta(seconds=QUEUE_WATCH_SECONDS / 2),
+    )
+    if s.backup.interval and rt.backends.backup is not None:
+        sched.add_job(
+            rt.run_backup,
+            _every(s.backup.interval),
+            id=f"{prefix}backup",
+            name=f"{rt.name} backup",
+        )
+    log.info(
+        "daemon.scheduled",
+        account=rt.name,
+        pull_interval=s.pull.interval,
+        pull_intervals=dict(s.pull.intervals),
+        push_interval=s.push.interval,
+        backup_interval=s.backup.interval if rt.backends.backup is not None else None,
+    )
+
+
+def _watch_queue(sched: BackgroundScheduler, rt: AccountRuntime) -> None:
+    """Bring the push forward when an edit is due and nothing runs: "soon after it is queued"."""
+    if rt.runner.current == "push":
+        return
+    try:
+        due = rt.due_push_items()
+    except Exception as exc:
+        log.warning("daemon.queue_watch_failed", account=rt.name, error=str(exc))
+        return
+    if not due:
+        return
+    job = sched.get_job(f"{rt.name}:push")
+    now = datetime.now(UTC)
+    if job is not None and job.next_run_time is not None and job.next_run_time > now + timedelta(seconds=1):
+        log.debug("daemon.push_soon", account=rt.name, due=due)
+        job.modify(next_run_time=now)
+
+
+def add_heartbeat(sched: BackgroundScheduler, seconds: float, beat: Callable[[], None]) -> None:
+    """A job that proves the scheduler runs jobs: its `beat` pings the systemd watchdog."""
+    sched.add_job(beat, _every(seconds), id="heartbeat", name="heartbeat", next_run_time=datetime.now(UTC))
+
+
+def reschedule(sched: BackgroundScheduler, runtimes: Sequence[AccountRuntime]) -> None:
+    # A reload keeps the next runs where they were, unless the new interval brings them closer.
+    now = datetime.now(UTC)
+
+    def next_run(job_id: str, interval: float) -> datetime:
+        first = now + timedelta(seconds=interval)
+        job = sched.get_job(job_id)
+        if job is not None and job.next_run_time is not None:
+            first = min(first, job.next_run_time)
+        return first
+
+    for rt in runtimes:
+        schedule_account(
+            sched,
+            rt,
+            first_run=next_run(f"{rt.name}:pull", rt.settings.pull.interval),
+            first_push=next_run(f"{rt.name}:push", rt.settings.push.interval),
+        )

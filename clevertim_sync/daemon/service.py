@@ -1,0 +1,260 @@
+"""The daemon's life: start, READY, run the schedule, reload on SIGHUP, stop cleanly on SIGTERM.
+
+Owns: the order of start-up (lock, migrations, token check for every account, then the health
+listener and the scheduler, then READY=1), signal handling, the watchdog heartbeat, STATUS lines,
+and the stop sequence (STOPPING=1, no new jobs, the running job ends or rolls back, locks freed,
+exit 0 well within TimeoutStopSec).
+
+Must not import: the CLI. It turns no error into text: start-up errors propagate to the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from clevertim_sync.daemon import scheduler as sched_mod
+from clevertim_sync.daemon.accounts import accounts
+from clevertim_sync.daemon.health import HealthServer, MirrorFacts, healthz_route
+from clevertim_sync.daemon.jobs import JobOutcome
+from clevertim_sync.daemon.metrics import DaemonMetrics
+from clevertim_sync.daemon.notify import Notifier, watchdog_interval
+from clevertim_sync.daemon.runtime import AccountRuntime, Backends
+from clevertim_sync.errors import ClevertimSyncError
+from clevertim_sync.settings import Settings, load
+
+log = structlog.get_logger(__name__)
+
+# How long a stop waits for the running job; the unit's TimeoutStopSec (60 s) leaves room above it.
+STOP_GRACE_SECONDS = 30.0
+# Without a systemd watchdog the heartbeat still runs, to notice a lost PostgreSQL lock.
+DEFAULT_HEARTBEAT_SECONDS = 10.0
+
+
+def describe(outcome: JobOutcome) -> str:
+    """One short line about a finished job, for STATUS= and the terminal."""
+    when = datetime.now(UTC).strftime("%H:%M:%S")
+    head = f"{outcome.account}: {outcome.job} {outcome.status} at {when} UTC ({outcome.duration:.1f} s)"
+    if outcome.error is not None:
+        return f"{head}: {outcome.error}"
+    summary = getattr(outcome.result, "summary", None)
+    if callable(summary):
+        return f"{head}: {summary()}"
+    return head
+
+
+class Service:
+    """Runs every configured account until stopped. `run()` returns the exit status."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        backends: Backends,
+        *,
+        config_path: Path | None = None,
+        standby: bool = False,
+        notifier: Notifier | None = None,
+        env: Mapping[str, str] | None = None,
+        on_outcome: Iterable[Callable[[JobOutcome], None]] = (),
+        on_ready: Callable[[Service], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.config_path = config_path
+        self.standby = standby
+        self.notifier = notifier or Notifier.from_env(env)
+        self.env = env
+        self._listeners = list(on_outcome)
+        self._on_ready = on_ready
+        self.stopping = threading.Event()
+        self._reload = threading.Event()
+        self._exit_code = 0
+        self.runtimes = [
+            AccountRuntime(acc, backends, on_finish=self._finished, stopping=self.stopping)
+            for acc in accounts(settings)
+        ]
+        self.metrics = DaemonMetrics(self._all_facts)
+        self.health_server: HealthServer | None = None
+        self._scheduler = sched_mod.new_scheduler(len(self.runtimes))
+        self._last_status: dict[str, str] = {}
+
+    # --- control from signals or another thread ----------------------------------------------
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self._reload.set()
+            return
+        if self.stopping.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for the job
+        self.stopping.set()
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+
+    # --- the life -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        previous = self._install_signals()
+        try:
+            self._start()
+            if self.stopping.is_set():
+                return 0
+            self._loop()
+            return self._exit_code
+        finally:
+            self._stop()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _start(self) -> None:
+        self.notifier.status("starting: taking the lock, migrating, checking the API token")
+        for rt in self.runtimes:
+            try:
+                rt.open(standby=self.standby, on_status=self.notifier.status)
+            except ClevertimSyncError:
+                if self.stopping.is_set():
+                    log.info("daemon.stopped_during_start", account=rt.name)
+                    return
+                raise
+        listen = self.settings.daemon.health_listen
+        if listen:
+            self.health_server = HealthServer(
+                listen, {"/healthz": healthz_route(self._healthz), "/metrics": self.metrics.exposition}
+            )
+            self.health_server.start()
+        now = datetime.now(UTC)
+        for rt in self.runtimes:
+            sched_mod.schedule_account(self._scheduler, rt, first_run=now)
+        interval = watchdog_interval(self.env if self.env is not None else os.environ)
+        sched_mod.add_heartbeat(self._scheduler, interval or DEFAULT_HEARTBEAT_SECONDS, self._heartbeat)
+        self._scheduler.start()
+        names = ", ".join(rt.name for rt in self.runtimes)
+        self.notifier.ready(status=f"running: {names}")
+        log.info("daemon.ready", accounts=[rt.name for rt in self.runtimes], watchdog_interval=interval)
+        if self._on_ready is not None:
+            self._on_ready(self)
+
+    def _loop(self) -> None:
+        while not self.stopping.wait(0.5):
+            if self._reload.is_set():
+                self._reload.clear()
+                self._do_reload()
+
+    def _stop(self) -> None:
+        self.stopping.set()
+        busy = [rt.runner.current for rt in self.runtimes if rt.runner.current]
+        self.notifier.stopping(status=f"stopping: waiting for {', '.join(busy)}" if busy else "stopping")
+        log.info("daemon.stopping", running=busy)
+        for rt in self.runtimes:
+            rt.runner.close()
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        for rt in self.runtimes:
+            if not rt.runner.wait_idle(STOP_GRACE_SECONDS):
+                # Exiting ends the job's open transaction: the database rolls it back.
+                log.warning("daemon.job_abandoned", account=rt.name, job=rt.runner.current)
+        if self.health_server is not None:
+            self.health_server.stop()
+        for rt in self.runtimes:
+            try:
+                rt.close()
+            except Exception:
+                log.exception("daemon.close_failed", account=rt.name)
+        self.notifier.close()
+        log.info("daemon.stopped", exit_code=self._exit_code)
+
+    def _do_reload(self) -> None:
+        try:
+            new = load(self.config_path)
+            by_name = {a.name: a for a in accounts(new)}
+        except ClevertimSyncError as exc:
+            log.error("daemon.reload_refused", error=str(exc))
+            self.notifier.status(f"reload refused, still running the old configuration: {exc}")
+            return
+        current = {rt.name for rt in self.runtimes}
+        if set(by_name) != current:
+            log.warning(
+                "daemon.reload_accounts_changed", hint="restart the service to add or remove accounts"
+            )
+        for rt in self.runtimes:
+            acc = by_name.get(rt.name)
+            if acc is None:
+                continue
+            if acc.settings.database.url != rt.settings.database.url:
+                log.warning(
+                    "daemon.reload_database_changed", account=rt.name, hint="restart to switch databases"
+                )
+                continue
+            rt.reconfigure(acc.settings)
+            rt.settings = acc.settings  # the schedule follows at once; the job picks the rest up
+        self.settings = new
+        sched_mod.reschedule(self._scheduler, self.runtimes)
+        self.notifier.status("configuration reloaded")
+        log.info("daemon.reloaded")
+
+    # --- progress, health ---------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        for rt in self.runtimes:
+            if rt.lock is not None and not rt.lock.check():
+                log.error(
+                    "daemon.lock_lost", account=rt.name, hint="exiting so another instance can take over"
+                )
+                self._exit_code = 1
+                self.stopping.set()
+                return
+        self.notifier.watchdog()
+
+    def _finished(self, outcome: JobOutcome) -> None:
+        self.metrics.observe(outcome)
+        if outcome.status == "skipped":
+            return
+        line = describe(outcome)
+        fields: dict[str, Any] = {
+            "account": outcome.account,
+            "job": outcome.job,
+            "duration": outcome.duration,
+        }
+        if outcome.ok:
+            log.info("job.finished", status=outcome.status, **fields)
+        else:
+            log.error("job.failed", status=outcome.status, error=str(outcome.error), **fields)
+        self._last_status[f"{outcome.account}:{outcome.job.split(':')[0]}"] = line
+        self.notifier.status("; ".join(self._last_status.values()))
+        # A job that ends proves the loop makes progress, between heartbeats too.
+        self.notifier.watchdog()
+        for listener in self._listeners:
+            listener(outcome)
+
+    def _all_facts(self) -> list[MirrorFacts]:
+        now = datetime.now(UTC)
+        return [rt.facts(now) for rt in self.runtimes if rt.engine is not None]
+
+    def _healthz(self) -> tuple[list[str], dict[str, Any]]:
+        now = datetime.now(UTC)
+        reasons: list[str] = []
+        queues: dict[str, dict[str, int]] = {}
+        for rt in self.runtimes:
+            reasons.extend(rt.reasons(now))
+            queues[rt.name] = rt.facts(now).queue.depth
+        return reasons, {"checked_at": now.isoformat(), "queue": queues}
+
+    @property
+    def accounts(self) -> Sequence[AccountRuntime]:
+        return self.runtimes

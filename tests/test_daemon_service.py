@@ -1,0 +1,344 @@
+"""The daemon's service in-process, with stand-in pull/push functions: scheduling, exclusion of pull
+and push, the push soon after an edit is queued, the start-up token check, stop in the middle of
+a pull, reload, and /healthz + /metrics judged from a real database (SQLite and PostgreSQL).
+The real pull and push against the emulator, in a subprocess, are in test_daemon_process.py."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from clevertim_sync import resources
+from clevertim_sync.daemon.runtime import Backends, failing_wait
+from clevertim_sync.daemon.service import Service
+from clevertim_sync.errors import ClevertimSyncError
+from clevertim_sync.mirror import schema
+from clevertim_sync.mirror.db import make_engine
+from clevertim_sync.settings import load
+from clevertim_sync.writeback import tables as wb
+
+
+class FakeApiError(ClevertimSyncError):
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class Recorder:
+    """Stand-ins for the client, the pull and the push that record what ran, when, and overlaps."""
+
+    def __init__(self, db_url: str) -> None:
+        self.db_url = db_url
+        self.calls: list[tuple[str, float]] = []
+        self.running = 0
+        self.overlaps = 0
+        self.token_errors: list[ClevertimSyncError] = []
+        self.pull_hook: Callable[[Callable[..., None]], None] | None = None
+        self.pull_fails = False
+        self._lock = threading.Lock()
+
+    def _enter(self, name: str) -> None:
+        with self._lock:
+            self.running += 1
+            self.overlaps += self.running > 1
+            self.calls.append((name, time.monotonic()))
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.running -= 1
+
+    def names(self) -> list[str]:
+        return [n for n, _ in self.calls]
+
+    def backends(self) -> Backends:
+        def check_token(_client: Any) -> None:
+            if self.token_errors:
+                raise self.token_errors.pop(0)
+
+        def pull(engine: sa.Engine, _client: Any, *, resources: Any, settings: Any, progress: Any) -> Any:
+            self._enter("pull")
+            try:
+                time.sleep(0.2)  # long enough for a push to try to cut in
+                if self.pull_hook is not None:
+                    self.pull_hook(progress)
+                mark_pulled(engine, list(resources), ok=not self.pull_fails)
+                if self.pull_fails:
+                    raise FakeApiError("connection refused", transient=True)
+                return None
+            finally:
+                self._leave()
+
+        def push(_engine: sa.Engine, _client: Any, _settings: Any) -> Any:
+            self._enter("push")
+            try:
+                time.sleep(0.2)
+                return None
+            finally:
+                self._leave()
+
+        return Backends(make_client=lambda _s: _Client(), check_token=check_token, pull=pull, push=push)
+
+
+class _Client:
+    def close(self) -> None:
+        pass
+
+
+def mark_pulled(engine: sa.Engine, names: list[str], *, ok: bool, at: datetime | None = None) -> None:
+    """What a pull records in resource_status, written the way the pull does."""
+    rs = schema.resource_status
+    at = at or datetime.now(UTC)
+    with engine.begin() as conn:
+        for name in names:
+            row = conn.execute(sa.select(rs).where(rs.c.resource == name)).first()
+            failures = 0 if ok else (row.consecutive_failures + 1 if row else 1)
+            values: dict[str, Any] = {
+                "last_pull_at": at,
+                "consecutive_failures": failures,
+                "last_error": None if ok else "connection refused",
+            }
+            if ok:
+                values["last_success_at"] = at
+            if row is None:
+                conn.execute(sa.insert(rs).values(resource=name, **values))
+            else:
+                conn.execute(sa.update(rs).where(rs.c.resource == name).values(**values))
+
+
+def _config(tmp_path: Path, db_url: str, extra: str = "") -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f"""
+[clevertim]
+url = "http://127.0.0.1:9/api"
+token = "test-token"
+[database]
+url = "{db_url}"
+[pull]
+interval = 1
+jitter = 0
+[push]
+interval = 60
+[daemon]
+health_listen = "127.0.0.1:0"
+{extra}
+"""
+    )
+    return path
+
+
+class Running:
+    def __init__(self, service: Service, thread: threading.Thread, result: dict[str, Any]) -> None:
+        self.service = service
+        self.thread = thread
+        self.result = result
+
+    def stop(self, timeout: float = 10) -> int:
+        self.service.request_stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the service did not stop"
+        if "error" in self.result:
+            raise self.result["error"]
+        return int(self.result["code"])
+
+    def get(self, path: str) -> httpx.Response:
+        assert self.service.health_server is not None
+        return httpx.get(self.service.health_server.url + path, timeout=5)
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    started: list[Running] = []
+
+    def _start(db_url: str, rec: Recorder, extra: str = "", wait_ready: bool = True) -> Running:
+        config = _config(tmp_path, db_url, extra)
+        ready = threading.Event()
+        service = Service(
+            load(config, env={}),
+            rec.backends(),
+            config_path=config,
+            env={},
+            on_ready=lambda _s: ready.set(),
+        )
+        result: dict[str, Any] = {}
+
+        def body() -> None:
+            try:
+                result["code"] = service.run()
+            except BaseException as exc:
+                result["error"] = exc
+
+        thread = threading.Thread(target=body, daemon=True)
+        thread.start()
+        running = Running(service, thread, result)
+        started.append(running)
+        if wait_ready:
+            assert ready.wait(15), result
+        return running
+
+    yield _start
+    for running in started:
+        running.service.request_stop()
+        running.thread.join(10)
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 8.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def test_pulls_on_schedule_and_pull_and_push_never_overlap(
+    database_url: str, start: Callable[..., Running]
+) -> None:
+    rec = Recorder(database_url)
+    svc = start(database_url, rec)
+    _wait(lambda: rec.names().count("pull") >= 3)
+    assert "push" in rec.names()  # the first push runs at start
+    assert rec.overlaps == 0
+    pulls = [t for n, t in rec.calls if n == "pull"]
+    assert all(0.5 < b - a < 2.5 for a, b in itertools.pairwise(pulls)), pulls
+    assert svc.stop() == 0
+
+
+def test_a_queued_edit_is_pushed_within_seconds_not_at_the_push_interval(
+    database_url: str, start: Callable[..., Running]
+) -> None:
+    rec = Recorder(database_url)
+    svc = start(database_url, rec, extra="")
+    _wait(lambda: "push" in rec.names())
+    time.sleep(0.5)
+    pushes = rec.names().count("push")
+    engine = make_engine(database_url)
+    with engine.begin() as conn:  # the documented way to queue an edit from plain SQL
+        conn.execute(sa.insert(wb.writeback_queue).values(resource="contact", op="update", target_id=1))
+    queued = time.monotonic()
+    _wait(lambda: rec.names().count("push") > pushes)
+    pushed_at = next(t for n, t in reversed(rec.calls) if n == "push")
+    assert pushed_at - queued < 4  # the push interval is 60 s
+    engine.dispose()
+    assert svc.stop() == 0
+
+
+def test_health_is_503_until_every_resource_is_fresh_then_200_and_503_when_pulls_fail(
+    database_url: str, start: Callable[..., Running]
+) -> None:
+    rec = Recorder(database_url)
+    svc = start(database_url, rec, extra="stale_after = 30")
+    _wait(lambda: svc.get("/healthz").status_code == 200)
+    body = svc.get("/healthz").json()
+    assert body["status"] == "ok" and body["reasons"] == []
+    rec.pull_fails = True
+    _wait(lambda: svc.get("/healthz").status_code == 503)
+    reasons = svc.get("/healthz").json()["reasons"]
+    assert any("contact: the last" in r and "connection refused" in r for r in reasons), reasons
+    metrics = svc.get("/metrics").text
+    assert 'clevertim_sync_consecutive_failures{account="default",resource="contact"}' in metrics
+    assert 'clevertim_sync_last_success_timestamp_seconds{account="default",resource="contact"}' in metrics
+    assert 'clevertim_sync_errors_total{account="default",job="pull",resource=""}' in metrics
+    assert 'clevertim_sync_job_duration_seconds_count{account="default",job="push",status="ok"}' in metrics
+    rec.pull_fails = False
+    _wait(lambda: svc.get("/healthz").status_code == 200, timeout=15)
+    assert svc.stop() == 0
+
+
+def test_health_names_stale_resources_and_a_stuck_queue(
+    database_url: str, start: Callable[..., Running]
+) -> None:
+    rec = Recorder(database_url)
+    rec.pull_hook = _no_pull  # keep the scheduled pulls from writing anything
+    svc = start(database_url, rec, extra="stale_after = 600")
+    engine = make_engine(database_url)
+    old = datetime.now(UTC) - timedelta(hours=2)
+    mark_pulled(engine, [r.name for r in resources.RESOURCES], ok=True, at=old)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(wb.writeback_queue).values(
+                resource="contact", op="update", target_id=1, state="in_flight", lease_until=old
+            )
+        )
+    resp = svc.get("/healthz")
+    assert resp.status_code == 503
+    reasons = resp.json()["reasons"]
+    assert any(r.startswith("contact is stale: last good pull 120 min ago") for r in reasons), reasons
+    assert any("writeback queue is stuck: 1 item(s) overdue" for r in reasons), reasons
+    assert resp.json()["queue"] == {"default": {"in_flight": 1}}
+    assert 'clevertim_sync_queue_depth{account="default",state="in_flight"} 1.0' in svc.get("/metrics").text
+    engine.dispose()
+    assert svc.stop() == 0
+
+
+def _no_pull(_progress: Callable[..., None]) -> None:
+    raise RuntimeError("no pull in this test")
+
+
+def test_stop_in_the_middle_of_a_pull_ends_it_at_the_next_resource(
+    sqlite_url: str, start: Callable[..., Running]
+) -> None:
+    rec = Recorder(sqlite_url)
+    in_pull = threading.Event()
+    seen: list[str] = []
+
+    def hook(progress: Callable[..., None]) -> None:
+        in_pull.set()
+        for name in ("user", "contact", "note"):
+            time.sleep(0.3)
+            progress(name)  # raises once the daemon is stopping
+            seen.append(name)
+
+    rec.pull_hook = hook
+    svc = start(sqlite_url, rec)
+    assert in_pull.wait(5)
+    started = time.monotonic()
+    assert svc.stop() == 0
+    assert time.monotonic() - started < 3
+    assert len(seen) < 3
+
+
+def test_a_rejected_token_fails_start_and_an_unreachable_api_is_waited_for(
+    sqlite_url: str, start: Callable[..., Running]
+) -> None:
+    rec = Recorder(sqlite_url)
+    rec.token_errors = [FakeApiError("401: the token was rejected", transient=False)]
+    svc = start(sqlite_url, rec, wait_ready=False)
+    svc.thread.join(10)
+    assert isinstance(svc.result.get("error"), FakeApiError)
+    assert rec.calls == []  # nothing ran before READY
+
+    rec = Recorder(sqlite_url)
+    rec.token_errors = [FakeApiError("connection refused", transient=True)]
+    svc = start(sqlite_url, rec)  # READY after the retry, about 2 s later
+    assert svc.stop() == 0
+
+
+def test_reload_reschedules_with_the_new_interval(
+    sqlite_url: str, start: Callable[..., Running], tmp_path: Path
+) -> None:
+    rec = Recorder(sqlite_url)
+    svc = start(sqlite_url, rec)
+    _wait(lambda: rec.names().count("pull") >= 2)
+    _config(tmp_path, sqlite_url).write_text(
+        _config(tmp_path, sqlite_url).read_text().replace("interval = 1\n", "interval = 300\n", 1)
+    )
+    svc.service.request_reload()
+    _wait(lambda: svc.service.runtimes[0].settings.pull.interval == 300)
+    count = rec.names().count("pull")
+    time.sleep(3)
+    # The pull already due under the old interval may still run once; then the new one rules.
+    assert rec.names().count("pull") <= count + 1
+    assert svc.stop() == 0
+
+
+def test_failing_resources_wait_longer_each_time() -> None:
+    assert [failing_wait(n, 60) for n in (0, 1, 2, 3, 4)] == [0, 0, 60, 120, 240]
+    assert failing_wait(30, 900) == 3600
