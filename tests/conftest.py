@@ -1,5 +1,5 @@
 """Shared fixtures: real databases (a SQLite file, and a fresh database on the throwaway
-PostgreSQL that scripts/with-postgres starts) and, in emulator_fixtures.py, a real emulator."""
+PostgreSQL that scripts/with-postgres starts) and a real emulator over loopback (`emulator`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+from clevertim_sync.emulator import EmulatorServer
 
 PG_URL_ENV = "CLEVERTIM_SYNC_TEST_PG_URL"
 
@@ -50,3 +52,37 @@ def database_url(request: pytest.FixtureRequest) -> str:
     """Run the test once on a SQLite file and once on PostgreSQL."""
     name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     return str(request.getfixturevalue(name))
+
+
+# --- the emulator ---------------------------------------------------------------------------
+
+EMULATOR_TOKEN = "test-token"
+EMULATOR_RO_TOKEN = "ro-token"
+EMULATOR_CONTACTS = 30  # with companies, tasks, notes...: ~100 records, every seed variant
+EMULATOR_SEED = 1
+
+
+@pytest.fixture(scope="session")
+def _emulator_server() -> Iterator[EmulatorServer]:
+    """One running emulator per test session (so per xdist worker)."""
+    server = EmulatorServer(
+        token=EMULATOR_TOKEN,
+        read_only_token=EMULATOR_RO_TOKEN,
+        contacts=EMULATOR_CONTACTS,
+        seed=EMULATOR_SEED,
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def emulator(_emulator_server: EmulatorServer) -> EmulatorServer:
+    """A running emulator with a freshly seeded small account, no faults and an empty request log.
+
+    Token "test-token" (the owner, user 1), read-only token "ro-token" (user 2). Use
+    `emulator.base_url` for a client and `emulator.control` to act as the web UI or add faults.
+    """
+    _emulator_server.reset(contacts=EMULATOR_CONTACTS, seed=EMULATOR_SEED)
+    return _emulator_server

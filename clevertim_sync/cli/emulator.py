@@ -1,0 +1,103 @@
+"""The `clevertim-sync emulator` command: serve the bundled Clevertim stand-in in the foreground.
+
+Owns: turning the command's options into an EmulatorServer, printing its base URL, and stopping
+cleanly on Ctrl-C or SIGTERM.
+
+Must not import: the mirror, the API client (the emulator is what they talk to, not a user of them).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+import click
+import orjson
+
+from clevertim_sync.cli import cli
+from clevertim_sync.emulator import EmulatorServer, FaultSpecError
+
+
+def _parse_faults(specs: tuple[str, ...]) -> list[dict[str, Any]]:
+    faults = []
+    for spec in specs:
+        try:
+            fault = orjson.loads(spec)
+        except orjson.JSONDecodeError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--fault") from None
+        if not isinstance(fault, dict):
+            raise click.BadParameter(
+                'a fault is a JSON object such as \'{"kind": "status"}\'', param_hint="--fault"
+            )
+        faults.append(fault)
+    return faults
+
+
+@cli.command("emulator")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="0: any free port."
+)
+@click.option(
+    "--token", envvar="CLEVERTIM_EMULATOR_TOKEN", required=True, help="API token of the owner user."
+)
+@click.option("--read-only-token", default=None, help="A second token whose user can read but not write.")
+@click.option("--contacts", default=1000, show_default=True, type=click.IntRange(0), help="Account size.")
+@click.option("--seed", default=1, show_default=True, type=int, help="Seed of the generated account.")
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="JSON",
+    help='A fault to inject, repeatable: \'{"kind":"status","status":503,"path":"^/contact$","times":2}\'.',
+)
+def emulator_command(
+    *,
+    host: str,
+    port: int,
+    token: str,
+    read_only_token: str | None,
+    contacts: int,
+    seed: int,
+    faults: tuple[str, ...],
+) -> None:
+    """Serve a Clevertim API stand-in with a seeded account until Ctrl-C or SIGTERM.
+
+    The control surface (faults, state, web-UI edits, request log) is under /_control/ on the
+    same port and answers loopback clients only.
+    """
+    specs = _parse_faults(faults)
+    try:
+        server = EmulatorServer(
+            token=token,
+            read_only_token=read_only_token,
+            contacts=contacts,
+            seed=seed,
+            host=host,
+            port=port,
+            faults=specs,
+        ).start()
+    except FaultSpecError as exc:
+        raise click.BadParameter(str(exc), param_hint="--fault") from None
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port"
+        ) from None
+
+    stopped = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    click.echo(server.base_url, nl=True)
+    click.echo(f"control surface: {server.root_url}/_control/  (Ctrl-C to stop)", err=True)
+    try:
+        while not stopped.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

@@ -1,0 +1,222 @@
+"""Fault injection for the emulator: what can go wrong between a client and Clevertim.
+
+Owns: parsing and validating a fault spec (the dict tests and `--fault` give), the set of active
+faults, and deciding which of them a request meets (`FaultSet.take`). It does not touch sockets:
+server.py acts on the decision (sleep, answer with a status, reset, drop, truncate).
+
+Must not import: http.server, httpx, the store.
+
+A spec: {"kind": ..., "method": "GET"|"POST"|...|"*", "path": regex searched in the path after
+/api (e.g. "^/contact$"), "times": int or None (None: until cleared), "status": int,
+"retry_after": seconds or an HTTP-date string or None, "latency_ms": int, "hide_ids": [ids],
+"hide_fraction": 0.0-1.0}.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from clevertim_sync.errors import ClevertimSyncError
+
+# latency: sleep, then serve normally. status: an error answer (JSON envelope), e.g. 503 or 429.
+# reset: TCP RST before any response (the request is NOT applied). lost_response: the request is
+# applied, then the connection closes without an answer. truncate: applied, then the body is cut
+# short of its Content-Length. html: a proxy's HTML error page with a 5xx status (not applied).
+# empty_listing: a listing answers 200 with no records. hide: listings and GET by id leave out
+# some ids, as when the token's user loses rights to them.
+KINDS = frozenset(
+    {"latency", "status", "reset", "lost_response", "truncate", "html", "empty_listing", "hide"}
+)
+METHODS = frozenset({"*", "GET", "POST", "PUT", "DELETE", "PATCH"})
+DEFAULT_STATUS = {"status": 503, "html": 502}
+_SPEC_KEYS = frozenset(
+    {"kind", "method", "path", "times", "status", "retry_after", "latency_ms", "hide_ids", "hide_fraction"}
+)
+
+
+class FaultSpecError(ClevertimSyncError):
+    """A fault spec the emulator cannot use; `problems` lists every reason."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(
+            "invalid fault spec: " + "; ".join(problems) + f" (kinds: {', '.join(sorted(KINDS))})"
+        )
+
+
+@dataclass
+class Fault:
+    """One active fault. `remaining` counts down each time a request meets it (None: forever)."""
+
+    id: int
+    kind: str
+    method: str = "*"
+    path: re.Pattern[str] = field(default_factory=lambda: re.compile(""))
+    remaining: int | None = None
+    status: int = 0
+    retry_after: int | str | None = None
+    latency_ms: int = 0
+    hide_ids: frozenset[int] = frozenset()
+    hide_fraction: float = 0.0
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method in ("*", method)) and self.path.search(path) is not None
+
+    def hides(self, record_id: int) -> bool:
+        """Whether this fault hides `record_id`; stable across requests, so a hidden id stays hidden."""
+        if record_id in self.hide_ids:
+            return True
+        # Knuth's multiplicative hash spreads consecutive ids evenly over [0, 1).
+        return self.hide_fraction > 0 and ((record_id * 2654435761) % 2**32) / 2**32 < self.hide_fraction
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "method": self.method,
+            "path": self.path.pattern,
+            "times": self.remaining,
+            "status": self.status,
+            "retry_after": self.retry_after,
+            "latency_ms": self.latency_ms,
+            "hide_ids": sorted(self.hide_ids),
+            "hide_fraction": self.hide_fraction,
+        }
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_spec(spec: Mapping[str, Any], fault_id: int) -> Fault:
+    """Validate a spec into a Fault, reporting every problem at once."""
+    problems: list[str] = []
+    unknown = sorted(set(spec) - _SPEC_KEYS)
+    if unknown:
+        problems.append(f"unknown keys {', '.join(unknown)}")
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        problems.append(f"kind must be one of the kinds listed, not {kind!r}")
+    method = str(spec.get("method", "*")).upper()
+    if method not in METHODS:
+        problems.append(f"method must be one of {', '.join(sorted(METHODS))}, not {method!r}")
+    pattern: re.Pattern[str] = re.compile("")
+    try:
+        pattern = re.compile(str(spec.get("path", "")))
+    except re.error as exc:
+        problems.append(f"path is not a regular expression: {exc}")
+    times = spec.get("times")
+    if times is not None and not (_is_int(times) and times >= 1):
+        problems.append("times must be a positive integer, or null for until cleared")
+    status = spec.get("status", DEFAULT_STATUS.get(str(kind), 0))
+    if kind in ("status", "html") and (not _is_int(status) or not 400 <= status <= 599):
+        problems.append(f"status must be an HTTP error status 400-599, not {status!r}")
+    retry_after = spec.get("retry_after")
+    if retry_after is not None and not (isinstance(retry_after, str) or _is_int(retry_after)):
+        problems.append("retry_after must be whole seconds or an HTTP-date string")
+    if isinstance(retry_after, int) and retry_after < 0:
+        problems.append("retry_after must not be negative")
+    latency = spec.get("latency_ms", 0)
+    if not _is_int(latency) or latency < 0:
+        problems.append("latency_ms must be a non-negative integer")
+    hide_ids = spec.get("hide_ids") or []
+    if not isinstance(hide_ids, list) or not all(_is_int(i) for i in hide_ids):
+        problems.append("hide_ids must be a list of integer ids")
+        hide_ids = []
+    fraction = spec.get("hide_fraction", 0.0)
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction <= 1:
+        problems.append("hide_fraction must be a number from 0 to 1")
+        fraction = 0.0
+    if kind == "latency" and not latency:
+        problems.append("a latency fault needs latency_ms > 0")
+    if kind == "hide" and not hide_ids and not fraction:
+        problems.append("a hide fault needs hide_ids or hide_fraction")
+    if problems:
+        raise FaultSpecError(problems)
+    return Fault(
+        id=fault_id,
+        kind=str(kind),
+        method=method,
+        path=pattern,
+        remaining=times,
+        status=int(status) if _is_int(status) else 0,
+        retry_after=retry_after,
+        latency_ms=int(latency),
+        hide_ids=frozenset(int(i) for i in hide_ids),
+        hide_fraction=float(fraction),
+    )
+
+
+@dataclass
+class Decision:
+    """What a request meets: total added latency, at most one failure, and any hiding faults."""
+
+    latency_ms: int = 0
+    fault: Fault | None = None
+    hiding: list[Fault] = field(default_factory=list)
+
+    def hidden(self, record_id: int) -> bool:
+        return any(f.hides(record_id) for f in self.hiding)
+
+
+class FaultSet:
+    """The active faults, in the order they were added; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+        self._next_id = 1
+
+    def add(self, spec: Mapping[str, Any]) -> int:
+        with self._lock:
+            fault = parse_spec(spec, self._next_id)
+            self._next_id += 1
+            self._faults.append(fault)
+            return fault.id
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [f.to_dict() for f in self._faults]
+
+    def take(self, method: str, path: str, *, is_listing: bool) -> Decision:
+        """Consume the faults this request meets.
+
+        Every matching latency fault adds up; every matching hide fault applies (GETs only); of
+        the rest, the first matching one applies. empty_listing only meets collection GETs, so
+        a spec with a loose path is not used up by GETs of single records.
+        """
+        decision = Decision()
+        with self._lock:
+            for fault in list(self._faults):
+                if not fault.matches(method, path):
+                    continue
+                if fault.kind == "latency":
+                    decision.latency_ms += fault.latency_ms
+                elif fault.kind == "hide":
+                    if method != "GET":
+                        continue
+                    decision.hiding.append(fault)
+                elif decision.fault is None:
+                    if fault.kind == "empty_listing" and not is_listing:
+                        continue
+                    decision.fault = fault
+                else:
+                    continue
+                self._use(fault)
+        return decision
+
+    def _use(self, fault: Fault) -> None:
+        if fault.remaining is not None:
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                self._faults.remove(fault)

@@ -1,0 +1,476 @@
+"""The emulator's HTTP transport: the REST API under /api, the control surface under /_control/.
+
+Owns: `EmulatorServer` (bind, serve from a background thread or the foreground, stop), the
+request handler (routing, Basic auth, the envelope, status codes), acting out faults on the
+socket (sleep, error answers, TCP reset, dropped and truncated responses), and the request log.
+
+Must not import: httpx (control.py is the client side), the mirror, the API client.
+
+Built on the standard library's ThreadingHTTPServer with HTTP/1.1 keep-alive, because faults
+need the raw socket: a reset is SO_LINGER 0 then close, a truncated body is a Content-Length
+promise not kept, a lost response is a committed write followed by a close.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import ipaddress
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+
+from clevertim_sync import resources
+from clevertim_sync.emulator.control import EmulatorControl
+from clevertim_sync.emulator.faults import Decision, Fault, FaultSet, FaultSpecError
+from clevertim_sync.emulator.seed import OWNER, READ_ONLY_USER
+from clevertim_sync.emulator.store import ApiProblem, Store, TokenUser
+
+PROXY_PAGE = (
+    "<html>\r\n<head><title>{status} Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>{status} Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+REQUEST_LOG_LIMIT = 100_000
+
+
+class RequestLog:
+    """The API requests received (not control requests): method, path, status, fault, ms."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_LIMIT)
+
+    def add(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._entries.append(entry)
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def _error(message: str) -> bytes:
+    return orjson.dumps({"status": "ERROR", "error": message})
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: every response carries Content-Length
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
+    server_version = "ClevertimEmulator/1.0"
+    timeout = 300  # an idle keep-alive connection is closed after this many seconds
+    server: _HTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: tests read the request log instead, and a token must never reach stderr."""
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        content_type: str = "application/json",
+        headers: Iterable[tuple[str, str]] = (),
+        cut_at: int | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in headers:
+            self.send_header(key, value)
+        if cut_at is not None:
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body if cut_at is None else body[:cut_at])
+
+    def _reset_connection(self) -> None:
+        """Abort the connection with a TCP RST: SO_LINGER 0 makes close() discard and reset."""
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+
+    def _handle(self, method: str) -> None:
+        started = time.perf_counter()
+        url = urlsplit(self.path)
+        body = self._read_body()
+        if url.path.startswith("/_control/"):
+            self._control(method, url.path, parse_qs(url.query), body)
+        elif url.path == "/api" or url.path.startswith("/api/"):
+            self._api(method, url.path, body, started)
+        else:
+            self._send(404, _error(f"nothing at {url.path}: the API lives under /api"))
+
+    # --- the API ------------------------------------------------------------------------------
+
+    def _api(self, method: str, path: str, body: bytes, started: float) -> None:
+        emu = self.server.emulator
+        sub = path[len("/api") :] or "/"
+        segs = [s for s in sub.split("/") if s]
+        decision = emu.faults.take(method, sub, is_listing=method == "GET" and len(segs) == 1)
+        if decision.latency_ms:
+            time.sleep(decision.latency_ms / 1000)
+        fault = decision.fault
+        entry: dict[str, Any] = {
+            "method": method,
+            "path": path,
+            "resource": segs[0] if segs else None,
+            "id": int(segs[1]) if len(segs) > 1 and segs[1].isdigit() else None,
+            "status": 0,
+            "fault": fault.kind if fault else None,
+        }
+        try:
+            if fault is not None and fault.kind in ("reset", "status", "html"):
+                entry["status"] = self._pre_fault(fault)
+                return
+            try:
+                status, payload = 200, self._answer(method, segs, body, decision)
+            except ApiProblem as problem:
+                status, payload = problem.status, _error(problem.message)
+            entry["status"] = status
+            headers = [("WWW-Authenticate", 'Basic realm="Clevertim API"')] if status == 401 else []
+            entry["ms"] = round((time.perf_counter() - started) * 1000, 3)
+            if fault is not None and fault.kind == "lost_response":
+                self.close_connection = True  # the work is done; the answer never leaves
+            elif fault is not None and fault.kind == "truncate":
+                self._send(status, payload, headers=headers, cut_at=len(payload) // 2)
+            else:
+                self._send(status, payload, headers=headers)
+        finally:
+            entry.setdefault("ms", round((time.perf_counter() - started) * 1000, 3))
+            emu.requests.add(entry)
+
+    def _pre_fault(self, fault: Fault) -> int:
+        """Faults that strike before the service sees the request: nothing is applied."""
+        if fault.kind == "reset":
+            self._reset_connection()
+            return 0
+        headers = [("Retry-After", str(fault.retry_after))] if fault.retry_after is not None else []
+        if fault.kind == "html":
+            page = PROXY_PAGE.format(status=fault.status).encode()
+            self._send(fault.status, page, content_type="text/html", headers=headers)
+        else:
+            message = "rate limit exceeded" if fault.status == 429 else "service temporarily unavailable"
+            self._send(fault.status, _error(message), headers=headers)
+        return fault.status
+
+    def _token(self) -> TokenUser:
+        scheme, _, credentials = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                decoded = ""
+            token, sep, password = decoded.partition(":")
+            # The API's password is the literal "X" (`curl -u TOKEN:X`); the token is the secret.
+            ok = sep and password == "X"  # noqa: S105
+            user = self.server.emulator.store.token_user(token) if ok else None
+            if user is not None:
+                return user
+        raise ApiProblem(401, "authentication required: use HTTP Basic with your API token and password X")
+
+    def _answer(self, method: str, segs: list[str], body: bytes, decision: Decision) -> bytes:
+        """The 200 body of an API request, or ApiProblem with the status to answer."""
+        store = self.server.emulator.store
+        tok = self._token()
+        name = segs[0] if segs else ""
+        if name not in resources.BY_NAME or len(segs) > 2:
+            raise ApiProblem(404, f"unknown resource path /{'/'.join(segs)}")
+        rid: int | None = None
+        if len(segs) == 2:
+            if not segs[1].isdigit():
+                raise ApiProblem(404, f"{name} {segs[1]!r} not found")
+            rid = int(segs[1])
+        if method == "GET":
+            if rid is None:
+                if decision.fault is not None and decision.fault.kind == "empty_listing":
+                    return b'{"status":"OK","content":[]}'
+                hide = decision.hidden if decision.hiding else None
+                listing, _ = store.listing(name, tok.user_id, hide)
+                return b'{"status":"OK","content":' + listing + b"}"
+            if decision.hidden(rid):
+                raise ApiProblem(404, f"{name} {rid} not found")
+            return b'{"status":"OK","content":[' + store.blob(name, rid, tok.user_id) + b"]}"
+        if method not in ("POST", "PUT", "DELETE"):
+            raise ApiProblem(501, f"{method} is not supported")
+        store.check_writable(name, tok)
+        if method == "DELETE":
+            if rid is None:
+                raise ApiProblem(400, f"DELETE needs an id: /{name}/<id>")
+            store.api_delete(name, rid, tok)
+            return b'{"status":"OK"}'
+        if method == "PUT" and not resources.BY_NAME[name].updatable:
+            raise ApiProblem(501, f"a {name} cannot be updated: delete it and create a new one")
+        if method == "PUT" and rid is None:
+            raise ApiProblem(400, f"PUT needs an id: /{name}/<id>")
+        if method == "POST" and rid is not None:
+            raise ApiProblem(400, f"POST creates: send it to /{name} without an id")
+        try:
+            fields = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise ApiProblem(500, "the request's JSON could not be parsed") from None
+        if rid is None:
+            blob = store.api_create(name, fields, tok)
+        else:
+            blob = store.api_update(name, rid, fields, tok)
+        return b'{"status":"OK","content":[' + blob + b"]}"
+
+    # --- the control surface ------------------------------------------------------------------
+
+    def _control(self, method: str, path: str, query: Mapping[str, list[str]], body: bytes) -> None:
+        if not ipaddress.ip_address(self.client_address[0].split("%")[0]).is_loopback:
+            self._send(403, orjson.dumps({"error": "the control surface answers loopback clients only"}))
+            return
+        try:
+            payload = orjson.loads(body) if body else {}
+            status, answer = 200, self._control_answer(method, path.split("/")[2:], query, payload)
+        except orjson.JSONDecodeError:
+            status, answer = 400, orjson.dumps({"error": "the control request's body is not JSON"})
+        except ApiProblem as problem:
+            status, answer = problem.status, orjson.dumps({"error": problem.message})
+        except resources.UnknownResource as exc:
+            status, answer = 404, orjson.dumps({"error": str(exc.args[0])})
+        except FaultSpecError as exc:
+            status, answer = 400, orjson.dumps({"error": str(exc), "problems": exc.problems})
+        self._send(status, answer)
+
+    def _control_answer(
+        self, method: str, parts: list[str], query: Mapping[str, list[str]], payload: Any
+    ) -> bytes:
+        emu = self.server.emulator
+        store = emu.store
+        route = (method, parts[0] if parts else "")
+        ok = b'{"ok":true}'
+        if route == ("GET", "state"):
+            token = self.headers.get("X-As-Token")
+            user = None
+            if token is not None:
+                tok = store.token_user(token)
+                if tok is None:
+                    raise ApiProblem(400, "X-As-Token is not a token of this emulator")
+                user = tok.user_id
+            return store.state(user)
+        if parts and parts[0] == "records" and len(parts) in (2, 3):
+            return self._control_record(method, parts[1:], query, payload)
+        if route == ("GET", "faults"):
+            return orjson.dumps(emu.faults.list())
+        if route == ("POST", "faults"):
+            return orjson.dumps({"id": emu.faults.add(_object(payload))})
+        if route == ("DELETE", "faults"):
+            emu.faults.clear()
+            return ok
+        if route == ("GET", "requests"):
+            return orjson.dumps(emu.requests.list())
+        if route == ("DELETE", "requests"):
+            emu.requests.clear()
+            return ok
+        if route == ("POST", "reset"):
+            spec = _object(payload)
+            emu.reset(contacts=spec.get("contacts"), seed=spec.get("seed"))
+            return ok
+        if route == ("POST", "tokens"):
+            spec = _object(payload)
+            if not isinstance(spec.get("token"), str) or not isinstance(spec.get("user_id"), int):
+                raise ApiProblem(400, "a token needs token (string) and user_id (integer)")
+            store.add_token(spec["token"], spec["user_id"], read_only=bool(spec.get("read_only")))
+            return ok
+        raise ApiProblem(404, f"no control route {method} /_control/{'/'.join(parts)}")
+
+    def _control_record(
+        self, method: str, parts: list[str], query: Mapping[str, list[str]], payload: Any
+    ) -> bytes:
+        store = self.server.emulator.store
+        name = resources.get(parts[0]).name
+        if len(parts) == 1:
+            if method != "POST":
+                raise ApiProblem(404, "use POST /_control/records/<resource> to create")
+            return store.control_create(name, _object(payload))
+        if not parts[1].isdigit():
+            raise ApiProblem(404, f"{name} {parts[1]!r} not found")
+        rid = int(parts[1])
+        if method == "GET":
+            return store.blob(name, rid, None)
+        if method == "PUT":
+            bump = query.get("bump_lm", ["1"])[-1].lower() not in ("0", "false", "no")
+            return store.control_update(name, rid, _object(payload), bump_lm=bump)
+        if method == "DELETE":
+            store.control_delete(name, rid)
+            return b'{"ok":true}'
+        raise ApiProblem(404, f"no control route {method} for a record")
+
+
+def _object(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise ApiProblem(400, "the control request's body must be a JSON object")
+    return payload
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], emulator: EmulatorServer) -> None:
+        self.emulator = emulator
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Close the kept-alive connections too, so stop() leaves no handler thread waiting."""
+        with self._connections_lock:
+            for conn in list(self._connections):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
+
+class EmulatorServer:
+    """A Clevertim stand-in over real HTTP: `start()` it, point a client at `base_url`."""
+
+    def __init__(
+        self,
+        token: str = "t",  # noqa: S107 (a test double's default, not a credential)
+        *,
+        read_only_token: str | None = None,
+        contacts: int = 50,
+        seed: int = 1,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        faults: Iterable[Mapping[str, Any]] = (),
+    ) -> None:
+        tokens = {token: TokenUser(OWNER)}
+        if read_only_token is not None:
+            tokens[read_only_token] = TokenUser(READ_ONLY_USER, read_only=True)
+        self.store = Store(contacts=contacts, seed=seed, tokens=tokens)
+        self.faults = FaultSet()
+        self._initial_faults = list(faults)
+        for spec in self._initial_faults:
+            self.faults.add(spec)
+        self.requests = RequestLog()
+        self.host, self._port = host, port
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._control: EmulatorControl | None = None
+
+    def __repr__(self) -> str:  # no token in it
+        return f"EmulatorServer({self.root_url if self._httpd else 'not started'})"
+
+    def _bind(self) -> _HTTPServer:
+        if self._httpd is None:
+            self._httpd = _HTTPServer((self.host, self._port), self)
+        return self._httpd
+
+    def start(self) -> EmulatorServer:
+        """Bind and serve from a background (daemon) thread; returns self."""
+        httpd = self._bind()
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="emulator", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Bind and serve in the calling thread until stop() (the CLI's foreground mode)."""
+        self._bind().serve_forever(poll_interval=0.2)
+
+    def stop(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self._httpd is not None:
+            if self._thread is not None:
+                self._httpd.shutdown()
+                self._thread.join(timeout=5)
+                self._thread = None
+            self._httpd.close_connections()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def reset(self, *, contacts: int | None = None, seed: int | None = None) -> None:
+        """A fresh seeded account (same size and seed unless given); faults and request log cleared."""
+        self.faults.clear()
+        self.requests.clear()
+        self.store.reset(contacts=contacts, seed=seed)
+
+    @property
+    def port(self) -> int:
+        return int(self._bind().server_address[1])
+
+    @property
+    def root_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The API base URL a client takes, e.g. http://127.0.0.1:PORT/api."""
+        return self.root_url + "/api"
+
+    @property
+    def control(self) -> EmulatorControl:
+        if self._control is None:
+            self._control = EmulatorControl(self.root_url)
+        return self._control
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

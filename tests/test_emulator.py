@@ -1,0 +1,424 @@
+"""The emulator's API rules through plain HTTP: auth, envelope, statuses, server-set fields,
+back-references, visibility, and the control surface."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from clevertim_sync import resources
+from clevertim_sync.emulator import EmulatorControlError, EmulatorServer
+
+EMULATOR_TOKEN, EMULATOR_RO_TOKEN = "test-token", "ro-token"  # the `emulator` fixture's tokens
+
+ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
+@pytest.fixture
+def api(emulator: EmulatorServer) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=emulator.base_url, auth=(EMULATOR_TOKEN, "X"), timeout=10, verify=False
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def ro_api(emulator: EmulatorServer) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=emulator.base_url, auth=(EMULATOR_RO_TOKEN, "X"), timeout=10, verify=False
+    ) as client:
+        yield client
+
+
+def content(response: httpx.Response) -> list[dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "OK"
+    assert isinstance(body["content"], list)
+    return list(body["content"])
+
+
+def error_of(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["status"] == "ERROR"
+    assert body["error"]
+    return str(body["error"])
+
+
+def one(response: httpx.Response) -> dict[str, Any]:
+    items = content(response)
+    assert len(items) == 1
+    return items[0]
+
+
+# --- auth ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [None, ("wrong-token", "X"), (EMULATOR_TOKEN, "not-x"), ("", "X")],
+    ids=["none", "wrong-token", "wrong-password", "empty"],
+)
+def test_requests_without_the_token_get_401(emulator: EmulatorServer, auth: tuple[str, str] | None) -> None:
+    response = httpx.get(f"{emulator.base_url}/contact", auth=auth, verify=False)
+    error_of(response, 401)
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+
+
+def test_garbage_authorization_header_gets_401(emulator: EmulatorServer) -> None:
+    for header in ("Basic !!!", "Bearer test-token", "Basic " + base64.b64encode(b"no-colon").decode()):
+        error_of(
+            httpx.get(f"{emulator.base_url}/contact", headers={"Authorization": header}, verify=False), 401
+        )
+
+
+# --- reads --------------------------------------------------------------------------------------
+
+
+def test_every_resource_lists_with_the_envelope(api: httpx.Client) -> None:
+    for res in resources.RESOURCES:
+        records = content(api.get(f"/{res.name}"))
+        assert records, res.name
+        assert all(isinstance(r["id"], int) for r in records)
+
+
+def test_get_by_id_returns_a_one_element_list(api: httpx.Client) -> None:
+    first = content(api.get("/contact"))[0]
+    assert one(api.get(f"/contact/{first['id']}")) == first
+
+
+@pytest.mark.parametrize("path", ["/contact/999999", "/contact/abc", "/nosuchthing", "/contact/1/extra"])
+def test_missing_things_are_404(api: httpx.Client, path: str) -> None:
+    error_of(api.get(path), 404)
+
+
+def test_a_company_id_is_not_a_contact(api: httpx.Client) -> None:
+    company = content(api.get("/company"))[0]
+    error_of(api.get(f"/contact/{company['id']}"), 404)
+    assert company["is_company"] is True
+
+
+# --- creates ------------------------------------------------------------------------------------
+
+
+def test_create_sets_server_fields_and_keeps_unknown_properties(api: httpx.Client) -> None:
+    before = max(r["id"] for r in content(api.get("/contact")) + content(api.get("/company")))
+    created = one(api.post("/contact", json={"fn": "Zoë", "email": ["z@example.com"], "mystery": {"a": [1]}}))
+    assert created["id"] > before
+    assert created["fn"] == "Zoë" and created["email"] == ["z@example.com"]
+    assert created["mystery"] == {"a": [1]}
+    assert ISO.match(created["ao"]) and created["lm"] == created["ao"]
+    assert created["is_company"] is False
+    assert created["notes"] == created["tasks"] == created["opportunities"] == created["cases"] == []
+    assert one(api.get(f"/contact/{created['id']}")) == created
+
+
+def test_contacts_and_companies_share_one_id_sequence(api: httpx.Client) -> None:
+    contact = one(api.post("/contact", json={"ln": "Øster"}))
+    company = one(api.post("/company", json={"cn": "Acme"}))
+    contact2 = one(api.post("/contact", json={"fn": "B"}))
+    assert contact["id"] < company["id"] < contact2["id"]
+    assert company["is_company"] is True
+
+
+def test_other_resources_have_their_own_increasing_ids(api: httpx.Client) -> None:
+    first = one(api.post("/case", json={"name": "one"}))
+    second = one(api.post("/case", json={"name": "two"}))
+    assert second["id"] == first["id"] + 1
+
+
+@pytest.mark.parametrize("resource", ["note", "task", "comment", "opportunity"])
+def test_created_records_carry_the_token_users_id(
+    api: httpx.Client, ro_api: httpx.Client, resource: str
+) -> None:
+    bodies = {
+        "note": {"desc": "hi", "userId": 7},
+        "task": {"name": "call", "userId": 7},
+        "comment": {"comment": "ok", "nid": 1, "userId": 7},
+        "opportunity": {"name": "deal", "userId": 7},
+    }
+    created = one(api.post(f"/{resource}", json=bodies[resource]))
+    assert created["userId"] == 1  # the owner's id, not the one sent (read-only property)
+
+
+def test_read_only_properties_in_a_write_are_ignored(api: httpx.Client) -> None:
+    created = one(
+        api.post(
+            "/contact",
+            json={"fn": "A", "id": 5, "ao": "2000-01-01T00:00:00Z", "notes": [1, 2], "is_company": True},
+        )
+    )
+    assert created["id"] != 5 and created["ao"] != "2000-01-01T00:00:00Z"
+    assert created["notes"] == [] and created["is_company"] is False
+
+
+def test_note_headline_is_computed(api: httpx.Client) -> None:
+    note = one(api.post("/note", json={"desc": "<p>First line</p>\nsecond", "hl": "ignored"}))
+    assert note["hl"] == "First line" and note["type"] == "N"
+    updated = one(api.put(f"/note/{note['id']}", json={"desc": "Other"}))
+    assert updated["hl"] == "Other"
+
+
+@pytest.mark.parametrize(
+    ("resource", "body", "needs"),
+    [
+        ("contact", {"title": "CEO"}, "fn or ln"),
+        ("contact", {"fn": "", "ln": None}, "fn or ln"),
+        ("company", {"city": "Paris"}, "cn"),
+        ("case", {}, "name"),
+        ("opportunity", {"value": "10"}, "name"),
+        ("task", {"location": "x"}, "name"),
+        ("note", {"type": "N"}, "desc"),
+        ("comment", {"nid": 1}, "comment"),
+        ("customfield", {"name": "x"}, "elemType"),
+    ],
+)
+def test_missing_required_property_is_400(
+    api: httpx.Client, resource: str, body: dict[str, Any], needs: str
+) -> None:
+    assert needs in error_of(api.post(f"/{resource}", json=body), 400)
+
+
+@pytest.mark.parametrize("body", [{"comment": "x"}, {"comment": "x", "nid": 1, "tid": 1}])
+def test_comment_must_be_on_exactly_one_of_note_and_task(api: httpx.Client, body: dict[str, Any]) -> None:
+    assert "exactly one" in error_of(api.post("/comment", json=body), 400)
+
+
+def test_references_must_point_at_existing_records(api: httpx.Client) -> None:
+    assert "does not exist" in error_of(api.post("/note", json={"desc": "x", "cust": 999999}), 400)
+    assert "integer" in error_of(api.post("/note", json={"desc": "x", "cust": "local:company:1"}), 400)
+    case = content(api.get("/case"))[0]
+    error_of(api.post("/task", json={"name": "x", "cust": case["id"] + 100000}), 400)
+    assert one(api.post("/task", json={"name": "x", "case": case["id"]}))["case"] == case["id"]
+
+
+def test_body_that_is_not_json_is_500(api: httpx.Client) -> None:
+    for body in (b"{not json", b"", b"\xff\xfe"):
+        error_of(api.post("/contact", content=body), 500)
+    contact = content(api.get("/contact"))[0]
+    error_of(api.put(f"/contact/{contact['id']}", content=b"[1,"), 500)
+
+
+def test_json_that_is_not_an_object_is_400(api: httpx.Client) -> None:
+    error_of(api.post("/contact", json=[{"fn": "a"}]), 400)
+
+
+@pytest.mark.parametrize("resource", ["user", "group"])
+def test_user_and_group_are_read_only(api: httpx.Client, resource: str) -> None:
+    error_of(api.post(f"/{resource}", json={"name": "x"}), 400)
+    error_of(api.put(f"/{resource}/1", json={"name": "x"}), 400)
+    error_of(api.delete(f"/{resource}/1"), 400)
+
+
+def test_read_only_token_reads_but_cannot_write(
+    emulator: EmulatorServer, api: httpx.Client, ro_api: httpx.Client
+) -> None:
+    contact = content(ro_api.get("/contact"))[0]
+    assert "read-only" in error_of(ro_api.post("/contact", json={"fn": "x"}), 400)
+    assert "read-only" in error_of(ro_api.put(f"/contact/{contact['id']}", json={"fn": "x"}), 400)
+    assert "read-only" in error_of(ro_api.delete(f"/contact/{contact['id']}"), 400)
+    assert one(api.get(f"/contact/{contact['id']}")) == contact  # nothing changed
+    assert [r["status"] for r in emulator.control.requests() if r["method"] != "GET"] == [400, 400, 400]
+
+
+# --- updates and deletes ------------------------------------------------------------------------
+
+
+def test_put_changes_only_what_it_carries_and_bumps_lm(emulator: EmulatorServer, api: httpx.Client) -> None:
+    contact = content(api.get("/contact"))[0]
+    updated = one(api.put(f"/contact/{contact['id']}", json={"title": "Boss", "extra_prop": 1}))
+    assert updated["title"] == "Boss" and updated["extra_prop"] == 1
+    for key in set(contact) - {"title", "lm"}:
+        assert updated[key] == contact[key], key
+    assert updated["lm"] > contact["lm"]
+    again = one(api.put(f"/contact/{contact['id']}", json={"title": "Boss"}))
+    assert again["lm"] > updated["lm"]  # every write bumps lm, even one that changes nothing
+
+
+def test_put_with_the_whole_record_as_read_works(api: httpx.Client) -> None:
+    """The vendor client PUTs the entry as it last read it, read-only properties included."""
+    contact = content(api.get("/contact"))[0]
+    updated = one(api.put(f"/contact/{contact['id']}", json={**contact, "fn": "Changed"}))
+    assert updated["fn"] == "Changed" and updated["notes"] == contact["notes"]
+    assert updated["ao"] == contact["ao"]
+
+
+def test_put_on_a_comment_is_501(api: httpx.Client) -> None:
+    comment = content(api.get("/comment"))[0]
+    error_of(api.put(f"/comment/{comment['id']}", json={"comment": "edited"}), 501)
+    assert one(api.get(f"/comment/{comment['id']}")) == comment
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_write_to_a_missing_id_is_404(api: httpx.Client, method: str) -> None:
+    error_of(api.request(method, "/contact/999999", json={"fn": "x"}), 404)
+
+
+def test_delete_answers_ok_without_content_and_the_record_is_gone(api: httpx.Client) -> None:
+    task = content(api.get("/task"))[0]
+    response = api.delete(f"/task/{task['id']}")
+    assert response.status_code == 200 and response.json() == {"status": "OK"}
+    error_of(api.get(f"/task/{task['id']}"), 404)
+    error_of(api.delete(f"/task/{task['id']}"), 404)
+
+
+def test_patch_is_501(api: httpx.Client) -> None:
+    error_of(api.patch("/contact/1", json={}), 501)
+
+
+# --- back-references ----------------------------------------------------------------------------
+
+
+def test_back_references_follow_children(api: httpx.Client) -> None:
+    contact = one(api.post("/contact", json={"fn": "Parent"}))
+    company = one(api.post("/company", json={"cn": "Parent Co"}))
+    case = one(api.post("/case", json={"name": "c", "cust": contact["id"]}))
+    note = one(api.post("/note", json={"desc": "n", "cust": contact["id"], "case": case["id"]}))
+    task = one(api.post("/task", json={"name": "t", "cust": contact["id"]}))
+    opp = one(api.post("/opportunity", json={"name": "o", "cust": contact["id"]}))
+    comment = one(api.post("/comment", json={"comment": "c", "tid": task["id"]}))
+    parent = one(api.get(f"/contact/{contact['id']}"))
+    assert parent["notes"] == [note["id"]] and parent["tasks"] == [task["id"]]
+    assert parent["cases"] == [case["id"]] and parent["opportunities"] == [opp["id"]]
+    assert parent["lm"] == contact["lm"]  # a child's write does not bump the parent's lm
+    assert one(api.get(f"/case/{case['id']}"))["notes"] == [note["id"]]
+    assert one(api.get(f"/task/{task['id']}"))["comments"] == [comment["id"]]
+
+    # Moving the note to the company moves the id between the lists; deleting a child drops it.
+    api.put(f"/note/{note['id']}", json={"cust": company["id"]})
+    api.delete(f"/task/{task['id']}")
+    assert one(api.get(f"/contact/{contact['id']}"))["notes"] == []
+    assert one(api.get(f"/contact/{contact['id']}"))["tasks"] == []
+    assert one(api.get(f"/company/{company['id']}"))["notes"] == [note["id"]]
+    listed = {c["id"]: c for c in content(api.get("/company"))}
+    assert listed[company["id"]]["notes"] == [note["id"]]  # the cached listing bytes follow too
+
+
+def test_note_cust_may_be_a_list(api: httpx.Client) -> None:
+    a, b = (one(api.post("/contact", json={"fn": n})) for n in "ab")
+    note = one(api.post("/note", json={"desc": "both", "cust": [a["id"], b["id"]]}))
+    assert note["cust"] == [a["id"], b["id"]]
+    assert one(api.get(f"/contact/{b['id']}"))["notes"] == [note["id"]]
+
+
+def test_seeded_back_references_match_children(emulator: EmulatorServer) -> None:
+    state = emulator.control.state()
+    customers = {r["id"]: r for r in state["contact"] + state["company"]}
+    for note in state["note"]:
+        if isinstance(note.get("cust"), int):
+            assert note["id"] in customers[note["cust"]]["notes"]
+    tasks, notes = ({r["id"]: r for r in state[k]} for k in ("task", "note"))
+    for comment in state["comment"]:
+        parent = tasks[comment["tid"]] if comment["tid"] is not None else notes[comment["nid"]]
+        assert comment["id"] in parent["comments"]
+    for task in state["task"]:
+        assert all(
+            any(c["id"] == cid and c["tid"] == task["id"] for c in state["comment"])
+            for cid in task["comments"]
+        )
+
+
+# --- visibility ---------------------------------------------------------------------------------
+
+
+def test_private_records_of_another_user_are_hidden(emulator: EmulatorServer, api: httpx.Client) -> None:
+    everything = emulator.control.state()["contact"]
+    others = [c for c in everything if c.get("is_private") and c.get("puser") not in (None, 1)]
+    own = [c for c in everything if c.get("is_private") and c.get("puser") == 1]
+    group_hidden = [c for c in everything if not c.get("is_private") and c.get("gid") == 4]
+    assert others and own and group_hidden
+    listed = {c["id"] for c in content(api.get("/contact"))}
+    for hidden in others + group_hidden:
+        assert hidden["id"] not in listed
+        error_of(api.get(f"/contact/{hidden['id']}"), 404)
+        error_of(api.put(f"/contact/{hidden['id']}", json={"fn": "x"}), 404)
+        error_of(api.delete(f"/contact/{hidden['id']}"), 404)
+    assert {c["id"] for c in own} <= listed
+    assert len(listed) == len(everything) - len(others) - len(group_hidden)
+
+
+def test_two_tokens_see_different_sets(emulator: EmulatorServer, ro_api: httpx.Client) -> None:
+    owner = {c["id"] for c in emulator.control.state(as_token=EMULATOR_TOKEN)["contact"]}
+    reader = {c["id"] for c in content(ro_api.get("/contact"))}
+    assert reader == {c["id"] for c in emulator.control.state(as_token=EMULATOR_RO_TOKEN)["contact"]}
+    assert owner != reader and owner - reader  # group 1 is the owner's, not the reader's
+    emulator.control.add_token("other-token", 3)
+    other = {c["id"] for c in emulator.control.state(as_token="other-token")["contact"]}
+    assert other - owner  # user 3 sees their private records, which the owner does not
+
+
+def test_creating_a_private_record_makes_it_private_to_the_creator(api: httpx.Client) -> None:
+    created = one(api.post("/contact", json={"fn": "secret", "is_private": True}))
+    assert created["puser"] == 1
+    assert one(api.get(f"/contact/{created['id']}"))["id"] == created["id"]
+
+
+# --- the control surface ------------------------------------------------------------------------
+
+
+def test_control_edits_bypass_the_rules_and_can_leave_lm(emulator: EmulatorServer, api: httpx.Client) -> None:
+    ctl = emulator.control
+    comment = content(api.get("/comment"))[0]
+    edited = ctl.update("comment", comment["id"], {"comment": "edited in the UI"}, bump_lm=False)
+    assert edited["lm"] == comment["lm"] and edited["comment"] == "edited in the UI"
+    assert one(api.get(f"/comment/{comment['id']}"))["comment"] == "edited in the UI"
+    bumped = ctl.update("comment", comment["id"], {"comment": "again"})
+    assert bumped["lm"] > comment["lm"]
+    set_lm = ctl.update("comment", comment["id"], {"lm": "2030-01-01T00:00:00Z"})
+    assert set_lm["lm"] == "2030-01-01T00:00:00Z"
+    user = ctl.create("user", {"user": "New Person", "email": "n@example.com"})
+    assert any(u["id"] == user["id"] for u in content(api.get("/user")))
+    explicit = ctl.create("contact", {"id": 50000, "ln": "", "lm": "2001-01-01T00:00:00Z"})
+    assert explicit["id"] == 50000 and explicit["lm"] == "2001-01-01T00:00:00Z"
+    assert one(api.post("/contact", json={"fn": "next"}))["id"] == 50001
+    ctl.delete("contact", 50000)
+    error_of(api.get("/contact/50000"), 404)
+    assert [r["method"] for r in ctl.requests() if r["method"] != "GET"] == ["POST"]  # UI edits unlogged
+
+
+def test_control_errors_raise(emulator: EmulatorServer) -> None:
+    ctl = emulator.control
+    with pytest.raises(EmulatorControlError) as info:
+        ctl.update("contact", 999999, {"fn": "x"})
+    assert info.value.status == 404
+    with pytest.raises(EmulatorControlError):
+        ctl.create("nosuch", {})
+    with pytest.raises(EmulatorControlError):
+        ctl.state(as_token="unknown")
+    with pytest.raises(EmulatorControlError) as info:
+        ctl.add_fault(kind="explode")
+    assert info.value.status == 400
+
+
+def test_request_log_records_api_requests(emulator: EmulatorServer, api: httpx.Client) -> None:
+    api.get("/contact")
+    api.post("/case", json={})
+    log = emulator.control.requests()
+    assert [(r["method"], r["path"], r["status"]) for r in log] == [
+        ("GET", "/api/contact", 200),
+        ("POST", "/api/case", 400),
+    ]
+    emulator.control.clear_requests()
+    assert emulator.control.requests() == []
+
+
+def test_reset_restores_the_seeded_account(emulator: EmulatorServer, api: httpx.Client) -> None:
+    before = emulator.control.state()
+    api.post("/contact", json={"fn": "new"})
+    emulator.control.add_fault(kind="status", status=503, path="^/case$")
+    emulator.control.reset()
+    assert emulator.control.state() == before
+    assert emulator.control.faults() == []
+    emulator.control.reset(contacts=100, seed=7)
+    assert len(emulator.control.state()["contact"]) == 100
+
+
+def test_control_surface_needs_no_api_auth_but_the_api_does(emulator: EmulatorServer) -> None:
+    assert httpx.get(f"{emulator.root_url}/_control/faults", verify=False).status_code == 200
+    assert httpx.get(f"{emulator.root_url}/elsewhere", verify=False).status_code == 404
