@@ -16,8 +16,8 @@ demo: $(BIN)/.installed
 	$(BIN)/clevertim-sync demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check clevertim_sync tests bench migrations
-	$(BIN)/ruff format --check clevertim_sync tests bench migrations
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
