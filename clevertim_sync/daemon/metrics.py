@@ -144,7 +144,7 @@ class DaemonMetrics:
 
     def _observe_pull(self, account: str, report: Any) -> None:
         for name, res in (getattr(report, "resources", None) or {}).items():
-            seconds = getattr(res, "duration", None)
+            seconds = getattr(res, "seconds", None)
             if isinstance(seconds, int | float):
                 self.pull_duration.labels(account, name).observe(seconds)
             for op in ("inserted", "updated", "deleted"):
@@ -155,11 +155,11 @@ class DaemonMetrics:
                 self.errors.labels(account, "pull", name).inc()
 
     def _observe_push(self, account: str, report: Any) -> None:
-        for outcome in ("done", "conflict", "retry", "dead", "failed"):
+        for outcome in ("done", "adopted", "conflicts", "retry_later", "failed", "quarantined"):
             n = _int_field(report, outcome)
             if n:
                 self.pushed.labels(account, outcome).inc(n)
-        retried = _int_field(report, "retry")
+        retried = _int_field(report, "retry_later")
         if retried:
             self.retries.labels(account).inc(retried)
 

@@ -50,6 +50,7 @@ class Backends:
     pull: Callable[..., Any]  # pull(engine, client, *, resources=, settings=, progress=)
     push: Callable[[sa.Engine, Any, Settings], Any]
     backup: Callable[[sa.Engine, Settings], Any] | None = None
+    summarize: Callable[[Any], str | None] | None = None  # one line about a job's report
 
 
 def failing_wait(failures: int, interval: float) -> float:

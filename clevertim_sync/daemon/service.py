@@ -39,16 +39,14 @@ STOP_GRACE_SECONDS = 30.0
 DEFAULT_HEARTBEAT_SECONDS = 10.0
 
 
-def describe(outcome: JobOutcome) -> str:
+def describe(outcome: JobOutcome, summarize: Callable[[Any], str | None] | None = None) -> str:
     """One short line about a finished job, for STATUS= and the terminal."""
     when = datetime.now(UTC).strftime("%H:%M:%S")
     head = f"{outcome.account}: {outcome.job} {outcome.status} at {when} UTC ({outcome.duration:.1f} s)"
     if outcome.error is not None:
         return f"{head}: {outcome.error}"
-    summary = getattr(outcome.result, "summary", None)
-    if callable(summary):
-        return f"{head}: {summary()}"
-    return head
+    summary = summarize(outcome.result) if summarize is not None else None
+    return f"{head}: {summary}" if summary else head
 
 
 class Service:
@@ -225,7 +223,7 @@ class Service:
         self.metrics.observe(outcome)
         if outcome.status == "skipped":
             return
-        line = describe(outcome)
+        line = describe(outcome, self.backends.summarize)
         fields: dict[str, Any] = {
             "account": outcome.account,
             "job": outcome.job,

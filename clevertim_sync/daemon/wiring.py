@@ -1,0 +1,65 @@
+"""The real backends of the daemon: the API client, pull(), push() and backup().
+
+Owns: the one place that binds the daemon to the other areas' entry points (runtime.Backends),
+and the one-line summaries of their reports for STATUS= and the terminal.
+
+Must not import: APScheduler, the CLI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.backup import backup
+from clevertim_sync.daemon.runtime import Backends
+from clevertim_sync.pull import PullReport, pull
+from clevertim_sync.settings import Settings
+from clevertim_sync.writeback.worker import PushReport, push
+
+# The cheapest authenticated GET: a handful of users, and every token may read them.
+AUTH_PROBE_RESOURCE = "user"
+
+
+def _check_token(client: ClevertimClient) -> None:
+    client.list(AUTH_PROBE_RESOURCE)
+
+
+def _backup(engine: sa.Engine, settings: Settings) -> Any:
+    dest = settings.backup.dir or Path(settings.state_dir) / "backups"
+    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return backup(engine, dest, keep=settings.backup.keep)
+
+
+def real_backends() -> Backends:
+    return Backends(
+        make_client=ClevertimClient.from_settings,
+        check_token=_check_token,
+        pull=pull,
+        push=push,
+        backup=_backup,
+        summarize=summarize,
+    )
+
+
+def summarize(result: Any) -> str | None:
+    """A short line about a job's report, or None for a result we do not know."""
+    if isinstance(result, PullReport):
+        t = result.totals()
+        line = f"+{t['inserted']} ~{t['updated']} -{t['deleted']} in {len(result.resources)} resources"
+        if result.failed:
+            line += f"; failed: {', '.join(result.failed)}"
+        return line
+    if isinstance(result, PushReport):
+        if not result.claimed:
+            return result.stopped or "queue empty"
+        parts = [f"{result.done} done"]
+        for name in ("adopted", "conflicts", "retry_later", "waiting", "failed", "quarantined"):
+            n = getattr(result, name)
+            if n:
+                parts.append(f"{n} {name.replace('_', ' ')}")
+        return ", ".join(parts) + (f"; {result.stopped}" if result.stopped else "")
+    return None
