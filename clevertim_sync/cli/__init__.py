@@ -67,3 +67,4 @@ def main() -> None:
 
 from clevertim_sync.cli import sync as _sync  # noqa: E402,F401
 from clevertim_sync.cli import emulator as _emulator  # noqa: E402,F401
+from clevertim_sync.cli import daemon as _daemon  # noqa: E402,F401
