@@ -1,0 +1,257 @@
+"""Each fault kind of the emulator, seen from a plain httpx client over loopback; and the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from clevertim_sync.cli import cli
+from clevertim_sync.emulator import EmulatorServer, FaultSpecError
+from clevertim_sync.emulator.faults import FaultSet
+
+TOKEN = "test-token"  # the `emulator` fixture's owner token
+
+
+@pytest.fixture
+def api(emulator: EmulatorServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=emulator.base_url, auth=(TOKEN, "X"), timeout=10, verify=False) as client:
+        yield client
+
+
+def ids(response: httpx.Response) -> set[int]:
+    assert response.status_code == 200, response.text
+    return {r["id"] for r in response.json()["content"]}
+
+
+def contact_count(emulator: EmulatorServer) -> int:
+    return len(emulator.control.state()["contact"])
+
+
+def test_latency_delays_the_answer(emulator: EmulatorServer, api: httpx.Client) -> None:
+    emulator.control.add_fault(kind="latency", latency_ms=300, path="^/contact$", times=1)
+    started = time.perf_counter()
+    assert api.get("/contact").status_code == 200
+    assert time.perf_counter() - started >= 0.3
+    started = time.perf_counter()
+    assert api.get("/contact").status_code == 200
+    assert time.perf_counter() - started < 0.3  # used up after one request
+
+
+@pytest.mark.parametrize(("status", "retry_after"), [(503, 30), (503, None), (429, 5), (500, None), (504, 1)])
+def test_status_fault_answers_with_error_and_retry_after(
+    emulator: EmulatorServer, api: httpx.Client, status: int, retry_after: int | None
+) -> None:
+    emulator.control.add_fault(kind="status", status=status, retry_after=retry_after, path="^/case$", times=2)
+    for _ in range(2):
+        response = api.get("/case")
+        assert response.status_code == status
+        assert response.json()["status"] == "ERROR"
+        assert response.headers.get("Retry-After") == (str(retry_after) if retry_after is not None else None)
+    assert api.get("/case").status_code == 200  # times=2: the third request gets through
+    assert [r["status"] for r in emulator.control.requests()] == [status, status, 200]
+    assert [r["fault"] for r in emulator.control.requests()] == ["status", "status", None]
+
+
+def test_status_fault_on_a_write_applies_nothing(emulator: EmulatorServer, api: httpx.Client) -> None:
+    before = contact_count(emulator)
+    emulator.control.add_fault(kind="status", status=503, method="POST", path="^/contact$")
+    assert api.get("/contact").status_code == 200  # method filter: GETs pass
+    for _ in range(3):  # times omitted: until cleared
+        assert api.post("/contact", json={"fn": "x"}).status_code == 503
+    assert contact_count(emulator) == before
+    emulator.control.clear_faults()
+    assert api.post("/contact", json={"fn": "x"}).status_code == 200
+    assert contact_count(emulator) == before + 1
+
+
+def test_reset_aborts_the_connection_before_applying(emulator: EmulatorServer, api: httpx.Client) -> None:
+    before = contact_count(emulator)
+    emulator.control.add_fault(kind="reset", method="POST", path="^/contact$", times=1)
+    with pytest.raises(httpx.ReadError):  # ECONNRESET, not a clean close
+        api.post("/contact", json={"fn": "never"})
+    assert contact_count(emulator) == before
+    assert api.post("/contact", json={"fn": "now"}).status_code == 200
+    assert emulator.control.requests()[0]["fault"] == "reset"
+
+
+def test_lost_response_commits_the_write_then_drops(emulator: EmulatorServer, api: httpx.Client) -> None:
+    before = {c["id"] for c in emulator.control.state()["contact"]}
+    emulator.control.add_fault(kind="lost_response", method="POST", path="^/contact$", times=1)
+    with pytest.raises(httpx.RemoteProtocolError):
+        api.post("/contact", json={"fn": "Ghost"})
+    after = emulator.control.state()["contact"]
+    created = [c for c in after if c["id"] not in before]
+    assert [c["fn"] for c in created] == ["Ghost"]  # exactly one record, created although unanswered
+    logged = emulator.control.requests()[0]
+    assert (logged["fault"], logged["status"]) == ("lost_response", 200)
+
+
+def test_lost_response_on_delete_and_put(emulator: EmulatorServer, api: httpx.Client) -> None:
+    contact = api.get("/contact").json()["content"][0]
+    emulator.control.add_fault(kind="lost_response", method="PUT", times=1)
+    emulator.control.add_fault(kind="lost_response", method="DELETE", times=1)
+    with pytest.raises(httpx.RemoteProtocolError):
+        api.put(f"/contact/{contact['id']}", json={"title": "changed"})
+    assert emulator.control.record("contact", contact["id"])["title"] == "changed"
+    with pytest.raises(httpx.RemoteProtocolError):
+        api.delete(f"/contact/{contact['id']}")
+    assert api.get(f"/contact/{contact['id']}").status_code == 404
+
+
+def test_truncate_cuts_the_body_short(emulator: EmulatorServer, api: httpx.Client) -> None:
+    emulator.control.add_fault(kind="truncate", path="^/contact$", times=1)
+    with pytest.raises(httpx.RemoteProtocolError):  # fewer bytes than Content-Length, then close
+        api.get("/contact")
+    assert api.get("/contact").status_code == 200
+
+
+def test_truncated_write_answer_still_commits(emulator: EmulatorServer, api: httpx.Client) -> None:
+    before = contact_count(emulator)
+    emulator.control.add_fault(kind="truncate", method="POST", times=1)
+    with pytest.raises(httpx.RemoteProtocolError):
+        api.post("/contact", json={"fn": "half"})
+    assert contact_count(emulator) == before + 1
+
+
+def test_truncated_body_seen_raw(emulator: EmulatorServer) -> None:
+    """Below httpx: the header promises more bytes than arrive."""
+    emulator.control.add_fault(kind="truncate", path="^/contact$", times=1)
+    with (
+        httpx.Client(base_url=emulator.base_url, auth=(TOKEN, "X"), verify=False) as client,
+        client.stream("GET", "/contact") as response,
+    ):
+        promised = int(response.headers["Content-Length"])
+        received = bytearray()
+
+        def drain() -> None:
+            for chunk in response.iter_raw():
+                received.extend(chunk)
+
+        with pytest.raises(httpx.RemoteProtocolError):
+            drain()
+    assert 0 < len(received) < promised
+
+
+def test_html_proxy_page(emulator: EmulatorServer, api: httpx.Client) -> None:
+    before = contact_count(emulator)
+    emulator.control.add_fault(kind="html", status=502, path="^/contact", times=2)
+    response = api.get("/contact")
+    assert response.status_code == 502
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert response.text.lstrip().startswith("<html>")
+    assert api.post("/contact", json={"fn": "x"}).status_code == 502
+    assert contact_count(emulator) == before
+
+
+def test_empty_listing_only_hits_listings(emulator: EmulatorServer, api: httpx.Client) -> None:
+    first = next(iter(ids(api.get("/contact"))))
+    emulator.control.add_fault(kind="empty_listing", path="^/contact", times=1)
+    assert api.get(f"/contact/{first}").status_code == 200  # not a listing: the fault waits
+    response = api.get("/contact")
+    assert response.status_code == 200 and response.json() == {"status": "OK", "content": []}
+    assert ids(api.get("/contact"))
+
+
+def test_hide_ids_hides_from_listing_and_get(emulator: EmulatorServer, api: httpx.Client) -> None:
+    everything = ids(api.get("/contact"))
+    hidden = sorted(everything)[:3]
+    emulator.control.add_fault(kind="hide", path="^/contact", hide_ids=hidden)
+    assert ids(api.get("/contact")) == everything - set(hidden)
+    assert api.get(f"/contact/{hidden[0]}").status_code == 404
+    assert emulator.control.record("contact", hidden[0])["id"] == hidden[0]  # not deleted
+    emulator.control.clear_faults()
+    assert ids(api.get("/contact")) == everything
+
+
+def test_hide_fraction_is_stable(emulator: EmulatorServer, api: httpx.Client) -> None:
+    emulator.control.reset(contacts=400)
+    everything = ids(api.get("/contact"))
+    emulator.control.add_fault(kind="hide", path="^/contact$", hide_fraction=0.5)
+    first, second = ids(api.get("/contact")), ids(api.get("/contact"))
+    assert first == second
+    assert 0.35 * len(everything) < len(first) < 0.65 * len(everything)
+
+
+def test_faults_match_by_method_and_path_regex(emulator: EmulatorServer, api: httpx.Client) -> None:
+    emulator.control.add_fault(kind="status", status=503, method="GET", path=r"^/note/\d+$")
+    note = next(iter(ids(api.get("/note"))))
+    assert api.get(f"/note/{note}").status_code == 503
+    assert api.put(f"/note/{note}", json={"desc": "x"}).status_code == 200
+
+
+def test_control_requests_are_never_faulted(emulator: EmulatorServer) -> None:
+    emulator.control.add_fault(kind="reset", path="")
+    assert emulator.control.faults()[0]["kind"] == "reset"
+    emulator.control.clear_faults()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"kind": "boom"},
+        {"kind": "status", "status": 200},
+        {"kind": "latency"},
+        {"kind": "hide"},
+        {"kind": "status", "times": 0},
+        {"kind": "status", "path": "("},
+        {"kind": "status", "method": "FETCH"},
+        {"kind": "status", "colour": "red"},
+        {"kind": "hide", "hide_fraction": 2},
+    ],
+)
+def test_bad_fault_specs_are_refused(spec: dict[str, Any]) -> None:
+    with pytest.raises(FaultSpecError):
+        FaultSet().add(spec)
+
+
+def test_cli_serves_with_faults() -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    fault = '{"kind":"status","status":503,"path":"^/contact$","times":1}'
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "clevertim_sync",
+            "emulator",
+            "--port",
+            "0",
+            "--token",
+            "cli-token",
+            "--contacts",
+            "20",
+            "--fault",
+            fault,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip()
+        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/api")
+        with httpx.Client(base_url=base_url, auth=("cli-token", "X"), verify=False) as client:
+            assert client.get("/contact").status_code == 503
+            assert len(client.get("/contact").json()["content"]) > 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 0, stderr
+    assert "cli-token" not in stderr
+
+
+@pytest.mark.parametrize("fault", ['{"kind": "nope"}', "{not json", "[1]"])
+def test_cli_rejects_a_bad_fault(fault: str) -> None:
+    result = CliRunner().invoke(cli, ["emulator", "--token", "t", "--port", "0", "--fault", fault])
+    assert result.exit_code == 2
+    assert "--fault" in result.output
