@@ -7,7 +7,8 @@
     ├── MirrorError            the local database refused or could not do something
     │   └── MassDeleteRefused  a listing would delete too much of a resource
     ├── InstanceLocked         another daemon already runs against this mirror
-    └── BackupError            a backup is missing, truncated, altered or cannot be restored
+    ├── BackupError            a backup is missing, truncated, altered or cannot be restored
+    └── ReportError            an unknown report or search, or an option it does not take (exit 2)
 
 Only cli.py and daemon.py turn these into text for people; everything else raises them.
 """
@@ -97,3 +98,9 @@ class QueueItemError(ClevertimSyncError):
         self.problem = problem
         where = f"queue item {item_id}" if item_id is not None else "writeback queue"
         super().__init__(f"{where}: {problem}")
+
+
+class ReportError(ClevertimSyncError):
+    """An unknown report, or an option the report does not take."""
+
+    exit_code = 2

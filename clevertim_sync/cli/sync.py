@@ -212,10 +212,17 @@ def _age(seconds: float | None) -> str:
 
 @cli.command("export")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--as-of", "as_of", help="Every record as it was at this ISO-8601 time, rebuilt from history.")
 @pass_app
-def export_command(app: AppContext, directory: Path) -> None:
+def export_command(app: AppContext, directory: Path, as_of: str | None) -> None:
     """Write DIRECTORY/<resource>.jsonl: every record exactly as last pulled, sorted by id."""
-    with mirror(app) as engine, engine.connect() as conn:
-        written = store.export_jsonl(conn, directory)
+    if as_of is not None:  # the backup engineer's part: clevertim_sync/export_asof.py
+        from clevertim_sync import export_asof, reports  # noqa: PLC0415
+
+        with mirror(app) as engine:
+            written = export_asof.export_as_of(engine, directory, reports.parse_timestamp(as_of))
+    else:
+        with mirror(app) as engine, engine.connect() as conn:
+            written = store.export_jsonl(conn, directory)
     for name, count in written.items():
         click.echo(f"{directory / (name + '.jsonl')}: {count} records")

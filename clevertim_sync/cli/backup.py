@@ -1,0 +1,135 @@
+"""Commands of backups and reports: `backup`, `verify`, `restore`, `report`, `search`.
+
+Owns: turning options into calls of clevertim_sync.backup, export_asof and reports, and their
+output. `export --as-of` is an option of the pull's `export` command (cli/sync.py), which calls
+export_asof.export_as_of.
+
+Must not import: httpx, the API client.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+import click
+
+from clevertim_sync import backup as backups
+from clevertim_sync import export_asof, reports
+from clevertim_sync.cli import AppContext, cli, pass_app
+from clevertim_sync.cli.sync import mirror
+from clevertim_sync.errors import BackupError
+
+FORMATS = click.Choice(["table", "csv", "json"])
+
+
+def default_backup_dir(app: AppContext) -> Path:
+    settings = app.settings
+    return settings.backup.dir if settings.backup.dir is not None else settings.state_dir / "backups"
+
+
+@cli.command("backup")
+@click.argument("dest", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--keep", type=click.IntRange(min=1), default=None, help="Keep only the newest N backups in DEST."
+)
+@click.option(
+    "--method",
+    type=click.Choice(["auto", "sqlite", "pg_dump", "logical"]),
+    default="auto",
+    show_default=True,
+    help="auto: the SQLite online backup, or pg_dump when installed, else a logical dump.",
+)
+@pass_app
+def backup_command(app: AppContext, dest: Path | None, keep: int | None, method: str) -> None:
+    """Write a verified, compressed snapshot of the mirror into DEST (a directory, or a .tar path).
+
+    Safe while the daemon runs. DEST defaults to backup.dir (else <state dir>/backups); --keep
+    defaults to backup.keep.
+    """
+    target = dest if dest is not None else default_backup_dir(app)
+    keep = keep if keep is not None else app.settings.backup.keep
+    with mirror(app) as engine:
+        result = backups.backup(engine, target, keep=keep, method=cast(backups.Method, method))
+    rows = sum(n for t, n in result.manifest.tables.items() if t != "alembic_version")
+    click.echo(
+        f"{result.path}: {result.manifest.method} backup, {rows} rows in {len(result.manifest.tables)} "
+        f"tables, {result.size} bytes, {result.seconds:.2f}s"
+        + (f"; removed {len(result.pruned)} older backup(s)" if result.pruned else "")
+    )
+
+
+@cli.command("verify")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+def verify_command(path: Path) -> None:
+    """Check a backup: checksums, row counts, and that its snapshot opens. Exit 1 if it is damaged."""
+    manifest = backups.verify(path)
+    rows = sum(n for t, n in manifest.tables.items() if t != "alembic_version")
+    click.echo(
+        f"{path}: OK, {manifest.method} backup of {manifest.source} taken {manifest.created_at}, "
+        f"schema {manifest.schema_version}, {rows} rows in {len(manifest.tables)} tables"
+    )
+
+
+@cli.command("restore")
+@click.argument("path", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--from-export",
+    "export_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Load a directory written by `export` (or `export --as-of`) instead of a backup file.",
+)
+@click.option(
+    "--to", "to_url", required=True, help="Database URL to restore into (sqlite:///FILE, postgresql://...)."
+)
+@click.option("--force", is_flag=True, help="Replace the contents of a database that already holds data.")
+def restore_command(path: Path | None, export_dir: Path | None, to_url: str, force: bool) -> None:
+    """Restore a backup (verified first) or an export into an empty database, then upgrade its schema."""
+    if (path is None) == (export_dir is None):
+        raise BackupError("give either a backup file or --from-export DIR (one of them)")
+    if export_dir is not None:
+        counts = export_asof.restore_from_export(export_dir, to_url, force=force)
+        click.echo(f"restored {sum(counts.values())} records from {export_dir}")
+        return
+    assert path is not None
+    result = backups.restore(path, to_url, force=force)
+    rows = sum(n for t, n in result.rows.items() if t != "alembic_version")
+    click.echo(f"restored {rows} rows from {path} into {result.target}, now at schema {result.upgraded_to}")
+
+
+@cli.command("report")
+@click.argument("name", required=False)
+@click.option("--list", "list_reports", is_flag=True, help="Name every report and what it shows.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
+)
+@click.option("--since", help="Only rows at or after this ISO-8601 time (changes, contacts).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many rows.")
+@pass_app
+def report_command(
+    app: AppContext, *, name: str | None, list_reports: bool, fmt: str, since: str | None, limit: int | None
+) -> None:
+    """Print one of the reporting views (see --list); each is also a SQL view named report_<name>."""
+    if list_reports or name is None:
+        for report in reports.REPORTS.values():
+            click.echo(f"{report.name:<18} {report.view:<25} {report.description}")
+        return
+    when = reports.parse_timestamp(since) if since else None
+    with mirror(app) as engine:
+        columns, rows = reports.run_report(engine, name, since=when, limit=limit)
+    click.echo(reports.render(columns, rows, fmt))
+
+
+@cli.command("search")
+@click.argument("words", nargs=-1, required=True)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
+)
+@pass_app
+def search_command(app: AppContext, words: tuple[str, ...], limit: int, fmt: str) -> None:
+    """Full-text search of notes, contacts and companies: records holding every word."""
+    with mirror(app) as engine:
+        hits = reports.search(engine, " ".join(words), limit=limit)
+    rows = [(h.kind, h.record_id, h.title, h.snippet) for h in hits]
+    click.echo(reports.render(["kind", "id", "title", "snippet"], rows, fmt))

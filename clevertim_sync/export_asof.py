@@ -1,0 +1,149 @@
+"""Point in time: the CRM as it was at a moment, rebuilt from history; and loading an export back.
+
+Owns: `records_as_of()` (every record's last version at or before a moment), `export_as_of()`
+(the same JSONL files as `export`, for that moment) and `restore_from_export()` (a directory of
+`<resource>.jsonl` files loaded into an empty mirror as one pull, with history).
+
+Shares rather than copies: the as-of state is put into a scratch mirror (a temporary SQLite file)
+and written by `store.export_jsonl`, so both exports have one format and one writer; the loading
+goes through `diff.compute_changes` and `store.apply_changes`, the pull's own path.
+
+Limits, by design of the mirror: an `lm` bump with no content change is not history, so an as-of
+record carries the `lm` of its last real change; the state is what this mirror saw, so a change
+made and undone between two pulls is not in it.
+
+Must not import: httpx, the API client, the writeback queue.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.engine import Engine
+
+from clevertim_sync import resources
+from clevertim_sync.backup import prepare_target
+from clevertim_sync.diff import compute_changes
+from clevertim_sync.errors import BackupError, MirrorError
+from clevertim_sync.mirror import schema, store
+from clevertim_sync.mirror.db import make_engine, upgrade
+
+log = structlog.get_logger(__name__)
+BATCH = 2000
+
+
+def records_as_of(conn: sa.Connection, resource: str, at: datetime) -> Iterator[tuple[int, str, str | None]]:
+    """(id, raw, content_hash) of each record of `resource` that existed at `at`, by id.
+
+    A record's state at `at` is its newest history row written at or before `at`; a delete
+    there means it did not exist. History ids grow in commit order, so "newest" is max(id).
+    """
+    h = schema.history
+    last = (
+        sa.select(sa.func.max(h.c.id).label("id"))
+        .where(h.c.resource == resource, h.c.at <= at)
+        .group_by(h.c.record_id)
+        .subquery()
+    )
+    stmt = (
+        sa.select(h.c.record_id, h.c.raw, h.c.content_hash)
+        .join(last, last.c.id == h.c.id)
+        .where(h.c.op != "delete")
+        .order_by(h.c.record_id)
+    )
+    for record_id, raw, digest in conn.execution_options(stream_results=True, yield_per=BATCH).execute(stmt):
+        if raw is None:  # an insert or update always stores the version; guard a hand-made row
+            raise MirrorError(f"history of {resource} {record_id} has no record text; cannot rebuild it")
+        yield int(record_id), raw, digest
+
+
+def export_as_of(engine: Engine, directory: Path | str, at: datetime) -> dict[str, int]:
+    """Write `<resource>.jsonl` files into `directory` holding every record as it was at `at`."""
+    with tempfile.TemporaryDirectory(prefix="clevertim-sync-asof-") as tmp:
+        scratch = sa.create_engine(f"sqlite:///{Path(tmp) / 'asof.sqlite3'}")
+        # A throwaway file: no journal fsyncs (the export files themselves are still fsynced).
+        sa.event.listen(scratch, "connect", lambda dbapi, _rec: dbapi.execute("PRAGMA synchronous=OFF"))
+        try:
+            schema.metadata.create_all(scratch, tables=list(schema.CURRENT.values()))
+            with engine.connect() as src, scratch.begin() as dst:
+                for res in resources.RESOURCES:
+                    _copy_state(src, dst, res.name, at)
+            with scratch.connect() as conn:
+                written = store.export_jsonl(conn, directory)
+        finally:
+            scratch.dispose()
+    log.info("export.as_of", directory=str(directory), at=at.isoformat(), records=sum(written.values()))
+    return written
+
+
+def _copy_state(src: sa.Connection, dst: sa.Connection, resource: str, at: datetime) -> None:
+    table = schema.CURRENT[resource]
+    batch: list[dict[str, object]] = []
+    for record_id, raw, digest in records_as_of(src, resource, at):
+        batch.append({"id": record_id, "raw": raw, "content_hash": digest or ""})
+        if len(batch) >= BATCH:
+            dst.execute(table.insert(), batch)
+            batch = []
+    if batch:
+        dst.execute(table.insert(), batch)
+
+
+def _read_export(directory: Path, resource: str) -> list[dict[str, object]]:
+    path = directory / f"{resource}.jsonl"
+    if not path.is_file():
+        raise BackupError(
+            f"{path} is missing: a directory written by `clevertim-sync export` has one file per resource"
+        )
+    records = []
+    with path.open("rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise BackupError(f"{path}:{number} is not JSON ({exc}); nothing was restored") from exc
+            if not isinstance(record, dict):
+                raise BackupError(f"{path}:{number} is not a JSON object; nothing was restored")
+            records.append(record)
+    return records
+
+
+def restore_from_export(directory: Path | str, to_url: str, *, force: bool = False) -> dict[str, int]:
+    """Load an export into an empty mirror at `to_url` as one pull (kind 'restore'), with history.
+
+    Every file is read and checked before anything is written; the load is one transaction.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BackupError(f"there is no export directory at {directory}")
+    listings = {res.name: _read_export(directory, res.name) for res in resources.RESOURCES}
+    engine = make_engine(to_url)
+    try:
+        prepare_target(engine, force, f"export {directory}")
+        upgrade(engine)
+        at = store.now()
+        counts: dict[str, int] = {}
+        with engine.begin() as conn:
+            run_id = store.start_run(conn, "restore", at=at)
+            for name, records in listings.items():
+                try:
+                    changes = compute_changes(name, records, {})
+                except MirrorError as exc:
+                    raise BackupError(
+                        f"{directory / (name + '.jsonl')}: {exc}; nothing was restored"
+                    ) from exc
+                store.apply_changes(conn, name, changes, run_id=run_id, at=at)
+                store.record_outcome(conn, run_id, name, store.ResourceCounts(inserted=len(records)), at=at)
+                counts[name] = len(records)
+            store.finish_run(conn, run_id, "ok")
+    finally:
+        engine.dispose()
+    log.info("restore.from_export", directory=str(directory), records=sum(counts.values()))
+    return counts

@@ -1,0 +1,359 @@
+"""Backups, as-of exports, reports and search against the emulator over loopback, on SQLite and
+PostgreSQL: every expectation is computed from the emulator's own data, not from the mirror."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from clevertim_sync import backup as bk
+from clevertim_sync import export_asof, reports, resources
+from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.emulator import EmulatorServer
+from clevertim_sync.mirror import store
+from clevertim_sync.mirror.db import make_engine, upgrade
+from clevertim_sync.pull import pull
+
+TOKEN = "test-token"
+Export = dict[str, list[dict[str, Any]]]
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def pull_ok(engine: sa.Engine, emulator: EmulatorServer) -> None:
+    with ClevertimClient(emulator.base_url, TOKEN) as client:
+        report = pull(engine, client)
+    assert report.ok, report
+
+
+def remote(emulator: EmulatorServer) -> Export:
+    """What the token sees on the server, by resource, sorted by id."""
+    state = emulator.control.state(as_token=TOKEN)
+    return {name: sorted(state.get(name, []), key=lambda r: r["id"]) for name in resources.PULL_ORDER}
+
+
+def read_export(directory: Path) -> Export:
+    return {
+        name: [orjson.loads(line) for line in (directory / f"{name}.jsonl").read_bytes().splitlines()]
+        for name in resources.PULL_ORDER
+    }
+
+
+def export_now(url_or_engine: str | sa.Engine, directory: Path) -> Export:
+    engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    with engine.connect() as conn:
+        store.export_jsonl(conn, directory)
+    if isinstance(url_or_engine, str):
+        engine.dispose()
+    return read_export(directory)
+
+
+def sans_lm(export: Export) -> Export:
+    """History keeps content changes; an `lm` bump alone is not one (see export_asof)."""
+    return {name: [{k: v for k, v in r.items() if k != "lm"} for r in recs] for name, recs in export.items()}
+
+
+def tick() -> datetime:
+    """A moment strictly between what happened before and what happens after."""
+    time.sleep(0.01)
+    moment = datetime.now(UTC)
+    time.sleep(0.01)
+    return moment
+
+
+def change_every_resource(emulator: EmulatorServer, state: Export, suffix: str) -> None:
+    ctl = emulator.control
+    fields = {
+        "customfield": "name",
+        "user": "user",
+        "group": "name",
+        "company": "cn",
+        "contact": "title",
+        "opportunity": "name",
+        "case": "name",
+        "task": "name",
+        "note": "desc",
+        "comment": "comment",
+    }
+    for name, field in fields.items():
+        record = state[name][0]
+        ctl.update(name, record["id"], {field: f"{record.get(field) or ''} {suffix}"})
+
+
+# --- point in time ----------------------------------------------------------------------------
+
+
+def test_as_of_export_equals_the_server_state_at_that_moment(
+    engine: sa.Engine, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    before_anything = tick()
+    pull_ok(engine, emulator)
+    s0, t0 = remote(emulator), tick()
+
+    ctl = emulator.control
+    ctl.update("contact", s0["contact"][0]["id"], {"title": "Head of Everything"})
+    ctl.delete("note", s0["note"][0]["id"])
+    ctl.create("company", {"cn": "Brand New Ltd"})
+    pull_ok(engine, emulator)
+    s1, t1 = remote(emulator), tick()
+
+    ctl.update("opportunity", s0["opportunity"][0]["id"], {"status": "Won", "value": "777.25"})
+    ctl.delete("task", s0["task"][-1]["id"])
+    pull_ok(engine, emulator)
+    s2 = remote(emulator)
+    assert s0 != s1 != s2
+
+    for label, moment, expected in (("t0", t0, s0), ("t1", t1, s1), ("now", tick(), s2)):
+        got = read_export_as_of(engine, tmp_path / label, moment)
+        assert sans_lm(got) == sans_lm(expected), label
+    assert all(recs == [] for recs in read_export_as_of(engine, tmp_path / "empty", before_anything).values())
+
+    # The export is also a backup: loaded into an empty mirror, it exports the same files.
+    target = f"sqlite:///{tmp_path / 'from-export.sqlite3'}"
+    counts = export_asof.restore_from_export(tmp_path / "t0", target)
+    assert counts == {name: len(recs) for name, recs in s0.items()}
+    export_now(target, tmp_path / "again")
+    for name in resources.PULL_ORDER:
+        assert (tmp_path / "again" / f"{name}.jsonl").read_bytes() == (
+            tmp_path / "t0" / f"{name}.jsonl"
+        ).read_bytes()
+    with pytest.raises(bk.BackupError, match="already holds data"):
+        export_asof.restore_from_export(tmp_path / "t0", target)
+
+
+def read_export_as_of(engine: sa.Engine, directory: Path, moment: datetime) -> Export:
+    export_asof.export_as_of(engine, directory, moment)
+    return read_export(directory)
+
+
+def test_restore_from_export_rejects_a_damaged_export(tmp_path: Path, emulator: EmulatorServer) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'src.sqlite3'}")
+    upgrade(engine)
+    pull_ok(engine, emulator)
+    export_now(engine, tmp_path / "x")
+    engine.dispose()
+    (tmp_path / "x" / "note.jsonl").write_text('{"id": 1}\n{not json\n')
+    target = f"sqlite:///{tmp_path / 'dst.sqlite3'}"
+    with pytest.raises(bk.BackupError, match=r"note\.jsonl:2 is not JSON"):
+        export_asof.restore_from_export(tmp_path / "x", target)
+    (tmp_path / "x" / "note.jsonl").unlink()
+    with pytest.raises(bk.BackupError, match=r"note\.jsonl is missing"):
+        export_asof.restore_from_export(tmp_path / "x", target)
+
+
+# --- a backup while a pull writes ---------------------------------------------------------------
+
+
+def test_backup_during_a_pull_restores_one_committed_state(
+    engine: sa.Engine, database_url: str, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """Each resource is pulled in its own transaction, parents first. A backup taken mid-pull must
+    restore to exactly the source's export before the pull for some resources and after it for
+    the others, with the 'after' ones a prefix of the pull order: one committed state."""
+    pull_ok(engine, emulator)
+    before = export_now(engine, tmp_path / "before")
+    change_every_resource(emulator, remote(emulator), "v2")
+    emulator.control.add_fault(method="GET", path=".*", kind="latency", latency_ms=150)
+
+    puller = threading.Thread(target=pull_ok, args=(engine, emulator))
+    puller.start()
+    taken = []
+    while puller.is_alive():
+        taken.append(bk.backup(engine, tmp_path / "backups"))
+        time.sleep(0.15)
+    puller.join()
+    emulator.control.clear_faults()
+    after = export_now(engine, tmp_path / "after")
+    order = list(resources.PULL_ORDER)
+    assert all(before[n] != after[n] for n in order)  # every resource changed: phases are unambiguous
+
+    cuts = []
+    for i, backup in enumerate(taken):
+        target = (
+            f"sqlite:///{tmp_path / f'restored-{i}.sqlite3'}"
+            if database_url.startswith("sqlite")
+            else database_url
+        )
+        if not database_url.startswith("sqlite"):
+            target = _fresh_postgres(database_url, i)
+        bk.restore(backup.path, target)
+        got = export_now(target, tmp_path / f"restored-{i}")
+        cut = next(
+            (
+                k
+                for k in range(len(order) + 1)
+                if all(got[n] == after[n] for n in order[:k]) and all(got[n] == before[n] for n in order[k:])
+            ),
+            None,
+        )
+        assert cut is not None, f"backup {i} is no committed state of the source"
+        cuts.append(cut)
+    assert cuts == sorted(cuts)
+    assert any(0 < c < len(order) for c in cuts), f"no backup landed inside the pull: {cuts}"
+
+
+def _fresh_postgres(database_url: str, i: int) -> str:
+    """Another empty database on the same throwaway server (dropped with the server)."""
+    name = f"{database_url.rsplit('/', 1)[1]}_r{i}"
+    admin = sa.create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return database_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+# --- reports against a direct computation from the emulator's data ---------------------------
+
+
+def _name(contact: dict[str, Any]) -> str:
+    return f"{contact.get('fn') or ''} {contact.get('ln') or ''}".strip()
+
+
+def _ref(value: Any) -> Any:
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+
+def _parts(value: Any) -> datetime | None:
+    if not isinstance(value, dict):
+        return None
+    return datetime(
+        value["y"], value["mo"], value["d"], value.get("h") or 0, value.get("mi") or 0, tzinfo=UTC
+    )
+
+
+def _ts(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def rows_of(engine: sa.Engine, name: str, **kw: Any) -> list[dict[str, Any]]:
+    columns, rows = reports.run_report(engine, name, **kw)
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def test_every_report_matches_the_emulator_data(engine: sa.Engine, emulator: EmulatorServer) -> None:
+    pull_ok(engine, emulator)
+    s = remote(emulator)
+    companies = {c["id"]: c for c in s["company"]}
+
+    contacts = {r["contact_id"]: r for r in rows_of(engine, "contacts")}
+    assert set(contacts) == {c["id"] for c in s["contact"]}
+    for c in s["contact"]:
+        row = contacts[c["id"]]
+        assert row["name"] == _name(c)
+        assert row["company"] == (companies.get(c["companyId"]) or {}).get("cn")
+        assert row["email"] == (c["email"][0] if c["email"] else None)
+        assert row["phone"] == (c["phones"][0]["no"] if c["phones"] else None)
+
+    pipeline: dict[tuple[Any, Any], list[Any]] = defaultdict(lambda: [0, Decimal(0)])
+    for o in s["opportunity"]:
+        pipeline[(o["status"], o["currency"])][0] += 1
+        pipeline[(o["status"], o["currency"])][1] += Decimal(o["value"] or 0)
+    got = {
+        (r["status"], r["currency"]): [r["opportunities"], r["total_value"]]
+        for r in rows_of(engine, "pipeline")
+    }
+    assert got.keys() == pipeline.keys()
+    for key, (count, total) in pipeline.items():
+        assert got[key][0] == count and abs(got[key][1] - total) < Decimal("0.0001"), key
+
+    now = datetime.now(UTC)
+    open_tasks = [t for t in s["task"] if not t["is_completed"] and not t["is_deleted"]]
+    rows = rows_of(engine, "open-tasks")
+    assert {r["task_id"] for r in rows} == {t["id"] for t in open_tasks}
+    for t in open_tasks:
+        row = next(r for r in rows if r["task_id"] == t["id"])
+        due = _parts(t.get("endDate")) or _parts(t.get("startDate"))
+        assert row["assigned_user_id"] == t["aUserId"] and row["due_at"] == due
+        assert row["overdue"] == (due is not None and due < now)
+    for user in {r["assigned_user"] for r in rows}:
+        flags = [r["overdue"] for r in rows if r["assigned_user"] == user]
+        assert flags == sorted(flags, reverse=True)  # overdue first
+
+    activity = {(r["kind"], r["customer_id"]): r for r in rows_of(engine, "customer-activity")}
+    customers = [("contact", c) for c in s["contact"]] + [("company", c) for c in s["company"]]
+    assert set(activity) == {(kind, c["id"]) for kind, c in customers}
+    for kind, c in customers:
+        notes = [n for n in s["note"] if _ref(n["cust"]) == c["id"]]
+        tasks = [t for t in s["task"] if _ref(t["cust"]) == c["id"] and not t["is_deleted"]]
+        row = activity[(kind, c["id"])]
+        assert row["notes"] == len(notes) and row["tasks"] == len(tasks)
+        assert row["open_tasks"] == sum(1 for t in tasks if not t["is_completed"])
+        assert row["last_note_at"] == max((_ts(n["ao"]) for n in notes), default=None)
+        assert row["last_contacted_at"] == _ts(c.get("lc"))
+
+    field_names = {f["id"]: f["name"] for f in s["customfield"]}
+    expected = set()
+    for name in ("contact", "company", "opportunity", "case"):
+        for rec in s[name]:
+            for key, value in (rec.get("cf") or {}).items():
+                values = value if isinstance(value, list) else [value]
+                if values:
+                    text = (
+                        ", ".join(v for v in values if v is not None)
+                        if any(v is not None for v in values)
+                        else None
+                    )
+                    expected.add((name, rec["id"], int(key), field_names.get(int(key)), text))
+    got_cf = {
+        (r["resource"], r["record_id"], r["custom_field_id"], r["field_name"], r["value"])
+        for r in rows_of(engine, "custom-values")
+    }
+    assert got_cf == expected and len(expected) > 10
+
+    since = tick()
+    contact = s["contact"][3]
+    emulator.control.update("contact", contact["id"], {"title": "Chief Tester"})
+    pull_ok(engine, emulator)
+    changes = rows_of(engine, "changes", since=since)
+    assert [(r["resource"], r["record_id"], r["op"]) for r in changes] == [
+        ("contact", contact["id"], "update")
+    ]
+    assert orjson.loads(changes[0]["changed"])["title"][1] == "Chief Tester"
+    assert len(rows_of(engine, "changes")) > len(changes)
+
+
+# --- full-text search ------------------------------------------------------------------------
+
+
+def test_search_follows_the_pull(engine: sa.Engine, emulator: EmulatorServer) -> None:
+    pull_ok(engine, emulator)
+    customer = remote(emulator)["contact"][0]
+    note = emulator.control.create(
+        "note",
+        {"desc": "Quarterly review: the Zanzibar account wants pricing", "type": "N", "cust": customer["id"]},
+    )
+    assert [h for h in reports.search(engine, "zanzibar") if h.kind == "note"] == []
+    pull_ok(engine, emulator)
+    hits = reports.search(engine, "ZANZIBAR pricing")
+    assert [(h.kind, h.record_id) for h in hits] == [("note", note["id"])]
+    assert "[Zanzibar]" in hits[0].snippet
+    assert reports.search(engine, "zanzibar nonexistentword") == []  # every word must match
+    assert any(
+        h.kind == "contact" and h.record_id == customer["id"] for h in reports.search(engine, _name(customer))
+    )
+
+    emulator.control.update("note", note["id"], {"desc": "Quarterly review: the Mombasa account"})
+    pull_ok(engine, emulator)
+    assert reports.search(engine, "zanzibar") == []
+    assert [(h.kind, h.record_id) for h in reports.search(engine, "mombasa")] == [("note", note["id"])]
+
+    emulator.control.delete("note", note["id"])
+    pull_ok(engine, emulator)
+    assert reports.search(engine, "mombasa") == []
+    assert reports.search(engine, '"AND OR * (') == []  # query syntax in user text is harmless
