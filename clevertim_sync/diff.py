@@ -33,7 +33,8 @@ EXCLUDED_FROM_HASH = "lm"
 
 def record_hash(record: Mapping[str, Any]) -> str:
     """Canonical content hash: sorted-key JSON of the record without `lm`, blake2b-128 hex."""
-    content = {k: v for k, v in record.items() if k != EXCLUDED_FROM_HASH}
+    content = dict(record)  # a C-level copy: far cheaper than a comprehension on the hot path
+    content.pop(EXCLUDED_FROM_HASH, None)
     return hashlib.blake2b(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
 
 
@@ -74,7 +75,7 @@ def compute_changes(
 ) -> Changes:
     """Compare a full listing with the mirror's index; raise InvalidListing for a malformed one.
 
-    `lm_key` turns a record's `lm` into the form the index holds (the store keeps a parsed
+    `lm_key` turns a record's `lm` into the form the index holds (the store gives its stored
     timestamp), so that touches are found without reading every stored raw.
     """
     changes = Changes()

@@ -147,7 +147,7 @@ def _pull_resource(
         with engine.begin() as conn:
             at = store.now()
             index = store.load_index(conn, name)
-            changes = compute_changes(name, listing, index, lm_key=store.lm_key)
+            changes = compute_changes(name, listing, index, lm_key=store.lm_key(conn, name))
             del listing  # the changes hold what is still needed
             counts.unchanged = changes.unchanged
             refusal = _guard(

@@ -27,7 +27,9 @@ def _mirror_diffs(engine: sa.Engine) -> list[object]:
                 "include_name": lambda name, type_, parent: type_ != "table" or name in names,
             },
         )
-        return list(compare_metadata(ctx, schema.metadata))
+        diffs = compare_metadata(ctx, schema.metadata)
+    # Later migrations (reports) may add indexes and triggers of their own to these tables.
+    return [d for d in diffs if not (isinstance(d, tuple) and d[0] == "remove_index")]
 
 
 def test_upgrade_creates_the_schema_and_is_idempotent(database_url: str) -> None:

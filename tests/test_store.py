@@ -56,7 +56,9 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
 
 def _sync(engine: sa.Engine, resource: str, listing: list[dict[str, Any]], run_id: int | None = None) -> None:
     with engine.begin() as conn:
-        changes = compute_changes(resource, listing, store.load_index(conn, resource), lm_key=store.lm_key)
+        changes = compute_changes(
+            resource, listing, store.load_index(conn, resource), lm_key=store.lm_key(conn, resource)
+        )
         store.apply_changes(conn, resource, changes, run_id=run_id, at=AT)
 
 
@@ -135,7 +137,7 @@ def test_touch_refreshes_raw_and_modified_at_without_history(engine: sa.Engine) 
         lm = conn.execute(sa.select(schema.CURRENT["contact"].c.modified_at)).scalar_one()
         assert lm == datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
         assert compute_changes(
-            "contact", [bumped], store.load_index(conn, "contact"), lm_key=store.lm_key
+            "contact", [bumped], store.load_index(conn, "contact"), lm_key=store.lm_key(conn, "contact")
         ).empty
 
 

@@ -17,7 +17,6 @@ from typing import Any
 
 from clevertim_sync.resources import Kind, Prop, Resource
 
-Row = dict[str, Any]
 _MAX_DECIMAL = Decimal(10) ** 14  # NUMERIC(18, 4): 14 digits before the point
 
 
@@ -93,54 +92,123 @@ _SCALAR: Mapping[Kind, Callable[[Any], Any]] = {
 }
 
 
-class RowBuilder:
-    """Builds the current row and the child rows of one resource's records."""
+# --- SQLite storage forms ----------------------------------------------------------------------
+# Rows are written with the driver's executemany, past SQLAlchemy's per-row bind processing (a
+# third of a first sync's time). So the values must already be in the form the column types of
+# mirror/types.py store: on SQLite a timestamp is the text SQLAlchemy's DATETIME writes, a decimal
+# its text; PostgreSQL (psycopg) takes datetime and Decimal objects as they are.
 
-    def __init__(self, resource: Resource) -> None:
+
+def sqlite_datetime(value: datetime | None) -> str | None:
+    """The text SQLAlchemy's SQLite DATETIME stores for a UTC instant: `2017-01-02 05:22:12.000000`."""
+    if value is None:
+        return None
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
+    )
+
+
+def to_sqlite_timestamp(value: Any) -> str | None:
+    if isinstance(value, str) and len(value) == 20 and value[10] == "T" and value[19] == "Z":
+        # The API's usual 2017-01-02T05:22:12Z: validate, then re-spell without a datetime round trip.
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return f"{value[:10]} {value[11:19]}.000000"
+    return sqlite_datetime(to_timestamp(value))
+
+
+def to_sqlite_decimal(value: Any) -> str | None:
+    number = to_decimal(value)
+    return None if number is None else str(number)
+
+
+_SQLITE_SCALAR: Mapping[Kind, Callable[[Any], Any]] = {
+    **_SCALAR,
+    Kind.DECIMAL: to_sqlite_decimal,
+    Kind.TIMESTAMP: to_sqlite_timestamp,
+}
+
+
+def child_columns(prop: Prop) -> tuple[str, ...]:
+    """The columns of `prop`'s child table, in the order of the tuples `child_rows` builds."""
+    if prop.kind is Kind.PHONES:
+        return ("owner_id", "position", "type", "number")
+    if prop.kind is Kind.SMIDS:
+        return ("owner_id", "position", "type", "social_id")
+    if prop.kind is Kind.CUSTOM_FIELDS:
+        return ("owner_id", "custom_field_id", "position", "value")
+    return ("owner_id", "position", "value")
+
+
+class RowBuilder:
+    """Builds the current row (a tuple in `columns` order) and child rows of one resource's records.
+
+    `sqlite=True` gives values in SQLite's storage form (see above), else Python objects.
+    """
+
+    def __init__(self, resource: Resource, *, sqlite: bool) -> None:
         self.resource = resource
-        self.scalars = [(p.api, p.column, _SCALAR[p.kind]) for p in resource.props if p.kind in _SCALAR]
-        self.dates = [
-            (p.api, p.column, all_day_column(p)) for p in resource.props if p.kind is Kind.DATE_PARTS
-        ]
+        converters = _SQLITE_SCALAR if sqlite else _SCALAR
+        self.scalars = [(p.api, converters[p.kind]) for p in resource.props if p.kind in _SCALAR]
+        self.dates = [p.api for p in resource.props if p.kind is Kind.DATE_PARTS]
+        self._date_form: Callable[[datetime | None], Any] = sqlite_datetime if sqlite else _same
+        self.timestamp: Callable[[Any], Any] = converters[Kind.TIMESTAMP]
+        self.columns: tuple[str, ...] = (
+            "id",
+            *(p.column for p in resource.props if p.kind in _SCALAR),
+            *(c for p in resource.props if p.kind is Kind.DATE_PARTS for c in (p.column, all_day_column(p))),
+            "raw",
+            "content_hash",
+        )
         self.children = list(resource.child_props)
 
-    def current(self, record: Mapping[str, Any], raw: str, digest: str) -> Row:
+    def current(self, record: Mapping[str, Any], raw: str, digest: str) -> tuple[Any, ...]:
         get = record.get
-        row: Row = {"id": record["id"], "raw": raw, "content_hash": digest}
-        for api, column, convert in self.scalars:
-            row[column] = convert(get(api))
-        for api, column, all_day in self.dates:
-            row[column], row[all_day] = date_parts(get(api))
-        return row
+        row: list[Any] = [record["id"]]
+        row.extend(convert(get(api)) for api, convert in self.scalars)
+        for api in self.dates:
+            at, all_day = date_parts(get(api))
+            row.append(self._date_form(at))
+            row.append(all_day)
+        row.append(raw)
+        row.append(digest)
+        return tuple(row)
 
-    def child_rows(self, prop: Prop, record: Mapping[str, Any]) -> list[Row]:
-        return child_rows(prop, record["id"], record.get(prop.api))
+    def lm(self, record: Mapping[str, Any]) -> Any:
+        """The record's `lm` in the form modified_at holds it: what the index compares."""
+        return self.timestamp(record.get("lm"))
 
 
-def child_rows(prop: Prop, owner: int, value: Any) -> list[Row]:
-    """The rows of `prop`'s child table for one record; entries of the wrong shape are skipped."""
+def _same(value: datetime | None) -> datetime | None:
+    return value
+
+
+def child_rows(prop: Prop, owner: int, value: Any) -> list[tuple[Any, ...]]:
+    """The rows of `prop`'s child table for one record (tuples in `child_columns` order); entries
+    of the wrong shape are skipped."""
     if not value:
         return []
     kind = prop.kind
     if kind is Kind.STR_LIST:
         if not isinstance(value, list):
             return []
-        return [
-            {"owner_id": owner, "position": i, "value": v} for i, v in enumerate(value) if isinstance(v, str)
-        ]
+        return [(owner, i, v) for i, v in enumerate(value) if isinstance(v, str)]
     if kind in (Kind.PHONES, Kind.SMIDS):
         if not isinstance(value, list):
             return []
-        inner, column = ("no", "number") if kind is Kind.PHONES else ("smid", "social_id")
+        inner = "no" if kind is Kind.PHONES else "smid"
         return [
-            {"owner_id": owner, "position": i, "type": to_str(v.get("type")), column: to_str(v.get(inner))}
+            (owner, i, to_str(v.get("type")), to_str(v.get(inner)))
             for i, v in enumerate(value)
             if isinstance(v, dict)
         ]
     if kind is Kind.CUSTOM_FIELDS:
         if not isinstance(value, dict):
             return []
-        rows: list[Row] = []
+        rows: list[tuple[Any, ...]] = []
         seen: set[int] = set()
         for key, v in value.items():
             field_id = to_ref(key)
@@ -148,10 +216,7 @@ def child_rows(prop: Prop, owner: int, value: Any) -> list[Row]:
                 continue
             seen.add(field_id)
             values = v if isinstance(v, list) else [v]
-            rows.extend(
-                {"owner_id": owner, "custom_field_id": field_id, "position": i, "value": _cf_text(x)}
-                for i, x in enumerate(values)
-            )
+            rows.extend((owner, field_id, i, _cf_text(x)) for i, x in enumerate(values))
         return rows
     return []
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +29,7 @@ from clevertim_sync import resources
 from clevertim_sync.diff import Changes, changed_fields, record_hash
 from clevertim_sync.errors import MirrorError
 from clevertim_sync.mirror import schema
-from clevertim_sync.mirror.columns import RowBuilder, to_timestamp
+from clevertim_sync.mirror.columns import RowBuilder, child_columns, child_rows, sqlite_datetime
 
 __all__ = [
     "ResourceCounts",
@@ -46,7 +46,12 @@ __all__ = [
 ]
 
 CHUNK = 2000  # rows per executemany / IN list: well under SQLite's bound-parameter limit
-_BUILDERS = {r.name: RowBuilder(r) for r in resources.RESOURCES}
+_BUILDERS = {
+    (r.name, sqlite): RowBuilder(r, sqlite=sqlite) for r in resources.RESOURCES for sqlite in (True, False)
+}
+HISTORY_COLUMNS = (
+    "resource", "record_id", "run_id", "origin", "op", "at", "raw", "content_hash", "changed", "queue_item_id"
+)  # fmt: skip
 
 
 @dataclass
@@ -76,16 +81,43 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def lm_key(record: Mapping[str, Any]) -> datetime | None:
-    """A record's `lm` in the form the index holds it (modified_at), for diff.compute_changes."""
-    return to_timestamp(record.get("lm"))
+def _is_sqlite(conn: sa.Connection) -> bool:
+    return conn.dialect.name == "sqlite"
 
 
-def load_index(conn: sa.Connection, resource: str) -> dict[int, tuple[str, datetime | None]]:
-    """{id: (content_hash, modified_at)} of every mirrored record of `resource`, in one query."""
+def _builder(conn: sa.Connection, resource: str) -> RowBuilder:
+    return _BUILDERS[(resource, _is_sqlite(conn))]
+
+
+def _stored_time(conn: sa.Connection, at: datetime) -> Any:
+    return sqlite_datetime(at.astimezone(UTC)) if _is_sqlite(conn) else at
+
+
+def lm_key(conn: sa.Connection, resource: str) -> Callable[[Mapping[str, Any]], Any]:
+    """For diff.compute_changes: a record's `lm` in the form `load_index` gives modified_at."""
+    return _builder(conn, resource).lm
+
+
+def load_index(conn: sa.Connection, resource: str) -> dict[int, tuple[str, Any]]:
+    """{id: (content_hash, modified_at as stored)} of every mirrored record, in one query.
+
+    modified_at comes straight from the driver (SQLite: its text; PostgreSQL: a datetime), the
+    same form `lm_key` gives, so no per-row conversion is spent on the index.
+    """
     table = schema.CURRENT[resource]
-    rows = conn.execute(sa.select(table.c.id, table.c.content_hash, table.c.modified_at))
+    rows = conn.exec_driver_sql(f"SELECT id, content_hash, modified_at FROM {table.name}")  # noqa: S608 registry names
     return {rid: (digest, lm) for rid, digest, lm in rows}
+
+
+def _executemany(
+    conn: sa.Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+) -> None:
+    """Plain driver executemany: the bulk path, past SQLAlchemy's per-row parameter processing."""
+    if not rows:
+        return
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"  # noqa: S608
+    conn.exec_driver_sql(sql, rows)
 
 
 def load_record(conn: sa.Connection, resource: str, record_id: int) -> dict[str, Any] | None:
@@ -113,18 +145,18 @@ def _insert_rows(
     conn: sa.Connection, resource: str, items: Iterable[tuple[Mapping[str, Any], str, str]]
 ) -> None:
     """Insert current and child rows for (record, raw, hash) items not currently stored."""
-    builder = _BUILDERS[resource]
+    builder = _builder(conn, resource)
     rows = []
-    children: dict[str, list[dict[str, Any]]] = {p.api: [] for p in builder.children}
+    children: dict[str, list[tuple[Any, ...]]] = {p.api: [] for p in builder.children}
     for record, raw, digest in items:
         rows.append(builder.current(record, raw, digest))
+        rid = record["id"]
         for prop in builder.children:
-            children[prop.api].extend(builder.child_rows(prop, record))
-    if rows:
-        conn.execute(schema.CURRENT[resource].insert(), rows)
-    for api, child in children.items():
-        if child:
-            conn.execute(schema.CHILDREN[(resource, api)].insert(), child)
+            children[prop.api].extend(child_rows(prop, rid, record.get(prop.api)))
+    _executemany(conn, schema.CURRENT[resource].name, builder.columns, rows)
+    for prop in builder.children:
+        table = schema.CHILDREN[(resource, prop.api)].name
+        _executemany(conn, table, child_columns(prop), children[prop.api])
 
 
 def _history_row(
@@ -134,24 +166,19 @@ def _history_row(
     raw: str | None,
     digest: str | None,
     *,
-    at: datetime,
+    at: Any,
     run_id: int | None,
     origin: str = "pull",
     changed: dict[str, list[Any]] | None = None,
     queue_item_id: int | None = None,
-) -> dict[str, Any]:
-    return {
-        "resource": resource,
-        "record_id": record_id,
-        "run_id": run_id,
-        "origin": origin,
-        "op": op,
-        "at": at,
-        "raw": raw,
-        "content_hash": digest,
-        "changed": None if changed is None else orjson.dumps(changed).decode(),
-        "queue_item_id": queue_item_id,
-    }
+) -> tuple[Any, ...]:
+    """One history row in HISTORY_COLUMNS order; `at` already in its stored form."""
+    changed_json = None if changed is None else orjson.dumps(changed).decode()
+    return (resource, record_id, run_id, origin, op, at, raw, digest, changed_json, queue_item_id)
+
+
+def _write_history(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+    _executemany(conn, schema.history.name, HISTORY_COLUMNS, rows)
 
 
 def apply_changes(
@@ -159,7 +186,7 @@ def apply_changes(
 ) -> None:
     """Apply one resource's changes inside the caller's transaction: rows, children, history."""
     table = schema.CURRENT[resource]
-    history: list[dict[str, Any]] = []
+    at = _stored_time(conn, at)
 
     for chunk in _chunks(changes.inserts):
         items = [(rec, orjson.dumps(rec).decode(), digest) for rec, digest in chunk]
@@ -167,7 +194,7 @@ def apply_changes(
         history = [
             _history_row(resource, rec["id"], "insert", raw, d, at=at, run_id=run_id) for rec, raw, d in items
         ]
-        conn.execute(schema.history.insert(), history)
+        _write_history(conn, history)
 
     for chunk in _chunks(changes.updates):
         ids = [rec["id"] for rec, _ in chunk]
@@ -188,7 +215,7 @@ def apply_changes(
             )
             for rec, raw, d in items
         ]
-        conn.execute(schema.history.insert(), history)
+        _write_history(conn, history)
 
     for chunk in _chunks(changes.deletes):
         old = _old_raws(conn, resource, chunk)
@@ -197,21 +224,15 @@ def apply_changes(
             _history_row(resource, rid, "delete", raw, d, at=at, run_id=run_id)
             for rid, (raw, d) in old.items()
         ]
-        if history:
-            conn.execute(schema.history.insert(), history)
+        _write_history(conn, history)
 
     if changes.touches:
         # Only lm moved: refresh what is stored, but it is not a change (no history, no count).
-        stmt = (
-            table.update()
-            .where(table.c.id == sa.bindparam("b_id"))
-            .values(raw=sa.bindparam("b_raw"), modified_at=sa.bindparam("b_lm"))
-        )
+        lm = _builder(conn, resource).lm
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        sql = f"UPDATE {table.name} SET raw = {mark}, modified_at = {mark} WHERE id = {mark}"  # noqa: S608
         for chunk in _chunks(changes.touches):
-            conn.execute(
-                stmt,
-                [{"b_id": r["id"], "b_raw": orjson.dumps(r).decode(), "b_lm": lm_key(r)} for r, _ in chunk],
-            )
+            conn.exec_driver_sql(sql, [(orjson.dumps(r).decode(), lm(r), r["id"]) for r, _ in chunk])
 
 
 def apply_local_result(
@@ -235,7 +256,7 @@ def apply_local_result(
     rid = record.get("id")
     if not isinstance(rid, int) or isinstance(rid, bool):
         raise MirrorError(f"apply_local_result: the {name} record has no integer id ({rid!r})")
-    at = at or now()
+    at = _stored_time(conn, at or now())
     old = _old_raws(conn, name, [rid]).get(rid)
     if op == "delete":
         if old is not None:
@@ -251,7 +272,7 @@ def apply_local_result(
                 origin="local",
                 queue_item_id=queue_item_id,
             )
-            conn.execute(schema.history.insert(), [row])
+            _write_history(conn, [row])
         return
     digest = record_hash(record)
     raw = orjson.dumps(record).decode()
@@ -273,7 +294,7 @@ def apply_local_result(
         changed=changed,
         queue_item_id=queue_item_id,
     )
-    conn.execute(schema.history.insert(), [row])
+    _write_history(conn, [row])
 
 
 # --- runs and resource_status ---------------------------------------------------------------

@@ -1,0 +1,271 @@
+"""A pull against the real emulator over loopback, on SQLite and PostgreSQL: the mirror must equal
+what the token sees, record for record, after every change and once every fault has cleared."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from clevertim_sync import resources
+from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.emulator import EmulatorServer
+from clevertim_sync.mirror import db, schema, store
+from clevertim_sync.pull import PullReport, pull
+
+EMULATOR_TOKEN = "test-token"  # the `emulator` fixture's owner token (tests/conftest.py)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    eng = db.make_engine(database_url)
+    db.upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def client(emulator: EmulatorServer, sleeps: list[float]) -> Iterator[ClevertimClient]:
+    # Waits are recorded, not slept: the retry policy is the client's, tested with it.
+    with ClevertimClient(emulator.base_url, EMULATOR_TOKEN, read_retries=2, sleep=sleeps.append) as c:
+        yield c
+
+
+def mirror_state(engine: sa.Engine, tmp_path: Path) -> dict[str, list[dict[str, Any]]]:
+    """What `export` writes, read back: {resource: [record, ...]} sorted by id."""
+    out = tmp_path / "export"
+    with engine.connect() as conn:
+        store.export_jsonl(conn, out)
+    return {
+        r.name: [orjson.loads(line) for line in (out / f"{r.name}.jsonl").read_text().splitlines()]
+        for r in resources.RESOURCES
+    }
+
+
+def visible(emulator: EmulatorServer) -> dict[str, list[dict[str, Any]]]:
+    state = emulator.control.state(as_token=EMULATOR_TOKEN)
+    return {name: sorted(state.get(name, []), key=lambda r: r["id"]) for name in resources.PULL_ORDER}
+
+
+def history(engine: sa.Engine, **where: Any) -> list[Any]:
+    h = schema.history
+    query = sa.select(h).order_by(h.c.id)
+    for key, value in where.items():
+        query = query.where(h.c[key] == value)
+    with engine.connect() as conn:
+        return list(conn.execute(query))
+
+
+def assert_exact(engine: sa.Engine, emulator: EmulatorServer, tmp_path: Path) -> None:
+    assert mirror_state(engine, tmp_path) == visible(emulator)
+
+
+def test_first_sync_mirrors_exactly_and_a_quiet_second_sync_changes_nothing(
+    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path
+) -> None:
+    first = pull(engine, client)
+    assert first.ok and first.status == "ok"
+    assert_exact(engine, emulator, tmp_path)
+    total = sum(len(v) for v in visible(emulator).values())
+    assert first.totals()["inserted"] == total > 50
+    assert len(history(engine, op="insert", origin="pull")) == total
+
+    second = pull(engine, client)
+    assert second.ok
+    assert second.totals() == {"inserted": 0, "updated": 0, "deleted": 0, "touched": 0, "unchanged": total}
+    assert len(history(engine)) == total  # no history written by a quiet pull
+    with engine.connect() as conn:
+        run = conn.execute(sa.select(schema.runs).where(schema.runs.c.id == second.run_id)).one()
+        assert run.status == "ok" and run.finished_at is not None
+        assert orjson.loads(run.counts)["contact"]["unchanged"] == len(visible(emulator)["contact"])
+        status = store.resource_statuses(conn)
+        assert status["contact"]["held"] is False and status["contact"]["last_run_id"] == second.run_id
+
+
+def test_creates_updates_and_deletes_on_every_resource(
+    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path
+) -> None:
+    control = emulator.control
+    for res in resources.RESOURCES:  # at least two of each, so one can be edited and one deleted
+        control.create(res.name, _new_record(res.name, visible(emulator)))
+    pull(engine, client)
+    before = visible(emulator)
+    touched: dict[str, tuple[int, int, int]] = {}
+    for res in resources.RESOURCES:
+        existing = before[res.name]
+        assert len(existing) >= 2, res.name
+        victim, edited = existing[0]["id"], existing[-1]["id"]
+        new = control.create(res.name, _new_record(res.name, before))
+        field = _text_field(res)
+        control.update(res.name, edited, {field: f"edited {res.name}"})
+        control.delete(res.name, victim)
+        touched[res.name] = (new["id"], edited, victim)
+
+    report = pull(engine, client)
+    assert report.ok, report.failed
+    assert_exact(engine, emulator, tmp_path)
+    for name, (new_id, edited, victim) in touched.items():
+        ops = {(r.record_id, r.op) for r in history(engine, resource=name, run_id=report.run_id)}
+        assert {(new_id, "insert"), (edited, "update"), (victim, "delete")} <= ops, name
+        c = report.resources[name]
+        assert c.inserted >= 1 and c.updated >= 1 and c.deleted >= 1
+        update = next(
+            r for r in history(engine, resource=name, record_id=edited) if r.run_id == report.run_id
+        )
+        assert orjson.loads(update.changed)[_text_field(resources.get(name))][1] == f"edited {name}"
+        gone = history(engine, resource=name, record_id=victim)[-1]
+        assert gone.op == "delete" and orjson.loads(gone.raw)["id"] == victim
+
+
+def _text_field(res: resources.Resource) -> str:
+    for api in ("name", "cn", "fn", "desc", "comment", "user"):
+        if api in res.by_api:
+            return api
+    raise AssertionError(res.name)
+
+
+def _new_record(name: str, state: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    res = resources.get(name)
+    record: dict[str, Any] = {_text_field(res): f"new {name}"}
+    if name == "customfield":
+        record["elemType"] = "input"
+    if name == "comment":
+        record["nid"] = state["note"][0]["id"]
+    if name == "group":
+        record["gid"] = 64
+    return record
+
+
+def test_an_lm_bump_alone_is_a_touch_and_an_edit_without_bump_is_an_update(
+    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path
+) -> None:
+    pull(engine, client)
+    contacts = visible(emulator)["contact"]
+    bumped, silent = contacts[0]["id"], contacts[1]["id"]
+    emulator.control.update("contact", bumped, {"lm": "2031-01-01T00:00:00Z"})
+    emulator.control.update("contact", silent, {"title": "Chief"}, bump_lm=False)
+    n_history = len(history(engine))
+
+    report = pull(engine, client)
+    c = report.resources["contact"]
+    assert (c.touched, c.updated, c.inserted, c.deleted) == (1, 1, 0, 0)
+    new_rows = history(engine)[n_history:]
+    assert [(r.record_id, r.op) for r in new_rows] == [(silent, "update")]
+    assert_exact(engine, emulator, tmp_path)  # the touched raw carries the new lm
+
+
+# Each fault persists until cleared, so the client's own retries cannot hide it.
+LISTING_FAULTS = [
+    pytest.param({"kind": "status", "status": 503}, "error", id="503"),
+    pytest.param({"kind": "status", "status": 500}, "error", id="500"),
+    pytest.param({"kind": "status", "status": 429, "retry_after": 1}, "error", id="429-retry-after"),
+    pytest.param({"kind": "reset"}, "error", id="reset"),
+    pytest.param({"kind": "truncate"}, "error", id="truncated-body"),
+    pytest.param({"kind": "html"}, "error", id="html-page"),
+    pytest.param({"kind": "empty_listing"}, "held", id="empty-listing"),
+    pytest.param({"kind": "hide", "hide_fraction": 0.5}, "held", id="half-hidden"),
+]
+
+
+@pytest.mark.parametrize(("fault", "outcome"), LISTING_FAULTS)
+def test_a_failing_listing_leaves_the_mirror_consistent_and_recovers_exactly(
+    engine: sa.Engine,
+    emulator: EmulatorServer,
+    client: ClevertimClient,
+    sleeps: list[float],
+    tmp_path: Path,
+    fault: dict[str, Any],
+    outcome: str,
+) -> None:
+    pull(engine, client)
+    before = mirror_state(engine, tmp_path)
+    control = emulator.control
+    first = visible(emulator)["contact"][0]["id"]
+    control.update("contact", first, {"title": "changed while the listing fails"})
+    control.add_fault(method="GET", path="^/contact$", **fault)
+
+    report = pull(engine, client)
+    assert not report.ok and report.failed == ["contact"]
+    counts = report.resources["contact"]
+    assert counts.held is (outcome == "held") and counts.error
+    assert all(c.error is None for n, c in report.resources.items() if n != "contact")
+    assert mirror_state(engine, tmp_path)["contact"] == before["contact"]  # left exactly as it was
+    with engine.connect() as conn:
+        run = conn.execute(sa.select(schema.runs).where(schema.runs.c.id == report.run_id)).one()
+        status = store.resource_statuses(conn)["contact"]
+    assert run.status == "partial" and "contact" in run.error
+    assert status["held"] is (outcome == "held") and status["consecutive_failures"] == 1
+    if fault.get("retry_after"):
+        assert 1 in sleeps  # the client waited as told before giving up
+
+    control.clear_faults()
+    recovered = pull(engine, client)
+    assert recovered.ok
+    assert_exact(engine, emulator, tmp_path)
+    assert recovered.resources["contact"].updated >= 1 and recovered.resources["contact"].deleted == 0
+    with engine.connect() as conn:
+        status = store.resource_statuses(conn)["contact"]
+    assert status["held"] is False and status["consecutive_failures"] == 0 and status["last_error"] is None
+
+
+def test_a_transient_fault_is_retried_within_the_pull(
+    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path
+) -> None:
+    emulator.control.add_fault(method="GET", path="^/contact$", kind="status", status=503, times=1)
+    emulator.control.add_fault(method="GET", path="^/note$", kind="truncate", times=1)
+    assert pull(engine, client).ok
+    assert_exact(engine, emulator, tmp_path)
+
+
+def test_a_hidden_record_is_deleted_then_comes_back_with_one_history(
+    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path
+) -> None:
+    pull(engine, client)
+    rid = visible(emulator)["contact"][3]["id"]
+    emulator.control.add_fault(method="GET", path="^/contact$", kind="hide", hide_ids=[rid])
+    assert pull(engine, client).resources["contact"].deleted == 1  # one of ~30: not a mass delete
+    emulator.control.clear_faults()
+    assert pull(engine, client).resources["contact"].inserted == 1
+    assert_exact(engine, emulator, tmp_path)
+    assert [r.op for r in history(engine, resource="contact", record_id=rid)] == [
+        "insert",
+        "delete",
+        "insert",
+    ]
+
+
+def test_allow_mass_delete_applies_an_empty_listing(
+    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path
+) -> None:
+    pull(engine, client)
+    n = len(visible(emulator)["contact"])
+    emulator.control.add_fault(method="GET", path="^/contact$", kind="empty_listing")
+    held = pull(engine, client, resources=["contact"])
+    assert held.resources["contact"].held and not held.ok
+    assert len(mirror_state(engine, tmp_path)["contact"]) == n
+
+    allowed: PullReport = pull(engine, client, resources=["contact"], allow_mass_delete=True)
+    assert allowed.ok and allowed.resources["contact"].deleted == n
+    assert mirror_state(engine, tmp_path)["contact"] == []
+    emulator.control.clear_faults()
+    assert pull(engine, client).ok
+    assert_exact(engine, emulator, tmp_path)
+
+
+def test_resources_are_pulled_parents_first_and_only_those_asked(
+    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+) -> None:
+    emulator.control.clear_requests()
+    report = pull(engine, client, resources=["note", "company", "contact"])
+    assert list(report.resources) == ["company", "contact", "note"]
+    paths = [r["path"] for r in emulator.control.requests() if r["method"] == "GET"]
+    assert paths == ["/api/company", "/api/contact", "/api/note"]
