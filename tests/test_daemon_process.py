@@ -1,0 +1,342 @@
+"""The daemon as systemd runs it: `clevertim-sync run` in a subprocess, against the emulator over
+loopback, with a test NOTIFY_SOCKET. Intervals are a second or two so each test takes seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from clevertim_sync.emulator import EmulatorServer
+from clevertim_sync.mirror import schema
+from clevertim_sync.mirror.db import make_engine
+from clevertim_sync.writeback import queue
+from clevertim_sync.writeback import tables as wb
+
+TOKEN = "test-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+class NotifySocket:
+    """What systemd would hear: every datagram sent to $NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.messages: list[str] = []
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(self.path)
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.messages.append(self._sock.recv(65536).decode())
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def lines(self) -> list[str]:
+        return [line for m in list(self.messages) for line in m.split("\n")]
+
+    def count(self, line: str) -> int:
+        return self.lines().count(line)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._sock.close()
+
+
+class Daemon:
+    """One `clevertim-sync run` process with its config, log file and notify socket."""
+
+    def __init__(self, workdir: Path, name: str, config: str, *, args: tuple[str, ...] = ()) -> None:
+        self.dir = workdir / name
+        self.dir.mkdir()
+        self.config = self.dir / "config.toml"
+        self.config.write_text(config)
+        self.notify = NotifySocket(self.dir / "notify.sock")
+        self.log = self.dir / "daemon.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLEVERTIM")}
+        env |= {"NOTIFY_SOCKET": self.notify.path, "WATCHDOG_USEC": "1000000", "JOURNAL_STREAM": "0:0"}
+        cmd = [sys.executable, "-m", "clevertim_sync", "--config", str(self.config), "run", *args]
+        self._out = self.log.open("wb")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._out, stderr=subprocess.STDOUT, cwd=self.dir)
+
+    def ready(self, timeout: float = 20.0) -> None:
+        wait_for(lambda: self.notify.count("READY=1") or self.proc.poll() is not None, timeout, "READY=1")
+        assert self.proc.poll() is None, self.output()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.output().splitlines():
+            if line.startswith("{"):
+                out.append(json.loads(line))
+        return out
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._out.close()
+        self.notify.close()
+
+
+def config(
+    emulator_url: str,
+    db_url: str,
+    *,
+    pull: float = 2,
+    push: float = 1,
+    health: int | None = None,
+    extra: str = "",
+) -> str:
+    health_line = f'health_listen = "127.0.0.1:{health}"' if health else ""
+    return f"""
+log_format = "json"
+[clevertim]
+url = "{emulator_url}"
+token = "{TOKEN}"
+timeout = 5
+read_retries = 0
+[database]
+url = "{db_url}"
+[pull]
+interval = {pull}
+jitter = 0
+[push]
+interval = {push}
+lease = 3
+backoff_base = 0.5
+[daemon]
+stale_after = 60
+{health_line}
+{extra}
+"""
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def start(name: str, cfg: str, *args: str) -> Daemon:
+        d = Daemon(tmp_path, name, cfg, args=args)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.close()
+
+
+def _contacts(engine: sa.Engine) -> dict[int, dict[str, Any]]:
+    table = schema.CURRENT["contact"]
+    with engine.connect() as conn:
+        return {row.id: json.loads(row.raw) for row in conn.execute(sa.select(table.c.id, table.c.raw))}
+
+
+def test_ready_watchdog_pull_and_push_on_schedule_then_sigterm_exits_0(
+    emulator: EmulatorServer, database_url: str, daemons: Callable[..., Daemon]
+) -> None:
+    d = daemons("a", config(emulator.base_url, database_url))
+    d.ready()
+    engine = make_engine(database_url)
+    mirrored = wait_for(lambda: _contacts(engine), what="the first pull")
+    # A remote edit is pulled on schedule...
+    some_id = sorted(mirrored)[0]
+    emulator.control.update("contact", some_id, {"title": "Remote Title"})
+    wait_for(lambda: _contacts(engine)[some_id].get("title") == "Remote Title", what="the remote edit")
+    # ...and a queued edit is pushed on schedule.
+    other_id = sorted(mirrored)[1]
+    queue.enqueue_update(engine, "contact", other_id, {"title": "Local Title"})
+    wait_for(
+        lambda: emulator.control.record("contact", other_id).get("title") == "Local Title", what="the push"
+    )
+    assert d.notify.count("WATCHDOG=1") >= 2  # every 0.5 s, from the scheduler's heartbeat and jobs
+    assert any(line.startswith("STATUS=") and "pull ok" in line for line in d.notify.lines())
+    d.signal(signal.SIGTERM)
+    assert d.wait() == 0, d.output()
+    assert "STOPPING=1" in d.notify.lines()
+    events = {e["event"] for e in d.events()}
+    assert {"daemon.ready", "job.finished", "daemon.stopped"} <= events
+    assert TOKEN not in d.output()
+    engine.dispose()
+
+
+def test_sigterm_in_the_middle_of_a_pull_exits_0_and_leaves_the_database_consistent(
+    emulator: EmulatorServer, sqlite_url: str, daemons: Callable[..., Daemon]
+) -> None:
+    emulator.control.add_fault(method="GET", path="^/contact$", kind="latency", latency_ms=1500, times=None)
+    d = daemons("a", config(emulator.base_url, sqlite_url, pull=60))
+    d.ready()
+    wait_for(
+        lambda: (
+            any(r["path"].endswith("/contact") for r in emulator.control.requests())
+            or any(
+                e["event"] == "pull.resource_finished" and e.get("resource") == "company" for e in d.events()
+            )
+        ),
+        what="the pull to reach contacts",
+    )
+    time.sleep(0.3)  # inside the slow GET /contact
+    started = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.wait() == 0, d.output()
+    assert time.monotonic() - started < 10
+    engine = make_engine(sqlite_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("PRAGMA integrity_check")).scalar_one() == "ok"
+        running = conn.execute(
+            sa.select(sa.func.count()).where(schema.runs.c.status == "running")
+        ).scalar_one()
+        assert running == 0
+        status = {r.resource: r for r in conn.execute(sa.select(schema.resource_status))}
+        # Contacts were either applied whole or not at all; later resources were never started.
+        n_contacts = conn.execute(
+            sa.select(sa.func.count()).select_from(schema.CURRENT["contact"])
+        ).scalar_one()
+        assert n_contacts in (0, len(emulator.control.state(as_token=TOKEN)["contact"]))
+        assert "note" not in status and "comment" not in status
+    engine.dispose()
+
+
+def test_sigkill_in_the_middle_of_a_push_then_restart_completes_the_queue_without_duplicates(
+    emulator: EmulatorServer, sqlite_url: str, daemons: Callable[..., Daemon]
+) -> None:
+    first = daemons("first", config(emulator.base_url, sqlite_url, pull=60, push=1))
+    first.ready()
+    engine = make_engine(sqlite_url)
+    wait_for(lambda: _contacts(engine), what="the first pull")
+    emulator.control.add_fault(method="POST", path="^/contact$", kind="latency", latency_ms=2000, times=1)
+    item = queue.enqueue_create(engine, "contact", {"fn": "Killed", "ln": "Mid-Push"})
+    q = wb.writeback_queue
+
+    def state() -> str:
+        with engine.connect() as conn:
+            return str(conn.execute(sa.select(q.c.state).where(q.c.id == item.id)).scalar_one())
+
+    wait_for(lambda: state() == "in_flight", what="the push to claim the create")
+    time.sleep(0.5)  # the POST is on the wire, held by the emulator's latency
+    first.proc.kill()
+    first.wait()
+    time.sleep(2)  # the emulator completes the POST after its latency: the outcome is unknown to us
+    second = daemons("second", config(emulator.base_url, sqlite_url, pull=60, push=1))
+    second.ready()
+    wait_for(lambda: state() == "done", timeout=20, what="the queue item to complete")
+    created = [c for c in emulator.control.state()["contact"] if c.get("ln") == "Mid-Push"]
+    assert len(created) == 1, created
+    posts = [r for r in emulator.control.requests() if r["method"] == "POST"]
+    assert len(posts) == 1, posts  # reconciled, never re-sent
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0, second.output()
+    engine.dispose()
+
+
+def test_a_second_instance_is_refused(
+    emulator: EmulatorServer, sqlite_url: str, daemons: Callable[..., Daemon]
+) -> None:
+    # SQLite's lock file here; PostgreSQL's advisory lock refuses in test_daemon_parts.py and
+    # waits in the standby test below.
+    first = daemons("first", config(emulator.base_url, sqlite_url, pull=60))
+    first.ready()
+    second = daemons("second", config(emulator.base_url, sqlite_url, pull=60))
+    assert second.wait() == 1
+    assert "already runs against this mirror" in second.output()
+    assert "READY=1" not in second.notify.lines()
+    assert first.proc.poll() is None
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+
+
+def test_a_rejected_token_exits_1_before_ready(
+    emulator: EmulatorServer, sqlite_url: str, daemons: Callable[..., Daemon]
+) -> None:
+    d = daemons(
+        "a", config(emulator.base_url, sqlite_url).replace(f'token = "{TOKEN}"', 'token = "wrong-token"')
+    )
+    assert d.wait() == 1
+    assert "READY=1" not in d.notify.lines()
+    assert "wrong-token" not in d.output()
+
+
+def test_healthz_turns_503_when_the_api_is_unreachable_and_200_after(
+    emulator: EmulatorServer, sqlite_url: str, daemons: Callable[..., Daemon]
+) -> None:
+    port = _free_port()
+    d = daemons("a", config(emulator.base_url, sqlite_url, pull=1, health=port))
+    d.ready()
+    url = f"http://127.0.0.1:{port}"
+
+    def status() -> int:
+        return httpx.get(url + "/healthz", timeout=5).status_code
+
+    wait_for(lambda: status() == 200, what="healthy")
+    emulator.control.add_fault(method="*", path=".*", kind="reset", times=None)
+    wait_for(lambda: status() == 503, what="unhealthy")
+    body = httpx.get(url + "/healthz", timeout=5).json()
+    assert body["status"] == "unhealthy" and any("failed" in r for r in body["reasons"]), body
+    metrics = httpx.get(url + "/metrics", timeout=5).text
+    assert "clevertim_sync_consecutive_failures" in metrics and "clevertim_sync_queue_depth" in metrics
+    emulator.control.clear_faults()
+    wait_for(lambda: status() == 200, timeout=20, what="healthy again")
+    d.signal(signal.SIGTERM)
+    assert d.wait() == 0
+
+
+@pytest.mark.postgres
+def test_the_standby_takes_over_when_the_active_daemon_dies(
+    emulator: EmulatorServer, postgres_url: str, daemons: Callable[..., Daemon]
+) -> None:
+    active = daemons("active", config(emulator.base_url, postgres_url, pull=60))
+    active.ready()
+    standby = daemons("standby", config(emulator.base_url, postgres_url, pull=60), "--standby")
+    wait_for(lambda: any("standby" in line for line in standby.notify.lines()), what="the standby to wait")
+    time.sleep(1)
+    assert "READY=1" not in standby.notify.lines()
+    assert standby.proc.poll() is None
+    active.proc.kill()
+    active.wait()
+    standby.ready(timeout=30)
+    standby.signal(signal.SIGTERM)
+    assert standby.wait() == 0
