@@ -65,6 +65,7 @@ def main() -> None:
     sys.exit(0)
 
 
+from clevertim_sync.cli import edit as _edit  # noqa: E402,F401
 from clevertim_sync.cli import sync as _sync  # noqa: E402,F401
 from clevertim_sync.cli import emulator as _emulator  # noqa: E402,F401
 from clevertim_sync.cli import daemon as _daemon  # noqa: E402,F401

@@ -152,10 +152,18 @@ def push(
         inflight: set[Future[None]] = set()
         exhausted = False
         while True:
-            if not exhausted and not run.stop.is_set() and len(inflight) < concurrency * 2:
+            # After an outage one unit probes the server alone (half-open): a server still down
+            # then sees one request per push, not `concurrency` of them.
+            probing = run.outage_failures > 0
+            room = not inflight if probing else len(inflight) < concurrency * 2
+            if not exhausted and not run.stop.is_set() and room:
                 # Due by the push's start: an item that failed in this push waits for the next one.
                 units = queue.claim(
-                    engine, worker=worker, now=started, lease=settings.push.lease, limit=concurrency * 4
+                    engine,
+                    worker=worker,
+                    now=started,
+                    lease=settings.push.lease,
+                    limit=1 if probing else concurrency * 4,
                 )
                 run.count("claimed", len(units))
                 exhausted = not units

@@ -1,0 +1,94 @@
+"""Revert: queue the writes that bring a record back to an earlier version from `history`.
+
+Owns: turning (resource, id, history version) into queue items: an update of the writable fields
+that differ, a create when the record is gone (Clevertim gives it a new id: ids cannot be chosen),
+or a delete when the chosen version is the record's deletion. Undo for a bad edit made in the web
+UI, or for a local one.
+
+Must not import: httpx, the API client, the worker. Everything goes through the queue, so a
+revert is merged against the remote record like any other edit when it is pushed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from clevertim_sync import resources
+from clevertim_sync.errors import EditRejected
+from clevertim_sync.mirror import schema
+from clevertim_sync.mirror.store import load_record
+from clevertim_sync.resources import Kind
+from clevertim_sync.writeback import queue
+from clevertim_sync.writeback.merge import same
+
+_EMPTY: dict[Kind, Any] = {
+    Kind.STR_LIST: [],
+    Kind.PHONES: [],
+    Kind.SMIDS: [],
+    Kind.CUSTOM_FIELDS: {},
+}
+
+
+def versions(conn: sa.Connection, resource: str, record_id: int) -> list[dict[str, Any]]:
+    """The record's history, oldest first: {version, at, origin, op} (version = history.id)."""
+    h = schema.history
+    rows = conn.execute(
+        sa.select(h.c.id, h.c.at, h.c.origin, h.c.op)
+        .where(h.c.resource == resource, h.c.record_id == record_id)
+        .order_by(h.c.id)
+    ).all()
+    return [{"version": r.id, "at": r.at, "origin": r.origin, "op": r.op} for r in rows]
+
+
+def writable_fields(resource: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The properties of `record` a write may carry (read-only and unknown ones left out)."""
+    res = resources.get(resource)
+    return {p.api: record[p.api] for p in res.writable_props if p.api in record}
+
+
+def revert(engine: Engine, resource: str, record_id: int, version: int) -> queue.QueueItem | None:
+    """Queue what brings `resource` `record_id` back to history version `version`.
+
+    Returns the queued item, or None when the record is already as it was then.
+    """
+    res = resources.get(resource)
+    h = schema.history
+    with engine.begin() as conn:
+        row = conn.execute(
+            sa.select(h.c.op, h.c.raw).where(
+                h.c.id == version, h.c.resource == res.name, h.c.record_id == record_id
+            )
+        ).first()
+        if row is None:
+            known = [v["version"] for v in versions(conn, res.name, record_id)]
+            raise EditRejected(
+                res.name,
+                [
+                    f"version {version} is not in the history of {res.name} {record_id}; "
+                    f"its versions are: {', '.join(map(str, known)) or 'none (it was never mirrored)'}"
+                ],
+            )
+        current = load_record(conn, res.name, record_id)
+        if row.op == "delete":
+            if current is None:
+                return None
+            return queue.enqueue_delete(conn, res.name, record_id, source="revert")
+        target = writable_fields(res.name, orjson.loads(row.raw))
+        if current is None:
+            fields = {k: v for k, v in target.items() if v is not None}
+            return queue.enqueue_create(conn, res.name, fields, source="revert")
+        now = writable_fields(res.name, current)
+        changes = {}
+        for prop in res.writable_props:
+            if prop.api not in target and prop.api not in now:
+                continue
+            want = target.get(prop.api, _EMPTY.get(prop.kind))
+            if not same(now.get(prop.api, _EMPTY.get(prop.kind)), want):
+                changes[prop.api] = want
+        if not changes:
+            return None
+        return queue.enqueue_update(conn, res.name, record_id, changes, source="revert")

@@ -1,0 +1,246 @@
+"""The writeback queue on a real database (SQLite file and PostgreSQL): validation of every way in,
+the SQL INSERT path, claiming with a lease (two workers never own one item), FIFO per record,
+coalescing, dependent creates, and the people's commands (retry, cancel, resolve)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from clevertim_sync.errors import EditRejected, QueueItemError
+from clevertim_sync.mirror.db import make_engine, upgrade
+from clevertim_sync.mirror.store import apply_local_result
+from clevertim_sync.writeback import queue
+from clevertim_sync.writeback.tables import writeback_queue as Q
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def _seeded(url: str) -> Engine:
+    eng = make_engine(url)
+    upgrade(eng)
+    with eng.begin() as conn:
+        for rid, fn in ((1, "Ada"), (2, "Grace")):
+            record = {"id": rid, "fn": fn, "ln": "X", "title": "Eng", "email": []}
+            apply_local_result(conn, "contact", record, op="insert", queue_item_id=None)
+        apply_local_result(conn, "company", {"id": 10, "cn": "Acme"}, op="insert", queue_item_id=None)
+    return eng
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = _seeded(database_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
+    """Validation does not depend on the database: its many cases run on SQLite only."""
+    eng = _seeded(sqlite_url)
+    yield eng
+    eng.dispose()
+
+
+def rows(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.select(Q).order_by(Q.c.id)).mappings()]
+
+
+def claim(engine: Engine, now: datetime = T0, worker: str = "w1", limit: int = 50) -> list[queue.Claimed]:
+    return queue.claim(engine, worker=worker, now=now, lease=60, limit=limit)
+
+
+@pytest.mark.parametrize(
+    ("op", "resource", "target", "fields", "needle"),
+    [
+        ("create", "widget", None, {"x": 1}, "unknown resource"),
+        ("update", "contact", 1, {"shoe_size": 9}, "no property"),
+        ("update", "contact", 1, {"notes": [1]}, "read-only"),
+        ("update", "contact", 1, {"fn": 7}, "must be a string"),
+        ("create", "contact", None, {"title": "CEO"}, "needs fn or ln"),
+        ("update", "comment", 1, {"comment": "x"}, "cannot be updated"),
+        ("update", "user", 1, {"user": "x"}, "read-only in the Clevertim API"),
+        ("delete", "group", 1, None, "read-only in the Clevertim API"),
+        ("update", "contact", 999, {"fn": "x"}, "not in the mirror"),
+        ("create", "contact", None, {"fn": "A", "companyId": "local:company:99"}, "no queued create"),
+    ],
+)
+def test_invalid_edits_are_refused_and_nothing_is_stored(
+    sqlite_engine: Engine, op: str, resource: str, target: int | None, fields: Any, needle: str
+) -> None:
+    engine = sqlite_engine
+
+    def enqueue() -> None:
+        if op == "create":
+            queue.enqueue_create(engine, resource, fields)
+        elif op == "update":
+            queue.enqueue_update(engine, resource, target or 0, fields)
+        else:
+            queue.enqueue_delete(engine, resource, target or 0)
+
+    with pytest.raises(EditRejected) as info:
+        enqueue()
+    assert any(needle in p for p in info.value.problems), info.value.problems
+    assert "nothing was queued" in str(info.value)
+    assert rows(engine) == []
+
+
+def test_a_local_ref_must_point_at_the_right_kind_of_create(engine: Engine) -> None:
+    person = queue.enqueue_create(engine, "contact", {"fn": "Ann"})
+    with pytest.raises(EditRejected, match="must point at a company"):
+        queue.enqueue_create(engine, "contact", {"fn": "Bob", "companyId": person.local_ref})
+    # A note's cust may point at a contact or a company.
+    note = queue.enqueue_create(engine, "note", {"desc": "hi", "cust": person.local_ref})
+    assert note.fields["cust"] == person.local_ref
+
+
+def test_update_records_the_mirror_record_as_base(engine: Engine) -> None:
+    item = queue.enqueue_update(engine, "contact", 1, {"title": "CTO"})
+    row = rows(engine)[0]
+    assert (item.state, item.op, item.target_id) == ("pending", "update", 1)
+    assert orjson.loads(row["base_record"])["title"] == "Eng"
+    assert row["base_hash"] and row["source"] == "python"
+
+
+def test_sql_insert_path_is_validated_when_claimed(engine: Engine) -> None:
+    insert = "INSERT INTO writeback_queue (resource, op, target_id, fields) VALUES "
+    statements = [
+        insert + """('contact', 'update', 1, '{"title": "CTO"}')""",
+        insert + """('contact', 'update', 2, '{"shoe": 9}')""",
+        insert + """('contact', 'update', NULL, '{"fn": "x"}')""",
+        insert + """('user', 'create', NULL, '{"user": "x"}')""",
+        insert + """('contact', 'create', NULL, 'not json')""",
+        insert + """('contact', 'merge', NULL, '{}')""",
+    ]
+    with engine.begin() as conn:
+        for sql in statements:
+            conn.exec_driver_sql(sql)
+    units = claim(engine)
+    assert [u.id for u in units] == [1]
+    assert units[0].base is not None and units[0].base["title"] == "Eng"  # mirror as the base
+    by_id = {r["id"]: r for r in rows(engine)}
+    assert by_id[1]["state"] == "in_flight"
+    expected = {
+        2: "no property",
+        3: "needs target_id",
+        4: "read-only",
+        5: "not valid JSON",
+        6: "unknown operation",
+    }
+    for item_id, needle in expected.items():
+        assert by_id[item_id]["state"] == "failed"
+        assert needle in by_id[item_id]["last_error"], by_id[item_id]["last_error"]
+
+
+def test_fifo_per_record_and_pending_updates_coalesce(engine: Engine) -> None:
+    a = queue.enqueue_update(engine, "contact", 1, {"title": "A", "fn": "Ada2"})
+    b = queue.enqueue_update(engine, "contact", 1, {"title": "B"})
+    d = queue.enqueue_delete(engine, "contact", 1)
+    after = queue.enqueue_update(engine, "contact", 1, {"title": "C"})
+    other = queue.enqueue_update(engine, "contact", 2, {"title": "Z"})
+    units = {u.id: u for u in claim(engine)}
+    assert set(units) == {a.id, other.id}
+    assert units[a.id].followers == [b.id]
+    assert units[a.id].fields == {"title": "B", "fn": "Ada2"}
+    # The delete and the update after it wait for the record's earlier items.
+    assert claim(engine) == []
+    with engine.begin() as conn:
+        queue.finish(conn, units[a.id], T0)
+    assert [u.id for u in claim(engine)] == [d.id]
+    states = {r["id"]: r["state"] for r in rows(engine)}
+    assert states[b.id] == "done" and states[after.id] == "pending"
+
+
+def test_an_expired_lease_is_reclaimed_for_reconciliation(engine: Engine) -> None:
+    queue.enqueue_create(engine, "contact", {"fn": "Ann"})
+    (first,) = claim(engine)
+    assert not first.reconcile and first.sent == {"fn": "Ann"} and first.max_id_seen == 10
+    assert claim(engine, T0 + timedelta(seconds=30), worker="w2") == []  # lease still held
+    (again,) = claim(engine, T0 + timedelta(seconds=61), worker="w2")
+    assert again.id == first.id and again.reconcile and again.fields == {"fn": "Ann"}
+
+
+def test_two_workers_never_claim_one_item(database_url: str, engine: Engine) -> None:
+    for i in range(60):
+        queue.enqueue_create(engine, "note", {"desc": f"n{i}"})
+    engines = [make_engine(database_url) for _ in range(2)]
+    got: dict[str, list[int]] = {"a": [], "b": []}
+
+    def work(name: str, eng: Engine) -> None:
+        while units := queue.claim(eng, worker=name, now=T0, lease=60, limit=3):
+            got[name].extend(u.id for u in units)
+
+    threads = [threading.Thread(target=work, args=(n, e)) for n, e in zip(got, engines, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for e in engines:
+        e.dispose()
+    claimed = got["a"] + got["b"]
+    assert sorted(claimed) == list(range(1, 61))  # each exactly once
+    owners = {r["id"]: r["claimed_by"] for r in rows(engine)}
+    assert all(owners[i] == "a" for i in got["a"]) and all(owners[i] == "b" for i in got["b"])
+
+
+def test_children_wait_for_their_parent_and_get_its_real_id(engine: Engine) -> None:
+    company = queue.enqueue_create(engine, "company", {"cn": "NewCo"})
+    person = queue.enqueue_create(engine, "contact", {"fn": "Ann", "companyId": company.local_ref})
+    note = queue.enqueue_create(engine, "note", {"desc": "met", "cust": person.local_ref})
+    (unit,) = claim(engine)
+    assert unit.id == company.id
+    states = {r["id"]: r for r in rows(engine)}
+    assert states[person.id]["state"] == "waiting" and "waits for" in states[person.id]["last_error"]
+    assert states[note.id]["state"] == "waiting"
+    with engine.begin() as conn:
+        queue.finish(conn, unit, T0, remote_id=500)
+    (child,) = claim(engine)
+    assert child.id == person.id and child.fields == {"fn": "Ann", "companyId": 500}
+    assert orjson.loads(rows(engine)[1]["sent"]) == {"fn": "Ann", "companyId": 500}
+
+
+def test_cancelling_a_parent_fails_its_children_with_a_reason(engine: Engine) -> None:
+    company = queue.enqueue_create(engine, "company", {"cn": "NewCo"})
+    person = queue.enqueue_create(engine, "contact", {"fn": "Ann", "companyId": company.local_ref})
+    queue.cancel(engine, company.id)
+    assert claim(engine) == []
+    child = queue.get_item(engine, person.id)
+    assert child.state == "failed" and "cancelled" in (child.last_error or "")
+
+
+def test_retry_cancel_and_resolve(engine: Engine) -> None:
+    item = queue.enqueue_update(engine, "contact", 1, {"title": "CTO"})
+    with pytest.raises(QueueItemError, match="only failed"):
+        queue.retry(engine, item.id)
+    with engine.begin() as conn:
+        conn.execute(sa.update(Q).values(state="failed", attempts=3))
+    assert queue.retry(engine, failed=True) == 1
+    assert queue.get_item(engine, item.id).state == "pending"
+    conflict = {"title": {"base": "Eng", "local": "CTO", "remote": "VP", "winner": "none"}}
+    with engine.begin() as conn:
+        conn.execute(sa.update(Q).values(state="conflict", conflict=orjson.dumps(conflict).decode()))
+    resolved = queue.resolve(engine, item.id, "local")
+    assert resolved.state == "pending" and resolved.fields == {"title": "CTO"}
+    (unit,) = claim(engine)
+    assert unit.base == {"title": "VP"}  # the remote value the person saw: CTO is sent over it
+    with pytest.raises(QueueItemError, match="items can be cancelled"):
+        queue.cancel(engine, item.id)
+    with pytest.raises(QueueItemError, match="no such item"):
+        queue.get_item(engine, 999)
+
+
+def test_retry_of_a_create_that_may_have_been_sent_reconciles_first(engine: Engine) -> None:
+    item = queue.enqueue_create(engine, "contact", {"fn": "Ann"})
+    claim(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.update(Q).values(state="failed"))
+    queue.retry(engine, item.id)
+    assert queue.get_item(engine, item.id).state == "reconcile"
