@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
+
+from clevertim_sync.resources import PULL_ORDER
 
 Record = dict[str, Any]
+T = TypeVar("T")
 
 OWNER, READ_ONLY_USER, OTHER_USER = 1, 2, 3
 N_USERS = 8
@@ -77,15 +81,50 @@ STATES = ["California", "Florida", "Texas", "Bavaria", "Ontario", "Queensland"]
 REGIONS = ["US-FL", "GB-LND", "DE-BY", "FR-IDF", "ES-CT"]
 
 
+# Day strings of the seeded time range, so a timestamp is one f-string rather than gmtime+strftime.
+_DAYS = [
+    time.strftime("%Y-%m-%d", time.gmtime(_T0 + d * 86400)) for d in range((_SPAN + _LM_SPAN) // 86400 + 2)
+]
+
+
 def ts(seconds: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    """ISO-8601 UTC, as the API writes it: 2017-01-02T05:22:12Z."""
+    day, rest = divmod(seconds - _T0, 86400)
+    if not 0 <= day < len(_DAYS):
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    hour, rest = divmod(rest, 3600)
+    return f"{_DAYS[day]}T{hour:02d}:{rest // 60:02d}:{rest % 60:02d}Z"
+
+
+class _FastRandom:
+    """The few random.Random methods the generator uses, built on random() alone.
+
+    random.Random's choice/randint go through a Python-level rejection loop (~1 µs a call);
+    at 100,000 contacts (millions of calls) that was most of the start-up time.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+        self.random = self._rng.random
+
+    def choice(self, seq: Sequence[T]) -> T:
+        return seq[int(self.random() * len(seq))]
+
+    def randint(self, lo: int, hi: int) -> int:
+        return lo + int(self.random() * (hi - lo + 1))
+
+    def randrange(self, n: int) -> int:
+        return int(self.random() * n)
+
+    def sample(self, seq: Sequence[T], k: int) -> list[T]:
+        return self._rng.sample(seq, k)
 
 
 class _Gen:
     """One generation run: the rng, the planned id ranges, and a builder per resource."""
 
     def __init__(self, contacts: int, seed: int) -> None:
-        self.rng = random.Random(seed)
+        self.rng = _FastRandom(seed)
         n = contacts
         some = 1 if n > 0 else 0
         self.n_contacts = n
@@ -101,15 +140,29 @@ class _Gen:
         company_slots = set(self.rng.sample(range(total), self.n_companies)) if total else set()
         self.company_ids = [i + 1 for i in range(total) if i in company_slots]
         self.contact_ids = [i + 1 for i in range(total) if i not in company_slots]
+        # Pools drawn once: a phrase is a slice of a random word stream, a tag list a prefix of
+        # a shuffled tag set. Varied enough, and two draws a record instead of dozens.
+        self._stream = [self.rng.choice(WORDS) for _ in range(4096 + 64)]
+        self._tag_sets = [self.rng.sample(TAGS, len(TAGS)) for _ in range(64)]
+        self._stamps = [self._new_stamps() for _ in range(8192)]
 
     # --- small helpers ------------------------------------------------------------------------
 
-    def stamps(self) -> tuple[str, str]:
+    def _new_stamps(self) -> tuple[str, str]:
         ao = _T0 + self.rng.randrange(_SPAN)
         return ts(ao), ts(ao + self.rng.randrange(_LM_SPAN))
 
+    def stamps(self) -> tuple[str, str]:
+        """(ao, lm) with lm >= ao, drawn from a pool: formatting two timestamps per record was
+        the generator's largest single cost."""
+        return self._stamps[self.rng.randrange(8192)]
+
     def words(self, lo: int, hi: int) -> str:
-        return " ".join(self.rng.choices(WORDS, k=self.rng.randint(lo, hi)))
+        start = self.rng.randrange(4096)
+        return " ".join(self._stream[start : start + self.rng.randint(lo, hi)])
+
+    def tags(self, k: int) -> list[str]:
+        return self.rng.choice(self._tag_sets)[:k]
 
     def visibility(self, i: int) -> tuple[bool, int, int | None]:
         """(is_private, gid, puser): showcases 3..6, then ~3% own-private, ~2% hidden."""
@@ -241,7 +294,7 @@ class _Gen:
             "smids": [],
             "ctype": r.choice(CTYPES),
             "cf": self.custom_values("companies", full=i == 0),
-            "tags": r.sample(TAGS, r.randint(0, 2)),
+            "tags": self.tags(r.randint(0, 2)),
             "files": [],
             "lfiles": [],
             "lc": None,
@@ -280,7 +333,7 @@ class _Gen:
             or ([{"type": r.choice(SM_TYPES), "smid": f"user{cid}"}] if r.random() < 0.15 else []),
             "ctype": r.choice(CTYPES),
             "cf": self.custom_values("customers", full=full),
-            "tags": r.sample(TAGS, 3 if full else r.choice([0, 0, 1, 2])),
+            "tags": self.tags(3 if full else r.choice([0, 0, 1, 2])),
             "files": [],
             "lfiles": [],
             "lc": ts(_T0 + r.randrange(_SPAN)) if r.random() < 0.3 else None,
@@ -308,7 +361,7 @@ class _Gen:
             "value": r.choice(["4500", "12.50", "0", "1000000", "99.99"]),
             "currency": r.choice(CURRENCIES),
             "cust": self.customer_ref(),
-            "tags": r.sample(TAGS, r.choice([0, 1])),
+            "tags": self.tags(r.choice([0, 1])),
             "cf": self.custom_values("opportunities", full=i == 0),
         }
         return self.common(rec, i, with_user=True)
@@ -321,7 +374,7 @@ class _Gen:
             "description": self.words(0, 15) if r.random() < 0.7 else "",
             "leadUser": r.randint(1, N_USERS),
             "cust": self.customer_ref(),
-            "tags": r.sample(TAGS, r.choice([0, 1, 2])),
+            "tags": self.tags(r.choice([0, 1, 2])),
             "cf": self.custom_values("cases", full=i == 0),
             "files": [],
             "lfiles": [],
@@ -400,25 +453,50 @@ def headline(desc: str) -> str:
     return first[:80]
 
 
-def generate(contacts: int, seed: int) -> dict[str, list[Record]]:
-    """Every record of a seeded account, per resource name, in pull order."""
+# Children come before their parents, so a consumer can fill each parent's back-reference lists
+# from the children already seen and serialize it at once (no second pass, no dict kept).
+GENERATION_ORDER = (
+    "comment",
+    "note",
+    "task",
+    "case",
+    "opportunity",
+    "customer",
+    "group",
+    "user",
+    "customfield",
+)
+
+
+def iter_records(contacts: int, seed: int) -> Iterator[tuple[str, Record]]:
+    """Every record of a seeded account as (resource name, record), children before parents,
+    each resource in increasing id order."""
     if contacts < 0:
         raise ValueError("contacts must be >= 0")
     g = _Gen(contacts, seed)
-    customers = sorted(
-        [(cid, g.company(i, cid)) for i, cid in enumerate(g.company_ids)]
-        + [(cid, g.contact(i, cid)) for i, cid in enumerate(g.contact_ids)],
-        key=lambda pair: pair[0],
-    )
-    return {
-        "customfield": g.customfields(),
-        "user": g.users(),
-        "group": g.groups(),
-        "company": [rec for _, rec in customers if rec["is_company"]],
-        "contact": [rec for _, rec in customers if not rec["is_company"]],
-        "opportunity": [g.opportunity(i, i + 1) for i in range(g.n_opps)],
-        "case": [g.case(i, i + 1) for i in range(g.n_cases)],
-        "task": [g.task(i, i + 1) for i in range(g.n_tasks)],
-        "note": [g.note(i, i + 1) for i in range(g.n_notes)],
-        "comment": [g.comment(i, i + 1) for i in range(g.n_comments)],
-    }
+    yield from (("comment", g.comment(i, i + 1)) for i in range(g.n_comments))
+    yield from (("note", g.note(i, i + 1)) for i in range(g.n_notes))
+    yield from (("task", g.task(i, i + 1)) for i in range(g.n_tasks))
+    yield from (("case", g.case(i, i + 1)) for i in range(g.n_cases))
+    yield from (("opportunity", g.opportunity(i, i + 1)) for i in range(g.n_opps))
+    companies = set(g.company_ids)
+    n_company = n_contact = 0
+    for cid in range(1, len(g.company_ids) + len(g.contact_ids) + 1):
+        # Interleaved in id order; each kind numbers its own showcases (i) from 0.
+        if cid in companies:
+            yield "company", g.company(n_company, cid)
+            n_company += 1
+        else:
+            yield "contact", g.contact(n_contact, cid)
+            n_contact += 1
+    yield from (("group", rec) for rec in g.groups())
+    yield from (("user", rec) for rec in g.users())
+    yield from (("customfield", rec) for rec in g.customfields())
+
+
+def generate(contacts: int, seed: int) -> dict[str, list[Record]]:
+    """Every record of a seeded account, per resource name, in pull order."""
+    out: dict[str, list[Record]] = {name: [] for name in PULL_ORDER}
+    for name, rec in iter_records(contacts, seed):
+        out[name].append(rec)
+    return out
