@@ -276,7 +276,7 @@ def backup(
     finally:
         if isinstance(engine_or_url, str):
             engine.dispose()
-    pruned = prune(final.parent, keep) if keep is not None else []
+    pruned = prune(final.parent, keep, source=manifest.source) if keep is not None else []
     result = BackupResult(final, manifest, final.stat().st_size, time.monotonic() - started, pruned)
     log.info(
         "backup.written",
@@ -290,11 +290,32 @@ def backup(
     return result
 
 
-def prune(directory: Path | str, keep: int) -> list[Path]:
-    """Delete all but the newest `keep` backups in `directory`; other files are never touched."""
+def _source_of(path: Path) -> str | None:
+    """The `source` in an archive's manifest, or None when it cannot be read."""
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            f = tar.extractfile(MANIFEST)
+            return None if f is None else Manifest.from_json(f.read()).source
+    except (tarfile.TarError, OSError, KeyError, BackupError):
+        return None
+
+
+def prune(directory: Path | str, keep: int, *, source: str | None = None) -> list[Path]:
+    """Delete all but the newest `keep` backups in `directory`; other files are never touched.
+
+    With `source`, only backups of that database count: several accounts (or mirrors) may share
+    one backup directory without one's retention deleting another's backups.
+    """
     if keep < 1:
         raise BackupError(f"keep must be at least 1, not {keep}: a retention of nothing deletes every backup")
-    ours = sorted((p for p in Path(directory).iterdir() if NAME_RE.match(p.name)), reverse=True)
+    ours = sorted(
+        (
+            p
+            for p in Path(directory).iterdir()
+            if NAME_RE.match(p.name) and (source is None or _source_of(p) == source)
+        ),
+        reverse=True,
+    )
     doomed = ours[keep:]
     for path in doomed:
         path.unlink(missing_ok=True)

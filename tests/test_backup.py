@@ -209,6 +209,14 @@ def test_retention_keeps_the_newest_and_nothing_else(mirror: sa.Engine, tmp_path
     with pytest.raises(BackupError, match="at least 1"):
         bk.prune(where, 0)
 
+    # Another mirror backed up into the same directory keeps its own backups.
+    other_url = f"sqlite:///{tmp_path / 'other.sqlite3'}"
+    upgrade(other_url)
+    theirs = bk.backup(other_url, where, keep=1, now=T0 + timedelta(days=9)).path
+    assert theirs.exists() and all(p.exists() for p in made[-3:])
+    bk.backup(mirror, where, keep=1, now=T0 + timedelta(days=10))
+    assert theirs.exists() and not any(p.exists() for p in made)
+
 
 def test_backup_while_writing_is_one_committed_state(mirror: sa.Engine, target_url: str, tmp_path: Path):
     """A writer commits a contact and its history row together; every backup has both or neither."""
