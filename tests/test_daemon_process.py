@@ -195,6 +195,11 @@ def test_ready_watchdog_pull_and_push_on_schedule_then_sigterm_exits_0(
     )
     assert d.notify.count("WATCHDOG=1") >= 2  # every 0.5 s, from the scheduler's heartbeat and jobs
     assert any(line.startswith("STATUS=") and "pull ok" in line for line in d.notify.lines())
+    # SIGHUP re-reads the configuration: the pull interval of 2 s becomes 600 s.
+    d.config.write_text(d.config.read_text().replace("interval = 2\n", "interval = 600\n"))
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: any(e["event"] == "daemon.reloaded" for e in d.events()), what="the reload")
+    assert [e["pull_interval"] for e in d.events() if e["event"] == "daemon.scheduled"] == [2.0, 600.0]
     d.signal(signal.SIGTERM)
     assert d.wait() == 0, d.output()
     assert "STOPPING=1" in d.notify.lines()

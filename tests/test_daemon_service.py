@@ -342,3 +342,41 @@ def test_reload_reschedules_with_the_new_interval(
 def test_failing_resources_wait_longer_each_time() -> None:
     assert [failing_wait(n, 60) for n in (0, 1, 2, 3, 4)] == [0, 0, 60, 120, 240]
     assert failing_wait(30, 900) == 3600
+
+
+def test_several_accounts_each_get_their_own_jobs_database_and_lock(
+    tmp_path: Path, start: Callable[..., Running]
+) -> None:
+    a_url, b_url = f"sqlite:///{tmp_path}/a.sqlite3", f"sqlite:///{tmp_path}/b.sqlite3"
+    accounts = f"""
+[[accounts]]
+name = "acme"
+url = "http://127.0.0.1:9/api"
+token = "token-a"
+database_url = "{a_url}"
+[[accounts]]
+name = "globex"
+url = "http://127.0.0.1:9/api"
+token = "token-b"
+database_url = "{b_url}"
+"""
+    rec = Recorder(a_url)
+    svc = start(f"sqlite:///{tmp_path}/unused.sqlite3", rec, extra=accounts)
+    assert [rt.name for rt in svc.service.runtimes] == ["acme", "globex"]
+    _wait(lambda: svc.get("/healthz").status_code == 200)
+    for url in (a_url, b_url):
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            assert (
+                conn.execute(sa.select(sa.func.count()).select_from(schema.resource_status)).scalar_one()
+                == 10
+            )
+        engine.dispose()
+        assert Path(url.removeprefix("sqlite:///") + ".lock").exists()
+    metrics = svc.get("/metrics").text
+    assert 'account="acme"' in metrics and 'account="globex"' in metrics
+    rec.pull_fails = True
+    _wait(lambda: svc.get("/healthz").status_code == 503)
+    reasons = svc.get("/healthz").json()["reasons"]
+    assert any(r.startswith("acme: ") for r in reasons) and any(r.startswith("globex: ") for r in reasons)
+    assert svc.stop() == 0

@@ -44,7 +44,10 @@ def run_command(app: AppContext, standby: bool) -> None:
     """Run the daemon: pull and push on schedule until SIGTERM/Ctrl-C (systemd Type=notify)."""
     settings = app.settings
     configure_logging(settings.log_format, settings.log_level)
-    code = Service(settings, real_backends(), config_path=app.config_path, standby=standby).run()
+    service = Service(
+        settings, real_backends(), config_path=app.config_path, standby=standby, configure_logs=True
+    )
+    code = service.run()
     click.get_current_context().exit(code)
 
 

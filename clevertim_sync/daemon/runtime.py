@@ -25,6 +25,7 @@ from clevertim_sync.daemon import lock as instance_lock
 from clevertim_sync.daemon.accounts import Account
 from clevertim_sync.daemon.jobs import JobOutcome, JobRunner
 from clevertim_sync.errors import ClevertimSyncError
+from clevertim_sync.logs import bind_context
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.retry import backoff_delay
@@ -134,6 +135,11 @@ class AccountRuntime:
         """Take new settings at the start of the next job (never under a running one)."""
         self._pending_settings = settings
 
+    def _begin_job(self) -> None:
+        # Each job runs in a new thread: tag its log lines (pull.*, push.*) with the account.
+        bind_context(account=self.name)
+        self._apply_pending()
+
     def _apply_pending(self) -> None:
         new, self._pending_settings = self._pending_settings, None
         if new is None:
@@ -167,7 +173,7 @@ class AccountRuntime:
             raise StopRequested("the daemon is stopping; the rest of this pull is left for next time")
 
     def _pull(self, group: Sequence[str] | None) -> Any:
-        self._apply_pending()
+        self._begin_job()
         assert self.engine is not None
         names = list(group) if group is not None else self.default_group()
         due = self.due_resources(names, datetime.now(UTC))
@@ -178,12 +184,12 @@ class AccountRuntime:
         )
 
     def _push(self) -> Any:
-        self._apply_pending()
+        self._begin_job()
         assert self.engine is not None
         return self.backends.push(self.engine, self.client, self.settings)
 
     def _backup(self) -> Any:
-        self._apply_pending()
+        self._begin_job()
         assert self.engine is not None
         assert self.backends.backup is not None
         return self.backends.backup(self.engine, self.settings)

@@ -29,6 +29,7 @@ from clevertim_sync.daemon.metrics import DaemonMetrics
 from clevertim_sync.daemon.notify import Notifier, watchdog_interval
 from clevertim_sync.daemon.runtime import AccountRuntime, Backends
 from clevertim_sync.errors import ClevertimSyncError
+from clevertim_sync.logs import configure_logging
 from clevertim_sync.settings import Settings, load
 
 log = structlog.get_logger(__name__)
@@ -63,6 +64,7 @@ class Service:
         env: Mapping[str, str] | None = None,
         on_outcome: Iterable[Callable[[JobOutcome], None]] = (),
         on_ready: Callable[[Service], None] | None = None,
+        configure_logs: bool = False,
     ) -> None:
         self.settings = settings
         self.backends = backends
@@ -72,6 +74,7 @@ class Service:
         self.env = env
         self._listeners = list(on_outcome)
         self._on_ready = on_ready
+        self.configure_logs = configure_logs  # re-read log_format/log_level on SIGHUP
         self.stopping = threading.Event()
         self._reload = threading.Event()
         self._exit_code = 0
@@ -202,6 +205,8 @@ class Service:
             rt.reconfigure(acc.settings)
             rt.settings = acc.settings  # the schedule follows at once; the job picks the rest up
         self.settings = new
+        if self.configure_logs:
+            configure_logging(new.log_format, new.log_level)
         sched_mod.reschedule(self._scheduler, self.runtimes)
         self.notifier.status("configuration reloaded")
         log.info("daemon.reloaded")
