@@ -5,9 +5,11 @@ The real pull and push against the emulator, in a subprocess, are in test_daemon
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from clevertim_sync import resources
+from clevertim_sync.daemon import wiring
 from clevertim_sync.daemon.runtime import Backends, failing_wait
 from clevertim_sync.daemon.service import Service
 from clevertim_sync.errors import ClevertimSyncError
@@ -380,3 +383,44 @@ database_url = "{b_url}"
     reasons = svc.get("/healthz").json()["reasons"]
     assert any(r.startswith("acme: ") for r in reasons) and any(r.startswith("globex: ") for r in reasons)
     assert svc.stop() == 0
+
+
+def test_a_hung_pull_meets_its_deadline_keeps_push_out_and_shows_in_health(
+    sqlite_url: str, start: Callable[..., Running]
+) -> None:
+    rec = Recorder(sqlite_url)
+    release = threading.Event()
+    rec.pull_hook = lambda _progress: release.wait(20)
+    svc = start(sqlite_url, rec, extra="job_deadline = 1")
+    _wait(lambda: svc.service.runtimes[0].last_pull_outcome is not None)
+    outcome = svc.service.runtimes[0].last_pull_outcome
+    assert outcome is not None and outcome.status == "timeout"
+    reasons = svc.get("/healthz").json()["reasons"]
+    assert any("the last pull job timeout: pull ran past its deadline of 1 s" in r for r in reasons), reasons
+    # The hung pull still holds the account: the push waits its turn instead of interleaving.
+    assert "push" not in rec.names()
+    release.set()
+    engine = make_engine(sqlite_url)
+    with engine.begin() as conn:  # a due edit brings the push forward once the account is free
+        conn.execute(sa.insert(wb.writeback_queue).values(resource="contact", op="update", target_id=1))
+    engine.dispose()
+    _wait(lambda: "push" in rec.names())
+    assert rec.overlaps == 0
+    assert svc.stop() == 0
+
+
+def test_the_backup_job_writes_archives_on_schedule(
+    sqlite_url: str, start: Callable[..., Running], tmp_path: Path
+) -> None:
+    rec = Recorder(sqlite_url)
+    backups = tmp_path / "backups"
+    real = Recorder.backends
+
+    def with_backup(self: Recorder) -> Backends:
+        return dataclasses.replace(real(self), backup=wiring.real_backends().backup)
+
+    rec.backends = types.MethodType(with_backup, rec)  # type: ignore[method-assign]
+    svc = start(sqlite_url, rec, extra=f'[backup]\ndir = "{backups}"\ninterval = 1\nkeep = 2')
+    _wait(lambda: backups.is_dir() and len(list(backups.glob("*.tar*"))) >= 2, timeout=15)
+    assert svc.stop() == 0
+    assert len(list(backups.glob("*.tar*"))) <= 2  # keep = 2
