@@ -111,7 +111,8 @@ class EmulatorControl:
         self._call("DELETE", "/faults")
 
     def requests(self) -> list[dict[str, Any]]:
-        """API requests received, oldest first: method, path (/api/...), resource, id, status, fault, ms."""
+        """API requests received, oldest first: method, path (/api/...), resource, id, status
+        (0: no answer sent), fault (the kind that struck, or None), ms (server time to the last byte)."""
         result: list[dict[str, Any]] = self._call("GET", "/requests")
         return result
 

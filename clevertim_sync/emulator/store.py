@@ -237,17 +237,27 @@ class Store:
 
     # --- reading ------------------------------------------------------------------------------
 
-    def listing(
+    def listing_parts(
         self, name: str, user_id: int | None, hide: Callable[[int], bool] | None = None
-    ) -> tuple[bytes, int]:
-        """The JSON array of every record `user_id` sees (bytes), and how many records it holds."""
+    ) -> list[bytes]:
+        """The JSON of every record `user_id` sees, one bytes object each, in id order of creation.
+
+        A snapshot taken under the lock: the bytes are immutable, so the caller can join and send
+        them after the lock is released while writes go on.
+        """
         with self.lock:
             blobs = self.blobs[name]
             hidden = self._hidden_ids(name, user_id)
             if not hidden and hide is None:
-                return b"[" + b",".join(blobs.values()) + b"]", len(blobs)
-            parts = [b for rid, b in blobs.items() if rid not in hidden and not (hide and hide(rid))]
-            return b"[" + b",".join(parts) + b"]", len(parts)
+                return list(blobs.values())
+            return [b for rid, b in blobs.items() if rid not in hidden and not (hide and hide(rid))]
+
+    def listing(
+        self, name: str, user_id: int | None, hide: Callable[[int], bool] | None = None
+    ) -> tuple[bytes, int]:
+        """The JSON array of every record `user_id` sees (bytes), and how many records it holds."""
+        parts = self.listing_parts(name, user_id, hide)
+        return b"[" + b",".join(parts) + b"]", len(parts)
 
     def state(self, user_id: int | None) -> bytes:
         """Every resource's listing as one JSON object {resource: [records]}."""
