@@ -113,7 +113,7 @@ def test_stdlib_loggers_go_through_the_same_chain() -> None:
     register_secret(SECRET)
     out = io.StringIO()
     configure_logging("json", "info", stream=out)
-    logging.getLogger("alembic.runtime").info("running with %s", SECRET)
+    logging.getLogger("some.library").info("running with %s", SECRET)
     logging.getLogger("httpx").info("HTTP Request: GET /api/contact")  # quietened to WARNING
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert len(lines) == 1 and lines[0]["event"] == f"running with {REDACTED}"
