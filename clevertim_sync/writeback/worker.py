@@ -122,6 +122,34 @@ class _Run:
             setattr(self.report, name, getattr(self.report, name) + n)
 
 
+@dataclass
+class _Outcome:
+    """What a worker thread learned about one unit; the push loop records it in the database.
+
+    Threads do only HTTP (and the rare read for a reconciliation), so a request slot is never
+    held up by a database lock; the loop records the outcomes of many units per transaction.
+    """
+
+    unit: queue.Claimed
+    state: str
+    counter: str  # the PushReport field to bump
+    fold: dict[str, Any] | None = None  # the server's record to fold into the mirror
+    fold_op: str | None = None
+    remote_id: int | None = None
+    sent: dict[str, Any] | None = None
+    conflict: dict[str, Any] | None = None
+    note: str | None = None
+    # For a unit going back to the queue or to the dead letters:
+    next_attempt_at: datetime | None = None
+    attempts: int = 0
+    server_message: str | None = None
+    status: int | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.state in (DONE, CONFLICT, QUARANTINED)
+
+
 def push(
     engine: Engine,
     client: ClevertimClient,
@@ -149,7 +177,7 @@ def push(
     queue.wake_waiting(engine, started)
     concurrency = settings.push.concurrency
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="push") as pool:
-        inflight: set[Future[None]] = set()
+        inflight: set[Future[_Outcome]] = set()
         exhausted = False
         while True:
             # After an outage one unit probes the server alone (half-open): a server still down
@@ -163,7 +191,7 @@ def push(
                     worker=worker,
                     now=started,
                     lease=settings.push.lease,
-                    limit=1 if probing else concurrency * 4,
+                    limit=1 if probing else max(concurrency * 4, 16),
                 )
                 run.count("claimed", len(units))
                 exhausted = not units
@@ -171,8 +199,9 @@ def push(
             if not inflight:
                 break
             finished, inflight = wait(inflight, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                fut.result()
+            outcomes = [fut.result() for fut in finished]
+            _record(run, outcomes)
+            if any(o.unit.op == "create" and o.remote_id is not None for o in outcomes):
                 exhausted = False  # a create may have woken its children: look again
     with engine.connect() as conn:
         run.report.waiting = conn.execute(
@@ -185,37 +214,113 @@ def push(
     return run.report
 
 
-# --- one unit -----------------------------------------------------------------------------------
+# --- recording outcomes ----------------------------------------------------------------------------
 
 
-def _process(run: _Run, unit: queue.Claimed) -> None:
+def _record(run: _Run, outcomes: list[_Outcome]) -> None:
+    """Record outcomes, many per transaction; if that fails, one by one so that one bad outcome
+    cannot lose the others. An outcome that cannot be recorded leaves its item in flight: the
+    next push reconciles it against the server, so nothing is sent twice."""
+    now = run.clock()
+    try:
+        with run.engine.begin() as conn:
+            plain: list[tuple[queue.Claimed, int | None, dict[str, Any] | None, str | None]] = []
+            for o in outcomes:
+                if o.state == DONE and not o.unit.followers and not o.conflict:
+                    _fold(conn, o)
+                    _rebase(conn, o, now)
+                    plain.append((o.unit, o.remote_id, o.sent, o.note))
+                else:
+                    _record_one(conn, o, now)
+            queue.finish_done_many(conn, plain, now)
+    except Exception:
+        log.exception("push.record_batch_failed", items=[o.unit.id for o in outcomes])
+        for o in outcomes:
+            try:
+                with run.engine.begin() as conn:
+                    _record_one(conn, o, now)
+            except Exception:
+                log.exception("push.record_failed", item=o.unit.id)
+                run.report.errors.append(f"item {o.unit.id}: its outcome could not be recorded")
+                continue
+    for o in outcomes:
+        run.count(o.counter)
+        if o.counter == "adopted":
+            run.count("done")
+
+
+def _fold(conn: sa.Connection, o: _Outcome) -> None:
+    if o.fold is not None and o.fold_op is not None:
+        apply_local_result(conn, o.unit.resource, o.fold, op=o.fold_op, queue_item_id=o.unit.id)
+
+
+def _rebase(conn: sa.Connection, o: _Outcome, now: datetime) -> None:
+    if o.unit.op == "update" and o.sent and o.fold is not None:
+        queue.rebase_later_edits(conn, o.unit, {k: o.fold.get(k) for k in o.sent}, now)
+
+
+def _record_one(conn: sa.Connection, o: _Outcome, now: datetime) -> None:
+    unit = o.unit
+    _fold(conn, o)
+    if o.settled:
+        queue.finish(
+            conn,
+            unit,
+            now,
+            state=o.state,
+            remote_id=o.remote_id,
+            sent=o.sent,
+            conflict=o.conflict,
+            note=o.note,
+        )
+        _rebase(conn, o, now)
+    else:
+        queue.release(
+            conn,
+            unit,
+            now,
+            state=o.state,
+            next_attempt_at=o.next_attempt_at,
+            attempts=o.attempts,
+            error=o.note,
+            server_message=o.server_message,
+            status=o.status,
+        )
+
+
+# --- one unit, in a worker thread -------------------------------------------------------------------
+
+
+def _process(run: _Run, unit: queue.Claimed) -> _Outcome:
     if run.stop.is_set():
-        _release_untouched(run, unit)
-        return
+        # The push stopped before this unit was sent: back as it was, no attempt spent.
+        return _Outcome(
+            unit,
+            _back_state(unit, None),
+            "retry_later",
+            attempts=unit.attempts,
+            note=run.report.stopped,
+        )
     try:
         if unit.op == "create":
-            _create(run, unit)
-        elif unit.op == "update":
-            _update(run, unit)
-        else:
-            _delete(run, unit)
+            return _create(run, unit)
+        if unit.op == "update":
+            return _update(run, unit)
+        return _delete(run, unit)
     except api_errors.ApiError as exc:
-        _on_api_error(run, unit, exc)
+        return _on_api_error(run, unit, exc)
     except Exception as exc:  # a bug must not leave the item claimed until its lease runs out
         log.exception("push.internal_error", item=unit.id, resource=unit.resource, op=unit.op)
-        with run.engine.begin() as conn:
-            queue.release(
-                conn,
-                unit,
-                run.clock(),
-                state=FAILED,
-                next_attempt_at=None,
-                attempts=unit.attempts + 1,
-                error=f"internal error in clevertim-sync ({type(exc).__name__}: {exc}); "
-                "please report it, then `clevertim-sync queue retry`",
-            )
-        run.count("failed")
-        run.report.errors.append(f"item {unit.id}: internal error {type(exc).__name__}")
+        with run.lock:
+            run.report.errors.append(f"item {unit.id}: internal error {type(exc).__name__}")
+        return _Outcome(
+            unit,
+            FAILED,
+            "failed",
+            attempts=unit.attempts + 1,
+            note=f"internal error in clevertim-sync ({type(exc).__name__}: {exc}); "
+            "please report it, then `clevertim-sync queue retry`",
+        )
 
 
 def _succeeded(run: _Run) -> None:
@@ -227,65 +332,65 @@ def _succeeded(run: _Run) -> None:
                 queue.clear_pause(run.engine)
 
 
-def _create(run: _Run, unit: queue.Claimed) -> None:
+def _create(run: _Run, unit: queue.Claimed) -> _Outcome:
     if unit.reconcile:
-        listing = run.client.list(unit.resource)
-        _succeeded(run)
-        with run.engine.connect() as conn:
-            taken = {
-                r
-                for (r,) in conn.execute(
-                    sa.select(writeback_queue.c.remote_id).where(
-                        writeback_queue.c.resource == unit.resource, writeback_queue.c.remote_id.is_not(None)
-                    )
-                )
-            }
-        floor = unit.max_id_seen if unit.max_id_seen is not None else -1
-        found = [
-            r
-            for r in listing
-            if isinstance(r.get("id"), int)
-            and r["id"] > floor
-            and r["id"] not in taken
-            and matches_sent(r, unit.fields)
-        ]
+        found = _reconcile_create(run, unit)
         if len(found) == 1:
             record = found[0]
-            with run.engine.begin() as conn:
-                apply_local_result(conn, unit.resource, record, op="insert", queue_item_id=unit.id)
-                queue.finish(
-                    conn, unit, run.clock(), remote_id=record["id"], note="adopted after a lost answer"
-                )
-            run.count("done")
-            run.count("adopted")
             log.info("push.adopted", item=unit.id, resource=unit.resource, remote_id=record["id"])
-            return
+            return _Outcome(
+                unit,
+                DONE,
+                "adopted",
+                fold=record,
+                fold_op="insert",
+                remote_id=int(record["id"]),
+                note="adopted after a lost answer",
+            )
         if len(found) > 1:
             ids = sorted(r["id"] for r in found)
-            with run.engine.begin() as conn:
-                queue.finish(
-                    conn,
-                    unit,
-                    run.clock(),
-                    state=QUARANTINED,
-                    note=f"the answer to this create was lost and {len(ids)} new {unit.resource} records "
-                    f"match it (ids {ids}); it was not resent. Check them in Clevertim, delete duplicates, "
-                    "then `clevertim-sync queue cancel` this item",
-                )
-            run.count("quarantined")
             log.warning("push.quarantined", item=unit.id, resource=unit.resource, candidates=ids)
-            return
+            return _Outcome(
+                unit,
+                QUARANTINED,
+                "quarantined",
+                note=f"the answer to this create was lost and {len(ids)} new {unit.resource} records "
+                f"match it (ids {ids}); it was not resent. Check them in Clevertim, delete duplicates, "
+                "then `clevertim-sync queue cancel` this item",
+            )
         log.info("push.resend", item=unit.id, resource=unit.resource, reason="no record matched")
     run.count("writes")
     record = run.client.create(unit.resource, unit.fields)
     _succeeded(run)
-    with run.engine.begin() as conn:
-        apply_local_result(conn, unit.resource, record, op="insert", queue_item_id=unit.id)
-        queue.finish(conn, unit, run.clock(), remote_id=int(record["id"]), sent=unit.fields)
-    run.count("done")
+    return _Outcome(
+        unit, DONE, "done", fold=record, fold_op="insert", remote_id=int(record["id"]), sent=unit.fields
+    )
 
 
-def _update(run: _Run, unit: queue.Claimed) -> None:
+def _reconcile_create(run: _Run, unit: queue.Claimed) -> list[dict[str, Any]]:
+    """The records that appeared since the create was journaled and carry what it sent."""
+    listing = run.client.list(unit.resource)
+    _succeeded(run)
+    q = writeback_queue
+    with run.engine.connect() as conn:
+        taken = {
+            r
+            for (r,) in conn.execute(
+                sa.select(q.c.remote_id).where(q.c.resource == unit.resource, q.c.remote_id.is_not(None))
+            )
+        }
+    floor = unit.max_id_seen if unit.max_id_seen is not None else -1
+    return [
+        r
+        for r in listing
+        if isinstance(r.get("id"), int)
+        and r["id"] > floor
+        and r["id"] not in taken
+        and matches_sent(r, unit.fields)
+    ]
+
+
+def _update(run: _Run, unit: queue.Claimed) -> _Outcome:
     assert unit.target_id is not None
     remote = run.client.get(unit.resource, unit.target_id)
     _succeeded(run)
@@ -302,15 +407,21 @@ def _update(run: _Run, unit: queue.Claimed) -> None:
             f"changed here and in Clevertim: {', '.join(sorted(conflict))}; the other fields were sent. "
             "`clevertim-sync queue resolve ID --keep local|remote`"
         )
-    with run.engine.begin() as conn:
-        if result.send or unit.reconcile:
-            apply_local_result(conn, unit.resource, record, op="update", queue_item_id=unit.id)
-        queue.finish(conn, unit, run.clock(), state=state, sent=result.send, conflict=conflict, note=note)
-        queue.rebase_later_edits(conn, unit, {k: record.get(k) for k in result.send}, run.clock())
-    run.count("conflicts" if state == CONFLICT else "done")
+    # Fold what we wrote (or, after an unknown outcome, what we found) so the next pull sees no news.
+    fold = record if (result.send or unit.reconcile) else None
+    return _Outcome(
+        unit,
+        state,
+        "conflicts" if state == CONFLICT else "done",
+        fold=fold,
+        fold_op="update",
+        sent=result.send,
+        conflict=conflict,
+        note=note,
+    )
 
 
-def _delete(run: _Run, unit: queue.Claimed) -> None:
+def _delete(run: _Run, unit: queue.Claimed) -> _Outcome:
     assert unit.target_id is not None
     note = None
     try:
@@ -319,10 +430,7 @@ def _delete(run: _Run, unit: queue.Claimed) -> None:
     except api_errors.NotFound:
         note = "the record was already gone (404): nothing to delete"
     _succeeded(run)
-    with run.engine.begin() as conn:
-        apply_local_result(conn, unit.resource, {"id": unit.target_id}, op="delete", queue_item_id=unit.id)
-        queue.finish(conn, unit, run.clock(), note=note)
-    run.count("done")
+    return _Outcome(unit, DONE, "done", fold={"id": unit.target_id}, fold_op="delete", note=note)
 
 
 # --- failures -------------------------------------------------------------------------------------
@@ -334,22 +442,7 @@ def _back_state(unit: queue.Claimed, exc: api_errors.ApiError | None) -> str:
     return RECONCILE if unit.op == "create" and unknown else PENDING
 
 
-def _release_untouched(run: _Run, unit: queue.Claimed) -> None:
-    """The push stopped before this unit was sent: back as it was, no attempt spent."""
-    with run.engine.begin() as conn:
-        queue.release(
-            conn,
-            unit,
-            run.clock(),
-            state=_back_state(unit, None),
-            next_attempt_at=None,
-            attempts=unit.attempts,
-            error=run.report.stopped,
-        )
-    run.count("retry_later")
-
-
-def _on_api_error(run: _Run, unit: queue.Claimed, exc: api_errors.ApiError) -> None:
+def _on_api_error(run: _Run, unit: queue.Claimed, exc: api_errors.ApiError) -> _Outcome:
     now = run.clock()
     log.warning(
         "push.item_failed",
@@ -372,55 +465,42 @@ def _on_api_error(run: _Run, unit: queue.Claimed, exc: api_errors.ApiError) -> N
         queue.set_pause(run.engine, until, failures, str(exc), now)
         run.report.stopped = f"server unavailable, paused until {until.isoformat()}: {exc}"
         run.stop.set()
-        with run.engine.begin() as conn:
-            queue.release(
-                conn,
-                unit,
-                now,
-                state=_back_state(unit, exc),
-                next_attempt_at=until,
-                attempts=unit.attempts,  # the server's wait is not the item's fault
-                error=str(exc),
-                **common,
-            )
-        run.count("retry_later")
-        return
+        # The server's wait is not the item's fault: no attempt spent.
+        return _Outcome(
+            unit,
+            _back_state(unit, exc),
+            "retry_later",
+            next_attempt_at=until,
+            attempts=unit.attempts,
+            note=str(exc),
+            **common,
+        )
+    attempts = unit.attempts + 1
+    if exc.transient and attempts < run.push.max_attempts:
+        delay = next_delay(
+            attempts, exc.retry_after, base=run.push.backoff_base, cap=run.push.backoff_max, rng=run.rng
+        )
+        return _Outcome(
+            unit,
+            _back_state(unit, exc),
+            "retry_later",
+            next_attempt_at=now + timedelta(seconds=max(delay, 0.001)),
+            attempts=attempts,
+            note=str(exc),
+            **common,
+        )
     if exc.transient:
-        attempts = unit.attempts + 1
-        if attempts < run.push.max_attempts:
-            delay = next_delay(
-                attempts, exc.retry_after, base=run.push.backoff_base, cap=run.push.backoff_max, rng=run.rng
-            )
-            with run.engine.begin() as conn:
-                queue.release(
-                    conn,
-                    unit,
-                    now,
-                    state=_back_state(unit, exc),
-                    next_attempt_at=now + timedelta(seconds=max(delay, 0.001)),
-                    attempts=attempts,
-                    error=str(exc),
-                    **common,
-                )
-            run.count("retry_later")
-            return
         error = f"gave up after {attempts} attempts: {exc}; fix the cause, then `clevertim-sync queue retry`"
     elif isinstance(exc, api_errors.NotFound) and unit.op == "update":
         error = (
             f"{exc}; the record was deleted in Clevertim (or hidden from this token), "
             "so the update was dropped"
         )
-        attempts = unit.attempts + 1
     else:
         error = f"{exc}; fix the cause, then `clevertim-sync queue retry`, or `queue cancel`"
-        attempts = unit.attempts + 1
     if isinstance(exc, api_errors.AuthFailed):
         run.report.stopped = f"authentication failed, push stopped: {exc}"
         run.stop.set()
-    with run.engine.begin() as conn:
-        queue.release(
-            conn, unit, now, state=FAILED, next_attempt_at=None, attempts=attempts, error=error, **common
-        )
-    run.count("failed")
     with run.lock:
         run.report.errors.append(f"item {unit.id}: {exc}")
+    return _Outcome(unit, FAILED, "failed", attempts=attempts, note=error, **common)
