@@ -24,7 +24,11 @@ def _mirror_diffs(engine: sa.Engine) -> list[object]:
             conn,
             opts={
                 "compare_type": True,
+                # Other areas' tables share the metadata: compare only the mirror's, on both sides.
                 "include_name": lambda name, type_, parent: type_ != "table" or name in names,
+                "include_object": lambda obj, name, type_, reflected, compare_to: (
+                    type_ != "table" or name in names
+                ),
             },
         )
         diffs = compare_metadata(ctx, schema.metadata)
