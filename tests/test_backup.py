@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from clevertim_sync import backup as bk
+from clevertim_sync import reports
 from clevertim_sync.errors import BackupError
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import make_engine, upgrade
@@ -246,3 +247,22 @@ def test_backup_while_writing_is_one_committed_state(mirror: sa.Engine, target_u
         assert b.manifest.tables["contacts"] == b.manifest.tables["history"]
     restored = bk.restore(backups[-1].path, target_url)
     assert restored.rows["contacts"] == restored.rows["history"] == counts[-1]
+
+
+def test_an_older_backup_is_upgraded_on_restore(database_url: str, target_url: str, tmp_path: Path) -> None:
+    """A backup taken before the reports migration restores into a mirror with views and search."""
+    engine = make_engine(database_url)
+    upgrade(engine, "0002_writeback_queue")
+    seed(engine)
+    old = bk.backup(engine, tmp_path)
+    engine.dispose()
+    assert old.manifest.schema_version == "0002_writeback_queue"
+
+    restored = bk.restore(old.path, target_url)
+    assert restored.upgraded_to == "0003_reports" and restored.rows["contacts"] == 30
+    target = make_engine(target_url)
+    hits = reports.search(target, "Zoë 7")
+    columns, rows = reports.run_report(target, "contacts")
+    target.dispose()
+    assert [(h.kind, h.record_id) for h in hits] == [("contact", 7)]  # indexed by the upgrade
+    assert len(rows) == 30 and "email" in columns

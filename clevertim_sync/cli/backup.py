@@ -9,6 +9,7 @@ Must not import: httpx, the API client.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import cast
 
@@ -19,8 +20,14 @@ from clevertim_sync import export_asof, reports
 from clevertim_sync.cli import AppContext, cli, pass_app
 from clevertim_sync.cli.sync import mirror
 from clevertim_sync.errors import BackupError
+from clevertim_sync.logs import configure_logging
 
 FORMATS = click.Choice(["table", "csv", "json"])
+
+
+def quiet_logs() -> None:
+    """Only warnings, on stderr: stdout carries the command's result (a table, CSV, JSON)."""
+    configure_logging("auto", "warning", stream=sys.stderr)
 
 
 def default_backup_dir(app: AppContext) -> Path:
@@ -47,6 +54,7 @@ def backup_command(app: AppContext, dest: Path | None, keep: int | None, method:
     Safe while the daemon runs. DEST defaults to backup.dir (else <state dir>/backups); --keep
     defaults to backup.keep.
     """
+    quiet_logs()
     target = dest if dest is not None else default_backup_dir(app)
     keep = keep if keep is not None else app.settings.backup.keep
     with mirror(app) as engine:
@@ -63,6 +71,7 @@ def backup_command(app: AppContext, dest: Path | None, keep: int | None, method:
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
 def verify_command(path: Path) -> None:
     """Check a backup: checksums, row counts, and that its snapshot opens. Exit 1 if it is damaged."""
+    quiet_logs()
     manifest = backups.verify(path)
     rows = sum(n for t, n in manifest.tables.items() if t != "alembic_version")
     click.echo(
@@ -85,6 +94,7 @@ def verify_command(path: Path) -> None:
 @click.option("--force", is_flag=True, help="Replace the contents of a database that already holds data.")
 def restore_command(path: Path | None, export_dir: Path | None, to_url: str, force: bool) -> None:
     """Restore a backup (verified first) or an export into an empty database, then upgrade its schema."""
+    quiet_logs()
     if (path is None) == (export_dir is None):
         raise BackupError("give either a backup file or --from-export DIR (one of them)")
     if export_dir is not None:
@@ -110,6 +120,7 @@ def report_command(
     app: AppContext, *, name: str | None, list_reports: bool, fmt: str, since: str | None, limit: int | None
 ) -> None:
     """Print one of the reporting views (see --list); each is also a SQL view named report_<name>."""
+    quiet_logs()
     if list_reports or name is None:
         for report in reports.REPORTS.values():
             click.echo(f"{report.name:<18} {report.view:<25} {report.description}")
@@ -129,6 +140,7 @@ def report_command(
 @pass_app
 def search_command(app: AppContext, words: tuple[str, ...], limit: int, fmt: str) -> None:
     """Full-text search of notes, contacts and companies: records holding every word."""
+    quiet_logs()
     with mirror(app) as engine:
         hits = reports.search(engine, " ".join(words), limit=limit)
     rows = [(h.kind, h.record_id, h.title, h.snippet) for h in hits]
