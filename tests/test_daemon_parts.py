@@ -18,7 +18,7 @@ from clevertim_sync.daemon import lock as instance_lock
 from clevertim_sync.daemon.accounts import accounts
 from clevertim_sync.daemon.jobs import JobRunner
 from clevertim_sync.daemon.notify import Notifier, watchdog_interval
-from clevertim_sync.errors import ConfigError, InstanceLocked
+from clevertim_sync.errors import ConfigError, InstanceLocked, MirrorError
 from clevertim_sync.settings import load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -260,3 +260,18 @@ def test_example_config_loads(tmp_path: Path) -> None:
     settings = load(ROOT / "deploy" / "config.example.toml", env={"CLEVERTIM_TOKEN": "t"})
     assert settings.daemon.health_listen == "127.0.0.1:9187"
     assert settings.push.interval == 30
+
+
+def test_an_unreachable_postgresql_is_a_clear_error_without_the_password() -> None:
+    port = _closed_port()
+    with pytest.raises(
+        MirrorError, match=r"cannot connect to .*:\*\*\*@127\.0\.0\.1.* to take the instance lock"
+    ) as err:
+        instance_lock.acquire(f"postgresql+psycopg://u:hunter2secret@127.0.0.1:{port}/x")
+    assert "hunter2secret" not in str(err.value)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

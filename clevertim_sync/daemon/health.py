@@ -168,6 +168,9 @@ class HealthServer:
 
     def __init__(self, listen: str, routes: dict[str, Route]) -> None:
         host, port = parse_listen(listen)
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            # Health and metrics reveal account activity; they are meant for this host.
+            log.warning("health.not_loopback", listen=listen, hint="prefer 127.0.0.1:PORT")
         self.routes = routes
 
         class Handler(BaseHTTPRequestHandler):

@@ -103,7 +103,13 @@ class PostgresLock:
         self._guard = threading.Lock()
 
     def try_acquire(self) -> bool:
-        conn = self._engine.connect()
+        try:
+            conn = self._engine.connect()
+        except sa.exc.OperationalError as exc:
+            raise MirrorError(
+                f"cannot connect to {self._engine.url.render_as_string(hide_password=True)} to take the "
+                f"instance lock: {exc.orig}; check that PostgreSQL is up and the URL is right"
+            ) from None
         try:
             for setting, value in _PG_KEEPALIVE.items():
                 conn.execute(sa.text(f"SET {setting} = {int(value)}"))
@@ -188,7 +194,15 @@ def acquire(
     pg = PostgresLock(url, name)
     announced = False
     while True:
-        if pg.try_acquire():
+        try:
+            got = pg.try_acquire()
+        except MirrorError as exc:
+            if not standby:
+                raise
+            # A standby outlives a database restart: keep waiting, it is what it is for.
+            log.warning("lock.standby_cannot_connect", error=str(exc))
+            got = False
+        if got:
             log.info("lock.acquired", lock=pg.description, standby=standby)
             return pg
         if not standby:

@@ -235,9 +235,9 @@ class AccountRuntime:
         with self.engine.connect() as conn:
             return health.due_push_items(conn, datetime.now(UTC))
 
-    def reasons(self, now: datetime) -> list[str]:
+    def reasons(self, facts: health.MirrorFacts, now: datetime) -> list[str]:
         """Why this account is unhealthy: the database's facts, plus this process's own view."""
-        reasons = health.judge(self.facts(now), now, self.settings.daemon.stale_after)
+        reasons = health.judge(facts, now, self.settings.daemon.stale_after)
         last = self.last_pull_outcome
         if last is not None and last.status in ("failed", "timeout"):
             prefix = f"{self.name}: " if self.name != "default" else ""

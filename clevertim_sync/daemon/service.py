@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -118,6 +118,9 @@ class Service:
                 return 0
             self._loop()
             return self._exit_code
+        except BaseException:
+            self._exit_code = 1  # for the log line; the caller turns the error into text
+            raise
         finally:
             self._stop()
             for signum, handler in previous.items():
@@ -254,10 +257,7 @@ class Service:
         reasons: list[str] = []
         queues: dict[str, dict[str, int]] = {}
         for rt in self.runtimes:
-            reasons.extend(rt.reasons(now))
-            queues[rt.name] = rt.facts(now).queue.depth
+            facts = rt.facts(now)
+            reasons.extend(rt.reasons(facts, now))
+            queues[rt.name] = facts.queue.depth
         return reasons, {"checked_at": now.isoformat(), "queue": queues}
-
-    @property
-    def accounts(self) -> Sequence[AccountRuntime]:
-        return self.runtimes
