@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -161,7 +161,11 @@ def test_restore_from_export_rejects_a_damaged_export(tmp_path: Path, emulator: 
 
 
 def test_backup_during_a_pull_restores_one_committed_state(
-    engine: sa.Engine, database_url: str, emulator: EmulatorServer, tmp_path: Path
+    engine: sa.Engine,
+    database_url: str,
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    fresh_postgres: Callable[[int], str],
 ) -> None:
     """Each resource is pulled in its own transaction, parents first. A backup taken mid-pull must
     restore to exactly the source's export before the pull for some resources and after it for
@@ -191,7 +195,7 @@ def test_backup_during_a_pull_restores_one_committed_state(
             else database_url
         )
         if not database_url.startswith("sqlite"):
-            target = _fresh_postgres(database_url, i)
+            target = fresh_postgres(i)
         bk.restore(backup.path, target)
         got = export_now(target, tmp_path / f"restored-{i}")
         cut = next(
@@ -208,14 +212,25 @@ def test_backup_during_a_pull_restores_one_committed_state(
     assert any(0 < c < len(order) for c in cuts), f"no backup landed inside the pull: {cuts}"
 
 
-def _fresh_postgres(database_url: str, i: int) -> str:
-    """Another empty database on the same throwaway server (dropped with the server)."""
-    name = f"{database_url.rsplit('/', 1)[1]}_r{i}"
+@pytest.fixture
+def fresh_postgres(database_url: str) -> Iterator[Callable[[int], str]]:
+    """Makes more empty databases on the same throwaway server; drops them afterwards."""
     admin = sa.create_engine(database_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    names: list[str] = []
+
+    def make(i: int) -> str:
+        name = f"{database_url.rsplit('/', 1)[1]}_r{i}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        names.append(name)
+        return database_url.rsplit("/", 1)[0] + f"/{name}"
+
+    yield make
+    if names:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
-    return database_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 # --- reports against a direct computation from the emulator's data ---------------------------
