@@ -422,3 +422,12 @@ def test_reset_restores_the_seeded_account(emulator: EmulatorServer, api: httpx.
 def test_control_surface_needs_no_api_auth_but_the_api_does(emulator: EmulatorServer) -> None:
     assert httpx.get(f"{emulator.root_url}/_control/faults", verify=False).status_code == 200
     assert httpx.get(f"{emulator.root_url}/elsewhere", verify=False).status_code == 404
+
+
+def test_a_listing_larger_than_one_send_group_is_whole(emulator: EmulatorServer, api: httpx.Client) -> None:
+    emulator.control.reset(contacts=1500)
+    response = api.get("/contact")
+    assert int(response.headers["Content-Length"]) == len(response.content)
+    listed = content(response)
+    seen = emulator.control.state(as_token=EMULATOR_TOKEN)["contact"]
+    assert listed == seen and len(listed) > 1024

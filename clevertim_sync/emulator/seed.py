@@ -77,6 +77,15 @@ CUSTOM_FIELDS: list[tuple[str, str, bool, list[str], list[str]]] = [
     ("Related deal", "opportunity", False, ["cases"], []),
     ("Billing currency", "currency", False, ["companies", "opportunities"], []),
 ]
+# Per model: (field id as the cf key, elemType, multiple, allowed values).
+_FIELDS_BY_MODEL = {
+    model: [
+        (str(fid), elem, multiple, allowed)
+        for fid, (_, elem, multiple, models, allowed) in enumerate(CUSTOM_FIELDS, start=1)
+        if model in models
+    ]
+    for model in ("customers", "companies", "cases", "opportunities")
+}
 STATES = ["California", "Florida", "Texas", "Bavaria", "Ontario", "Queensland"]
 REGIONS = ["US-FL", "GB-LND", "DE-BY", "FR-IDF", "ES-CT"]
 
@@ -217,14 +226,15 @@ class _Gen:
     def custom_values(self, model: str, *, full: bool) -> dict[str, Any]:
         """Values for the custom fields of `model`; `full` fills every one (a showcase)."""
         cf: dict[str, Any] = {}
-        for fid, (_, elem, multiple, models, allowed) in enumerate(CUSTOM_FIELDS, start=1):
-            if model not in models or not (full or self.rng.random() < 0.25):
+        draw = self.rng.random
+        for fid, elem, multiple, allowed in _FIELDS_BY_MODEL[model]:
+            if not full and draw() >= 0.25:
                 continue
             if multiple:
                 k = self.rng.randint(1, 3) if not full else 2
-                cf[str(fid)] = [self.cf_value(elem, allowed) for _ in range(k)]
+                cf[fid] = [self.cf_value(elem, allowed) for _ in range(k)]
             else:
-                cf[str(fid)] = self.cf_value(elem, allowed)
+                cf[fid] = self.cf_value(elem, allowed)
         return cf
 
     def date_parts(self, with_time: bool) -> dict[str, int]:
