@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -99,17 +100,31 @@ def pull(
         run_id = store.start_run(conn, "pull", at=started)
     report = PullReport(run_id=run_id, started_at=started)
     log.info("pull.started", run_id=run_id, resources=names)
+    # One listing is fetched ahead while the previous one is diffed and written: waiting for the
+    # server overlaps with database work (the drivers release the GIL). At most two listings are
+    # held at once, the one being written and the next.
+    fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pull-fetch")
     try:
-        for name in names:
+        ahead: Future[list[dict[str, Any]]] | None = fetcher.submit(client.list, names[0]) if names else None
+        for i, name in enumerate(names):
             if progress:
                 progress(name, None)
+            assert ahead is not None
+            current = ahead
+            ahead = fetcher.submit(client.list, names[i + 1]) if i + 1 < len(names) else None
             counts = _pull_resource(
-                engine, client, name, run_id=run_id, policy=policy, allow_mass_delete=allow_mass_delete
+                engine,
+                current.result,
+                name,
+                run_id=run_id,
+                policy=policy,
+                allow_mass_delete=allow_mass_delete,
             )
             report.resources[name] = counts
             if progress:
                 progress(name, counts)
     finally:
+        fetcher.shutdown(wait=True, cancel_futures=True)
         report.finished_at = store.now()
         status = report.status if len(report.resources) == len(names) else "failed"
         error = "; ".join(f"{n}: {report.resources[n].error}" for n in report.failed) or None
@@ -128,7 +143,7 @@ def pull(
 
 def _pull_resource(
     engine: sa.Engine,
-    client: ListingClient,
+    fetch: Callable[[], list[dict[str, Any]]],
     name: str,
     *,
     run_id: int,
@@ -138,7 +153,7 @@ def _pull_resource(
     t0 = time.perf_counter()
     counts = ResourceCounts()
     try:
-        listing = client.list(name)
+        listing = fetch()
     except ClevertimSyncError as exc:
         # The client already retried what was worth retrying: record it, leave the tables alone.
         return _failed(engine, name, run_id=run_id, counts=counts, t0=t0, exc=exc)

@@ -3,6 +3,7 @@ history, local results, export."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -13,9 +14,11 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from clevertim_sync import resources
 from clevertim_sync.diff import compute_changes, record_hash
 from clevertim_sync.errors import MirrorError
-from clevertim_sync.mirror import db, schema, store
+from clevertim_sync.mirror import columns, db, schema, store
+from clevertim_sync.resources import Kind
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -177,3 +180,27 @@ def test_export_jsonl_is_sorted_exact_and_complete(engine: sa.Engine, tmp_path: 
     assert [orjson.loads(line) for line in lines] == sorted(recs, key=lambda r: r["id"])
     assert (tmp_path / "out" / "note.jsonl").read_text() == ""
     assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def test_compiled_row_builder_equals_the_converters() -> None:
+    """RowBuilder.current is generated code: it must give exactly what the plain converters give."""
+    rng = random.Random(3)
+    odd = [None, 1, -5, 2**70, True, False, "x", "12", "2017-01-02T05:22:12Z", "2017-02-30T00:00:00Z",
+           "2017-01-02T05:22:12.5+02:00", [3], [3, 4], {"y": 2020, "mo": 2, "d": 29},
+           {"y": 2020, "mo": 2, "d": 30, "h": 1}, 1.5, "4500.25", "1e99", "0.00001", {}, []]  # fmt: skip
+    for res in resources.RESOURCES:
+        for sqlite in (True, False):
+            builder = columns.RowBuilder(res, sqlite=sqlite)
+            convert = columns._SQLITE_SCALAR if sqlite else columns._SCALAR
+            for _ in range(100):
+                rec = {"id": 1, **{p.api: rng.choice(odd) for p in res.props}}
+                expected: list[Any] = [1]
+                expected += [convert[p.kind](rec.get(p.api)) for p in res.props if p.kind in convert]
+                for p in res.props:
+                    if p.kind is Kind.DATE_PARTS:
+                        at, all_day = columns.date_parts(rec.get(p.api))
+                        expected += [columns.sqlite_datetime(at) if sqlite else at, all_day]
+                expected += ["raw", "h"]
+                got = builder.current(rec, "raw", "h")
+                # compare types too: True == 1 in Python, but not in a BIGINT column
+                assert [(type(v), v) for v in got] == [(type(v), v) for v in expected], (res.name, rec)

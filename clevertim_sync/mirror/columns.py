@@ -17,6 +17,7 @@ from typing import Any
 
 from clevertim_sync.resources import Kind, Prop, Resource
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _MAX_DECIMAL = Decimal(10) ** 14  # NUMERIC(18, 4): 14 digits before the point
 
 
@@ -25,7 +26,7 @@ def to_str(value: Any) -> str | None:
 
 
 def to_int(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+    if isinstance(value, int) and not isinstance(value, bool) and _INT64_MIN <= value <= _INT64_MAX:
         return value
     return None
 
@@ -165,17 +166,49 @@ class RowBuilder:
         )
         self.children = list(resource.child_props)
 
-    def current(self, record: Mapping[str, Any], raw: str, digest: str) -> tuple[Any, ...]:
-        get = record.get
-        row: list[Any] = [record["id"]]
-        row.extend(convert(get(api)) for api, convert in self.scalars)
-        for api in self.dates:
-            at, all_day = date_parts(get(api))
-            row.append(self._date_form(at))
-            row.append(all_day)
-        row.append(raw)
-        row.append(digest)
-        return tuple(row)
+        self.current: Callable[[Mapping[str, Any], str, str], tuple[Any, ...]] = self._compile(
+            resource, converters
+        )
+
+    def _compile(
+        self, resource: Resource, converters: Mapping[Kind, Callable[[Any], Any]]
+    ) -> Callable[[Mapping[str, Any], str, str], tuple[Any, ...]]:
+        """`current(record, raw, hash) -> row`, generated per resource as one flat function.
+
+        The hot loop of a first sync: a generic loop over (property, converter) pairs spent more
+        time in calls than in work, so the common kinds are inlined as type checks (`bool` is
+        not `int` here, as in the converters) and only the rare ones call their converter. It
+        must give exactly what the converters give; tests/test_store.py checks odd values.
+        """
+        env: dict[str, Any] = {"_date_parts": date_parts, "_date_form": self._date_form}
+        lines = ["def current(record, raw, digest):", "    get = record.get"]
+        values = ["record['id']"]
+        for i, prop in enumerate(p for p in resource.props if p.kind in _SCALAR):
+            lines.append(f"    v{i} = get({prop.api!r})")
+            if prop.kind is Kind.STR:
+                values.append(f"v{i} if v{i}.__class__ is str else None")
+            elif prop.kind is Kind.BOOL:
+                values.append(f"v{i} if v{i}.__class__ is bool else None")
+            elif prop.kind is Kind.INT:
+                values.append(
+                    f"v{i} if v{i}.__class__ is int and {_INT64_MIN} <= v{i} <= {_INT64_MAX} else None"
+                )
+            else:  # REF (ints inline, other spellings via to_ref), DECIMAL, TIMESTAMP
+                env[f"c{i}"] = converters[prop.kind]
+                fast = (
+                    f"v{i} if v{i}.__class__ is int and {_INT64_MIN} <= v{i} <= {_INT64_MAX} else "
+                    if (prop.kind is Kind.REF)
+                    else ""
+                )
+                values.append(f"None if v{i} is None else ({fast}c{i}(v{i}))")
+        for j, prop in enumerate(p for p in resource.props if p.kind is Kind.DATE_PARTS):
+            lines.append(f"    d{j} = _date_parts(get({prop.api!r}))")
+            values.extend([f"_date_form(d{j}[0])", f"d{j}[1]"])
+        values.extend(["raw", "digest"])
+        lines.append("    return (" + ", ".join(values) + ",)")
+        exec(compile("\n".join(lines), f"<RowBuilder {resource.name}>", "exec"), env)  # noqa: S102 registry-made
+        built: Callable[[Mapping[str, Any], str, str], tuple[Any, ...]] = env["current"]
+        return built
 
     def lm(self, record: Mapping[str, Any]) -> Any:
         """The record's `lm` in the form modified_at holds it: what the index compares."""

@@ -177,6 +177,19 @@ def _history_row(
     return (resource, record_id, run_id, origin, op, at, raw, digest, changed_json, queue_item_id)
 
 
+def _copy_to_history(
+    conn: sa.Connection, resource: str, ids: Sequence[int], *, op: str, at: Any, run_id: int | None
+) -> None:
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    table = schema.CURRENT[resource].name
+    sql = (
+        f"INSERT INTO history (resource, record_id, run_id, origin, op, at, raw, content_hash) "  # noqa: S608
+        f"SELECT {mark}, id, {mark}, 'pull', {mark}, {mark}, raw, content_hash FROM {table} "
+        f"WHERE id IN ({', '.join([mark] * len(ids))}) ORDER BY id"
+    )
+    conn.exec_driver_sql(sql, (resource, run_id, op, at, *ids))
+
+
 def _write_history(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
     _executemany(conn, schema.history.name, HISTORY_COLUMNS, rows)
 
@@ -191,10 +204,9 @@ def apply_changes(
     for chunk in _chunks(changes.inserts):
         items = [(rec, orjson.dumps(rec).decode(), digest) for rec, digest in chunk]
         _insert_rows(conn, resource, items)
-        history = [
-            _history_row(resource, rec["id"], "insert", raw, d, at=at, run_id=run_id) for rec, raw, d in items
-        ]
-        _write_history(conn, history)
+        # The history row of an insert is the row just written: copied inside the database
+        # rather than bound again from Python (a first sync writes every raw twice).
+        _copy_to_history(conn, resource, [rec["id"] for rec, _ in chunk], op="insert", at=at, run_id=run_id)
 
     for chunk in _chunks(changes.updates):
         ids = [rec["id"] for rec, _ in chunk]
