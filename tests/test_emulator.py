@@ -431,3 +431,10 @@ def test_a_listing_larger_than_one_send_group_is_whole(emulator: EmulatorServer,
     listed = content(response)
     seen = emulator.control.state(as_token=EMULATOR_TOKEN)["contact"]
     assert listed == seen and len(listed) > 1024
+
+
+def test_control_reset_validates_its_arguments(emulator: EmulatorServer) -> None:
+    for bad in ({"contacts": -1}, {"contacts": "many"}, {"seed": 1.5}):
+        with pytest.raises(EmulatorControlError) as info:
+            emulator.control._call("POST", "/reset", bad)
+        assert info.value.status == 400

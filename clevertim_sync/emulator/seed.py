@@ -151,9 +151,11 @@ class _Gen:
         self.contact_ids = [i + 1 for i in range(total) if i not in company_slots]
         # Pools drawn once: a phrase is a slice of a random word stream, a tag list a prefix of
         # a shuffled tag set. Varied enough, and two draws a record instead of dozens.
-        self._stream = [self.rng.choice(WORDS) for _ in range(4096 + 64)]
+        # Pools scale with the account (up to a cap) so a 30-contact reset per test stays cheap.
+        pool = min(8192, 64 + 3 * (total + self.n_tasks + self.n_notes + self.n_comments))
+        self._stream = [self.rng.choice(WORDS) for _ in range(pool + 64)]
         self._tag_sets = [self.rng.sample(TAGS, len(TAGS)) for _ in range(64)]
-        self._stamps = [self._new_stamps() for _ in range(8192)]
+        self._stamps = [self._new_stamps() for _ in range(pool)]
 
     # --- small helpers ------------------------------------------------------------------------
 
@@ -164,10 +166,10 @@ class _Gen:
     def stamps(self) -> tuple[str, str]:
         """(ao, lm) with lm >= ao, drawn from a pool: formatting two timestamps per record was
         the generator's largest single cost."""
-        return self._stamps[self.rng.randrange(8192)]
+        return self.rng.choice(self._stamps)
 
     def words(self, lo: int, hi: int) -> str:
-        start = self.rng.randrange(4096)
+        start = self.rng.randrange(len(self._stream) - 64)
         return " ".join(self._stream[start : start + self.rng.randint(lo, hi)])
 
     def tags(self, k: int) -> list[str]:

@@ -342,7 +342,12 @@ class _Handler(BaseHTTPRequestHandler):
             return ok
         if route == ("POST", "reset"):
             spec = _object(payload)
-            emu.reset(contacts=spec.get("contacts"), seed=spec.get("seed"))
+            contacts, seed = spec.get("contacts"), spec.get("seed")
+            if not (contacts is None or (isinstance(contacts, int) and contacts >= 0)) or not (
+                seed is None or isinstance(seed, int)
+            ):
+                raise ApiProblem(400, "reset takes contacts (an integer >= 0) and seed (an integer)")
+            emu.reset(contacts=contacts, seed=seed)
             return ok
         if route == ("POST", "tokens"):
             spec = _object(payload)

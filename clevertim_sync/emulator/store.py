@@ -398,6 +398,8 @@ class Store:
         rec: Record = {"id": rid, **fields}
         if name in resources.CUSTOMER_RESOURCES:
             rec["is_company"] = name == "company"
+            rec.setdefault("lc", None)  # never contacted yet, no photo: as the seeded records say
+            rec.setdefault("cphoto", None)
         if name == "note" and "hl" not in fields:
             rec["hl"] = seeding.headline(str(rec.get("desc") or ""))
         self._fill_computed(name, rec)
