@@ -512,6 +512,11 @@ def restore(path: Path | str, to_url: str, force: bool = False) -> RestoreResult
         _check_revision_known(manifest.schema_version)
         engine = make_engine(to_url)
         try:
+            if manifest.method == "pg_dump" and engine.dialect.name != "postgresql":
+                raise BackupError(
+                    "a pg_dump backup restores only into PostgreSQL; restore it there, or take a "
+                    "backup with --method logical to move the mirror into SQLite"
+                )
             prepare_target(engine, force, f"backup {Path(path).name}")
             _load(manifest, work, snapshot, engine)
             counts = _table_counts(engine, list(manifest.tables))
@@ -530,11 +535,6 @@ def _load(manifest: Manifest, work: Path, snapshot: Path | None, engine: Engine)
         _replace_sqlite_file(snapshot, bdb.sqlite_path(engine))
         return
     if manifest.method == "pg_dump":
-        if dialect != "postgresql":
-            raise BackupError(
-                "a pg_dump backup restores only into PostgreSQL; restore it there, or take a "
-                "backup with --method logical to move the mirror into SQLite"
-            )
         bdb.pg_restore(work / "payload" / "mirror.pgdump", engine)
         return
     # Across databases (SQLite snapshot into PostgreSQL) or from a logical dump: build the schema

@@ -141,6 +141,13 @@ def test_logical_backup_and_restores_across_databases(postgres_url: str, tmp_pat
     bk.restore(logical.path, sqlite_target)
     assert dump(sqlite_target) == dump(postgres_url)
 
+    # A pg_dump cannot go into SQLite: refused before anything in the target is touched.
+    dumped = bk.backup(pg, tmp_path / "dump")
+    assert dumped.manifest.method == "pg_dump"
+    with pytest.raises(BackupError, match="only into PostgreSQL"):
+        bk.restore(dumped.path, sqlite_target, force=True)
+    assert dump(sqlite_target) == dump(postgres_url)
+
     # ... and a SQLite snapshot restores into PostgreSQL (after a wipe: --force).
     snap = bk.backup(sqlite_target, tmp_path)
     with pytest.raises(BackupError, match="already holds data"):
