@@ -588,11 +588,44 @@ def claim(engine: Engine, *, worker: str, now: datetime, lease: float, limit: in
         until = now + timedelta(seconds=lease)
         id_cache: dict[str, int | None] = {}
         out: list[Claimed] = []
+        taken: list[dict[str, Any]] = []
         for row in leaders:
-            unit = _claim_one(conn, row, followers.get(row["id"], []), worker, now, until, id_cache)
+            unit = _claim_one(conn, row, followers.get(row["id"], []), worker, now, until, id_cache, taken)
             if unit is not None:
                 out.append(unit)
+        if not _take(conn, taken, worker, until, now):
+            # Someone changed a row between our read and our write (cannot happen under SKIP
+            # LOCKED or SQLite's one writer, but if it does): claim nothing, try again next time.
+            conn.rollback()
+            return []
         return out
+
+
+def _take(conn: Connection, taken: list[dict[str, Any]], worker: str, until: datetime, now: datetime) -> bool:
+    """Commit the claimed leaders as in_flight in one executemany; False if any had moved on."""
+    if not taken:
+        return True
+    stmt = (
+        sa.update(Q)
+        .where(Q.c.id == sa.bindparam("b_id"), Q.c.state == sa.bindparam("b_state"))
+        .values(
+            state=IN_FLIGHT,
+            claimed_by=worker,
+            lease_until=until,
+            updated_at=now,
+            sent=sa.func.coalesce(sa.bindparam("b_sent", type_=sa.Text), Q.c.sent),
+            max_id_seen=sa.func.coalesce(sa.bindparam("b_max", type_=sa.BigInteger), Q.c.max_id_seen),
+            local_ref=sa.func.coalesce(sa.bindparam("b_ref", type_=sa.String), Q.c.local_ref),
+        )
+    )
+    result = conn.execute(stmt, taken)
+    if conn.dialect.supports_sane_multi_rowcount:
+        return result.rowcount == len(taken)
+    ids = [t["b_id"] for t in taken]
+    mine = conn.execute(
+        sa.select(sa.func.count()).where(Q.c.id.in_(ids), Q.c.claimed_by == worker, Q.c.state == IN_FLIGHT)
+    ).scalar_one()
+    return int(mine) == len(ids)
 
 
 def _claim_one(  # noqa: PLR0917 - one call site, all of its state
@@ -603,6 +636,7 @@ def _claim_one(  # noqa: PLR0917 - one call site, all of its state
     now: datetime,
     until: datetime,
     id_cache: dict[str, int | None],
+    taken: list[dict[str, Any]],
 ) -> Claimed | None:
     reason = _invalid_reason(row)
     if reason is not None:
@@ -646,8 +680,15 @@ def _claim_one(  # noqa: PLR0917 - one call site, all of its state
         edits = [Edit(fields, base_now)]
         edits += [Edit(orjson.loads(f["fields"]), _base_of(f)) for f in followers]
         fields, base = coalesce(edits)
-    if not _set(conn, row["id"], (row["state"],), now, **values):
-        return None  # another worker changed it since we read it
+    taken.append(
+        {
+            "b_id": row["id"],
+            "b_state": row["state"],
+            "b_sent": values.get("sent"),
+            "b_max": values.get("max_id_seen"),
+            "b_ref": values.get("local_ref"),
+        }
+    )
     kept = [
         f["id"]
         for f in followers
@@ -771,24 +812,33 @@ def finish_done_many(
             _wake_children(conn, local_ref_of(unit.resource, unit.id), now)
 
 
-def rebase_later_edits(conn: Connection, unit: Claimed, written: Mapping[str, Any], now: datetime) -> None:
-    """Our own write is not a remote change: later queued updates of the record see it as base."""
-    if unit.op != "update" or not written:
+def rebase_later_edits(
+    conn: Connection, written: Sequence[tuple[Claimed, Mapping[str, Any]]], now: datetime
+) -> None:
+    """Our own write is not a remote change: later queued updates of a record see it as base.
+
+    `written` holds (unit, {field: value the server now has}) for updates that sent something;
+    one SELECT covers them all (the common answer: no later edits)."""
+    written = [(u, w) for u, w in written if u.op == "update" and w and u.target_id is not None]
+    if not written:
         return
     rows = conn.execute(
-        sa.select(Q.c.id, Q.c.base_record).where(
-            Q.c.resource == unit.resource,
-            Q.c.target_id == unit.target_id,
+        sa.select(Q.c.id, Q.c.resource, Q.c.target_id, Q.c.base_record).where(
             Q.c.op == "update",
             Q.c.state.in_((PENDING, WAITING)),
-            Q.c.id > unit.id,
+            Q.c.target_id.in_({u.target_id for u, _ in written}),
         )
     ).all()
     for row in rows:
-        base = _loads_or(row.base_record, None)
-        if isinstance(base, dict):
-            base.update(written)
-            conn.execute(sa.update(Q).where(Q.c.id == row.id).values(base_record=dumps(base), updated_at=now))
+        for unit, values in written:
+            if (row.resource, row.target_id) != (unit.resource, unit.target_id) or row.id <= unit.id:
+                continue
+            base = _loads_or(row.base_record, None)
+            if isinstance(base, dict):
+                base.update(values)
+                conn.execute(
+                    sa.update(Q).where(Q.c.id == row.id).values(base_record=dumps(base), updated_at=now)
+                )
 
 
 def release(

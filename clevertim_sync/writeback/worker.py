@@ -225,14 +225,16 @@ def _record(run: _Run, outcomes: list[_Outcome]) -> None:
     try:
         with run.engine.begin() as conn:
             plain: list[tuple[queue.Claimed, int | None, dict[str, Any] | None, str | None]] = []
+            written: list[tuple[queue.Claimed, dict[str, Any]]] = []
             for o in outcomes:
                 if o.state == DONE and not o.unit.followers and not o.conflict:
                     _fold(conn, o)
-                    _rebase(conn, o, now)
                     plain.append((o.unit, o.remote_id, o.sent, o.note))
+                    written.append(_written(o))
                 else:
                     _record_one(conn, o, now)
             queue.finish_done_many(conn, plain, now)
+            queue.rebase_later_edits(conn, written, now)
     except Exception:
         log.exception("push.record_batch_failed", items=[o.unit.id for o in outcomes])
         for o in outcomes:
@@ -254,9 +256,11 @@ def _fold(conn: sa.Connection, o: _Outcome) -> None:
         apply_local_result(conn, o.unit.resource, o.fold, op=o.fold_op, queue_item_id=o.unit.id)
 
 
-def _rebase(conn: sa.Connection, o: _Outcome, now: datetime) -> None:
-    if o.unit.op == "update" and o.sent and o.fold is not None:
-        queue.rebase_later_edits(conn, o.unit, {k: o.fold.get(k) for k in o.sent}, now)
+def _written(o: _Outcome) -> tuple[queue.Claimed, dict[str, Any]]:
+    """(unit, {field: the server's value}) for the fields an update sent."""
+    if o.fold is None or not o.sent:
+        return o.unit, {}
+    return o.unit, {k: o.fold.get(k) for k in o.sent}
 
 
 def _record_one(conn: sa.Connection, o: _Outcome, now: datetime) -> None:
@@ -273,7 +277,7 @@ def _record_one(conn: sa.Connection, o: _Outcome, now: datetime) -> None:
             conflict=o.conflict,
             note=o.note,
         )
-        _rebase(conn, o, now)
+        queue.rebase_later_edits(conn, [_written(o)], now)
     else:
         queue.release(
             conn,
