@@ -117,7 +117,7 @@ def test_stdlib_loggers_go_through_the_same_chain() -> None:
     logging.getLogger("httpx").info("HTTP Request: GET /api/contact")  # quietened to WARNING
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert len(lines) == 1 and lines[0]["event"] == f"running with {REDACTED}"
-    assert lines[0]["logger"] == "alembic.runtime"
+    assert lines[0]["logger"] == "some.library"
 
 
 def test_console_format_is_readable() -> None:
