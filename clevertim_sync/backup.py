@@ -234,13 +234,15 @@ def backup(
     dest: Path | str,
     keep: int | None = None,
     *,
+    daily: int = 0,
+    weekly: int = 0,
     method: Method = "auto",
     now: datetime | None = None,
 ) -> BackupResult:
     """Write one backup archive of the mirror into directory `dest` (or to the `.tar` path `dest`).
 
-    Safe while the daemon writes: the snapshot is one committed state. With `keep`, only the
-    newest `keep` archives named by this function stay in the directory.
+    Safe while the daemon writes: the snapshot is one committed state. With `keep`, older
+    backups of the same database in that directory are pruned (see `prune` for daily/weekly).
     """
     started = time.monotonic()
     now = now or datetime.now(UTC)
@@ -276,7 +278,11 @@ def backup(
     finally:
         if isinstance(engine_or_url, str):
             engine.dispose()
-    pruned = prune(final.parent, keep, source=manifest.source) if keep is not None else []
+    pruned = (
+        prune(final.parent, keep, source=manifest.source, daily=daily, weekly=weekly)
+        if keep is not None
+        else []
+    )
     result = BackupResult(final, manifest, final.stat().st_size, time.monotonic() - started, pruned)
     log.info(
         "backup.written",
@@ -300,11 +306,18 @@ def _source_of(path: Path) -> str | None:
         return None
 
 
-def prune(directory: Path | str, keep: int, *, source: str | None = None) -> list[Path]:
-    """Delete all but the newest `keep` backups in `directory`; other files are never touched.
+def _taken_at(path: Path) -> datetime:
+    return datetime.strptime(path.name, "clevertim-sync-%Y%m%dT%H%M%S.%fZ.tar").replace(tzinfo=UTC)
 
-    With `source`, only backups of that database count: several accounts (or mirrors) may share
-    one backup directory without one's retention deleting another's backups.
+
+def prune(
+    directory: Path | str, keep: int, *, source: str | None = None, daily: int = 0, weekly: int = 0
+) -> list[Path]:
+    """Delete old backups in `directory`; files not named like a backup are never touched.
+
+    Kept: the newest `keep`, plus the newest of each of the last `daily` days and of each of the
+    last `weekly` ISO weeks that have a backup. With `source`, only backups of that database
+    count: several accounts (or mirrors) may share one backup directory.
     """
     if keep < 1:
         raise BackupError(f"keep must be at least 1, not {keep}: a retention of nothing deletes every backup")
@@ -316,7 +329,16 @@ def prune(directory: Path | str, keep: int, *, source: str | None = None) -> lis
         ),
         reverse=True,
     )
-    doomed = ours[keep:]
+    kept = set(ours[:keep])
+    for count, by_week in ((daily, False), (weekly, True)):
+        seen: set[object] = set()
+        for path in ours:  # newest first: the first of each day/week is its newest
+            taken = _taken_at(path)
+            key: object = taken.isocalendar()[:2] if by_week else taken.date()
+            if key not in seen and len(seen) < count:
+                seen.add(key)
+                kept.add(path)
+    doomed = [p for p in ours if p not in kept]
     for path in doomed:
         path.unlink(missing_ok=True)
         log.info("backup.pruned", path=str(path))

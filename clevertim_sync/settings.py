@@ -147,7 +147,9 @@ class AccountSettings(_Section):
 class BackupSettings(_Section):
     dir: Path | None = None
     interval: float | None = Field(None, gt=0, description="seconds between scheduled backups")
-    keep: int = Field(7, ge=1)
+    keep: int = Field(7, ge=1, description="newest backups kept in dir")
+    keep_daily: int = Field(0, ge=0, description="also keep the newest backup of each of the last N days")
+    keep_weekly: int = Field(0, ge=0, description="also keep the newest backup of each of the last N weeks")
 
 
 class Settings(_Section):

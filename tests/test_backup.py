@@ -217,6 +217,19 @@ def test_retention_keeps_the_newest_and_nothing_else(mirror: sa.Engine, tmp_path
     with pytest.raises(BackupError, match="at least 1"):
         bk.prune(where, 0)
 
+    # Daily and weekly: the newest of each of the last N days / ISO weeks are kept too.
+    spread = tmp_path / "spread"
+    for hours in (0, 5, 24, 30, 48, 24 * 8, 24 * 15, 24 * 15 + 1):
+        bk.backup(mirror, spread, now=T0 + timedelta(hours=hours))
+
+    def hours_left() -> list[int]:
+        return sorted(int((bk._taken_at(p) - T0).total_seconds() // 3600) for p in spread.iterdir())
+
+    bk.prune(spread, 1, daily=4)  # the newest of Jan 17, 10, 4 and 3
+    assert hours_left() == [30, 48, 24 * 8, 24 * 15 + 1]
+    bk.prune(spread, 1, weekly=2)  # the newest of ISO weeks 3 and 2 of 2026
+    assert hours_left() == [24 * 8, 24 * 15 + 1]
+
     # Another mirror backed up into the same directory keeps its own backups.
     other_url = f"sqlite:///{tmp_path / 'other.sqlite3'}"
     upgrade(other_url)

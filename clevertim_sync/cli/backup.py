@@ -52,13 +52,20 @@ def backup_command(app: AppContext, dest: Path | None, keep: int | None, method:
     """Write a verified, compressed snapshot of the mirror into DEST (a directory, or a .tar path).
 
     Safe while the daemon runs. DEST defaults to backup.dir (else <state dir>/backups); --keep
-    defaults to backup.keep.
+    defaults to backup.keep, and backup.keep_daily / keep_weekly keep one per day / week more.
     """
     quiet_logs()
     target = dest if dest is not None else default_backup_dir(app)
     keep = keep if keep is not None else app.settings.backup.keep
     with mirror(app) as engine:
-        result = backups.backup(engine, target, keep=keep, method=cast(backups.Method, method))
+        result = backups.backup(
+            engine,
+            target,
+            keep=keep,
+            daily=app.settings.backup.keep_daily,
+            weekly=app.settings.backup.keep_weekly,
+            method=cast(backups.Method, method),
+        )
     rows = sum(n for t, n in result.manifest.tables.items() if t != "alembic_version")
     click.echo(
         f"{result.path}: {result.manifest.method} backup, {rows} rows in {len(result.manifest.tables)} "
