@@ -244,3 +244,15 @@ def test_retry_of_a_create_that_may_have_been_sent_reconciles_first(engine: Engi
         conn.execute(sa.update(Q).values(state="failed"))
     queue.retry(engine, item.id)
     assert queue.get_item(engine, item.id).state == "reconcile"
+
+
+def test_our_own_write_becomes_the_base_of_later_edits(engine: Engine) -> None:
+    queue.enqueue_update(engine, "contact", 1, {"title": "A"})
+    (unit,) = claim(engine)
+    later = queue.enqueue_update(engine, "contact", 1, {"title": "B"})  # queued while A is in flight
+    with engine.begin() as conn:
+        queue.finish(conn, unit, T0)
+        queue.rebase_later_edits(conn, [(unit, {"title": "A"})], T0)
+    (next_unit,) = claim(engine)
+    # Without the rebase, B would conflict with our own A (remote A, base Eng, local B).
+    assert next_unit.id == later.id and next_unit.base == {"title": "A"}
