@@ -187,8 +187,10 @@ def test_backup_during_a_pull_restores_one_committed_state(
     order = list(resources.PULL_ORDER)
     assert all(before[n] != after[n] for n in order)  # every resource changed: phases are unambiguous
 
+    # Restoring is the slow part: check at most five backups, spread over the pull.
+    step = max(1, len(taken) // 4)
     cuts = []
-    for i, backup in enumerate(taken):
+    for i, backup in list(enumerate(taken))[::step]:
         target = (
             f"sqlite:///{tmp_path / f'restored-{i}.sqlite3'}"
             if database_url.startswith("sqlite")
