@@ -176,7 +176,7 @@ def _contacts(engine: sa.Engine) -> dict[int, dict[str, Any]]:
         return {row.id: json.loads(row.raw) for row in conn.execute(sa.select(table.c.id, table.c.raw))}
 
 
-def test_ready_watchdog_pull_and_push_on_schedule_then_sigterm_exits_0(
+def test_ready_watchdog_pull_push_twin_refused_reload_then_sigterm_exits_0(
     emulator: EmulatorServer, database_url: str, daemons: Callable[..., Daemon]
 ) -> None:
     d = daemons("a", config(emulator.base_url, database_url))
@@ -193,6 +193,12 @@ def test_ready_watchdog_pull_and_push_on_schedule_then_sigterm_exits_0(
     wait_for(
         lambda: emulator.control.record("contact", other_id).get("title") == "Local Title", what="the push"
     )
+    # A twin on the same database is refused (a lock file for SQLite, an advisory lock on PostgreSQL).
+    twin = daemons("twin", config(emulator.base_url, database_url, pull=60))
+    assert twin.wait() == 1
+    assert "already runs against this mirror" in twin.output()
+    assert "READY=1" not in twin.notify.lines()
+    assert d.proc.poll() is None
     assert d.notify.count("WATCHDOG=1") >= 2  # every 0.5 s, from the scheduler's heartbeat and jobs
     assert any(line.startswith("STATUS=") and "pull ok" in line for line in d.notify.lines())
     # SIGHUP re-reads the configuration: the pull interval of 2 s becomes 600 s.
@@ -253,7 +259,7 @@ def test_sigkill_in_the_middle_of_a_push_then_restart_completes_the_queue_withou
     first.ready()
     engine = make_engine(sqlite_url)
     wait_for(lambda: _contacts(engine), what="the first pull")
-    emulator.control.add_fault(method="POST", path="^/contact$", kind="latency", latency_ms=2000, times=1)
+    emulator.control.add_fault(method="POST", path="^/contact$", kind="latency", latency_ms=1500, times=1)
     item = queue.enqueue_create(engine, "contact", {"fn": "Killed", "ln": "Mid-Push"})
     q = wb.writeback_queue
 
@@ -262,10 +268,10 @@ def test_sigkill_in_the_middle_of_a_push_then_restart_completes_the_queue_withou
             return str(conn.execute(sa.select(q.c.state).where(q.c.id == item.id)).scalar_one())
 
     wait_for(lambda: state() == "in_flight", what="the push to claim the create")
-    time.sleep(0.5)  # the POST is on the wire, held by the emulator's latency
+    time.sleep(0.3)  # the POST is on the wire, held by the emulator's latency
     first.proc.kill()
     first.wait()
-    time.sleep(2)  # the emulator completes the POST after its latency: the outcome is unknown to us
+    time.sleep(1.5)  # the emulator completes the POST after its latency: the outcome is unknown to us
     second = daemons("second", config(emulator.base_url, sqlite_url, pull=60, push=1))
     second.ready()
     wait_for(lambda: state() == "done", timeout=20, what="the queue item to complete")
@@ -276,22 +282,6 @@ def test_sigkill_in_the_middle_of_a_push_then_restart_completes_the_queue_withou
     second.signal(signal.SIGTERM)
     assert second.wait() == 0, second.output()
     engine.dispose()
-
-
-def test_a_second_instance_is_refused(
-    emulator: EmulatorServer, sqlite_url: str, daemons: Callable[..., Daemon]
-) -> None:
-    # SQLite's lock file here; PostgreSQL's advisory lock refuses in test_daemon_parts.py and
-    # waits in the standby test below.
-    first = daemons("first", config(emulator.base_url, sqlite_url, pull=60))
-    first.ready()
-    second = daemons("second", config(emulator.base_url, sqlite_url, pull=60))
-    assert second.wait() == 1
-    assert "already runs against this mirror" in second.output()
-    assert "READY=1" not in second.notify.lines()
-    assert first.proc.poll() is None
-    first.signal(signal.SIGTERM)
-    assert first.wait() == 0
 
 
 def test_a_rejected_token_exits_1_before_ready(

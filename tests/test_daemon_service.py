@@ -202,10 +202,10 @@ def _wait(predicate: Callable[[], bool], timeout: float = 8.0) -> None:
 
 
 def test_pulls_on_schedule_and_pull_and_push_never_overlap(
-    database_url: str, start: Callable[..., Running]
+    sqlite_url: str, start: Callable[..., Running]
 ) -> None:
-    rec = Recorder(database_url)
-    svc = start(database_url, rec)
+    rec = Recorder(sqlite_url)
+    svc = start(sqlite_url, rec)
     _wait(lambda: rec.names().count("pull") >= 3)
     assert "push" in rec.names()  # the first push runs at start
     assert rec.overlaps == 0
