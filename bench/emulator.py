@@ -34,6 +34,15 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _calibrate() -> float:
+    """CPU seconds for a 10^7-step Python loop: ~0.4-0.6 s on an idle modern core. Divide the
+    numbers below by (this / 0.5) to compare runs on machines of different speed or load."""
+    cpu, total = time.process_time(), 0
+    for i in range(10_000_000):
+        total += i
+    return time.process_time() - cpu
+
+
 def _serve(contacts: int, seed: int, conn: Connection) -> None:
     started, cpu = time.perf_counter(), time.process_time()
     server = EmulatorServer(token=TOKEN, contacts=contacts, seed=seed).start()
@@ -96,7 +105,9 @@ def main() -> None:
     args = parser.parse_args()
 
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"load average at start: {load} on {os.cpu_count()} cores")
+    print(
+        f"load average at start: {load} on {os.cpu_count()} cores; calibration loop {_calibrate():.2f} s CPU"
+    )
     parent, child = mp.Pipe()
     proc = mp.get_context("fork").Process(target=_serve, args=(args.contacts, args.seed, child), daemon=True)
     proc.start()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from clevertim_sync.resources import PULL_ORDER
@@ -29,6 +29,8 @@ Record = dict[str, Any]
 T = TypeVar("T")
 
 OWNER, READ_ONLY_USER, OTHER_USER = 1, 2, 3
+SHOWCASES = 8  # records 0..7 of each kind have fixed variants; the rest are random
+DONORS = 1024
 N_USERS = 8
 HIDDEN_GROUP = 4  # the owner is not a member
 # 2016-01-01 .. 2025-01-01, and lm up to ~6 months after ao; fixed so the seed alone decides.
@@ -156,6 +158,7 @@ class _Gen:
         self._stream = [self.rng.choice(WORDS) for _ in range(pool + 64)]
         self._tag_sets = [self.rng.sample(TAGS, len(TAGS)) for _ in range(64)]
         self._stamps = [self._new_stamps() for _ in range(pool)]
+        self._donors: dict[str, list[Record]] = {}
 
     # --- small helpers ------------------------------------------------------------------------
 
@@ -446,6 +449,62 @@ class _Gen:
             rec["app"] = r.choice(["web", "iphone", "android"])
         return self.common(rec, i, with_user=True)
 
+    # --- the bulk: copies of donor records with their own ids, names, links and stamps ---------
+    # Building every record property by property cost ~30 random draws each; past the showcases,
+    # a record starts as a copy of one of up to DONORS records built that way, and redraws only
+    # what makes it itself. Nested values (tags, cf, dates) are shared between copies: nothing
+    # mutates a record below its top level.
+
+    def donors(self, kind: str, build: Callable[[int, int], Record], total: int) -> list[Record]:
+        pool = self._donors.get(kind)
+        if pool is None:
+            pool = self._donors[kind] = [build(SHOWCASES + j, 0) for j in range(min(DONORS, total))]
+        return pool
+
+    def contact_copy(self, cid: int) -> Record:
+        r = self.rng
+        rec = dict(r.choice(self.donors("contact", self.contact, self.n_contacts)))
+        rec["id"] = cid
+        rec["fn"], rec["ln"] = r.choice(FIRST), r.choice(LAST)
+        rec["email"] = [f"c{cid}.{k}@example.com" for k in range(len(rec["email"]))]
+        if rec["phones"]:
+            rec["phones"] = [
+                {"type": p["type"], "no": f"+1 555 {100 + cid % 900} {cid % 10000:04d}"}
+                for p in rec["phones"]
+            ]
+        if rec.get("website"):
+            rec["website"] = [f"https://{cid}.example.org"]
+        if rec.get("smids"):
+            rec["smids"] = [{"type": sm["type"], "smid": f"user{cid}"} for sm in rec["smids"]]
+        if rec["companyId"] is not None:
+            rec["companyId"] = r.choice(self.company_ids)
+        if "fullname" in rec:
+            rec["fullname"] = f"{rec['fn']} {rec['ln']}".strip()
+        rec["ao"], rec["lm"] = self.stamps()
+        return rec
+
+    def task_copy(self, tid: int) -> Record:
+        r = self.rng
+        rec = dict(r.choice(self.donors("task", self.task, self.n_tasks)))
+        rec["id"], rec["cust"] = tid, self.customer_ref()
+        if rec["case"] is not None:
+            rec["case"] = r.randint(1, self.n_cases)
+        if rec["opp"] is not None:
+            rec["opp"] = r.randint(1, self.n_opps)
+        rec["ao"], rec["lm"] = self.stamps()
+        return rec
+
+    def note_copy(self, nid: int) -> Record:
+        r = self.rng
+        rec = dict(r.choice(self.donors("note", self.note, self.n_notes)))
+        rec["id"], rec["cust"] = nid, self.customer_ref()
+        if rec["case"] is not None:
+            rec["case"] = r.randint(1, self.n_cases)
+        if rec["opportunity"] is not None:
+            rec["opportunity"] = r.randint(1, self.n_opps)
+        rec["ao"], rec["lm"] = self.stamps()
+        return rec
+
     def comment(self, i: int, cid: int) -> Record:
         r = self.rng
         on_note = i % 2 == 0 if i < 2 else r.random() < 0.5
@@ -487,8 +546,8 @@ def iter_records(contacts: int, seed: int) -> Iterator[tuple[str, Record]]:
         raise ValueError("contacts must be >= 0")
     g = _Gen(contacts, seed)
     yield from (("comment", g.comment(i, i + 1)) for i in range(g.n_comments))
-    yield from (("note", g.note(i, i + 1)) for i in range(g.n_notes))
-    yield from (("task", g.task(i, i + 1)) for i in range(g.n_tasks))
+    yield from (("note", g.note(i, i + 1) if i < SHOWCASES else g.note_copy(i + 1)) for i in range(g.n_notes))
+    yield from (("task", g.task(i, i + 1) if i < SHOWCASES else g.task_copy(i + 1)) for i in range(g.n_tasks))
     yield from (("case", g.case(i, i + 1)) for i in range(g.n_cases))
     yield from (("opportunity", g.opportunity(i, i + 1)) for i in range(g.n_opps))
     companies = set(g.company_ids)
@@ -499,7 +558,7 @@ def iter_records(contacts: int, seed: int) -> Iterator[tuple[str, Record]]:
             yield "company", g.company(n_company, cid)
             n_company += 1
         else:
-            yield "contact", g.contact(n_contact, cid)
+            yield "contact", g.contact(n_contact, cid) if n_contact < SHOWCASES else g.contact_copy(cid)
             n_contact += 1
     yield from (("group", rec) for rec in g.groups())
     yield from (("user", rec) for rec in g.users())
