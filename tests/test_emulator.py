@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -438,3 +439,38 @@ def test_control_reset_validates_its_arguments(emulator: EmulatorServer) -> None
         with pytest.raises(EmulatorControlError) as info:
             emulator.control._call("POST", "/reset", bad)
         assert info.value.status == 400
+
+
+def test_concurrent_writes_and_listings_stay_consistent(emulator: EmulatorServer) -> None:
+    """The server is threaded: parallel creates on one parent must all land in its notes list,
+    and listings taken meanwhile must be whole JSON."""
+    target = one(httpx.post(f"{emulator.base_url}/contact", json={"fn": "hub"}, auth=(EMULATOR_TOKEN, "X")))
+    created: list[int] = []
+    problems: list[str] = []
+
+    def writer(k: int) -> None:
+        with httpx.Client(base_url=emulator.base_url, auth=(EMULATOR_TOKEN, "X"), verify=False) as client:
+            for i in range(10):
+                created.append(
+                    one(client.post("/note", json={"desc": f"{k}.{i}", "cust": target["id"]}))["id"]
+                )
+
+    def reader() -> None:
+        with httpx.Client(base_url=emulator.base_url, auth=(EMULATOR_TOKEN, "X"), verify=False) as client:
+            for _ in range(10):
+                try:
+                    content(client.get("/note"))
+                except (AssertionError, ValueError) as exc:  # pragma: no cover - reported below
+                    problems.append(repr(exc))
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)] + [
+        threading.Thread(target=reader)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert problems == []
+    assert len(set(created)) == 40
+    hub = emulator.control.record("contact", target["id"])
+    assert hub["notes"] == sorted(created)
