@@ -474,3 +474,16 @@ def test_concurrent_writes_and_listings_stay_consistent(emulator: EmulatorServer
     assert len(set(created)) == 40
     hub = emulator.control.record("contact", target["id"])
     assert hub["notes"] == sorted(created)
+
+
+def test_making_a_record_private_in_the_ui_hides_it_from_others(
+    emulator: EmulatorServer, api: httpx.Client
+) -> None:
+    contact = content(api.get("/contact"))[0]
+    emulator.control.update("contact", contact["id"], {"is_private": True, "puser": 3}, bump_lm=False)
+    assert contact["id"] not in {c["id"] for c in content(api.get("/contact"))}
+    error_of(api.get(f"/contact/{contact['id']}"), 404)
+    emulator.control.add_token("user-3", 3)
+    assert contact["id"] in {c["id"] for c in emulator.control.state(as_token="user-3")["contact"]}
+    emulator.control.update("contact", contact["id"], {"is_private": False})
+    assert one(api.get(f"/contact/{contact['id']}"))["id"] == contact["id"]

@@ -90,6 +90,15 @@ def _pointer_ids(value: Any) -> list[int]:
     return []
 
 
+def _sees(entry: tuple[bool, Any, int], user_id: int, group_mask: int) -> bool:
+    """The visibility rule for a restricted record's (is_private, puser, gid): private records
+    are their puser's alone; otherwise a group mask admits members of any of those groups."""
+    private, puser, gid = entry
+    if private:
+        return bool(puser == user_id)
+    return not (isinstance(gid, int) and gid and not gid & group_mask)
+
+
 def serialize(rec: Record) -> bytes:
     """A record's JSON bytes, exactly sized: orjson returns bytes with a buffer of 4 KiB or more,
     which for 220,000 kept records would be a gigabyte of slack."""
@@ -214,26 +223,14 @@ class Store:
         if user_id is None:
             return set()
         mask = self._group_mask.get(user_id, 0)
-        hidden = set()
-        for rid, (private, puser, gid) in self._restricted[name].items():
-            if private:
-                if puser != user_id:
-                    hidden.add(rid)
-            elif isinstance(gid, int) and gid and not gid & mask:
-                hidden.add(rid)
-        return hidden
+        return {rid for rid, entry in self._restricted[name].items() if not _sees(entry, user_id, mask)}
 
     def _visible(self, name: str, rid: int, user_id: int | None) -> bool:
         """Whether the record exists and `user_id` may see it (None: the web UI sees all)."""
         if rid not in self.blobs[name]:
             return False
         entry = self._restricted[name].get(rid)
-        if entry is None or user_id is None:
-            return True
-        private, puser, gid = entry
-        if private:
-            return bool(puser == user_id)
-        return not (isinstance(gid, int) and gid and not gid & self._group_mask.get(user_id, 0))
+        return entry is None or user_id is None or _sees(entry, user_id, self._group_mask.get(user_id, 0))
 
     # --- reading ------------------------------------------------------------------------------
 
