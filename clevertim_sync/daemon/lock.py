@@ -164,7 +164,7 @@ class PostgresLock:
 def acquire(
     database_url: str,
     *,
-    name: str = "mirror",
+    name: str = "mirror",  # the key within the database: keep the default, the mirror IS the database
     standby: bool = False,
     retry_every: float = 2.0,
     stop: threading.Event | None = None,

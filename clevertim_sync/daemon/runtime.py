@@ -96,9 +96,7 @@ class AccountRuntime:
     def open(self, *, standby: bool, on_status: Callable[[str], object]) -> None:
         """Lock, migrate, connect and check the token; raises on what a restart would not fix."""
         db_url = self.settings.database.url
-        self.lock = instance_lock.acquire(
-            db_url, name=self.name, standby=standby, stop=self.stopping, on_wait=on_status
-        )
+        self.lock = instance_lock.acquire(db_url, standby=standby, stop=self.stopping, on_wait=on_status)
         self.engine = make_engine(db_url, busy_timeout=self.settings.database.sqlite_busy_timeout)
         upgrade(self.engine)
         self.client = self.backends.make_client(self.settings)
