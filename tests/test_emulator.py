@@ -400,11 +400,14 @@ def test_control_errors_raise(emulator: EmulatorServer) -> None:
 def test_request_log_records_api_requests(emulator: EmulatorServer, api: httpx.Client) -> None:
     api.get("/contact")
     api.post("/case", json={})
+    api.put("/contact/999999", content=b"{oops")
     log = emulator.control.requests()
-    assert [(r["method"], r["path"], r["status"]) for r in log] == [
-        ("GET", "/api/contact", 200),
-        ("POST", "/api/case", 400),
+    assert [(r["method"], r["path"], r["status"], r["body"]) for r in log] == [
+        ("GET", "/api/contact", 200, None),
+        ("POST", "/api/case", 400, {}),
+        ("PUT", "/api/contact/999999", 500, "{oops"),
     ]
+    assert [(r["resource"], r["id"]) for r in log] == [("contact", None), ("case", None), ("contact", 999999)]
     emulator.control.clear_requests()
     assert emulator.control.requests() == []
 

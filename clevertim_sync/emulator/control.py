@@ -112,8 +112,9 @@ class EmulatorControl:
 
     def requests(self) -> list[dict[str, Any]]:
         """API requests received, oldest first: method, path (/api/...), resource, id, status
-        (0: no answer sent), fault (the kind that struck, or None), ms (server time to the last byte),
-        cpu_ms (the handler thread's CPU time)."""
+        (0: no answer sent), fault (the kind that struck, or None), body (the JSON received, or
+        its text if not JSON, or None), ms (server time to the last byte), cpu_ms (the handler
+        thread's CPU time)."""
         result: list[dict[str, Any]] = self._call("GET", "/requests")
         return result
 

@@ -45,7 +45,8 @@ REQUEST_LOG_LIMIT = 100_000
 
 
 class RequestLog:
-    """The API requests received (not control requests): method, path, status, fault, ms."""
+    """The API requests received (not control requests): method, path, resource, id, status,
+    fault, body, ms, cpu_ms."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -87,6 +88,17 @@ class Chunked:
                 yield b","
             yield b",".join(self.parts[start : start + self.GROUP])
         yield self.tail
+
+
+def _logged_body(body: bytes) -> Any:
+    """A write's body as the server received it, for tests asserting what a client sent: the
+    JSON value, or the first 1000 characters of what was not JSON; None when there was none."""
+    if not body:
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:1000].decode("utf-8", "replace")
 
 
 def _error(message: str) -> bytes:
@@ -194,6 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
             "id": int(segs[1]) if len(segs) > 1 and segs[1].isdigit() else None,
             "status": 0,
             "fault": fault.kind if fault else None,
+            "body": _logged_body(body),
         }
         try:
             if fault is not None and fault.kind in ("reset", "status", "html"):
