@@ -373,6 +373,8 @@ def test_control_edits_bypass_the_rules_and_can_leave_lm(emulator: EmulatorServe
     assert bumped["lm"] > comment["lm"]
     set_lm = ctl.update("comment", comment["id"], {"lm": "2030-01-01T00:00:00Z"})
     assert set_lm["lm"] == "2030-01-01T00:00:00Z"
+    dropped = ctl.update("comment", comment["id"], {}, unset=["comment", "userId"])
+    assert "comment" not in dropped and "userId" not in dropped and dropped["lm"] > set_lm["lm"]
     user = ctl.create("user", {"user": "New Person", "email": "n@example.com"})
     assert any(u["id"] == user["id"] for u in content(api.get("/user")))
     explicit = ctl.create("contact", {"id": 50000, "ln": "", "lm": "2001-01-01T00:00:00Z"})

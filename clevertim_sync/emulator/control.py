@@ -87,10 +87,19 @@ class EmulatorControl:
         return result
 
     def update(
-        self, resource: str, record_id: int, fields: dict[str, Any], bump_lm: bool = True
+        self,
+        resource: str,
+        record_id: int,
+        fields: dict[str, Any],
+        bump_lm: bool = True,
+        *,
+        unset: list[str] | tuple[str, ...] = (),
     ) -> dict[str, Any]:
-        """Change fields as the web UI would; `lm` as given in fields, else bumped unless bump_lm=False."""
+        """Change fields as the web UI would; `lm` as given in fields, else bumped unless
+        bump_lm=False; properties named in `unset` are removed (missing, not null)."""
         params = {"bump_lm": "1" if bump_lm else "0"}
+        if unset:
+            params["unset"] = ",".join(unset)
         result: dict[str, Any] = self._call("PUT", f"/records/{resource}/{record_id}", fields, params=params)
         return result
 

@@ -388,7 +388,8 @@ class _Handler(BaseHTTPRequestHandler):
             return store.blob(name, rid, None)
         if method == "PUT":
             bump = query.get("bump_lm", ["1"])[-1].lower() not in ("0", "false", "no")
-            return store.control_update(name, rid, _object(payload), bump_lm=bump)
+            unset = [k for v in query.get("unset", []) for k in v.split(",") if k]
+            return store.control_update(name, rid, _object(payload), bump_lm=bump, unset=unset)
         if method == "DELETE":
             store.control_delete(name, rid)
             return b'{"ok":true}'

@@ -367,8 +367,11 @@ class Store:
                 fields.setdefault("userId", seeding.OWNER)
             return self._insert(name, rid, fields)
 
-    def control_update(self, name: str, rid: int, fields: Mapping[str, Any], *, bump_lm: bool) -> bytes:
-        """Update as the web UI would; `lm` as given, else bumped unless bump_lm is false."""
+    def control_update(
+        self, name: str, rid: int, fields: Mapping[str, Any], *, bump_lm: bool, unset: Iterable[str] = ()
+    ) -> bytes:
+        """Update as the web UI would; `lm` as given, else bumped unless bump_lm is false; the
+        properties in `unset` are removed altogether (missing, not null)."""
         with self.lock:
             resources.get(name)
             if rid not in self.blobs[name]:
@@ -376,7 +379,7 @@ class Store:
             changes = {k: v for k, v in fields.items() if k not in ("id", *_COMPUTED_LISTS[name])}
             if "lm" not in changes and bump_lm:
                 changes["lm"] = now_iso(after=self._load_one(name, rid).get("lm"))
-            return self._modify(name, rid, changes)
+            return self._modify(name, rid, changes, unset=[k for k in unset if k not in ("id", "lm", "ao")])
 
     def control_delete(self, name: str, rid: int) -> None:
         with self.lock:
@@ -403,9 +406,11 @@ class Store:
         self._link(name, rid, {}, rec)
         return self._commit(name, rid, rec)
 
-    def _modify(self, name: str, rid: int, changes: Mapping[str, Any]) -> bytes:
+    def _modify(self, name: str, rid: int, changes: Mapping[str, Any], unset: Iterable[str] = ()) -> bytes:
         old = self._load_one(name, rid)
         rec = {**old, **changes}
+        for key in unset:
+            rec.pop(key, None)
         if name == "note" and "desc" in changes and "hl" not in changes:
             rec["hl"] = seeding.headline(str(rec.get("desc") or ""))
         self._link(name, rid, old, rec)
