@@ -124,7 +124,7 @@ def run_phase(args: argparse.Namespace) -> None:
     # SQLAlchemy/alembic are a fixed cost per process, not the work being compared.
     import clevertim_sync.diff  # noqa: F401  the floors hash with it too
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     if args.phase == "floor-first":
         result = phase_floor_first(args.url, args.db)
     elif args.phase in ("floor-nochange", "floor-1pct"):
@@ -134,6 +134,7 @@ def run_phase(args: argparse.Namespace) -> None:
     else:
         result = phase_sync(args.url, args.db)
     result["seconds"] = result.pop("seconds_in_pull", None) or time.perf_counter() - t0
+    result["cpu_seconds"] = round(time.process_time() - cpu0, 2)  # this process only, all threads
     result["max_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
 
@@ -159,7 +160,11 @@ def child(phase: str, url: str, db_path: Path, write_to: Path | None = None) -> 
         cmd += ["--write-to", str(write_to)]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=3600)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"  {phase:15s} {result['seconds']:8.2f} s  peak RSS {result['max_rss_mb']:7.1f} MB  {result}")
+    print(
+        f"  {phase:15s} {result['seconds']:8.2f} s wall {result['cpu_seconds']:7.2f} s cpu"
+        f"  peak RSS {result['max_rss_mb']:7.1f} MB  {result}",
+        flush=True,
+    )
     return result
 
 

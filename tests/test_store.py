@@ -204,3 +204,24 @@ def test_compiled_row_builder_equals_the_converters() -> None:
                 got = builder.current(rec, "raw", "h")
                 # compare types too: True == 1 in Python, but not in a BIGINT column
                 assert [(type(v), v) for v in got] == [(type(v), v) for v in expected], (res.name, rec)
+
+
+def test_compiled_child_rows_equal_child_rows() -> None:
+    rng = random.Random(5)
+    entries = ["a", 3, None, {"type": "Work", "no": "1", "smid": "@x"}, {"type": 5}, ["nested"]]
+    shapes = [None, "str", 7, [], {}, {"3": "x", "4": ["a", "b"], "x": "bad", "5": 6}]
+    for res in resources.RESOURCES:
+        builder = columns.RowBuilder(res, sqlite=True)
+        items = []
+        for rid in range(1, 60):
+            rec: dict[str, Any] = {"id": rid}
+            for prop in builder.children:
+                rec[prop.api] = rng.choice([rng.choices(entries, k=rng.randint(0, 4)), rng.choice(shapes)])
+            items.append((rec, "raw", "h"))
+        current, children = builder.rows(items)
+        assert current == [builder.current(rec, raw, h) for rec, raw, h in items]
+        for prop, got in zip(builder.children, children, strict=True):
+            expected = [
+                row for rec, _, _ in items for row in columns.child_rows(prop, rec["id"], rec[prop.api])
+            ]
+            assert got == expected, (res.name, prop.api)

@@ -29,7 +29,7 @@ from clevertim_sync import resources
 from clevertim_sync.diff import Changes, changed_fields, record_hash
 from clevertim_sync.errors import MirrorError
 from clevertim_sync.mirror import schema
-from clevertim_sync.mirror.columns import RowBuilder, child_columns, child_rows, sqlite_datetime
+from clevertim_sync.mirror.columns import RowBuilder, child_columns, sqlite_datetime
 
 __all__ = [
     "ResourceCounts",
@@ -146,17 +146,10 @@ def _insert_rows(
 ) -> None:
     """Insert current and child rows for (record, raw, hash) items not currently stored."""
     builder = _builder(conn, resource)
-    rows = []
-    children: dict[str, list[tuple[Any, ...]]] = {p.api: [] for p in builder.children}
-    for record, raw, digest in items:
-        rows.append(builder.current(record, raw, digest))
-        rid = record["id"]
-        for prop in builder.children:
-            children[prop.api].extend(child_rows(prop, rid, record.get(prop.api)))
+    rows, children = builder.rows(items)
     _executemany(conn, schema.CURRENT[resource].name, builder.columns, rows)
-    for prop in builder.children:
-        table = schema.CHILDREN[(resource, prop.api)].name
-        _executemany(conn, table, child_columns(prop), children[prop.api])
+    for prop, child in zip(builder.children, children, strict=True):
+        _executemany(conn, schema.CHILDREN[(resource, prop.api)].name, child_columns(prop), child)
 
 
 def _history_row(
