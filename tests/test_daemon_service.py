@@ -21,11 +21,12 @@ import sqlalchemy as sa
 
 from clevertim_sync import resources
 from clevertim_sync.daemon import wiring
-from clevertim_sync.daemon.runtime import Backends, failing_wait
+from clevertim_sync.daemon.accounts import Account
+from clevertim_sync.daemon.runtime import AccountRuntime, Backends, failing_wait
 from clevertim_sync.daemon.service import Service
 from clevertim_sync.errors import ClevertimSyncError
 from clevertim_sync.mirror import schema
-from clevertim_sync.mirror.db import make_engine
+from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.settings import load
 from clevertim_sync.writeback import tables as wb
 
@@ -117,7 +118,7 @@ def mark_pulled(engine: sa.Engine, names: list[str], *, ok: bool, at: datetime |
                 conn.execute(sa.update(rs).where(rs.c.resource == name).values(**values))
 
 
-def _config(tmp_path: Path, db_url: str, extra: str = "") -> Path:
+def _config(tmp_path: Path, db_url: str, extra: str = "", pull: str = "interval = 1\njitter = 0") -> Path:
     path = tmp_path / "config.toml"
     path.write_text(
         f"""
@@ -127,8 +128,7 @@ token = "test-token"
 [database]
 url = "{db_url}"
 [pull]
-interval = 1
-jitter = 0
+{pull}
 [push]
 interval = 60
 [daemon]
@@ -162,8 +162,10 @@ class Running:
 def start(tmp_path: Path) -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
-    def _start(db_url: str, rec: Recorder, extra: str = "", wait_ready: bool = True) -> Running:
-        config = _config(tmp_path, db_url, extra)
+    def _start(
+        db_url: str, rec: Recorder, extra: str = "", wait_ready: bool = True, pull: str = ""
+    ) -> Running:
+        config = _config(tmp_path, db_url, extra, pull) if pull else _config(tmp_path, db_url, extra)
         ready = threading.Event()
         service = Service(
             load(config, env={}),
@@ -424,3 +426,43 @@ def test_the_backup_job_writes_archives_on_schedule(
     _wait(lambda: backups.is_dir() and len(list(backups.glob("*.tar*"))) >= 2, timeout=15)
     assert svc.stop() == 0
     assert len(list(backups.glob("*.tar*"))) <= 2  # keep = 2
+
+
+def test_a_resource_with_its_own_interval_is_pulled_alone_on_its_own_schedule(
+    sqlite_url: str, start: Callable[..., Running]
+) -> None:
+    rec = Recorder(sqlite_url)
+    groups: list[list[str]] = []
+    backends = rec.backends()
+
+    def pull(engine: sa.Engine, client: Any, *, resources: Any, settings: Any, progress: Any) -> Any:
+        groups.append(list(resources))
+        return backends.pull(engine, client, resources=resources, settings=settings, progress=progress)
+
+    rec.backends = lambda: dataclasses.replace(backends, pull=pull)  # type: ignore[method-assign]
+    svc = start(sqlite_url, rec, pull="interval = 600\njitter = 0\nintervals = { user = 1 }")
+    _wait(lambda: groups.count(["user"]) >= 3)
+    assert groups[0] == [r.name for r in resources.RESOURCES if r.name != "user"]  # the main pull, once
+    assert all(g == ["user"] for g in groups[1:]), groups
+    assert svc.stop() == 0
+
+
+def test_resources_that_keep_failing_rest_while_the_others_are_pulled(sqlite_url: str) -> None:
+    settings = load(None, env={"CLEVERTIM_TOKEN": "t", "CLEVERTIM_SYNC_DATABASE_URL": sqlite_url})
+    rt = AccountRuntime(
+        Account("default", settings),
+        Recorder(sqlite_url).backends(),
+        on_finish=lambda _o: None,
+        stopping=threading.Event(),
+    )
+    rt.engine = make_engine(sqlite_url)
+    upgrade(rt.engine)
+    now = datetime.now(UTC)
+    mark_pulled(rt.engine, ["contact", "note"], ok=True, at=now - timedelta(seconds=10))
+    for _ in range(3):  # contact: 3 failures in a row, the last 10 s ago -> rests 2 intervals
+        mark_pulled(rt.engine, ["contact"], ok=False, at=now - timedelta(seconds=10))
+    mark_pulled(rt.engine, ["note"], ok=False, at=now - timedelta(seconds=10))  # 1 failure: no rest
+    assert rt.due_resources(["company", "contact", "note"], now) == ["company", "note"]
+    later = now + timedelta(seconds=2 * settings.pull.interval)
+    assert rt.due_resources(["company", "contact", "note"], later) == ["company", "contact", "note"]
+    rt.engine.dispose()
