@@ -23,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -37,11 +38,12 @@ from clevertim_sync.emulator.seed import OWNER, READ_ONLY_USER
 from clevertim_sync.emulator.store import ApiProblem, Store, TokenUser
 
 PROXY_PAGE = (
-    "<html>\r\n<head><title>{status} Bad Gateway</title></head>\r\n<body>\r\n"
-    "<center><h1>{status} Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "<html>\r\n<head><title>{status} {phrase}</title></head>\r\n<body>\r\n"
+    "<center><h1>{status} {phrase}</h1></center>\r\n<hr><center>nginx</center>\r\n"
     "</body>\r\n</html>\r\n"
 )
 REQUEST_LOG_LIMIT = 100_000
+_KNOWN_STATUSES = frozenset(s.value for s in HTTPStatus)
 
 
 class RequestLog:
@@ -238,7 +240,8 @@ class _Handler(BaseHTTPRequestHandler):
             return 0
         headers = [("Retry-After", str(fault.retry_after))] if fault.retry_after is not None else []
         if fault.kind == "html":
-            page = PROXY_PAGE.format(status=fault.status).encode()
+            phrase = HTTPStatus(fault.status).phrase if fault.status in _KNOWN_STATUSES else "Error"
+            page = PROXY_PAGE.format(status=fault.status, phrase=phrase).encode()
             self._send(fault.status, page, content_type="text/html", headers=headers)
         else:
             message = "rate limit exceeded" if fault.status == 429 else "service temporarily unavailable"
