@@ -134,7 +134,7 @@ def edit_delete(app: AppContext, resource: str, record_id: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_app
 def push_command(app: AppContext, as_json: bool) -> None:
-    """Send every due queue item once; exit 1 if an item failed or the push had to stop."""
+    """Send every due queue item once; exit 1 if an item failed or was quarantined."""
     settings = app.settings
     configure_logging(settings.log_format, settings.log_level, stream=sys.stderr)
     with mirror(app) as engine, ClevertimClient.from_settings(settings) as client:

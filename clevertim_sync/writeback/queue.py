@@ -453,8 +453,8 @@ class Claimed:
         return [self.id, *self.followers]
 
 
-def _claimable(now: datetime) -> sa.ColumnElement[bool]:
-    due = sa.or_(Q.c.next_attempt_at.is_(None), Q.c.next_attempt_at <= now)
+def _claimable(now: datetime, due_by: datetime) -> sa.ColumnElement[bool]:
+    due = sa.or_(Q.c.next_attempt_at.is_(None), Q.c.next_attempt_at <= due_by)
     return sa.or_(
         sa.and_(Q.c.state.in_((PENDING, RECONCILE)), due),
         sa.and_(Q.c.state == IN_FLIGHT, Q.c.lease_until < now),  # its worker died: reconcile
@@ -495,15 +495,14 @@ def _max_remote_id(conn: Connection, resource: str, cache: dict[str, int | None]
     id space): a create's answer, if lost, must be a record above it."""
     if resource in cache:
         return cache[resource]
+    # The mirror holds every record a create of ours made (the answer is folded in before the
+    # item is done), so its highest id (a primary key lookup) covers them too.
     names = resources.CUSTOMER_RESOURCES if resource in resources.CUSTOMER_RESOURCES else (resource,)
     best: int | None = None
     for name in names:
-        for value in (
-            conn.execute(sa.select(sa.func.max(schema.CURRENT[name].c.id))).scalar(),
-            conn.execute(sa.select(sa.func.max(Q.c.remote_id)).where(Q.c.resource == name)).scalar(),
-        ):
-            if value is not None and (best is None or value > best):
-                best = int(value)
+        value = conn.execute(sa.select(sa.func.max(schema.CURRENT[name].c.id))).scalar()
+        if value is not None and (best is None or value > best):
+            best = int(value)
     cache[resource] = best
     return best
 
@@ -561,7 +560,11 @@ def _followers(conn: Connection, leaders: list[sa.RowMapping]) -> dict[int, list
         return {}
     rows = conn.execute(
         sa.select(Q)
-        .where(Q.c.state.in_(OPEN_STATES), Q.c.target_id.in_({t for _, t in keys}))
+        .where(
+            Q.c.resource.in_({r for r, _ in keys}),
+            Q.c.target_id.in_({t for _, t in keys}),
+            Q.c.state.in_(OPEN_STATES),
+        )
         .order_by(Q.c.id)
     ).mappings()
     out: dict[int, list[sa.RowMapping]] = {}
@@ -577,10 +580,24 @@ def _followers(conn: Connection, leaders: list[sa.RowMapping]) -> dict[int, list
     return out
 
 
-def claim(engine: Engine, *, worker: str, now: datetime, lease: float, limit: int) -> list[Claimed]:
-    """Claim up to `limit` units of due work and commit them as in_flight under a lease."""
+def claim(
+    engine: Engine,
+    *,
+    worker: str,
+    now: datetime,
+    lease: float,
+    limit: int,
+    due_by: datetime | None = None,
+) -> list[Claimed]:
+    """Claim up to `limit` units of due work and commit them as in_flight under a lease.
+
+    `now` is the clock (leases start and expire by it); `due_by` (default `now`) is the instant
+    items must be due by: a push passes its start, so an item that failed during this push waits
+    for the next one.
+    """
+    due_by = due_by or now
     with engine.begin() as conn:
-        query = sa.select(Q).where(_claimable(now), _no_earlier_open()).order_by(Q.c.id).limit(limit)
+        query = sa.select(Q).where(_claimable(now, due_by), _no_earlier_open()).order_by(Q.c.id).limit(limit)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True, of=Q)
         leaders = list(conn.execute(query).mappings())
@@ -824,9 +841,12 @@ def rebase_later_edits(
         return
     rows = conn.execute(
         sa.select(Q.c.id, Q.c.resource, Q.c.target_id, Q.c.base_record).where(
+            # resource and target_id first: the (resource, target_id) index, not a scan of the
+            # whole pending queue
+            Q.c.resource.in_({u.resource for u, _ in written}),
+            Q.c.target_id.in_({u.target_id for u, _ in written}),
             Q.c.op == "update",
             Q.c.state.in_((PENDING, WAITING)),
-            Q.c.target_id.in_({u.target_id for u, _ in written}),
         )
     ).all()
     for row in rows:

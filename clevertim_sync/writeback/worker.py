@@ -67,8 +67,8 @@ OUTAGE_ERRORS = (api_errors.RateLimited, api_errors.ServiceUnavailable, api_erro
 
 @dataclass
 class PushReport:
-    """What one push did. `ok` is False when an item was dead-lettered or quarantined, or the push
-    stopped early (pause, auth); items left in conflict are not errors of the push."""
+    """What one push did. `ok` is False when an item was dead-lettered or quarantined; items left
+    in conflict, and a pause the server asked for (`paused_until`), are not errors of the push."""
 
     claimed: int = 0
     done: int = 0
@@ -85,7 +85,8 @@ class PushReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.failed or self.quarantined or self.stopped)
+        # A pause the server asked for is not a failure; a 401 shows up as a failed item.
+        return not (self.failed or self.quarantined)
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -189,7 +190,8 @@ def push(
                 units = queue.claim(
                     engine,
                     worker=worker,
-                    now=started,
+                    now=clock(),
+                    due_by=started,
                     lease=settings.push.lease,
                     limit=1 if probing else max(concurrency * 4, 16),
                 )
