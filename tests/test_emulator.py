@@ -199,6 +199,14 @@ def test_references_must_point_at_existing_records(api: httpx.Client) -> None:
     assert one(api.post("/task", json={"name": "x", "case": case["id"]}))["case"] == case["id"]
 
 
+def test_an_unchanged_dangling_reference_may_be_put_back(api: httpx.Client) -> None:
+    contact = one(api.post("/contact", json={"fn": "gone soon"}))
+    note = one(api.post("/note", json={"desc": "x", "cust": contact["id"]}))
+    api.delete(f"/contact/{contact['id']}")
+    assert one(api.put(f"/note/{note['id']}", json={**note, "desc": "y"}))["cust"] == contact["id"]
+    error_of(api.put(f"/note/{note['id']}", json={"cust": contact["id"] + 100000}), 400)
+
+
 def test_body_that_is_not_json_is_500(api: httpx.Client) -> None:
     for body in (b"{not json", b"", b"\xff\xfe"):
         error_of(api.post("/contact", content=body), 500)

@@ -15,7 +15,8 @@ beyond the registry, errors and the seed generator.
 Choices where the reference is silent (documented so tests can pin them):
 - A child write changes its parents' back-reference lists but not their `lm`.
 - Back-reference lists hold every child id, including children this token cannot see.
-- A REF in a write must be an integer id of an existing record (any visibility), else 400.
+- A REF in a write must be an integer id of an existing record (any visibility), else 400;
+  an update that sends a REF unchanged passes even if it dangles (the vendor client PUTs all).
 - Visibility: `is_private` -> only `puser` sees it; else a non-zero `gid` -> only members of one
   of those groups; else everyone. No admin bypass.
 """
@@ -287,10 +288,16 @@ class Store:
             raise ApiProblem(400, "permission denied: this user has read-only access and cannot write")
         return res
 
-    def _check_refs(self, res: resources.Resource, body: Mapping[str, Any]) -> None:
+    def _check_refs(
+        self, res: resources.Resource, body: Mapping[str, Any], old: Mapping[str, Any] | None = None
+    ) -> None:
+        """400 for a reference that is not an id of an existing record. An update that sends a
+        reference unchanged (a whole entry PUT back as read) passes even if it dangles now."""
         for key, value in body.items():
             prop = res.by_api.get(key)
             if prop is None or prop.kind is not Kind.REF or prop.read_only or value is None:
+                continue
+            if old is not None and old.get(key) == value:
                 continue
             ids = _pointer_ids(value)
             list_ok = res.name == "note" and key == "cust" and isinstance(value, list)
@@ -334,9 +341,9 @@ class Store:
                 raise ApiProblem(404, f"{name} {rid} not found")
             if not isinstance(body, dict):
                 raise ApiProblem(400, f"the body of a {name} update must be a JSON object")
-            self._check_refs(res, body)
-            fields = {k: v for k, v in body.items() if k not in _READ_ONLY[name]}
             old = self._load_one(name, rid)
+            self._check_refs(res, body, old)
+            fields = {k: v for k, v in body.items() if k not in _READ_ONLY[name]}
             if fields.get("is_private") and fields.get("puser", old.get("puser")) is None:
                 fields["puser"] = tok.user_id
             fields["lm"] = now_iso(after=old.get("lm"))
