@@ -48,6 +48,7 @@ class Recorder:
         self.token_errors: list[ClevertimSyncError] = []
         self.pull_hook: Callable[[Callable[..., None]], None] | None = None
         self.pull_fails = False
+        self.clients: list[_Client] = []
         self._lock = threading.Lock()
 
     def _enter(self, name: str) -> None:
@@ -89,12 +90,21 @@ class Recorder:
             finally:
                 self._leave()
 
-        return Backends(make_client=lambda _s: _Client(), check_token=check_token, pull=pull, push=push)
+        def make_client(settings: Any) -> _Client:
+            client = _Client(settings.token_value())
+            self.clients.append(client)
+            return client
+
+        return Backends(make_client=make_client, check_token=check_token, pull=pull, push=push)
 
 
 class _Client:
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.closed = False
+
     def close(self) -> None:
-        pass
+        self.closed = True
 
 
 def mark_pulled(engine: sa.Engine, names: list[str], *, ok: bool, at: datetime | None = None) -> None:
@@ -326,14 +336,15 @@ def test_a_rejected_token_fails_start_and_an_unreachable_api_is_waited_for(
     assert svc.stop() == 0
 
 
-def test_reload_reschedules_with_the_new_interval(
+def test_reload_reschedules_with_the_new_interval_and_a_rotated_token_gets_a_new_client(
     sqlite_url: str, start: Callable[..., Running], tmp_path: Path
 ) -> None:
     rec = Recorder(sqlite_url)
     svc = start(sqlite_url, rec)
     _wait(lambda: rec.names().count("pull") >= 2)
+    text = _config(tmp_path, sqlite_url).read_text()
     _config(tmp_path, sqlite_url).write_text(
-        _config(tmp_path, sqlite_url).read_text().replace("interval = 1\n", "interval = 300\n", 1)
+        text.replace("interval = 1\n", "interval = 300\n", 1).replace("test-token", "rotated-token")
     )
     svc.service.request_reload()
     _wait(lambda: svc.service.runtimes[0].settings.pull.interval == 300)
@@ -341,6 +352,13 @@ def test_reload_reschedules_with_the_new_interval(
     time.sleep(3)
     # The pull already due under the old interval may still run once; then the new one rules.
     assert rec.names().count("pull") <= count + 1
+    # The next job (the pull due at once, or the queue watch's push) swapped the client.
+    engine = make_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(wb.writeback_queue).values(resource="contact", op="update", target_id=1))
+    engine.dispose()
+    _wait(lambda: [c.token for c in rec.clients] == ["test-token", "rotated-token"])
+    assert rec.clients[0].closed and svc.service.runtimes[0].client is rec.clients[1]
     assert svc.stop() == 0
 
 

@@ -90,6 +90,7 @@ class AccountRuntime:
         self.client: Any = None
         self.last_pull_outcome: JobOutcome | None = None
         self._pending_settings: Settings | None = None
+        self._client_config = self.settings.clevertim  # what self.client was built from
 
     # --- start and stop -----------------------------------------------------------------------
 
@@ -100,6 +101,7 @@ class AccountRuntime:
         self.engine = make_engine(db_url, busy_timeout=self.settings.database.sqlite_busy_timeout)
         upgrade(self.engine)
         self.client = self.backends.make_client(self.settings)
+        self._client_config = self.settings.clevertim
         self._wait_for_token(on_status)
 
     def _wait_for_token(self, on_status: Callable[[str], object]) -> None:
@@ -142,9 +144,12 @@ class AccountRuntime:
         new, self._pending_settings = self._pending_settings, None
         if new is None:
             return
-        if new.clevertim != self.settings.clevertim:
+        if new.clevertim != self._client_config:
+            # A rotated token or a new URL (SIGHUP): a new client, made between two jobs.
             old_client, self.client = self.client, self.backends.make_client(new)
+            self._client_config = new.clevertim
             old_client.close()
+            log.info("daemon.client_replaced", account=self.name, url=new.clevertim.url)
         self.settings = new
         self.runner.deadline = new.daemon.job_deadline
         log.info("daemon.reconfigured", account=self.name)
