@@ -45,6 +45,7 @@ from clevertim_sync import __version__
 from clevertim_sync import backup_db as bdb
 from clevertim_sync.errors import BackupError
 from clevertim_sync.mirror.db import alembic_config, current_revision, make_engine, upgrade
+from clevertim_sync.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -308,6 +309,26 @@ def _source_of(path: Path) -> str | None:
 
 def _taken_at(path: Path) -> datetime:
     return datetime.strptime(path.name, "clevertim-sync-%Y%m%dT%H%M%S.%fZ.tar").replace(tzinfo=UTC)
+
+
+def default_dir(settings: Settings) -> Path:
+    """backup.dir, else <state dir>/backups."""
+    return settings.backup.dir if settings.backup.dir is not None else Path(settings.state_dir) / "backups"
+
+
+def backup_with_settings(engine: Engine, settings: Settings, dest: Path | str | None = None) -> BackupResult:
+    """One backup as configured: into backup.dir, pruned by backup.keep / keep_daily / keep_weekly.
+
+    The daemon's scheduled backup and `clevertim-sync backup` both come here.
+    """
+    conf = settings.backup
+    return backup(
+        engine,
+        dest if dest is not None else default_dir(settings),
+        keep=conf.keep,
+        daily=conf.keep_daily,
+        weekly=conf.keep_weekly,
+    )
 
 
 def prune(

@@ -24,6 +24,7 @@ from clevertim_sync import reports
 from clevertim_sync.errors import BackupError
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import make_engine, upgrade
+from clevertim_sync.settings import Settings
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -286,3 +287,14 @@ def test_an_older_backup_is_upgraded_on_restore(database_url: str, target_url: s
     target.dispose()
     assert [(h.kind, h.record_id) for h in hits] == [("contact", 7)]  # indexed by the upgrade
     assert len(rows) == 30 and "email" in columns
+
+
+def test_backup_with_settings_uses_the_configured_directory_and_retention(
+    mirror: sa.Engine, tmp_path: Path
+) -> None:
+    settings = Settings.model_validate({"state_dir": tmp_path, "backup": {"keep": 2}})
+    for _ in range(3):
+        bk.backup_with_settings(mirror, settings)
+    assert len(list((tmp_path / "backups").glob("clevertim-sync-*.tar"))) == 2
+    elsewhere = Settings.model_validate({"backup": {"dir": tmp_path / "elsewhere", "keep": 1}})
+    assert bk.backup_with_settings(mirror, elsewhere).path.parent == tmp_path / "elsewhere"

@@ -30,11 +30,6 @@ def quiet_logs() -> None:
     configure_logging("auto", "warning", stream=sys.stderr)
 
 
-def default_backup_dir(app: AppContext) -> Path:
-    settings = app.settings
-    return settings.backup.dir if settings.backup.dir is not None else settings.state_dir / "backups"
-
-
 @cli.command("backup")
 @click.argument("dest", required=False, type=click.Path(path_type=Path))
 @click.option(
@@ -55,7 +50,7 @@ def backup_command(app: AppContext, dest: Path | None, keep: int | None, method:
     defaults to backup.keep, and backup.keep_daily / keep_weekly keep one per day / week more.
     """
     quiet_logs()
-    target = dest if dest is not None else default_backup_dir(app)
+    target = dest if dest is not None else backups.default_dir(app.settings)
     keep = keep if keep is not None else app.settings.backup.keep
     with mirror(app) as engine:
         result = backups.backup(
