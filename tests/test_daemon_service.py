@@ -182,6 +182,7 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Running]]:
             rec.backends(),
             config_path=config,
             env={},
+            config_env={},
             on_ready=lambda _s: ready.set(),
         )
         result: dict[str, Any] = {}

@@ -176,7 +176,8 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None], env: Mapping[str, s
     colleague = _Colleague(emulator, opts.remote_edit_every, echo, f"sqlite:///{db_path.resolve()}")
     try:
         config = _write_config(opts, emulator.base_url, db_path)
-        settings: Settings = load(config, env=_clean_env(os.environ if env is None else env))
+        clean_env = _clean_env(os.environ if env is None else env)
+        settings: Settings = load(config, env=clean_env)
         echo(f"Emulator at {emulator.base_url}; mirroring into {os.path.relpath(db_path)}")
         echo(f"Pull every {opts.pull_interval:g} s, push every {opts.push_interval:g} s. First pull ...")
         state = {"pulls": 0}
@@ -199,7 +200,14 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None], env: Mapping[str, s
                         echo(line)
                     colleague.start()
 
-        service = Service(settings, real_backends(), config_path=config, env={}, on_outcome=[on_outcome])
+        service = Service(
+            settings,
+            real_backends(),
+            config_path=config,
+            env={},
+            config_env=clean_env,
+            on_outcome=[on_outcome],
+        )
         code = service.run()
         final = sa.create_engine(colleague.engine_url)
         try:

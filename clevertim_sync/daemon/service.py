@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +66,7 @@ class Service:
         on_outcome: Iterable[Callable[[JobOutcome], None]] = (),
         on_ready: Callable[[Service], None] | None = None,
         configure_logs: bool = False,
+        config_env: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.backends = backends
@@ -75,6 +77,7 @@ class Service:
         self._listeners = list(on_outcome)
         self._on_ready = on_ready
         self.configure_logs = configure_logs  # re-read log_format/log_level on SIGHUP
+        self.config_env = config_env  # the environment a reload reads (None: os.environ)
         self.stopping = threading.Event()
         self._reload = threading.Event()
         self._exit_code = 0
@@ -169,8 +172,10 @@ class Service:
             rt.runner.close()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        # One grace period for all accounts together: TimeoutStopSec bounds the whole stop.
+        grace_ends = time.monotonic() + STOP_GRACE_SECONDS
         for rt in self.runtimes:
-            if not rt.runner.wait_idle(STOP_GRACE_SECONDS):
+            if not rt.runner.wait_idle(grace_ends - time.monotonic()):
                 # Exiting ends the job's open transaction: the database rolls it back.
                 log.warning("daemon.job_abandoned", account=rt.name, job=rt.runner.current)
         if self.health_server is not None:
@@ -185,7 +190,7 @@ class Service:
 
     def _do_reload(self) -> None:
         try:
-            new = load(self.config_path)
+            new = load(self.config_path, env=self.config_env)
             by_name = {a.name: a for a in accounts(new)}
         except ClevertimSyncError as exc:
             log.error("daemon.reload_refused", error=str(exc))
