@@ -207,7 +207,7 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Running]]:
         running.thread.join(10)
 
 
-def _wait(predicate: Callable[[], bool], timeout: float = 8.0) -> None:
+def _wait(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out waiting"
@@ -223,7 +223,7 @@ def test_pulls_on_schedule_and_pull_and_push_never_overlap(
     assert "push" in rec.names()  # the first push runs at start
     assert rec.overlaps == 0
     pulls = [t for n, t in rec.calls if n == "pull"]
-    assert all(0.5 < b - a < 2.5 for a, b in itertools.pairwise(pulls)), pulls
+    assert all(0.5 < b - a < 4 for a, b in itertools.pairwise(pulls)), pulls  # 1 s, on a busy machine
     assert svc.stop() == 0
 
 
@@ -241,7 +241,7 @@ def test_a_queued_edit_is_pushed_within_seconds_not_at_the_push_interval(
     queued = time.monotonic()
     _wait(lambda: rec.names().count("push") > pushes)
     pushed_at = next(t for n, t in reversed(rec.calls) if n == "push")
-    assert pushed_at - queued < 4  # the push interval is 60 s
+    assert pushed_at - queued < 8  # the push interval is 60 s; the queue is watched every 2 s
     engine.dispose()
     assert svc.stop() == 0
 
