@@ -34,7 +34,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -95,7 +95,7 @@ class Daemon:
         self._out = self.log.open("wb")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._out, stderr=subprocess.STDOUT, cwd=self.dir)
 
-    def ready(self, timeout: float = 20.0) -> None:
+    def ready(self, timeout: float = 30.0) -> None:
         wait_for(lambda: self.notify.count("READY=1") or self.proc.poll() is not None, timeout, "READY=1")
         assert self.proc.poll() is None, self.output()
 
