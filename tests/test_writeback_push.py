@@ -42,8 +42,8 @@ def client(emulator: Any) -> Iterator[ClevertimClient]:
 
 
 @pytest.fixture
-def engine(database_url: str, client: ClevertimClient) -> Iterator[Engine]:
-    eng = make_engine(database_url)
+def engine(migrated_database_url: str, client: ClevertimClient) -> Iterator[Engine]:
+    eng = make_engine(migrated_database_url)
     upgrade(eng)
     assert pull(eng, client).ok
     yield eng
@@ -348,11 +348,11 @@ def test_revert_undoes_a_web_edit_and_recreates_a_deleted_record(
 
 
 def test_two_workers_never_send_one_item(
-    emulator: Any, database_url: str, engine: Engine, client: ClevertimClient
+    emulator: Any, migrated_database_url: str, engine: Engine, client: ClevertimClient
 ) -> None:
     for i in range(24):
         queue.enqueue_create(engine, "note", {"desc": f"parallel {i}"})
-    engines = [make_engine(database_url) for _ in range(2)]
+    engines = [make_engine(migrated_database_url) for _ in range(2)]
     threads = [
         threading.Thread(target=push, args=(e, client, settings()), kwargs={"now": T0, "worker_id": f"w{n}"})
         for n, e in enumerate(engines)

@@ -4,9 +4,11 @@ coalescing, dependent creates, and the people's commands (retry, cancel, resolve
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -35,16 +37,17 @@ def _seeded(url: str) -> Engine:
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = _seeded(database_url)
+def engine(migrated_database_url: str) -> Iterator[Engine]:
+    eng = _seeded(migrated_database_url)
     yield eng
     eng.dispose()
 
 
 @pytest.fixture
-def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
+def sqlite_engine(tmp_path: Path, _migrated_templates: Any) -> Iterator[Engine]:
     """Validation does not depend on the database: its many cases run on SQLite only."""
-    eng = _seeded(sqlite_url)
+    shutil.copyfile(_migrated_templates.sqlite(), tmp_path / "v.sqlite3")
+    eng = _seeded(f"sqlite:///{tmp_path / 'v.sqlite3'}")
     yield eng
     eng.dispose()
 
@@ -168,10 +171,10 @@ def test_an_expired_lease_is_reclaimed_for_reconciliation(engine: Engine) -> Non
     assert again.id == first.id and again.reconcile and again.fields == {"fn": "Ann"}
 
 
-def test_two_workers_never_claim_one_item(database_url: str, engine: Engine) -> None:
+def test_two_workers_never_claim_one_item(migrated_database_url: str, engine: Engine) -> None:
     for i in range(60):
         queue.enqueue_create(engine, "note", {"desc": f"n{i}"})
-    engines = [make_engine(database_url) for _ in range(2)]
+    engines = [make_engine(migrated_database_url) for _ in range(2)]
     got: dict[str, list[int]] = {"a": [], "b": []}
 
     def work(name: str, eng: Engine) -> None:

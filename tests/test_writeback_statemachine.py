@@ -179,9 +179,9 @@ class PushMachine(RuleBasedStateMachine):
         assert [r for r in self.control.requests() if r["method"] != "GET"] == []
 
 
-def test_random_histories_converge(emulator: EmulatorServer, database_url: str) -> None:
+def test_random_histories_converge(emulator: EmulatorServer, migrated_database_url: str) -> None:
     PushMachine.server = emulator
-    PushMachine.database_url = database_url
+    PushMachine.database_url = migrated_database_url
     run_state_machine_as_test(
         PushMachine,
         settings=settings(
