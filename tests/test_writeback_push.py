@@ -367,3 +367,20 @@ def test_two_workers_never_send_one_item(
     assert len(made) == 24 and len({r["desc"] for r in made}) == 24
     assert len(writes(emulator)) == 24
     assert {i.state for i in queue.list_items(engine)} == {"done"}
+
+
+def test_worker_killed_after_sending_is_reconciled_when_its_lease_ends(
+    emulator: Any, engine: Engine, client: ClevertimClient
+) -> None:
+    """Scenario 1 for the push: a worker claimed a create, its POST landed, and it died before
+    recording anything. Another push waits for the lease to run out, then adopts the record."""
+    item = queue.enqueue_create(engine, "contact", {"fn": "Orphan", "ln": "Post"})
+    (unit,) = queue.claim(engine, worker="dead", now=T0, lease=300, limit=10)
+    client.create("contact", unit.fields)  # what the dead worker sent
+    assert push(engine, client, settings(), now=T0 + timedelta(seconds=10)).claimed == 0  # leased
+    report = push(engine, client, settings(), now=T0 + timedelta(seconds=301))
+    assert report.adopted == 1
+    made = [r for r in remote(emulator, "contact").values() if r.get("fn") == "Orphan"]
+    assert len(made) == 1
+    assert queue.get_item(engine, item.id).remote_id == made[0]["id"]
+    assert len([r for r in writes(emulator) if r["method"] == "POST"]) == 1
