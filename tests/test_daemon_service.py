@@ -485,3 +485,19 @@ def test_resources_that_keep_failing_rest_while_the_others_are_pulled(sqlite_url
     later = now + timedelta(seconds=2 * settings.pull.interval)
     assert rt.due_resources(["company", "contact", "note"], later) == ["company", "contact", "note"]
     rt.engine.dispose()
+
+
+def test_a_resource_pulled_daily_is_not_stale_after_an_hour(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        "[pull]\ninterval = 900\njitter = 30\nintervals = { user = 86400 }\n[daemon]\nstale_after = 3600\n"
+    )
+    settings = load(config, env={"CLEVERTIM_TOKEN": "t", "STATE_DIRECTORY": str(tmp_path)})
+    rt = AccountRuntime(
+        Account("default", settings),
+        Recorder("").backends(),
+        on_finish=lambda _o: None,
+        stopping=threading.Event(),
+    )
+    assert rt.stale_after("contact") == 3600
+    assert rt.stale_after("user") == 2 * 86400 + 30

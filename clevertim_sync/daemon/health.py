@@ -124,8 +124,11 @@ def _age(now: datetime, then: datetime) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
-def judge(facts: MirrorFacts, now: datetime, stale_after: float) -> list[str]:
-    """Every reason this mirror is not healthy; empty when it is."""
+def judge(facts: MirrorFacts, now: datetime, stale_after: Callable[[str], float]) -> list[str]:
+    """Every reason this mirror is not healthy; empty when it is.
+
+    `stale_after(resource)`: seconds after which a resource's last good pull is too old.
+    """
     reasons: list[str] = []
     prefix = f"{facts.account}: " if facts.account != "default" else ""
     for r in facts.resources:
@@ -138,10 +141,10 @@ def judge(facts: MirrorFacts, now: datetime, stale_after: float) -> list[str]:
         if r.last_success_at is None:
             if not r.consecutive_failures:
                 reasons.append(f"{prefix}{r.resource} has not been pulled yet")
-        elif now - r.last_success_at > timedelta(seconds=stale_after):
+        elif now - r.last_success_at > timedelta(seconds=stale_after(r.resource)):
             reasons.append(
                 f"{prefix}{r.resource} is stale: last good pull {_age(now, r.last_success_at)} ago "
-                f"(stale_after = {stale_after:g} s)"
+                f"(limit {stale_after(r.resource):g} s)"
             )
     if facts.queue.stuck:
         age = facts.queue.oldest_stuck_age or 0.0

@@ -206,6 +206,12 @@ class AccountRuntime:
     def interval_of(self, name: str) -> float:
         return self.settings.pull.intervals.get(name, self.settings.pull.interval)
 
+    def stale_after(self, name: str) -> float:
+        """daemon.stale_after, but never less than two of the resource's own pull intervals:
+        `intervals = { user = 86400 }` must not make /healthz red for 23 hours a day."""
+        pull = self.settings.pull
+        return max(self.settings.daemon.stale_after, 2 * self.interval_of(name) + pull.jitter)
+
     def due_resources(self, names: Sequence[str], now: datetime) -> list[str]:
         """`names` minus those still resting after failing several pulls in a row."""
         assert self.engine is not None
@@ -240,7 +246,7 @@ class AccountRuntime:
 
     def reasons(self, facts: health.MirrorFacts, now: datetime) -> list[str]:
         """Why this account is unhealthy: the database's facts, plus this process's own view."""
-        reasons = health.judge(facts, now, self.settings.daemon.stale_after)
+        reasons = health.judge(facts, now, self.stale_after)
         last = self.last_pull_outcome
         if last is not None and last.status in ("failed", "timeout"):
             prefix = f"{self.name}: " if self.name != "default" else ""
