@@ -52,7 +52,14 @@ def run_command(app: AppContext, standby: bool) -> None:
 
 
 @cli.command("demo")
-@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False), default=Path("demo"))
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("demo"),
+    show_default=True,
+    help="Where the demo's mirror and config go.",
+)
 @click.option("--contacts", type=click.IntRange(1, 100_000), default=3000, show_default=True)
 @click.option("--pull-interval", type=click.FloatRange(min=1), default=20.0, show_default=True)
 @click.option("--push-interval", type=click.FloatRange(min=1), default=5.0, show_default=True)
