@@ -73,6 +73,27 @@ def test_status_fault_on_a_write_applies_nothing(emulator: EmulatorServer, api: 
     assert contact_count(emulator) == before + 1
 
 
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        ({"kind": "status", "status": 504}, None),
+        ({"kind": "html", "status": 502}, None),
+        ({"kind": "reset"}, httpx.ReadError),
+    ],
+)
+def test_applied_faults_commit_the_write_then_fail(
+    emulator: EmulatorServer, api: httpx.Client, spec: dict[str, Any], error: type[Exception] | None
+) -> None:
+    before = contact_count(emulator)
+    emulator.control.add_fault(method="POST", path="^/contact$", times=1, apply=True, **spec)
+    if error is None:
+        assert api.post("/contact", json={"fn": "committed"}).status_code == spec["status"]
+    else:
+        with pytest.raises(error):
+            api.post("/contact", json={"fn": "committed"})
+    assert contact_count(emulator) == before + 1
+
+
 def test_reset_aborts_the_connection_before_applying(emulator: EmulatorServer, api: httpx.Client) -> None:
     before = contact_count(emulator)
     emulator.control.add_fault(kind="reset", method="POST", path="^/contact$", times=1)
@@ -206,6 +227,8 @@ def test_control_requests_are_never_faulted(emulator: EmulatorServer) -> None:
         {"kind": "status", "method": "FETCH"},
         {"kind": "status", "colour": "red"},
         {"kind": "hide", "hide_fraction": 2},
+        {"kind": "latency", "latency_ms": 5, "apply": True},
+        {"kind": "status", "apply": "yes"},
     ],
 )
 def test_bad_fault_specs_are_refused(spec: dict[str, Any]) -> None:

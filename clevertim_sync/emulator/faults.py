@@ -9,7 +9,9 @@ Must not import: http.server, httpx, the store.
 A spec: {"kind": ..., "method": "GET"|"POST"|...|"*", "path": regex searched in the path after
 /api (e.g. "^/contact$"), "times": int or None (None: until cleared), "status": int,
 "retry_after": seconds or an HTTP-date string or None, "latency_ms": int, "hide_ids": [ids],
-"hide_fraction": 0.0-1.0}.
+"hide_fraction": 0.0-1.0, "apply": bool}. With "apply": true a status, html or reset fault
+strikes after the request was served: a write is committed although the client sees a failure
+(a proxy that timed out on a slow backend).
 """
 
 from __future__ import annotations
@@ -34,7 +36,18 @@ KINDS = frozenset(
 METHODS = frozenset({"*", "GET", "POST", "PUT", "DELETE", "PATCH"})
 DEFAULT_STATUS = {"status": 503, "html": 502}
 _SPEC_KEYS = frozenset(
-    {"kind", "method", "path", "times", "status", "retry_after", "latency_ms", "hide_ids", "hide_fraction"}
+    {
+        "kind",
+        "method",
+        "path",
+        "times",
+        "status",
+        "retry_after",
+        "latency_ms",
+        "hide_ids",
+        "hide_fraction",
+        "apply",
+    }
 )
 
 
@@ -64,6 +77,7 @@ class Fault:
     latency_ms: int = 0
     hide_ids: frozenset[int] = frozenset()
     hide_fraction: float = 0.0
+    apply: bool = False  # status/html/reset: serve the request first, then fail (outcome unknown)
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in ("*", method)) and self.path.search(path) is not None
@@ -87,6 +101,7 @@ class Fault:
             "latency_ms": self.latency_ms,
             "hide_ids": sorted(self.hide_ids),
             "hide_fraction": self.hide_fraction,
+            "apply": self.apply,
         }
 
 
@@ -135,6 +150,12 @@ def parse_spec(spec: Mapping[str, Any], fault_id: int) -> Fault:
         fraction = 0.0
     if kind == "latency" and not latency:
         problems.append("a latency fault needs latency_ms > 0")
+    if spec.get("apply") not in (None, True, False):
+        problems.append("apply must be true or false")
+    if spec.get("apply") and kind not in ("status", "html", "reset"):
+        problems.append(
+            "apply only goes with status, html or reset (lost_response and truncate always apply)"
+        )
     if kind == "hide" and not hide_ids and not fraction:
         problems.append("a hide fault needs hide_ids or hide_fraction")
     if problems:
@@ -150,6 +171,7 @@ def parse_spec(spec: Mapping[str, Any], fault_id: int) -> Fault:
         latency_ms=int(latency),
         hide_ids=frozenset(int(i) for i in hide_ids),
         hide_fraction=float(fraction),
+        apply=bool(spec.get("apply", False)),
     )
 
 

@@ -212,6 +212,9 @@ class _Handler(BaseHTTPRequestHandler):
         }
         try:
             if fault is not None and fault.kind in ("reset", "status", "html"):
+                if fault.apply:  # the service did the work; the failure is on the way back
+                    with contextlib.suppress(ApiProblem):
+                        self._answer(method, segs, body, decision)
                 entry["status"] = self._pre_fault(fault)
                 return
             try:
@@ -234,7 +237,8 @@ class _Handler(BaseHTTPRequestHandler):
             emu.requests.add(entry)
 
     def _pre_fault(self, fault: Fault) -> int:
-        """Faults that strike before the service sees the request: nothing is applied."""
+        """Answer with a fault's failure instead of the service's answer (nothing is applied,
+        unless the fault says `apply`)."""
         if fault.kind == "reset":
             self._reset_connection()
             return 0
