@@ -103,7 +103,7 @@ def _sees(entry: tuple[bool, Any, int], user_id: int, group_mask: int) -> bool:
 def serialize(rec: Record) -> bytes:
     """A record's JSON bytes, exactly sized: orjson returns bytes with a buffer of 4 KiB or more,
     which for 220,000 kept records would be a gigabyte of slack."""
-    return memoryview(orjson.dumps(rec)).tobytes()
+    return bytes(bytearray(orjson.dumps(rec)))  # measured faster than memoryview(...).tobytes()
 
 
 def now_iso(after: str | None = None) -> str:
