@@ -546,6 +546,24 @@ def prepare_target(engine: Engine, force: bool, what: str) -> None:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
+@contextmanager
+def target_engine(to_url: str) -> Iterator[Engine]:
+    """The engine of a restore target; database errors become a BackupError naming the target."""
+    url = sa.engine.make_url(to_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(to_url)
+    try:
+        yield engine
+    except sa.exc.SQLAlchemyError as exc:
+        raise BackupError(
+            f"restoring into {bdb.safe_url(engine)} failed: {getattr(exc, 'orig', None) or exc}; "
+            "check the --to URL, that the database exists and that this user may create tables in it"
+        ) from exc
+    finally:
+        engine.dispose()
+
+
 def restore(path: Path | str, to_url: str, force: bool = False) -> RestoreResult:
     """Verify the backup, then restore it into the database at `to_url` and upgrade its schema."""
     with tempfile.TemporaryDirectory(prefix="clevertim-sync-restore-") as tmp:
@@ -553,8 +571,7 @@ def restore(path: Path | str, to_url: str, force: bool = False) -> RestoreResult
         manifest = _open_checked(Path(path), work)
         snapshot = _check_payload(manifest, work)
         _check_revision_known(manifest.schema_version)
-        engine = make_engine(to_url)
-        try:
+        with target_engine(to_url) as engine:
             if manifest.method == "pg_dump" and engine.dialect.name != "postgresql":
                 raise BackupError(
                     "a pg_dump backup restores only into PostgreSQL; restore it there, or take a "
@@ -566,8 +583,6 @@ def restore(path: Path | str, to_url: str, force: bool = False) -> RestoreResult
             _compare_counts(manifest.tables, counts, "the restored database")
             upgrade(engine)
             result = RestoreResult(manifest, bdb.safe_url(engine), counts, current_revision(engine))
-        finally:
-            engine.dispose()
     log.info("restore.finished", target=result.target, method=manifest.method, rows=sum(counts.values()))
     return result
 

@@ -28,11 +28,11 @@ import structlog
 from sqlalchemy.engine import Engine
 
 from clevertim_sync import resources
-from clevertim_sync.backup import prepare_target
+from clevertim_sync.backup import prepare_target, target_engine
 from clevertim_sync.diff import compute_changes
 from clevertim_sync.errors import BackupError, MirrorError
 from clevertim_sync.mirror import schema, store
-from clevertim_sync.mirror.db import make_engine, upgrade
+from clevertim_sync.mirror.db import upgrade
 
 log = structlog.get_logger(__name__)
 BATCH = 2000
@@ -118,32 +118,30 @@ def _read_export(directory: Path, resource: str) -> list[dict[str, object]]:
 def restore_from_export(directory: Path | str, to_url: str, *, force: bool = False) -> dict[str, int]:
     """Load an export into an empty mirror at `to_url` as one pull (kind 'restore'), with history.
 
-    Every file is read and checked before anything is written; the load is one transaction.
+    Every file is read and checked before the target is touched; the load is one transaction.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise BackupError(f"there is no export directory at {directory}")
-    listings = {res.name: _read_export(directory, res.name) for res in resources.RESOURCES}
-    engine = make_engine(to_url)
-    try:
+    # Read and check everything before the target is touched: a bad file loses nothing, even with --force.
+    planned = {}
+    for res in resources.RESOURCES:
+        path = directory / f"{res.name}.jsonl"
+        try:
+            planned[res.name] = compute_changes(res.name, _read_export(directory, res.name), {})
+        except MirrorError as exc:
+            raise BackupError(f"{path}: {exc}; nothing was restored") from exc
+    with target_engine(to_url) as engine:
         prepare_target(engine, force, f"export {directory}")
         upgrade(engine)
         at = store.now()
         counts: dict[str, int] = {}
         with engine.begin() as conn:
             run_id = store.start_run(conn, "restore", at=at)
-            for name, records in listings.items():
-                try:
-                    changes = compute_changes(name, records, {})
-                except MirrorError as exc:
-                    raise BackupError(
-                        f"{directory / (name + '.jsonl')}: {exc}; nothing was restored"
-                    ) from exc
+            for name, changes in planned.items():
                 store.apply_changes(conn, name, changes, run_id=run_id, at=at)
-                store.record_outcome(conn, run_id, name, store.ResourceCounts(inserted=len(records)), at=at)
-                counts[name] = len(records)
+                counts[name] = len(changes.inserts)
+                store.record_outcome(conn, run_id, name, store.ResourceCounts(inserted=counts[name]), at=at)
             store.finish_run(conn, run_id, "ok")
-    finally:
-        engine.dispose()
     log.info("restore.from_export", directory=str(directory), records=sum(counts.values()))
     return counts

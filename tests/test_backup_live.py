@@ -148,10 +148,18 @@ def test_restore_from_export_rejects_a_damaged_export(tmp_path: Path, emulator: 
     pull_ok(engine, emulator)
     export_now(engine, tmp_path / "x")
     engine.dispose()
+    target = f"sqlite:///{tmp_path / 'new' / 'dst.sqlite3'}"  # a directory that does not exist yet
+    assert export_asof.restore_from_export(tmp_path / "x", target)["note"] > 0
+    before = export_now(target, tmp_path / "before")
+
+    # Bad files are refused before the target is touched, even with --force.
+    (tmp_path / "x" / "note.jsonl").write_text('{"id": 1}\n{"id": 1}\n')
+    with pytest.raises(bk.BackupError, match=r"id 1 appears more than once.*nothing was restored"):
+        export_asof.restore_from_export(tmp_path / "x", target, force=True)
     (tmp_path / "x" / "note.jsonl").write_text('{"id": 1}\n{not json\n')
-    target = f"sqlite:///{tmp_path / 'dst.sqlite3'}"
     with pytest.raises(bk.BackupError, match=r"note\.jsonl:2 is not JSON"):
-        export_asof.restore_from_export(tmp_path / "x", target)
+        export_asof.restore_from_export(tmp_path / "x", target, force=True)
+    assert export_now(target, tmp_path / "after") == before
     (tmp_path / "x" / "note.jsonl").unlink()
     with pytest.raises(bk.BackupError, match=r"note\.jsonl is missing"):
         export_asof.restore_from_export(tmp_path / "x", target)
