@@ -255,11 +255,7 @@ def backup(
             work = Path(tmp)
             revision, counts, payload = _snapshot(engine, method, work)
             files = {
-                f"payload/{p.relative_to(work).as_posix()}": {
-                    "sha256": _sha256_file(p),
-                    "size": p.stat().st_size,
-                }
-                for p in payload
+                _member_name(p, work): {"sha256": _sha256_file(p), "size": p.stat().st_size} for p in payload
             }
             manifest = Manifest(
                 created_at=now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
@@ -276,6 +272,13 @@ def backup(
                 for p in payload:
                     _add_file(tar, _member_name(p, work), p, mtime)
                 _add_bytes(tar, END_MARKER, hashlib.sha256(data).hexdigest().encode() + b"\n", mtime)
+    except sa.exc.SQLAlchemyError as exc:
+        raise BackupError(
+            f"cannot back up {bdb.safe_url(engine)}: {getattr(exc, 'orig', None) or exc}; "
+            "check that the database is reachable"
+        ) from exc
+    except OSError as exc:
+        raise BackupError(f"the backup into {dest} failed, nothing was written: {exc}") from exc
     finally:
         if isinstance(engine_or_url, str):
             engine.dispose()

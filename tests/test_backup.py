@@ -298,3 +298,13 @@ def test_backup_with_settings_uses_the_configured_directory_and_retention(
     assert len(list((tmp_path / "backups").glob("clevertim-sync-*.tar"))) == 2
     elsewhere = Settings.model_validate({"backup": {"dir": tmp_path / "elsewhere", "keep": 1}})
     assert bk.backup_with_settings(mirror, elsewhere).path.parent == tmp_path / "elsewhere"
+
+
+def test_a_backup_that_cannot_be_written_says_so(mirror: sa.Engine, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the backup directory should be")
+    with pytest.raises(BackupError, match="nothing was written"):
+        bk.backup(mirror, blocker / "backups")
+    with pytest.raises(BackupError, match="does not exist"):
+        bk.backup(f"sqlite:///{tmp_path / 'no-such.sqlite3'}", tmp_path / "b")
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
