@@ -4,6 +4,7 @@ back-references, visibility, and the control surface."""
 from __future__ import annotations
 
 import base64
+import random
 import re
 import threading
 from collections.abc import Iterator
@@ -500,3 +501,57 @@ def test_making_a_record_private_in_the_ui_hides_it_from_others(
     assert contact["id"] in {c["id"] for c in emulator.control.state(as_token="user-3")["contact"]}
     emulator.control.update("contact", contact["id"], {"is_private": False})
     assert one(api.get(f"/contact/{contact['id']}"))["id"] == contact["id"]
+
+
+BackRefs = dict[tuple[str, int, str], list[int]]
+
+
+def _expected_back_references(state: dict[str, list[dict[str, Any]]]) -> BackRefs:
+    """Back-reference lists recomputed from scratch from the children's pointers."""
+    family = {r["id"]: name for name in ("contact", "company") for r in state[name]}
+    expected: dict[tuple[str, int, str], set[int]] = {}
+    for parent, prop, child, pointer in resources.BACK_REFERENCES:
+        for rec in state[child]:
+            value = rec.get(pointer)
+            for pid in value if isinstance(value, list) else [value]:
+                owner = family.get(pid) if parent in ("contact", "company") else parent
+                if pid is not None and owner == parent:
+                    expected.setdefault((parent, pid, prop), set()).add(rec["id"])
+    return {key: sorted(ids) for key, ids in expected.items()}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_writes_keep_back_references_exact(
+    emulator: EmulatorServer, api: httpx.Client, seed: int
+) -> None:
+    """Random creates, moves and deletes of children: the incrementally kept lists must equal
+    lists recomputed from scratch, and the cached listings must equal the state."""
+    rng = random.Random(seed)
+    state = emulator.control.state(as_token=EMULATOR_TOKEN)
+    customers = [r["id"] for r in state["contact"] + state["company"]]
+    cases = [r["id"] for r in state["case"]]
+    for _ in range(60):
+        now = {n: [r["id"] for r in content(api.get(f"/{n}"))] for n in ("note", "task")}
+        action = rng.choice(["note", "task", "comment", "move", "delete"])
+        if action == "note":
+            api.post("/note", json={"desc": "n", "cust": rng.choice(customers), "case": rng.choice(cases)})
+        elif action == "task":
+            api.post("/task", json={"name": "t", "cust": rng.choice([*customers, None])})
+        elif action == "comment" and now["note"] and now["task"]:
+            on_note = rng.random() < 0.5
+            pointer = {"nid": rng.choice(now["note"])} if on_note else {"tid": rng.choice(now["task"])}
+            api.post("/comment", json={"comment": "c", **pointer})
+        elif action == "move" and now["note"]:
+            api.put(f"/note/{rng.choice(now['note'])}", json={"cust": rng.choice(customers)})
+        elif action == "delete":
+            kind = rng.choice(["note", "task"])
+            if now[kind]:
+                api.delete(f"/{kind}/{rng.choice(now[kind])}")
+    final = emulator.control.state()
+    expected = _expected_back_references(final)
+    for parent, prop, _, _ in resources.BACK_REFERENCES:
+        for rec in final[parent]:
+            assert rec[prop] == expected.get((parent, rec["id"], prop), []), (parent, rec["id"], prop)
+    visible = emulator.control.state(as_token=EMULATOR_TOKEN)
+    for name in ("contact", "company", "case", "note", "task", "comment"):
+        assert content(api.get(f"/{name}")) == visible[name]
