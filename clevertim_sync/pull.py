@@ -161,6 +161,7 @@ def _pull_resource(
     try:
         with engine.begin() as conn:
             at = store.now()
+            store.lock_resource(conn, name)
             index = store.load_index(conn, name)
             changes = compute_changes(name, listing, index, lm_key=store.lm_key(conn, name))
             del listing  # the changes hold what is still needed

@@ -98,6 +98,14 @@ def lm_key(conn: sa.Connection, resource: str) -> Callable[[Mapping[str, Any]], 
     return _builder(conn, resource).lm
 
 
+def lock_resource(conn: sa.Connection, resource: str) -> None:
+    """Keep other writers (a push folding its result in) off this resource's table until the
+    caller's transaction ends, so that the index it loads stays true while its diff is applied.
+    Readers are not blocked. SQLite needs nothing: its transactions begin IMMEDIATE (mirror/db.py)."""
+    if not _is_sqlite(conn):
+        conn.exec_driver_sql(f"LOCK TABLE {schema.CURRENT[resource].name} IN SHARE ROW EXCLUSIVE MODE")
+
+
 def load_index(conn: sa.Connection, resource: str) -> dict[int, tuple[str, Any]]:
     """{id: (content_hash, modified_at as stored)} of every mirrored record, in one query.
 
