@@ -19,6 +19,7 @@ import contextlib
 import ipaddress
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -429,6 +430,13 @@ class _HTTPServer(ThreadingHTTPServer):
         with self._connections_lock:
             self._connections.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-answer is normal (timeouts, tests of faults): no traceback.
+        Anything else is an emulator bug and is printed as the standard library does."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         """Close the kept-alive connections too, so stop() leaves no handler thread waiting."""
