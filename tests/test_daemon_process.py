@@ -307,6 +307,12 @@ def test_healthz_turns_503_when_the_api_is_unreachable_and_200_after(
         return httpx.get(url + "/healthz", timeout=5).status_code
 
     wait_for(lambda: status() == 200, what="healthy")
+    metrics = httpx.get(url + "/metrics", timeout=5).text
+    assert 'clevertim_sync_pull_duration_seconds_count{account="default",resource="contact"}' in metrics
+    assert (
+        'clevertim_sync_records_changed_total{account="default",op="inserted",resource="contact"}' in metrics
+    )
+    assert 'clevertim_sync_last_success_timestamp_seconds{account="default",resource="note"}' in metrics
     emulator.control.add_fault(method="*", path=".*", kind="reset", times=None)
     wait_for(lambda: status() == 503, what="unhealthy")
     body = httpx.get(url + "/healthz", timeout=5).json()
