@@ -208,7 +208,18 @@ def test_restore_refuses_a_database_with_data(mirror: sa.Engine, database_url: s
     assert len(dump(database_url)["contacts"]) == 30
 
 
-def test_retention_keeps_the_newest_and_nothing_else(mirror: sa.Engine, tmp_path: Path):
+@pytest.fixture
+def sqlite_mirror(sqlite_url: str) -> Iterator[sa.Engine]:
+    """For tests of what does not depend on the database (retention): SQLite only, for speed."""
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    seed(engine, n=3)
+    yield engine
+    engine.dispose()
+
+
+def test_retention_keeps_the_newest_and_nothing_else(sqlite_mirror: sa.Engine, tmp_path: Path):
+    mirror = sqlite_mirror
     where = tmp_path / "backups"
     where.mkdir()
     (where / "notes.txt").write_text("not a backup")
@@ -290,8 +301,9 @@ def test_an_older_backup_is_upgraded_on_restore(database_url: str, target_url: s
 
 
 def test_backup_with_settings_uses_the_configured_directory_and_retention(
-    mirror: sa.Engine, tmp_path: Path
+    sqlite_mirror: sa.Engine, tmp_path: Path
 ) -> None:
+    mirror = sqlite_mirror
     settings = Settings.model_validate({"state_dir": tmp_path, "backup": {"keep": 2}})
     for _ in range(3):
         bk.backup_with_settings(mirror, settings)
