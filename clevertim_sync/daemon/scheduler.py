@@ -10,6 +10,7 @@ Must not import: the API, the pull, the worker (they come through AccountRuntime
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +28,9 @@ QUEUE_WATCH_SECONDS = 2.0
 
 
 def new_scheduler(accounts: int) -> BackgroundScheduler:
+    # APScheduler logs every run of every job at INFO: with the queue watch every 2 s that would
+    # be most of the journal. Our own job.* events say what matters.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     # A thread per job that may run at once: pulls, push, watch, backup per account, + heartbeat.
     return BackgroundScheduler(
         timezone=UTC,

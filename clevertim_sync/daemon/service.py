@@ -242,7 +242,9 @@ class Service:
             "job": outcome.job,
             "duration": outcome.duration,
         }
-        if outcome.ok:
+        if outcome.ok and getattr(outcome.result, "claimed", None) == 0:
+            log.debug("job.finished", status=outcome.status, **fields)  # an idle push, every 30 s
+        elif outcome.ok:
             log.info("job.finished", status=outcome.status, **fields)
         else:
             log.error("job.failed", status=outcome.status, error=str(outcome.error), **fields)
