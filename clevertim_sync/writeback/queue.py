@@ -597,10 +597,12 @@ def claim(
     """
     due_by = due_by or now
     with engine.begin() as conn:
-        query = sa.select(Q).where(_claimable(now, due_by), _no_earlier_open()).order_by(Q.c.id).limit(limit)
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True, of=Q)
-        leaders = list(conn.execute(query).mappings())
+        # First the oldest claimable ids (from the state index, without reading the JSON columns),
+        # then the FIFO check and the rows for those only: a long queue is not re-read per claim.
+        window = sa.select(Q.c.id).where(_claimable(now, due_by)).order_by(Q.c.id).limit(limit * 4)
+        leaders = _leaders(conn, Q.c.id.in_(window.scalar_subquery()), limit)
+        if not leaders:
+            leaders = _leaders(conn, _claimable(now, due_by), limit)  # all of the window waits its turn
         followers = _followers(conn, leaders)
         until = now + timedelta(seconds=lease)
         id_cache: dict[str, int | None] = {}
@@ -616,6 +618,13 @@ def claim(
             conn.rollback()
             return []
         return out
+
+
+def _leaders(conn: Connection, candidates: sa.ColumnElement[bool], limit: int) -> list[sa.RowMapping]:
+    query = sa.select(Q).where(candidates, _no_earlier_open()).order_by(Q.c.id).limit(limit)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=Q)
+    return list(conn.execute(query).mappings())
 
 
 def _take(conn: Connection, taken: list[dict[str, Any]], worker: str, until: datetime, now: datetime) -> bool:
