@@ -81,15 +81,18 @@ def read_queue_facts(conn: sa.Connection, now: datetime, stuck_after: float) -> 
     return QueueFacts(depth=depth, stuck=int(row[0]), oldest_stuck_age=oldest)
 
 
-def due_push_items(conn: sa.Connection, now: datetime) -> int:
-    """How many queue items a push would send now: the cheap check behind "push soon after an edit"."""
+def newest_due_item(conn: sa.Connection, now: datetime) -> int:
+    """The highest id of a queue item a push would send now (0: none, or the server asked to wait).
+
+    The cheap check behind "push soon after an edit": one indexed MAX.
+    """
     q = wb.writeback_queue
     pause = conn.execute(sa.select(sa.func.max(wb.writeback_pause.c.not_before))).scalar()
     if pause is not None and pause > now:
         return 0
     due = sa.or_(q.c.next_attempt_at.is_(None), q.c.next_attempt_at <= now)
-    stmt = sa.select(sa.func.count()).where(q.c.state.in_([wb.PENDING, wb.RECONCILE]), due)
-    return int(conn.execute(stmt).scalar_one())
+    stmt = sa.select(sa.func.max(q.c.id)).where(q.c.state.in_([wb.PENDING, wb.RECONCILE]), due)
+    return int(conn.execute(stmt).scalar() or 0)
 
 
 def read_facts(conn: sa.Connection, account: str, now: datetime, stuck_after: float) -> MirrorFacts:

@@ -91,6 +91,7 @@ class AccountRuntime:
         self.last_pull_outcome: JobOutcome | None = None
         self._pending_settings: Settings | None = None
         self._client_config = self.settings.clevertim  # what self.client was built from
+        self.pushed_through = 0  # queue items up to this id were due when a push last ran
 
     # --- start and stop -----------------------------------------------------------------------
 
@@ -189,7 +190,12 @@ class AccountRuntime:
     def _push(self) -> Any:
         self._begin_job()
         assert self.engine is not None
-        return self.backends.push(self.engine, self.client, self.settings)
+        # Everything due now gets its try in this push; the queue watch only brings a push
+        # forward for items newer than this (a blocked or retried item waits for push.interval).
+        mark = self.newest_due_item()
+        report = self.backends.push(self.engine, self.client, self.settings)
+        self.pushed_through = max(self.pushed_through, mark)
+        return report
 
     def _backup(self) -> Any:
         self._begin_job()
@@ -239,10 +245,10 @@ class AccountRuntime:
         with self.engine.connect() as conn:
             return health.read_facts(conn, self.name, now, stuck_after)
 
-    def due_push_items(self) -> int:
+    def newest_due_item(self) -> int:
         assert self.engine is not None
         with self.engine.connect() as conn:
-            return health.due_push_items(conn, datetime.now(UTC))
+            return health.newest_due_item(conn, datetime.now(UTC))
 
     def reasons(self, facts: health.MirrorFacts, now: datetime) -> list[str]:
         """Why this account is unhealthy: the database's facts, plus this process's own view."""

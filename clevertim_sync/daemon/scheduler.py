@@ -104,20 +104,24 @@ def schedule_account(
 
 
 def _watch_queue(sched: BackgroundScheduler, rt: AccountRuntime) -> None:
-    """Bring the push forward when an edit is due and nothing runs: "soon after it is queued"."""
+    """Bring the push forward for an edit queued since the last push: "soon after it is queued".
+
+    Only new items count: one that a push already tried (it waits behind another edit of its
+    record, or for its retry time) must not turn the watch into a push every two seconds.
+    """
     if rt.runner.current == "push":
         return
     try:
-        due = rt.due_push_items()
+        newest = rt.newest_due_item()
     except Exception as exc:
         log.warning("daemon.queue_watch_failed", account=rt.name, error=str(exc))
         return
-    if not due:
+    if newest <= rt.pushed_through:
         return
     job = sched.get_job(f"{rt.name}:push")
     now = datetime.now(UTC)
     if job is not None and job.next_run_time is not None and job.next_run_time > now + timedelta(seconds=1):
-        log.debug("daemon.push_soon", account=rt.name, due=due)
+        log.debug("daemon.push_soon", account=rt.name, newest=newest)
         job.modify(next_run_time=now)
 
 
