@@ -2,7 +2,7 @@
 
 Owns: acquiring, checking and releasing that lock, and the standby wait on PostgreSQL.
 
-Must not import: the mirror schema, the API. It only needs a database URL.
+Must not import: the mirror schema or store, the API. It only needs a database URL.
 
 Why these mechanisms: flock() is released by the kernel when the holder dies, however it dies,
 so a crashed daemon never leaves a stale lock behind. A PostgreSQL session advisory lock is held
@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +27,7 @@ import sqlalchemy as sa
 import structlog
 
 from clevertim_sync.errors import InstanceLocked, MirrorError
+from clevertim_sync.mirror.db import normalise_url
 
 log = structlog.get_logger(__name__)
 
@@ -175,7 +177,7 @@ def acquire(
     With `standby` (PostgreSQL only) wait instead, retrying every `retry_every` seconds until the
     lock is ours or `stop` is set (then InstanceLocked). `on_wait` hears a status line once.
     """
-    url = sa.make_url(database_url)
+    url = sa.make_url(normalise_url(database_url))  # postgresql:// means psycopg 3 here too
     backend = url.get_backend_name()
     if backend == "sqlite":
         if standby:
@@ -222,4 +224,4 @@ def acquire(
             pg.release()
             raise InstanceLocked("stopped while waiting as a standby; the active daemon still runs")
         if stop is None:
-            threading.Event().wait(retry_every)
+            time.sleep(retry_every)
