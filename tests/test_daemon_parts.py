@@ -114,7 +114,9 @@ def test_standby_is_refused_on_sqlite(sqlite_url: str) -> None:
 @pytest.mark.postgres
 def test_postgres_advisory_lock_and_standby_takeover(postgres_url: str) -> None:
     first = instance_lock.acquire(postgres_url)
-    with pytest.raises(InstanceLocked, match="--standby"):
+    with pytest.raises(
+        InstanceLocked, match=r"server pid \d+\); stop it first, or start this one with --standby"
+    ):
         instance_lock.acquire(postgres_url)
     taken: list[instance_lock.InstanceLock] = []
     waits: list[str] = []
