@@ -332,12 +332,18 @@ def test_the_standby_takes_over_when_the_active_daemon_dies(
     active = daemons("active", config(emulator.base_url, postgres_url, pull=60))
     active.ready()
     standby = daemons("standby", config(emulator.base_url, postgres_url, pull=60), "--standby")
-    wait_for(lambda: any("standby" in line for line in standby.notify.lines()), what="the standby to wait")
-    time.sleep(1)
-    assert "READY=1" not in standby.notify.lines()
+    # To systemd the standby is started (READY=1, STATUS says it waits) and alive (watchdog pings).
+    standby.ready()
+    assert "STATUS=standby: waiting for the active daemon to stop" in standby.notify.lines()
+    pings = standby.notify.count("WATCHDOG=1")
+    time.sleep(2.5)
+    assert standby.notify.count("WATCHDOG=1") > pings
+    assert not any(e["event"] == "daemon.ready" for e in standby.events())
     assert standby.proc.poll() is None
     active.proc.kill()
     active.wait()
-    standby.ready(timeout=30)
+    wait_for(lambda: any(e["event"] == "daemon.ready" for e in standby.events()), 30, "the takeover")
+    assert standby.notify.count("READY=1") == 2
+    assert any(line.startswith("STATUS=running") for line in standby.notify.lines())
     standby.signal(signal.SIGTERM)
     assert standby.wait() == 0

@@ -171,11 +171,13 @@ def acquire(
     retry_every: float = 2.0,
     stop: threading.Event | None = None,
     on_wait: Callable[[str], object] | None = None,
+    tick: Callable[[], object] | None = None,
 ) -> InstanceLock:
     """Take the mirror's instance lock or raise InstanceLocked.
 
     With `standby` (PostgreSQL only) wait instead, retrying every `retry_every` seconds until the
-    lock is ours or `stop` is set (then InstanceLocked). `on_wait` hears a status line once.
+    lock is ours or `stop` is set (then InstanceLocked). `on_wait` hears a status line once;
+    `tick` is called on every retry (the systemd watchdog must hear from a waiting standby too).
     """
     url = sa.make_url(normalise_url(database_url))  # postgresql:// means psycopg 3 here too
     backend = url.get_backend_name()
@@ -220,6 +222,8 @@ def acquire(
             log.info("lock.standby", lock=pg.description, retry_every=retry_every)
             if on_wait is not None:
                 on_wait("standby: waiting for the active daemon to stop")
+        if tick is not None:
+            tick()
         if stop is not None and stop.wait(retry_every):
             pg.release()
             raise InstanceLocked("stopped while waiting as a standby; the active daemon still runs")

@@ -95,10 +95,22 @@ class AccountRuntime:
 
     # --- start and stop -----------------------------------------------------------------------
 
-    def open(self, *, standby: bool, on_status: Callable[[str], object]) -> None:
-        """Lock, migrate, connect and check the token; raises on what a restart would not fix."""
+    def open(
+        self,
+        *,
+        standby: bool,
+        on_status: Callable[[str], object],
+        on_standby: Callable[[str], object] | None = None,
+        tick: Callable[[], object] | None = None,
+    ) -> None:
+        """Lock, migrate, connect and check the token; raises on what a restart would not fix.
+
+        A standby waits in the lock first: `on_standby` hears that it waits, `tick` each retry.
+        """
         db_url = self.settings.database.url
-        self.lock = instance_lock.acquire(db_url, standby=standby, stop=self.stopping, on_wait=on_status)
+        self.lock = instance_lock.acquire(
+            db_url, standby=standby, stop=self.stopping, on_wait=on_standby or on_status, tick=tick
+        )
         self.engine = make_engine(db_url, busy_timeout=self.settings.database.sqlite_busy_timeout)
         upgrade(self.engine)
         self.client = self.backends.make_client(self.settings)

@@ -133,7 +133,12 @@ class Service:
         self.notifier.status("starting: taking the lock, migrating, checking the API token")
         for rt in self.runtimes:
             try:
-                rt.open(standby=self.standby, on_status=self.notifier.status)
+                rt.open(
+                    standby=self.standby,
+                    on_status=self.notifier.status,
+                    on_standby=self._standing_by,
+                    tick=self.notifier.watchdog,
+                )
             except ClevertimSyncError:
                 if self.stopping.is_set():
                     log.info("daemon.stopped_during_start", account=rt.name)
@@ -156,6 +161,12 @@ class Service:
         log.info("daemon.ready", accounts=[rt.name for rt in self.runtimes], watchdog_interval=interval)
         if self._on_ready is not None:
             self._on_ready(self)
+
+    def _standing_by(self, status: str) -> None:
+        # To systemd a waiting standby is a started service (else TimeoutStartSec would kill it),
+        # pinging its watchdog from the wait; READY=1 comes again, with a new STATUS, on takeover.
+        log.info("daemon.standby", status=status)
+        self.notifier.ready(status=status)
 
     def _loop(self) -> None:
         while not self.stopping.wait(0.5):
