@@ -8,16 +8,12 @@ Must not import: APScheduler, the CLI.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from clevertim_sync.api.client import ClevertimClient
-from clevertim_sync.backup import backup
+from clevertim_sync.backup import backup_with_settings
 from clevertim_sync.daemon.runtime import Backends
 from clevertim_sync.pull import PullReport, pull
-from clevertim_sync.settings import Settings
 from clevertim_sync.writeback.worker import PushReport, push
 
 # The cheapest authenticated GET: a handful of users, and every token may read them.
@@ -28,19 +24,13 @@ def _check_token(client: ClevertimClient) -> None:
     client.list(AUTH_PROBE_RESOURCE)
 
 
-def _backup(engine: sa.Engine, settings: Settings) -> Any:
-    dest = settings.backup.dir or Path(settings.state_dir) / "backups"
-    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return backup(engine, dest, keep=settings.backup.keep)
-
-
 def real_backends() -> Backends:
     return Backends(
         make_client=ClevertimClient.from_settings,
         check_token=_check_token,
         pull=pull,
         push=push,
-        backup=_backup,
+        backup=backup_with_settings,
         summarize=summarize,
     )
 
