@@ -595,14 +595,31 @@ def claim(
     items must be due by: a push passes its start, so an item that failed during this push waits
     for the next one.
     """
-    due_by = due_by or now
+    for _ in range(3):
+        try:
+            return _claim_once(engine, worker, now, lease, limit, due_by or now)
+        except _RowMoved:
+            continue  # rolled back; the next read sees the other worker's claim
+    return []
+
+
+class _RowMoved(Exception):
+    """A row changed between our read and our conditional write: roll the claim back."""
+
+
+def _claim_once(  # noqa: PLR0917 - the arguments of claim(), passed through
+    engine: Engine, worker: str, now: datetime, lease: float, limit: int, due_by: datetime
+) -> list[Claimed]:
     with engine.begin() as conn:
         # First the oldest claimable ids (from the state index, without reading the JSON columns),
         # then the FIFO check and the rows for those only: a long queue is not re-read per claim.
-        window = sa.select(Q.c.id).where(_claimable(now, due_by)).order_by(Q.c.id).limit(limit * 4)
-        leaders = _leaders(conn, Q.c.id.in_(window.scalar_subquery()), limit)
+        # The outer query repeats the state condition: on PostgreSQL a row another worker claimed
+        # meanwhile is re-checked against it (and skipped) when it is locked.
+        claimable = _claimable(now, due_by)
+        window = sa.select(Q.c.id).where(claimable).order_by(Q.c.id).limit(limit * 4)
+        leaders = _leaders(conn, sa.and_(Q.c.id.in_(window.scalar_subquery()), claimable), limit)
         if not leaders:
-            leaders = _leaders(conn, _claimable(now, due_by), limit)  # all of the window waits its turn
+            leaders = _leaders(conn, claimable, limit)  # everything in the window waits its turn
         followers = _followers(conn, leaders)
         until = now + timedelta(seconds=lease)
         id_cache: dict[str, int | None] = {}
@@ -613,10 +630,9 @@ def claim(
             if unit is not None:
                 out.append(unit)
         if not _take(conn, taken, worker, until, now):
-            # Someone changed a row between our read and our write (cannot happen under SKIP
-            # LOCKED or SQLite's one writer, but if it does): claim nothing, try again next time.
-            conn.rollback()
-            return []
+            # Another worker claimed a row between our read and our write (SKIP LOCKED and the
+            # re-checked state make this rare; SQLite's one writer makes it impossible there).
+            raise _RowMoved
         return out
 
 

@@ -179,6 +179,7 @@ def push(
     concurrency = settings.push.concurrency
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="push") as pool:
         inflight: set[Future[_Outcome]] = set()
+        ready: list[_Outcome] = []
         exhausted = False
         while True:
             # After an outage one unit probes the server alone (half-open): a server still down
@@ -198,13 +199,18 @@ def push(
                 run.count("claimed", len(units))
                 exhausted = not units
                 inflight.update(pool.submit(_process, run, u) for u in units)
-            if not inflight:
+            if not inflight and not ready:
                 break
-            finished, inflight = wait(inflight, return_when=FIRST_COMPLETED)
-            outcomes = [fut.result() for fut in finished]
-            _record(run, outcomes)
-            if any(o.unit.op == "create" and o.remote_id is not None for o in outcomes):
-                exhausted = False  # a create may have woken its children: look again
+            if inflight:
+                finished, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+                ready.extend(fut.result() for fut in finished)
+            # Record in batches of about `concurrency` outcomes: the fixed cost of a transaction
+            # is paid once per batch, while the threads keep the request slots busy.
+            if ready and (len(ready) >= concurrency or not inflight):
+                _record(run, ready)
+                if any(o.unit.op == "create" and o.remote_id is not None for o in ready):
+                    exhausted = False  # a create may have woken its children: look again
+                ready = []
     with engine.connect() as conn:
         run.report.waiting = conn.execute(
             sa.select(sa.func.count()).where(writeback_queue.c.state == "waiting")
