@@ -65,11 +65,12 @@ def a_contact(emulator: Any) -> dict[str, Any]:
 # --- scenario 2: a POST committed on the server whose answer is lost -------------------------------
 
 
+@pytest.mark.parametrize("kind", ["lost_response", "truncate"])
 def test_lost_create_answer_is_adopted_not_resent(
-    emulator: Any, engine: Engine, client: ClevertimClient
+    emulator: Any, engine: Engine, client: ClevertimClient, kind: str
 ) -> None:
     item = queue.enqueue_create(engine, "contact", {"fn": "Lost", "ln": "Answer"})
-    emulator.control.add_fault(method="POST", path="^/contact$", kind="lost_response", times=1)
+    emulator.control.add_fault(method="POST", path="^/contact$", kind=kind, times=1)
     report = push(engine, client, settings(), now=T0)
     assert report.retry_later == 1
     assert queue.get_item(engine, item.id).state == "reconcile"
