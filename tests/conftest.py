@@ -3,10 +3,12 @@ PostgreSQL that scripts/with-postgres starts) and a real emulator over loopback 
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,38 +32,56 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mirror.sqlite3'}"
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A brand-new empty database on the throwaway server, dropped after the test."""
-    server = _pg_server_url()
-    if not server:
-        pytest.skip(f"no PostgreSQL: run through `make test` (or set {PG_URL_ENV})")
-    name = f"t_{uuid.uuid4().hex[:16]}"
+@contextlib.contextmanager
+def _pg_database(server: str, *, template: str | None = None, prefix: str = "t") -> Iterator[str]:
+    """A new database on the throwaway server (empty, or a copy of `template`), dropped on exit."""
+    name = f"{prefix}_{uuid.uuid4().hex[:16]}"
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    source = f' TEMPLATE "{template}"' if template else ""
     with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = server.rsplit("/", 1)[0] + f"/{name}"
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"{source}'))
     try:
-        yield url
+        yield server.rsplit("/", 1)[0] + f"/{name}"
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
+def _required_pg_server() -> str:
+    server = _pg_server_url()
+    if not server:
+        pytest.skip(f"no PostgreSQL: run through `make test` (or set {PG_URL_ENV})")
+    return server
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A brand-new empty database on the throwaway server, dropped after the test."""
+    with _pg_database(_required_pg_server()) as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest) -> str:
-    """Run the test once on a SQLite file and once on PostgreSQL."""
-    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
-    return str(request.getfixturevalue(name))
+def db_kind(request: pytest.FixtureRequest) -> str:
+    """The one parameter behind every database fixture, so a test that uses several of them runs
+    once on SQLite and once on PostgreSQL (not on every mix of the two)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(db_kind: str, request: pytest.FixtureRequest) -> str:
+    """An empty database: a SQLite file, or a fresh PostgreSQL database."""
+    return str(request.getfixturevalue("sqlite_url" if db_kind == "sqlite" else "postgres_url"))
 
 
 class _MigratedTemplates:
     """Databases migrated to head once per session, copied per test: a copy of a SQLite file or
     `CREATE DATABASE ... TEMPLATE` on PostgreSQL costs a fraction of running every migration."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, cleanup: contextlib.ExitStack) -> None:
         self.directory = directory
+        self.cleanup = cleanup
         self.sqlite_file: Path | None = None
         self.pg_name: str | None = None
 
@@ -76,54 +96,56 @@ class _MigratedTemplates:
 
     def postgres(self, server: str) -> str:
         if self.pg_name is None:
-            name = f"tmpl_{uuid.uuid4().hex[:16]}"
-            admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-            admin.dispose()
-            engine = make_engine(server.rsplit("/", 1)[0] + f"/{name}")
+            url = self.cleanup.enter_context(_pg_database(server, prefix="tmpl"))
+            engine = make_engine(url)
             upgrade(engine)
             engine.dispose()  # a template must have no connections when it is copied
-            self.pg_name = name
+            self.pg_name = url.rsplit("/", 1)[1]
         return self.pg_name
 
 
 @pytest.fixture(scope="session")
 def _migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_MigratedTemplates]:
-    templates = _MigratedTemplates(tmp_path_factory.mktemp("templates"))
-    yield templates
-    server = _pg_server_url()
-    if templates.pg_name and server:
-        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{templates.pg_name}" WITH (FORCE)'))
-        admin.dispose()
+    with contextlib.ExitStack() as cleanup:
+        yield _MigratedTemplates(tmp_path_factory.mktemp("templates"), cleanup)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture
 def migrated_database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, _migrated_templates: _MigratedTemplates
+    db_kind: str, tmp_path: Path, _migrated_templates: _MigratedTemplates
 ) -> Iterator[str]:
     """Like `database_url`, but already migrated to head (upgrade() on it is then a quick no-op)."""
-    if request.param == "sqlite":
+    if db_kind == "sqlite":
         target = tmp_path / "mirror.sqlite3"
         shutil.copyfile(_migrated_templates.sqlite(), target)
         yield f"sqlite:///{target}"
         return
-    server = _pg_server_url()
-    if not server:
-        pytest.skip(f"no PostgreSQL: run through `make test` (or set {PG_URL_ENV})")
-    template = _migrated_templates.postgres(server)
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-    try:
-        yield server.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    server = _required_pg_server()
+    with _pg_database(server, template=_migrated_templates.postgres(server)) as url:
+        yield url
+
+
+@pytest.fixture
+def mirror_engine(migrated_database_url: str) -> Iterator[sa.Engine]:
+    """An engine on a database already migrated to head, SQLite and PostgreSQL."""
+    engine = make_engine(migrated_database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def empty_database(db_kind: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """Makes more empty databases of the test's kind (for example where a restore goes); the
+    PostgreSQL ones are dropped after the test."""
+    with contextlib.ExitStack() as stack:
+        made = itertools.count(1)
+
+        def make() -> str:
+            if db_kind == "sqlite":
+                return f"sqlite:///{tmp_path / f'empty-{next(made)}.sqlite3'}"
+            return stack.enter_context(_pg_database(_required_pg_server(), prefix="e"))
+
+        yield make
 
 
 # --- the emulator ---------------------------------------------------------------------------

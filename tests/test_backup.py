@@ -5,12 +5,10 @@ The emulator-driven scenarios (backup during a pull, as-of export) are in test_b
 
 from __future__ import annotations
 
-import os
 import stat
 import tarfile
 import threading
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -30,22 +28,9 @@ T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 @pytest.fixture
-def target_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+def target_url(empty_database: Callable[[], str]) -> str:
     """A second, empty database of the same kind as `database_url`: where restores go."""
-    if database_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'restored.sqlite3'}"
-        return
-    server = os.environ["CLEVERTIM_SYNC_TEST_PG_URL"]
-    name = f"r_{uuid.uuid4().hex[:16]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    return empty_database()
 
 
 def seed(engine: sa.Engine, n: int = 30) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -29,11 +29,8 @@ Export = dict[str, list[dict[str, Any]]]
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
+def engine(mirror_engine: sa.Engine) -> sa.Engine:
+    return mirror_engine
 
 
 def pull_ok(engine: sa.Engine, emulator: EmulatorServer) -> None:
@@ -173,7 +170,7 @@ def test_backup_during_a_pull_restores_one_committed_state(
     database_url: str,
     emulator: EmulatorServer,
     tmp_path: Path,
-    fresh_postgres: Callable[[int], str],
+    empty_database: Callable[[], str],
 ) -> None:
     """Each resource is pulled in its own transaction, parents first. A backup taken mid-pull must
     restore to exactly the source's export before the pull for some resources and after it for
@@ -199,13 +196,7 @@ def test_backup_during_a_pull_restores_one_committed_state(
     step = max(1, len(taken) // 4)
     cuts = []
     for i, backup in list(enumerate(taken))[::step]:
-        target = (
-            f"sqlite:///{tmp_path / f'restored-{i}.sqlite3'}"
-            if database_url.startswith("sqlite")
-            else database_url
-        )
-        if not database_url.startswith("sqlite"):
-            target = fresh_postgres(i)
+        target = empty_database()
         bk.restore(backup.path, target)
         got = export_now(target, tmp_path / f"restored-{i}")
         cut = next(
@@ -220,27 +211,6 @@ def test_backup_during_a_pull_restores_one_committed_state(
         cuts.append(cut)
     assert cuts == sorted(cuts)
     assert any(0 < c < len(order) for c in cuts), f"no backup landed inside the pull: {cuts}"
-
-
-@pytest.fixture
-def fresh_postgres(database_url: str) -> Iterator[Callable[[int], str]]:
-    """Makes more empty databases on the same throwaway server; drops them afterwards."""
-    admin = sa.create_engine(database_url, isolation_level="AUTOCOMMIT")
-    names: list[str] = []
-
-    def make(i: int) -> str:
-        name = f"{database_url.rsplit('/', 1)[1]}_r{i}"
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        names.append(name)
-        return database_url.rsplit("/", 1)[0] + f"/{name}"
-
-    yield make
-    if names:
-        with admin.connect() as conn:
-            for name in names:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 # --- reports against a direct computation from the emulator's data ---------------------------
