@@ -31,6 +31,7 @@ from sqlalchemy.engine import Engine
 
 from clevertim_sync.errors import BackupError
 from clevertim_sync.mirror import schema
+from clevertim_sync.mirror.failures import failure_kind
 
 ALEMBIC_TABLE = "alembic_version"
 # Rows copied per INSERT when loading a table: big enough to be fast, small enough for memory.
@@ -75,6 +76,11 @@ def sqlite_snapshot(source: Path, dest: Path) -> None:
         finally:
             dst.close()
     except sqlite3.Error as exc:
+        if failure_kind(exc) == "full":
+            raise BackupError(
+                f"no space left for the backup in {dest.parent} ({exc}): nothing was written and "
+                "older backups are untouched; free space there or back up elsewhere"
+            ) from exc
         raise BackupError(f"cannot snapshot {source}: {exc}; is it a SQLite database?") from exc
     finally:
         src.close()

@@ -5,7 +5,8 @@
     ├── EditRejected           a local edit that must not be queued: every problem at once
     ├── ApiError               anything the Clevertim API did (defined in api/errors.py)
     ├── MirrorError            the local database refused or could not do something
-    │   └── MassDeleteRefused  a listing would delete too much of a resource
+    │   ├── MassDeleteRefused  a listing would delete too much of a resource
+    │   └── DatabaseFailure    a full disk, an I/O error, a read-only or damaged database
     ├── InstanceLocked         another daemon already runs against this mirror
     ├── BackupError            a backup is missing, truncated, altered or cannot be restored
     └── ReportError            an unknown report or search, or an option it does not take (exit 2)
@@ -16,6 +17,7 @@ Only cli.py and daemon.py turn these into text for people; everything else raise
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 
 class ClevertimSyncError(Exception):
@@ -65,6 +67,33 @@ class MassDeleteRefused(MirrorError):
             f"more than the allowed {max_share:.0%}; nothing was changed. If the deletes are real, "
             f"run `clevertim-sync sync --resource {resource} --allow-mass-delete` or raise "
             f"mass_delete_threshold"
+        )
+
+
+class DatabaseFailure(MirrorError):
+    """The database cannot write or read for a reason outside the program: `kind` is 'full',
+    'io', 'read_only', 'corrupt' or 'resources'. The transaction was rolled back."""
+
+    # kind: (what happened, what the user does about it)
+    _ADVICE: ClassVar[dict[str, tuple[str, str]]] = {
+        "full": ("the disk (or the database's quota) is full", "free space"),
+        "io": ("the disk reported an I/O error", "check the disk and the file system"),
+        "read_only": (
+            "the database is read-only",
+            "check the permissions of the file and its directory (under systemd: StateDirectory=)",
+        ),
+        "corrupt": ("the database file is damaged", "restore the latest backup (`clevertim-sync restore`)"),
+        "resources": ("the database server ran out of resources", "check its memory, connections and disk"),
+    }
+
+    def __init__(self, kind: str, database: str, detail: str) -> None:
+        self.kind = kind
+        self.database = database
+        self.detail = detail
+        problem, action = self._ADVICE.get(kind, ("the database failed", "see the detail"))
+        super().__init__(
+            f"{problem}: mirror database {database} ({detail}); nothing half-written was kept. "
+            f"To go on: {action}, then run the command again (the daemon retries by itself)"
         )
 
 

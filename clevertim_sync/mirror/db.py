@@ -26,6 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
 from clevertim_sync.errors import MirrorError
+from clevertim_sync.mirror import failures
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 ALEMBIC_INI = MIGRATIONS_DIR.parent / "alembic.ini"
@@ -46,10 +47,12 @@ def make_engine(url: str, *, busy_timeout: float = 30) -> Engine:
     if backend == "sqlite":
         engine = sa.create_engine(url, connect_args={"timeout": busy_timeout})
         _tune_sqlite(engine, busy_timeout)
-        return engine
-    if backend == "postgresql":
-        return sa.create_engine(url, pool_pre_ping=True)
-    raise MirrorError(f"unsupported database {backend!r}: use a sqlite:/// or postgresql:// URL")
+    elif backend == "postgresql":
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    else:
+        raise MirrorError(f"unsupported database {backend!r}: use a sqlite:/// or postgresql:// URL")
+    failures.install(engine)  # a full disk or an I/O error: one clear DatabaseFailure
+    return engine
 
 
 def _tune_sqlite(engine: Engine, busy_timeout: float) -> None:
