@@ -9,6 +9,8 @@ against corruption), a busy timeout, foreign keys on, and every transaction begu
 read-then-write transaction fail with "database is locked" instead of waiting, and lets two
 writeback workers claim the same item. Serialising transactions costs little: they are short.
 
+Both: `hide_parameters` keeps records' data out of error messages and so out of the logs.
+
 Must not import: the store, the pull, httpx.
 """
 
@@ -45,10 +47,10 @@ def make_engine(url: str, *, busy_timeout: float = 30) -> Engine:
     url = normalise_url(url)
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
-        engine = sa.create_engine(url, connect_args={"timeout": busy_timeout})
+        engine = sa.create_engine(url, connect_args={"timeout": busy_timeout}, hide_parameters=True)
         _tune_sqlite(engine, busy_timeout)
     elif backend == "postgresql":
-        engine = sa.create_engine(url, pool_pre_ping=True)
+        engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
     else:
         raise MirrorError(f"unsupported database {backend!r}: use a sqlite:/// or postgresql:// URL")
     failures.install(engine)  # a full disk or an I/O error: one clear DatabaseFailure
