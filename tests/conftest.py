@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 import sqlalchemy as sa
 
@@ -18,6 +19,11 @@ from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror.db import make_engine, upgrade
 
 PG_URL_ENV = "CLEVERTIM_SYNC_TEST_PG_URL"
+
+# In CI the property tests replay the same examples each run; elsewhere they keep exploring.
+hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis.settings.load_profile("ci")
 
 
 def _pg_server_url() -> str | None:
