@@ -70,3 +70,4 @@ from clevertim_sync.cli import sync as _sync  # noqa: E402,F401
 from clevertim_sync.cli import emulator as _emulator  # noqa: E402,F401
 from clevertim_sync.cli import daemon as _daemon  # noqa: E402,F401
 from clevertim_sync.cli import backup as _backup  # noqa: E402,F401
+from clevertim_sync.cli import check as _check  # noqa: E402,F401

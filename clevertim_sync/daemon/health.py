@@ -24,6 +24,7 @@ import structlog
 from clevertim_sync import resources
 from clevertim_sync.errors import ConfigError
 from clevertim_sync.mirror import schema
+from clevertim_sync.settings import Settings
 from clevertim_sync.writeback import tables as wb
 
 log = structlog.get_logger(__name__)
@@ -120,6 +121,19 @@ def read_resource_facts(conn: sa.Connection) -> list[ResourceFacts]:
             )
         )
     return out
+
+
+def stale_limit(settings: Settings, resource: str) -> float:
+    """Seconds after which a resource's last good pull is too old: daemon.stale_after, but never
+    less than two of its own pull intervals (`intervals = { user = 86400 }` must not make
+    /healthz red for 23 hours a day)."""
+    pull = settings.pull
+    return max(settings.daemon.stale_after, 2 * pull.intervals.get(resource, pull.interval) + pull.jitter)
+
+
+def stuck_limit(settings: Settings) -> float:
+    """Seconds after which a due queue item that has not moved counts as stuck."""
+    return 3 * settings.push.interval + 60
 
 
 def _age(now: datetime, then: datetime) -> str:
