@@ -13,6 +13,7 @@ Must not import: httpx (the client is passed in), SQL beyond `mirror.store`.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,6 +51,8 @@ class PullReport:
     started_at: datetime
     finished_at: datetime | None = None
     resources: dict[str, ResourceCounts] = field(default_factory=dict)
+    # The caller asked the pull to stop: the resources not in `resources` were not pulled.
+    stopped: bool = False
 
     @property
     def failed(self) -> list[str]:
@@ -61,6 +64,8 @@ class PullReport:
 
     @property
     def status(self) -> str:
+        if self.stopped:
+            return "stopped"
         if self.ok:
             return "ok"
         return "failed" if len(self.failed) == len(self.resources) else "partial"
@@ -91,8 +96,13 @@ def pull(
     allow_mass_delete: bool = False,
     settings: Settings | None = None,
     progress: Progress | None = None,
+    stop: threading.Event | None = None,
 ) -> PullReport:
-    """Pull the given resources (default all), parents first; never raises for one bad listing."""
+    """Pull the given resources (default all), parents first; never raises for one bad listing.
+
+    `stop` (the daemon's stopping event) is looked at between resources: a resource's transaction
+    is never cut in half, the rest are left for the next pull, and the run is recorded 'stopped'.
+    """
     names = resources_in_order(resources)
     policy = (settings or Settings()).pull
     started = store.now()
@@ -107,6 +117,10 @@ def pull(
     try:
         ahead: Future[list[dict[str, Any]]] | None = fetcher.submit(client.list, names[0]) if names else None
         for i, name in enumerate(names):
+            if stop is not None and stop.is_set():
+                report.stopped = True
+                log.info("pull.stopped", run_id=run_id, left=names[i:])
+                break
             if progress:
                 progress(name, None)
             assert ahead is not None
@@ -126,7 +140,8 @@ def pull(
     finally:
         fetcher.shutdown(wait=True, cancel_futures=True)
         report.finished_at = store.now()
-        status = report.status if len(report.resources) == len(names) else "failed"
+        complete = len(report.resources) == len(names) or report.stopped
+        status = report.status if complete else "failed"
         error = "; ".join(f"{n}: {report.resources[n].error}" for n in report.failed) or None
         with engine.begin() as conn:
             store.finish_run(conn, run_id, status, error)

@@ -347,3 +347,44 @@ def test_the_standby_takes_over_when_the_active_daemon_dies(
     assert any(line.startswith("STATUS=running") for line in standby.notify.lines())
     standby.signal(signal.SIGTERM)
     assert standby.wait() == 0
+
+
+def test_sigterm_during_a_long_push_exits_promptly_and_a_restart_finishes_without_duplicates(
+    emulator: EmulatorServer, database_url: str, daemons: Callable[..., Daemon]
+) -> None:
+    first = daemons("first", config(emulator.base_url, database_url, pull=60, push=1))
+    first.ready()
+    engine = make_engine(database_url)
+    wait_for(lambda: _contacts(engine), what="the first pull")
+    # Every create takes 0.6 s at the server: 40 of them, 4 at a time, make a push of ~6 s.
+    emulator.control.add_fault(method="POST", path="^/contact$", kind="latency", latency_ms=600)
+    items = [queue.enqueue_create(engine, "contact", {"fn": f"Stop{i}", "ln": "Sigterm"}) for i in range(40)]
+    q = wb.writeback_queue
+
+    def states() -> dict[int, tuple[str, int]]:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(q.c.id, q.c.state, q.c.attempts).where(q.c.id >= items[0].id))
+            return {r.id: (r.state, r.attempts) for r in rows}
+
+    wait_for(lambda: sum(s == "done" for s, _ in states().values()) >= 4, what="the push under way")
+    first.signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    assert first.wait(10) == 0, first.output()
+    assert time.monotonic() - t0 < 4, "the stop waited for the whole queue"
+    after_stop = states()
+    # Every request that went out has its outcome; nothing is left claimed, no attempt was spent.
+    assert {s for s, _ in after_stop.values()} <= {"done", "pending"}, after_stop
+    assert all(a == 0 for _, a in after_stop.values()), after_stop
+    assert any(s == "pending" for s, _ in after_stop.values()), "the push was not cut short"
+    assert any(e.get("event") == "push.finished" and e.get("stopped") for e in first.events())
+
+    second = daemons("second", config(emulator.base_url, database_url, pull=60, push=1))
+    second.ready()
+    wait_for(lambda: all(s == "done" for s, _ in states().values()), timeout=30, what="the rest of the queue")
+    created = [c for c in emulator.control.state()["contact"] if c.get("ln") == "Sigterm"]
+    assert sorted(c["fn"] for c in created) == sorted(f"Stop{i}" for i in range(40))
+    posts = [r for r in emulator.control.requests() if r["method"] == "POST"]
+    assert len(posts) == 40, len(posts)  # each create sent exactly once across the two daemons
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0, second.output()
+    engine.dispose()

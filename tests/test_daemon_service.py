@@ -69,7 +69,9 @@ class Recorder:
             if self.token_errors:
                 raise self.token_errors.pop(0)
 
-        def pull(engine: sa.Engine, _client: Any, *, resources: Any, settings: Any, progress: Any) -> Any:
+        def pull(
+            engine: sa.Engine, _client: Any, *, resources: Any, settings: Any, progress: Any, stop: Any
+        ) -> Any:
             self._enter("pull")
             try:
                 time.sleep(0.2)  # long enough for a push to try to cut in
@@ -82,7 +84,7 @@ class Recorder:
             finally:
                 self._leave()
 
-        def push(_engine: sa.Engine, _client: Any, _settings: Any) -> Any:
+        def push(_engine: sa.Engine, _client: Any, _settings: Any, *, stop: Any = None) -> Any:
             self._enter("push")
             try:
                 time.sleep(0.2)
@@ -463,9 +465,9 @@ def test_a_resource_with_its_own_interval_is_pulled_alone_on_its_own_schedule(
     groups: list[list[str]] = []
     backends = rec.backends()
 
-    def pull(engine: sa.Engine, client: Any, *, resources: Any, settings: Any, progress: Any) -> Any:
+    def pull(engine: sa.Engine, client: Any, *, resources: Any, settings: Any, **kw: Any) -> Any:
         groups.append(list(resources))
-        return backends.pull(engine, client, resources=resources, settings=settings, progress=progress)
+        return backends.pull(engine, client, resources=resources, settings=settings, **kw)
 
     rec.backends = lambda: dataclasses.replace(backends, pull=pull)  # type: ignore[method-assign]
     svc = start(sqlite_url, rec, pull="interval = 600\njitter = 0\nintervals = { user = 1 }")

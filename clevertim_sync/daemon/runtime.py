@@ -48,8 +48,8 @@ class Backends:
 
     make_client: Callable[[Settings], Any]
     check_token: Callable[[Any], None]  # one cheap authenticated GET; raises ApiError
-    pull: Callable[..., Any]  # pull(engine, client, *, resources=, settings=, progress=)
-    push: Callable[[sa.Engine, Any, Settings], Any]
+    pull: Callable[..., Any]  # pull(engine, client, *, resources=, settings=, progress=, stop=)
+    push: Callable[..., Any]  # push(engine, client, settings, *, stop=)
     backup: Callable[[sa.Engine, Settings], Any] | None = None
     summarize: Callable[[Any], str | None] | None = None  # one line about a job's report
 
@@ -183,8 +183,8 @@ class AccountRuntime:
         return self.runner.run("backup", self._backup)
 
     def _progress(self, *_args: Any, **_kwargs: Any) -> None:
-        # The pull calls this between resources: stopping there leaves every resource either
-        # fully applied (its transaction committed) or untouched.
+        # The pull stops on `stop=` between resources by itself (its run is recorded 'stopped');
+        # this covers a stop that lands between its check and the next resource's start.
         if self.stopping.is_set():
             raise StopRequested("the daemon is stopping; the rest of this pull is left for next time")
 
@@ -196,7 +196,12 @@ class AccountRuntime:
         if not due:
             return None
         return self.backends.pull(
-            self.engine, self.client, resources=due, settings=self.settings, progress=self._progress
+            self.engine,
+            self.client,
+            resources=due,
+            settings=self.settings,
+            progress=self._progress,
+            stop=self.stopping,
         )
 
     def _push(self) -> Any:
@@ -205,7 +210,8 @@ class AccountRuntime:
         # Everything due now gets its try in this push; the queue watch only brings a push
         # forward for items newer than this (a blocked or retried item waits for push.interval).
         mark = self.newest_due_item()
-        report = self.backends.push(self.engine, self.client, self.settings)
+        # On SIGTERM the push stops sending at once; what is on the wire finishes and is recorded.
+        report = self.backends.push(self.engine, self.client, self.settings, stop=self.stopping)
         self.pushed_through = max(self.pushed_through, mark)
         return report
 

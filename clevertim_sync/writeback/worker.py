@@ -107,6 +107,7 @@ class _Run:
         clock: Callable[[], datetime],
         rng: Rng,
         outage_failures: int,
+        caller_stop: threading.Event | None = None,
     ) -> None:
         self.engine = engine
         self.client = client
@@ -114,9 +115,23 @@ class _Run:
         self.clock = clock
         self.rng = rng
         self.outage_failures = outage_failures
+        # Set by the push itself (a pause the server asked for, a rejected token).
         self.stop = threading.Event()
+        # Set by the caller (the daemon is stopping): never set by the push, only read.
+        self.caller_stop = caller_stop
         self.lock = threading.Lock()
         self.report = PushReport()
+
+    def stopping(self) -> bool:
+        """True once no new request may go out: the push stopped itself or the caller asked."""
+        if self.stop.is_set():
+            return True
+        if self.caller_stop is not None and self.caller_stop.is_set():
+            with self.lock:
+                if self.report.stopped is None:
+                    self.report.stopped = "stop requested; the rest of the queue is left for next time"
+            return True
+        return False
 
     def count(self, name: str, n: int = 1) -> None:
         with self.lock:
@@ -159,16 +174,20 @@ def push(
     now: datetime | None = None,
     worker_id: str | None = None,
     rng: Rng | None = None,
+    stop: threading.Event | None = None,
 ) -> PushReport:
     """Send every due queue item once (children of creates made in this push too), then return.
 
     `now` pins the clock (tests simulate time passing with it); leases and the due check use it.
     Up to `settings.push.concurrency` requests are in flight at once, each for a different record.
+    `stop` (the daemon's stopping event): once set, nothing more is claimed or sent; requests
+    already on the wire finish and their outcome is recorded, claimed units not yet sent go back
+    as they were (no attempt spent), and push() returns with `report.stopped` saying so.
     """
     clock: Callable[[], datetime] = (lambda: now) if now is not None else (lambda: datetime.now(UTC))
     started = clock()
     pause = queue.get_pause(engine)
-    run = _Run(engine, client, settings, clock, rng or random.Random(), pause.failures if pause else 0)
+    run = _Run(engine, client, settings, clock, rng or random.Random(), pause.failures if pause else 0, stop)
     if pause is not None and pause.not_before > started:
         run.report.paused_until = pause.not_before
         run.report.stopped = f"paused until {pause.not_before.isoformat()}: {pause.reason}"
@@ -186,7 +205,7 @@ def push(
             # then sees one request per push, not `concurrency` of them.
             probing = run.outage_failures > 0
             room = not inflight if probing else len(inflight) < concurrency * 2
-            if not exhausted and not run.stop.is_set() and room:
+            if not exhausted and not run.stopping() and room:
                 # Due by the push's start: an item that failed in this push waits for the next one.
                 units = queue.claim(
                     engine,
@@ -304,7 +323,7 @@ def _record_one(conn: sa.Connection, o: _Outcome, now: datetime) -> None:
 
 
 def _process(run: _Run, unit: queue.Claimed) -> _Outcome:
-    if run.stop.is_set():
+    if run.stopping():
         # The push stopped before this unit was sent: back as it was, no attempt spent.
         return _Outcome(
             unit,
