@@ -6,20 +6,25 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint typecheck unit bench clean
 
+# The demo needs only the package; the tests also need the test tools (a minute more to install).
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(BIN)/.installed-test: $(BIN)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
 demo: $(BIN)/.installed
 	$(BIN)/clevertim-sync demo
 
-lint: $(BIN)/.installed
+lint: $(BIN)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(BIN)/.installed
+typecheck: $(BIN)/.installed-test
 	$(BIN)/mypy
 
 # The whole suite: lint, types, then every test against SQLite and a real PostgreSQL.
