@@ -131,12 +131,31 @@ def run_phase(args: argparse.Namespace) -> None:
         result = phase_floor_compare(args.url, args.db, args.write_to)
     elif args.phase == "first-0001":
         result = phase_sync(args.url, args.db, revision="0001_mirror")
+    elif args.profile_to:
+        result = profiled(lambda: phase_sync(args.url, args.db), Path(args.profile_to))
     else:
         result = phase_sync(args.url, args.db)
     result["seconds"] = result.pop("seconds_in_pull", None) or time.perf_counter() - t0
     result["cpu_seconds"] = round(time.process_time() - cpu0, 2)  # this process only, all threads
     result["max_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
+
+
+def profiled(run: Any, out: Path) -> dict[str, Any]:
+    """Run under cProfile (the calling thread only: the listing fetched ahead on the pull's other
+    thread is the floor's work too) and write the top functions by own time and by cumulative time."""
+    import cProfile
+    import io
+    import pstats
+
+    profile = cProfile.Profile()
+    result: dict[str, Any] = profile.runcall(run)
+    text = io.StringIO()
+    stats = pstats.Stats(profile, stream=text)
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(40)
+    out.write_text(text.getvalue())
+    return result
 
 
 def peak_rss_mb() -> float:
@@ -154,10 +173,14 @@ def peak_rss_mb() -> float:
 # --- the driver ---------------------------------------------------------------------------------
 
 
-def child(phase: str, url: str, db_path: Path, write_to: Path | None = None) -> dict[str, Any]:
+def child(
+    phase: str, url: str, db_path: Path, write_to: Path | None = None, profile: Path | None = None
+) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--phase", phase, "--url", url, "--db", str(db_path)]
     if write_to is not None:
         cmd += ["--write-to", str(write_to)]
+    if profile is not None:
+        cmd += ["--profile-to", str(profile)]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=3600)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     print(
@@ -192,6 +215,13 @@ def main() -> None:
     parser.add_argument("--url")
     parser.add_argument("--db")
     parser.add_argument("--write-to")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the first sync once more under cProfile (untimed); top functions: WORKDIR/first.prof.txt",
+    )
+    parser.add_argument("--profile-to")
+    parser.add_argument("--only-first", action="store_true", help="stop after the first syncs (quick look)")
     args = parser.parse_args()
     if args.phase:
         run_phase(args)
@@ -225,6 +255,14 @@ def main() -> None:
         # The same first sync into the pull's own tables only (migration 0001: without the
         # full-text triggers and views later migrations add), to show where the time goes.
         r["first-0001"] = child("first-0001", url, args.workdir / "mirror-0001.sqlite3")
+        if args.profile:
+            prof = args.workdir / "first.prof.txt"
+            child("first", url, args.workdir / "mirror-profiled.sqlite3", profile=prof)
+            print(f"  profile of a first sync: {prof}")
+        if args.only_first:
+            ratio = r["first"]["seconds"] / r["floor-first"]["seconds"]
+            print(f"\nfirst {ratio:.2f}x, load average {os.getloadavg()[0]:.2f}")
+            return
         r["floor-nochange"] = child("floor-nochange", url, mirror)
         r["nochange"] = child("nochange", url, mirror)
         t1 = time.perf_counter()

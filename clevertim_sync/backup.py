@@ -44,6 +44,7 @@ from sqlalchemy.engine import Engine
 from clevertim_sync import __version__
 from clevertim_sync import backup_db as bdb
 from clevertim_sync.errors import BackupError
+from clevertim_sync.mirror import search
 from clevertim_sync.mirror.db import alembic_config, current_revision, make_engine, upgrade
 from clevertim_sync.settings import Settings
 
@@ -609,6 +610,8 @@ def _load(manifest: Manifest, work: Path, snapshot: Path | None, engine: Engine)
         else:
             sources[table] = _jsonl_source(work / "payload" / "tables" / f"{table}.jsonl.gz")
     bdb.load_rows(engine, sources)
+    with engine.begin() as conn:  # since 0004 no trigger fills SQLite's full-text index: build it
+        search.rebuild_all(conn)
 
 
 def _jsonl_source(path: Path) -> Callable[[], Iterator[dict[str, Any]]]:

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from clevertim_sync import resources
 from clevertim_sync.diff import Changes, changed_fields, record_hash
 from clevertim_sync.errors import MirrorError
-from clevertim_sync.mirror import schema
+from clevertim_sync.mirror import schema, search
 from clevertim_sync.mirror.columns import RowBuilder, child_columns, sqlite_datetime
 
 __all__ = [
@@ -198,23 +198,35 @@ def _write_history(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
 def apply_changes(
     conn: sa.Connection, resource: str, changes: Changes, *, run_id: int | None, at: datetime
 ) -> None:
-    """Apply one resource's changes inside the caller's transaction: rows, children, history."""
+    """Apply one resource's changes inside the caller's transaction: rows, children, history,
+    and the full-text index (mirror/search.py) where the resource has one."""
     table = schema.CURRENT[resource]
     at = _stored_time(conn, at)
+    fts = search.maintained(conn, resource)
+    # Into an empty table (a first sync) the index is built once at the end, from the table:
+    # cheaper than adding each chunk, and right whatever the index held before.
+    first_load = fts and bool(changes.inserts) and _is_empty(conn, resource)
 
     for chunk in _chunks(changes.inserts):
         items = [(rec, orjson.dumps(rec).decode(), digest) for rec, digest in chunk]
+        ids = [rec["id"] for rec, _ in chunk]
         _insert_rows(conn, resource, items)
         # The history row of an insert is the row just written: copied inside the database
         # rather than bound again from Python (a first sync writes every raw twice).
-        _copy_to_history(conn, resource, [rec["id"] for rec, _ in chunk], op="insert", at=at, run_id=run_id)
+        _copy_to_history(conn, resource, ids, op="insert", at=at, run_id=run_id)
+        if fts and not first_load:
+            search.index(conn, resource, ids)
 
     for chunk in _chunks(changes.updates):
         ids = [rec["id"] for rec, _ in chunk]
         old = _old_raws(conn, resource, ids)
+        if fts:
+            search.forget(conn, resource, ids)
         _delete_rows(conn, resource, ids)
         items = [(rec, orjson.dumps(rec).decode(), digest) for rec, digest in chunk]
         _insert_rows(conn, resource, items)
+        if fts:
+            search.index(conn, resource, ids)
         history = [
             _history_row(
                 resource,
@@ -232,6 +244,8 @@ def apply_changes(
 
     for chunk in _chunks(changes.deletes):
         old = _old_raws(conn, resource, chunk)
+        if fts:
+            search.forget(conn, resource, chunk)
         _delete_rows(conn, resource, chunk)
         history = [
             _history_row(resource, rid, "delete", raw, d, at=at, run_id=run_id)
@@ -239,13 +253,22 @@ def apply_changes(
         ]
         _write_history(conn, history)
 
+    if first_load:
+        search.rebuild(conn, resource)
+
     if changes.touches:
         # Only lm moved: refresh what is stored, but it is not a change (no history, no count).
+        # Neither raw nor modified_at is indexed text: the full-text index stays as it is.
         lm = _builder(conn, resource).lm
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         sql = f"UPDATE {table.name} SET raw = {mark}, modified_at = {mark} WHERE id = {mark}"  # noqa: S608
         for chunk in _chunks(changes.touches):
             conn.exec_driver_sql(sql, [(orjson.dumps(r).decode(), lm(r), r["id"]) for r, _ in chunk])
+
+
+def _is_empty(conn: sa.Connection, resource: str) -> bool:
+    table = schema.CURRENT[resource].name
+    return conn.exec_driver_sql(f"SELECT 1 FROM {table} LIMIT 1").first() is None  # noqa: S608
 
 
 def apply_local_result(
@@ -271,6 +294,9 @@ def apply_local_result(
         raise MirrorError(f"apply_local_result: the {name} record has no integer id ({rid!r})")
     at = _stored_time(conn, at or now())
     old = _old_raws(conn, name, [rid]).get(rid)
+    fts = search.maintained(conn, name)
+    if old is not None and fts:
+        search.forget(conn, name, [rid])
     if op == "delete":
         if old is not None:
             _delete_rows(conn, name, [rid])
@@ -292,6 +318,8 @@ def apply_local_result(
     if old is not None:
         _delete_rows(conn, name, [rid])
     _insert_rows(conn, name, [(record, raw, digest)])
+    if fts:
+        search.index(conn, name, [rid])
     if old is not None and old[1] == digest:
         return  # the server's answer changed nothing but lm: like a touch, no history
     changed = None if old is None else changed_fields(orjson.loads(old[0]), record)
