@@ -5,7 +5,7 @@ reconciliation of items whose earlier request has an unknown outcome, the classi
 failures into retry / pause / dead letter, and folding each server answer into the mirror.
 
 Must not import: the CLI, the daemon, the pull. State changes go through queue.py; the mirror
-is written only through `store.apply_local_result`.
+is written only through `store.apply_local_result` and `fold.fold_many` (its bulk twin).
 
 Failures, and why they are treated as they are:
 - The server is down or asks to wait (429, 502/503/504, cannot connect): a server-wide pause
@@ -49,6 +49,7 @@ from clevertim_sync.mirror.store import apply_local_result
 from clevertim_sync.retry import Rng, next_delay
 from clevertim_sync.settings import Settings
 from clevertim_sync.writeback import queue
+from clevertim_sync.writeback.fold import Fold, fold_many
 from clevertim_sync.writeback.merge import matches_sent, merge
 from clevertim_sync.writeback.tables import (
     CONFLICT,
@@ -253,13 +254,18 @@ def _record(run: _Run, outcomes: list[_Outcome]) -> None:
         with run.engine.begin() as conn:
             plain: list[tuple[queue.Claimed, int | None, dict[str, Any] | None, str | None]] = []
             written: list[tuple[queue.Claimed, dict[str, Any]]] = []
+            folds: list[Fold] = []
             for o in outcomes:
                 if o.state == DONE and not o.unit.followers and not o.conflict:
-                    _fold(conn, o)
+                    if o.fold is not None and o.fold_op is not None:
+                        folds.append(Fold(o.unit.resource, o.fold, o.fold_op, o.unit.id))
                     plain.append((o.unit, o.remote_id, o.sent, o.note))
                     written.append(_written(o))
                 else:
                     _record_one(conn, o, now)
+            # The plain answers of the batch are folded in together: a few statements per
+            # resource rather than several per record (the CPU cost of a push at concurrency 8).
+            fold_many(conn, folds)
             queue.finish_done_many(conn, plain, now)
             queue.rebase_later_edits(conn, written, now)
     except Exception:

@@ -1,0 +1,106 @@
+"""Folding a batch of server answers (after a push) into the mirror in one go.
+
+Owns: `fold_many`, the bulk twin of `mirror.store.apply_local_result`: the current rows, child
+rows, full-text index and history of many pushed records, a few statements per resource instead
+of several per record. It classifies each answer the way a pull classifies a listing (new,
+changed, only `lm` moved, deleted) and hands that to `store.apply_changes`, so every upkeep the
+pull's write path does (child tables, full-text index, history with the changed fields) covers
+pushed records too, with no second copy of it here. The history rows it wrote are then marked
+origin 'local' with their queue item.
+
+Must not import: the API client, the worker, the CLI. Runs inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from clevertim_sync import resources
+from clevertim_sync.diff import Changes, record_hash
+from clevertim_sync.errors import MirrorError
+from clevertim_sync.mirror import schema, store
+
+OPS = ("insert", "create", "update", "delete")
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One server answer to fold in: `record` is the server's version (only `id` for a delete)."""
+
+    resource: str
+    record: Mapping[str, Any]
+    op: str  # insert | create | update | delete
+    queue_item_id: int | None
+
+
+def fold_many(conn: sa.Connection, folds: Sequence[Fold], *, at: datetime | None = None) -> None:
+    """Fold every answer into the mirror inside the caller's transaction; same result as calling
+    `store.apply_local_result` for each in order."""
+    for resource, group in _groups(folds):
+        _fold_group(conn, resource, group, at or store.now())
+
+
+def _groups(folds: Sequence[Fold]) -> Iterator[tuple[str, list[Fold]]]:
+    """Runs of folds per resource, each record at most once per run (a record answered twice in
+    one batch is folded in order, in two runs)."""
+    current: dict[str, tuple[list[Fold], set[int]]] = {}
+    for f in folds:
+        if f.op not in OPS:
+            raise MirrorError(f"fold_many: unknown op {f.op!r}; use insert, update or delete")
+        name = resources.get(f.resource).name
+        rid = f.record.get("id")
+        if not isinstance(rid, int) or isinstance(rid, bool):
+            raise MirrorError(f"fold_many: the {name} record has no integer id ({rid!r})")
+        group, seen = current.setdefault(name, ([], set()))
+        if rid in seen:
+            yield name, group
+            group, seen = [], set()
+            current[name] = (group, seen)
+        group.append(f)
+        seen.add(rid)
+    for name, (group, _) in current.items():
+        if group:
+            yield name, group
+
+
+def _fold_group(conn: sa.Connection, resource: str, group: list[Fold], at: datetime) -> None:
+    table = schema.CURRENT[resource]
+    ids = [int(f.record["id"]) for f in group]
+    old = dict(conn.execute(sa.select(table.c.id, table.c.content_hash).where(table.c.id.in_(ids))).all())
+    changes = Changes()
+    for f in group:
+        rid = int(f.record["id"])
+        if f.op == "delete":
+            if rid in old:
+                changes.deletes.append(rid)
+            continue
+        digest = record_hash(f.record)
+        record = dict(f.record)
+        if rid not in old:
+            changes.inserts.append((record, digest))
+        elif old[rid] != digest:
+            changes.updates.append((record, digest))
+        else:
+            changes.touches.append((record, digest))  # only lm moved: like a pull, no history
+    if changes.empty:
+        return
+    # run_id None with origin 'pull' is written by nothing else: a pull always has its run. So
+    # the rows apply_changes writes for this batch are exactly those the UPDATE below finds.
+    store.apply_changes(conn, resource, changes, run_id=None, at=at)
+    h = schema.history
+    conn.execute(
+        h.update()
+        .where(
+            h.c.resource == resource,
+            h.c.record_id == sa.bindparam("rid"),
+            h.c.run_id.is_(None),
+            h.c.origin == "pull",
+        )
+        .values(origin="local", queue_item_id=sa.bindparam("qid")),
+        [{"rid": int(f.record["id"]), "qid": f.queue_item_id} for f in group],
+    )
