@@ -13,17 +13,20 @@ from typing import Any, Literal
 
 import click
 import orjson
+import sqlalchemy as sa
 
 from clevertim_sync import resources
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.api.errors import NotFound
 from clevertim_sync.cli import AppContext, cli, pass_app
 from clevertim_sync.cli.sync import mirror
 from clevertim_sync.errors import EditRejected
 from clevertim_sync.logs import configure_logging
+from clevertim_sync.mirror.store import load_record
 from clevertim_sync.resources import Kind
 from clevertim_sync.writeback import queue
 from clevertim_sync.writeback.revert import revert as revert_record
-from clevertim_sync.writeback.tables import ALL_STATES
+from clevertim_sync.writeback.tables import ALL_STATES, QUARANTINED
 from clevertim_sync.writeback.worker import push as push_queue
 
 # Kinds whose --set value is taken as written (a name "123" stays a string).
@@ -198,6 +201,36 @@ def queue_cancel(app: AppContext, item_id: int) -> None:
     with mirror(app) as engine:
         item = queue.cancel(engine, item_id)
     click.echo(f"item {item.id} cancelled")
+
+
+@queue_group.command("adopt")
+@click.argument("item_id", type=int)
+@click.argument("remote_id", type=int)
+@pass_app
+def queue_adopt(app: AppContext, item_id: int, remote_id: int) -> None:
+    """Settle a quarantined create: REMOTE_ID is the record it made (one of the candidates the item
+    lists). The item becomes done with that id; edits waiting for it are released."""
+    with mirror(app) as engine:
+        item = queue.get_item(engine, item_id)
+        remote = None
+        if item.state == QUARANTINED and not _mirrored(engine, item.resource, remote_id):
+            # Newer than the last pull: ask Clevertim whether it is a record of that resource.
+            remote = _fetch(app, item.resource, remote_id)
+        item = queue.adopt(engine, item_id, remote_id, remote_record=remote)
+    click.echo(f"item {item.id}: {item.resolution}")
+
+
+def _mirrored(engine: sa.Engine, resource: str, record_id: int) -> bool:
+    with engine.connect() as conn:
+        return load_record(conn, resource, record_id) is not None
+
+
+def _fetch(app: AppContext, resource: str, record_id: int) -> dict[str, Any] | None:
+    with ClevertimClient.from_settings(app.settings) as client:
+        try:
+            return client.get(resource, record_id)
+        except NotFound:
+            return None
 
 
 @queue_group.command("resolve")

@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection, Engine
 from clevertim_sync import resources
 from clevertim_sync.errors import EditRejected, QueueItemError
 from clevertim_sync.mirror import schema
-from clevertim_sync.mirror.store import load_record, record_hash
+from clevertim_sync.mirror.store import apply_local_result, load_record, record_hash
 from clevertim_sync.resources import Kind
 from clevertim_sync.writeback.merge import Edit, coalesce
 from clevertim_sync.writeback.tables import (
@@ -427,6 +427,83 @@ def resolve(
                 resolution="conflict resolved: keep local, queued again",
             )
         return get_item(conn, item_id)
+
+
+def adopt(
+    bind: Bind,
+    item_id: int,
+    remote_id: int,
+    *,
+    remote_record: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
+) -> QueueItem:
+    """Settle a quarantined create by naming the remote record it made: the item becomes done
+    with that remote id, and the queued edits that point at it by its local ref get the remote id
+    written into their fields and are released.
+
+    The record must be a `item.resource` in the mirror; `remote_record` (the server's copy, when
+    the caller fetched it because the mirror has not pulled it yet) is folded in first.
+    """
+    now = now or utcnow()
+    with _tx(bind) as conn:
+        item = get_item(conn, item_id)
+        if item.state != QUARANTINED or item.op != "create":
+            raise QueueItemError(
+                item_id, f"is a {item.state} {item.op}; only a quarantined create can adopt a remote record"
+            )
+        if load_record(conn, item.resource, remote_id) is None:
+            if remote_record is None or remote_record.get("id") != remote_id:
+                raise QueueItemError(
+                    item_id,
+                    f"{item.resource} {remote_id} is not in the mirror (nor in Clevertim as a "
+                    f"{item.resource}); check the id among the candidates this item lists",
+                )
+            apply_local_result(conn, item.resource, remote_record, op="insert", queue_item_id=item_id)
+        holder = conn.execute(
+            sa.select(Q.c.id).where(
+                Q.c.resource == item.resource, Q.c.remote_id == remote_id, Q.c.id != item_id
+            )
+        ).scalar()
+        if holder is not None:
+            raise QueueItemError(
+                item_id, f"{item.resource} {remote_id} is already the record of queue item {holder}"
+            )
+        floor = conn.execute(sa.select(Q.c.max_id_seen).where(Q.c.id == item_id)).scalar()
+        if floor is not None and remote_id <= floor:
+            raise QueueItemError(
+                item_id,
+                f"{item.resource} {remote_id} existed before this create was sent (its record has an "
+                f"id above {floor}); check the id among the candidates this item lists",
+            )
+        _set(
+            conn,
+            item_id,
+            (QUARANTINED,),
+            now,
+            state=DONE,
+            remote_id=remote_id,
+            last_error=None,
+            resolution=f"adopted by a person: {item.resource} {remote_id}",
+        )
+        _rewrite_refs(conn, item.local_ref or local_ref_of(item.resource, item_id), remote_id, now)
+        return get_item(conn, item_id)
+
+
+def _rewrite_refs(conn: Connection, ref: str, remote_id: int, now: datetime) -> None:
+    """Queued edits not yet sent that name `ref`: the remote id in its place, and released."""
+    rows = conn.execute(
+        sa.select(Q.c.id, Q.c.resource, Q.c.state, Q.c.fields).where(
+            Q.c.state.in_((PENDING, WAITING, FAILED, CONFLICT, QUARANTINED)), Q.c.fields.like(f'%"{ref}"%')
+        )
+    ).all()
+    for row in rows:
+        fields = _loads_or(row.fields, {})
+        if not isinstance(fields, dict):
+            continue
+        refs = local_refs_in(row.resource, fields)
+        fields.update({key: remote_id for key, value in refs.items() if value == ref})
+        state = PENDING if row.state == WAITING else row.state
+        _set(conn, row.id, (row.state,), now, fields=dumps(fields), state=state)
 
 
 # --- the worker's side ---------------------------------------------------------------------------

@@ -392,8 +392,9 @@ def _create(run: _Run, unit: queue.Claimed) -> _Outcome:
                 QUARANTINED,
                 "quarantined",
                 note=f"the answer to this create was lost and {len(ids)} new {unit.resource} records "
-                f"match it (ids {ids}); it was not resent. Check them in Clevertim, delete duplicates, "
-                "then `clevertim-sync queue cancel` this item",
+                f"match it (ids {ids}); it was not resent. Check them in Clevertim and delete any "
+                f"duplicate, then `clevertim-sync queue adopt {unit.id} ID` with the id of yours "
+                "(or `queue cancel` it if none is)",
             )
         log.info("push.resend", item=unit.id, resource=unit.resource, reason="no record matched")
     run.count("writes")
