@@ -158,3 +158,32 @@ def test_a_logical_restore_into_sqlite_is_searchable(
     assert note_id in note_hits(target, word)
     assert_index_true(target)
     target.dispose()
+
+
+def test_a_bulk_first_load_leaves_the_schema_as_it_was(sqlite_url: str) -> None:
+    """More than a chunk into an empty table: its secondary indexes are dropped and created again
+    inside the transaction; afterwards sqlite_master is exactly as before and the indexes work."""
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    catalog = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"
+    with engine.connect() as conn:
+        before = conn.exec_driver_sql(catalog).all()
+    contacts = [
+        {"id": i, "fn": f"Name{i}", "companyId": 7, "cf": {"3": ["a", "b"]}, "tags": ["t"]}
+        for i in range(1, store.CHUNK * 2 + 2)
+    ]
+    with engine.begin() as conn:
+        changes = compute_changes("contact", contacts, {})
+        store.apply_changes(conn, "contact", changes, run_id=None, at=store.now())
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql(catalog).all() == before
+        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar_one() == "ok"
+        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN SELECT id FROM contacts WHERE company_id = 7").all()
+        assert "ix_contacts_company_id" in str(plan)
+        assert conn.exec_driver_sql("SELECT count(*) FROM contacts WHERE company_id = 7").scalar_one() == len(
+            contacts
+        )
+        count = "SELECT count(*) FROM contact_custom_values WHERE custom_field_id = 3"
+        assert conn.exec_driver_sql(count).scalar_one() == 2 * len(contacts)
+    assert_index_true(engine)
+    engine.dispose()

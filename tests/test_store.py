@@ -209,7 +209,9 @@ def test_compiled_row_builder_equals_the_converters() -> None:
 def test_compiled_child_rows_equal_child_rows() -> None:
     rng = random.Random(5)
     entries = ["a", 3, None, {"type": "Work", "no": "1", "smid": "@x"}, {"type": 5}, ["nested"]]
-    shapes = [None, "str", 7, [], {}, {"3": "x", "4": ["a", "b"], "x": "bad", "5": 6}]
+    shapes = [None, "str", 7, [], {}, {"3": "x", "4": ["a", "b"], "x": "bad", "5": 6},
+              {"07": [1.5, None, True], "7": "dup", "²": "x", "99999999999999999999": "big",
+               "9223372036854775807": ["max"], " 8": {"a": 1}, "9": [], "10": None}]  # fmt: skip
     for res in resources.RESOURCES:
         builder = columns.RowBuilder(res, sqlite=True)
         items = []

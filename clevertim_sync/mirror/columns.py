@@ -35,7 +35,7 @@ def to_ref(value: Any) -> int | None:
     # A one-element list is the vendor client's other spelling of a single pointer.
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():  # not "²": int() refuses it
         value = int(value)
     return to_int(value)
 
@@ -221,9 +221,14 @@ class RowBuilder:
         tuple[list[tuple[Any, ...]], list[list[tuple[Any, ...]]]],
     ]:
         """`rows(items) -> (current rows, [child rows of each of self.children])` for (record, raw,
-        hash) items: one generated loop, list and phone/social entries inlined; custom fields (a
-        dict per record) go through `child_rows`. Same rows as `child_rows`, tested."""
-        env: dict[str, Any] = {"current": self.current, "_child_rows": child_rows}
+        hash) items: one generated loop, list, phone/social and custom-field entries inlined (any
+        other kind goes through `child_rows`). Same rows as `child_rows`, tested."""
+        env: dict[str, Any] = {
+            "current": self.current,
+            "_child_rows": child_rows,
+            "_to_ref": to_ref,
+            "_cf_text": _cf_text,
+        }
         n = len(self.children)
         lines = ["def rows(items):", "    cur = []", "    add = cur.append"]
         lines += [f"    c{k} = []" for k in range(n)]
@@ -245,6 +250,27 @@ class RowBuilder:
                     f"                    t = x.get('type'); u = x.get({inner!r})",
                     f"                    c{k}.append((rid, i, t if isinstance(t, str) else None,"
                     " u if isinstance(u, str) else None))",
+                ]
+            elif prop.kind is Kind.CUSTOM_FIELDS:
+                # The hottest child kind (a dict of lists per contact): child_rows' logic inlined,
+                # with the common spellings (an ASCII-digit key, a str value) tested first.
+                lines += [
+                    "        if v and isinstance(v, dict):",
+                    "            seen = set()",
+                    "            for key, x in v.items():",
+                    "                if key.__class__ is str and key.isascii() and key.isdigit():",
+                    "                    fid = int(key) if len(key) < 19 else _to_ref(key)",
+                    "                else:",
+                    "                    fid = _to_ref(key)",
+                    "                if fid is None or fid in seen:",
+                    "                    continue",
+                    "                seen.add(fid)",
+                    "                if isinstance(x, list):",
+                    f"                    c{k}.extend([(rid, fid, i, y if y.__class__ is str"
+                    " else _cf_text(y)) for i, y in enumerate(x)])",
+                    "                else:",
+                    f"                    c{k}.append((rid, fid, 0, x if x.__class__ is str"
+                    " else _cf_text(x)))",
                 ]
             else:
                 env[f"p{k}"] = prop
