@@ -89,13 +89,15 @@ def _fold_group(conn: sa.Connection, resource: str, group: list[Fold], at: datet
             changes.touches.append((record, digest))  # only lm moved: like a pull, no history
     if changes.empty:
         return
-    # run_id None with origin 'pull' is written by nothing else: a pull always has its run. So
-    # the rows apply_changes writes for this batch are exactly those the UPDATE below finds.
-    store.apply_changes(conn, resource, changes, run_id=None, at=at)
+    # A pull always has its run: rows above `mark` with no run and origin 'pull', of these
+    # records, are exactly those apply_changes writes here, and the UPDATE below marks them.
     h = schema.history
+    mark = conn.execute(sa.select(sa.func.coalesce(sa.func.max(h.c.id), 0))).scalar_one()
+    store.apply_changes(conn, resource, changes, run_id=None, at=at)
     conn.execute(
         h.update()
         .where(
+            h.c.id > mark,
             h.c.resource == resource,
             h.c.record_id == sa.bindparam("rid"),
             h.c.run_id.is_(None),
