@@ -1,12 +1,13 @@
-"""What the full-text search of migration 0003 costs the pull's bulk writes (SQLite triggers / PostgreSQL
-GIN indexes), and how long a backup, verify and restore of that mirror take.
+"""What the full-text search costs the pull's bulk writes (SQLite: FTS5 kept in bulk by mirror/search.py
+since migration 0004, by per-row triggers before; PostgreSQL: GIN indexes), and how long a backup,
+verify and restore of that mirror take.
 
     .venv/bin/python bench/fts_triggers.py [--contacts 5000] [--repeat 3] [--pg URL]
 
 First, whole first pulls from the emulator over HTTP, into a mirror without and with search. Then
 records come from the emulator's seed (realistic text in notes, contacts, companies). For each
 database, two fresh mirrors: one migrated to 0002_writeback_queue (no search index), one to head
-(0003_reports). Each phase applies the same changes through `store.apply_changes`, the pull's own
+(with search). Each phase applies the same changes through `store.apply_changes`, the pull's own
 write path, and the best of --repeat runs is printed:
 
   insert  every record of every resource inserted (a first pull)

@@ -114,6 +114,7 @@ def pull(
     # server overlaps with database work (the drivers release the GIL). At most two listings are
     # held at once, the one being written and the next.
     fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pull-fetch")
+    checkpoints = _Checkpoints(engine)
     try:
         ahead: Future[list[dict[str, Any]]] | None = fetcher.submit(client.list, names[0]) if names else None
         for i, name in enumerate(names):
@@ -135,10 +136,12 @@ def pull(
                 allow_mass_delete=allow_mass_delete,
             )
             report.resources[name] = counts
+            checkpoints.after_commit()
             if progress:
                 progress(name, counts)
     finally:
         fetcher.shutdown(wait=True, cancel_futures=True)
+        checkpoints.finish()
         report.finished_at = store.now()
         complete = len(report.resources) == len(names) or report.stopped
         status = report.status if complete else "failed"
@@ -154,6 +157,43 @@ def pull(
         **report.totals(),
     )
     return report
+
+
+class _Checkpoints:
+    """SQLite: the WAL checkpoint after each resource's commit, on a thread of its own.
+
+    The resource transactions run with automatic checkpoints off (store.checkpoint_deferred), so
+    copying a big transaction's WAL back into the database file (seconds, after a first sync of
+    contacts) overlaps with fetching, hashing and building the next resource's rows instead of
+    holding up the pull. One at a time; the pull waits for the last one before it returns, so it
+    leaves the WAL as the automatic checkpoints would have.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="pull-checkpoint")
+            if engine.dialect.name == "sqlite"
+            else None
+        )
+        self.pending: Future[None] | None = None
+
+    def after_commit(self) -> None:
+        if self.pool is None or (self.pending is not None and not self.pending.done()):
+            return  # the running one will be followed by the final one
+        self.pending = self.pool.submit(self._run)
+
+    def finish(self) -> None:
+        if self.pool is None:
+            return
+        self.pool.submit(self._run)
+        self.pool.shutdown(wait=True)
+
+    def _run(self) -> None:
+        try:
+            store.checkpoint(self.engine)
+        except sa.exc.SQLAlchemyError as exc:  # housekeeping: the next one, or SQLite's own, catches up
+            log.warning("pull.checkpoint_failed", error=str(exc))
 
 
 def _pull_resource(
@@ -174,7 +214,8 @@ def _pull_resource(
         return _failed(engine, name, run_id=run_id, counts=counts, t0=t0, exc=exc)
     counts.listed = len(listing)
     try:
-        with engine.begin() as conn:
+        with engine.connect() as outer, store.checkpoint_deferred(outer), outer.begin():
+            conn = outer
             at = store.now()
             store.lock_resource(conn, name)
             index = store.load_index(conn, name)

@@ -14,6 +14,7 @@ Must not import: httpx, the API client, the pull.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -362,6 +363,42 @@ def apply_local_result(
         queue_item_id=queue_item_id,
     )
     _write_history(conn, [row])
+
+
+# --- SQLite WAL checkpoints --------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def checkpoint_deferred(conn: sa.Connection) -> Iterator[None]:
+    """SQLite: no automatic WAL checkpoint at the commits made on `conn` inside the block.
+
+    A big transaction (a first sync of contacts) otherwise ends with its own commit copying the
+    whole WAL back into the database file, on the pull's thread; the pull runs `checkpoint()` on
+    another thread instead, while it goes on with the next resource. The setting is the
+    connection's own and is put back on the way out (the connection returns to the pool).
+    """
+    if not _is_sqlite(conn):
+        yield
+        return
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    before = raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    raw.execute("PRAGMA wal_autocheckpoint=0")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA wal_autocheckpoint={int(before)}")
+
+
+def checkpoint(engine: sa.Engine) -> None:
+    """SQLite: copy what the WAL holds back into the database file (PASSIVE: never waits for, nor
+    blocks, a writer or reader). No-op on PostgreSQL."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 # --- runs and resource_status ---------------------------------------------------------------
