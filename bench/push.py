@@ -9,14 +9,17 @@ with `push.concurrency = --concurrency`. The floor: the emulator is reset, then 
 GET+PUT / POST requests go out from a ThreadPoolExecutor of the same size over one httpx.Client.
 
     .venv/bin/python bench/push.py [--updates 2000] [--creates 500] [--concurrency 8]
-                                   [--latency-ms 20] [--db sqlite:///x.sqlite3]
+                                   [--latency-ms 20] [--db sqlite:///x.sqlite3] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import multiprocessing
+import pstats
 import socket
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -76,10 +79,21 @@ def run_push(args: argparse.Namespace, base: str, control: EmulatorControl, db_u
             for i in range(args.creates):
                 queue.enqueue_create(conn, "contact", {"fn": f"Bench{i}", "ln": "Create"})
         control.add_fault(method="*", path=".*", kind="latency", latency_ms=args.latency_ms, times=None)
+        # --profile: the push loop's own thread (claims, recording, the fold); the worker threads
+        # only do HTTP, whose cost the floor measures.
+        profiler = cProfile.Profile() if args.profile else None
         t, cpu = time.perf_counter(), time.process_time()
+        if profiler is not None:
+            profiler.enable()
         report = push(engine, client, settings)
+        if profiler is not None:
+            profiler.disable()
         elapsed = time.perf_counter() - t
         args.push_cpu = time.process_time() - cpu
+        if profiler is not None:
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats(args.profile_sort).print_stats(
+                args.profile_filter, 30
+            )
     control.clear_faults()
     engine.dispose()
     expected = args.updates + args.creates
@@ -123,6 +137,9 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=2000)
     parser.add_argument("--creates", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--profile", action="store_true", help="cProfile of the push loop, to stderr")
+    parser.add_argument("--profile-sort", default="tottime", help="pstats sort key (e.g. cumulative)")
+    parser.add_argument("--profile-filter", default="", help="only functions whose path matches")
     parser.add_argument("--latency-ms", type=int, default=20)
     parser.add_argument(
         "--db", default=None, help="SQLAlchemy URL of the mirror (default: a temp SQLite file)"

@@ -63,6 +63,9 @@ from clevertim_sync.writeback.tables import (
 
 log = structlog.get_logger(__name__)
 
+# Outcomes are recorded once this many rounds of `concurrency` requests have finished.
+RECORD_ROUNDS = 4
+
 OUTAGE_ERRORS = (api_errors.RateLimited, api_errors.ServiceUnavailable, api_errors.TransportError)
 
 
@@ -197,6 +200,7 @@ def push(
     worker = worker_id or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
     queue.wake_waiting(engine, started)
     concurrency = settings.push.concurrency
+    batch = RECORD_ROUNDS * concurrency
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="push") as pool:
         inflight: set[Future[_Outcome]] = set()
         ready: list[_Outcome] = []
@@ -224,9 +228,11 @@ def push(
             if inflight:
                 finished, inflight = wait(inflight, return_when=FIRST_COMPLETED)
                 ready.extend(fut.result() for fut in finished)
-            # Record in batches of about `concurrency` outcomes: the fixed cost of a transaction
-            # is paid once per batch, while the threads keep the request slots busy.
-            if ready and (len(ready) >= concurrency or not inflight):
+            # Record in batches of several rounds of requests: the fixed cost of a transaction and
+            # of each statement (under load, mostly the wait to get the GIL back from the worker
+            # threads after every database call) is paid once per batch, while the threads keep
+            # the request slots busy. The outcomes wait for a fraction of a second at most.
+            if ready and (len(ready) >= batch or not inflight):
                 _record(run, ready)
                 if any(o.unit.op == "create" and o.remote_id is not None for o in ready):
                     exhausted = False  # a create may have woken its children: look again
