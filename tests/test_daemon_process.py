@@ -388,3 +388,30 @@ def test_sigterm_during_a_long_push_exits_promptly_and_a_restart_finishes_withou
     second.signal(signal.SIGTERM)
     assert second.wait() == 0, second.output()
     engine.dispose()
+
+
+def test_sigterm_during_a_pull_stops_between_resources_and_records_the_run_stopped(
+    emulator: EmulatorServer, sqlite_url: str, daemons: Callable[..., Daemon]
+) -> None:
+    # Every listing takes 0.5 s: a whole pull takes several seconds.
+    emulator.control.add_fault(method="GET", path="^/[a-z]+$", kind="latency", latency_ms=500)
+    d = daemons("a", config(emulator.base_url, sqlite_url, pull=60))
+    d.ready()
+    engine = make_engine(sqlite_url)
+
+    def pulled() -> int:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(sa.select(sa.func.count()).select_from(schema.resource_status)).scalar_one()
+            )
+
+    wait_for(lambda: pulled() >= 1, what="the first resource of the pull")
+    d.signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    assert d.wait(10) == 0, d.output()
+    assert time.monotonic() - t0 < 3, "the stop waited for the whole pull"
+    with engine.connect() as conn:
+        runs = conn.execute(sa.select(schema.runs.c.kind, schema.runs.c.status)).all()
+    assert [tuple(r) for r in runs] == [("pull", "stopped")]
+    assert 1 <= pulled() < len(schema.CURRENT)  # whole resources applied, the rest left alone
+    engine.dispose()

@@ -182,10 +182,12 @@ class AccountRuntime:
     def run_backup(self) -> JobOutcome:
         return self.runner.run("backup", self._backup)
 
-    def _progress(self, *_args: Any, **_kwargs: Any) -> None:
-        # The pull stops on `stop=` between resources by itself (its run is recorded 'stopped');
-        # this covers a stop that lands between its check and the next resource's start.
-        if self.stopping.is_set():
+    def _progress(self, _name: str, counts: Any = None) -> None:
+        # The pull stops on `stop=` between resources by itself (its run is recorded 'stopped').
+        # This covers a pull without that check: at a resource's start (counts None), stopping
+        # there leaves every resource either fully applied or untouched. Never at a resource's
+        # end, where the pull's own check comes next.
+        if counts is None and self.stopping.is_set():
             raise StopRequested("the daemon is stopping; the rest of this pull is left for next time")
 
     def _pull(self, group: Sequence[str] | None) -> Any:
