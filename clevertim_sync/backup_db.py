@@ -324,8 +324,9 @@ def load_rows(
     """Insert each source table's rows into the same-named target table; returns rows per table.
 
     Columns the target computes (a generated tsvector) are left to it; tables the target does not
-    have (SQLite's FTS shadow tables in a PostgreSQL restore) are skipped on purpose: the target's
-    own triggers and generated columns rebuild the search index from the rows.
+    have (SQLite's FTS shadow tables in a PostgreSQL restore) are skipped on purpose: the target
+    builds its search index from the rows (PostgreSQL: its GIN indexes; SQLite: the caller,
+    backup._load, runs mirror.search.rebuild_all afterwards).
     """
     tables = target_tables(engine)
     loaded: dict[str, int] = {}
