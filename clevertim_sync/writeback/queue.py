@@ -30,7 +30,7 @@ the same record exists, and pending updates of one record coalesce into one PUT.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -665,16 +665,19 @@ def claim(
     lease: float,
     limit: int,
     due_by: datetime | None = None,
+    held: Collection[int] = (),
 ) -> list[Claimed]:
     """Claim up to `limit` units of due work and commit them as in_flight under a lease.
 
     `now` is the clock (leases start and expire by it); `due_by` (default `now`) is the instant
     items must be due by: a push passes its start, so an item that failed during this push waits
-    for the next one.
+    for the next one. `held`: ids the caller holds already (sent or about to be, outcome not yet
+    recorded): never claimed again by it, even when their lease ran out meanwhile, since a second
+    claim would reconcile (or resend) a write whose answer is on its way.
     """
     for _ in range(3):
         try:
-            return _claim_once(engine, worker, now, lease, limit, due_by or now)
+            return _claim_once(engine, worker, now, lease, limit, due_by or now, held)
         except _RowMoved:
             continue  # rolled back; the next read sees the other worker's claim
     return []
@@ -685,7 +688,13 @@ class _RowMoved(Exception):
 
 
 def _claim_once(  # noqa: PLR0917 - the arguments of claim(), passed through
-    engine: Engine, worker: str, now: datetime, lease: float, limit: int, due_by: datetime
+    engine: Engine,
+    worker: str,
+    now: datetime,
+    lease: float,
+    limit: int,
+    due_by: datetime,
+    held: Collection[int],
 ) -> list[Claimed]:
     with engine.begin() as conn:
         # First the oldest claimable ids (from the state index, without reading the JSON columns),
@@ -693,6 +702,8 @@ def _claim_once(  # noqa: PLR0917 - the arguments of claim(), passed through
         # The outer query repeats the state condition: on PostgreSQL a row another worker claimed
         # meanwhile is re-checked against it (and skipped) when it is locked.
         claimable = _claimable(now, due_by)
+        if held:
+            claimable = sa.and_(claimable, Q.c.id.not_in(list(held)))
         window = sa.select(Q.c.id).where(claimable).order_by(Q.c.id).limit(limit * 4)
         leaders = _leaders(conn, sa.and_(Q.c.id.in_(window.scalar_subquery()), claimable), limit)
         if not leaders:

@@ -204,6 +204,9 @@ def push(
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="push") as pool:
         inflight: set[Future[_Outcome]] = set()
         ready: list[_Outcome] = []
+        # Items claimed by this push whose outcome is not recorded yet: with a short lease they
+        # could expire while queued or while their outcome waits for its batch.
+        held: set[int] = set()
         exhausted = False
         while True:
             # After an outage one unit probes the server alone (half-open): a server still down
@@ -219,10 +222,12 @@ def push(
                     due_by=started,
                     lease=settings.push.lease,
                     limit=1 if probing else max(concurrency * 4, 16),
+                    held=held,
                 )
                 run.count("claimed", len(units))
                 exhausted = not units
                 inflight.update(pool.submit(_process, run, u) for u in units)
+                held.update(i for u in units for i in u.item_ids)
             if not inflight and not ready:
                 break
             if inflight:
@@ -234,6 +239,7 @@ def push(
             # the request slots busy. The outcomes wait for a fraction of a second at most.
             if ready and (len(ready) >= batch or not inflight):
                 _record(run, ready)
+                held.difference_update(i for o in ready for i in o.unit.item_ids)
                 if any(o.unit.op == "create" and o.remote_id is not None for o in ready):
                     exhausted = False  # a create may have woken its children: look again
                 ready = []
