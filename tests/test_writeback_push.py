@@ -385,3 +385,18 @@ def test_worker_killed_after_sending_is_reconciled_when_its_lease_ends(
     assert len(made) == 1
     assert queue.get_item(engine, item.id).remote_id == made[0]["id"]
     assert len([r for r in writes(emulator) if r["method"] == "POST"]) == 1
+
+
+def test_a_lease_running_out_inside_the_push_does_not_resend(
+    emulator: Any, engine: Engine, client: ClevertimClient
+) -> None:
+    # Units wait in the push's own queue longer than their lease (0.3 s): the push must not claim
+    # them again (a second claim would reconcile against its own recorded answer, then resend).
+    emulator.control.add_fault(method="POST", path="^/contact$", kind="latency", latency_ms=200)
+    made = [queue.enqueue_create(engine, "contact", {"fn": f"Lease{i}", "ln": "Short"}) for i in range(12)]
+    report = push(engine, client, settings(lease=0.3))
+    assert report.done == len(made) and report.failed == 0
+    posts = [r for r in writes(emulator) if r["method"] == "POST"]
+    assert len(posts) == len(made)
+    names = sorted(r["fn"] for r in remote(emulator, "contact").values() if r.get("ln") == "Short")
+    assert names == sorted(f"Lease{i}" for i in range(12))
