@@ -17,6 +17,7 @@ Must not import: the store, the pull, httpx.
 from __future__ import annotations
 
 import logging
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,23 @@ from sqlalchemy.engine import Engine, make_url
 from clevertim_sync.errors import MirrorError
 from clevertim_sync.mirror import failures
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
-ALEMBIC_INI = MIGRATIONS_DIR.parent / "alembic.ini"
+# A source tree (editable install, a developer's `alembic upgrade head`) has the top-level
+# migrations/ and alembic.ini; an installed wheel carries migrations/ as the package
+# clevertim_sync._migrations (pyproject.toml's package-dir mapping) and no alembic.ini.
+_SOURCE_MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def migrations_dir() -> Path:
+    """Where the alembic environment (env.py, versions/) is: the source tree's, else the wheel's."""
+    if (_SOURCE_MIGRATIONS / "env.py").is_file():
+        return _SOURCE_MIGRATIONS
+    # A directory without __init__.py (a namespace package): ask for a file in it.
+    env = resources.files("clevertim_sync._migrations").joinpath("env.py")
+    return Path(str(env)).parent
+
+
+MIGRATIONS_DIR = migrations_dir()
+ALEMBIC_INI = _SOURCE_MIGRATIONS.parent / "alembic.ini"
 
 
 def normalise_url(url: str) -> str:
@@ -77,8 +93,10 @@ def _tune_sqlite(engine: Engine, busy_timeout: float) -> None:
 
 def alembic_config(url: str | None = None) -> Config:
     """The alembic Config of this project, independent of the working directory."""
-    cfg = Config(str(ALEMBIC_INI))
+    # Installed there is no alembic.ini: everything upgrade() needs is set here.
+    cfg = Config(str(ALEMBIC_INI)) if ALEMBIC_INI.is_file() else Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
     if url is not None:
         # alembic's ini interpolation would eat a '%' in a password.
         cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))

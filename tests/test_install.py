@@ -1,0 +1,91 @@
+"""The package works installed from its wheel, not only from the source tree (editable install).
+
+Builds the wheel from a copy of the project (so no stale build/ of the work tree leaks in),
+installs it with --no-deps into a fresh venv that sees the project venv's dependencies through a
+.pth file, and runs `db upgrade` and `sync` against the emulator from a directory outside the
+source tree: the migrations must come from the wheel (clevertim_sync._migrations).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+import pytest
+
+from clevertim_sync.emulator import EmulatorServer
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def test_wheel_installed_outside_the_source_tree(tmp_path: Path, emulator: EmulatorServer) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "alembic.ini"):
+        shutil.copy2(ROOT / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "clevertim_sync", src / "clevertim_sync", ignore=ignore)
+    shutil.copytree(ROOT / "migrations", src / "migrations", ignore=ignore)
+    wheels = tmp_path / "wheels"
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheels),
+            ".",
+        ],
+        cwd=src,
+    )
+    (wheel,) = wheels.glob("clevertim_sync-*.whl")
+
+    target = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(target)
+    # The new venv sees the project venv's third-party packages, but not its editable clevertim_sync:
+    # a directory named in a .pth file is put on sys.path, its own .pth files (the editable finder)
+    # are not run.
+    site = Path(sysconfig.get_paths()["purelib"])
+    new_site = next((target / "lib").glob("python3*/site-packages"))
+    (new_site / "deps.pth").write_text(f"{site}\n")
+    _run([sys.executable, "-m", "pip", "--python", str(target / "bin" / "python"), "install", "-q",
+          "--no-deps", str(wheel)], cwd=tmp_path)  # fmt: skip
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEVERTIM", "PYTHON"))}
+    env |= {
+        "CLEVERTIM_URL": emulator.base_url,
+        "CLEVERTIM_TOKEN": "test-token",
+        "CLEVERTIM_SYNC_DATABASE_URL": f"sqlite:///{work / 'mirror.sqlite3'}",
+        "PYTHONNOUSERSITE": "1",
+    }
+    where = _run([str(target / "bin" / "python"), "-c",
+                  "import clevertim_sync.mirror.db as d; print(d.__file__); print(d.MIGRATIONS_DIR)"],
+                 cwd=work, env=env).stdout.split()  # fmt: skip
+    assert where[0].startswith(str(target)), f"imported {where[0]}, not the installed wheel"
+    assert where[1].startswith(str(target)), f"migrations from {where[1]}, not the installed wheel"
+
+    exe = str(target / "bin" / "clevertim-sync")
+    _run([exe, "db", "upgrade"], cwd=work, env=env)
+    _run([exe, "sync"], cwd=work, env=env)
+    with sqlite3.connect(work / "mirror.sqlite3") as db:
+        mirrored = db.execute("SELECT count(*) FROM contacts").fetchone()[0]
+    assert mirrored == len(emulator.control.state(as_token="test-token")["contact"])
+    assert mirrored > 0
