@@ -200,7 +200,8 @@ def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
     return {}
 
 
-def _read_token_file(path: Path, problems: list[str]) -> str | None:
+def read_token_file(path: Path, problems: list[str]) -> str | None:
+    """The stripped token in `path`, or None with the reason added to `problems`."""
     try:
         token = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
@@ -251,9 +252,9 @@ def load(config_path: Path | None = None, env: Mapping[str, str] | None = None) 
         token_file = clevertim.get("token_file")
         creds = env.get("CREDENTIALS_DIRECTORY")
         if token_file:
-            clevertim["token"] = _read_token_file(Path(token_file), problems)
+            clevertim["token"] = read_token_file(Path(token_file), problems)
         elif creds and (Path(creds) / CREDENTIAL_NAME).is_file():
-            clevertim["token"] = _read_token_file(Path(creds) / CREDENTIAL_NAME, problems)
+            clevertim["token"] = read_token_file(Path(creds) / CREDENTIAL_NAME, problems)
     database = raw.setdefault("database", {})
     if isinstance(database, dict) and not database.get("url"):
         database["url"] = f"sqlite:///{(state_dir / DEFAULT_DB_FILE).resolve()}"

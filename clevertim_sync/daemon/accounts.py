@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from clevertim_sync.errors import ConfigError
-from clevertim_sync.settings import AccountSettings, Settings
+from clevertim_sync.settings import AccountSettings, Settings, read_token_file
 
 DEFAULT_NAME = "default"
 
@@ -31,15 +31,10 @@ def _token(acc: AccountSettings, problems: list[str]) -> SecretStr | None:
     if acc.token_file is None:
         problems.append(f"account {acc.name}: give token_file (or token) for its API token")
         return None
-    try:
-        text = Path(acc.token_file).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        problems.append(f"account {acc.name}: token file {acc.token_file} cannot be read: {exc.strerror}")
-        return None
-    if not text:
-        problems.append(f"account {acc.name}: token file {acc.token_file} is empty")
-        return None
-    return SecretStr(text)
+    found: list[str] = []
+    text = read_token_file(Path(acc.token_file), found)
+    problems.extend(f"account {acc.name}: {p}" for p in found)
+    return None if text is None else SecretStr(text)
 
 
 def accounts(settings: Settings) -> list[Account]:

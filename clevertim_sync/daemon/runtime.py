@@ -233,10 +233,7 @@ class AccountRuntime:
         return self.settings.pull.intervals.get(name, self.settings.pull.interval)
 
     def stale_after(self, name: str) -> float:
-        """daemon.stale_after, but never less than two of the resource's own pull intervals:
-        `intervals = { user = 86400 }` must not make /healthz red for 23 hours a day."""
-        pull = self.settings.pull
-        return max(self.settings.daemon.stale_after, 2 * self.interval_of(name) + pull.jitter)
+        return health.stale_limit(self.settings, name)
 
     def due_resources(self, names: Sequence[str], now: datetime) -> list[str]:
         """`names` minus those still resting after failing several pulls in a row."""
@@ -261,9 +258,8 @@ class AccountRuntime:
 
     def facts(self, now: datetime) -> health.MirrorFacts:
         assert self.engine is not None
-        stuck_after = 3 * self.settings.push.interval + 60
         with self.engine.connect() as conn:
-            return health.read_facts(conn, self.name, now, stuck_after)
+            return health.read_facts(conn, self.name, now, health.stuck_limit(self.settings))
 
     def newest_due_item(self) -> int:
         assert self.engine is not None
