@@ -29,7 +29,7 @@ typecheck: $(BIN)/.installed-test
 
 # The whole suite: lint, types, then every test against SQLite and a real PostgreSQL.
 test: lint typecheck
-	scripts/ensure-postgres
+	scripts/ensure-system-packages
 	scripts/with-postgres $(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 clean:
