@@ -7,6 +7,8 @@ import contextlib
 import itertools
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +16,9 @@ from pathlib import Path
 import hypothesis
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner, Result
 
+from clevertim_sync.cli import cli
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror.db import make_engine, upgrade
 
@@ -186,3 +190,57 @@ def emulator(_emulator_server: EmulatorServer) -> EmulatorServer:
     """
     _emulator_server.reset(contacts=EMULATOR_CONTACTS, seed=EMULATOR_SEED)
     return _emulator_server
+
+
+# --- the command line against the emulator ----------------------------------------------------
+
+CliInvoke = Callable[..., Result]
+
+
+def _cli_env(emulator: EmulatorServer, database_url: str, token: str) -> dict[str, str]:
+    return {
+        "CLEVERTIM_URL": emulator.base_url,
+        "CLEVERTIM_TOKEN": token,
+        "CLEVERTIM_SYNC_DATABASE_URL": database_url,
+    }
+
+
+@pytest.fixture
+def cli_runner(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., CliInvoke]:
+    """`run = cli_runner(database_url, **env)`; `run("sync", code=0)` runs `clevertim-sync sync`
+    in this process (click's CliRunner) against the emulator, from tmp_path (no stray config
+    file), with warning-level JSON logs; `code` asserts the exit status."""
+    monkeypatch.chdir(tmp_path)
+
+    def bind(database_url: str, token: str = EMULATOR_TOKEN, **extra_env: str) -> CliInvoke:
+        env = _cli_env(emulator, database_url, token) | {
+            "CLEVERTIM_SYNC_LOG_LEVEL": "warning",
+            "CLEVERTIM_SYNC_LOG_FORMAT": "json",
+            "CLEVERTIM_SYNC_CONFIG": "",
+            **extra_env,
+        }
+
+        def invoke(*args: str, code: int | None = None) -> Result:
+            result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+            assert code is None or result.exit_code == code, result.output
+            return result
+
+        return invoke
+
+    return bind
+
+
+@pytest.fixture
+def cli_process(emulator: EmulatorServer) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`cli_process(database_url, *args, token=...)`: `python -m clevertim_sync ARGS` in a child
+    process against the emulator, with no other CLEVERTIM* variable of ours leaking in."""
+
+    def run(database_url: str, *args: str, token: str = EMULATOR_TOKEN) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLEVERTIM")}
+        env |= _cli_env(emulator, database_url, token)
+        cmd = [sys.executable, "-m", "clevertim_sync", *args]
+        return subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=120)
+
+    return run

@@ -3,33 +3,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
-
-from clevertim_sync.cli import cli
-from clevertim_sync.emulator import EmulatorServer
+from click.testing import Result
 
 
 @pytest.fixture
-def run(emulator: EmulatorServer, tmp_path: Path):  # type: ignore[no-untyped-def]
-    env = {
-        "CLEVERTIM_URL": emulator.base_url,
-        "CLEVERTIM_TOKEN": "test-token",
-        "CLEVERTIM_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'mirror.sqlite3'}",
-        "CLEVERTIM_SYNC_CONFIG": "",
-        "HOME": str(tmp_path),
-        "XDG_CONFIG_HOME": str(tmp_path),
-        "STATE_DIRECTORY": str(tmp_path / "state"),
-    }
+def run(cli_runner: Callable[..., Callable[..., Result]], tmp_path: Path) -> Callable[..., Result]:
+    invoke = cli_runner(
+        f"sqlite:///{tmp_path / 'mirror.sqlite3'}",
+        HOME=str(tmp_path),
+        XDG_CONFIG_HOME=str(tmp_path),
+        STATE_DIRECTORY=str(tmp_path / "state"),
+    )
 
-    def invoke(*args: str, code: int = 0) -> Result:
-        result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-        assert result.exit_code == code, result.output
-        return result
+    def checked(*args: str, code: int = 0) -> Result:
+        return invoke(*args, code=code)
 
-    return invoke
+    return checked
 
 
 def test_backup_verify_restore_report_search_export_as_of(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -4,26 +4,10 @@ installing, and when something is wrong (no mirror yet, a rejected token, a fail
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
+from collections.abc import Callable
 
 from clevertim_sync.emulator import EmulatorServer
-
-TOKEN = "test-token"
-
-
-def check(
-    emulator: EmulatorServer, db_url: str, *args: str, token: str = TOKEN
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEVERTIM")}
-    env |= {
-        "CLEVERTIM_URL": emulator.base_url,
-        "CLEVERTIM_TOKEN": token,
-        "CLEVERTIM_SYNC_DATABASE_URL": db_url,
-    }
-    cmd = [sys.executable, "-m", "clevertim_sync", *args]
-    return subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=120)
 
 
 def findings(done: subprocess.CompletedProcess[str]) -> dict[str, tuple[bool, str]]:
@@ -31,17 +15,17 @@ def findings(done: subprocess.CompletedProcess[str]) -> dict[str, tuple[bool, st
 
 
 def test_check_walks_an_operator_from_a_fresh_install_to_a_healthy_mirror(
-    emulator: EmulatorServer, database_url: str
+    emulator: EmulatorServer, database_url: str, cli_process: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
-    fresh = check(emulator, database_url, "check", "--json")
+    fresh = cli_process(database_url, "check", "--json")
     assert fresh.returncode == 1, fresh.stderr
     got = findings(fresh)
     assert got["database"][0] and not got["schema"][0] and "sync" in got["schema"][1]
     assert got["api"] == (True, f"{emulator.base_url} accepts the token (8 user(s) visible)")
     assert "pulls" not in got  # nothing to judge before the mirror exists
 
-    assert check(emulator, database_url, "sync").returncode == 0
-    healthy = check(emulator, database_url, "check")
+    assert cli_process(database_url, "sync").returncode == 0
+    healthy = cli_process(database_url, "check")
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     lines = healthy.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["ok"] * len(lines)
@@ -49,8 +33,8 @@ def test_check_walks_an_operator_from_a_fresh_install_to_a_healthy_mirror(
 
     # The server rejects the token, and a pull of contacts fails: both are named, exit 1.
     emulator.control.add_fault(method="GET", path="^/contact$", kind="status", status=500)
-    check(emulator, database_url, "sync")
-    broken = check(emulator, database_url, "check", "--json", token="wrong-token")
+    cli_process(database_url, "sync")
+    broken = cli_process(database_url, "check", "--json", token="wrong-token")
     assert broken.returncode == 1
     got = findings(broken)
     assert not got["api"][0] and "401" in got["api"][1] and "wrong-token" not in broken.stdout

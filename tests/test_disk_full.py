@@ -12,7 +12,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,23 +120,12 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def _cli(emulator: EmulatorServer, db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEVERTIM")}
-    env |= {
-        "CLEVERTIM_URL": emulator.base_url,
-        "CLEVERTIM_TOKEN": TOKEN,
-        "CLEVERTIM_SYNC_DATABASE_URL": db_url,
-    }
-    cmd = [sys.executable, "-m", "clevertim_sync", *args]
-    return subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=120)
-
-
 def test_the_commands_on_a_full_disk_say_so_and_lose_nothing(
-    tiny_disk: Path, emulator: EmulatorServer, tmp_path: Path
+    tiny_disk: Path, emulator: EmulatorServer, tmp_path: Path, cli_process: Any
 ) -> None:
     emulator.reset(contacts=400)
     db_url = f"sqlite:///{tiny_disk / 'mirror.sqlite3'}"
-    synced = _cli(emulator, db_url, "sync")
+    synced = cli_process(db_url, "sync")
     assert synced.returncode != 0, synced.stdout
     assert "is full" in synced.stderr + synced.stdout
     assert "Traceback" not in synced.stderr and "INSERT" not in synced.stderr, synced.stderr
@@ -151,7 +139,7 @@ def test_the_commands_on_a_full_disk_say_so_and_lose_nothing(
         while True:
             f.write(b"\0" * 65536)
             f.flush()
-    edit = _cli(emulator, db_url, "edit", "create", "company", "--json", '{"cn": "' + "x" * 100_000 + '"}')
+    edit = cli_process(db_url, "edit", "create", "company", "--json", '{"cn": "' + "x" * 100_000 + '"}')
     assert edit.returncode == 1, edit.stdout + edit.stderr
     assert "is full" in edit.stderr and "Traceback" not in edit.stderr, edit.stderr
     filler.unlink()

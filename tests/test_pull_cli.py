@@ -8,29 +8,15 @@ from typing import Any
 
 import orjson
 import pytest
-from click.testing import CliRunner
 
-from clevertim_sync.cli import cli
 from clevertim_sync.emulator import EmulatorServer
 
 TOKEN = "test-token"  # the `emulator` fixture's owner token
 
 
 @pytest.fixture
-def run(emulator: EmulatorServer, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.chdir(tmp_path)  # no stray ./clevertim-sync.toml
-    env = {
-        "CLEVERTIM_URL": emulator.base_url,
-        "CLEVERTIM_TOKEN": TOKEN,
-        "CLEVERTIM_SYNC_DATABASE_URL": database_url,
-        "CLEVERTIM_SYNC_LOG_LEVEL": "warning",
-        "CLEVERTIM_SYNC_CONFIG": "",
-    }
-
-    def invoke(*args: str) -> Any:
-        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-
-    return invoke
+def run(cli_runner: Any, database_url: str) -> Any:
+    return cli_runner(database_url)
 
 
 def test_sync_status_export(run: Any, emulator: EmulatorServer, tmp_path: Path) -> None:

@@ -5,15 +5,13 @@ dependants get the remote id and go out; and the refusals, which change nothing.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from clevertim_sync.api.client import ClevertimClient
-from clevertim_sync.cli import cli
 from clevertim_sync.mirror.db import make_engine
 from clevertim_sync.settings import Settings
 from clevertim_sync.writeback.worker import push
@@ -23,21 +21,9 @@ T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def run(emulator: Any, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.chdir(tmp_path)
-    env = {
-        "CLEVERTIM_URL": emulator.base_url,
-        "CLEVERTIM_TOKEN": TOKEN,
-        "CLEVERTIM_SYNC_DATABASE_URL": database_url,
-        "CLEVERTIM_SYNC_LOG_LEVEL": "warning",
-        "CLEVERTIM_SYNC_LOG_FORMAT": "json",
-    }
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(cli, list(args), env=env, catch_exceptions=False)
-
-    assert invoke("sync").exit_code == 0
+def run(cli_runner: Any, database_url: str) -> Any:
+    invoke = cli_runner(database_url)
+    invoke("sync", code=0)
     return invoke
 
 

@@ -9,28 +9,14 @@ from typing import Any
 
 import orjson
 import pytest
-from click.testing import CliRunner, Result
 
-from clevertim_sync.cli import cli
 from clevertim_sync.cli.edit import parse_set
 
 
 @pytest.fixture
-def run(emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.chdir(tmp_path)
-    env = {
-        "CLEVERTIM_URL": emulator.base_url,
-        "CLEVERTIM_TOKEN": "test-token",
-        "CLEVERTIM_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'm.sqlite3'}",
-        "CLEVERTIM_SYNC_LOG_LEVEL": "warning",
-        "CLEVERTIM_SYNC_LOG_FORMAT": "json",
-    }
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(cli, list(args), env=env, catch_exceptions=False)
-
-    assert invoke("sync").exit_code == 0
+def run(cli_runner: Any, tmp_path: Path) -> Any:
+    invoke = cli_runner(f"sqlite:///{tmp_path / 'm.sqlite3'}")
+    invoke("sync", code=0)
     return invoke
 
 
