@@ -22,7 +22,7 @@ from clevertim_sync.mirror.schema import history
 from clevertim_sync.mirror.store import load_record
 from clevertim_sync.pull import pull
 from clevertim_sync.settings import PushSettings, Settings
-from clevertim_sync.writeback import queue
+from clevertim_sync.writeback import claims, queue
 from clevertim_sync.writeback.revert import revert
 from clevertim_sync.writeback.worker import push
 
@@ -376,7 +376,7 @@ def test_worker_killed_after_sending_is_reconciled_when_its_lease_ends(
     """Scenario 1 for the push: a worker claimed a create, its POST landed, and it died before
     recording anything. Another push waits for the lease to run out, then adopts the record."""
     item = queue.enqueue_create(engine, "contact", {"fn": "Orphan", "ln": "Post"})
-    (unit,) = queue.claim(engine, worker="dead", now=T0, lease=300, limit=10)
+    (unit,) = claims.claim(engine, worker="dead", now=T0, lease=300, limit=10)
     client.create("contact", unit.fields)  # what the dead worker sent
     assert push(engine, client, settings(), now=T0 + timedelta(seconds=10)).claimed == 0  # leased
     report = push(engine, client, settings(), now=T0 + timedelta(seconds=301))

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from clevertim_sync.errors import EditRejected, QueueItemError
 from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.mirror.store import apply_local_result
-from clevertim_sync.writeback import queue
+from clevertim_sync.writeback import claims, queue
 from clevertim_sync.writeback.tables import writeback_queue as Q
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -57,8 +57,8 @@ def rows(engine: Engine) -> list[dict[str, Any]]:
         return [dict(r) for r in conn.execute(sa.select(Q).order_by(Q.c.id)).mappings()]
 
 
-def claim(engine: Engine, now: datetime = T0, worker: str = "w1", limit: int = 50) -> list[queue.Claimed]:
-    return queue.claim(engine, worker=worker, now=now, lease=60, limit=limit)
+def claim(engine: Engine, now: datetime = T0, worker: str = "w1", limit: int = 50) -> list[claims.Claimed]:
+    return claims.claim(engine, worker=worker, now=now, lease=60, limit=limit)
 
 
 @pytest.mark.parametrize(
@@ -156,7 +156,7 @@ def test_fifo_per_record_and_pending_updates_coalesce(engine: Engine) -> None:
     # The delete and the update after it wait for the record's earlier items.
     assert claim(engine) == []
     with engine.begin() as conn:
-        queue.finish(conn, units[a.id], T0)
+        claims.finish(conn, units[a.id], T0)
     assert [u.id for u in claim(engine)] == [d.id]
     states = {r["id"]: r["state"] for r in rows(engine)}
     assert states[b.id] == "done" and states[after.id] == "pending"
@@ -178,7 +178,7 @@ def test_two_workers_never_claim_one_item(migrated_database_url: str, engine: En
     got: dict[str, list[int]] = {"a": [], "b": []}
 
     def work(name: str, eng: Engine) -> None:
-        while units := queue.claim(eng, worker=name, now=T0, lease=60, limit=3):
+        while units := claims.claim(eng, worker=name, now=T0, lease=60, limit=3):
             got[name].extend(u.id for u in units)
 
     threads = [threading.Thread(target=work, args=(n, e)) for n, e in zip(got, engines, strict=True)]
@@ -204,7 +204,7 @@ def test_children_wait_for_their_parent_and_get_its_real_id(engine: Engine) -> N
     assert states[person.id]["state"] == "waiting" and "waits for" in states[person.id]["last_error"]
     assert states[note.id]["state"] == "waiting"
     with engine.begin() as conn:
-        queue.finish(conn, unit, T0, remote_id=500)
+        claims.finish(conn, unit, T0, remote_id=500)
     (child,) = claim(engine)
     assert child.id == person.id and child.fields == {"fn": "Ann", "companyId": 500}
     assert orjson.loads(rows(engine)[1]["sent"]) == {"fn": "Ann", "companyId": 500}
@@ -254,8 +254,8 @@ def test_our_own_write_becomes_the_base_of_later_edits(engine: Engine) -> None:
     (unit,) = claim(engine)
     later = queue.enqueue_update(engine, "contact", 1, {"title": "B"})  # queued while A is in flight
     with engine.begin() as conn:
-        queue.finish(conn, unit, T0)
-        queue.rebase_later_edits(conn, [(unit, {"title": "A"})], T0)
+        claims.finish(conn, unit, T0)
+        claims.rebase_later_edits(conn, [(unit, {"title": "A"})], T0)
     (next_unit,) = claim(engine)
     # Without the rebase, B would conflict with our own A (remote A, base Eng, local B).
     assert next_unit.id == later.id and next_unit.base == {"title": "A"}

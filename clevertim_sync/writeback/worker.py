@@ -48,7 +48,7 @@ from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.mirror.store import apply_local_result
 from clevertim_sync.retry import Rng, next_delay
 from clevertim_sync.settings import Settings
-from clevertim_sync.writeback import queue
+from clevertim_sync.writeback import claims
 from clevertim_sync.writeback.fold import Fold, fold_many
 from clevertim_sync.writeback.merge import matches_sent, merge
 from clevertim_sync.writeback.tables import (
@@ -150,7 +150,7 @@ class _Outcome:
     held up by a database lock; the loop records the outcomes of many units per transaction.
     """
 
-    unit: queue.Claimed
+    unit: claims.Claimed
     state: str
     counter: str  # the PushReport field to bump
     fold: dict[str, Any] | None = None  # the server's record to fold into the mirror
@@ -190,7 +190,7 @@ def push(
     """
     clock: Callable[[], datetime] = (lambda: now) if now is not None else (lambda: datetime.now(UTC))
     started = clock()
-    pause = queue.get_pause(engine)
+    pause = claims.get_pause(engine)
     run = _Run(engine, client, settings, clock, rng or random.Random(), pause.failures if pause else 0, stop)
     if pause is not None and pause.not_before > started:
         run.report.paused_until = pause.not_before
@@ -198,7 +198,7 @@ def push(
         log.info("push.paused", until=pause.not_before.isoformat(), reason=pause.reason)
         return run.report
     worker = worker_id or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-    queue.wake_waiting(engine, started)
+    claims.wake_waiting(engine, started)
     concurrency = settings.push.concurrency
     batch = RECORD_ROUNDS * concurrency
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="push") as pool:
@@ -215,7 +215,7 @@ def push(
             room = not inflight if probing else len(inflight) < concurrency * 2
             if not exhausted and not run.stopping() and room:
                 # Due by the push's start: an item that failed in this push waits for the next one.
-                units = queue.claim(
+                units = claims.claim(
                     engine,
                     worker=worker,
                     now=clock(),
@@ -247,7 +247,7 @@ def push(
         run.report.waiting = conn.execute(
             sa.select(sa.func.count()).where(writeback_queue.c.state == "waiting")
         ).scalar_one()
-    p = queue.get_pause(engine)
+    p = claims.get_pause(engine)
     if p is not None and p.not_before > clock():
         run.report.paused_until = p.not_before
     log.info("push.finished", **{k: v for k, v in run.report.as_dict().items() if k != "errors"})
@@ -264,8 +264,8 @@ def _record(run: _Run, outcomes: list[_Outcome]) -> None:
     now = run.clock()
     try:
         with run.engine.begin() as conn:
-            plain: list[tuple[queue.Claimed, int | None, dict[str, Any] | None, str | None]] = []
-            written: list[tuple[queue.Claimed, dict[str, Any]]] = []
+            plain: list[tuple[claims.Claimed, int | None, dict[str, Any] | None, str | None]] = []
+            written: list[tuple[claims.Claimed, dict[str, Any]]] = []
             folds: list[Fold] = []
             for o in outcomes:
                 if o.state == DONE and not o.unit.followers and not o.conflict:
@@ -278,8 +278,8 @@ def _record(run: _Run, outcomes: list[_Outcome]) -> None:
             # The plain answers of the batch are folded in together: a few statements per
             # resource rather than several per record (the CPU cost of a push at concurrency 8).
             fold_many(conn, folds)
-            queue.finish_done_many(conn, plain, now)
-            queue.rebase_later_edits(conn, written, now)
+            claims.finish_done_many(conn, plain, now)
+            claims.rebase_later_edits(conn, written, now)
     except Exception:
         log.exception("push.record_batch_failed", items=[o.unit.id for o in outcomes])
         for o in outcomes:
@@ -301,7 +301,7 @@ def _fold(conn: sa.Connection, o: _Outcome) -> None:
         apply_local_result(conn, o.unit.resource, o.fold, op=o.fold_op, queue_item_id=o.unit.id)
 
 
-def _written(o: _Outcome) -> tuple[queue.Claimed, dict[str, Any]]:
+def _written(o: _Outcome) -> tuple[claims.Claimed, dict[str, Any]]:
     """(unit, {field: the server's value}) for the fields an update sent."""
     if o.fold is None or not o.sent:
         return o.unit, {}
@@ -312,7 +312,7 @@ def _record_one(conn: sa.Connection, o: _Outcome, now: datetime) -> None:
     unit = o.unit
     _fold(conn, o)
     if o.settled:
-        queue.finish(
+        claims.finish(
             conn,
             unit,
             now,
@@ -322,9 +322,9 @@ def _record_one(conn: sa.Connection, o: _Outcome, now: datetime) -> None:
             conflict=o.conflict,
             note=o.note,
         )
-        queue.rebase_later_edits(conn, [_written(o)], now)
+        claims.rebase_later_edits(conn, [_written(o)], now)
     else:
-        queue.release(
+        claims.release(
             conn,
             unit,
             now,
@@ -340,7 +340,7 @@ def _record_one(conn: sa.Connection, o: _Outcome, now: datetime) -> None:
 # --- one unit, in a worker thread -------------------------------------------------------------------
 
 
-def _process(run: _Run, unit: queue.Claimed) -> _Outcome:
+def _process(run: _Run, unit: claims.Claimed) -> _Outcome:
     if run.stopping():
         # The push stopped before this unit was sent: back as it was, no attempt spent.
         return _Outcome(
@@ -378,10 +378,10 @@ def _succeeded(run: _Run) -> None:
         with run.lock:
             if run.outage_failures:
                 run.outage_failures = 0
-                queue.clear_pause(run.engine)
+                claims.clear_pause(run.engine)
 
 
-def _create(run: _Run, unit: queue.Claimed) -> _Outcome:
+def _create(run: _Run, unit: claims.Claimed) -> _Outcome:
     if unit.reconcile:
         found = _reconcile_create(run, unit)
         if len(found) == 1:
@@ -417,7 +417,7 @@ def _create(run: _Run, unit: queue.Claimed) -> _Outcome:
     )
 
 
-def _reconcile_create(run: _Run, unit: queue.Claimed) -> list[dict[str, Any]]:
+def _reconcile_create(run: _Run, unit: claims.Claimed) -> list[dict[str, Any]]:
     """The records that appeared since the create was journaled and carry what it sent."""
     listing = run.client.list(unit.resource)
     _succeeded(run)
@@ -440,7 +440,7 @@ def _reconcile_create(run: _Run, unit: queue.Claimed) -> list[dict[str, Any]]:
     ]
 
 
-def _update(run: _Run, unit: queue.Claimed) -> _Outcome:
+def _update(run: _Run, unit: claims.Claimed) -> _Outcome:
     assert unit.target_id is not None
     remote = run.client.get(unit.resource, unit.target_id)
     _succeeded(run)
@@ -471,7 +471,7 @@ def _update(run: _Run, unit: queue.Claimed) -> _Outcome:
     )
 
 
-def _delete(run: _Run, unit: queue.Claimed) -> _Outcome:
+def _delete(run: _Run, unit: claims.Claimed) -> _Outcome:
     assert unit.target_id is not None
     note = None
     try:
@@ -486,13 +486,13 @@ def _delete(run: _Run, unit: queue.Claimed) -> _Outcome:
 # --- failures -------------------------------------------------------------------------------------
 
 
-def _back_state(unit: queue.Claimed, exc: api_errors.ApiError | None) -> str:
+def _back_state(unit: claims.Claimed, exc: api_errors.ApiError | None) -> str:
     """Where a unit goes when it must be tried again: a create that may have landed is reconciled."""
     unknown = unit.reconcile or (exc is not None and exc.may_have_reached_server)
     return RECONCILE if unit.op == "create" and unknown else PENDING
 
 
-def _on_api_error(run: _Run, unit: queue.Claimed, exc: api_errors.ApiError) -> _Outcome:
+def _on_api_error(run: _Run, unit: claims.Claimed, exc: api_errors.ApiError) -> _Outcome:
     now = run.clock()
     log.warning(
         "push.item_failed",
@@ -512,7 +512,7 @@ def _on_api_error(run: _Run, unit: queue.Claimed, exc: api_errors.ApiError) -> _
             failures, exc.retry_after, base=run.push.backoff_base, cap=run.push.backoff_max, rng=run.rng
         )
         until = now + timedelta(seconds=delay)
-        queue.set_pause(run.engine, until, failures, str(exc), now)
+        claims.set_pause(run.engine, until, failures, str(exc), now)
         run.report.stopped = f"server unavailable, paused until {until.isoformat()}: {exc}"
         run.stop.set()
         # The server's wait is not the item's fault: no attempt spent.
