@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -259,3 +260,27 @@ def test_our_own_write_becomes_the_base_of_later_edits(engine: Engine) -> None:
     (next_unit,) = claim(engine)
     # Without the rebase, B would conflict with our own A (remote A, base Eng, local B).
     assert next_unit.id == later.id and next_unit.base == {"title": "A"}
+
+
+def test_the_server_pause_is_set_by_racing_workers_and_never_shortened(engine: Engine) -> None:
+    # Worker threads meeting one outage set the pause at the same moment (a PostgreSQL unique
+    # violation, now and then, when it was read-then-insert).
+    start = threading.Barrier(8)
+
+    def meet_outage(i: int) -> None:
+        start.wait()
+        claims.set_pause(engine, T0 + timedelta(seconds=10 + i), i, f"503 #{i}", T0)
+
+    with ThreadPoolExecutor(8) as pool:
+        for _round in range(20):
+            claims.clear_pause(engine)
+            list(pool.map(meet_outage, range(8)))
+            pause = claims.get_pause(engine)
+            assert pause is not None and pause.not_before == T0 + timedelta(seconds=17)
+
+    claims.set_pause(engine, T0 + timedelta(seconds=5), 9, "a shorter Retry-After", T0)
+    pause = claims.get_pause(engine)
+    assert pause is not None and pause.not_before == T0 + timedelta(seconds=17)
+    assert (pause.failures, pause.reason) == (9, "a shorter Retry-After")
+    claims.set_pause(engine, T0 + timedelta(minutes=5), 10, "longer", T0)
+    assert claims.get_pause(engine) == claims.Pause(T0 + timedelta(minutes=5), 10, "longer")

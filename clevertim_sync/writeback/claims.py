@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from clevertim_sync import resources
@@ -574,31 +575,19 @@ def get_pause(bind: Bind) -> Pause | None:
 
 
 def set_pause(bind: Bind, not_before: datetime, failures: int, reason: str, now: datetime) -> None:
-    """No request before `not_before`: the server asked (Retry-After) or is down. Never shortens one."""
+    """No request before `not_before`: the server asked (Retry-After) or is down. Never shortens one.
+
+    One upsert: worker threads meeting the same outage set it at the same moment, and on
+    PostgreSQL a read-then-insert let two of them insert (a unique violation mid-push)."""
+    t = writeback_pause
+    upsert = postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
+    values = {"not_before": not_before, "failures": failures, "reason": reason, "updated_at": now}
+    stmt = upsert(t).values(scope=SERVER_SCOPE, **values)
+    asked = stmt.excluded.not_before
+    later = sa.case((asked > t.c.not_before, asked), else_=t.c.not_before)
+    stmt = stmt.on_conflict_do_update(index_elements=[t.c.scope], set_={**values, "not_before": later})
     with transaction(bind) as conn:
-        t = writeback_pause
-        row = conn.execute(sa.select(t).where(t.c.scope == SERVER_SCOPE)).first()
-        if row is None:
-            conn.execute(
-                sa.insert(t).values(
-                    scope=SERVER_SCOPE,
-                    not_before=not_before,
-                    failures=failures,
-                    reason=reason,
-                    updated_at=now,
-                )
-            )
-        else:
-            conn.execute(
-                sa.update(t)
-                .where(t.c.scope == SERVER_SCOPE)
-                .values(
-                    not_before=max(not_before, row.not_before),
-                    failures=failures,
-                    reason=reason,
-                    updated_at=now,
-                )
-            )
+        conn.execute(stmt)
 
 
 def clear_pause(bind: Bind) -> None:
