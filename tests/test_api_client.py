@@ -6,6 +6,8 @@ import base64
 import json
 import pickle
 import re
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -307,6 +309,23 @@ def test_zero_read_retries_means_one_attempt() -> None:
     with pytest.raises(e.ServiceUnavailable):
         client.list("contact")
     assert len(rec.requests) == 1 and waits == []
+
+
+def test_a_stop_ends_the_wait_for_a_retry_with_the_last_error() -> None:
+    # The daemon's stopping event: a listing waiting out an outage's backoff gives up at once, so
+    # SIGTERM is not held up by minutes of retries; no further request goes out.
+    stop = threading.Event()
+    rec = Recorder(err(503))
+    client = ClevertimClient(BASE, TOKEN, http=httpx.MockTransport(rec), stop=stop, backoff_base=60.0)
+    threading.Timer(0.2, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(e.ServiceUnavailable) as info:
+        client.list("contact")
+    assert time.monotonic() - started < 10  # not the 30-60 s of the backoff
+    assert len(rec.requests) == 1 and info.value.attempts == 1
+    with pytest.raises(e.ServiceUnavailable):  # once stopping, the first failure is the last
+        client.list("contact")
+    assert len(rec.requests) == 2
 
 
 def test_retry_after_seconds_is_honoured() -> None:

@@ -92,7 +92,7 @@ class Recorder:
             finally:
                 self._leave()
 
-        def make_client(settings: Any) -> _Client:
+        def make_client(settings: Any, **_: Any) -> _Client:
             client = _Client(settings.token_value())
             self.clients.append(client)
             return client

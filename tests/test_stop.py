@@ -5,6 +5,7 @@ subprocess) is in test_daemon_process.py."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -88,3 +89,25 @@ def test_pull_stops_between_resources_and_records_the_run_as_stopped(
     again = pull(engine, client)
     assert again.ok and list(again.resources) == order
     assert again.resources[order[0]].inserted == 0
+
+
+def test_a_stop_during_an_outage_does_not_wait_out_the_prefetched_listings_retries(
+    emulator: Any, engine: Engine
+) -> None:
+    class Top:  # the top of the jitter range: each wait is the full backoff
+        def uniform(self, a: float, b: float) -> float:
+            return b
+
+    order = [r.name for r in registry.RESOURCES]
+    emulator.control.add_fault(method="GET", path=f"^/{order[2]}$", kind="status", status=503, times=None)
+    stop = threading.Event()
+
+    def progress(name: str, counts: Any) -> None:
+        if counts is not None and name == order[1]:
+            stop.set()  # SIGTERM while the next listing is being retried in the background
+
+    with ClevertimClient(emulator.base_url, TOKEN, stop=stop, rng=Top(), backoff_base=20.0) as client:
+        started = time.monotonic()
+        report = pull(engine, client, progress=progress, stop=stop)
+    assert time.monotonic() - started < 15  # not 20 s + 40 s + ... of backoff
+    assert report.status == "stopped" and list(report.resources) == order[:2]

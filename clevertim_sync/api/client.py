@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -60,6 +61,7 @@ class ClevertimClient:
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         max_retry_wait: float = 120.0,
+        stop: threading.Event | None = None,
     ) -> None:
         self.base_url = _check_base_url(base_url, allow_insecure_http=allow_insecure_http)
         _check_token(token)
@@ -74,6 +76,10 @@ class ClevertimClient:
         # A Retry-After beyond this is not waited out inside one call: the error goes up and the
         # scheduler comes back later, rather than blocking a pull for an hour.
         self._max_retry_wait = max_retry_wait
+        # Set when the daemon is stopping: a read waiting to retry gives up at once with its last
+        # error (a stop during an outage is not held up by minutes of backoff). Waited on instead
+        # of `sleep`.
+        self._stop = stop
         self._timeout = httpx.Timeout(timeout)
         self._headers = {
             "Accept": "application/json",
@@ -172,7 +178,15 @@ class ClevertimClient:
                     status=err.status,
                     retry_after=err.retry_after,
                 )
-                self._sleep(delay)
+                if not self._wait(delay):
+                    raise _with_message(err) from None
+
+    def _wait(self, delay: float) -> bool:
+        """Wait before a retry; False if the daemon began to stop meanwhile (do not retry)."""
+        if self._stop is None:
+            self._sleep(delay)
+            return True
+        return not self._stop.wait(delay)
 
     def _write(
         self, method: str, resource: str, record_id: int | None, fields: Mapping[str, Any] | None

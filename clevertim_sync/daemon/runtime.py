@@ -46,7 +46,7 @@ class StopRequested(ClevertimSyncError):
 class Backends:
     """The other areas' entry points the daemon drives (see wiring.py for the real ones)."""
 
-    make_client: Callable[[Settings], Any]
+    make_client: Callable[..., Any]  # make_client(settings, *, stop=): stop ends read retries
     check_token: Callable[[Any], None]  # one cheap authenticated GET; raises ApiError
     pull: Callable[..., Any]  # pull(engine, client, *, resources=, settings=, progress=, stop=)
     push: Callable[..., Any]  # push(engine, client, settings, *, stop=)
@@ -113,7 +113,7 @@ class AccountRuntime:
         )
         self.engine = make_engine(db_url, busy_timeout=self.settings.database.sqlite_busy_timeout)
         upgrade(self.engine)
-        self.client = self.backends.make_client(self.settings)
+        self.client = self.backends.make_client(self.settings, stop=self.stopping)
         self._client_config = self.settings.clevertim
         self._wait_for_token(on_status)
 
@@ -159,7 +159,7 @@ class AccountRuntime:
             return
         if new.clevertim != self._client_config:
             # A rotated token or a new URL (SIGHUP): a new client, made between two jobs.
-            old_client, self.client = self.client, self.backends.make_client(new)
+            old_client, self.client = self.client, self.backends.make_client(new, stop=self.stopping)
             self._client_config = new.clevertim
             old_client.close()
             log.info("daemon.client_replaced", account=self.name, url=new.clevertim.url)
