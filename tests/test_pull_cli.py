@@ -36,7 +36,8 @@ def test_sync_status_export(run: Any, emulator: EmulatorServer, tmp_path: Path) 
     assert run("export", str(out)).exit_code == 0
     lines = (out / "contact.jsonl").read_text().splitlines()
     assert [orjson.loads(line) for line in lines] == sorted(visible["contact"], key=lambda r: r["id"])
-    assert "mirror status" in run("status").output
+    table = run("status").output
+    assert "mirror status" in table and "writeback queue: empty" in table
 
 
 def test_sync_exits_1_when_a_resource_fails_or_is_held(run: Any, emulator: EmulatorServer) -> None:

@@ -85,6 +85,7 @@ def test_conflict_resolve_failed_retry_cancel_and_revert(run: Any, emulator: Any
     conflict, failed = items(run)
     assert conflict["state"] == "conflict" and conflict["conflict"]["title"]["remote"] == "Theirs"
     assert failed["state"] == "failed" and failed["server_message"]
+    assert "writeback queue: 1 failed, 1 conflict (see `clevertim-sync queue list" in run("status").output
     assert run("queue", "resolve", str(conflict["id"]), "--keep", "local").exit_code == 0
     emulator.control.clear_faults()  # the cause is fixed
     assert run("queue", "retry", "--failed").exit_code == 0

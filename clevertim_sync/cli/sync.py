@@ -30,6 +30,8 @@ from clevertim_sync.logs import configure_logging
 from clevertim_sync.mirror import db, store
 from clevertim_sync.mirror.store import ResourceCounts
 from clevertim_sync.pull import PullReport, pull, resources_in_order
+from clevertim_sync.writeback import queue
+from clevertim_sync.writeback.tables import ALL_STATES
 
 
 def open_mirror(app: AppContext) -> Engine:
@@ -148,10 +150,13 @@ def _print_summary(report: PullReport) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per resource, for scripts.")
 @pass_app
 def status_command(app: AppContext, as_json: bool) -> None:
-    """Per resource: last pull, its age, record count, last counts, error, whether it is held."""
+    """Per resource: last pull, its age, record count, last counts, error, whether it is held.
+
+    The table ends with a line about the writeback queue (--json: the resources only)."""
     with mirror(app) as engine, engine.connect() as conn:
         statuses = store.resource_statuses(conn)
         counts = {name: store.mirrored_count(conn, name) for name in resources.PULL_ORDER}
+        in_queue = queue.counts(conn)
     now = store.now()
     rows = [_status_row(name, statuses.get(name), counts[name], now) for name in resources.PULL_ORDER]
     if as_json:
@@ -170,17 +175,35 @@ def status_command(app: AppContext, as_json: bool) -> None:
             if r["held"]
             else (r["last_error"] or "ok" if r["last_pull_at"] else "never pulled")
         )
+        success = r["last_success_at"]
         table.add_row(
             r["resource"],
             str(r["records"]),
-            r["last_pull_at"] or "",
+            _when(r["last_pull_at"]),
             _age(r["age_seconds"]),
-            r["last_success_at"] or "",
+            "same" if success and success == r["last_pull_at"] else _when(success),
             changes,
             str(r["consecutive_failures"]),
             state,
         )
-    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+    console = Console(width=200 if not sys.stdout.isatty() else None)
+    console.print(table)
+    console.print(_queue_line(in_queue), highlight=False)
+
+
+def _when(iso: str | None) -> str:
+    """An ISO-8601 UTC time as the table shows it: `2026-11-29 02:10:07` (the JSON keeps it whole)."""
+    return iso[:19].replace("T", " ") if iso else ""
+
+
+def _queue_line(by_state: dict[str, int]) -> str:
+    """One line about the writeback queue: what waits, what needs a person, and where to look."""
+    if not by_state:
+        return "writeback queue: empty"
+    parts = [f"{by_state[s]} {s}" for s in ALL_STATES if by_state.get(s)]
+    needs_a_person = any(by_state.get(s) for s in ("failed", "conflict", "quarantined"))
+    hint = " (see `clevertim-sync queue list --state failed|conflict|quarantined`)" if needs_a_person else ""
+    return "writeback queue: " + ", ".join(parts) + hint
 
 
 def _status_row(name: str, st: dict[str, Any] | None, records: int, now: datetime) -> dict[str, Any]:
