@@ -163,6 +163,7 @@ class Settings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     state_dir: Path = Path()
     accounts: tuple[AccountSettings, ...] = ()  # empty: the one account of [clevertim] + [database]
+    config_file: Path | None = None  # the file these came from (set by load(); None: no file)
 
     def token_value(self) -> str:
         """The API token, for the one place that needs it in clear: the HTTP client."""
@@ -229,13 +230,10 @@ def load(config_path: Path | None = None, env: Mapping[str, str] | None = None) 
     raw: dict[str, Any] = {}
     if config_path is None and env.get("CLEVERTIM_SYNC_CONFIG"):
         config_path = Path(env["CLEVERTIM_SYNC_CONFIG"])
+    if config_path is None:
+        config_path = next((c for c in config_search_path(env) if c.is_file()), None)
     if config_path is not None:
         raw = _read_toml(config_path, problems)
-    else:
-        for candidate in config_search_path(env):
-            if candidate.is_file():
-                raw = _read_toml(candidate, problems)
-                break
 
     for var, (section, key) in ENV_OVERRIDES.items():
         if var in env and env[var] != "":
@@ -245,6 +243,7 @@ def load(config_path: Path | None = None, env: Mapping[str, str] | None = None) 
                 continue
             target[key] = env[var]
 
+    raw["config_file"] = config_path
     state_dir = Path(env.get("STATE_DIRECTORY", "").split(":")[0] or raw.get("state_dir") or ".")
     raw["state_dir"] = state_dir
     clevertim = raw.setdefault("clevertim", {})

@@ -44,3 +44,16 @@ def test_token_from_systemd_credentials(tmp_path: Path) -> None:
 def test_plain_http_to_loopback_is_allowed(tmp_path: Path) -> None:
     s = load(None, {"CLEVERTIM_URL": "http://127.0.0.1:8080/api", "STATE_DIRECTORY": str(tmp_path)})
     assert s.clevertim.url.startswith("http://127.0.0.1")
+
+
+def test_the_file_read_is_named_and_none_when_there_is_none(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path), "STATE_DIRECTORY": str(tmp_path)}
+    assert load(None, env).config_file is None
+    found = tmp_path / "clevertim-sync" / "config.toml"
+    found.parent.mkdir()
+    found.write_text("[pull]\ninterval = 120\n")
+    s = load(None, env)
+    assert s.config_file == found and s.pull.interval == 120
+    given = tmp_path / "given.toml"
+    given.write_text("")
+    assert load(given, env).config_file == given

@@ -110,7 +110,8 @@ def check_command(app: AppContext, as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps([asdict(f) for f in findings], option=orjson.OPT_INDENT_2).decode())
     else:
-        click.echo(f"ok    config: {app.config_path or 'found by the default search and the environment'}")
+        source = settings.config_file or "no file (defaults and the environment)"
+        click.echo(f"ok    config: {source}")
         several = len({f.account for f in findings}) > 1
         for f in findings:
             label = f"{f.account}: {f.check}" if several else f.check
