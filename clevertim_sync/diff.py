@@ -46,7 +46,9 @@ def raw_lm(record: Mapping[str, Any]) -> Any:
 class Changes:
     """What one listing changes in one resource. Records are the listing's own dicts (no copies)."""
 
-    inserts: list[tuple[Record, str]] = field(default_factory=list)  # (record, hash)
+    # (record, hash); against an empty index the hash is None: the store computes it as it
+    # builds the rows (a first sync hashes every record once, in the store's worker process).
+    inserts: list[tuple[Record, str | None]] = field(default_factory=list)
     updates: list[tuple[Record, str]] = field(default_factory=list)
     touches: list[tuple[Record, str]] = field(default_factory=list)  # only lm differs
     deletes: list[int] = field(default_factory=list)
@@ -85,6 +87,9 @@ def compute_changes(
         if rid in seen:
             raise InvalidListing(resource, f"id {rid} appears more than once")
         seen.add(rid)
+        if not index:
+            changes.inserts.append((record, None))
+            continue
         digest = record_hash(record)
         known = index.get(rid)
         if known is None:

@@ -3,6 +3,7 @@ what the token sees, record for record, after every change and once every fault 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from clevertim_sync import resources
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import db, schema, store
+from clevertim_sync.mirror.rowpool import RowPool
 from clevertim_sync.pull import PullReport, pull
 
 EMULATOR_TOKEN = "test-token"  # the `emulator` fixture's owner token (tests/conftest.py)
@@ -269,3 +271,53 @@ def test_resources_are_pulled_parents_first_and_only_those_asked(
     assert list(report.resources) == ["company", "contact", "note"]
     paths = [r["path"] for r in emulator.control.requests() if r["method"] == "GET"]
     assert paths == ["/api/company", "/api/contact", "/api/note"]
+
+
+def _mirror_tables(engine: sa.Engine) -> dict[str, list[Any]]:
+    """Every row of the current, child and history tables (history without its `at`)."""
+    tables = [*schema.CURRENT.values(), *schema.CHILDREN.values()]
+    out: dict[str, list[Any]] = {}
+    with engine.connect() as conn:
+        for table in tables:
+            out[table.name] = list(conn.execute(sa.select(table).order_by(*table.primary_key.columns)))
+        h = schema.history
+        cols = [c for c in h.columns if c.name != "at"]
+        out["history"] = list(conn.execute(sa.select(*cols).order_by(h.c.id)))
+    return out
+
+
+@pytest.mark.parametrize("worker", ["builds", "dies"])
+def test_a_first_sync_built_in_the_worker_process_stores_the_same_rows(
+    worker: str,
+    engine: sa.Engine,
+    empty_database: Any,
+    client: ClevertimClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows built in the pull's worker process (more than a chunk of inserts) are the rows built in
+    the pull's own process: typed and child rows, history, and the FTS index on SQLite. A worker
+    that dies mid-pull leaves the rest to the pull's process, with the same result."""
+    assert pull(engine, client).ok  # ~100 records: one chunk each, built in process
+    other = db.make_engine(empty_database())
+    db.upgrade(other)
+    monkeypatch.setattr(store, "CHUNK", 7)  # every resource of more than 7 records: the worker
+    sent: list[str] = []
+    submit = RowPool._submit
+
+    def spy(pool: RowPool, resource: str, *args: Any) -> Any:
+        sent.append(resource)
+        if worker == "dies" and resource == "contact":
+            assert pool._pool is not None
+            return pool._pool.submit(os._exit, 3)
+        return submit(pool, resource, *args)
+
+    monkeypatch.setattr(RowPool, "_submit", spy)
+    assert pull(other, client).ok
+    assert "contact" in sent
+    assert ("task" in sent) == (worker == "builds")  # a lost worker is not started again
+    assert _mirror_tables(other) == _mirror_tables(engine)
+    if other.dialect.name == "sqlite":
+        with other.connect() as conn:
+            for fts in ("notes_fts", "contacts_fts", "companies_fts"):
+                conn.exec_driver_sql(f"INSERT INTO {fts}({fts}, rank) VALUES ('integrity-check', 1)")
+    other.dispose()

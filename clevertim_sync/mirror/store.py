@@ -31,6 +31,7 @@ from clevertim_sync.diff import Changes, changed_fields, record_hash
 from clevertim_sync.errors import MirrorError
 from clevertim_sync.mirror import schema, search
 from clevertim_sync.mirror.columns import RowBuilder, child_columns, sqlite_datetime
+from clevertim_sync.mirror.rowpool import BUILDERS, RowPool, Rows, build_rows
 
 __all__ = [
     "ResourceCounts",
@@ -47,9 +48,6 @@ __all__ = [
 ]
 
 CHUNK = 2000  # rows per executemany / IN list: well under SQLite's bound-parameter limit
-_BUILDERS = {
-    (r.name, sqlite): RowBuilder(r, sqlite=sqlite) for r in resources.RESOURCES for sqlite in (True, False)
-}
 HISTORY_COLUMNS = (
     "resource", "record_id", "run_id", "origin", "op", "at", "raw", "content_hash", "changed", "queue_item_id"
 )  # fmt: skip
@@ -77,9 +75,9 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
 
 
 def _is_sqlite(conn: sa.Connection) -> bool:
@@ -87,7 +85,7 @@ def _is_sqlite(conn: sa.Connection) -> bool:
 
 
 def _builder(conn: sa.Connection, resource: str) -> RowBuilder:
-    return _BUILDERS[(resource, _is_sqlite(conn))]
+    return BUILDERS[(resource, _is_sqlite(conn))]
 
 
 def _stored_time(conn: sa.Connection, at: datetime) -> Any:
@@ -150,12 +148,10 @@ def _delete_rows(conn: sa.Connection, resource: str, ids: Sequence[int]) -> None
         conn.execute(child.delete().where(child.c.owner_id.in_(ids)))
 
 
-def _insert_rows(
-    conn: sa.Connection, resource: str, items: Iterable[tuple[Mapping[str, Any], str, str]]
-) -> None:
-    """Insert current and child rows for (record, raw, hash) items not currently stored."""
+def _insert_rows(conn: sa.Connection, resource: str, built: Rows) -> None:
+    """Insert current and child rows (from rowpool) of records not currently stored."""
     builder = _builder(conn, resource)
-    rows, children = builder.rows(items)
+    rows, children = built
     _executemany(conn, schema.CURRENT[resource].name, builder.columns, rows)
     for prop, child in zip(builder.children, children, strict=True):
         _executemany(conn, schema.CHILDREN[(resource, prop.api)].name, child_columns(prop), child)
@@ -197,10 +193,17 @@ def _write_history(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
 
 
 def apply_changes(
-    conn: sa.Connection, resource: str, changes: Changes, *, run_id: int | None, at: datetime
+    conn: sa.Connection,
+    resource: str,
+    changes: Changes,
+    *,
+    run_id: int | None,
+    at: datetime,
+    pool: RowPool | None = None,
 ) -> None:
     """Apply one resource's changes inside the caller's transaction: rows, children, history,
-    and the full-text index (mirror/search.py) where the resource has one."""
+    and the full-text index (mirror/search.py) where the resource has one. With a `pool`, the
+    rows of more than a chunk of inserts are built in its worker process while these insert."""
     table = schema.CURRENT[resource]
     at = _stored_time(conn, at)
     fts = search.maintained(conn, resource)
@@ -212,10 +215,15 @@ def apply_changes(
     # again (same SQL, same transaction: nobody sees the difference) once the rows are in.
     deferred = _drop_secondary_indexes(conn, resource) if first_load and len(changes.inserts) > CHUNK else []
 
-    for chunk in _chunks(changes.inserts):
-        items = [(rec, orjson.dumps(rec).decode(), digest) for rec, digest in chunk]
+    sqlite = _is_sqlite(conn)
+    chunks = list(_chunks(changes.inserts))
+    if pool is not None and len(chunks) > 1:
+        built: Iterable[Rows] = pool.rows(resource, sqlite, chunks)
+    else:
+        built = (build_rows(resource, sqlite, chunk) for chunk in chunks)
+    for chunk, rows in zip(chunks, built, strict=True):
         ids = [rec["id"] for rec, _ in chunk]
-        _insert_rows(conn, resource, items)
+        _insert_rows(conn, resource, rows)
         # The history row of an insert is the row just written: copied inside the database
         # rather than bound again from Python (a first sync writes every raw twice).
         _copy_to_history(conn, resource, ids, op="insert", at=at, run_id=run_id)
@@ -230,8 +238,8 @@ def apply_changes(
         if fts:
             search.forget(conn, resource, ids)
         _delete_rows(conn, resource, ids)
-        items = [(rec, orjson.dumps(rec).decode(), digest) for rec, digest in chunk]
-        _insert_rows(conn, resource, items)
+        rows = build_rows(resource, sqlite, chunk)
+        _insert_rows(conn, resource, rows)
         if fts:
             search.index(conn, resource, ids)
         history = [
@@ -239,13 +247,13 @@ def apply_changes(
                 resource,
                 rec["id"],
                 "update",
-                raw,
-                d,
+                row[-2],  # a current row ends with raw, content_hash
+                row[-1],
                 at=at,
                 run_id=run_id,
                 changed=changed_fields(orjson.loads(old[rec["id"]][0]), rec),
             )
-            for rec, raw, d in items
+            for (rec, _), row in zip(chunk, rows[0], strict=True)
         ]
         _write_history(conn, history)
 
@@ -340,11 +348,11 @@ def apply_local_result(
             )
             _write_history(conn, [row])
         return
-    digest = record_hash(record)
-    raw = orjson.dumps(record).decode()
+    rows = build_rows(name, _is_sqlite(conn), [(record, None)])
+    raw, digest = rows[0][0][-2:]  # a current row ends with raw, content_hash
     if old is not None:
         _delete_rows(conn, name, [rid])
-    _insert_rows(conn, name, [(record, raw, digest)])
+    _insert_rows(conn, name, rows)
     if fts:
         search.index(conn, name, [rid])
     if old is not None and old[1] == digest:
