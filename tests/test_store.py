@@ -130,6 +130,19 @@ def test_update_delete_and_return_keep_one_history_line(engine: sa.Engine) -> No
         assert emails == ["ada@example.com"]
 
 
+def test_a_first_load_copies_history_chunk_by_chunk_in_id_order(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listing in id order has its history copied in one statement, another chunk by chunk:
+    either way the history rows come in listing order chunk by chunk, each chunk by id."""
+    monkeypatch.setattr(store, "CHUNK", 3)
+    for resource, ids in (("note", [1, 2, 3, 5, 8, 9, 12]), ("task", [5, 3, 9, 1, 2, 8, 7])):
+        _sync(engine, resource, [{"id": i, "desc": f"#{i}"} for i in ids])
+        chunks = [sorted(ids[i : i + 3]) for i in range(0, len(ids), 3)]
+        assert [r.record_id for r in _history(engine, resource)] == [i for c in chunks for i in c]
+        assert {r.raw for r in _history(engine, resource)} == {f'{{"id":{i},"desc":"#{i}"}}' for i in ids}
+
+
 def test_touch_refreshes_raw_and_modified_at_without_history(engine: sa.Engine) -> None:
     _sync(engine, "contact", [CONTACT])
     bumped = {**CONTACT, "lm": "2024-05-06T07:08:09Z"}

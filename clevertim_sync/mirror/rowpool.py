@@ -38,7 +38,7 @@ Item = tuple[Mapping[str, Any], str | None]
 
 log = structlog.get_logger(__name__)
 
-AHEAD = 3  # chunks in flight: the one the caller inserts, one being built, one queued
+AHEAD = 3  # chunks sent to the worker and not yet taken: one being built, the next ones queued
 
 BUILDERS = {
     (r.name, sqlite): RowBuilder(r, sqlite=sqlite) for r in resources.RESOURCES for sqlite in (True, False)
@@ -99,12 +99,21 @@ class RowPool:
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=gc.disable
             )
         pending: deque[Future[bytes]] = deque()
+        sent = 1  # the first chunk is built here, while the worker starts on the next ones
+
+        def send_more() -> None:
+            nonlocal sent
+            while sent < len(chunks) and len(pending) < AHEAD:
+                pending.append(self._submit(resource, sqlite, chunks[sent]))
+                sent += 1
+
         try:
-            for i in range(len(chunks) + AHEAD - 1):
-                if i < len(chunks):
-                    pending.append(self._submit(resource, sqlite, chunks[i]))
-                if i >= AHEAD - 1:  # AHEAD chunks sent: take the oldest
-                    yield pickle.loads(pending.popleft().result())  # noqa: S301 our own worker's rows
+            send_more()
+            yield build_rows(resource, sqlite, chunks[0])
+            while pending:
+                rows = pickle.loads(pending.popleft().result())  # noqa: S301 our own worker's rows
+                send_more()
+                yield rows
         finally:
             for future in pending:  # the caller stopped early (an error): drop the rest
                 future.cancel()

@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -176,16 +177,18 @@ def _history_row(
 
 
 def _copy_to_history(
-    conn: sa.Connection, resource: str, ids: Sequence[int], *, op: str, at: Any, run_id: int | None
+    conn: sa.Connection, resource: str, ids: Sequence[int] | None, *, op: str, at: Any, run_id: int | None
 ) -> None:
+    """History rows copied from the current rows `ids` (None: every row of the table), by id."""
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     table = schema.CURRENT[resource].name
+    where = "" if ids is None else f"WHERE id IN ({', '.join([mark] * len(ids))}) "
     sql = (
         f"INSERT INTO history (resource, record_id, run_id, origin, op, at, raw, content_hash) "  # noqa: S608
         f"SELECT {mark}, id, {mark}, 'pull', {mark}, {mark}, raw, content_hash FROM {table} "
-        f"WHERE id IN ({', '.join([mark] * len(ids))}) ORDER BY id"
+        f"{where}ORDER BY id"
     )
-    conn.exec_driver_sql(sql, (resource, run_id, op, at, *ids))
+    conn.exec_driver_sql(sql, (resource, run_id, op, at, *(ids or ())))
 
 
 def _write_history(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -215,6 +218,11 @@ def apply_changes(
     # again (same SQL, same transaction: nobody sees the difference) once the rows are in.
     deferred = _drop_secondary_indexes(conn, resource) if first_load and len(changes.inserts) > CHUNK else []
 
+    # The history row of an insert is the row just written: copied inside the database rather
+    # than bound again from Python (a first sync writes every raw twice). Into an empty table, from
+    # a listing in id order (as the API sends it), in one statement once the rows are in: the same
+    # rows in the same order as a copy per chunk, from one scan instead of a lookup per id.
+    history_once = first_load and all(a[0]["id"] < b[0]["id"] for a, b in pairwise(changes.inserts))
     sqlite = _is_sqlite(conn)
     chunks = list(_chunks(changes.inserts))
     if pool is not None and len(chunks) > 1:
@@ -224,11 +232,12 @@ def apply_changes(
     for chunk, rows in zip(chunks, built, strict=True):
         ids = [rec["id"] for rec, _ in chunk]
         _insert_rows(conn, resource, rows)
-        # The history row of an insert is the row just written: copied inside the database
-        # rather than bound again from Python (a first sync writes every raw twice).
-        _copy_to_history(conn, resource, ids, op="insert", at=at, run_id=run_id)
+        if not history_once:
+            _copy_to_history(conn, resource, ids, op="insert", at=at, run_id=run_id)
         if fts and not fts_rebuild:
             search.index(conn, resource, ids)
+    if history_once:
+        _copy_to_history(conn, resource, None, op="insert", at=at, run_id=run_id)
     for create in deferred:
         conn.exec_driver_sql(create)
 
