@@ -4,6 +4,11 @@ what the token sees, record for record, after every change and once every fault 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -321,3 +326,39 @@ def test_a_first_sync_built_in_the_worker_process_stores_the_same_rows(
             for fts in ("notes_fts", "contacts_fts", "companies_fts"):
                 conn.exec_driver_sql(f"INSERT INTO {fts}({fts}, rank) VALUES ('integrity-check', 1)")
     other.dispose()
+
+
+PULLING = """
+import os, time
+from clevertim_sync.mirror.rowpool import RowPool
+if __name__ == "__main__":
+    rows = RowPool().rows("note", True, [[({"id": i}, None)] for i in range(3)])
+    next(rows), next(rows)  # the second chunk comes from the worker
+    print(os.getpid(), flush=True)
+    time.sleep(120)
+"""
+
+
+def _running(pid: str) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_the_row_worker_exits_when_the_pulling_process_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of the pull's process leaves no worker behind (it would wait on its queue for ever)."""
+    script = tmp_path / "pulling.py"
+    script.write_text(textwrap.dedent(PULLING))
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    pid = int(child.stdout.readline())
+    workers = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert workers
+    os.kill(pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while any(_running(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(w) for w in workers)

@@ -17,7 +17,10 @@ from __future__ import annotations
 import gc
 import io
 import multiprocessing
+import multiprocessing.connection
+import os
 import pickle
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -64,6 +67,21 @@ def _build_from_json(resource: str, sqlite: bool, body: bytes, digests: list[str
     return out.getvalue()
 
 
+def _start_worker() -> None:
+    """The worker's initializer. No cyclic GC: the worker makes only acyclic garbage, and the
+    collector's passes over ~10^6 new tuples per listing cost more than its work. And it exits
+    when the pull's process dies (SIGKILL): it would otherwise wait on its queue for ever."""
+    gc.disable()
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+
+
+def _exit_with(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
+
+
 class RowPool:
     """One worker process building rows for the chunks of a big batch, in order.
 
@@ -93,10 +111,8 @@ class RowPool:
     def _from_worker(self, resource: str, sqlite: bool, chunks: Sequence[Sequence[Item]]) -> Iterator[Rows]:
         if self._pool is None:
             # spawn, not fork: the pull's process has threads (fetch, checkpoints) and connections.
-            # The worker runs without the cyclic GC: it makes only acyclic garbage, and the
-            # collector's passes over ~10^6 new tuples per listing cost more than its work.
             self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=gc.disable
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker
             )
         pending: deque[Future[bytes]] = deque()
         sent = 1  # the first chunk is built here, while the worker starts on the next ones
