@@ -109,13 +109,15 @@ class RowPool:
             yield build_rows(resource, sqlite, chunk)
 
     def _from_worker(self, resource: str, sqlite: bool, chunks: Sequence[Sequence[Item]]) -> Iterator[Rows]:
+        # While the worker starts, the first chunk is built here; later batches go all to the worker.
+        here = 0 if self._pool is not None else 1
         if self._pool is None:
             # spawn, not fork: the pull's process has threads (fetch, checkpoints) and connections.
             self._pool = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker
             )
         pending: deque[Future[bytes]] = deque()
-        sent = 1  # the first chunk is built here, while the worker starts on the next ones
+        sent = here
 
         def send_more() -> None:
             nonlocal sent
@@ -125,7 +127,8 @@ class RowPool:
 
         try:
             send_more()
-            yield build_rows(resource, sqlite, chunks[0])
+            for chunk in chunks[:here]:
+                yield build_rows(resource, sqlite, chunk)
             while pending:
                 rows = pickle.loads(pending.popleft().result())  # noqa: S301 our own worker's rows
                 send_more()

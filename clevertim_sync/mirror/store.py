@@ -20,7 +20,6 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +221,8 @@ def apply_changes(
     # than bound again from Python (a first sync writes every raw twice). Into an empty table, from
     # a listing in id order (as the API sends it), in one statement once the rows are in: the same
     # rows in the same order as a copy per chunk, from one scan instead of a lookup per id.
-    history_once = first_load and all(a[0]["id"] < b[0]["id"] for a, b in pairwise(changes.inserts))
+    insert_ids = [rec["id"] for rec, _ in changes.inserts]
+    history_once = first_load and insert_ids == sorted(insert_ids)  # ids are unique (diff)
     sqlite = _is_sqlite(conn)
     chunks = list(_chunks(changes.inserts))
     if pool is not None and len(chunks) > 1:
