@@ -31,7 +31,7 @@ from clevertim_sync.mirror import db, store
 from clevertim_sync.mirror.store import ResourceCounts
 from clevertim_sync.pull import PullReport, pull, resources_in_order
 from clevertim_sync.writeback import queue
-from clevertim_sync.writeback.tables import ALL_STATES
+from clevertim_sync.writeback.tables import ALL_STATES, NEEDS_A_PERSON
 
 
 def open_mirror(app: AppContext) -> Engine:
@@ -201,8 +201,8 @@ def _queue_line(by_state: dict[str, int]) -> str:
     if not by_state:
         return "writeback queue: empty"
     parts = [f"{by_state[s]} {s}" for s in ALL_STATES if by_state.get(s)]
-    needs_a_person = any(by_state.get(s) for s in ("failed", "conflict", "quarantined"))
-    hint = " (see `clevertim-sync queue list --state failed|conflict|quarantined`)" if needs_a_person else ""
+    needs_a_person = any(by_state.get(s) for s in NEEDS_A_PERSON)
+    hint = f" (see `clevertim-sync queue list --state {'|'.join(NEEDS_A_PERSON)}`)" if needs_a_person else ""
     return "writeback queue: " + ", ".join(parts) + hint
 
 

@@ -229,8 +229,7 @@ def apply_changes(
         built: Iterable[Rows] = pool.rows(resource, sqlite, chunks)
     else:
         built = (build_rows(resource, sqlite, chunk) for chunk in chunks)
-    for chunk, rows in zip(chunks, built, strict=True):
-        ids = [rec["id"] for rec, _ in chunk]
+    for ids, rows in zip(_chunks(insert_ids), built, strict=True):
         _insert_rows(conn, resource, rows)
         if not history_once:
             _copy_to_history(conn, resource, ids, op="insert", at=at, run_id=run_id)
