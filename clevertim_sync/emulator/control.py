@@ -123,7 +123,8 @@ class EmulatorControl:
         """API requests received, oldest first: method, path (/api/...), resource, id, status
         (0: no answer sent), fault (the kind that struck, or None), body (the JSON received, or
         its text if not JSON, or None), ms (server time to the last byte), cpu_ms (the handler
-        thread's CPU time)."""
+        thread's CPU time). A request is listed as its answer starts to leave; its ms and cpu_ms
+        are None until the last byte is handed to the socket."""
         result: list[dict[str, Any]] = self._call("GET", "/requests")
         return result
 

@@ -159,6 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
         truncate: bool = False,
     ) -> None:
         """Answer with Content-Length; `truncate` sends only half the promised body, then closes."""
+        self._publish_entry(status)
         length = len(body)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -177,9 +178,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reset_connection(self) -> None:
         """Abort the connection with a TCP RST: SO_LINGER 0 makes close() discard and reset."""
+        self._publish_entry(0)
         self.close_connection = True
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.connection.close()
+
+    # The log entry of the API request being answered, until it is in the log.
+    _pending_entry: dict[str, Any] | None = None
+
+    def _publish_entry(self, status: int) -> None:
+        """Put the API request's log entry in the log before its answer leaves (or the connection
+        is reset): a client that has the answer and then reads the log finds it. Its ms and cpu_ms
+        become final a moment later, once the last byte is handed to the socket."""
+        entry, self._pending_entry = self._pending_entry, None
+        if entry is not None:
+            entry["status"] = status
+            self.server.emulator.requests.add(entry)
 
     def _handle(self, method: str) -> None:
         started = time.perf_counter(), time.thread_time()
@@ -210,7 +224,10 @@ class _Handler(BaseHTTPRequestHandler):
             "status": 0,
             "fault": fault.kind if fault else None,
             "body": _logged_body(body),
+            "ms": None,
+            "cpu_ms": None,
         }
+        self._pending_entry = entry
         try:
             if fault is not None and fault.kind in ("reset", "status", "html"):
                 if fault.apply:  # the service did the work; the failure is on the way back
@@ -233,9 +250,9 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             # Server time: from the request line read to the last byte handed to the socket.
             # cpu_ms: this handler thread's CPU time, which a loaded machine does not inflate.
+            self._publish_entry(entry["status"])  # a lost response: nothing was sent
             entry["ms"] = round((time.perf_counter() - started[0]) * 1000, 3)
             entry["cpu_ms"] = round((time.thread_time() - started[1]) * 1000, 3)
-            emu.requests.add(entry)
 
     def _pre_fault(self, fault: Fault) -> int:
         """Answer with a fault's failure instead of the service's answer (nothing is applied,
