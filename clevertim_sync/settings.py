@@ -86,7 +86,9 @@ class DatabaseSettings(_Section):
 
 class PullSettings(_Section):
     interval: float = Field(900.0, gt=0, description="seconds between scheduled pulls")
-    jitter: float = Field(30.0, ge=0, description="random seconds added to each scheduled pull")
+    jitter: float = Field(
+        30.0, ge=0, description="most random seconds added to a pull (at most a quarter of its interval)"
+    )
     intervals: dict[str, float] = Field(default_factory=dict, description="per-resource intervals")
     mass_delete_threshold: float = Field(
         0.25, gt=0, le=1, description="largest share of a resource one pull may delete"
@@ -94,6 +96,11 @@ class PullSettings(_Section):
     mass_delete_min_records: int = Field(
         10, ge=0, description="below this many mirrored records the share rule does not apply"
     )
+
+    def jitter_for(self, interval: float) -> float:
+        """The random spread of a pull scheduled every `interval` s: `jitter`, but at most a quarter
+        of the interval, so a short interval stays roughly periodic (5 s pulls are not 0-35 s apart)."""
+        return min(self.jitter, interval / 4)
 
     @model_validator(mode="after")
     def _check_resources(self) -> PullSettings:

@@ -23,6 +23,7 @@ from clevertim_sync import resources
 from clevertim_sync.daemon import wiring
 from clevertim_sync.daemon.accounts import Account
 from clevertim_sync.daemon.runtime import AccountRuntime, Backends, failing_wait
+from clevertim_sync.daemon.scheduler import new_scheduler, schedule_account
 from clevertim_sync.daemon.service import Service
 from clevertim_sync.errors import ClevertimSyncError
 from clevertim_sync.mirror import schema
@@ -512,3 +513,31 @@ def test_a_resource_pulled_daily_is_not_stale_after_an_hour(tmp_path: Path) -> N
     )
     assert rt.stale_after("contact") == 3600
     assert rt.stale_after("user") == 2 * 86400 + 30
+
+
+def test_pull_jitter_is_at_most_a_quarter_of_each_interval(tmp_path: Path) -> None:
+    # CLEVERTIM_SYNC_PULL_INTERVAL=5 with the default 30 s jitter once gave pulls 0 to 35 s apart.
+    settings = load(
+        None,
+        env={
+            "CLEVERTIM_TOKEN": "t",
+            "STATE_DIRECTORY": str(tmp_path),
+            "CLEVERTIM_SYNC_PULL_INTERVAL": "5",
+        },
+    )
+    settings = settings.model_copy(
+        update={"pull": settings.pull.model_copy(update={"intervals": {"user": 600.0, "note": 40.0}})}
+    )
+    rt = AccountRuntime(
+        Account("default", settings),
+        Recorder("").backends(),
+        on_finish=lambda _o: None,
+        stopping=threading.Event(),
+    )
+    sched = new_scheduler(1)
+    schedule_account(sched, rt, first_run=datetime.now(UTC))
+    jitter = {job.id: job.trigger.jitter for job in sched.get_jobs()}
+    assert jitter["default:pull"] == 1  # 5 / 4, whole seconds
+    assert jitter["default:pull:note"] == 10
+    assert jitter["default:pull:user"] == 30  # the configured jitter, under a quarter of 600
+    assert rt.stale_after("contact") >= settings.daemon.stale_after

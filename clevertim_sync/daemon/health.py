@@ -128,7 +128,8 @@ def stale_limit(settings: Settings, resource: str) -> float:
     less than two of its own pull intervals (`intervals = { user = 86400 }` must not make
     /healthz red for 23 hours a day)."""
     pull = settings.pull
-    return max(settings.daemon.stale_after, 2 * pull.intervals.get(resource, pull.interval) + pull.jitter)
+    interval = pull.intervals.get(resource, pull.interval)
+    return max(settings.daemon.stale_after, 2 * interval + pull.jitter_for(interval))
 
 
 def stuck_limit(settings: Settings) -> float:

@@ -55,7 +55,7 @@ def schedule_account(
             job.remove()
     sched.add_job(
         rt.run_pull,
-        _every(s.pull.interval, s.pull.jitter),
+        _every(s.pull.interval, s.pull.jitter_for(s.pull.interval)),
         args=[None],
         id=f"{prefix}pull",
         name=f"{rt.name} pull",
@@ -64,7 +64,7 @@ def schedule_account(
     for offset, (resource, interval) in enumerate(sorted(s.pull.intervals.items()), start=1):
         sched.add_job(
             rt.run_pull,
-            _every(interval, min(s.pull.jitter, interval / 4)),
+            _every(interval, s.pull.jitter_for(interval)),
             args=[[resource]],
             id=f"{prefix}pull:{resource}",
             name=f"{rt.name} pull {resource}",
