@@ -62,6 +62,8 @@ FACETS: Mapping[str, tuple[str, ...]] = {
     "report_changes": ("resource", "op", "origin"),
 }
 
+FACET_SIZE = 10  # values listed per facet: Datasette's 30 pushes the rows off the first screen
+
 # Newest first where a table has a time or a growing id to sort by.
 SORT_DESC: Mapping[str, str] = {
     "history": "id",
@@ -239,7 +241,7 @@ def build_metadata(
         tables[report.view] = _report_view(report)
 
     for name, facets in FACETS.items():
-        tables[name]["facets"] = list(facets)
+        tables[name] |= {"facets": list(facets), "facet_size": FACET_SIZE}
     for name, column in SORT_DESC.items():
         tables[name]["sort_desc"] = column
     # The search box and ?_search=: FTS5 tables with content=..., which Datasette does not find by
