@@ -10,7 +10,7 @@
     ├── InstanceLocked         another daemon already runs against this mirror
     ├── BackupError            a backup is missing, truncated, altered or cannot be restored
     ├── ReportError            an unknown report or search, or an option it does not take (exit 2)
-    └── DatasetteError         Datasette cannot serve this mirror (PostgreSQL), or is not installed
+    └── DatasetteError         Datasette cannot serve this mirror (PostgreSQL, which account?) or is missing
 
 Only cli.py and daemon.py turn these into text for people; everything else raises them.
 """
@@ -137,8 +137,8 @@ class ReportError(ClevertimSyncError):
 
 
 class DatasetteError(ClevertimSyncError):
-    """`clevertim-sync datasette` cannot do what was asked: `reason` is 'postgresql', 'no_file'
-    or 'not_installed'; the message says what to do instead."""
+    """`clevertim-sync datasette` cannot do what was asked: `reason` is 'postgresql', 'no_file',
+    'no_account' or 'not_installed'; the message says what to do instead."""
 
     exit_code = 2
 

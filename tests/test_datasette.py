@@ -20,9 +20,11 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
 from clevertim_sync import datasette_meta, reports, resources
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.cli import cli
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.pull import pull
@@ -157,6 +159,30 @@ def test_command_writes_metadata_for_the_file_and_refuses_without_datasette(
     result = run("datasette", "--serve", "--metadata", str(out), code=2)
     assert "Datasette is not installed" in result.output
     assert datasette_meta.INSTALL_HINT in result.output
+
+
+def test_command_picks_the_account_whose_mirror_to_browse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path}"\n'
+        + "".join(f'[[accounts]]\nname = "{n}"\ntoken = "t-{n}"\n' for n in ("north", "south"))
+    )
+    env = {"CLEVERTIM_SYNC_CONFIG": "", "CLEVERTIM_SYNC_DATABASE_URL": "", "CLEVERTIM_TOKEN": ""}
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(cli, ["--config", str(config), "datasette", *args], env=env)
+
+    result = run()
+    assert result.exit_code == 2
+    assert "--account: one of north, south" in result.output
+    result = run("--account", "south", "--metadata", "south.json")
+    assert result.exit_code == 0, result.output
+    assert list(json.loads((tmp_path / "south.json").read_text())["databases"]) == ["south"]
+    assert (tmp_path / "south.sqlite3").exists() and not (tmp_path / "north.sqlite3").exists()
+    assert run("--account", "west").exit_code == 2
 
 
 @pytest.mark.postgres
