@@ -28,6 +28,7 @@ from clevertim_sync.cli import cli
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.pull import pull
+from clevertim_sync.writeback import queue
 
 TOKEN = "test-token"
 
@@ -342,6 +343,13 @@ def test_datasette_serves_a_live_mirror_the_daemon_writes_to(
         }
         assert all(c["at"] >= before.replace("T", " ").rstrip("Z") for c in changes)
         assert len(get("/report-changes.json")) > len(changes)
+        # A local edit, pushed by the daemon and folded into the mirror, shows up too.
+        queue.enqueue_update(engine, "contact", contact["id"], {"title": "Chief Walrus"})
+        _wait(
+            lambda: get(f"/contacts/{contact['id']}.json")[0]["title"] == "Chief Walrus",
+            "the pushed edit in Datasette",
+        )
+        assert emulator.control.record("contact", contact["id"])["title"] == "Chief Walrus"
         assert daemon.alive() and server.alive()
     finally:
         http.close()
