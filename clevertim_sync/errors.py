@@ -9,7 +9,8 @@
     │   └── DatabaseFailure    a full disk, an I/O error, a read-only or damaged database
     ├── InstanceLocked         another daemon already runs against this mirror
     ├── BackupError            a backup is missing, truncated, altered or cannot be restored
-    └── ReportError            an unknown report or search, or an option it does not take (exit 2)
+    ├── ReportError            an unknown report or search, or an option it does not take (exit 2)
+    └── DatasetteError         Datasette cannot serve this mirror (PostgreSQL, which account?) or is missing
 
 Only cli.py and daemon.py turn these into text for people; everything else raises them.
 """
@@ -133,3 +134,14 @@ class ReportError(ClevertimSyncError):
     """An unknown report, or an option the report does not take."""
 
     exit_code = 2
+
+
+class DatasetteError(ClevertimSyncError):
+    """`clevertim-sync datasette` cannot do what was asked: `reason` is 'postgresql', 'no_file',
+    'no_account' or 'not_installed'; the message says what to do instead."""
+
+    exit_code = 2
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)

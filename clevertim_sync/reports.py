@@ -209,6 +209,18 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\w+", text)
 
 
+def sqlite_search_sql(match: str, limit: str) -> str:
+    """SQLite's search over the FTS5 tables, best match first: `match` is the SQL of the FTS5 query
+    (a parameter, or Datasette's `escape_fts(:q)` in its canned query), `limit` of the row limit."""
+    parts = [
+        f"SELECT '{kind}' AS kind, t.id AS record_id, {title} AS title, "  # noqa: S608 (fixed names)
+        f"snippet({fts}, -1, '[', ']', '…', 12) AS snippet, -bm25({fts}) AS score "
+        f"FROM {fts} JOIN {table} t ON t.id = {fts}.rowid WHERE {fts} MATCH {match}"
+        for kind, table, fts, title, _cols in SEARCH_DOCUMENTS
+    ]
+    return " UNION ALL ".join(parts) + f" ORDER BY score DESC, kind, record_id LIMIT {limit}"
+
+
 def search(engine: Engine, text: str, *, limit: int = 50) -> list[SearchHit]:
     """Notes, contacts and companies containing every word of `text`, best match first."""
     words = _words(text)
@@ -217,12 +229,7 @@ def search(engine: Engine, text: str, *, limit: int = 50) -> list[SearchHit]:
     if engine.dialect.name == "sqlite":
         # Each word quoted: FTS5 query syntax (AND, NEAR, *, ") in user text is taken literally.
         query = " ".join('"' + w.replace('"', '""') + '"' for w in words)
-        parts = [
-            f"SELECT '{kind}' AS kind, t.id AS record_id, {title} AS title, "  # noqa: S608 (fixed names)
-            f"snippet({fts}, -1, '[', ']', '…', 12) AS snippet, -bm25({fts}) AS score "
-            f"FROM {fts} JOIN {table} t ON t.id = {fts}.rowid WHERE {fts} MATCH :q"
-            for kind, table, fts, title, _cols in SEARCH_DOCUMENTS
-        ]
+        sql = sqlite_search_sql(":q", ":limit")
         params: dict[str, Any] = {"q": query, "limit": limit}
     else:
         parts = []
@@ -236,7 +243,7 @@ def search(engine: Engine, text: str, *, limit: int = 50) -> list[SearchHit]:
                 f"FROM {table} t, plainto_tsquery('simple', :q) q WHERE {vector} @@ q"
             )
         params = {"q": " ".join(words), "limit": limit}
-    sql = " UNION ALL ".join(parts) + " ORDER BY score DESC, kind, record_id LIMIT :limit"
+        sql = " UNION ALL ".join(parts) + " ORDER BY score DESC, kind, record_id LIMIT :limit"
     with engine.connect() as conn:
         rows = conn.execute(sa.text(sql), params)
         return [

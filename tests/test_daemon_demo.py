@@ -3,6 +3,7 @@ empty directory, a mirror within seconds, the printed commands work, Ctrl-C ends
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -83,6 +84,13 @@ def test_demo_mirrors_pushes_an_edit_and_stops_on_ctrl_c(tmp_path: Path) -> None
             time.sleep(0.2)
         _wait_for_line(log, r"remote: a colleague set contact \d+'s title", timeout=10)
         _wait_for_line(log, r"pull ok at .*: \+0 ~[1-9]", timeout=10)
+        # The printed Datasette command finds the demo's mirror (here without --serve: no server).
+        browse = _wait_for_line(log, r"\n    \S+ (--config \S+ datasette) --serve\n", 1).group(1)
+        done = subprocess.run(
+            [str(exe), *browse.split()], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert "clevertim-sync" in json.loads((tmp_path / "datasette-metadata.json").read_text())["databases"]
         health = _wait_for_line(log, r"curl (http://127\.0\.0\.1:\d+)/healthz", 1).group(1)
         assert httpx.get(health + "/metrics", timeout=5).status_code == 200
     finally:

@@ -89,3 +89,6 @@ def test_wheel_installed_outside_the_source_tree(tmp_path: Path, emulator: Emula
         mirrored = db.execute("SELECT count(*) FROM contacts").fetchone()[0]
     assert mirrored == len(emulator.control.state(as_token="test-token")["contact"])
     assert mirrored > 0
+    # The wheel's own metadata writer (the registry, reports and schema it reads are packaged).
+    _run([exe, "datasette", "--metadata", "meta.json"], cwd=work, env=env)
+    assert "report-pipeline" in (work / "meta.json").read_text()

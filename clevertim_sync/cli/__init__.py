@@ -121,6 +121,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "database and schema, its API token, fresh pulls and a moving queue. Exit 1 if "
         "any check fails.",
     ),
+    "datasette": (
+        "datasette",
+        "Write Datasette metadata for the SQLite mirror (descriptions, facets, search, every "
+        "report as a canned query); --serve also starts Datasette on it, read-only.",
+    ),
     "db": (
         "sync",
         "The mirror database's schema.",

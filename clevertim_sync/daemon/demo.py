@@ -150,6 +150,7 @@ def _instructions(opts: DemoOptions, base_url: str, db_path: Path, health_url: s
         f"CLEVERTIM_URL={base_url} CLEVERTIM_TOKEN={DEMO_TOKEN} "
         f"CLEVERTIM_SYNC_DATABASE_URL=sqlite:///{rel_db}"
     )
+    config = os.path.relpath(opts.directory / "clevertim-sync.toml")
     lines = [
         "",
         "The mirror is live. In another terminal:",
@@ -158,7 +159,9 @@ def _instructions(opts: DemoOptions, base_url: str, db_path: Path, health_url: s
         "  queue an edit (pushed within seconds; the next pull shows it was not news):",
         f"    {env} {opts.prog} edit update contact ID --set title=CEO",
         "  or with the demo's config file:",
-        f"    {opts.prog} --config {os.path.relpath(opts.directory / 'clevertim-sync.toml')} queue list",
+        f"    {opts.prog} --config {config} queue list",
+        "  browse it in Datasette (pip install 'clevertim-sync[datasette]'):",
+        f"    {opts.prog} --config {config} datasette --serve",
     ]
     if health_url:
         lines.append(f"  health and metrics: curl {health_url}/healthz ; curl {health_url}/metrics")

@@ -1,0 +1,270 @@
+"""Datasette metadata for a SQLite mirror: what `clevertim-sync datasette` writes.
+
+Owns: turning the resource registry, the schema's comments, the full-text tables and the reports
+into the metadata file Datasette 0.65 reads (`datasette serve FILE --metadata FILE.json`): a
+description of every table and column, label columns, facets, sort orders, the FTS5 tables behind
+the search box and `?_search=`, and every report as a canned query (`report-<name>`, with a
+`since` parameter where the report takes `--since`), plus a `search` query over all three.
+
+Datasette 0.65 (the stable line; 1.0 splits this file into metadata and configuration) keys a
+database by its file's stem, so the metadata is written for one file: `db_name` below.
+
+Must not import: httpx, datasette (an optional extra, started as its own process by cli/), the
+pull or the writeback worker. Pure apart from reading these tables of facts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from clevertim_sync import reports, resources
+from clevertim_sync.mirror import schema, search
+from clevertim_sync.mirror.columns import all_day_column
+from clevertim_sync.resources import Kind, Prop, Resource
+from clevertim_sync.writeback import tables as _queue_tables  # noqa: F401 (its tables join schema.metadata)
+
+# Install hint, one place: the CLI prints it when Datasette is missing.
+INSTALL_HINT = "pip install 'clevertim-sync[datasette]'"
+
+# What a record is called in a list of them (Datasette's label_column); a table not named here
+# uses its `name` column when it has one. Contacts have no single name column: the last name.
+LABELS: Mapping[str, str] = {
+    "contacts": "last_name",
+    "notes": "headline",
+    "comments": "body",
+    "users": "name",
+}
+
+# Facets shown above a table: the small closed sets (status, currency, customer type, activity)
+# and who owns or leads a record. Ids, not names: the mirror has no foreign keys to label them
+# with (a record may point at one this token cannot see), the report_* views carry the names.
+FACETS: Mapping[str, tuple[str, ...]] = {
+    "contacts": ("customer_type", "country", "company_id"),
+    "companies": ("customer_type", "country"),
+    "opportunities": ("status", "currency", "lead_user_id"),
+    "cases": ("lead_user_id",),
+    "tasks": ("activity_type", "assigned_user_id", "is_completed"),
+    "notes": ("note_type", "created_by_user_id"),
+    "comments": ("created_by_user_id",),
+    "custom_fields": ("element_type",),
+    "history": ("resource", "op", "origin"),
+    "runs": ("kind", "status"),
+    "resource_status": ("held",),
+    "writeback_queue": ("state", "resource", "op"),
+    "report_contacts": ("company", "customer_type", "country"),
+    "report_pipeline": ("status", "currency"),
+    "report_open_tasks": ("assigned_user", "activity_type", "overdue"),
+    "report_customer_activity": ("kind",),
+    "report_custom_values": ("resource", "field_name"),
+    "report_changes": ("resource", "op", "origin"),
+}
+
+FACET_SIZE = 10  # values listed per facet: Datasette's 30 pushes the rows off the first screen
+
+# Newest first where a table has a time or a growing id to sort by.
+SORT_DESC: Mapping[str, str] = {
+    "history": "id",
+    "runs": "id",
+    "writeback_queue": "id",
+}
+
+# The tables of the mirror that are not a resource's, in words (their columns carry comments).
+TABLE_TEXT: Mapping[str, str] = {
+    "history": "Every version of every record: one row per insert, update or delete seen by a pull "
+    "(origin pull) or made by a push (origin local). `clevertim-sync revert` starts from here.",
+    "runs": "One row per pull, push or backup: when, how it ended, and its counts per resource.",
+    "resource_status": "Per resource: its last pull, last success, error, and whether the "
+    "mass-delete guard holds it.",
+    "writeback_queue": "Local edits on their way to Clevertim, their whole life. INSERT a row here "
+    "to queue an edit from SQL; `clevertim-sync queue list` shows the same.",
+    "writeback_pause": "A server-wide 'do not send before' set by 429/503 answers and outages.",
+    "alembic_version": "The schema's migration revision.",
+}
+
+_KIND_TEXT: Mapping[Kind, str] = {
+    Kind.STR: "text",
+    Kind.INT: "integer",
+    Kind.BOOL: "true (1) or false (0)",
+    Kind.DECIMAL: "exact decimal number, kept as text (CAST(... AS REAL) to sort by it)",
+    Kind.TIMESTAMP: "UTC time, ISO text (2017-01-02 05:22:12.000000)",
+    Kind.DATE_PARTS: "UTC time, ISO text, from the API's {y, mo, d, h, mi}",
+}
+
+_COMMON_COLUMNS: Mapping[str, str] = {
+    "id": "the record's id in Clevertim",
+    "raw": "the record exactly as the API sent it (JSON): every property, including the lists",
+    "content_hash": "hash of raw: a pull rewrites the row only when it changes",
+}
+
+
+def _ref_text(prop: Prop) -> str:
+    if prop.target == "customer":
+        where = "contacts.id or companies.id (they share one id space)"
+    elif prop.target is not None:
+        where = f"{resources.get(prop.target).table}.id"
+    else:
+        where = "another record's id"
+    return f"{where}; no foreign key: it may point at a record this token cannot see"
+
+
+def _prop_text(prop: Prop) -> str:
+    text = _ref_text(prop) if prop.kind is Kind.REF else _KIND_TEXT.get(prop.kind, prop.kind.value)
+    if prop.choices is not None:
+        text += "; one of " + ", ".join(sorted(prop.choices))
+    if prop.read_only:
+        text += "; set by Clevertim (read-only)"
+    return f"API `{prop.api}`: {text}"
+
+
+def _resource_table(res: Resource) -> dict[str, Any]:
+    columns = dict(_COMMON_COLUMNS)
+    for prop in res.props:
+        if prop.kind in schema.RAW_ONLY_KINDS:
+            continue  # lists of ids and free JSON stay in raw
+        if prop.child_table is not None:
+            continue  # described with their own table
+        columns[prop.column] = _prop_text(prop)
+        if prop.kind is Kind.DATE_PARTS:
+            columns[all_day_column(prop)] = f"API `{prop.api}` without h and mi: an all-day time"
+    lists = [f"{p.child_table} ({p.api})" for p in res.child_props]
+    description = f"Current state of every {res.name} this token can see (/{res.name} in the API)."
+    if lists:
+        description += " Its lists are child tables keyed by owner_id: " + ", ".join(lists) + "."
+    if not res.writable:
+        description += " Read-only in the API."
+    table: dict[str, Any] = {"description": description, "columns": columns}
+    label = LABELS.get(res.table) or ("name" if "name" in columns else None)
+    if label is not None:
+        table["label_column"] = label
+    if "modified_at" in columns:
+        table["sort_desc"] = "modified_at"
+    return table
+
+
+def _child_table(res: Resource, prop: Prop) -> dict[str, Any]:
+    columns = {
+        "owner_id": f"{res.table}.id of the record this belongs to",
+        "position": f"place in the API's `{prop.api}` list, from 0",
+    }
+    if prop.kind is Kind.STR_LIST:
+        columns["value"] = "the value"
+    elif prop.kind is Kind.PHONES:
+        columns |= {"type": "phone type as the API names it", "number": "the number as written"}
+    elif prop.kind is Kind.SMIDS:
+        columns |= {"type": "social network", "social_id": "the id or handle on it"}
+    else:
+        columns |= {
+            "custom_field_id": "custom_fields.id of the field",
+            "value": "one value (a multi-value field has one row per value)",
+        }
+    return {
+        "description": f"{res.table}.{prop.column} (API `{prop.api}`): one row per value, "
+        f"in the API's order.",
+        "columns": columns,
+    }
+
+
+def _other_table(table: sa.Table) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    text = TABLE_TEXT.get(table.name) or table.comment
+    if text:
+        out["description"] = text
+    columns = {str(c.name): str(c.comment) for c in table.columns if c.comment}  # plain str for JSON
+    if columns:
+        out["columns"] = columns
+    return out
+
+
+def _report_view(report: reports.Report) -> dict[str, Any]:
+    return {
+        "description": f"Report {report.name}: {report.description}. The same as "
+        f"`clevertim-sync report {report.name}`; the canned query report-{report.name} keeps its order.",
+    }
+
+
+def since_sql(report: reports.Report) -> str:
+    """The canned query of one report: its view in its order, with an optional `since` parameter
+    (ISO-8601 such as 2026-11-27T09:00:00Z or 2026-11-27; empty: every row) when it takes one."""
+    sql = f"SELECT * FROM {report.view}"  # noqa: S608 (fixed names from reports.REPORTS)
+    if report.since_column is not None:
+        # The mirror's timestamps are ISO text; strftime reads the parameter's T, Z and offsets
+        # (to the millisecond: SQLite's date functions keep no finer time).
+        sql += f"\nWHERE :since = '' OR {report.since_column} >= strftime('%Y-%m-%d %H:%M:%f', :since)"
+    return f"{sql}\nORDER BY {report.order_by}"
+
+
+def _queries() -> dict[str, Any]:
+    queries: dict[str, Any] = {}
+    for report in reports.REPORTS.values():
+        query: dict[str, Any] = {
+            "title": f"Report: {report.name}",
+            "description": report.description,
+            "sql": since_sql(report),
+        }
+        if report.since_column is not None:
+            query["params"] = ["since"]
+        # Not "<name>": a canned query shadows the table of the same name (report contacts).
+        queries[f"report-{report.name}"] = query
+    queries["search"] = {
+        "title": "Search notes, contacts and companies",
+        "description": "Records holding every word of q, best match first: the same as "
+        "`clevertim-sync search`.",
+        # An empty q would be an FTS5 syntax error: '""' matches nothing instead.
+        "sql": reports.sqlite_search_sql("COALESCE(NULLIF(escape_fts(:q), ''), '\"\"')", "200"),
+        "params": ["q"],
+    }
+    return queries
+
+
+def build_metadata(
+    db_name: str, existing: Collection[str] | None = None, *, title: str = "Clevertim mirror"
+) -> dict[str, Any]:
+    """Datasette 0.65 metadata for the SQLite mirror served under `db_name` (the file's stem).
+
+    `existing` names the tables and views in the database; others are left out (a database at an
+    older schema). None: describe everything this version of the schema has.
+    """
+    tables: dict[str, dict[str, Any]] = {}
+    for res in resources.RESOURCES:
+        tables[res.table] = _resource_table(res)
+        for prop in res.child_props:
+            assert prop.child_table is not None
+            tables[prop.child_table] = _child_table(res, prop)
+    for table in schema.metadata.sorted_tables:
+        if table.name not in tables:
+            tables[str(table.name)] = _other_table(table)
+    tables["alembic_version"] = {"description": TABLE_TEXT["alembic_version"], "hidden": True}
+    for report in reports.REPORTS.values():
+        tables[report.view] = _report_view(report)
+
+    for name, facets in FACETS.items():
+        tables[name] |= {"facets": list(facets), "facet_size": FACET_SIZE}
+    for name, column in SORT_DESC.items():
+        tables[name]["sort_desc"] = column
+    # The search box and ?_search=: FTS5 tables with content=..., which Datasette does not find by
+    # itself. Escaped: every word is quoted, as in `clevertim-sync search` (?_searchmode=raw for
+    # FTS5 syntax such as prefix*).
+    searchable = [(table, fts, "id") for table, fts, _cols in search.FTS.values()]
+    for table_name, fts, pk in [*searchable, ("report_contacts", "contacts_fts", "contact_id")]:
+        tables[table_name] |= {"fts_table": fts, "fts_pk": pk, "searchmode": "escaped"}
+
+    if existing is not None:
+        present = set(existing)
+        tables = {name: t for name, t in tables.items() if name in present}
+        for t in tables.values():
+            if t.get("fts_table", "") not in present:  # no FTS5 table: no search box
+                for key in ("fts_table", "fts_pk", "searchmode"):
+                    t.pop(key, None)
+    return {
+        "title": title,
+        "description": "A local mirror of a Clevertim CRM account, kept by clevertim-sync: each "
+        "resource's current state, its lists as child tables, every version in history, and the "
+        "reports (report_* views; report-* canned queries). Read-only here: edits go through "
+        "`clevertim-sync edit` or the writeback_queue table.",
+        "source": "Clevertim CRM API",
+        "about": "clevertim-sync",
+        "databases": {db_name: {"tables": tables, "queries": _queries()}},
+    }
