@@ -12,8 +12,8 @@ values of small closed sets (ctype, atype, type, status, currency, elemType, rec
 social id's type, modelType, permissions, a linked file's sys). Everything else that is a string
 is invented: letters become other letters of the same script and case, digits other digits,
 punctuation, spaces and HTML tags stay, so an email stays email-shaped, a phone phone-shaped, a
-URL keeps its scheme. The invention is seeded by the value's keyed hash with a key drawn afresh
-for each capture and never written: within one capture the same original gives the same fake
+URL keeps its scheme. The invention is driven by the value's keyed hash (SHAKE-256) with a key
+drawn afresh for each capture and never written: within one capture the same original gives the same fake
 (a select field's value still matches the field's allowed values), and nobody holding the
 capture can test guesses of an original against it.
 
@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +78,7 @@ _BLOCKS: tuple[tuple[int, int], ...] = (
     (0xAC00, 0xD7A3),  # Hangul syllables
 )
 _EMOTICONS = (0x1F600, 0x1F64F)
+_CACHE_LIMIT = 50_000
 
 
 class CaptureError(ClevertimSyncError):
@@ -98,6 +98,7 @@ class Anonymiser:
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key if key is not None else os.urandom(32)
         self._cf_types: dict[str, str] = {}  # custom field id -> elemType, from the customfield listing
+        self._cache: dict[str, str] = {}
 
     def learn_custom_fields(self, records: Iterable[Any]) -> None:
         """Remember which custom fields hold ids (their values are kept) before contacts come."""
@@ -107,16 +108,23 @@ class Anonymiser:
 
     def text(self, value: str) -> str:
         """An invented string of `value`'s shape; the same `value` always gives the same one."""
-        digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), key=self._key, digest_size=16)
-        rng = random.Random(digest.digest())
+        cached = self._cache.get(value)
+        if cached is not None:
+            return cached
         prefix = _URL_PREFIX.match(value)
         head = prefix.group(0) if prefix and prefix.group(1) else ""
         rest = value[len(head) :]
-        for _ in range(8):  # a short string can come out unchanged by chance: draw again
-            out = head + _invent(rest, rng)
+        data = value.encode("utf-8", "surrogatepass")
+        for attempt in range(8):  # a short string can come out unchanged by chance: draw again
+            # A keyed stream of pseudo-random bytes, two per character and some to spare.
+            stream = hashlib.shake_256(self._key + bytes([attempt]) + data).digest(2 * len(rest) + 64)
+            out = head + _invent(rest, iter(stream))
             if out != value:
-                return out
-        return out  # nothing to replace (punctuation, spaces, markup only): not personal
+                break
+        # else: nothing to replace (punctuation, spaces, markup only): not personal
+        if len(self._cache) < _CACHE_LIMIT:  # cities, tags, select values repeat
+            self._cache[value] = out
+        return out
 
     # --- records ---------------------------------------------------------------------------
 
@@ -209,50 +217,52 @@ def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
     return value
 
 
-def _invent(text: str, rng: random.Random) -> str:
+def _invent(text: str, rnd: Iterator[int]) -> str:
     out: list[str] = []
     pos = 0
     for m in _MARKUP.finditer(text):
-        out.append(_chars(text[pos : m.start()], rng))
+        out.append(_chars(text[pos : m.start()], rnd))
         if m.group(2) is None:  # an entity
             out.append(m.group(0))
         else:
-            out.append(f"<{m.group(1)}{m.group(2)}{_chars(m.group(3), rng)}>")
+            out.append(f"<{m.group(1)}{m.group(2)}{_chars(m.group(3), rnd)}>")
         pos = m.end()
-    out.append(_chars(text[pos:], rng))
+    out.append(_chars(text[pos:], rnd))
     return "".join(out)
 
 
-def _chars(text: str, rng: random.Random) -> str:
+def _chars(text: str, rnd: Iterator[int]) -> str:
+    """Each character replaced by one of its class picked by the next byte(s) of `rnd`."""
     out: list[str] = []
     for c in text:
         if "a" <= c <= "z":
-            out.append(rng.choice(_LOWER))
+            out.append(_LOWER[next(rnd, 0) % 26])
         elif "A" <= c <= "Z":
-            out.append(rng.choice(_UPPER))
+            out.append(_UPPER[next(rnd, 0) % 26])
         elif "0" <= c <= "9":
-            out.append(rng.choice(_DIGITS))
+            out.append(_DIGITS[next(rnd, 0) % 10])
         elif c.isascii() or c.isspace():
             out.append(c)  # punctuation and spacing carry the shape (@ . + - newlines)
         elif c.isalpha():
-            out.append(_letter_like(c, rng))
+            out.append(_letter_like(c, rnd))
         elif ord(c) >= 0x2000 and not c.isdigit():
-            out.append(chr(rng.randint(*_EMOTICONS)))  # symbols and emoji
+            lo, hi = _EMOTICONS
+            out.append(chr(lo + next(rnd, 0) % (hi - lo + 1)))  # symbols and emoji
         else:
             out.append(c)  # combining marks and the like
     return "".join(out)
 
 
-def _letter_like(c: str, rng: random.Random) -> str:
+def _letter_like(c: str, rnd: Iterator[int]) -> str:
     code = ord(c)
     for lo, hi in _BLOCKS:
         if lo <= code <= hi:
-            for _ in range(20):
-                pick = chr(rng.randint(lo, hi))
+            for _ in range(4):
+                pick = chr(lo + (next(rnd, 0) << 8 | next(rnd, 0)) % (hi - lo + 1))
                 if pick.isalpha():
                     return pick.upper() if c.isupper() and len(pick.upper()) == 1 else pick
             return c
-    pick = rng.choice(_LATIN)
+    pick = _LATIN[next(rnd, 0) % len(_LATIN)]
     return pick.upper() if c.isupper() and len(pick.upper()) == 1 else pick
 
 

@@ -44,6 +44,8 @@ from itertools import pairwise
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
+
 from clevertim_sync import __version__, resources
 from clevertim_sync.api.client import ClevertimClient, RawListing
 from clevertim_sync.api.errors import ApiError
@@ -57,6 +59,7 @@ from clevertim_sync.capture import (
     TIMESTAMP_LIKE,
     CaptureWriter,
 )
+from clevertim_sync.diff import record_hash
 from clevertim_sync.mirror.columns import child_rows, typed_value
 from clevertim_sync.resources import Kind, Prop, Resource
 
@@ -89,7 +92,6 @@ INFO = frozenset({"compressed", "rate_limit_headers", "listing_changed"})
 
 HEADERS_OF_INTEREST = ("content-encoding", "content-type", "server", "retry-after", "via")
 _RATE_PREFIXES = ("x-ratelimit", "x-rate-limit", "ratelimit")
-_SERVER_LISTS = frozenset({Kind.INT_LIST})
 
 
 @dataclass
@@ -117,22 +119,19 @@ class Finding:
 # --- describing values without copying them ---------------------------------------------------
 
 
+_JSON_TYPES: Mapping[type, str] = {
+    type(None): "null",
+    bool: "bool",
+    int: "int",
+    float: "float",
+    str: "string",
+    list: "list",
+    dict: "object",
+}
+
+
 def json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    return _JSON_TYPES.get(value.__class__) or type(value).__name__
 
 
 def length_bucket(n: int) -> str:
@@ -214,12 +213,13 @@ class PropStats:
                 self.item_types[json_type(item)] += 1
                 if enum and isinstance(item, str):
                     self._enum(item)
+                elif enum and isinstance(item, dict) and "type" in item:  # phones, smids
+                    self._enum(item["type"])
         elif t == "object":
-            for key in value:
+            for key, item in value.items():
                 if key in self.keys or len(self.keys) < KEYS_MAX:
                     self.keys[key] += 1
-                if key == "type" and enum:
-                    self._enum(value[key])
+                self.item_types[json_type(item)] += 1  # e.g. date parts as int or string
 
     def _enum(self, value: Any) -> None:
         if self.values is None:
@@ -246,10 +246,14 @@ class _Tally:
         self.counts: Counter[tuple[str, str | None]] = Counter()
         self.examples: dict[tuple[str, str | None], list[Any]] = {}
         self.shapes: dict[tuple[str, str | None], Counter[str]] = {}
+        self.nulled: Counter[tuple[str, str | None]] = Counter()  # of those, typed NULL
 
-    def add(self, key: str, prop: str | None, rid: Any, shape: str | None = None) -> None:
+    def add(
+        self, key: str, prop: str | None, rid: Any, shape: str | None = None, *, nulled: bool = False
+    ) -> None:
         k = (key, prop)
         self.counts[k] += 1
+        self.nulled[k] += nulled
         ex = self.examples.setdefault(k, [])
         # Ids are not personal; a string is quoted only when it looks like an id ("445", "f1001").
         if len(ex) < EXAMPLES and (_is_int(rid) or (isinstance(rid, str) and ID_LIKE.match(rid))):
@@ -307,6 +311,7 @@ class ResourceSurvey:
     def survey(self, records: Iterable[Any], hasher: Callable[[Any], int]) -> None:
         res = self.res
         by_api = res.by_api if res is not None else {}
+        enums = ENUM_PROPS | ENUM_LISTS | {"phones", "smids"}
         for rec in records:
             self.records += 1
             if not isinstance(rec, dict):
@@ -321,7 +326,7 @@ class ResourceSurvey:
                 stats = self.props.get(key)
                 if stats is None:
                     stats = self.props[key] = PropStats()
-                stats.add(value, key in ENUM_PROPS or key in ENUM_LISTS or key in ("phones", "smids"))
+                stats.add(value, key in enums)
                 if key == "id":
                     continue
                 prop = by_api.get(key)
@@ -329,8 +334,11 @@ class ResourceSurvey:
                     if res is not None:
                         self.tally.add("unknown_property", key, rid, describe(value))
                     continue
+                kind, cls = prop.kind, value.__class__
+                if value is None or (kind is Kind.STR and cls is str) or (kind is Kind.BOOL and cls is bool):
+                    continue  # the common, fine case: nothing to check
                 self._check_value(prop, value, rid)
-                if prop.kind in _SERVER_LISTS and isinstance(value, list) and len(value) > 1:
+                if kind is Kind.INT_LIST and cls is list and len(value) > 1:
                     if any(_sort_key(a) > _sort_key(b) for a, b in pairwise(value)):
                         self.tally.add("unsorted_server_list", key, rid)
                     lists[key] = _order_hashes(value)
@@ -351,39 +359,50 @@ class ResourceSurvey:
         kind, key = prop.kind, prop.api
         if value is None:
             return
+        # The typed column's verdict, from the mirror's own converters.
+        typed = prop.child_table is None and kind not in (Kind.JSON, Kind.INT_LIST, Kind.STR_LIST)
+        nulled = typed and typed_value(prop, value) is None
+
+        def add(finding: str, shape: str | None = None) -> None:
+            self.tally.add(finding, key, rid, shape, nulled=nulled)
+
         if value == "" and kind not in (Kind.STR, Kind.JSON):
-            self.tally.add("empty_string", key, rid)
+            add("empty_string")
         if kind is Kind.REF:
             if isinstance(value, list):
-                self.tally.add("multi_valued_reference", key, rid, f"list of {length_bucket(len(value))}")
-                items = value
-            else:
-                items = [value]
-            self._check_ids_in(key, items, rid)
+                n = len(value)
+                add("multi_valued_reference", f"list of {n if n <= 9 else '10+'}")
+            self._check_ids_in(value if isinstance(value, list) else [value], add)
         elif kind is Kind.INT_LIST and isinstance(value, list):
-            self._check_ids_in(key, value, rid)
+            self._check_ids_in(value, add)
         elif kind is Kind.BOOL and not isinstance(value, bool):
             if _is_int(value):
-                self.tally.add("bool_as_int", key, rid, str(value) if value in (0, 1) else "int")
+                add("bool_as_int", str(value) if value in (0, 1) else "int")
             elif isinstance(value, str):
-                shown = value if value.lower() in ("0", "1", "true", "false", "") else "other"
-                self.tally.add("bool_as_string", key, rid, repr(shown))
+                add(
+                    "bool_as_string",
+                    repr(value if value.lower() in ("0", "1", "true", "false", "") else "other"),
+                )
         elif kind is Kind.DATE_PARTS and isinstance(value, dict) and _has_string(value.values()):
-            self.tally.add("string_date_parts", key, rid)
-        # The typed column's verdict, from the mirror's own converters.
+            add("string_date_parts")
         if prop.child_table is not None:
             self._check_child(prop, value, rid)
-        elif kind not in (Kind.JSON, Kind.INT_LIST, Kind.STR_LIST) and typed_value(prop, value) is None:
-            self.tally.add("typed_null", key, rid, describe(value))
+        elif nulled:
+            add("typed_null", describe(value))
 
-    def _check_ids_in(self, key: str, items: list[Any], rid: Any) -> None:
+    @staticmethod
+    def _check_ids_in(items: list[Any], add: Callable[[str, str], None]) -> None:
+        """Ids inside a reference or an id list; each kind of odd id counted once per record."""
+        kinds: dict[str, str] = {}
         for item in items:
             if item is None or item == "" or _is_int(item):  # "" is reported as empty_string
                 continue
             if _numeric_string(item):
-                self.tally.add("numeric_string_id", key, rid, "string numeric")
+                kinds.setdefault("numeric_string_id", "string numeric")
             else:
-                self.tally.add("non_integer_id", key, rid, describe(item))
+                kinds.setdefault("non_integer_id", describe(item))
+        for finding, shape in kinds.items():
+            add(finding, shape)
 
     def _check_child(self, prop: Prop, value: Any, rid: Any) -> None:
         rows = child_rows(prop, 0, value)
@@ -422,7 +441,7 @@ class ResourceSurvey:
             order_only = False
             for key, value in rec.items():
                 prop = by_api.get(key)
-                if prop is None or prop.kind not in _SERVER_LISTS or not isinstance(value, list):
+                if prop is None or prop.kind is not Kind.INT_LIST or not isinstance(value, list):
                     continue
                 served, canonical = _order_hashes(value)
                 old = before.get(key)
@@ -450,7 +469,8 @@ class ResourceSurvey:
         ordered = sorted(self.tally.counts.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
         for (key, prop), count in ordered:
             shapes = self.tally.shapes.get((key, prop), Counter())
-            detail = ", ".join(f"{s}: {n}" for s, n in shapes.most_common(4))
+            common = sorted(shapes.items(), key=lambda kv: (-kv[1], kv[0]))[:4]
+            detail = ", ".join(f"{s}: {n}" for s, n in common)
             out.append(
                 Finding(
                     key=key,
@@ -477,12 +497,20 @@ class ResourceSurvey:
         }
 
 
+def _hash_ignores_order(prop: str) -> bool:
+    """Whether the mirror's content hash (diff.record_hash) sees an order-only change as none:
+    asked of the hash itself, so this says what the mirror really does."""
+    return bool(record_hash({"id": 1, prop: [1, 2]}) == record_hash({"id": 1, prop: [2, 1]}))
+
+
 def _has_string(values: Iterable[Any]) -> bool:
     return any(isinstance(v, str) for v in values)
 
 
 def _order_hashes(value: list[Any]) -> tuple[int, int]:
     """(hash of the list as served, hash of it sorted): equal second, different first = order only."""
+    if all(v.__class__ is int for v in value):  # the usual list of ids: no conversion
+        return hash(tuple(value)), hash(tuple(sorted(value)))
     items = [_hashable(v) for v in value]
     return hash(tuple(items)), hash(tuple(sorted(items, key=_sort_key)))
 
@@ -501,13 +529,16 @@ def mirror_action(key: str, res: Resource | None, prop_name: str | None, survey:
         return "not mirrored yet (issue 13): for information"
     prop = res.by_api.get(prop_name) if prop_name else None
     column = prop.column if prop is not None else None
-    typed_nulls = survey.tally.counts.get(("typed_null", prop_name), 0)
+    nulls = survey.tally.nulled.get((key, prop_name), 0)
+    count = survey.tally.counts.get((key, prop_name), 0)
     null_note = (
-        f"{res.table}.{column} is NULL in {typed_nulls} of them, raw keeps the value"
-        if typed_nulls and column
+        ""
+        if not column or (prop is not None and prop.child_table is not None)
+        else f"{res.table}.{column} is NULL, raw keeps the value"
+        if nulls == count
+        else f"{res.table}.{column} is NULL in {nulls} of them, raw keeps the value"
+        if nulls
         else f"{res.table}.{column} holds the typed value"
-        if column
-        else ""
     )
     if key == "multi_valued_reference":
         kept = f"kept in {prop.child_table}; " if prop is not None and prop.child_table else ""
@@ -530,7 +561,11 @@ def mirror_action(key: str, res: Resource | None, prop_name: str | None, survey:
     if key == "unsorted_server_list":
         return "kept in the order served (raw and the id lists)"
     if key == "unordered_server_list":
-        return "an order-only change: see the README on back-reference lists"
+        if prop_name and _hash_ignores_order(prop_name):
+            return (
+                "the mirror's hash ignores the order: no update, no history row; raw keeps the order served"
+            )
+        return "each pull records a false update and a history row for these records (issue 11)"
     if key == "unknown_property":
         return "kept in raw (not in a typed column)"
     if key == "listing_changed":
@@ -642,7 +677,10 @@ def probe(
 
 
 def _record_hash(rec: Any) -> int:
-    return hash(_hashable(rec))
+    try:
+        return hash(orjson.dumps(rec))  # C speed; key order counts, as it does in raw
+    except TypeError:  # not JSON-serialisable as parsed (cannot happen for orjson's own output)
+        return hash(_hashable(rec))
 
 
 def _read(client: ClevertimClient, name: str, survey: ResourceSurvey) -> RawListing | None:
@@ -747,6 +785,9 @@ def summary(result: ProbeResult) -> list[str]:
     fine = [f for f in findings if f not in worth]
     if not worth:
         lines.append("no findings: the account looks as the mirror expects")
+    # A NULL already explained by a variant of the same property is not said twice.
+    explained = {(f.resource, f.prop) for f in worth if f.key != "typed_null"}
+    worth = [f for f in worth if f.key != "typed_null" or (f.resource, f.prop) not in explained]
     for f in worth:
         where = f"{f.resource}.{f.prop}" if f.prop else f.resource
         what = VARIANTS.get(f.key, f.key)

@@ -350,7 +350,7 @@ def test_the_probe_names_every_variant_of_the_reference(tmp_path: Path) -> None:
     assert "company.cn" not in found.get("empty_string", set())  # "" is a fine string
     # Counts and example ids are right, and the mirror's action is said.
     cust = _finding(result, "multi_valued_reference", "note.cust")
-    assert cust.count == 2 and cust.examples == [9, 10] and "list of 1-8" in cust.detail
+    assert cust.count == 2 and cust.examples == [9, 10] and cust.detail == "list of 1: 1, list of 3: 1"
     assert "notes.customer_id" in cust.mirror
     assert _finding(result, "unordered_server_list", "company.notes").count == 2
     assert _finding(result, "numeric_string_id", "contact.id").examples == ["17"]
