@@ -90,6 +90,10 @@ VARIANTS: Mapping[str, str] = {
 # Findings that need no action: the summary lists them under "fine".
 INFO = frozenset({"compressed", "rate_limit_headers", "listing_changed"})
 
+# What the pull does with a record whose id is not an integer: the client's rule (api/client.py
+# `_decode`), which the probe cannot ask, so it is said here. Keep in step with the client.
+ID_RULE = "the pull refuses the whole listing while any of its ids is not an integer"
+
 HEADERS_OF_INTEREST = ("content-encoding", "content-type", "server", "retry-after", "via")
 _RATE_PREFIXES = ("x-ratelimit", "x-rate-limit", "ratelimit")
 
@@ -547,11 +551,11 @@ def mirror_action(key: str, res: Resource | None, prop_name: str | None, survey:
         return null_note or "kept in raw"
     if key == "numeric_string_id":
         if prop_name == "id":
-            return "the pull needs integer ids: see the README (Running against a real account)"
+            return ID_RULE
         return null_note or "kept in raw"
     if key == "non_integer_id":
         if prop_name == "id":
-            return "a record without an integer id cannot be mirrored: see the README"
+            return ID_RULE
         return "kept in raw; the id cannot be a typed reference"
     if key == "typed_null":
         return f"{res.table}.{column} NULL, raw keeps the value" if column else "kept in raw"
