@@ -268,7 +268,7 @@ def _quirky_capture(directory: Path) -> None:
     listings: dict[str, list[dict[str, Any]]] = {
         "customfield": [{"id": 1, "name": "Source", "elemType": "input", "multiple": "0"}],
         "user": [{"id": 1, "user": "Owner", "is_owner": 1, "is_admin": 0}],
-        "group": [{"id": 1, "name": "Sales", "gid": 1, "users": [1]}],
+        "group": [{"id": 1, "name": "Sales", "gid": 1, "users": [1]}, "not an object", {"id": None}],
         "company": [
             {"id": 2, "cn": "Acme", "is_company": 1, "notes": back_refs, "tasks": [], "files": ["f1001"]},
             {"id": 3, "cn": "", "is_company": True, "notes": back_refs[::-1], "lc": "yesterday"},
@@ -335,7 +335,7 @@ def test_the_probe_names_every_variant_of_the_reference(tmp_path: Path) -> None:
         "bool_as_int": {"user.is_owner", "user.is_admin", "company.is_company", "task.is_completed"},
         "bool_as_string": {"customfield.multiple", "contact.is_company", "task.is_deleted"},
         "numeric_string_id": {"contact.id", "contact.companyId", "task.cust", "comment.nid"},
-        "non_integer_id": {"company.files", "folder.id"},
+        "non_integer_id": {"company.files", "folder.id", "group.id"},
         "string_date_parts": {"task.startDate"},
         "empty_string": {"contact.companyId", "task.case"},
         "unsorted_server_list": {"company.notes"},
@@ -374,6 +374,18 @@ def test_the_seeded_account_has_no_variant(emulator: EmulatorServer) -> None:
     # The emulator's own account: only the documented unknown properties, and no documents API.
     assert set(found) == {"unknown_property", "endpoint_error"}, found
     assert found["endpoint_error"] == {"folder", "file", "linkedfile"}
+
+
+def test_a_change_between_the_two_reads_is_reported(emulator: EmulatorServer) -> None:
+    def edit_between_reads(line: str) -> None:
+        if line == "contact: read 2 of 2":  # someone at work in Clevertim meanwhile
+            emulator.control.update("contact", 4, {"title": "Chief"})
+
+    with ClevertimClient(emulator.base_url, EMULATOR_TOKEN) as client:
+        result = probe(client, names=["contact", "company"], progress=edit_between_reads)
+    changed = _finding(result, "listing_changed", "contact.None")
+    assert changed.count == 1 and changed.examples == [4]
+    assert not any(f.key == "listing_changed" and f.resource == "company" for f in result.findings())
 
 
 # --- nothing stops it ----------------------------------------------------------------------------
