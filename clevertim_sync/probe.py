@@ -414,7 +414,6 @@ class ResourceSurvey:
             expected = len(value) if isinstance(value, dict) else 1
             kept = len({row[1] for row in rows})
             dropped = expected - kept
-            # A value that is not a string is kept as text: fine, but say so in the shapes.
         elif isinstance(value, list):
             dropped = len(value) - len(rows)
             if prop.kind in (Kind.PHONES, Kind.SMIDS):
@@ -492,6 +491,7 @@ class ResourceSurvey:
         return {
             "mirrored": self.res is not None,
             "records": self.records,
+            "entries_not_objects": self.not_objects,
             "reads": [r.as_json() for r in self.reads],
             "headers": self.headers,
             "properties": {k: v.as_json(self.records) for k, v in sorted(self.props.items())},
@@ -619,16 +619,21 @@ class ProbeResult:
             "endpoints": endpoints,
         }
 
+    @property
+    def server(self) -> str:
+        """The API base URL without anything but scheme, host, port and path."""
+        url = urlsplit(self.base_url)
+        return f"{url.scheme}://{url.hostname}{f':{url.port}' if url.port else ''}{url.path}"
+
     def report(self) -> dict[str, Any]:
         """The JSON report: shapes, findings, sizes and timings; no personal text."""
-        url = urlsplit(self.base_url)
         return {
             "report": "clevertim-sync probe",
             "version": REPORT_VERSION,
             "clevertim_sync": __version__,
             "started_at": self.started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "seconds": round(self.seconds, 3),
-            "server": f"{url.scheme}://{url.hostname}{f':{url.port}' if url.port else ''}{url.path}",
+            "server": self.server,
             "variants": dict(VARIANTS),
             "findings": [f.as_json() for f in self.findings()],
             "documents": self.documents(),
@@ -641,12 +646,11 @@ def probe(
     *,
     capture: CaptureWriter | None = None,
     names: Iterable[str] | None = None,
-    hasher: Callable[[Any], int] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ProbeResult:
-    """Read every listing twice (the documents' once), survey it, capture it; never raises for
-    anything the server does."""
-    hash_of = hasher or _record_hash
+    """Read every listing (`names`, default all and the documents') twice, the documents' once;
+    survey each, capture it; never raises for anything the server does. `progress` hears a line
+    before each read."""
     result = ProbeResult(client.base_url, datetime.now(UTC))
     started = time.monotonic()
     order = list(names) if names is not None else [*resources.PULL_ORDER, *DOCUMENT_RESOURCES]
@@ -666,11 +670,11 @@ def probe(
             for key, value in survey.headers.items():
                 seen_headers.setdefault(key, set()).add(value)
             if n == 0:
-                survey.survey(listing.content, hash_of)
+                survey.survey(listing.content, _record_hash)
                 if capture is not None:
                     capture.write(name, listing.envelope)
             else:
-                survey.compare(listing.content, hash_of)
+                survey.compare(listing.content, _record_hash)
             del listing  # one copy of a listing at a time
         survey.release()
     result.seconds = time.monotonic() - started
@@ -753,7 +757,7 @@ def _size(n: int) -> str:
 def summary(result: ProbeResult) -> list[str]:
     """A few lines for a person: per resource sizes and times, then each finding and what it means."""
     when = f"{result.started_at:%Y-%m-%d %H:%M} UTC, {result.seconds:.1f} s"
-    lines = [f"probe of {result.report()['server']} ({when})"]
+    lines = [f"probe of {result.server} ({when})"]
     lines.append(f"{'resource':<12} {'records':>9} {'bytes':>10} {'read 1':>8} {'read 2':>8}")
     for name, survey in result.surveys.items():
         reads = survey.reads
