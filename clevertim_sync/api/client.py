@@ -17,6 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -41,6 +42,24 @@ _RESOURCE_NAME = re.compile(r"^[a-z][a-z_]{0,40}$")
 _TOKEN_OK = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII without spaces: fits a header
 # How much of a non-JSON body to quote in an error: enough to recognise a proxy page.
 _SNIPPET = 120
+
+
+@dataclass
+class RawListing:
+    """A listing as the server answered it (`list_raw`): the envelope parsed, nothing checked
+    inside `content`."""
+
+    status: int
+    headers: dict[str, str]  # names lower-cased
+    body_bytes: int  # the body after any Content-Encoding was undone
+    wire_bytes: int  # as it came over the network
+    seconds: float
+    envelope: dict[str, Any]
+
+    @property
+    def content(self) -> list[Any]:
+        content: list[Any] = self.envelope["content"]
+        return content
 
 
 class ClevertimClient:
@@ -146,6 +165,34 @@ class ClevertimClient:
         """DELETE one entry. Never retried."""
         self._write("DELETE", resource, record_id, None)
 
+    def list_raw(self, resource: str) -> RawListing:
+        """One GET of a listing for the probe: not retried, the envelope checked but not its
+        entries (an odd id is what the probe looks for), with the answer's headers, sizes and time.
+        A failure raises the same ApiError as `list` would."""
+        started = time.monotonic()
+        response = self._send("GET", resource, None, None)
+        seconds = time.monotonic() - started
+        raw = response.content
+        doc: Any = None
+        if response.status_code == 200:
+            try:
+                doc = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                doc = None
+        if not (isinstance(doc, dict) and doc.get("status") == "OK" and isinstance(doc.get("content"), list)):
+            self._decode(response, "GET", resource, None)  # raises the typed error
+            raise e.MalformedResponse(
+                "unexpected answer", method="GET", resource=resource, status=response.status_code
+            )
+        return RawListing(
+            status=response.status_code,
+            headers={k.lower(): v for k, v in response.headers.items()},
+            body_bytes=len(raw),
+            wire_bytes=response.num_bytes_downloaded,
+            seconds=seconds,
+            envelope=doc,
+        )
+
     # --- internals ---------------------------------------------------------------------------
 
     def _read(self, method: str, resource: str, record_id: int | None) -> Records:
@@ -217,6 +264,13 @@ class ClevertimClient:
     def _once(
         self, method: str, resource: str, record_id: int | None, fields: Mapping[str, Any] | None
     ) -> Records:
+        response = self._send(method, resource, record_id, fields)
+        return self._decode(response, method, resource, record_id)
+
+    def _send(
+        self, method: str, resource: str, record_id: int | None, fields: Mapping[str, Any] | None
+    ) -> httpx.Response:
+        """One request; every transport failure mapped into the ApiError tree. No decoding."""
         url = self._url(resource, record_id)
         where: dict[str, Any] = {"method": method, "resource": resource, "record_id": record_id}
         headers = self._headers
@@ -251,7 +305,7 @@ class ClevertimClient:
             size=len(response.content),
             ms=round((time.monotonic() - started) * 1000, 1),
         )
-        return self._decode(response, method, resource, record_id)
+        return response
 
     def _describe(self, exc: Exception) -> str:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -146,6 +146,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sync",
         "Write DIRECTORY/<resource>.jsonl: every record exactly as last pulled, sorted by id.",
     ),
+    "probe": (
+        "probe",
+        "Survey the account read-only: the shapes of its data, what the mirror would do with each, "
+        "sizes and timings; write a JSON report without personal data (and, with --capture, the "
+        "listings anonymised).",
+    ),
     "push": (
         "edit",
         "Send every due queue item once; exit 1 if an item failed or was quarantined.",

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import click
 import orjson
 
+from clevertim_sync.capture import load_capture
 from clevertim_sync.cli import cli
 from clevertim_sync.emulator import EmulatorServer, FaultSpecError
+from clevertim_sync.emulator.replay import Replay
 
 
 def _parse_faults(specs: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -53,6 +56,18 @@ def _parse_faults(specs: tuple[str, ...]) -> list[dict[str, Any]]:
     metavar="JSON",
     help='A fault to inject, repeatable: \'{"kind":"status","status":503,"path":"^/contact$","times":2}\'.',
 )
+@click.option(
+    "--from",
+    "capture_dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="Serve this capture (written by `probe --capture`) instead of a seeded account; read-only.",
+)
+@click.option(
+    "--shuffle-lists",
+    is_flag=True,
+    help="With --from: reshuffle the server-computed id lists on every listing served.",
+)
 def emulator_command(
     *,
     host: str,
@@ -62,13 +77,22 @@ def emulator_command(
     contacts: int,
     seed: int,
     faults: tuple[str, ...],
+    capture_dir: Path | None,
+    shuffle_lists: bool,
 ) -> None:
     """Serve a Clevertim API stand-in with a seeded account until Ctrl-C or SIGTERM.
 
     The control surface (faults, state, web-UI edits, request log) is under /_control/ on the
-    same port and answers loopback clients only.
+    same port and answers loopback clients only. With --from DIR, the API serves that capture
+    exactly as captured (GET only; writes answer 501).
     """
     specs = _parse_faults(faults)
+    replay = None
+    if capture_dir is not None:
+        replay = Replay(load_capture(capture_dir), shuffle_lists=shuffle_lists, seed=seed)
+        contacts = 0  # the seeded account is not served: keep it small
+    elif shuffle_lists:
+        raise click.UsageError("--shuffle-lists goes with --from DIR")
     try:
         server = EmulatorServer(
             token=token,
@@ -78,6 +102,7 @@ def emulator_command(
             host=host,
             port=port,
             faults=specs,
+            replay=replay,
         ).start()
     except FaultSpecError as exc:
         raise click.BadParameter(str(exc), param_hint="--fault") from None

@@ -35,6 +35,7 @@ import orjson
 from clevertim_sync import resources
 from clevertim_sync.emulator.control import EmulatorControl
 from clevertim_sync.emulator.faults import Decision, Fault, FaultSet, FaultSpecError
+from clevertim_sync.emulator.replay import Replay
 from clevertim_sync.emulator.seed import OWNER, READ_ONLY_USER
 from clevertim_sync.emulator.store import ApiProblem, Store, TokenUser
 
@@ -289,6 +290,8 @@ class _Handler(BaseHTTPRequestHandler):
         """The 200 body of an API request, or ApiProblem with the status to answer."""
         store = self.server.emulator.store
         tok = self._token()
+        if self.server.emulator.replay is not None:  # emulator --from: a capture, read-only
+            return self.server.emulator.replay.answer(method, segs)
         name = segs[0] if segs else ""
         if name not in resources.BY_NAME or len(segs) > 2:
             raise ApiProblem(404, f"unknown resource path /{'/'.join(segs)}")
@@ -476,7 +479,10 @@ class EmulatorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         faults: Iterable[Mapping[str, Any]] = (),
+        replay: Replay | None = None,
     ) -> None:
+        # With `replay` (emulator --from), the API answers from a capture; the store holds the tokens.
+        self.replay = replay
         tokens = {token: TokenUser(OWNER)}
         if read_only_token is not None:
             tokens[read_only_token] = TokenUser(READ_ONLY_USER, read_only=True)

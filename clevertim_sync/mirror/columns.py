@@ -331,3 +331,12 @@ def _cf_text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return str(value)  # a number where a string was expected: keep it readable
+
+
+def typed_value(prop: Prop, value: Any) -> Any:
+    """What `prop`'s typed column holds for `value` (None: NULL), converted as the row builders
+    do; a kind without a typed column gives `value` back. For the probe, so both agree."""
+    if prop.kind is Kind.DATE_PARTS:
+        return date_parts(value)[0]
+    convert = _SCALAR.get(prop.kind)
+    return value if convert is None else convert(value)
