@@ -397,3 +397,40 @@ def test_the_daemon_alerts_goes_on_while_the_receiver_is_down_and_sends_later(
             thread.join(15)
     assert result.get("code") == 0
     assert TOKEN not in repr(logs) and all(TOKEN not in json.dumps(m) for m in receiver.messages)
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_alerts_test_sends_one_message_and_fails_when_a_receiver_is_down(
+    cli_runner: Callable[..., Any], migrated_database_url: str, receiver: Receiver, tmp_path: Path
+) -> None:
+    urls = tmp_path / "alert-urls"
+    urls.write_text(receiver.url + "\n")
+    run = cli_runner(migrated_database_url, CLEVERTIM_SYNC_ALERT_URLS_FILE=str(urls))
+    assert run("alerts", "test", code=0).output == "test message sent to 1 receiver(s)\n"
+    (msg,) = receiver.messages
+    assert msg["title"] == "clevertim-sync: test message" and msg["type"] == "info"
+    receiver.down()
+    out = run("alerts", "test", code=1).output
+    assert "did not reach every one of the 1 receiver(s)" in out
+    bare = cli_runner(migrated_database_url)
+    assert "no alert receivers: set alerts.urls" in bare("alerts", "test", code=2).output
+
+
+def test_alerts_status_and_status_and_check_name_the_active_conditions(
+    cli_runner: Callable[..., Any], mirror_engine: sa.Engine, migrated_database_url: str, tmp_path: Path
+) -> None:
+    run = cli_runner(migrated_database_url)
+    assert run("alerts", "status", code=0).output == "no active alerts\n"
+    _pulls(mirror_engine, "contact", failures=4)
+    Alerts(mirror_engine, _settings(tmp_path, migrated_database_url, []), "default").evaluate()
+    out = run("alerts", "status", code=0).output
+    assert out.startswith("pull_failing: active since ")
+    assert "not yet told" in out and "contact: the last 4 pulls failed: connection refused" in out
+    (row,) = json.loads(run("alerts", "status", "--json", code=0).output)
+    assert row["condition"] == "pull_failing" and row["active"] and not row["told"]
+    status = run("status", code=0).output
+    assert "alerts: pull_failing (not yet told) (see `clevertim-sync alerts status`)" in status
+    check = run("check").output
+    assert "ok    alerts: pull_failing (not yet told); no receiver(s) in [alerts]" in check

@@ -26,7 +26,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-import apprise
 import orjson
 import sqlalchemy as sa
 import structlog
@@ -347,6 +346,9 @@ class Sender:
     """The apprise receivers of `[alerts]`; `send` is True when every one took the message."""
 
     def __init__(self, settings: Settings) -> None:
+        import apprise  # noqa: PLC0415 (90 ms: only where alerts are sent, not for status or check)
+
+        self._apprise = apprise
         self.urls = [u.get_secret_value() for u in settings.alerts.urls]
         problems = []
         for n, url in enumerate(self.urls, start=1):
@@ -365,6 +367,7 @@ class Sender:
     def send(self, title: str, body: str, kind: str) -> bool:
         if not self.urls:
             return False  # nobody to tell: the condition stays untold, as with a receiver down
+        apprise = self._apprise
         notifier = apprise.Apprise()
         for url in self.urls:
             notifier.add(url)
