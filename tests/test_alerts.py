@@ -222,7 +222,13 @@ def test_held_stale_and_a_failed_backup_each_have_their_message(
 ) -> None:
     settings = _settings(tmp_path, migrated_database_url, [receiver.url])
     alerts = Alerts(mirror_engine, settings, "shop")  # a named account: its messages say so
-    _pulls(mirror_engine, "contact", held=True, held_reason="would delete 40 of 100 records (40%)")
+    _pulls(
+        mirror_engine,
+        "contact",
+        at=T0 - timedelta(hours=5),
+        held=True,
+        held_reason="would delete 40 of 100 records (40%)",
+    )
     _pulls(mirror_engine, "note", at=T0 - timedelta(hours=3))  # stale_after is 1 h
     alerts.record_backup(False, "disk full writing /backups/x.tar", T0)
     sent = alerts.evaluate(T0)
@@ -234,6 +240,7 @@ def test_held_stale_and_a_failed_backup_each_have_their_message(
     stale = by_title["clevertim-sync [shop]: unhealthy: stale pulls or a stuck queue"]
     assert "note: last good pull at 2026-11-30 05:00 UTC" in stale
     assert "the backup failed: disk full" in by_title["clevertim-sync [shop]: backup failed"]
+    assert "contact" not in stale  # held (so stale too), but its own message tells it
     with mirror_engine.connect() as conn:
         assert [r.condition for r in read_status(conn)] == ["backup", "held", "unhealthy"]
     # The next backup works: its condition clears, the others stay quiet.
@@ -246,7 +253,9 @@ def test_without_receivers_nothing_is_sent_but_the_state_is_kept(
 ) -> None:
     _pulls(mirror_engine, "contact", failures=3)
     quiet = Alerts(mirror_engine, _settings(tmp_path, migrated_database_url, []), "default")
-    assert quiet.evaluate(T0) == []
+    with capture_logs() as logs:
+        assert quiet.evaluate(T0) == []
+    assert not [e for e in logs if e["event"].startswith("alerts.")]  # no warning every 5 minutes
     # Receivers configured later hear of what is still wrong.
     told = Alerts(mirror_engine, _settings(tmp_path, migrated_database_url, [receiver.url]), "default")
     assert [m.kind for m in told.evaluate(T0 + timedelta(minutes=1))] == ["start"]

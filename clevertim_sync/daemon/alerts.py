@@ -20,7 +20,7 @@ recorded (resource_status, the queue) and the backup job's outcome handed to it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -138,7 +138,9 @@ def read_conditions(
         out["queue"] = Condition(
             "queue", frozenset(f"{state}:{i}" for state, ids in by_state.items() for i in ids), tuple(lines)
         )
-    stale = health.stale_resources(facts, now, stale_after)
+    # A resource failing or held is stale too, but its own condition already tells it.
+    told_elsewhere = {r.resource for r in failing} | {r.resource for r in held}
+    stale = [r for r in health.stale_resources(facts, now, stale_after) if r.resource not in told_elsewhere]
     members = {f"stale:{r.resource}" for r in stale}
     lines = [
         f"{r.resource}: last good pull at {r.last_success_at:%Y-%m-%d %H:%M} UTC "
@@ -172,14 +174,13 @@ class Alerts:
         engine: sa.Engine,
         settings: Settings,
         account: str,
-        *,
-        send: Callable[[str, str, str], bool] | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.account = account
-        self._own_sender = send is None
-        self._send = send if send is not None else Sender(settings).send
+        sender = Sender(settings)
+        self._send = sender.send
+        self._quiet = not sender.configured  # no receivers: the state is still kept, nothing is sent
         self._lock = threading.Lock()  # one evaluation at a time per account
 
     def reconfigure(self, settings: Settings) -> None:
@@ -191,8 +192,8 @@ class Alerts:
             return
         with self._lock:
             self.settings = settings
-            if self._own_sender:
-                self._send = sender.send
+            self._send = sender.send
+            self._quiet = not sender.configured
 
     # --- what the daemon calls -----------------------------------------------------------------
 
@@ -220,6 +221,8 @@ class Alerts:
         now = now or datetime.now(UTC)
         with self._lock:
             due = self._record(now)
+            if self._quiet:
+                return []
             delivered = []
             for message in due:
                 if self._deliver(message):

@@ -240,6 +240,8 @@ class Service:
             if rt.name in self.alerts:
                 self.alerts[rt.name].reconfigure(acc.settings)
         self.settings = new
+        if self._alert_thread is not None:
+            self._alert_thread.interval = new.alerts.interval
         if self.configure_logs:
             configure_logging(new.log_format, new.log_level)
         sched_mod.reschedule(self._scheduler, self.runtimes)
