@@ -384,6 +384,13 @@ def test_the_daemon_alerts_goes_on_while_the_receiver_is_down_and_sends_later(
             assert "No space left on device" in next(
                 m["message"] for m in receiver.messages if m["title"].endswith("backup failed")
             )
+            # /metrics says the same, from the database.
+            metrics = service.metrics.exposition()[2].decode()
+            assert 'clevertim_sync_backup_failing{account="default"} 1.0' in metrics
+            assert 'clevertim_sync_alert_active{account="default",condition="pull_failing"} 1.0' in metrics
+            assert (
+                'clevertim_sync_stale_after_seconds{account="default",resource="contact"} 3600.0' in metrics
+            )
             # The pulls and the backup work again: the clear messages, once each.
             fake.fail = fake.backup_fails = False
             _wait(
@@ -393,6 +400,9 @@ def test_the_daemon_alerts_goes_on_while_the_receiver_is_down_and_sends_later(
                 )
             )
             time.sleep(1.5)
+            metrics = service.metrics.exposition()[2].decode()
+            assert 'clevertim_sync_backup_failing{account="default"} 0.0' in metrics
+            assert 'clevertim_sync_alert_active{account="default",condition="pull_failing"} 0.0' in metrics
             assert sorted(receiver.titles()) == sorted(
                 [
                     "clevertim-sync: pulls failing",
