@@ -453,3 +453,30 @@ def test_alerts_status_and_status_and_check_name_the_active_conditions(
     assert "alerts: pull_failing (not yet told) (see `clevertim-sync alerts status`)" in status
     check = run("check").output
     assert "ok    alerts: pull_failing (not yet told); no receiver(s) in [alerts]" in check
+
+
+def test_receivers_added_by_a_reload_hear_what_is_still_wrong(
+    sqlite_url: str, receiver: Receiver, tmp_path: Path
+) -> None:
+    extra = "interval = 0.5\n[pull]\ninterval = 0.5\njitter = 0\n"
+    settings = _settings(tmp_path, sqlite_url, [], extra="failures = 1\n" + extra)
+    config = tmp_path / "config.toml"  # what _settings wrote, read again on SIGHUP
+    fake = FailingPull()
+    ready = threading.Event()
+    service = Service(
+        settings, fake.backends(), config_path=config, env={}, config_env={}, on_ready=lambda _s: ready.set()
+    )
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(15)
+        _wait(lambda: fake.pulls >= 2)
+        time.sleep(1)
+        assert receiver.messages == []  # no receivers yet: nothing sent
+        _settings(tmp_path, sqlite_url, [receiver.url], extra="failures = 1\n" + extra)
+        service.request_reload()
+        _wait(lambda: "clevertim-sync: pulls failing" in receiver.titles())
+    finally:
+        service.request_stop()
+        thread.join(15)
+    assert not thread.is_alive()
