@@ -236,7 +236,7 @@ def test_held_stale_and_a_failed_backup_each_have_their_message(
     by_title = {m["title"]: m["message"] for m in receiver.messages}
     held = by_title["clevertim-sync [shop]: held by the mass-delete guard"]
     assert "contact: would delete 40 of 100 records (40%)" in held
-    assert "--allow-mass-delete" in held
+    assert "clevertim-sync sync --allow-mass-delete --resource contact" in held
     stale = by_title["clevertim-sync [shop]: unhealthy: stale pulls or a stuck queue"]
     assert "note: last good pull at 2026-11-30 05:00 UTC" in stale
     assert "the backup failed: disk full" in by_title["clevertim-sync [shop]: backup failed"]

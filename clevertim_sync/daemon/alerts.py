@@ -120,7 +120,8 @@ def read_conditions(
             frozenset(r.resource for r in held),
             (
                 *(f"{r.resource}: {_short(r.held_reason)}" for r in held),
-                "If the deletions are real: clevertim-sync sync --allow-mass-delete --resource NAME",
+                "If the deletions are real: clevertim-sync sync --allow-mass-delete "
+                + " ".join(f"--resource {r.resource}" for r in held),
             ),
         )
     q = wb.writeback_queue
