@@ -8,7 +8,9 @@ Must not import: httpx, SQLAlchemy, or the rest of the package beyond errors and
 Sources, later wins: built-in defaults < the TOML file < environment variables. The token comes
 from `CLEVERTIM_TOKEN`, else the file named by `CLEVERTIM_TOKEN_FILE` (or `clevertim.token_file`),
 else the systemd credential `clevertim-token` in `$CREDENTIALS_DIRECTORY`. It is a SecretStr so
-that no repr, log line or exception shows it.
+that no repr, log line or exception shows it. The alert URLs likewise: `alerts.urls`, plus those in
+`alerts.urls_file` (or `CLEVERTIM_SYNC_ALERT_URLS_FILE`, else the credential
+`clevertim-sync-alert-urls`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from clevertim_sync.errors import ConfigError
 DEFAULT_URL = "https://www.clevertim.com/api"
 DEFAULT_DB_FILE = "clevertim-sync.sqlite3"
 CREDENTIAL_NAME = "clevertim-token"
+ALERT_URLS_CREDENTIAL = "clevertim-sync-alert-urls"
 
 
 def config_search_path(env: Mapping[str, str]) -> list[Path]:
@@ -159,6 +162,23 @@ class BackupSettings(_Section):
     keep_weekly: int = Field(0, ge=0, description="also keep the newest backup of each of the last N weeks")
 
 
+class AlertSettings(_Section):
+    """`[alerts]`: where the daemon tells a person what went wrong (apprise URLs), and when.
+
+    One set of receivers for the whole daemon; with several accounts each message names its account.
+    The URLs often carry secrets (a Slack token, a mail password): they are SecretStr, and may come
+    from `urls_file` (one URL a line) or the systemd credential `clevertim-sync-alert-urls`.
+    """
+
+    urls: tuple[SecretStr, ...] = ()
+    urls_file: Path | None = None
+    failures: int = Field(3, ge=1, le=1000, description="failed pulls of a resource in a row before an alert")
+    repeat_after: float = Field(
+        86400.0, ge=60, description="seconds before a condition that stays is told again"
+    )
+    interval: float = Field(300.0, gt=0, description="seconds between evaluations besides those after jobs")
+
+
 class Settings(_Section):
     clevertim: ClevertimSettings = Field(default_factory=ClevertimSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -166,6 +186,7 @@ class Settings(_Section):
     push: PushSettings = Field(default_factory=PushSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     state_dir: Path = Path()
@@ -190,6 +211,7 @@ ENV_OVERRIDES: Mapping[str, tuple[str, str]] = {
     "CLEVERTIM_SYNC_PULL_INTERVAL": ("pull", "interval"),
     "CLEVERTIM_SYNC_PUSH_INTERVAL": ("push", "interval"),
     "CLEVERTIM_SYNC_HEALTH_LISTEN": ("daemon", "health_listen"),
+    "CLEVERTIM_SYNC_ALERT_URLS_FILE": ("alerts", "urls_file"),
     "CLEVERTIM_SYNC_LOG_FORMAT": ("", "log_format"),
     "CLEVERTIM_SYNC_LOG_LEVEL": ("", "log_level"),
 }
@@ -219,6 +241,19 @@ def read_token_file(path: Path, problems: list[str]) -> str | None:
         problems.append(f"token file {path} is empty")
         return None
     return token
+
+
+def read_alert_urls(path: Path, problems: list[str]) -> list[str]:
+    """The URLs in `path`, one a line (blank lines and # comments skipped), or [] with the reason."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        problems.append(f"alert urls file {path} cannot be read: {exc.strerror}")
+        return []
+    urls = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not urls:
+        problems.append(f"alert urls file {path} holds no URL")
+    return urls
 
 
 def _format_validation_error(exc: ValidationError) -> list[str]:
@@ -261,6 +296,16 @@ def load(config_path: Path | None = None, env: Mapping[str, str] | None = None) 
             clevertim["token"] = read_token_file(Path(token_file), problems)
         elif creds and (Path(creds) / CREDENTIAL_NAME).is_file():
             clevertim["token"] = read_token_file(Path(creds) / CREDENTIAL_NAME, problems)
+    alerts = raw.get("alerts")
+    creds = env.get("CREDENTIALS_DIRECTORY")
+    alert_file = alerts.get("urls_file") if isinstance(alerts, dict) else None
+    if alert_file is None and creds and (Path(creds) / ALERT_URLS_CREDENTIAL).is_file():
+        alert_file = Path(creds) / ALERT_URLS_CREDENTIAL
+    if alert_file and isinstance(alerts := raw.setdefault("alerts", {}), dict):
+        # The file's URLs come after those written in the config itself.
+        inline = alerts.get("urls", [])
+        alerts["urls"] = [*(inline if isinstance(inline, list) else [inline])]
+        alerts["urls"] += read_alert_urls(Path(alert_file), problems)
     database = raw.setdefault("database", {})
     if isinstance(database, dict) and not database.get("url"):
         database["url"] = f"sqlite:///{(state_dir / DEFAULT_DB_FILE).resolve()}"

@@ -111,6 +111,10 @@ def load_all() -> None:
 # Every top-level command: (its module in this package, the first paragraph of its docstring).
 # A new command goes here too; tests/test_cli_startup.py fails while a summary differs.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "alerts": (
+        "alerts",
+        "Send a test message to the [alerts] receivers, or list the active alert conditions.",
+    ),
     "backup": (
         "backup",
         "Write a verified, compressed snapshot of the mirror into DEST (a directory, or a .tar path).",

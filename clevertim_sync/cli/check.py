@@ -22,7 +22,7 @@ from alembic.script import ScriptDirectory
 
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.cli import AppContext, cli, pass_app
-from clevertim_sync.daemon import health
+from clevertim_sync.daemon import alerts, health
 from clevertim_sync.daemon.accounts import Account, accounts
 from clevertim_sync.errors import ClevertimSyncError
 from clevertim_sync.logs import configure_logging
@@ -82,6 +82,12 @@ def _check_mirror(
     attention = ", ".join(f"{n} {s}" for s, n in dead.items() if n)
     note = f" ({attention} need a person: `clevertim-sync queue list`)" if attention else ""
     add("queue", not queue_reasons, ("; ".join(queue_reasons) or f"moving: {depth}") + note)
+    # Informational: what the conditions above already fail on, as far as a person was told of it.
+    with engine.connect() as conn:
+        active = alerts.read_status(conn)
+    receivers = len(settings.alerts.urls)
+    told = ", ".join(f"{r.condition}{'' if r.told else ' (not yet told)'}" for r in active) or "none active"
+    add("alerts", True, f"{told}; {receivers or 'no'} receiver(s) in [alerts]")
 
 
 def _check_api(settings: Settings) -> tuple[str, bool, str]:

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from clevertim_sync import resources
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.cli import AppContext, cli, pass_app
+from clevertim_sync.daemon.alerts import read_status
 from clevertim_sync.logs import configure_logging
 from clevertim_sync.mirror import db, store
 from clevertim_sync.mirror.store import ResourceCounts
@@ -157,6 +158,7 @@ def status_command(app: AppContext, as_json: bool) -> None:
         statuses = store.resource_statuses(conn)
         counts = {name: store.mirrored_count(conn, name) for name in resources.PULL_ORDER}
         in_queue = queue.counts(conn)
+        active_alerts = read_status(conn)
     now = store.now()
     rows = [_status_row(name, statuses.get(name), counts[name], now) for name in resources.PULL_ORDER]
     if as_json:
@@ -189,6 +191,9 @@ def status_command(app: AppContext, as_json: bool) -> None:
     console = Console(width=200 if not sys.stdout.isatty() else None)
     console.print(table)
     console.print(_queue_line(in_queue), highlight=False)
+    if active_alerts:
+        told = ", ".join(f"{r.condition}{'' if r.told else ' (not yet told)'}" for r in active_alerts)
+        console.print(f"alerts: {told} (see `clevertim-sync alerts status`)", highlight=False)
 
 
 def _when(iso: str | None) -> str:

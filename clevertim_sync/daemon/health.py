@@ -29,6 +29,9 @@ from clevertim_sync.writeback import tables as wb
 
 log = structlog.get_logger(__name__)
 
+# The conditions daemon/alerts.py tells a person about, one alert_state row each.
+ALERT_CONDITIONS = ("pull_failing", "held", "queue", "unhealthy", "backup")
+
 
 @dataclass(frozen=True)
 class ResourceFacts:
@@ -53,6 +56,8 @@ class MirrorFacts:
     account: str
     resources: list[ResourceFacts]
     queue: QueueFacts
+    active_alerts: tuple[str, ...] = ()  # alert_state conditions active at the last evaluation
+    stale_limits: dict[str, float] = field(default_factory=dict)  # resource -> seconds (when known)
 
 
 def read_queue_facts(conn: sa.Connection, now: datetime, stuck_after: float) -> QueueFacts:
@@ -96,8 +101,27 @@ def newest_due_item(conn: sa.Connection, now: datetime) -> int:
     return int(conn.execute(stmt).scalar() or 0)
 
 
-def read_facts(conn: sa.Connection, account: str, now: datetime, stuck_after: float) -> MirrorFacts:
-    return MirrorFacts(account, read_resource_facts(conn), read_queue_facts(conn, now, stuck_after))
+def read_facts(
+    conn: sa.Connection,
+    account: str,
+    now: datetime,
+    stuck_after: float,
+    stale_after: Callable[[str], float] | None = None,
+) -> MirrorFacts:
+    limits = {r.name: stale_after(r.name) for r in resources.RESOURCES} if stale_after else {}
+    return MirrorFacts(
+        account,
+        read_resource_facts(conn),
+        read_queue_facts(conn, now, stuck_after),
+        read_active_alerts(conn),
+        limits,
+    )
+
+
+def read_active_alerts(conn: sa.Connection) -> tuple[str, ...]:
+    st = schema.alert_state
+    stmt = sa.select(st.c.condition).where(st.c.active).order_by(st.c.condition)
+    return tuple(conn.execute(stmt).scalars())
 
 
 def read_resource_facts(conn: sa.Connection) -> list[ResourceFacts]:
@@ -142,6 +166,18 @@ def _age(now: datetime, then: datetime) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
+def stale_resources(
+    facts: MirrorFacts, now: datetime, stale_after: Callable[[str], float]
+) -> list[ResourceFacts]:
+    """The resources pulled well once, but not within their limit since."""
+    return [
+        r
+        for r in facts.resources
+        if r.last_success_at is not None
+        and now - r.last_success_at > timedelta(seconds=stale_after(r.resource))
+    ]
+
+
 def judge(facts: MirrorFacts, now: datetime, stale_after: Callable[[str], float]) -> list[str]:
     """Every reason this mirror is not healthy; empty when it is.
 
@@ -149,6 +185,7 @@ def judge(facts: MirrorFacts, now: datetime, stale_after: Callable[[str], float]
     """
     reasons: list[str] = []
     prefix = f"{facts.account}: " if facts.account != "default" else ""
+    stale = {r.resource for r in stale_resources(facts, now, stale_after)}
     for r in facts.resources:
         if r.held:
             reasons.append(f"{prefix}{r.resource} is held by the mass-delete guard: {r.held_reason}")
@@ -159,7 +196,7 @@ def judge(facts: MirrorFacts, now: datetime, stale_after: Callable[[str], float]
         if r.last_success_at is None:
             if not r.consecutive_failures:
                 reasons.append(f"{prefix}{r.resource} has not been pulled yet")
-        elif now - r.last_success_at > timedelta(seconds=stale_after(r.resource)):
+        elif r.resource in stale:
             reasons.append(
                 f"{prefix}{r.resource} is stale: last good pull {_age(now, r.last_success_at)} ago "
                 f"(limit {stale_after(r.resource):g} s)"

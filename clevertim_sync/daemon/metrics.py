@@ -25,7 +25,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from clevertim_sync.daemon.health import MirrorFacts
+from clevertim_sync.daemon.health import ALERT_CONDITIONS, MirrorFacts
 from clevertim_sync.daemon.jobs import JobOutcome
 
 _BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -59,7 +59,29 @@ class _DatabaseCollector(Collector):
             "1 while the mass-delete guard holds a resource",
             labels=["account", "resource"],
         )
+        stale_after = GaugeMetricFamily(
+            "clevertim_sync_stale_after_seconds",
+            "Seconds after its last successful pull at which a resource counts as stale (/healthz)",
+            labels=["account", "resource"],
+        )
+        backup_failing = GaugeMetricFamily(
+            "clevertim_sync_backup_failing",
+            "1 while the last scheduled backup failed (kept in the database across restarts)",
+            labels=["account"],
+        )
+        alert_active = GaugeMetricFamily(
+            "clevertim_sync_alert_active",
+            "1 while an alert condition of the daemon is active (see [alerts])",
+            labels=["account", "condition"],
+        )
         for facts in self._read_facts():
+            backup_failing.add_metric([facts.account], 1 if "backup" in facts.active_alerts else 0)
+            for condition in ALERT_CONDITIONS:
+                alert_active.add_metric(
+                    [facts.account, condition], 1 if condition in facts.active_alerts else 0
+                )
+            for name, limit in sorted(facts.stale_limits.items()):
+                stale_after.add_metric([facts.account, name], limit)
             for state, n in sorted(facts.queue.depth.items()):
                 depth.add_metric([facts.account, state], n)
             stuck.add_metric([facts.account], facts.queue.stuck)
@@ -68,7 +90,7 @@ class _DatabaseCollector(Collector):
                     last_ok.add_metric([facts.account, r.resource], r.last_success_at.timestamp())
                 failures.add_metric([facts.account, r.resource], r.consecutive_failures)
                 held.add_metric([facts.account, r.resource], 1 if r.held else 0)
-        yield from (depth, stuck, last_ok, failures, held)
+        yield from (depth, stuck, last_ok, failures, held, stale_after, backup_failing, alert_active)
 
 
 def _int_field(obj: Any, name: str) -> int:

@@ -259,7 +259,9 @@ class AccountRuntime:
     def facts(self, now: datetime) -> health.MirrorFacts:
         assert self.engine is not None
         with self.engine.connect() as conn:
-            return health.read_facts(conn, self.name, now, health.stuck_limit(self.settings))
+            return health.read_facts(
+                conn, self.name, now, health.stuck_limit(self.settings), self.stale_after
+            )
 
     def newest_due_item(self) -> int:
         assert self.engine is not None

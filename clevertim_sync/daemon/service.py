@@ -24,6 +24,7 @@ import structlog
 
 from clevertim_sync.daemon import scheduler as sched_mod
 from clevertim_sync.daemon.accounts import accounts
+from clevertim_sync.daemon.alerts import Alerts, AlertThread, Sender
 from clevertim_sync.daemon.health import HealthServer, MirrorFacts, healthz_route
 from clevertim_sync.daemon.jobs import JobOutcome
 from clevertim_sync.daemon.metrics import DaemonMetrics
@@ -89,6 +90,9 @@ class Service:
         self.health_server: HealthServer | None = None
         self._scheduler = sched_mod.new_scheduler(len(self.runtimes))
         self._last_status: dict[str, str] = {}
+        Sender(settings)  # an alert URL apprise does not understand stops the start, like a bad config
+        self.alerts: dict[str, Alerts] = {}
+        self._alert_thread: AlertThread | None = None
 
     # --- control from signals or another thread ----------------------------------------------
 
@@ -155,12 +159,20 @@ class Service:
             sched_mod.schedule_account(self._scheduler, rt, first_run=now)
         interval = watchdog_interval(self.env if self.env is not None else os.environ)
         sched_mod.add_heartbeat(self._scheduler, interval or DEFAULT_HEARTBEAT_SECONDS, self._heartbeat)
+        self._start_alerts()
         self._scheduler.start()
         names = ", ".join(rt.name for rt in self.runtimes)
         self.notifier.ready(status=f"running: {names}")
         log.info("daemon.ready", accounts=[rt.name for rt in self.runtimes], watchdog_interval=interval)
         if self._on_ready is not None:
             self._on_ready(self)
+
+    def _start_alerts(self) -> None:
+        for rt in self.runtimes:
+            assert rt.engine is not None
+            self.alerts[rt.name] = Alerts(rt.engine, rt.settings, rt.name)
+        self._alert_thread = AlertThread(list(self.alerts.values()), self.settings.alerts.interval)
+        self._alert_thread.start()
 
     def _standing_by(self, status: str) -> None:
         # To systemd a waiting standby is a started service (else TimeoutStartSec would kill it),
@@ -191,6 +203,8 @@ class Service:
                 log.warning("daemon.job_abandoned", account=rt.name, job=rt.runner.current)
         if self.health_server is not None:
             self.health_server.stop()
+        if self._alert_thread is not None:
+            self._alert_thread.stop()
         for rt in self.runtimes:
             try:
                 rt.close()
@@ -223,7 +237,11 @@ class Service:
                 continue
             rt.reconfigure(acc.settings)
             rt.settings = acc.settings  # the schedule follows at once; the job picks the rest up
+            if rt.name in self.alerts:
+                self.alerts[rt.name].reconfigure(acc.settings)
         self.settings = new
+        if self._alert_thread is not None:
+            self._alert_thread.interval = new.alerts.interval
         if self.configure_logs:
             configure_logging(new.log_format, new.log_level)
         sched_mod.reschedule(self._scheduler, self.runtimes)
@@ -263,8 +281,22 @@ class Service:
         self.notifier.status("; ".join(self._last_status.values()))
         # A job that ends proves the loop makes progress, between heartbeats too.
         self.notifier.watchdog()
+        self._alert_after(outcome)
         for listener in self._listeners:
             listener(outcome)
+
+    def _alert_after(self, outcome: JobOutcome) -> None:
+        alerts = self.alerts.get(outcome.account)
+        if alerts is None or self._alert_thread is None:
+            return
+        if outcome.job == "backup":
+            try:
+                alerts.record_backup(
+                    outcome.ok, None if outcome.ok else str(outcome.error), datetime.now(UTC)
+                )
+            except Exception as exc:  # the database is what failed: the next backup records it
+                log.warning("alerts.record_failed", account=outcome.account, error=str(exc))
+        self._alert_thread.poke()
 
     def _all_facts(self) -> list[MirrorFacts]:
         now = datetime.now(UTC)

@@ -150,3 +150,22 @@ resource_status = sa.Table(
     sa.Column("record_count", sa.BigInteger),
     sa.Column("last_counts", sa.Text, comment="JSON counts of the last pull"),
 )
+
+alert_state = sa.Table(
+    "alert_state",
+    metadata,
+    sa.Column(
+        "condition", sa.String(32), primary_key=True, comment="pull_failing, held, queue, unhealthy, backup"
+    ),
+    sa.Column(
+        "active", sa.Boolean, nullable=False, server_default=sa.false(), comment="at the last evaluation"
+    ),
+    sa.Column("since", UtcDateTime, comment="when it became active"),
+    sa.Column("members", sa.Text, comment="JSON list: what it is about now (resources, queue item ids)"),
+    sa.Column("detail", sa.Text, comment="JSON list of the lines a message about it carries"),
+    sa.Column("sent_active", sa.Boolean, comment="what the last delivered message said; NULL: none yet"),
+    sa.Column("sent_members", sa.Text, comment="JSON list: the members the last delivered message named"),
+    sa.Column("sent_at", UtcDateTime, comment="when the last message about it was delivered"),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    comment="the daemon's alerts: what is wrong and what a person was told, kept across restarts",
+)

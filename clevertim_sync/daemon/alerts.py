@@ -1,0 +1,420 @@
+"""Alerts: tell a person, through apprise (ntfy, Slack, e-mail, a JSON webhook, ...), what went wrong.
+
+Owns: the conditions (a resource failing `alerts.failures` pulls in a row, a resource held by the
+mass-delete guard, queue items in failed / conflict / quarantined, /healthz unhealthy through
+stale pulls or a stuck queue, a failed backup), their state in `alert_state`, the messages, and
+the background thread that evaluates and sends them in the daemon.
+
+The rules, all kept in the database so that a restart neither repeats nor forgets:
+- one message when a condition starts (or gains members: a new resource failing, new queue
+  items), one when it clears, and one a day (`alerts.repeat_after`) while it stays;
+- a message counts as told only once every receiver took it: a receiver that is down is logged
+  (`alerts.send_failed`) and the message is tried again at the next evaluation;
+- a condition that came and went while nothing could be delivered is not told at all.
+Messages carry resource names, queue item ids and counts, never the token nor record contents.
+
+Must not import: the API client, the pull, the writeback worker, the CLI. It reads what they
+recorded (resource_status, the queue) and the backup job's outcome handed to it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import sqlalchemy as sa
+import structlog
+
+from clevertim_sync.daemon import health
+from clevertim_sync.errors import ConfigError
+from clevertim_sync.mirror import schema
+from clevertim_sync.settings import Settings
+from clevertim_sync.writeback import tables as wb
+
+log = structlog.get_logger(__name__)
+
+CONDITIONS = health.ALERT_CONDITIONS
+TITLES = {
+    "pull_failing": "pulls failing",
+    "held": "held by the mass-delete guard",
+    "queue": "queue items need a person",
+    "unhealthy": "unhealthy: stale pulls or a stuck queue",
+    "backup": "backup failed",
+}
+LISTED_IDS = 20  # queue item ids named per state in one message; the rest are counted
+ERROR_CHARS = 200  # an error as far as a message quotes it
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One active condition: what it is about (`members`) and the lines a message about it carries."""
+
+    key: str
+    members: frozenset[str]
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Message:
+    condition: str
+    kind: str  # "start", "more", "still" or "clear"
+    title: str
+    body: str
+    members: frozenset[str]
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    """What `alerts status` shows of one condition."""
+
+    condition: str
+    active: bool
+    since: datetime | None
+    lines: list[str]
+    told: bool  # the last delivered message says what is true now
+    sent_at: datetime | None
+
+
+def _short(text: str | None) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
+
+
+def _ids(ids: Sequence[int]) -> str:
+    shown = ", ".join(str(i) for i in ids[:LISTED_IDS])
+    return shown + (f" and {len(ids) - LISTED_IDS} more" if len(ids) > LISTED_IDS else "")
+
+
+def read_conditions(
+    conn: sa.Connection, settings: Settings, account: str, now: datetime
+) -> dict[str, Condition]:
+    """Every condition active now but `backup` (which only the backup job's outcome tells)."""
+
+    def stale_after(name: str) -> float:
+        return health.stale_limit(settings, name)
+
+    facts = health.read_facts(conn, account, now, health.stuck_limit(settings), stale_after)
+    out: dict[str, Condition] = {}
+    failing = [r for r in facts.resources if r.consecutive_failures >= settings.alerts.failures]
+    if failing:
+        out["pull_failing"] = Condition(
+            "pull_failing",
+            frozenset(r.resource for r in failing),
+            (
+                *(
+                    f"{r.resource}: the last {r.consecutive_failures} pulls failed: {_short(r.last_error)}"
+                    for r in failing
+                ),
+                "Look: clevertim-sync status",
+            ),
+        )
+    held = [r for r in facts.resources if r.held]
+    if held:
+        out["held"] = Condition(
+            "held",
+            frozenset(r.resource for r in held),
+            (
+                *(f"{r.resource}: {_short(r.held_reason)}" for r in held),
+                "If the deletions are real: clevertim-sync sync --allow-mass-delete "
+                + " ".join(f"--resource {r.resource}" for r in held),
+            ),
+        )
+    q = wb.writeback_queue
+    rows = conn.execute(
+        sa.select(q.c.state, q.c.id).where(q.c.state.in_(wb.NEEDS_A_PERSON)).order_by(q.c.state, q.c.id)
+    ).all()
+    if rows:
+        by_state: dict[str, list[int]] = {}
+        for state, item_id in rows:
+            by_state.setdefault(state, []).append(int(item_id))
+        lines = [
+            f"{len(ids)} {state}: {_ids(ids)} (look: clevertim-sync queue list --state {state})"
+            for state, ids in by_state.items()
+        ]
+        out["queue"] = Condition(
+            "queue", frozenset(f"{state}:{i}" for state, ids in by_state.items() for i in ids), tuple(lines)
+        )
+    # A resource failing or held is stale too, but its own condition already tells it.
+    told_elsewhere = {r.resource for r in failing} | {r.resource for r in held}
+    stale = [r for r in health.stale_resources(facts, now, stale_after) if r.resource not in told_elsewhere]
+    members = {f"stale:{r.resource}" for r in stale}
+    lines = [
+        f"{r.resource}: last good pull at {r.last_success_at:%Y-%m-%d %H:%M} UTC "
+        f"(limit {stale_after(r.resource):g} s)"
+        for r in stale
+        if r.last_success_at is not None
+    ]
+    if facts.queue.stuck:
+        members.add("stuck")
+        lines.append(
+            f"writeback queue stuck: {facts.queue.stuck} item(s) overdue, "
+            f"the oldest by {facts.queue.oldest_stuck_age or 0:.0f} s"
+        )
+    if members:
+        out["unhealthy"] = Condition(
+            "unhealthy", frozenset(members), (*lines, "Look: clevertim-sync check (or GET /healthz)")
+        )
+    return out
+
+
+def _json_list(text: str | None) -> list[Any]:
+    value = orjson.loads(text) if text else []
+    return value if isinstance(value, list) else []
+
+
+class Alerts:
+    """The alerts of one account's mirror: evaluate its conditions, send what is due, remember."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        settings: Settings,
+        account: str,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.account = account
+        sender = Sender(settings)
+        self._send = sender.send
+        self._quiet = not sender.configured  # no receivers: the state is still kept, nothing is sent
+        self._lock = threading.Lock()  # one evaluation at a time per account
+
+    def reconfigure(self, settings: Settings) -> None:
+        """New settings (SIGHUP); receivers apprise does not understand keep the old ones."""
+        try:
+            sender = Sender(settings)
+        except ConfigError as exc:
+            log.error("alerts.reload_refused", account=self.account, error=str(exc))
+            return
+        with self._lock:
+            self.settings = settings
+            self._send = sender.send
+            self._quiet = not sender.configured
+
+    # --- what the daemon calls -----------------------------------------------------------------
+
+    def record_backup(self, ok: bool, error: str | None, now: datetime) -> None:
+        """Remember a backup's outcome: a failed one is the `backup` condition until one succeeds."""
+        st = schema.alert_state
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(st).where(st.c.condition == "backup")).first()
+            values: dict[str, Any] = {"active": not ok, "updated_at": now}
+            if ok:
+                values |= {"since": None, "members": "[]", "detail": "[]"}
+            else:
+                values |= {
+                    "since": row.since if row is not None and row.active else now,
+                    "members": orjson.dumps(["backup"]).decode(),
+                    "detail": orjson.dumps([f"the backup failed: {_short(error)}"]).decode(),
+                }
+            if row is None:
+                conn.execute(sa.insert(st).values(condition="backup", **values))
+            else:
+                conn.execute(sa.update(st).where(st.c.condition == "backup").values(**values))
+
+    def evaluate(self, now: datetime | None = None) -> list[Message]:
+        """Record what is true now, send every message due; returns the messages delivered."""
+        now = now or datetime.now(UTC)
+        with self._lock:
+            due = self._record(now)
+            if self._quiet:
+                return []
+            delivered = []
+            for message in due:
+                if self._deliver(message):
+                    self._mark_sent(message, now)
+                    delivered.append(message)
+            return delivered
+
+    # --- the rules --------------------------------------------------------------------------------
+
+    def _record(self, now: datetime) -> list[Message]:
+        st = schema.alert_state
+        with self.engine.begin() as conn:
+            current = read_conditions(conn, self.settings, self.account, now)
+            rows = {r.condition: r for r in conn.execute(sa.select(st))}
+            backup = rows.get("backup")
+            if backup is not None and backup.active:
+                current["backup"] = Condition(
+                    "backup", frozenset(_json_list(backup.members)), tuple(_json_list(backup.detail))
+                )
+            due = []
+            for key in CONDITIONS:
+                cond, row = current.get(key), rows.get(key)
+                if key != "backup":
+                    self._store(conn, key, cond, row, now)
+                message = self._due(key, cond, row, now)
+                if message is not None:
+                    due.append(message)
+        return due
+
+    def _store(self, conn: sa.Connection, key: str, cond: Condition | None, row: Any, now: datetime) -> None:
+        st = schema.alert_state
+        if cond is None and (row is None or not row.active):
+            return
+        values: dict[str, Any] = {
+            "active": cond is not None,
+            "since": None if cond is None else (row.since if row is not None and row.active else now),
+            "members": orjson.dumps(sorted(cond.members) if cond else []).decode(),
+            "detail": orjson.dumps(list(cond.lines) if cond else []).decode(),
+            "updated_at": now,
+        }
+        if row is None:
+            conn.execute(sa.insert(st).values(condition=key, **values))
+        else:
+            conn.execute(sa.update(st).where(st.c.condition == key).values(**values))
+
+    def _due(self, key: str, cond: Condition | None, row: Any, now: datetime) -> Message | None:
+        told_active = bool(row is not None and row.sent_active)
+        if cond is None:
+            if not told_active:
+                return None  # never told (or told it cleared): nothing to say
+            return self._message(key, "clear", frozenset(), ("It cleared.",))
+        if not told_active:
+            return self._message(key, "start", cond.members, cond.lines)
+        told = frozenset(_json_list(row.sent_members))
+        if cond.members - told:
+            return self._message(key, "more", cond.members, cond.lines)
+        if row.sent_at is None or now - row.sent_at >= timedelta(seconds=self.settings.alerts.repeat_after):
+            return self._message(key, "still", cond.members, cond.lines)
+        return None
+
+    def _message(self, key: str, kind: str, members: frozenset[str], lines: Iterable[str]) -> Message:
+        head = {"start": "", "more": "more: ", "still": "still: ", "clear": "cleared: "}[kind]
+        where = f" [{self.account}]" if self.account != "default" else ""
+        title = f"clevertim-sync{where}: {head}{TITLES[key]}"
+        return Message(key, kind, title, "\n".join(lines), members)
+
+    def _deliver(self, message: Message) -> bool:
+        kind = "success" if message.kind == "clear" else "failure"
+        try:
+            ok = self._send(message.title, message.body, kind)
+        except Exception as exc:  # a receiver must never break the daemon
+            log.warning(
+                "alerts.send_failed", account=self.account, condition=message.condition, error=str(exc)
+            )
+            return False
+        if not ok:
+            log.warning(
+                "alerts.send_failed",
+                account=self.account,
+                condition=message.condition,
+                kind=message.kind,
+                hint="a receiver did not take it; tried again at the next evaluation",
+            )
+            return False
+        log.info("alerts.sent", account=self.account, condition=message.condition, kind=message.kind)
+        return True
+
+    def _mark_sent(self, message: Message, now: datetime) -> None:
+        st = schema.alert_state
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(st)
+                .where(st.c.condition == message.condition)
+                .values(
+                    sent_active=message.kind != "clear",
+                    sent_members=orjson.dumps(sorted(message.members)).decode(),
+                    sent_at=now,
+                )
+            )
+
+
+def read_status(conn: sa.Connection) -> list[AlertRow]:
+    """Every condition active now, or told as active and not yet told as cleared."""
+    st = schema.alert_state
+    out = []
+    for row in conn.execute(sa.select(st).order_by(st.c.condition)):
+        if not row.active and not row.sent_active:
+            continue
+        told = bool(row.sent_active) == bool(row.active) and (
+            not row.active or set(_json_list(row.members)) <= set(_json_list(row.sent_members))
+        )
+        out.append(
+            AlertRow(row.condition, bool(row.active), row.since, _json_list(row.detail), told, row.sent_at)
+        )
+    return out
+
+
+def describe_scheme(url: str) -> str:
+    """A URL as far as a log line or an error may show it: its scheme (the rest may be a secret)."""
+    return (urlsplit(url).scheme or "?") + "://..."
+
+
+class Sender:
+    """The apprise receivers of `[alerts]`; `send` is True when every one took the message."""
+
+    def __init__(self, settings: Settings) -> None:
+        import apprise  # noqa: PLC0415 (90 ms: only where alerts are sent, not for status or check)
+
+        self._apprise = apprise
+        self.urls = [u.get_secret_value() for u in settings.alerts.urls]
+        problems = []
+        for n, url in enumerate(self.urls, start=1):
+            if apprise.Apprise.instantiate(url, suppress_exceptions=True) is None:
+                problems.append(
+                    f"alerts.urls: URL {n} ({describe_scheme(url)}) is not one apprise understands; "
+                    "see https://github.com/caronc/apprise/wiki"
+                )
+        if problems:
+            raise ConfigError(problems)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.urls)
+
+    def send(self, title: str, body: str, kind: str) -> bool:
+        if not self.urls:
+            return False  # nobody to tell: the condition stays untold, as with a receiver down
+        apprise = self._apprise
+        notifier = apprise.Apprise()
+        for url in self.urls:
+            notifier.add(url)
+        notify_type = {"success": apprise.NotifyType.SUCCESS, "failure": apprise.NotifyType.FAILURE}.get(
+            kind, apprise.NotifyType.INFO
+        )
+        return bool(notifier.notify(body=body, title=title, notify_type=notify_type))
+
+
+class AlertThread:
+    """The daemon's evaluations, off the jobs' threads: after each job and every `alerts.interval`.
+
+    Sending may take seconds (a mail server, a receiver's timeout); here it delays nothing else.
+    """
+
+    def __init__(self, alerts: Sequence[Alerts], interval: float) -> None:
+        self.alerts = list(alerts)
+        self.interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="alerts", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def poke(self) -> None:
+        """Evaluate soon (after a job)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for alerts in self.alerts:
+                if self._stop.is_set():
+                    return
+                try:
+                    alerts.evaluate()
+                except Exception as exc:  # a database hiccup: the next evaluation tries again
+                    log.warning("alerts.evaluate_failed", account=alerts.account, error=str(exc))
+            self._wake.wait(self.interval)
+            self._wake.clear()
