@@ -141,6 +141,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sync",
         "Write DIRECTORY/<resource>.jsonl: every record exactly as last pulled, sorted by id.",
     ),
+    "history": (
+        "edit",
+        "A record's versions, oldest first: number, when, where from, what changed.",
+    ),
     "push": (
         "edit",
         "Send every due queue item once; exit 1 if an item failed or was quarantined.",

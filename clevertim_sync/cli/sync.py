@@ -31,7 +31,7 @@ from clevertim_sync.mirror import db, store
 from clevertim_sync.mirror.store import ResourceCounts
 from clevertim_sync.pull import PullReport, pull, resources_in_order
 from clevertim_sync.writeback import queue
-from clevertim_sync.writeback.tables import ALL_STATES, NEEDS_A_PERSON
+from clevertim_sync.writeback.tables import ALL_STATES, CONFLICT, NEEDS_A_PERSON
 
 
 def open_mirror(app: AppContext) -> Engine:
@@ -157,6 +157,7 @@ def status_command(app: AppContext, as_json: bool) -> None:
         statuses = store.resource_statuses(conn)
         counts = {name: store.mirrored_count(conn, name) for name in resources.PULL_ORDER}
         in_queue = queue.counts(conn)
+        conflicts = [i.id for i in queue.list_items(conn, state=CONFLICT, limit=10)]
     now = store.now()
     rows = [_status_row(name, statuses.get(name), counts[name], now) for name in resources.PULL_ORDER]
     if as_json:
@@ -189,6 +190,8 @@ def status_command(app: AppContext, as_json: bool) -> None:
     console = Console(width=200 if not sys.stdout.isatty() else None)
     console.print(table)
     console.print(_queue_line(in_queue), highlight=False)
+    if conflicts:
+        console.print(_conflicts_line(in_queue.get(CONFLICT, 0), conflicts), highlight=False)
 
 
 def _when(iso: str | None) -> str:
@@ -204,6 +207,13 @@ def _queue_line(by_state: dict[str, int]) -> str:
     needs_a_person = any(by_state.get(s) for s in NEEDS_A_PERSON)
     hint = f" (see `clevertim-sync queue list --state {'|'.join(NEEDS_A_PERSON)}`)" if needs_a_person else ""
     return "writeback queue: " + ", ".join(parts) + hint
+
+
+def _conflicts_line(n: int, ids: list[int]) -> str:
+    """The open conflicts, named, with the command that shows both sides of the first."""
+    more = ", ..." if n > len(ids) else ""
+    listed = ", ".join(map(str, ids)) + more
+    return f"open conflicts: {n} (items {listed}); `clevertim-sync queue show {ids[0]}` shows both sides"
 
 
 def _status_row(name: str, st: dict[str, Any] | None, records: int, now: datetime) -> dict[str, Any]:
