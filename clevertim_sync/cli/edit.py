@@ -26,6 +26,7 @@ from clevertim_sync.mirror.store import load_record
 from clevertim_sync.reports import Version, record_versions
 from clevertim_sync.resources import Kind
 from clevertim_sync.writeback import queue
+from clevertim_sync.writeback.dryrun import PushPlan, plan_push
 from clevertim_sync.writeback.revert import revert as revert_record
 from clevertim_sync.writeback.tables import ALL_STATES, CONFLICT, QUARANTINED
 from clevertim_sync.writeback.worker import push as push_queue
@@ -136,11 +137,22 @@ def edit_delete(app: AppContext, resource: str, record_id: int) -> None:
 
 @cli.command("push")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the requests a push would send now (after the merge) and send none; "
+    "only reads go to Clevertim and the queue and mirror are left as they are.",
+)
 @pass_app
-def push_command(app: AppContext, as_json: bool) -> None:
+def push_command(app: AppContext, as_json: bool, dry_run: bool) -> None:
     """Send every due queue item once; exit 1 if an item failed or was quarantined."""
     settings = app.settings
     configure_logging(settings.log_format, settings.log_level, stream=sys.stderr)
+    if dry_run:
+        with mirror(app) as engine, ClevertimClient.from_settings(settings) as client:
+            plan = plan_push(engine, client, settings)
+        click.echo(orjson.dumps(plan.as_dict()).decode() if as_json else "\n".join(plan_lines(plan)))
+        return
     with mirror(app) as engine, ClevertimClient.from_settings(settings) as client:
         report = push_queue(engine, client, settings)
     if as_json:
@@ -155,6 +167,28 @@ def push_command(app: AppContext, as_json: bool) -> None:
             click.echo(f"stopped: {report.stopped}")
     if not report.ok:
         sys.exit(1)
+
+
+def plan_lines(plan: PushPlan) -> list[str]:
+    """`push --dry-run` as text: each request as it would go out, then what would stay behind."""
+    if plan.paused_until is not None:
+        return [
+            f"push --dry-run: a push now would send nothing: paused until {plan.paused_until.isoformat()}"
+        ]
+    lines = [
+        f"push --dry-run: a push now would send {len(plan.requests)} request(s); nothing was sent or changed"
+    ]
+    for r in plan.requests:
+        items = ", ".join(map(str, r.items))
+        lines.append(f"  {r.method} {r.path}  (queue item{'s' if len(r.items) > 1 else ''} {items})")
+        if r.body is not None:
+            lines.append(f"    {orjson.dumps(r.body).decode()}")
+        if r.note:
+            lines.append(f"    {r.note}")
+    if plan.not_sent:
+        lines.append("not sent by a push now:")
+        lines.extend(f"  item {n.item} ({n.op} {n.resource}): {n.why}" for n in plan.not_sent)
+    return lines
 
 
 @cli.group("queue")

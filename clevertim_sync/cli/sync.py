@@ -29,7 +29,7 @@ from clevertim_sync.cli import AppContext, cli, pass_app
 from clevertim_sync.logs import configure_logging
 from clevertim_sync.mirror import db, store
 from clevertim_sync.mirror.store import ResourceCounts
-from clevertim_sync.pull import PullReport, pull, resources_in_order
+from clevertim_sync.pull import PullReport, ResourcePlan, plan_pull, pull, resources_in_order
 from clevertim_sync.writeback import queue
 from clevertim_sync.writeback.tables import ALL_STATES, CONFLICT, NEEDS_A_PERSON
 
@@ -80,10 +80,24 @@ def db_upgrade(app: AppContext) -> None:
     is_flag=True,
     help="Apply a listing even if it deletes more than pull.mass_delete_threshold of a resource.",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print per resource what a pull would insert, update and delete (and whether the "
+    "mass-delete guard would hold it); write nothing, not even a run row.",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
 @pass_app
-def sync_command(app: AppContext, names: tuple[str, ...], allow_mass_delete: bool) -> None:
+def sync_command(
+    app: AppContext, names: tuple[str, ...], allow_mass_delete: bool, dry_run: bool, as_json: bool
+) -> None:
     """Pull the account once into the mirror; exit 1 if any resource failed or was held."""
     settings = app.settings
+    if dry_run:
+        _dry_run(app, names, allow_mass_delete, as_json)
+        return
+    if as_json:
+        raise click.UsageError("--json goes with --dry-run (the pull's own summary is a table)")
     interactive = sys.stderr.isatty()
     # On a terminal the progress bar speaks; only warnings and errors are logged beside it.
     level = settings.log_level if not interactive or settings.log_level == "debug" else "warning"
@@ -103,6 +117,50 @@ def sync_command(app: AppContext, names: tuple[str, ...], allow_mass_delete: boo
             err=True,
         )
         sys.exit(1)
+
+
+def _dry_run(app: AppContext, names: tuple[str, ...], allow_mass_delete: bool, as_json: bool) -> None:
+    settings = app.settings
+    configure_logging(settings.log_format, "warning", stream=sys.stderr)
+    with mirror(app) as engine, ClevertimClient.from_settings(settings) as client:
+        plans = plan_pull(
+            engine, client, resources=names or None, allow_mass_delete=allow_mass_delete, settings=settings
+        )
+    if as_json:
+        click.echo(orjson.dumps([p.as_dict() for p in plans]).decode())
+    else:
+        click.echo("\n".join(dry_run_lines(plans)))
+    if any(p.held or p.error for p in plans):
+        sys.exit(1)
+
+
+def _ids(ids: list[int], limit: int = 20) -> str:
+    shown = ", ".join(map(str, ids[:limit]))
+    return shown + (f", ... ({len(ids) - limit} more)" if len(ids) > limit else "")
+
+
+def dry_run_lines(plans: list[ResourcePlan]) -> list[str]:
+    """`sync --dry-run` as text: a line per resource, then the ids (and changed fields) per change."""
+    lines = ["sync --dry-run: what a pull would do now; nothing was written"]
+    for p in plans:
+        if p.error:
+            lines.append(f"  {p.resource}: the listing failed: {p.error}")
+            continue
+        lines.append(
+            f"  {p.resource}: {p.listed} listed, {len(p.inserts)} to insert, {len(p.updates)} to update, "
+            f"{len(p.deletes)} to delete, {p.touched} touched (lm only), {p.unchanged} unchanged"
+        )
+        if p.inserts:
+            lines.append(f"    insert: {_ids(p.inserts)}")
+        if p.updates:
+            shown = [f"{rid} ({', '.join(fields)})" for rid, fields in list(p.updates.items())[:20]]
+            more = f", ... ({len(p.updates) - 20} more)" if len(p.updates) > 20 else ""
+            lines.append(f"    update: {', '.join(shown)}{more}")
+        if p.deletes:
+            lines.append(f"    delete: {_ids(p.deletes)}")
+        if p.held:
+            lines.append(f"    HELD by the mass-delete guard, nothing would be applied: {p.held}")
+    return lines
 
 
 def _pull_with_progress(
