@@ -161,7 +161,7 @@ def test_history_lists_versions_and_revert_takes_a_number_a_time_or_a_history_id
     assert lines[3].split()[0] == "v3" and 'value: "100" -> "250"' in lines[3]
     assert lines[4].split()[0] == "v4" and lines[4].endswith("deleted")
     assert lines[5].split()[0] == "v5" and lines[5].endswith("created again")
-    assert f"clevertim-sync revert opportunity {OPP} --to v5" in lines[-1]
+    assert f"clevertim-sync revert opportunity {OPP} --to v4" in lines[-1]
     as_json = orjson.loads(run("history", "opportunity", str(OPP), "--json", code=0).output)
     assert [v["version"] for v in as_json] == [1, 2, 3, 4, 5]
     assert as_json[1]["changed"] == {"name": ["Big deal", "Bigger deal"]}

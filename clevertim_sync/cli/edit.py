@@ -465,4 +465,6 @@ def history_command(app: AppContext, resource: str, record_id: int, as_json: boo
         when = _iso(v.valid_from)[:19].replace("T", " ")
         previous = found[i - 1] if i else None
         click.echo(f"  v{v.number:<3} {when}  {source:<18} {_change_text(v, previous)}")
-    click.echo(f"back to one of them: clevertim-sync revert {name} {record_id} --to v{found[-1].number}")
+    if len(found) > 1:
+        back = found[-2].number
+        click.echo(f"back to an earlier one, e.g.: clevertim-sync revert {name} {record_id} --to v{back}")
