@@ -20,7 +20,7 @@ from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.api.errors import NotFound
 from clevertim_sync.cli import AppContext, cli, pass_app
 from clevertim_sync.cli.sync import mirror
-from clevertim_sync.errors import EditRejected, QueueItemError
+from clevertim_sync.errors import EditRejected, QueueItemError, ReportError
 from clevertim_sync.logs import configure_logging
 from clevertim_sync.mirror.store import load_record
 from clevertim_sync.reports import Version, record_versions
@@ -403,11 +403,15 @@ def revert_command(app: AppContext, resource: str, record_id: int, version: str)
         click.echo(_item_line(item))
 
 
+def _unknown(resource: str) -> str | None:
+    if resource in resources.BY_NAME:
+        return None
+    return f"no resource named {resource!r}; use one of {', '.join(resources.BY_NAME)}"
+
+
 def _known_resource(resource: str) -> None:
-    if resource not in resources.BY_NAME:
-        raise EditRejected(
-            resource, [f"no resource named {resource!r}; use one of {', '.join(resources.BY_NAME)}"]
-        )
+    if (problem := _unknown(resource)) is not None:
+        raise EditRejected(resource, [problem])
 
 
 def _change_text(v: Version, previous: Version | None) -> str:
@@ -449,7 +453,8 @@ def _iso(when: Any) -> str:
 @pass_app
 def history_command(app: AppContext, resource: str, record_id: int, as_json: bool) -> None:
     """A record's versions, oldest first: number, when, where from, what changed."""
-    _known_resource(resource)
+    if (problem := _unknown(resource)) is not None:
+        raise ReportError(problem)
     name = resources.get(resource).name
     with mirror(app) as engine, engine.connect() as conn:
         found = record_versions(conn, name, record_id)
