@@ -8,6 +8,7 @@ guard would hold), and writes nothing, not even a run row."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -161,3 +162,42 @@ def test_sync_dry_run_prints_inserts_updates_deletes_and_the_guard_and_writes_no
     said = [(made["id"], "insert"), (contacts[0]["id"], "update"), (contacts[2]["id"], "delete")]
     said += [(int(rid), "update") for rid in c["updates"]]
     assert sorted(ops) == sorted(said)
+
+
+def test_push_dry_run_of_a_lost_create_adopts_without_a_request_or_plans_the_resend(
+    cli_runner: Any, database_url: str, emulator: Any, engine: sa.Engine, tmp_path: Path
+) -> None:
+    config = tmp_path / "quick-retry.toml"
+    config.write_text("[push]\nbackoff_base = 0.001\nbackoff_max = 0.001\n")  # due again at once
+    run = cli_runner(database_url, CLEVERTIM_SYNC_CONFIG=str(config))
+    run("sync", code=0)
+    run("edit", "create", "company", "--set", "cn=Lost Answer Ltd", code=0)
+    emulator.control.add_fault(method="POST", path="^/company$", kind="lost_response", times=1)
+    run("push", code=0)  # the POST landed, its answer did not: the item is to be reconciled
+    assert orjson.loads(run("queue", "show", "1", "--json").output)["state"] == "reconcile"
+    (made,) = [r for r in emulator.control.state()["company"] if r.get("cn") == "Lost Answer Ltd"]
+    before = snapshot(engine)
+    emulator.control.clear_requests()
+    planned = orjson.loads(run("push", "--dry-run", "--json", code=0).output)
+    assert planned["requests"] == []
+    assert planned["not_sent"] == [
+        {
+            "item": 1,
+            "resource": "company",
+            "op": "create",
+            "why": f"its lost answer is found: company {made['id']} would be adopted, no request",
+        }
+    ]
+    assert {r["method"] for r in emulator.control.requests()} == {"GET"}
+    assert snapshot(engine) == before
+    # Gone from the server meanwhile: the dry run plans the resend, with the body sent before.
+    emulator.control.delete("company", made["id"])
+    planned = orjson.loads(run("push", "--dry-run", "--json", code=0).output)
+    (request,) = planned["requests"]
+    assert (request["method"], request["path"], request["body"]) == (
+        "POST",
+        "/api/company",
+        {"cn": "Lost Answer Ltd"},
+    )
+    assert request["note"] == "sent again: no record matches the earlier attempt"
+    assert snapshot(engine) == before
