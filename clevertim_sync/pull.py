@@ -6,7 +6,8 @@ mass-delete guard's enforcement, the run record, and the `pull.*` log events.
 
 Each resource is one transaction: load its index, diff, then either apply everything (current
 rows, child rows, history, the run's counts, resource_status) or, when the guard refuses, nothing
-but the record of the refusal.
+but the record of the refusal. `plan_pull` (`sync --dry-run`) runs the same listings, diff and
+guard and writes nothing.
 
 Must not import: httpx (the client is passed in), SQL beyond `mirror.store`.
 """

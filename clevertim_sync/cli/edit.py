@@ -1,7 +1,9 @@
-"""Commands of the writeback queue: `edit create|update|delete`, `push`, `queue ...`, `revert`.
+"""Commands of the writeback queue: `edit create|update|delete`, `push` (and `--dry-run`),
+`queue ...` (`show` puts a conflict's three sides side by side), `revert`, `history`.
 
-Owns: parsing `--json` / `--set key=value` into fields, and printing queue items and push
-reports. Every command migrates the database first (through `cli.sync.mirror`).
+Owns: parsing `--json` / `--set key=value` into fields, and printing queue items, conflicts,
+push reports and plans, and a record's versions. Every command migrates the database first
+(through `cli.sync.mirror`).
 
 Must not import: httpx directly (the client is `ClevertimClient.from_settings`).
 """

@@ -1,8 +1,8 @@
-"""Commands of the mirror: `db upgrade`, `sync`, `status`, `export`.
+"""Commands of the mirror: `db upgrade`, `sync` (and `--dry-run`), `status`, `export`.
 
-Owns: turning those commands' options into calls of `mirror.db`, `pull.pull`, `mirror.store`,
-and their output (progress bar on a terminal, plain log lines otherwise, summary tables, JSON).
-Every command migrates the database first.
+Owns: turning those commands' options into calls of `mirror.db`, `pull.pull` / `pull.plan_pull`,
+`mirror.store`, and their output (progress bar on a terminal, plain log lines otherwise, summary
+tables, JSON). Every command migrates the database first.
 
 Must not import: httpx directly (the API client is `ClevertimClient.from_settings`).
 """
