@@ -6,7 +6,8 @@ mass-delete guard's enforcement, the run record, and the `pull.*` log events.
 
 Each resource is one transaction: load its index, diff, then either apply everything (current
 rows, child rows, history, the run's counts, resource_status) or, when the guard refuses, nothing
-but the record of the refusal.
+but the record of the refusal. `plan_pull` (`sync --dry-run`) runs the same listings, diff and
+guard and writes nothing.
 
 Must not import: httpx (the client is passed in), SQL beyond `mirror.store`.
 """
@@ -22,11 +23,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+import orjson
 import sqlalchemy as sa
 import structlog
 
 from clevertim_sync import resources as registry
-from clevertim_sync.diff import compute_changes, mass_delete_refused
+from clevertim_sync.diff import changed_fields, compute_changes, mass_delete_refused
 from clevertim_sync.errors import ClevertimSyncError, MassDeleteRefused, MirrorError
 from clevertim_sync.mirror import store
 from clevertim_sync.mirror.rowpool import RowPool
@@ -266,6 +268,70 @@ def _pull_resource(
         return _failed(engine, name, run_id=run_id, counts=fresh, t0=t0, exc=exc)
     log.info("pull.resource_finished", resource=name, **counts.as_dict())
     return counts
+
+
+@dataclass
+class ResourcePlan:
+    """What a pull of one resource would do now (`sync --dry-run`); nothing is written."""
+
+    resource: str
+    listed: int = 0
+    inserts: list[int] = field(default_factory=list)
+    updates: dict[int, list[str]] = field(default_factory=dict)  # id -> the fields that changed
+    deletes: list[int] = field(default_factory=list)
+    touched: int = 0  # only lm moved: stored, but no version and no count
+    unchanged: int = 0
+    held: str | None = None  # the mass-delete guard would refuse the listing: why
+    error: str | None = None  # the listing could not be fetched or read
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["updates"] = {str(k): v for k, v in self.updates.items()}
+        return out
+
+
+def plan_pull(
+    engine: sa.Engine,
+    client: ListingClient,
+    *,
+    resources: Sequence[str] | None = None,
+    allow_mass_delete: bool = False,
+    settings: Settings | None = None,
+) -> list[ResourcePlan]:
+    """What `pull` would insert, update and delete per resource, and whether the guard would
+    hold it: the same listings, diff and guard, read in transactions that write nothing."""
+    policy = (settings or Settings()).pull
+    plans = []
+    for name in resources_in_order(resources):
+        plan = ResourcePlan(name)
+        plans.append(plan)
+        try:
+            listing = client.list(name)
+            plan.listed = len(listing)
+            with engine.connect() as conn:
+                index = store.load_index(conn, name)
+                changes = compute_changes(name, listing, index, lm_key=store.lm_key(conn, name))
+                old = store.stored_raws(conn, name, [rec["id"] for rec, _ in changes.updates])
+                conn.rollback()
+        except ClevertimSyncError as exc:
+            plan.error = str(exc) or type(exc).__name__
+            continue
+        plan.inserts = sorted(rec["id"] for rec, _ in changes.inserts)
+        plan.updates = {
+            rec["id"]: list(changed_fields(orjson.loads(old[rec["id"]]), rec)) for rec, _ in changes.updates
+        }
+        plan.deletes = changes.deletes
+        plan.touched, plan.unchanged = len(changes.touches), changes.unchanged
+        refusal = _guard(
+            name,
+            deletes=len(changes.deletes),
+            mirrored=len(index),
+            listed=plan.listed,
+            policy=policy,
+            allow=allow_mass_delete,
+        )
+        plan.held = str(refusal) if refusal is not None else None
+    return plans
 
 
 def _guard(

@@ -150,6 +150,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sync",
         "Write DIRECTORY/<resource>.jsonl: every record exactly as last pulled, sorted by id.",
     ),
+    "history": (
+        "edit",
+        "A record's versions, oldest first: number, when, where from, what changed.",
+    ),
     "probe": (
         "probe",
         "Survey the account read-only: the shapes of its data, what the mirror would do with each, "

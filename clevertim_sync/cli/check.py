@@ -81,6 +81,8 @@ def _check_mirror(
     dead = {s: facts.queue.depth.get(s, 0) for s in (wb.FAILED, wb.CONFLICT, wb.QUARANTINED)}
     attention = ", ".join(f"{n} {s}" for s, n in dead.items() if n)
     note = f" ({attention} need a person: `clevertim-sync queue list`)" if attention else ""
+    if dead[wb.CONFLICT]:
+        note += f"; open conflicts: {dead[wb.CONFLICT]}, settle each with `clevertim-sync queue show ID`"
     add("queue", not queue_reasons, ("; ".join(queue_reasons) or f"moving: {depth}") + note)
     # Informational: what the conditions above already fail on, as far as a person was told of it.
     with engine.connect() as conn:

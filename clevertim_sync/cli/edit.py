@@ -1,7 +1,9 @@
-"""Commands of the writeback queue: `edit create|update|delete`, `push`, `queue ...`, `revert`.
+"""Commands of the writeback queue: `edit create|update|delete`, `push` (and `--dry-run`),
+`queue ...` (`show` puts a conflict's three sides side by side), `revert`, `history`.
 
-Owns: parsing `--json` / `--set key=value` into fields, and printing queue items and push
-reports. Every command migrates the database first (through `cli.sync.mirror`).
+Owns: parsing `--json` / `--set key=value` into fields, and printing queue items, conflicts,
+push reports and plans, and a record's versions. Every command migrates the database first
+(through `cli.sync.mirror`).
 
 Must not import: httpx directly (the client is `ClevertimClient.from_settings`).
 """
@@ -20,13 +22,15 @@ from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.api.errors import NotFound
 from clevertim_sync.cli import AppContext, cli, pass_app
 from clevertim_sync.cli.sync import mirror
-from clevertim_sync.errors import EditRejected
+from clevertim_sync.errors import EditRejected, QueueItemError, ReportError
 from clevertim_sync.logs import configure_logging
 from clevertim_sync.mirror.store import load_record
+from clevertim_sync.reports import Version, record_versions
 from clevertim_sync.resources import Kind
 from clevertim_sync.writeback import queue
+from clevertim_sync.writeback.dryrun import PushPlan, plan_push
 from clevertim_sync.writeback.revert import revert as revert_record
-from clevertim_sync.writeback.tables import ALL_STATES, QUARANTINED
+from clevertim_sync.writeback.tables import ALL_STATES, CONFLICT, QUARANTINED
 from clevertim_sync.writeback.worker import push as push_queue
 
 # Kinds whose --set value is taken as written (a name "123" stays a string).
@@ -135,11 +139,22 @@ def edit_delete(app: AppContext, resource: str, record_id: int) -> None:
 
 @cli.command("push")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the requests a push would send now (after the merge) and send none; "
+    "only reads go to Clevertim and the queue and mirror are left as they are.",
+)
 @pass_app
-def push_command(app: AppContext, as_json: bool) -> None:
+def push_command(app: AppContext, as_json: bool, dry_run: bool) -> None:
     """Send every due queue item once; exit 1 if an item failed or was quarantined."""
     settings = app.settings
     configure_logging(settings.log_format, settings.log_level, stream=sys.stderr)
+    if dry_run:
+        with mirror(app) as engine, ClevertimClient.from_settings(settings) as client:
+            plan = plan_push(engine, client, settings)
+        click.echo(orjson.dumps(plan.as_dict()).decode() if as_json else "\n".join(plan_lines(plan)))
+        return
     with mirror(app) as engine, ClevertimClient.from_settings(settings) as client:
         report = push_queue(engine, client, settings)
     if as_json:
@@ -154,6 +169,28 @@ def push_command(app: AppContext, as_json: bool) -> None:
             click.echo(f"stopped: {report.stopped}")
     if not report.ok:
         sys.exit(1)
+
+
+def plan_lines(plan: PushPlan) -> list[str]:
+    """`push --dry-run` as text: each request as it would go out, then what would stay behind."""
+    if plan.paused_until is not None:
+        return [
+            f"push --dry-run: a push now would send nothing: paused until {plan.paused_until.isoformat()}"
+        ]
+    lines = [
+        f"push --dry-run: a push now would send {len(plan.requests)} request(s); nothing was sent or changed"
+    ]
+    for r in plan.requests:
+        items = ", ".join(map(str, r.items))
+        lines.append(f"  {r.method} {r.path}  (queue item{'s' if len(r.items) > 1 else ''} {items})")
+        if r.body is not None:
+            lines.append(f"    {orjson.dumps(r.body).decode()}")
+        if r.note:
+            lines.append(f"    {r.note}")
+    if plan.not_sent:
+        lines.append("not sent by a push now:")
+        lines.extend(f"  item {n.item} ({n.op} {n.resource}): {n.why}" for n in plan.not_sent)
+    return lines
 
 
 @cli.group("queue")
@@ -233,28 +270,208 @@ def _fetch(app: AppContext, resource: str, record_id: int) -> dict[str, Any] | N
             return None
 
 
+# Which side is which, in the words `queue show` uses.
+SIDES = (
+    ("base", "as it was when you edited"),
+    ("local", "your edit"),
+    ("remote", "changed in Clevertim since"),
+)
+
+
+def _value(value: Any, width: int = 32) -> str:
+    text = "(empty)" if value is None else orjson.dumps(value).decode()
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def show_lines(item: queue.QueueItem) -> list[str]:
+    """`queue show`: the item, and for a conflict each field's three sides and the commands."""
+    target = item.local_ref if item.op == "create" else f"{item.resource} {item.target_id}"
+    lines = [
+        f"queue item {item.id}: {item.op} {target}, {item.state}",
+        f"queued {_stamp(item.created_at)} from {item.source}, last changed {_stamp(item.updated_at)}, "
+        f"{item.attempts} attempt(s)",
+    ]
+    if item.last_error:
+        lines.append(f"why: {item.last_error}")
+    if item.server_message:
+        lines.append(f"Clevertim said: {item.server_message}")
+    if item.resolution:
+        lines.append(f"settled: {item.resolution}")
+    conflict = item.conflict or {}
+    plain = {k: v for k, v in item.fields.items() if k not in conflict}
+    if plain:
+        label = "the rest of this edit (no conflict, sent)" if conflict else "fields"
+        lines.append(f"{label}: " + ", ".join(f"{k}={_value(v)}" for k, v in plain.items()))
+    if not conflict:
+        return lines
+    header = ["field", *(label for _, label in SIDES), "kept"]
+    rows = [header]
+    for key in sorted(conflict):
+        c = conflict[key]
+        winner = c.get("winner")
+        kept = "? (you decide)" if winner == "none" else f"{winner} ({c.get('decided_by', 'policy')})"
+        rows.append([key, *(_value(c.get(side)) for side, _ in SIDES), kept])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines.append("")
+    lines.extend("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    undecided = queue.open_conflict_fields(item)
+    if item.state == CONFLICT and undecided:
+        example = " ".join(
+            f"--field {k}={'local' if i % 2 == 0 else 'remote'}" for i, k in enumerate(undecided)
+        )
+        cmd = f"clevertim-sync queue resolve {item.id}"
+        lines += [
+            "",
+            "to settle it:",
+            f"  {cmd} --keep local    # your edit wins for every field above (sent again)",
+            f"  {cmd} --keep remote   # keep what Clevertim has now; your edit of them is dropped",
+            f"  {cmd} {example}",
+            "      # field by field: local or remote for each of " + ", ".join(undecided),
+            f"  clevertim-sync queue cancel {item.id}   # drop the whole edit",
+        ]
+    return lines
+
+
+def _stamp(when: Any) -> str:
+    return str(when.isoformat()).replace("+00:00", "Z")[:19] + "Z" if when is not None else "-"
+
+
+@queue_group.command("show")
+@click.argument("item_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="The item as a JSON object.")
+@pass_app
+def queue_show(app: AppContext, item_id: int, as_json: bool) -> None:
+    """One item in full; for a conflict, each field as it was, as you set it and as Clevertim has it
+    now, with the commands that settle it."""
+    with mirror(app) as engine:
+        item = queue.get_item(engine, item_id)
+    if as_json:
+        out = item.as_json() | {"undecided": queue.open_conflict_fields(item)}
+        click.echo(orjson.dumps(out).decode())
+    else:
+        click.echo("\n".join(show_lines(item)))
+
+
+def parse_choice(item_id: int, text: str) -> tuple[str, Literal["local", "remote"]]:
+    key, sep, side = text.partition("=")
+    if not sep or side not in ("local", "remote") or not key:
+        raise QueueItemError(item_id, f"--field takes FIELD=local or FIELD=remote, got {text!r}")
+    return key.strip(), "local" if side == "local" else "remote"
+
+
 @queue_group.command("resolve")
 @click.argument("item_id", type=int)
-@click.option("--keep", type=click.Choice(["local", "remote"]), required=True)
+@click.option("--keep", type=click.Choice(["local", "remote"]), help="One side for every field.")
+@click.option(
+    "--field", "choices", multiple=True, metavar="FIELD=local|remote", help="One field's side (repeatable)."
+)
 @pass_app
-def queue_resolve(app: AppContext, item_id: int, keep: Literal["local", "remote"]) -> None:
-    """Settle a conflict: keep the local values (queued again) or the remote ones (item closed)."""
+def queue_resolve(
+    app: AppContext, item_id: int, keep: Literal["local", "remote"] | None, choices: tuple[str, ...]
+) -> None:
+    """Settle a conflict: keep the local values (queued again) or the remote ones (item closed),
+    for the whole item (--keep) or field by field (--field title=local --field city=remote)."""
+    if (keep is None) == (not choices):
+        raise QueueItemError(item_id, "give --keep local|remote, or --field FIELD=local|remote per field")
     with mirror(app) as engine:
-        item = queue.resolve(engine, item_id, keep)
+        if keep is not None:
+            item = queue.resolve(engine, item_id, keep)
+        else:
+            item = queue.resolve_fields(engine, item_id, dict(parse_choice(item_id, c) for c in choices))
     click.echo(f"item {item.id}: {item.resolution}")
 
 
 @cli.command("revert")
 @click.argument("resource")
 @click.argument("record_id", type=int)
-@click.option("--to", "version", type=int, required=True, help="The history version (history.id).")
+@click.option(
+    "--to",
+    "version",
+    required=True,
+    metavar="ID|vN|TIME",
+    help="A history id (3, as `revert` always took), a version number as `history` shows it (v3), "
+    "or a time (2026-11-27T18:00Z: the version current then).",
+)
 @pass_app
-def revert_command(app: AppContext, resource: str, record_id: int, version: int) -> None:
+def revert_command(app: AppContext, resource: str, record_id: int, version: str) -> None:
     """Queue the writes that bring RESOURCE RECORD_ID back to an earlier VERSION from history
     (re-creating it, with a new id, if it was deleted)."""
+    _known_resource(resource)
     with mirror(app) as engine:
         item = revert_record(engine, resource, record_id, version)
     if item is None:
         click.echo(f"{resource} {record_id} is already as it was at version {version}: nothing queued")
     else:
         click.echo(_item_line(item))
+
+
+def _unknown(resource: str) -> str | None:
+    if resource in resources.BY_NAME:
+        return None
+    return f"no resource named {resource!r}; use one of {', '.join(resources.BY_NAME)}"
+
+
+def _known_resource(resource: str) -> None:
+    if (problem := _unknown(resource)) is not None:
+        raise EditRejected(resource, [problem])
+
+
+def _change_text(v: Version, previous: Version | None) -> str:
+    """What a version changed, shortened: `title: "VP" -> "CTO", city: ...`."""
+    if v.op == "delete":
+        return "deleted"
+    if v.op == "insert":
+        return "created again" if previous is not None else "created"
+    if not v.changed:
+        return "changed"
+    parts = [f"{k}: {_value(old, 24)} -> {_value(new, 24)}" for k, (old, new) in v.changed.items()]
+    text = ", ".join(parts)
+    return text if len(text) <= 160 else text[:159] + "…"
+
+
+def _version_json(v: Version) -> dict[str, Any]:
+    return {
+        "version": v.number,
+        "history_id": v.history_id,
+        "valid_from": _iso(v.valid_from),
+        "valid_to": _iso(v.valid_to) if v.valid_to else None,
+        "op": v.op,
+        "origin": v.origin,
+        "run_id": v.run_id,
+        "queue_item_id": v.queue_item_id,
+        "changed": v.changed,
+        "raw": v.raw,
+    }
+
+
+def _iso(when: Any) -> str:
+    return str(when.isoformat()).replace("+00:00", "Z")
+
+
+@cli.command("history")
+@click.argument("resource")
+@click.argument("record_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of versions (with each one's record).")
+@pass_app
+def history_command(app: AppContext, resource: str, record_id: int, as_json: bool) -> None:
+    """A record's versions, oldest first: number, when, where from, what changed."""
+    if (problem := _unknown(resource)) is not None:
+        raise ReportError(problem)
+    name = resources.get(resource).name
+    with mirror(app) as engine, engine.connect() as conn:
+        found = record_versions(conn, name, record_id)
+    if as_json:
+        click.echo(orjson.dumps([_version_json(v) for v in found]).decode())
+        return
+    if not found:
+        click.echo(f"{name} {record_id} has no history: the mirror never held it")
+        return
+    click.echo(f"{name} {record_id}: {len(found)} version(s)")
+    for i, v in enumerate(found):
+        source = f"pull (run {v.run_id})" if v.origin == "pull" else f"{v.origin} (item {v.queue_item_id})"
+        when = _iso(v.valid_from)[:19].replace("T", " ")
+        previous = found[i - 1] if i else None
+        click.echo(f"  v{v.number:<3} {when}  {source:<18} {_change_text(v, previous)}")
+    if len(found) > 1:
+        back = found[-2].number
+        click.echo(f"back to an earlier one, e.g.: clevertim-sync revert {name} {record_id} --to v{back}")

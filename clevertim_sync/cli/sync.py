@@ -1,8 +1,8 @@
-"""Commands of the mirror: `db upgrade`, `sync`, `status`, `export`.
+"""Commands of the mirror: `db upgrade`, `sync` (and `--dry-run`), `status`, `export`.
 
-Owns: turning those commands' options into calls of `mirror.db`, `pull.pull`, `mirror.store`,
-and their output (progress bar on a terminal, plain log lines otherwise, summary tables, JSON).
-Every command migrates the database first.
+Owns: turning those commands' options into calls of `mirror.db`, `pull.pull` / `pull.plan_pull`,
+`mirror.store`, and their output (progress bar on a terminal, plain log lines otherwise, summary
+tables, JSON). Every command migrates the database first.
 
 Must not import: httpx directly (the API client is `ClevertimClient.from_settings`).
 """
@@ -30,9 +30,9 @@ from clevertim_sync.daemon.alerts import read_status
 from clevertim_sync.logs import configure_logging
 from clevertim_sync.mirror import db, store
 from clevertim_sync.mirror.store import ResourceCounts
-from clevertim_sync.pull import PullReport, pull, resources_in_order
+from clevertim_sync.pull import PullReport, ResourcePlan, plan_pull, pull, resources_in_order
 from clevertim_sync.writeback import queue
-from clevertim_sync.writeback.tables import ALL_STATES, NEEDS_A_PERSON
+from clevertim_sync.writeback.tables import ALL_STATES, CONFLICT, NEEDS_A_PERSON
 
 
 def open_mirror(app: AppContext) -> Engine:
@@ -81,10 +81,24 @@ def db_upgrade(app: AppContext) -> None:
     is_flag=True,
     help="Apply a listing even if it deletes more than pull.mass_delete_threshold of a resource.",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print per resource what a pull would insert, update and delete (and whether the "
+    "mass-delete guard would hold it); write nothing, not even a run row.",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
 @pass_app
-def sync_command(app: AppContext, names: tuple[str, ...], allow_mass_delete: bool) -> None:
+def sync_command(
+    app: AppContext, names: tuple[str, ...], allow_mass_delete: bool, dry_run: bool, as_json: bool
+) -> None:
     """Pull the account once into the mirror; exit 1 if any resource failed or was held."""
     settings = app.settings
+    if dry_run:
+        _dry_run(app, names, allow_mass_delete, as_json)
+        return
+    if as_json:
+        raise click.UsageError("--json goes with --dry-run (the pull's own summary is a table)")
     interactive = sys.stderr.isatty()
     # On a terminal the progress bar speaks; only warnings and errors are logged beside it.
     level = settings.log_level if not interactive or settings.log_level == "debug" else "warning"
@@ -104,6 +118,50 @@ def sync_command(app: AppContext, names: tuple[str, ...], allow_mass_delete: boo
             err=True,
         )
         sys.exit(1)
+
+
+def _dry_run(app: AppContext, names: tuple[str, ...], allow_mass_delete: bool, as_json: bool) -> None:
+    settings = app.settings
+    configure_logging(settings.log_format, "warning", stream=sys.stderr)
+    with mirror(app) as engine, ClevertimClient.from_settings(settings) as client:
+        plans = plan_pull(
+            engine, client, resources=names or None, allow_mass_delete=allow_mass_delete, settings=settings
+        )
+    if as_json:
+        click.echo(orjson.dumps([p.as_dict() for p in plans]).decode())
+    else:
+        click.echo("\n".join(dry_run_lines(plans)))
+    if any(p.held or p.error for p in plans):
+        sys.exit(1)
+
+
+def _ids(ids: list[int], limit: int = 20) -> str:
+    shown = ", ".join(map(str, ids[:limit]))
+    return shown + (f", ... ({len(ids) - limit} more)" if len(ids) > limit else "")
+
+
+def dry_run_lines(plans: list[ResourcePlan]) -> list[str]:
+    """`sync --dry-run` as text: a line per resource, then the ids (and changed fields) per change."""
+    lines = ["sync --dry-run: what a pull would do now; nothing was written"]
+    for p in plans:
+        if p.error:
+            lines.append(f"  {p.resource}: the listing failed: {p.error}")
+            continue
+        lines.append(
+            f"  {p.resource}: {p.listed} listed, {len(p.inserts)} to insert, {len(p.updates)} to update, "
+            f"{len(p.deletes)} to delete, {p.touched} touched (lm only), {p.unchanged} unchanged"
+        )
+        if p.inserts:
+            lines.append(f"    insert: {_ids(p.inserts)}")
+        if p.updates:
+            shown = [f"{rid} ({', '.join(fields)})" for rid, fields in list(p.updates.items())[:20]]
+            more = f", ... ({len(p.updates) - 20} more)" if len(p.updates) > 20 else ""
+            lines.append(f"    update: {', '.join(shown)}{more}")
+        if p.deletes:
+            lines.append(f"    delete: {_ids(p.deletes)}")
+        if p.held:
+            lines.append(f"    HELD by the mass-delete guard, nothing would be applied: {p.held}")
+    return lines
 
 
 def _pull_with_progress(
@@ -159,6 +217,7 @@ def status_command(app: AppContext, as_json: bool) -> None:
         counts = {name: store.mirrored_count(conn, name) for name in resources.PULL_ORDER}
         in_queue = queue.counts(conn)
         active_alerts = read_status(conn)
+        conflicts = [i.id for i in queue.list_items(conn, state=CONFLICT, limit=10)]
     now = store.now()
     rows = [_status_row(name, statuses.get(name), counts[name], now) for name in resources.PULL_ORDER]
     if as_json:
@@ -194,6 +253,8 @@ def status_command(app: AppContext, as_json: bool) -> None:
     if active_alerts:
         told = ", ".join(f"{r.condition}{'' if r.told else ' (not yet told)'}" for r in active_alerts)
         console.print(f"alerts: {told} (see `clevertim-sync alerts status`)", highlight=False)
+    if conflicts:
+        console.print(_conflicts_line(in_queue.get(CONFLICT, 0), conflicts), highlight=False)
 
 
 def _when(iso: str | None) -> str:
@@ -209,6 +270,13 @@ def _queue_line(by_state: dict[str, int]) -> str:
     needs_a_person = any(by_state.get(s) for s in NEEDS_A_PERSON)
     hint = f" (see `clevertim-sync queue list --state {'|'.join(NEEDS_A_PERSON)}`)" if needs_a_person else ""
     return "writeback queue: " + ", ".join(parts) + hint
+
+
+def _conflicts_line(n: int, ids: list[int]) -> str:
+    """The open conflicts, named, with the command that shows both sides of the first."""
+    more = ", ..." if n > len(ids) else ""
+    listed = ", ".join(map(str, ids)) + more
+    return f"open conflicts: {n} (items {listed}); `clevertim-sync queue show {ids[0]}` shows both sides"
 
 
 def _status_row(name: str, st: dict[str, Any] | None, records: int, now: datetime) -> dict[str, Any]:

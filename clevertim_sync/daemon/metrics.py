@@ -41,6 +41,11 @@ class _DatabaseCollector(Collector):
         depth = GaugeMetricFamily(
             "clevertim_sync_queue_depth", "Writeback queue items per state", labels=["account", "state"]
         )
+        conflicts = GaugeMetricFamily(
+            "clevertim_sync_open_conflicts",
+            "Writeback queue items in conflict, waiting for `queue resolve` (0 when none)",
+            labels=["account"],
+        )
         stuck = GaugeMetricFamily(
             "clevertim_sync_queue_stuck", "Queue items overdue and not moving", labels=["account"]
         )
@@ -84,13 +89,24 @@ class _DatabaseCollector(Collector):
                 stale_after.add_metric([facts.account, name], limit)
             for state, n in sorted(facts.queue.depth.items()):
                 depth.add_metric([facts.account, state], n)
+            conflicts.add_metric([facts.account], facts.queue.depth.get("conflict", 0))
             stuck.add_metric([facts.account], facts.queue.stuck)
             for r in facts.resources:
                 if r.last_success_at is not None:
                     last_ok.add_metric([facts.account, r.resource], r.last_success_at.timestamp())
                 failures.add_metric([facts.account, r.resource], r.consecutive_failures)
                 held.add_metric([facts.account, r.resource], 1 if r.held else 0)
-        yield from (depth, stuck, last_ok, failures, held, stale_after, backup_failing, alert_active)
+        yield from (
+            depth,
+            conflicts,
+            stuck,
+            last_ok,
+            failures,
+            held,
+            stale_after,
+            backup_failing,
+            alert_active,
+        )
 
 
 def _int_field(obj: Any, name: str) -> int:

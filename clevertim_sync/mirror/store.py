@@ -45,6 +45,7 @@ __all__ = [
     "record_hash",
     "record_outcome",
     "start_run",
+    "stored_raws",
 ]
 
 CHUNK = 2000  # rows per executemany / IN list: well under SQLite's bound-parameter limit
@@ -138,6 +139,14 @@ def _old_raws(conn: sa.Connection, resource: str, ids: Sequence[int]) -> dict[in
     table = schema.CURRENT[resource]
     rows = conn.execute(sa.select(table.c.id, table.c.raw, table.c.content_hash).where(table.c.id.in_(ids)))
     return {rid: (raw, digest) for rid, raw, digest in rows}
+
+
+def stored_raws(conn: sa.Connection, resource: str, ids: Sequence[int]) -> dict[int, str]:
+    """{id: raw JSON text} of the mirrored records among `ids` (a dry run's "before")."""
+    out: dict[int, str] = {}
+    for chunk in _chunks(ids):
+        out.update((rid, raw) for rid, (raw, _) in _old_raws(conn, resource, chunk).items())
+    return out
 
 
 def _delete_rows(conn: sa.Connection, resource: str, ids: Sequence[int]) -> None:

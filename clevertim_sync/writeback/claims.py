@@ -238,31 +238,44 @@ def _claim_once(  # noqa: PLR0917 - the arguments of claim(), passed through
     held: Collection[int],
 ) -> list[Claimed]:
     with engine.begin() as conn:
-        # First the oldest claimable ids (from the state index, without reading the JSON columns),
-        # then the FIFO check and the rows for those only: a long queue is not re-read per claim.
-        # The outer query repeats the state condition: on PostgreSQL a row another worker claimed
-        # meanwhile is re-checked against it (and skipped) when it is locked.
-        claimable = _claimable(now, due_by)
-        if held:
-            claimable = sa.and_(claimable, Q.c.id.not_in(list(held)))
-        window = sa.select(Q.c.id).where(claimable).order_by(Q.c.id).limit(limit * 4)
-        leaders = _leaders(conn, sa.and_(Q.c.id.in_(window.scalar_subquery()), claimable), limit)
-        if not leaders:
-            leaders = _leaders(conn, claimable, limit)  # everything in the window waits its turn
-        followers = _followers(conn, leaders)
-        until = now + timedelta(seconds=lease)
-        id_cache: dict[str, int | None] = {}
-        out: list[Claimed] = []
-        taken: list[dict[str, Any]] = []
-        for row in leaders:
-            unit = _claim_one(conn, row, followers.get(row["id"], []), worker, now, until, id_cache, taken)
-            if unit is not None:
-                out.append(unit)
-        if not _take(conn, taken, worker, until, now):
-            # Another worker claimed a row between our read and our write (SKIP LOCKED and the
-            # re-checked state make this rare; SQLite's one writer makes it impossible there).
-            raise _RowMoved
-        return out
+        return claim_in(conn, worker, now, lease, limit, due_by, held)
+
+
+def claim_in(  # noqa: PLR0917 - the arguments of claim(), passed through
+    conn: Connection,
+    worker: str,
+    now: datetime,
+    lease: float,
+    limit: int,
+    due_by: datetime,
+    held: Collection[int] = (),
+) -> list[Claimed]:
+    """`claim` inside the caller's transaction (a dry run claims, reads and rolls back)."""
+    # First the oldest claimable ids (from the state index, without reading the JSON columns),
+    # then the FIFO check and the rows for those only: a long queue is not re-read per claim.
+    # The outer query repeats the state condition: on PostgreSQL a row another worker claimed
+    # meanwhile is re-checked against it (and skipped) when it is locked.
+    claimable = _claimable(now, due_by)
+    if held:
+        claimable = sa.and_(claimable, Q.c.id.not_in(list(held)))
+    window = sa.select(Q.c.id).where(claimable).order_by(Q.c.id).limit(limit * 4)
+    leaders = _leaders(conn, sa.and_(Q.c.id.in_(window.scalar_subquery()), claimable), limit)
+    if not leaders:
+        leaders = _leaders(conn, claimable, limit)  # everything in the window waits its turn
+    followers = _followers(conn, leaders)
+    until = now + timedelta(seconds=lease)
+    id_cache: dict[str, int | None] = {}
+    out: list[Claimed] = []
+    taken: list[dict[str, Any]] = []
+    for row in leaders:
+        unit = _claim_one(conn, row, followers.get(row["id"], []), worker, now, until, id_cache, taken)
+        if unit is not None:
+            out.append(unit)
+    if not _take(conn, taken, worker, until, now):
+        # Another worker claimed a row between our read and our write (SKIP LOCKED and the
+        # re-checked state make this rare; SQLite's one writer makes it impossible there).
+        raise _RowMoved
+    return out
 
 
 def _leaders(conn: Connection, candidates: sa.ColumnElement[bool], limit: int) -> list[sa.RowMapping]:

@@ -396,37 +396,95 @@ def cancel(bind: Bind, item_id: int, *, now: datetime | None = None) -> QueueIte
         return get_item(conn, item_id)
 
 
-def resolve(
-    bind: Bind, item_id: int, keep: Literal["local", "remote"], *, now: datetime | None = None
-) -> QueueItem:
+Side = Literal["local", "remote"]
+
+
+def open_conflict_fields(item: QueueItem) -> list[str]:
+    """The fields of a conflict item that wait for a person (the policy left them undecided)."""
+    return sorted(k for k, c in (item.conflict or {}).items() if c.get("winner") == "none")
+
+
+def resolve(bind: Bind, item_id: int, keep: Side, *, now: datetime | None = None) -> QueueItem:
     """Settle a conflict: `local` queues the local values again (against the remote values the
     conflict saw, so they are sent unless the remote changed once more); `remote` keeps the
     server's values and closes the item."""
-    now = now or utcnow()
     with transaction(bind) as conn:
-        item = get_item(conn, item_id)
-        if item.state != CONFLICT or not item.conflict:
-            raise QueueItemError(item_id, f"is {item.state}, not a conflict: nothing to resolve")
-        if keep == "remote":
-            set_state(
-                conn, item_id, (CONFLICT,), now, state=DONE, resolution="conflict resolved: kept remote"
+        item = _conflict_item(conn, item_id)
+        choices = dict.fromkeys(open_conflict_fields(item), keep)
+        how = "keep local, queued again" if keep == "local" else "kept remote"
+        return _settle(conn, item, choices, now or utcnow(), f"conflict resolved: {how}")
+
+
+def resolve_fields(
+    bind: Bind, item_id: int, choices: Mapping[str, Side], *, now: datetime | None = None
+) -> QueueItem:
+    """Settle a conflict field by field: {field: "local" | "remote"} for every undecided field.
+
+    The fields kept local are queued again (each against the remote value the conflict saw);
+    when every field keeps the remote value the item is closed. Naming a field that is not in
+    conflict, or leaving one out, is refused and changes nothing.
+    """
+    with transaction(bind) as conn:
+        item = _conflict_item(conn, item_id)
+        undecided = open_conflict_fields(item)
+        unknown = sorted(set(choices) - set(undecided))
+        missing = [k for k in undecided if k not in choices]
+        bad = sorted(k for k, side in choices.items() if side not in ("local", "remote"))
+        problems = []
+        if unknown:
+            problems.append(f"not in conflict: {', '.join(unknown)}")
+        if bad:
+            problems.append(f"keep local or remote, not {', '.join(f'{k}={choices[k]}' for k in bad)}")
+        if missing:
+            problems.append(
+                f"say which side to keep for {', '.join(missing)} too (e.g. --field {missing[0]}=local)"
             )
-        else:
-            fields = {k: c["local"] for k, c in item.conflict.items() if c.get("winner") == "none"}
-            base = {k: c["remote"] for k, c in item.conflict.items() if c.get("winner") == "none"}
-            set_state(
-                conn,
-                item_id,
-                (CONFLICT,),
-                now,
-                state=PENDING,
-                fields=dumps(fields),
-                base_record=dumps(base),
-                attempts=0,
-                next_attempt_at=None,
-                resolution="conflict resolved: keep local, queued again",
+        if problems:
+            raise QueueItemError(
+                item_id, "; ".join(problems) + f"; the fields in conflict are: {', '.join(undecided)}"
             )
-        return get_item(conn, item_id)
+        how = ", ".join(f"{k}={choices[k]}" for k in undecided)
+        locally = [k for k in undecided if choices[k] == "local"]
+        tail = "the local ones queued again" if locally else "item closed"
+        return _settle(
+            conn, item, dict(choices), now or utcnow(), f"conflict resolved field by field: {how}; {tail}"
+        )
+
+
+def _conflict_item(conn: Connection, item_id: int) -> QueueItem:
+    item = get_item(conn, item_id)
+    if item.state != CONFLICT or not item.conflict:
+        raise QueueItemError(item_id, f"is {item.state}, not a conflict: nothing to resolve")
+    return item
+
+
+def _settle(
+    conn: Connection, item: QueueItem, choices: Mapping[str, Side], now: datetime, resolution: str
+) -> QueueItem:
+    """Record a person's choice per field; the fields kept local go out again, or the item closes."""
+    conflict = dict(item.conflict or {})
+    for key, side in choices.items():
+        conflict[key] = {**conflict[key], "winner": side, "decided_by": "person"}
+    local = {k: conflict[k] for k, side in choices.items() if side == "local"}
+    if not local:
+        set_state(
+            conn, item.id, (CONFLICT,), now, state=DONE, conflict=dumps(conflict), resolution=resolution
+        )
+    else:
+        set_state(
+            conn,
+            item.id,
+            (CONFLICT,),
+            now,
+            state=PENDING,
+            fields=dumps({k: c["local"] for k, c in local.items()}),
+            base_record=dumps({k: c["remote"] for k, c in local.items()}),
+            conflict=dumps(conflict),
+            attempts=0,
+            next_attempt_at=None,
+            resolution=resolution,
+        )
+    return get_item(conn, item.id)
 
 
 def adopt(

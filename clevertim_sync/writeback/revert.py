@@ -11,14 +11,15 @@ revert is merged against the remote record like any other edit when it is pushed
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from clevertim_sync import resources
-from clevertim_sync.errors import EditRejected
+from clevertim_sync import reports, resources
+from clevertim_sync.errors import EditRejected, ReportError
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.store import load_record
 from clevertim_sync.resources import Kind
@@ -44,20 +45,61 @@ def versions(conn: sa.Connection, resource: str, record_id: int) -> list[dict[st
     return [{"version": r.id, "at": r.at, "origin": r.origin, "op": r.op} for r in rows]
 
 
+VERSION_NUMBER = re.compile(r"^[vV](\d+)$")
+
+
+def find_version(conn: sa.Connection, resource: str, record_id: int, to: str) -> int:
+    """The history id `revert --to` means: `3` is history id 3 (what --to always took), `v3` the
+    record's third version (the numbers `clevertim-sync history` shows), and a time such as
+    `2026-11-27T18:00Z` the version that was current then (its deletion, if it was deleted)."""
+    res = resources.get(resource)
+    text = to.strip()
+    if text.isdigit():
+        return int(text)
+    found = reports.record_versions(conn, res.name, record_id)
+    if (m := VERSION_NUMBER.match(text)) is not None:
+        number = int(m.group(1))
+        if not 1 <= number <= len(found):
+            have = f"v1 to v{len(found)}" if found else "none (it was never mirrored)"
+            raise EditRejected(res.name, [f"{res.name} {record_id} has no version v{number}; it has {have}"])
+        return found[number - 1].history_id
+    try:
+        at = reports.parse_timestamp(text)
+    except ReportError:
+        raise EditRejected(
+            res.name,
+            [f"--to {to!r} is neither a history id (3), a version (v3) nor a time (2026-11-27T18:00Z)"],
+        ) from None
+    version = reports.version_at(found, at)
+    if version is None:
+        first = (
+            f"its first version is from {found[0].valid_from.isoformat()}"
+            if found
+            else "it was never mirrored"
+        )
+        raise EditRejected(
+            res.name, [f"{res.name} {record_id} was not in the mirror yet at {at.isoformat()}; {first}"]
+        )
+    return version.history_id
+
+
 def writable_fields(resource: str, record: dict[str, Any]) -> dict[str, Any]:
     """The properties of `record` a write may carry (read-only and unknown ones left out)."""
     res = resources.get(resource)
     return {p.api: record[p.api] for p in res.writable_props if p.api in record}
 
 
-def revert(engine: Engine, resource: str, record_id: int, version: int) -> queue.QueueItem | None:
-    """Queue what brings `resource` `record_id` back to history version `version`.
+def revert(engine: Engine, resource: str, record_id: int, version: int | str) -> queue.QueueItem | None:
+    """Queue what brings `resource` `record_id` back to history version `version` (a history id,
+    or any text `find_version` takes: `v3`, `2026-11-27T18:00Z`).
 
     Returns the queued item, or None when the record is already as it was then.
     """
     res = resources.get(resource)
     h = schema.history
     with engine.begin() as conn:
+        if isinstance(version, str):
+            version = find_version(conn, res.name, record_id, version)
         row = conn.execute(
             sa.select(h.c.op, h.c.raw).where(
                 h.c.id == version, h.c.resource == res.name, h.c.record_id == record_id
@@ -70,6 +112,7 @@ def revert(engine: Engine, resource: str, record_id: int, version: int) -> queue
                 [
                     f"version {version} is not in the history of {res.name} {record_id}; "
                     f"its versions are: {', '.join(map(str, known)) or 'none (it was never mirrored)'}"
+                    + (f" (history ids; --to v1 to v{len(known)} names them by number)" if known else "")
                 ],
             )
         current = load_record(conn, res.name, record_id)

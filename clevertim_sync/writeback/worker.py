@@ -455,7 +455,7 @@ def _update(run: _Run, unit: claims.Claimed) -> _Outcome:
     if state == CONFLICT:
         note = (
             f"changed here and in Clevertim: {', '.join(sorted(conflict))}; the other fields were sent. "
-            "`clevertim-sync queue resolve ID --keep local|remote`"
+            f"`clevertim-sync queue show {unit.id}` shows both sides and how to settle it"
         )
     # Fold what we wrote (or, after an unknown outcome, what we found) so the next pull sees no news.
     fold = record if (result.send or unit.reconcile) else None

@@ -5,7 +5,7 @@ condition (pull_failing, held, queue, unhealthy, backup), so that a restarted da
 repeats a message nor forgets one it could not deliver.
 
 Revision ID: 0008_alerts
-Revises: 0005_pipeline_total
+Revises: 0007_versions
 Create Date: 2026-12-01
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 from clevertim_sync.mirror.types import UtcDateTime
 
 revision = "0008_alerts"
-down_revision = "0005_pipeline_total"
+down_revision = "0007_versions"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,195 @@
+"""`push --dry-run`: the requests a push would send now, found without sending or changing anything.
+
+Owns: claiming what a push would claim inside a transaction that is always rolled back (so the
+queue's own rules decide: due items, FIFO per record, coalesced updates, local references,
+invalid rows), then asking the server only what a push asks before it writes (the record an
+update merges against, the listing a lost create is reconciled with) and merging as the push
+does. Writes to the server: none. Writes to the database: none that survive (the rollback).
+
+Must not import: the CLI, the daemon, the pull. The wire is the worker's: its merge policy, its
+reconciliation of lost creates, the client's paths.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from clevertim_sync.api import errors as api_errors
+from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.settings import Settings
+from clevertim_sync.writeback import claims, worker
+from clevertim_sync.writeback.merge import merge
+from clevertim_sync.writeback.tables import FAILED, PENDING, RECONCILE, WAITING, writeback_queue
+
+Q = writeback_queue
+WORKER = "dry-run"
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    """One request a push would send: what goes on the wire, and for which queue items."""
+
+    method: str
+    path: str  # as the server sees it: /api/contact/42
+    body: dict[str, Any] | None
+    resource: str
+    op: str
+    items: list[int]  # the leader item, then the later edits coalesced into it
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class NotSent:
+    """A queue item a push would not send now, and why."""
+
+    item: int
+    resource: str
+    op: str
+    why: str
+
+
+@dataclass
+class PushPlan:
+    requests: list[PlannedRequest] = field(default_factory=list)
+    not_sent: list[NotSent] = field(default_factory=list)
+    paused_until: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": [asdict(r) for r in self.requests],
+            "not_sent": [asdict(n) for n in self.not_sent],
+            "paused_until": self.paused_until.isoformat() if self.paused_until else None,
+        }
+
+
+def plan_push(
+    engine: Engine, client: ClevertimClient, settings: Settings, *, now: datetime | None = None
+) -> PushPlan:
+    """What `push` would send now: every request with its body after the merge (GETs only)."""
+    started = now or datetime.now(UTC)
+    plan = PushPlan()
+    pause = claims.get_pause(engine)
+    if pause is not None and pause.not_before > started:
+        plan.paused_until = pause.not_before
+        return plan
+    units = _claim_and_roll_back(engine, settings, started, plan)
+    run = worker._Run(engine, client, settings, lambda: started, random.Random(), 0)
+    for unit in units:
+        _plan_unit(run, client, unit, plan)
+    return plan
+
+
+def _claim_and_roll_back(
+    engine: Engine, settings: Settings, started: datetime, plan: PushPlan
+) -> list[claims.Claimed]:
+    """The units a push would claim, and the items it would leave, in a transaction rolled back."""
+    units: list[claims.Claimed] = []
+    with engine.connect() as conn:
+        trans = conn.begin()
+        try:
+            claims.wake_waiting(conn, started)
+            while True:
+                batch = claims.claim_in(
+                    conn,
+                    WORKER,
+                    started,
+                    settings.push.lease,
+                    1000,
+                    started,
+                    [i for u in units for i in u.item_ids],
+                )
+                if not batch:
+                    break
+                units.extend(batch)
+            # Claiming moved the items a push would not send (or left them): say why, before the
+            # rollback. A failed item counts only if it failed just now (an invalid row).
+            left = sa.or_(
+                Q.c.state.in_((WAITING, PENDING, RECONCILE)),
+                sa.and_(Q.c.state == FAILED, Q.c.updated_at >= started),
+            )
+            for row in conn.execute(
+                sa.select(Q.c.id, Q.c.resource, Q.c.op, Q.c.state, Q.c.last_error, Q.c.next_attempt_at)
+                .where(left)
+                .order_by(Q.c.id)
+            ):
+                plan.not_sent.append(NotSent(row.id, row.resource, row.op, _why(row, started)))
+        finally:
+            trans.rollback()
+    return units
+
+
+def _why(row: Any, started: datetime) -> str:
+    if row.state == FAILED:
+        return f"would fail: {row.last_error}"
+    if row.state == WAITING:
+        return f"waiting: {row.last_error} (sent in the same push once that create has its id)"
+    due = row.next_attempt_at
+    if due is not None and due > started:
+        return f"not due before {due.isoformat()}"
+    return "waits for an earlier edit of the same record (a later push sends it)"
+
+
+def _path(client: ClevertimClient, resource: str, record_id: int | None) -> str:
+    return urlsplit(client._url(resource, record_id)).path  # the client's own paths
+
+
+def _plan_unit(run: worker._Run, client: ClevertimClient, unit: claims.Claimed, plan: PushPlan) -> None:
+    add = plan.requests.append
+    if unit.op == "create":
+        note = None
+        if unit.reconcile:
+            found = worker._reconcile_create(run, unit)  # the push's own reconciliation
+            if len(found) == 1:
+                why = (
+                    f"its lost answer is found: {unit.resource} {found[0]['id']} would be adopted, no request"
+                )
+                plan.not_sent.append(NotSent(unit.id, unit.resource, unit.op, why))
+                return
+            if len(found) > 1:
+                ids = sorted(r["id"] for r in found)
+                why = f"quarantined: {len(ids)} new records match its lost answer (ids {ids}), not resent"
+                plan.not_sent.append(NotSent(unit.id, unit.resource, unit.op, why))
+                return
+            note = "sent again: no record matches the earlier attempt"
+        add(
+            PlannedRequest(
+                "POST",
+                _path(client, unit.resource, None),
+                unit.fields,
+                unit.resource,
+                "create",
+                unit.item_ids,
+                note,
+            )
+        )
+        return
+    assert unit.target_id is not None
+    path = _path(client, unit.resource, unit.target_id)
+    if unit.op == "delete":
+        add(PlannedRequest("DELETE", path, None, unit.resource, "delete", unit.item_ids))
+        return
+    try:
+        remote = client.get(unit.resource, unit.target_id)
+    except api_errors.NotFound as exc:
+        why = f"would fail: {exc}; the record was deleted in Clevertim (or hidden from this token)"
+        plan.not_sent.append(NotSent(unit.id, unit.resource, unit.op, why))
+        return
+    result = merge(unit.fields, unit.base, remote, run.push.conflict_policy)
+    conflicts = sorted(k for k, c in result.conflicts.items() if c.winner == "none")
+    note = (
+        f"conflict on {', '.join(conflicts)}: not sent, the item waits for `queue resolve`"
+        if conflicts
+        else None
+    )
+    if result.send:
+        add(PlannedRequest("PUT", path, result.send, unit.resource, "update", unit.item_ids, note))
+    else:
+        why = note or "nothing to send: Clevertim already has these values"
+        plan.not_sent.append(NotSent(unit.id, unit.resource, unit.op, why))

@@ -1,0 +1,203 @@
+"""Dry runs against the emulator, on SQLite and PostgreSQL.
+
+`push --dry-run` prints exactly the requests the push then sends (method, path, body after the
+merge), sends only GETs, and leaves the queue and the mirror byte for byte as they were.
+`sync --dry-run` prints what a pull would insert, update and delete (and a mass deletion the
+guard would hold), and writes nothing, not even a run row."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from clevertim_sync.mirror import schema
+from clevertim_sync.mirror.db import make_engine
+from clevertim_sync.writeback import tables  # noqa: F401 - the queue's tables on the metadata
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    e = make_engine(database_url)
+    yield e
+    e.dispose()
+
+
+def snapshot(engine: sa.Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of the mirror and the queue, in primary-key order."""
+    out = {}
+    with engine.connect() as conn:
+        for table in schema.metadata.sorted_tables:
+            order = list(table.primary_key.columns) or list(table.columns)
+            out[table.name] = [tuple(r) for r in conn.execute(sa.select(table).order_by(*order))]
+    return out
+
+
+def _writes(emulator: Any) -> list[tuple[str, str, Any]]:
+    return [(r["method"], r["path"], r["body"]) for r in emulator.control.requests() if r["method"] != "GET"]
+
+
+def test_push_dry_run_prints_what_the_push_then_sends_and_changes_nothing(
+    cli_runner: Any, database_url: str, emulator: Any, engine: sa.Engine
+) -> None:
+    run = cli_runner(database_url)
+    run("sync", code=0)
+    state = emulator.control.state(as_token="test-token")
+    a, b = sorted(state["contact"], key=lambda r: r["id"])[:2]
+    note = min(state["note"], key=lambda r: r["id"])
+    # a: title and city here, city also in the web UI (conflict on city; title still goes out),
+    # then a second edit coalesced into the same PUT.
+    run("edit", "update", "contact", str(a["id"]), "--set", "title=Dry", "--set", "city=Here", code=0)
+    run("edit", "update", "contact", str(a["id"]), "--set", "description=two edits, one PUT", code=0)
+    emulator.control.update("contact", a["id"], {"city": "There"})
+    # b: a value Clevertim already has: nothing to send.
+    run("edit", "update", "contact", str(b["id"]), "--set", f"fn={b['fn']}", code=0)
+    made = run("edit", "create", "company", "--set", "cn=Dry Run Ltd", code=0).output
+    ref = made.split("local reference: ")[1].strip()
+    run("edit", "create", "contact", "--set", "fn=Child", "--set", f"companyId={ref}", code=0)
+    run("edit", "delete", "note", str(note["id"]), code=0)
+
+    before = snapshot(engine)
+    emulator.control.clear_requests()
+    planned = orjson.loads(run("push", "--dry-run", "--json", code=0).output)
+    text = run("push", "--dry-run", code=0).output
+    assert snapshot(engine) == before  # queue and mirror untouched
+    assert {r["method"] for r in emulator.control.requests()} == {"GET"}
+
+    requests = [(r["method"], r["path"], r["body"]) for r in planned["requests"]]
+    assert requests == [
+        ("PUT", f"/api/contact/{a['id']}", {"title": "Dry", "description": "two edits, one PUT"}),
+        ("POST", "/api/company", {"cn": "Dry Run Ltd"}),
+        ("DELETE", f"/api/note/{note['id']}", None),
+    ]
+    assert planned["requests"][0]["items"] == [1, 2]
+    assert "conflict on city" in planned["requests"][0]["note"]
+    why = {n["item"]: n["why"] for n in planned["not_sent"]}
+    assert why[3].startswith("nothing to send")
+    assert why[5].startswith("waiting: ") and ref in why[5]
+    assert "push --dry-run: a push now would send 3 request(s); nothing was sent or changed" in text
+    assert f"  PUT /api/contact/{a['id']}  (queue items 1, 2)" in text
+    assert '    {"title":"Dry","description":"two edits, one PUT"}' in text
+
+    emulator.control.clear_requests()
+    run("push", code=0)
+    sent = _writes(emulator)
+    company_id = orjson.loads(run("queue", "show", "4", "--json").output)["remote_id"]
+    # The real push sends exactly the planned requests, plus the child whose parent it created.
+    assert sorted(sent, key=repr) == sorted(
+        [*requests, ("POST", "/api/contact", {"fn": "Child", "companyId": company_id})], key=repr
+    )
+
+
+def test_push_dry_run_sends_nothing_while_paused(
+    cli_runner: Any, database_url: str, emulator: Any, engine: sa.Engine
+) -> None:
+    run = cli_runner(database_url)
+    run("sync", code=0)
+    cid = min(r["id"] for r in emulator.control.state(as_token="test-token")["contact"])
+    run("edit", "update", "contact", str(cid), "--set", "title=Later", code=0)
+    emulator.control.add_fault(method="PUT", kind="status", status=503, retry_after=3600)
+    run("push", code=0)  # the server asks to wait an hour
+    emulator.control.clear_requests()
+    out = run("push", "--dry-run", code=0).output
+    assert "a push now would send nothing: paused until" in out
+    assert emulator.control.requests() == []
+
+
+def test_sync_dry_run_prints_inserts_updates_deletes_and_the_guard_and_writes_nothing(
+    cli_runner: Any, database_url: str, emulator: Any, engine: sa.Engine
+) -> None:
+    run = cli_runner(database_url)
+    run("sync", code=0)
+    ui = emulator.control
+    contacts = sorted(ui.state(as_token="test-token")["contact"], key=lambda r: r["id"])
+    ui.update("contact", contacts[0]["id"], {"title": "New title", "city": "Oslo"})
+    ui.update("contact", contacts[1]["id"], {})  # a touch
+    ui.delete("contact", contacts[2]["id"])
+    made = ui.create("contact", {"fn": "Fresh", "ln": "Face"})
+    # Every note but one deleted: the guard holds it.
+    notes = sorted(r["id"] for r in ui.state(as_token="test-token")["note"])
+    for nid in notes[1:]:
+        ui.delete("note", nid)
+
+    before = snapshot(engine)
+    emulator.control.clear_requests()
+    result = run("sync", "--dry-run", "--json", code=1)  # the held resource: exit 1, as a sync would
+    assert snapshot(engine) == before  # not even a run row
+    assert {r["method"] for r in emulator.control.requests()} == {"GET"}
+    plans = {p["resource"]: p for p in orjson.loads(result.output)}
+    c = plans["contact"]
+    assert c["inserts"] == [made["id"]]
+    # The web-UI edit, and the contacts whose list of notes the deletions changed.
+    assert c["updates"].pop(str(contacts[0]["id"])) == ["city", "title"]
+    assert c["updates"] and set(map(tuple, c["updates"].values())) == {("notes",)}
+    assert c["deletes"] == [contacts[2]["id"]]
+    assert c["touched"] == 1 and c["held"] is None
+    assert plans["note"]["deletes"] == notes[1:] and "--allow-mass-delete" in plans["note"]["held"]
+    assert plans["company"]["inserts"] == [] and plans["company"]["held"] is None
+
+    text = run("sync", "--dry-run", "-r", "contact", "-r", "note", code=1).output
+    assert "sync --dry-run: what a pull would do now; nothing was written" in text
+    updates = len(c["updates"]) + 1
+    assert (
+        f"  contact: {c['listed']} listed, 1 to insert, {updates} to update, 1 to delete, 1 touched" in text
+    )
+    assert f" {contacts[0]['id']} (city, title)" in text
+    assert "    HELD by the mass-delete guard" in text
+    assert "  company" not in text
+    assert snapshot(engine) == before
+
+    # The real sync does what the dry run said.
+    run("sync", "-r", "contact", code=0)
+    with engine.connect() as conn:
+        h = schema.history
+        last_run = sa.select(sa.func.max(schema.runs.c.id)).scalar_subquery()
+        ops = conn.execute(
+            sa.select(h.c.record_id, h.c.op).where(h.c.resource == "contact", h.c.run_id == last_run)
+        ).all()
+    said = [(made["id"], "insert"), (contacts[0]["id"], "update"), (contacts[2]["id"], "delete")]
+    said += [(int(rid), "update") for rid in c["updates"]]
+    assert sorted(ops) == sorted(said)
+
+
+def test_push_dry_run_of_a_lost_create_adopts_without_a_request_or_plans_the_resend(
+    cli_runner: Any, database_url: str, emulator: Any, engine: sa.Engine, tmp_path: Path
+) -> None:
+    config = tmp_path / "quick-retry.toml"
+    config.write_text("[push]\nbackoff_base = 0.001\nbackoff_max = 0.001\n")  # due again at once
+    run = cli_runner(database_url, CLEVERTIM_SYNC_CONFIG=str(config))
+    run("sync", code=0)
+    run("edit", "create", "company", "--set", "cn=Lost Answer Ltd", code=0)
+    emulator.control.add_fault(method="POST", path="^/company$", kind="lost_response", times=1)
+    run("push", code=0)  # the POST landed, its answer did not: the item is to be reconciled
+    assert orjson.loads(run("queue", "show", "1", "--json").output)["state"] == "reconcile"
+    (made,) = [r for r in emulator.control.state()["company"] if r.get("cn") == "Lost Answer Ltd"]
+    before = snapshot(engine)
+    emulator.control.clear_requests()
+    planned = orjson.loads(run("push", "--dry-run", "--json", code=0).output)
+    assert planned["requests"] == []
+    assert planned["not_sent"] == [
+        {
+            "item": 1,
+            "resource": "company",
+            "op": "create",
+            "why": f"its lost answer is found: company {made['id']} would be adopted, no request",
+        }
+    ]
+    assert {r["method"] for r in emulator.control.requests()} == {"GET"}
+    assert snapshot(engine) == before
+    # Gone from the server meanwhile: the dry run plans the resend, with the body sent before.
+    emulator.control.delete("company", made["id"])
+    planned = orjson.loads(run("push", "--dry-run", "--json", code=0).output)
+    (request,) = planned["requests"]
+    assert (request["method"], request["path"], request["body"]) == (
+        "POST",
+        "/api/company",
+        {"cn": "Lost Answer Ltd"},
+    )
+    assert request["note"] == "sent again: no record matches the earlier attempt"
+    assert snapshot(engine) == before
