@@ -185,6 +185,17 @@ def _report_view(report: reports.Report) -> dict[str, Any]:
     }
 
 
+def _versions_view(res: resources.Resource) -> dict[str, Any]:
+    return {
+        "description": f"Every version of every {res.name} from history, one row each: valid_from "
+        "and valid_to (NULL for the latest) make 'as it was at t' a plain WHERE; a delete is its "
+        "own version (op = 'delete').",
+        "facets": ["op", "origin"],
+        "facet_size": FACET_SIZE,
+        "sort_desc": "valid_from",
+    }
+
+
 def since_sql(report: reports.Report) -> str:
     """The canned query of one report: its view in its order, with an optional `since` parameter
     (ISO-8601 such as 2026-11-27T09:00:00Z or 2026-11-27; empty: every row) when it takes one."""
@@ -239,6 +250,8 @@ def build_metadata(
     tables["alembic_version"] = {"description": TABLE_TEXT["alembic_version"], "hidden": True}
     for report in reports.REPORTS.values():
         tables[report.view] = _report_view(report)
+    for res in resources.RESOURCES:
+        tables[reports.versions_view(res.name)] = _versions_view(res)
 
     for name, facets in FACETS.items():
         tables[name] |= {"facets": list(facets), "facet_size": FACET_SIZE}
