@@ -84,7 +84,9 @@ class Recorder:
             finally:
                 self._leave()
 
-        def push(_engine: sa.Engine, _client: Any, _settings: Any, *, stop: Any = None) -> Any:
+        def push(
+            _engine: sa.Engine, _client: Any, _settings: Any, *, stop: Any = None, holder: Any = None
+        ) -> Any:
             self._enter("push")
             try:
                 time.sleep(0.2)

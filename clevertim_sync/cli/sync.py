@@ -97,6 +97,8 @@ def sync_command(app: AppContext, names: tuple[str, ...], allow_mass_delete: boo
                 engine, client, resources=wanted, allow_mass_delete=allow_mass_delete, settings=settings
             )
     _print_summary(report)
+    if report.halted:
+        click.echo(f"clevertim-sync: {report.halted}: {', '.join(report.skipped)}", err=True)
     if not report.ok:
         click.echo(
             f"clevertim-sync: {len(report.failed)} resource(s) failed or held: {', '.join(report.failed)}",
