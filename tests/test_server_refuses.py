@@ -331,3 +331,16 @@ def test_check_reports_a_dead_server_quickly(database_url: str, tmp_path: Path) 
     assert time.monotonic() - started < 20
     api = next(f for f in json.loads(done.stdout) if f["check"] == "api")
     assert not api["ok"] and "could not connect" in api["detail"]
+
+
+def test_http_proxy_from_the_environment_is_used(
+    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The emulator stands in for the proxy: a host that does not resolve is reached through it.
+    proxy = emulator.base_url.removesuffix("/api")
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with ClevertimClient("http://crm.invalid/api", TOKEN, allow_insecure_http=True, read_retries=0) as client:
+        assert len(client.list("user")) == 8
+    assert [r["path"] for r in api_requests(emulator)] == ["/api/user"]

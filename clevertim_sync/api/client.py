@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -109,7 +110,7 @@ class ClevertimClient:
                 timeout=self._timeout,
                 follow_redirects=False,
                 trust_env=True,
-                verify=ca_bundle if ca_bundle is not None else True,
+                verify=_trust(ca_bundle),
             )
             self._owns_http = True
 
@@ -406,6 +407,18 @@ class ClevertimClient:
         if record_id is not None and entry["id"] != record_id:
             raise e.MalformedResponse(f"the answer is entry {entry['id']}, not {record_id}", **where)
         return entry
+
+
+def _trust(ca_bundle: str | None) -> ssl.SSLContext | bool:
+    """The TLS trust to use: the default (True: certifi, or SSL_CERT_FILE), or `ca_bundle`'s CAs."""
+    if ca_bundle is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            [f"clevertim.ca_bundle {ca_bundle}: not usable as CA certificates: {exc}"]
+        ) from None
 
 
 def _is_html(response: httpx.Response, raw: bytes) -> bool:
