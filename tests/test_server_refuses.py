@@ -344,3 +344,34 @@ def test_http_proxy_from_the_environment_is_used(
     with ClevertimClient("http://crm.invalid/api", TOKEN, allow_insecure_http=True, read_retries=0) as client:
         assert len(client.list("user")) == 8
     assert [r["path"] for r in api_requests(emulator)] == ["/api/user"]
+
+
+def test_sync_says_why_the_rest_was_skipped_in_one_line(
+    emulator: EmulatorServer, database_url: str, cli_runner: Callable[..., Any]
+) -> None:
+    run = cli_runner(database_url)
+    emulator.control.add_fault(
+        method="GET", path=".*", kind="redirect", location="https://clevertim.example/x"
+    )
+    result = run("sync", code=1)
+    said = [line for line in result.output.splitlines() if line.startswith("clevertim-sync:")]
+    skipped = [line for line in said if "skipped" in line]
+    assert len(skipped) == 1 and "Redirected" in skipped[0] and "comment" in skipped[0]
+    assert "https://clevertim.example/x" in result.output
+
+
+def test_a_cli_push_beside_a_running_daemon_goes_on_without_the_lock(
+    emulator: EmulatorServer, database_url: str, engine: Engine, cli_runner: Callable[..., Any]
+) -> None:
+    from clevertim_sync.daemon import lock as instance_lock  # noqa: PLC0415
+
+    run = cli_runner(database_url)
+    run("sync", code=0)
+    item = queue.enqueue_create(engine, "company", {"cn": "Beside The Daemon Co"})
+    held = instance_lock.acquire(database_url)  # as a running daemon holds it
+    try:
+        run("push", code=0)
+    finally:
+        held.release()
+    got = queue.get_item(engine, item.id)
+    assert got.state == "done"
