@@ -9,7 +9,14 @@ rows, child rows, history, the run's counts, resource_status) or, when the guard
 but the record of the refusal. `plan_pull` (`sync --dry-run`) runs the same listings, diff and
 guard and writes nothing.
 
-Must not import: httpx (the client is passed in), SQL beyond `mirror.store`.
+A failure that is about the server rather than the resource (`ApiError.server_wide`: cannot
+connect, a redirect, a login page or a refused token, a rate limit) stops the pull at the first
+one: the resources not yet pulled are skipped with one message (`PullReport.halted`), instead of
+each being retried against a server that will refuse it too. A rate limit also sets the
+writeback's server-wide pause, so the push waits as well.
+
+Must not import: httpx (the client is passed in), SQL beyond `mirror.store` and the writeback's
+pause (`writeback.claims`).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import orjson
@@ -28,12 +35,14 @@ import sqlalchemy as sa
 import structlog
 
 from clevertim_sync import resources as registry
+from clevertim_sync.api.errors import ApiError, RateLimited
 from clevertim_sync.diff import changed_fields, compute_changes, mass_delete_refused
 from clevertim_sync.errors import ClevertimSyncError, MassDeleteRefused, MirrorError
 from clevertim_sync.mirror import store
 from clevertim_sync.mirror.rowpool import RowPool
 from clevertim_sync.mirror.store import ResourceCounts
 from clevertim_sync.settings import PullSettings, Settings
+from clevertim_sync.writeback import claims
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +66,9 @@ class PullReport:
     resources: dict[str, ResourceCounts] = field(default_factory=dict)
     # The caller asked the pull to stop: the resources not in `resources` were not pulled.
     stopped: bool = False
+    # A server-wide failure (see the module's docstring): why the rest was skipped, and what.
+    halted: str | None = None
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[str]:
@@ -64,7 +76,7 @@ class PullReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.skipped
 
     @property
     def status(self) -> str:
@@ -118,6 +130,8 @@ def pull(
     # server overlaps with database work (the drivers release the GIL). At most two listings are
     # held at once, the one being written and the next.
     fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pull-fetch")
+    halt = _Halt()
+    fetch = halt.guard(client)
     checkpoints = _Checkpoints(engine)
     pool = RowPool()  # its worker process starts at the first big batch of inserts, if any
     # The cyclic garbage collector is off while the pull runs: a big listing is ~10^6 acyclic
@@ -126,17 +140,20 @@ def pull(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        ahead: Future[list[dict[str, Any]]] | None = fetcher.submit(client.list, names[0]) if names else None
+        ahead: Future[list[dict[str, Any]]] | None = fetcher.submit(fetch, names[0]) if names else None
         for i, name in enumerate(names):
             if stop is not None and stop.is_set():
                 report.stopped = True
                 log.info("pull.stopped", run_id=run_id, left=names[i:])
                 break
+            if halt.error is not None and halt.met_by != name:
+                _halted(engine, report, halt.error, names[i:], settings or Settings())
+                break
             if progress:
                 progress(name, None)
             assert ahead is not None
             current = ahead
-            ahead = fetcher.submit(client.list, names[i + 1]) if i + 1 < len(names) else None
+            ahead = fetcher.submit(fetch, names[i + 1]) if i + 1 < len(names) else None
             counts = _pull_resource(
                 engine,
                 current.result,
@@ -157,9 +174,12 @@ def pull(
             gc.enable()
         checkpoints.finish()
         report.finished_at = store.now()
-        complete = len(report.resources) == len(names) or report.stopped
+        complete = len(report.resources) + len(report.skipped) == len(names) or report.stopped
         status = report.status if complete else "failed"
-        error = "; ".join(f"{n}: {report.resources[n].error}" for n in report.failed) or None
+        errors = [f"{n}: {report.resources[n].error}" for n in report.failed]
+        if report.halted:
+            errors.append(report.halted)
+        error = "; ".join(errors) or None
         with engine.begin() as conn:
             store.finish_run(conn, run_id, status, error)
     log.info(
@@ -167,10 +187,56 @@ def pull(
         run_id=run_id,
         status=report.status,
         failed=report.failed,
+        skipped=report.skipped,
         seconds=round((report.finished_at - started).total_seconds(), 3),
         **report.totals(),
     )
     return report
+
+
+class _Halt:
+    """The first server-wide failure of a pull's listings; once set, no listing is fetched.
+
+    Listings are fetched one at a time on one thread, so the failure is recorded before the next
+    fetch starts: that one is skipped at once, not retried against a server that refuses all.
+    """
+
+    def __init__(self) -> None:
+        self.error: ApiError | None = None
+        self.met_by: str | None = None  # the resource whose listing met it (recorded as failed)
+
+    def guard(self, client: ListingClient) -> Callable[[str], list[dict[str, Any]]]:
+        def fetch(name: str) -> list[dict[str, Any]]:
+            if self.error is not None:
+                raise self.error
+            try:
+                return client.list(name)
+            except ApiError as exc:
+                if exc.server_wide:
+                    self.error, self.met_by = exc, name
+                raise
+
+        return fetch
+
+
+def _halted(
+    engine: sa.Engine, report: PullReport, exc: ApiError, left: list[str], settings: Settings
+) -> None:
+    """Skip the resources `left` after a server-wide failure, with one message; a rate limit
+    pauses the push too (the writeback's server-wide pause)."""
+    report.skipped = list(left)
+    why = f"{type(exc).__name__}"
+    if isinstance(exc, RateLimited):
+        wait = exc.retry_after if exc.retry_after is not None else settings.clevertim.rate_limit_floor
+        now = store.now()
+        until = now + timedelta(seconds=wait)
+        claims.set_pause(engine, until, 1, str(exc), now)
+        report.halted = (
+            f"rate limited: paused until {until.isoformat()}, {len(left)} resource(s) left for later"
+        )
+    else:
+        report.halted = f"{why}: {len(left)} resource(s) skipped, every request would meet it"
+    log.error("pull.halted", run_id=report.run_id, reason=why, error=str(exc), skipped=left)
 
 
 class _Checkpoints:

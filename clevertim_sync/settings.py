@@ -65,6 +65,13 @@ class ClevertimSettings(_Section):
     allow_insecure_http: bool = False
     timeout: float = Field(30.0, gt=0, le=600, description="seconds for connect, read and write")
     read_retries: int = Field(5, ge=0, le=20, description="retries of a GET within one pull")
+    connect_retries: int = Field(
+        3, ge=0, le=20, description="retries of a GET that could not connect (at most read_retries)"
+    )
+    rate_limit_floor: float = Field(
+        30.0, ge=0, le=3600, description="least seconds to wait after a 429 without Retry-After"
+    )
+    ca_bundle: Path | None = Field(None, description="PEM file of CA certificates (TLS-inspecting proxy)")
     user_agent: str = "clevertim-sync"
 
     @model_validator(mode="after")
@@ -79,7 +86,22 @@ class ClevertimSettings(_Section):
                 f"url {self.url!r} is plain HTTP to a remote host, which would send the token in clear; "
                 "use https, or set clevertim.allow_insecure_http = true if you really mean it"
             )
+        if self.ca_bundle is not None:
+            problem = _pem_problem(self.ca_bundle)
+            if problem:
+                raise ValueError(f"ca_bundle {self.ca_bundle}: {problem}")
         return self
+
+
+def _pem_problem(path: Path) -> str | None:
+    """Why `path` is not a usable PEM bundle of CA certificates, or None."""
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    if b"-----BEGIN CERTIFICATE-----" not in text:
+        return "is not a PEM file of certificates (no BEGIN CERTIFICATE line)"
+    return None
 
 
 class DatabaseSettings(_Section):
@@ -201,6 +223,18 @@ class Settings(_Section):
             )
         return self.clevertim.token.get_secret_value()
 
+    def fresh_token(self) -> str:
+        """The token as its file (or systemd credential) holds it now: read again, so a rotated
+        token is used without a reload. ConfigError if the file cannot be read or is empty."""
+        path = self.clevertim.token_file
+        if path is None:
+            return self.token_value()
+        problems: list[str] = []
+        token = read_token_file(path, problems)
+        if token is None:
+            raise ConfigError(problems)
+        return token
+
 
 # Environment variable -> (section, key) in the TOML layout.
 ENV_OVERRIDES: Mapping[str, tuple[str, str]] = {
@@ -295,7 +329,11 @@ def load(config_path: Path | None = None, env: Mapping[str, str] | None = None) 
         if token_file:
             clevertim["token"] = read_token_file(Path(token_file), problems)
         elif creds and (Path(creds) / CREDENTIAL_NAME).is_file():
+            # Remembered as the token's file: the client reads it again after a refusal.
+            clevertim["token_file"] = Path(creds) / CREDENTIAL_NAME
             clevertim["token"] = read_token_file(Path(creds) / CREDENTIAL_NAME, problems)
+    elif isinstance(clevertim, dict):
+        clevertim.pop("token_file", None)  # a token given outright wins: no file to read again
     alerts = raw.get("alerts")
     creds = env.get("CREDENTIALS_DIRECTORY")
     alert_file = alerts.get("urls_file") if isinstance(alerts, dict) else None

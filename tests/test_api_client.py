@@ -123,7 +123,7 @@ def test_bad_resource_name_or_id_is_refused_before_sending() -> None:
 
 STATUS_CASES = [
     (400, e.BadRequest, False),
-    (401, e.AuthFailed, False),
+    (401, e.LoginRequired, False),
     (403, e.AuthFailed, False),
     (404, e.NotFound, False),
     (500, e.RequestNotParsed, False),
@@ -134,7 +134,6 @@ STATUS_CASES = [
     (504, e.ServiceUnavailable, True),
     (599, e.ServiceUnavailable, True),
     (409, e.BadRequest, False),
-    (302, e.MalformedResponse, True),
 ]
 
 
@@ -174,10 +173,6 @@ def test_error_page_without_json_still_maps_by_status() -> None:
 
 ENVELOPES: list[tuple[httpx.Response, str]] = [
     (httpx.Response(200, content=b'{"status": "OK", "content": [{"id": 1}'), "not a JSON object"),
-    (
-        httpx.Response(200, text="<html>login</html>", headers={"Content-Type": "text/html"}),
-        "HTML page",
-    ),
     (httpx.Response(200, content=b""), "empty body"),
     (httpx.Response(200, json=[{"id": 1}]), "not a JSON object"),
     (httpx.Response(200, json={"status": "ERROR", "error": "x"}), "not 'OK'"),
@@ -269,7 +264,7 @@ def test_status_writes_report_whether_outcome_is_unknown() -> None:
         err(503),
         err(504),
         httpx.Response(200, content=b'{"status":"OK","content":[{"id":'),
-        httpx.Response(200, text="<html></html>", headers={"Content-Type": "text/html"}),
+        httpx.Response(502, text="<html></html>", headers={"Content-Type": "text/html"}),
     ],
 )
 def test_each_transient_read_failure_is_retried(transient: httpx.Response) -> None:
@@ -452,3 +447,188 @@ def test_errors_pickle_with_their_fields() -> None:
     back = pickle.loads(pickle.dumps(exc))
     assert type(back) is e.RateLimited and str(back) == str(exc)
     assert (back.status, back.retry_after, back.attempts, back.transient) == (429, 3.0, 2, True)
+
+
+# --- fail fast and say why (issue 11) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_never_followed_nor_retried_and_names_its_location(status: int) -> None:
+    rec = Recorder(httpx.Response(status, headers={"Location": "https://evil.example.net/api/contact"}))
+    client, waits = make(rec)
+    with pytest.raises(e.Redirected) as info:
+        client.list("contact")
+    assert len(rec.requests) == 1 and waits == []  # not followed, not retried
+    exc = info.value
+    assert not exc.transient and exc.server_wide and exc.status == status
+    assert exc.location == "https://evil.example.net/api/contact"
+    assert "https://evil.example.net/api/contact" in str(exc) and "another host" in str(exc)
+    assert "clevertim.url" in str(exc)
+
+
+@pytest.mark.parametrize(
+    ("base", "location", "hint"),
+    [
+        ("https://clevertim.com/api", "https://www.clevertim.com/api/contact", "the host needs www"),
+        ("https://www.clevertim.com", "https://www.clevertim.com/login", "should end in /api"),
+        ("http://127.0.0.1:9/api", "https://127.0.0.1:9/api/contact", "wants https"),
+        ("https://www.clevertim.com/api", "/login?next=/api/contact", "login page"),
+    ],
+)
+def test_a_redirect_hints_at_what_is_wrong_with_the_base_url(base: str, location: str, hint: str) -> None:
+    rec = Recorder(httpx.Response(302, headers={"Location": location}))
+    client = ClevertimClient(base, TOKEN, http=httpx.MockTransport(rec), sleep=lambda _: None)
+    with pytest.raises(e.Redirected, match=re.escape(hint)):
+        client.list("contact")
+
+
+@pytest.mark.parametrize("status", [200, 401, 403])
+def test_a_login_page_is_a_typed_error_not_transient_and_not_retried(status: int) -> None:
+    page = httpx.Response(
+        status, text="<!DOCTYPE html><html><form action=/login>", headers={"Content-Type": "text/html"}
+    )
+    rec = Recorder(page, ok([]))
+    client, waits = make(rec)
+    with pytest.raises(e.LoginRequired) as info:
+        client.list("contact")
+    assert len(rec.requests) == 1 and waits == []
+    assert not info.value.transient and info.value.server_wide
+    assert "login page" in str(info.value) and "token" in str(info.value)
+
+
+def test_a_403_with_the_api_s_json_is_a_rights_problem_not_a_login() -> None:
+    client, _ = make(Recorder(err(403, "no rights")))
+    with pytest.raises(e.AuthFailed) as info:
+        client.update("task", 3, {"name": "x"})
+    assert type(info.value) is e.AuthFailed and not info.value.server_wide
+
+
+def test_a_refused_token_is_read_again_from_its_source_before_the_next_request() -> None:
+    source = {"token": "rotated-token-2"}
+    reads: list[str] = []
+
+    def token_source() -> str:
+        reads.append(source["token"])
+        return source["token"]
+
+    rec = Recorder(err(401, "bad token"), ok([{"id": 1}]))
+    client, _ = make(rec, token_source=token_source)
+    with pytest.raises(e.LoginRequired):
+        client.list("user")
+    assert reads == []  # not read while the token works
+    assert client.list("user") == [{"id": 1}]
+    assert reads == ["rotated-token-2"]
+    sent = [r.headers["Authorization"] for r in rec.requests]
+    assert sent == [
+        "Basic " + base64.b64encode(f"{TOKEN}:X".encode()).decode(),
+        "Basic " + base64.b64encode(b"rotated-token-2:X").decode(),
+    ]
+
+
+def test_a_token_file_that_cannot_be_read_keeps_the_old_token() -> None:
+    def broken() -> str:
+        raise ConfigError(["token file /run/x cannot be read: No such file or directory"])
+
+    rec = Recorder(err(401), ok([]))
+    client, _ = make(rec, token_source=broken)
+    with pytest.raises(e.LoginRequired):
+        client.list("user")
+    assert client.list("user") == []
+    assert {r.headers["Authorization"] for r in rec.requests} == {
+        "Basic " + base64.b64encode(f"{TOKEN}:X".encode()).decode()
+    }
+
+
+class _LyingGzip(httpx.MockTransport):
+    """Says gzip, sends plain JSON: httpx raises DecodingError when the body is read."""
+
+
+def lying_gzip(_request: httpx.Request) -> httpx.Response:
+    return httpx.Response(
+        200,
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        stream=httpx.ByteStream(b'{"status": "OK", "content": [{"id": 1}]}'),
+    )
+
+
+def test_a_lying_content_encoding_is_malformed_on_a_read_and_retried() -> None:
+    rec = Recorder(lying_gzip, ok([{"id": 1}]))
+    client, waits = make(rec)
+    assert client.list("contact") == [{"id": 1}]
+    assert len(rec.requests) == 2 and len(waits) == 1
+
+
+def test_a_lying_content_encoding_on_a_write_may_have_reached_the_server() -> None:
+    rec = Recorder(lying_gzip)
+    client, waits = make(rec)
+    with pytest.raises(e.MalformedResponse) as info:
+        client.create("contact", {"fn": "Ann"})
+    assert info.value.may_have_reached_server and info.value.status == 200
+    assert "could not be decoded" in str(info.value)
+    assert len(rec.requests) == 1 and waits == []
+
+
+def test_any_other_httpx_error_stays_in_the_client_s_error_tree() -> None:
+    rec = Recorder(httpx.TooManyRedirects("loop"))
+    client, _ = make(rec, read_retries=0)
+    with pytest.raises(e.ApiError):
+        client.list("contact")
+
+
+def test_a_429_without_retry_after_waits_at_least_the_floor() -> None:
+    rec = Recorder(err(429), err(429), ok([]))
+    client, waits = make(rec, rate_limit_floor=30.0, backoff_base=0.5)
+    assert client.list("contact") == []
+    assert len(waits) == 2 and all(w >= 30.0 for w in waits)  # was ~0.5 s and ~1 s
+
+
+def test_a_429_whose_floor_is_beyond_the_longest_wait_goes_up_at_once() -> None:
+    rec = Recorder(err(429))
+    client, waits = make(rec, rate_limit_floor=300.0, max_retry_wait=120.0)
+    with pytest.raises(e.RateLimited) as info:
+        client.list("contact")
+    assert len(rec.requests) == 1 and waits == [] and info.value.server_wide
+    assert client.pause_for(info.value) == 300.0
+
+
+def test_connection_failures_get_a_smaller_retry_budget() -> None:
+    rec = Recorder(httpx.ConnectError("Connection refused"))
+    client, waits = make(rec, read_retries=5, connect_retries=2)
+    with pytest.raises(e.TransportError) as info:
+        client.list("contact")
+    assert len(rec.requests) == 3 and len(waits) == 2 and info.value.server_wide
+    # other transient failures keep the full budget
+    rec = Recorder(err(503))
+    client, _ = make(rec, read_retries=5, connect_retries=2)
+    with pytest.raises(e.ServiceUnavailable):
+        client.list("contact")
+    assert len(rec.requests) == 6
+
+
+def test_default_settings_give_up_on_a_dead_server_within_seconds() -> None:
+    class Top:
+        def uniform(self, a: float, b: float) -> float:
+            return b
+
+    rec = Recorder(httpx.ConnectError("Connection refused"))
+    client = ClevertimClient.from_settings(
+        Settings.model_validate({"clevertim": {"url": BASE, "token": TOKEN}}),
+        http=httpx.MockTransport(rec),
+        sleep=(waits := []).append,
+        rng=Top(),
+    )
+    with pytest.raises(e.TransportError):
+        client.list("contact")
+    assert len(rec.requests) == 4 and sum(waits) <= 4.0  # at worst 0.5 + 1 + 2 s of waiting
+
+
+def test_the_client_honours_the_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # HTTPS_PROXY reaches httpx (trust_env): the request goes to the proxy (here a closed port on
+    # loopback, refused at once), not to the API's host.
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    client = ClevertimClient(BASE, TOKEN, read_retries=0, timeout=5)
+    with pytest.raises(e.TransportError, match="refused") as info:
+        client.list("contact")
+    client.close()
+    assert info.value.server_wide

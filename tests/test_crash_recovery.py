@@ -44,12 +44,16 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
 class Cli:
     """Runs `clevertim-sync COMMAND` against the emulator and the test's database."""
 
-    def __init__(self, emulator: EmulatorServer, database_url: str, workdir: Path) -> None:
+    def __init__(
+        self, emulator: EmulatorServer, database_url: str, workdir: Path, lease: float | None = 1
+    ) -> None:
         self.config = workdir / "config.toml"
-        # A short lease: an item left in flight by a killed push is reconciled by the next one.
+        # A short lease: an item left in flight by a killed push is reconciled by the next one
+        # even when that one cannot take the instance lock. None: the default (300 s).
+        lease_line = f"lease = {lease}\n" if lease is not None else ""
         self.config.write_text(
             f'[clevertim]\nurl = "{emulator.base_url}"\ntoken = "{TOKEN}"\ntimeout = 10\n'
-            f'[database]\nurl = "{database_url}"\n[push]\nlease = 1\nbackoff_base = 0.2\n'
+            f'[database]\nurl = "{database_url}"\n[push]\n{lease_line}backoff_base = 0.2\n'
         )
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CLEVERTIM")}
         self.workdir = workdir
@@ -254,3 +258,59 @@ def test_a_push_killed_at_any_point_recovers_without_loss_or_duplicates(
     cli.run("push")
     cli.run("sync")
     assert [r for r in emulator.control.requests() if r["method"] in WRITES] == []
+
+
+def test_a_killed_push_is_taken_over_at_once_not_after_the_lease(
+    engine: sa.Engine, database_url: str, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    # The default push.lease (300 s): a push that holds the instance lock knows the push it
+    # follows is gone (the lock was free), so it reconciles what that one left in flight now.
+    rng = random.Random(23)
+    cli = Cli(emulator, database_url, tmp_path, lease=None)
+    cli.run("sync")
+    contacts = sorted(c["id"] for c in remote_state(emulator)["contact"])
+    items = []
+    for i in range(4):
+        company = queue.enqueue_create(engine, "company", {"cn": f"Taken Over Co {i}"})
+        items += [
+            company,
+            queue.enqueue_create(
+                engine, "contact", {"fn": f"TakenOver{i}", "ln": "Push", "companyId": company.local_ref}
+            ),
+        ]
+    items += [queue.enqueue_update(engine, "contact", cid, {"title": f"over {cid}"}) for cid in contacts[:6]]
+
+    emulator.control.add_fault(method="*", path=".*", kind="latency", latency_ms=300)
+    killed = 0
+    for count in (2, 3, 1):  # each push is killed mid-flight; the next one starts at once
+        emulator.control.clear_requests()
+        killed += kill_after_requests(cli.start("push"), emulator, WRITES, count, rng.uniform(0.0, 0.3))
+    assert killed >= 2, "the kills must land inside the pushes"
+    emulator.control.clear_faults()
+    q = wb.writeback_queue
+    ids = [i.id for i in items]
+    with engine.connect() as conn:
+        left = conn.execute(
+            sa.select(sa.func.count()).where(q.c.id.in_(ids), q.c.state == "in_flight")
+        ).scalar()
+    assert left, "the last kill must leave items in flight"
+
+    started = time.monotonic()
+    for _ in range(3):
+        cli.run("push")
+        with engine.connect() as conn:
+            states = {
+                row.id: row.state for row in conn.execute(sa.select(q.c.id, q.c.state).where(q.c.id.in_(ids)))
+            }
+        if set(states.values()) == {"done"}:
+            break
+    assert set(states.values()) == {"done"}, states
+    assert time.monotonic() - started < 60  # seconds, not the 300 s lease
+
+    remote = emulator.control.state()
+    for i in range(4):
+        (company,) = [c for c in remote["company"] if c.get("cn") == f"Taken Over Co {i}"]
+        (person,) = [c for c in remote["contact"] if c.get("fn") == f"TakenOver{i}"]
+        assert person["companyId"] == company["id"]
+    by_id = {c["id"]: c for c in remote["contact"]}
+    assert all(by_id[cid]["title"] == f"over {cid}" for cid in contacts[:6])

@@ -50,6 +50,7 @@ class Recorder:
         self.pull_hook: Callable[[Callable[..., None]], None] | None = None
         self.pull_fails = False
         self.clients: list[_Client] = []
+        self.holders: list[Any] = []  # the instance lock's holder id each push was given
         self._lock = threading.Lock()
 
     def _enter(self, name: str) -> None:
@@ -85,7 +86,10 @@ class Recorder:
             finally:
                 self._leave()
 
-        def push(_engine: sa.Engine, _client: Any, _settings: Any, *, stop: Any = None) -> Any:
+        def push(
+            _engine: sa.Engine, _client: Any, _settings: Any, *, stop: Any = None, holder: Any = None
+        ) -> Any:
+            self.holders.append(holder)
             self._enter("push")
             try:
                 time.sleep(0.2)
@@ -227,6 +231,16 @@ def test_pulls_on_schedule_and_pull_and_push_never_overlap(
     assert rec.overlaps == 0
     pulls = [t for n, t in rec.calls if n == "pull"]
     assert all(0.5 < b - a < 4 for a, b in itertools.pairwise(pulls)), pulls  # 1 s, on a busy machine
+    assert svc.stop() == 0
+
+
+def test_pushes_run_as_the_instance_lock_s_holder(sqlite_url: str, start: Callable[..., Running]) -> None:
+    # So a push reconciles at once what a killed predecessor left in flight (writeback/claims.py).
+    rec = Recorder(sqlite_url)
+    svc = start(sqlite_url, rec)
+    _wait(lambda: "push" in rec.names())
+    (runtime,) = svc.service.runtimes
+    assert runtime.lock is not None and rec.holders[0] == runtime.lock.holder_id
     assert svc.stop() == 0
 
 

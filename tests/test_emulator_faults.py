@@ -173,6 +173,58 @@ def test_html_proxy_page(emulator: EmulatorServer, api: httpx.Client) -> None:
     assert contact_count(emulator) == before
 
 
+@pytest.mark.parametrize("status", [301, 302, 307])
+def test_redirect_sends_a_location_and_applies_nothing(
+    emulator: EmulatorServer, api: httpx.Client, status: int
+) -> None:
+    before = contact_count(emulator)
+    emulator.control.add_fault(
+        kind="redirect", status=status, location="https://elsewhere.example/api/contact", path="^/contact"
+    )
+    response = api.post("/contact", json={"fn": "Moved"})
+    assert response.status_code == status and not response.is_success
+    assert response.headers["Location"] == "https://elsewhere.example/api/contact"
+    assert contact_count(emulator) == before
+    emulator.control.clear_faults()
+    emulator.control.add_fault(kind="redirect", path="^/case$", times=1)
+    response = api.get("/case")
+    assert (response.status_code, response.headers["Location"]) == (302, "/login?next=/api")
+
+
+@pytest.mark.parametrize("status", [200, 401, 403])
+def test_login_page_is_html_with_the_status_asked(
+    emulator: EmulatorServer, api: httpx.Client, status: int
+) -> None:
+    before = contact_count(emulator)
+    emulator.control.add_fault(kind="login_page", status=status, path="^/contact", times=2)
+    response = api.get("/contact")
+    assert response.status_code == status and response.headers["Content-Type"].startswith("text/html")
+    assert "<form" in response.text and "Log in" in response.text
+    assert api.post("/contact", json={"fn": "x"}).status_code == status
+    assert contact_count(emulator) == before
+    assert [r["fault"] for r in emulator.control.requests()] == ["login_page", "login_page"]
+
+
+def test_bad_encoding_applies_the_write_and_says_gzip_over_plain_json(
+    emulator: EmulatorServer, api: httpx.Client
+) -> None:
+    before = contact_count(emulator)
+    emulator.control.add_fault(kind="bad_encoding", path="^/contact$", method="POST", times=1)
+    with pytest.raises(httpx.DecodingError):
+        api.post("/contact", json={"fn": "Liar"})
+    assert contact_count(emulator) == before + 1  # the service did the work
+    raw = httpx.post(emulator.base_url + "/contact", auth=(TOKEN, "X"), json={"fn": "x"})
+    assert raw.status_code == 200  # used up: the next answer is honest
+
+
+def test_a_429_fault_without_retry_after_sends_no_retry_after(
+    emulator: EmulatorServer, api: httpx.Client
+) -> None:
+    emulator.control.add_fault(kind="status", status=429, path="^/user$", times=1)
+    response = api.get("/user")
+    assert response.status_code == 429 and "Retry-After" not in response.headers
+
+
 def test_empty_listing_only_hits_listings(emulator: EmulatorServer, api: httpx.Client) -> None:
     first = next(iter(ids(api.get("/contact"))))
     emulator.control.add_fault(kind="empty_listing", path="^/contact", times=1)
@@ -229,6 +281,11 @@ def test_control_requests_are_never_faulted(emulator: EmulatorServer) -> None:
         {"kind": "hide", "hide_fraction": 2},
         {"kind": "latency", "latency_ms": 5, "apply": True},
         {"kind": "status", "apply": "yes"},
+        {"kind": "redirect", "status": 200},
+        {"kind": "redirect", "location": ""},
+        {"kind": "redirect", "location": "/x\r\nSet-Cookie: a=b"},
+        {"kind": "login_page", "status": 500},
+        {"kind": "bad_encoding", "apply": True},
     ],
 )
 def test_bad_fault_specs_are_refused(spec: dict[str, Any]) -> None:

@@ -57,3 +57,49 @@ def test_the_file_read_is_named_and_none_when_there_is_none(tmp_path: Path) -> N
     given = tmp_path / "given.toml"
     given.write_text("")
     assert load(given, env).config_file == given
+
+
+PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def test_ca_bundle_is_checked_when_the_configuration_loads(tmp_path: Path) -> None:
+    good = tmp_path / "proxy-ca.pem"
+    good.write_text(PEM)
+    env = {"STATE_DIRECTORY": str(tmp_path), "CLEVERTIM_TOKEN": "t"}
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[clevertim]\nca_bundle = "{good}"\n')
+    assert load(cfg, env).clevertim.ca_bundle == good
+    for bad, why in ((tmp_path / "missing.pem", "cannot be read"), (cfg, "not a PEM file")):
+        cfg2 = tmp_path / "bad.toml"
+        cfg2.write_text(f'[clevertim]\nca_bundle = "{bad}"\n')
+        with pytest.raises(ConfigError, match=why):
+            load(cfg2, env)
+
+
+def test_the_token_s_file_is_remembered_and_read_again(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "clevertim-token").write_text("first\n")
+    s = load(None, {"CREDENTIALS_DIRECTORY": str(creds), "STATE_DIRECTORY": str(tmp_path)})
+    assert s.clevertim.token_file == creds / "clevertim-token"
+    (creds / "clevertim-token").write_text("second\n")
+    assert s.token_value() == "first" and s.fresh_token() == "second"
+    (creds / "clevertim-token").write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        s.fresh_token()
+    # A token given outright wins; there is no file to read again.
+    s = load(
+        None,
+        {
+            "CLEVERTIM_TOKEN": "direct",
+            "CLEVERTIM_TOKEN_FILE": str(creds / "x"),
+            "STATE_DIRECTORY": str(tmp_path),
+        },
+    )
+    assert s.clevertim.token_file is None and s.fresh_token() == "direct"
+
+
+def test_transport_defaults(tmp_path: Path) -> None:
+    s = load(None, {"STATE_DIRECTORY": str(tmp_path)})
+    c = s.clevertim
+    assert (c.rate_limit_floor, c.connect_retries, c.ca_bundle) == (30.0, 3, None)

@@ -172,6 +172,24 @@ def test_an_expired_lease_is_reclaimed_for_reconciliation(engine: Engine) -> Non
     assert again.id == first.id and again.reconcile and again.fields == {"fn": "Ann"}
 
 
+def test_a_lock_holder_reconciles_a_dead_holder_s_claims_at_once_and_no_one_else_s(engine: Engine) -> None:
+    dead = claims.worker_id("host:1:1", "deadbeef0001")
+    beside = claims.worker_id("host:2:1", None)  # a push that ran without the lock
+    mine = claims.worker_id("host:3:1", "cafe00000003")
+    for who, name in ((dead, "Dead"), (beside, "Beside"), (mine, "Mine")):
+        queue.enqueue_create(engine, "contact", {"fn": name})
+        assert len(claim(engine, worker=who)) == 1
+    assert len(mine) <= 64 and claims.worker_id("h" * 80 + ":9:9", "cafe00000003").endswith(
+        "@lock:cafe00000003"
+    )
+    assert len(claims.worker_id("h" * 80 + ":9:9", "cafe00000003")) == 64
+
+    assert claims.recover_dead_holders(engine, "cafe00000003", T0 + timedelta(seconds=1)) == 1
+    (again,) = claim(engine, T0 + timedelta(seconds=2), worker=mine)  # not after the 60 s lease
+    assert again.reconcile and again.fields == {"fn": "Dead"}
+    assert claims.recover_dead_holders(engine, "cafe00000003", T0 + timedelta(seconds=3)) == 0
+
+
 def test_two_workers_never_claim_one_item(migrated_database_url: str, engine: Engine) -> None:
     for i in range(60):
         queue.enqueue_create(engine, "note", {"desc": f"n{i}"})

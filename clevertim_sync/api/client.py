@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -81,13 +82,27 @@ class ClevertimClient:
         backoff_cap: float = 30.0,
         max_retry_wait: float = 120.0,
         stop: threading.Event | None = None,
+        connect_retries: int | None = None,
+        rate_limit_floor: float = 30.0,
+        token_source: Callable[[], str] | None = None,
+        ca_bundle: str | None = None,
     ) -> None:
         self.base_url = _check_base_url(base_url, allow_insecure_http=allow_insecure_http)
         _check_token(token)
         register_secret(token)
         self._token = token
         self._auth = httpx.BasicAuth(token, "X")
+        # Where the token comes from (its file or systemd credential): read again before the next
+        # request once the server refused it, so a rotated token is picked up without SIGHUP.
+        self._token_source = token_source
+        self._token_refused = False
+        self._token_lock = threading.Lock()
         self.read_retries = read_retries
+        # A server that cannot be connected to is usually down for everything: fewer tries than
+        # for other transient failures, so a pull against a dead server ends in seconds.
+        self.connect_retries = read_retries if connect_retries is None else min(connect_retries, read_retries)
+        # A 429 without Retry-After: wait at least this long (retrying sooner keeps hitting it).
+        self.rate_limit_floor = rate_limit_floor
         self._sleep = sleep
         self._rng: Rng = rng or random.Random()
         self._backoff_base = backoff_base
@@ -107,7 +122,15 @@ class ClevertimClient:
         if isinstance(http, httpx.Client):
             self._http, self._owns_http = http, False
         else:
-            self._http = httpx.Client(transport=http, timeout=self._timeout, follow_redirects=False)
+            # trust_env: HTTPS_PROXY / NO_PROXY / SSL_CERT_FILE are honoured; `ca_bundle` (a PEM
+            # file, for a TLS-inspecting proxy) replaces the default trust store when given.
+            self._http = httpx.Client(
+                transport=http,
+                timeout=self._timeout,
+                follow_redirects=False,
+                trust_env=True,
+                verify=_trust(ca_bundle),
+            )
             self._owns_http = True
 
     @classmethod
@@ -118,8 +141,12 @@ class ClevertimClient:
             settings.token_value(),
             timeout=c.timeout,
             read_retries=c.read_retries,
+            connect_retries=c.connect_retries,
+            rate_limit_floor=c.rate_limit_floor,
             allow_insecure_http=c.allow_insecure_http,
             user_agent=c.user_agent,
+            token_source=settings.fresh_token if c.token_file is not None else None,
+            ca_bundle=str(c.ca_bundle) if c.ca_bundle is not None else None,
             **kwargs,
         )
 
@@ -203,11 +230,12 @@ class ClevertimClient:
                 return self._once(method, resource, record_id, None)
             except e.ApiError as err:
                 err.attempts = attempt
-                if not err.transient or attempt > self.read_retries:
+                budget = self.connect_retries if isinstance(err, e.TransportError) else self.read_retries
+                if not err.transient or attempt > budget:
                     raise _with_message(err) from None
                 delay = next_delay(
                     attempt,
-                    err.retry_after,
+                    self._wait_asked(err),
                     base=self._backoff_base,
                     cap=self._backoff_cap,
                     rng=self._rng,
@@ -227,6 +255,16 @@ class ClevertimClient:
                 )
                 if not self._wait(delay):
                     raise _with_message(err) from None
+
+    def _wait_asked(self, err: e.ApiError) -> float | None:
+        """The least wait the server asked for: its Retry-After, or the floor for a bare 429."""
+        if err.retry_after is None and isinstance(err, e.RateLimited):
+            return self.rate_limit_floor
+        return err.retry_after
+
+    def pause_for(self, err: e.ApiError) -> float | None:
+        """Seconds every request to this server should wait after `err`, None for no pause."""
+        return self._wait_asked(err) if isinstance(err, e.RateLimited) else err.retry_after
 
     def _wait(self, delay: float) -> bool:
         """Wait before a retry; False if the daemon began to stop meanwhile (do not retry)."""
@@ -265,7 +303,12 @@ class ClevertimClient:
         self, method: str, resource: str, record_id: int | None, fields: Mapping[str, Any] | None
     ) -> Records:
         response = self._send(method, resource, record_id, fields)
-        return self._decode(response, method, resource, record_id)
+        try:
+            return self._decode(response, method, resource, record_id)
+        except e.LoginRequired:
+            with self._token_lock:
+                self._token_refused = True  # read the token again before the next request
+            raise
 
     def _send(
         self, method: str, resource: str, record_id: int | None, fields: Mapping[str, Any] | None
@@ -278,10 +321,11 @@ class ClevertimClient:
         if fields is not None:
             body = orjson.dumps(dict(fields))
             headers = {**headers, "Content-Type": "application/json"}
+        auth = self._current_auth()
         started = time.monotonic()
         try:
             response = self._http.request(
-                method, url, content=body, headers=headers, auth=self._auth, timeout=self._timeout
+                method, url, content=body, headers=headers, auth=auth, timeout=self._timeout
             )
         except (
             httpx.ConnectError,
@@ -296,8 +340,15 @@ class ClevertimClient:
             ) from None
         except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
             raise e.ResponseLost(f"connection broke: {self._describe(exc)}", **where) from None
+        except httpx.DecodingError as exc:
+            # The body's Content-Encoding lied: the server answered (a write most likely landed).
+            raise e.MalformedResponse(
+                f"the body could not be decoded: {self._describe(exc)}", status=200, **where
+            ) from None
         except httpx.TransportError as exc:  # proxy errors, local protocol errors: nothing was sent
             raise e.TransportError(f"transport failed: {self._describe(exc)}", **where) from None
+        except httpx.HTTPError as exc:  # anything else httpx may raise stays in our tree
+            raise e.ResponseLost(f"request failed: {self._describe(exc)}", **where) from None
         log.debug(
             "api.response",
             **where,
@@ -306,6 +357,25 @@ class ClevertimClient:
             ms=round((time.monotonic() - started) * 1000, 1),
         )
         return response
+
+    def _current_auth(self) -> httpx.BasicAuth:
+        """The auth to send: after a refusal, the token is read again from its source first."""
+        with self._token_lock:
+            if not (self._token_refused and self._token_source is not None):
+                return self._auth
+            self._token_refused = False
+            try:
+                token = self._token_source()
+                _check_token(token)
+            except ConfigError as exc:
+                log.warning("api.token_reread_failed", error=str(exc))
+                return self._auth
+            if token != self._token:
+                register_secret(token)
+                self._token = token
+                self._auth = httpx.BasicAuth(token, "X")
+                log.info("api.token_reread", changed=True)
+            return self._auth
 
     def _describe(self, exc: Exception) -> str:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -327,6 +397,13 @@ class ClevertimClient:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
             doc = None
+        if 300 <= status < 400:
+            location = self._mask(response.headers.get("Location", ""))[:300] or None
+            raise e.Redirected(_redirect_hint(self.base_url, location), location=location, **where)
+        if status in (200, 401, 403) and doc is None and _is_html(response, raw):
+            raise e.LoginRequired(
+                "got an HTML page (a login page?) where the API's JSON was expected", **where
+            )
         if status != 200:
             server_message = None
             if isinstance(doc, dict) and isinstance(doc.get("error"), str):
@@ -360,11 +437,10 @@ class ClevertimClient:
         return content
 
     def _not_json(self, response: httpx.Response, raw: bytes) -> str:
-        ctype = response.headers.get("Content-Type", "")
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) != len(raw):
             return f"body truncated: {len(raw)} of {declared} bytes"
-        if "html" in ctype.lower() or raw.lstrip()[:1] == b"<":
+        if _is_html(response, raw):
             return "got an HTML page instead of JSON (a proxy or login page?)"
         if not raw:
             return "empty body"
@@ -385,6 +461,41 @@ class ClevertimClient:
         if record_id is not None and entry["id"] != record_id:
             raise e.MalformedResponse(f"the answer is entry {entry['id']}, not {record_id}", **where)
         return entry
+
+
+def _trust(ca_bundle: str | None) -> ssl.SSLContext | bool:
+    """The TLS trust to use: the default (True: certifi, or SSL_CERT_FILE), or `ca_bundle`'s CAs."""
+    if ca_bundle is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            [f"clevertim.ca_bundle {ca_bundle}: not usable as CA certificates: {exc}"]
+        ) from None
+
+
+def _is_html(response: httpx.Response, raw: bytes) -> bool:
+    return "html" in response.headers.get("Content-Type", "").lower() or raw.lstrip()[:1] == b"<"
+
+
+def _redirect_hint(base_url: str, location: str | None) -> str:
+    """What the redirect most likely says about clevertim.url."""
+    if not location:
+        return "redirected (not followed), without a Location"
+    base, to = urlsplit(base_url), urlsplit(location)
+    host = to.hostname or base.hostname
+    if host and base.hostname and host != base.hostname:
+        if host == f"www.{base.hostname}":
+            return f"redirected (not followed): the host needs www, try clevertim.url = {to.scheme or base.scheme}://{host}{base.path}"
+        return f"redirected (not followed) to another host {host}"
+    if to.scheme == "https" and base.scheme == "http":
+        return "redirected (not followed): the server wants https in clevertim.url"
+    if not base.path.rstrip("/").endswith("/api"):
+        return "redirected (not followed): clevertim.url should end in /api"
+    if "login" in to.path.lower() or "signin" in to.path.lower():
+        return "redirected (not followed) to a login page: a refused token, or the web app's URL"
+    return "redirected (not followed)"
 
 
 def _with_message(err: e.ApiError) -> e.ApiError:

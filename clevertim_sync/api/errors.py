@@ -6,16 +6,21 @@ write's outcome unknown (`may_have_reached_server`), and the wording of their me
 Must not import: httpx (callers catch these without knowing the transport), SQLAlchemy.
 
     ApiError(ClevertimSyncError)
-    ├── TransportError      could not connect: the request never reached the server   (transient)
+    ├── TransportError      could not connect: the request never reached the server   (transient, server-wide)
     ├── ResponseLost        timeout/reset after sending: a write's outcome is unknown (transient)
     ├── MalformedResponse   truncated, non-JSON, HTML page, bad envelope             (transient)
     ├── BadRequest          400 (and other undocumented 4xx): the server said why
     ├── AuthFailed          401/403: the token is wrong, revoked or lacks rights
+    │   └── LoginRequired   401, or an HTML login page where JSON was expected           (server-wide)
+    ├── Redirected          3xx: never followed (the token must not go elsewhere)        (server-wide)
     ├── NotFound            404: the entry does not exist (or is hidden from this token)
     ├── RequestNotParsed    500: the server could not parse the request body (our bug)
     ├── NotSupported        501: operation not supported (e.g. updating a comment)
-    ├── RateLimited         429, with retry_after when the server gave one            (transient)
+    ├── RateLimited         429, with retry_after when the server gave one            (transient, server-wide)
     └── ServiceUnavailable  502/503/504 and other 5xx                                 (transient)
+
+`server_wide`: the failure is about the server, the URL or the token, not this request: every
+other request would meet it too, so a pull stops at the first one instead of trying each resource.
 
 Messages never contain the token: the client never puts it in a URL, and masks it in whatever the
 server echoes back before building the error.
@@ -33,6 +38,7 @@ class ApiError(ClevertimSyncError):
 
     transient_kind: ClassVar[bool] = False
     unknown_outcome: ClassVar[bool] = False
+    server_wide: ClassVar[bool] = False
     advice: ClassVar[str] = "see the server's message"
 
     def __init__(
@@ -46,8 +52,10 @@ class ApiError(ClevertimSyncError):
         server_message: str | None = None,
         retry_after: float | None = None,
         attempts: int = 1,
+        location: str | None = None,
     ) -> None:
         self.what = what
+        self.location = location
         self.method = method
         self.resource = resource
         self.record_id = record_id
@@ -80,6 +88,8 @@ class ApiError(ClevertimSyncError):
         parts = [f"{self.target}: {self.what}"]
         if self.status is not None:
             parts.append(f"(HTTP {self.status})")
+        if self.location is not None:
+            parts.append(f"to {self.location!r}")
         if self.server_message:
             parts.append(f"- server says: {self.server_message!r}")
         if self.retry_after is not None:
@@ -102,6 +112,7 @@ def _rebuild(cls: type[ApiError], what: str, state: dict[str, object]) -> ApiErr
 
 class TransportError(ApiError):
     transient_kind = True
+    server_wide = True
     unknown_outcome = False
     advice = "the request did not reach the server; check the URL and the network, it will be retried"
 
@@ -133,6 +144,28 @@ class AuthFailed(ApiError):
     advice = "check the API token (CLEVERTIM_TOKEN / token file) and this user's rights in Clevertim"
 
 
+class LoginRequired(AuthFailed):
+    """The server wants a login: a 401, or an HTML (login) page with 200/401/403 where the API's
+    JSON was expected. Not transient: the token (or the URL) must change first."""
+
+    server_wide = True
+    advice = (
+        "the server did not accept the token: check it (CLEVERTIM_TOKEN, the token file or the "
+        "systemd credential, read again before the next attempt) and that clevertim.url is the "
+        "API (https://www.clevertim.com/api), not the web app's login"
+    )
+
+
+class Redirected(ApiError):
+    """A 3xx: never followed (the token must not be sent to another host), never retried."""
+
+    server_wide = True
+    advice = (
+        "redirects are not followed, so that the token never goes to another host; set "
+        "clevertim.url to the API's own address (it ends in /api, and the host is www.clevertim.com)"
+    )
+
+
 class NotFound(ApiError):
     advice = "the entry does not exist or is not visible to this token"
 
@@ -147,6 +180,7 @@ class NotSupported(ApiError):
 
 class RateLimited(ApiError):
     transient_kind = True
+    server_wide = True
     advice = "the server is rate limiting; wait before the next request"
 
 
@@ -165,7 +199,7 @@ def error_for_status(status: int) -> type[ApiError]:
     """The exception class for an HTTP status that is not 200."""
     exact: dict[int, type[ApiError]] = {
         400: BadRequest,
-        401: AuthFailed,
+        401: LoginRequired,
         403: AuthFailed,
         404: NotFound,
         408: ServiceUnavailable,  # the server timed out waiting for us: worth retrying
@@ -179,4 +213,6 @@ def error_for_status(status: int) -> type[ApiError]:
         return ServiceUnavailable
     if 400 <= status < 500:
         return BadRequest
+    if 300 <= status < 400:
+        return Redirected
     return MalformedResponse  # 1xx/3xx/other 2xx: not something the API answers

@@ -11,6 +11,8 @@ Must not import: httpx directly (the client is `ClevertimClient.from_settings`).
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import click
@@ -22,7 +24,8 @@ from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.api.errors import NotFound
 from clevertim_sync.cli import AppContext, cli, pass_app
 from clevertim_sync.cli.sync import mirror
-from clevertim_sync.errors import EditRejected, QueueItemError, ReportError
+from clevertim_sync.daemon import lock as instance_lock
+from clevertim_sync.errors import ClevertimSyncError, EditRejected, QueueItemError, ReportError
 from clevertim_sync.logs import configure_logging
 from clevertim_sync.mirror.store import load_record
 from clevertim_sync.reports import Version, record_versions
@@ -137,6 +140,22 @@ def edit_delete(app: AppContext, resource: str, record_id: int) -> None:
     click.echo(_item_line(item))
 
 
+@contextmanager
+def _instance_lock(app: AppContext) -> Iterator[str | None]:
+    """The mirror's instance lock for this push when it is free (no daemon runs): its holder id,
+    so that what a killed earlier push left in flight is reconciled at once, not after
+    push.lease. None when a daemon holds it: this push then runs beside it, as before."""
+    try:
+        held = instance_lock.acquire(app.settings.database.url)
+    except ClevertimSyncError:  # InstanceLocked, or a database the lock cannot cover
+        yield None
+        return
+    try:
+        yield held.holder_id
+    finally:
+        held.release()
+
+
 @cli.command("push")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(
@@ -155,8 +174,12 @@ def push_command(app: AppContext, as_json: bool, dry_run: bool) -> None:
             plan = plan_push(engine, client, settings)
         click.echo(orjson.dumps(plan.as_dict()).decode() if as_json else "\n".join(plan_lines(plan)))
         return
-    with mirror(app) as engine, ClevertimClient.from_settings(settings) as client:
-        report = push_queue(engine, client, settings)
+    with (
+        mirror(app) as engine,
+        ClevertimClient.from_settings(settings) as client,
+        _instance_lock(app) as holder,
+    ):
+        report = push_queue(engine, client, settings, holder=holder)
     if as_json:
         click.echo(orjson.dumps(report.as_dict()).decode())
     else:

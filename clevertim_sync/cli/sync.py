@@ -112,6 +112,8 @@ def sync_command(
                 engine, client, resources=wanted, allow_mass_delete=allow_mass_delete, settings=settings
             )
     _print_summary(report)
+    if report.halted:
+        click.echo(f"clevertim-sync: {report.halted}: {', '.join(report.skipped)}", err=True)
     if not report.ok:
         click.echo(
             f"clevertim-sync: {len(report.failed)} resource(s) failed or held: {', '.join(report.failed)}",

@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,9 @@ _PG_KEEPALIVE = {"tcp_keepalives_idle": 5, "tcp_keepalives_interval": 2, "tcp_ke
 
 class InstanceLock(Protocol):
     description: str
+    # Unique to this holding of the lock: a push run under it tags its claims with it, so the next
+    # holder knows they belong to a process that is gone (writeback/claims.py).
+    holder_id: str
 
     def check(self) -> bool:
         """True while the lock is still ours (a PostgreSQL connection can drop under us)."""
@@ -58,6 +62,7 @@ class FileLock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.description = f"lock file {path}"
+        self.holder_id = secrets.token_hex(6)
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -99,6 +104,7 @@ class PostgresLock:
     def __init__(self, url: sa.URL, name: str = "mirror") -> None:
         self.key = advisory_key(name)
         self.description = f"PostgreSQL advisory lock {self.key} on database {url.database}"
+        self.holder_id = secrets.token_hex(6)
         # No pool: the lock lives and dies with exactly this one connection.
         self._engine = sa.create_engine(url, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
         self._conn: sa.Connection | None = None

@@ -49,7 +49,7 @@ class Backends:
     make_client: Callable[..., Any]  # make_client(settings, *, stop=): stop ends read retries
     check_token: Callable[[Any], None]  # one cheap authenticated GET; raises ApiError
     pull: Callable[..., Any]  # pull(engine, client, *, resources=, settings=, progress=, stop=)
-    push: Callable[..., Any]  # push(engine, client, settings, *, stop=)
+    push: Callable[..., Any]  # push(engine, client, settings, *, stop=, holder=)
     backup: Callable[[sa.Engine, Settings], Any] | None = None
     summarize: Callable[[Any], str | None] | None = None  # one line about a job's report
 
@@ -213,7 +213,11 @@ class AccountRuntime:
         # forward for items newer than this (a blocked or retried item waits for push.interval).
         mark = self.newest_due_item()
         # On SIGTERM the push stops sending at once; what is on the wire finishes and is recorded.
-        report = self.backends.push(self.engine, self.client, self.settings, stop=self.stopping)
+        # Holding the instance lock: what a crashed predecessor left in flight is reconciled now.
+        holder = self.lock.holder_id if self.lock is not None else None
+        report = self.backends.push(
+            self.engine, self.client, self.settings, stop=self.stopping, holder=holder
+        )
         self.pushed_through = max(self.pushed_through, mark)
         return report
 

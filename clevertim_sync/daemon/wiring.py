@@ -42,6 +42,8 @@ def summarize(result: Any) -> str | None:
         line = f"+{t['inserted']} ~{t['updated']} -{t['deleted']} in {len(result.resources)} resources"
         if result.failed:
             line += f"; failed: {', '.join(result.failed)}"
+        if result.halted:
+            line += f"; {result.halted}"
         return line
     if isinstance(result, PushReport):
         if not result.claimed:

@@ -9,9 +9,9 @@ Must not import: http.server, httpx, the store.
 A spec: {"kind": ..., "method": "GET"|"POST"|...|"*", "path": regex searched in the path after
 /api (e.g. "^/contact$"), "times": int or None (None: until cleared), "status": int,
 "retry_after": seconds or an HTTP-date string or None, "latency_ms": int, "hide_ids": [ids],
-"hide_fraction": 0.0-1.0, "apply": bool}. With "apply": true a status, html or reset fault
-strikes after the request was served: a write is committed although the client sees a failure
-(a proxy that timed out on a slow backend).
+"hide_fraction": 0.0-1.0, "apply": bool, "location": URL (redirect)}. With "apply": true a
+status, html or reset fault strikes after the request was served: a write is committed although
+the client sees a failure (a proxy that timed out on a slow backend).
 """
 
 from __future__ import annotations
@@ -29,12 +29,32 @@ from clevertim_sync.errors import ClevertimSyncError
 # applied, then the connection closes without an answer. truncate: applied, then the body is cut
 # short of its Content-Length. html: a proxy's HTML error page with a 5xx status (not applied).
 # empty_listing: a listing answers 200 with no records. hide: listings and GET by id leave out
-# some ids, as when the token's user loses rights to them.
+# some ids, as when the token's user loses rights to them. redirect: a 3xx (301/302/303/307/308,
+# default 302) to `location` (default a login page; give another host's URL to test that the token
+# is not sent there), not applied. login_page: an HTML login page with status 200 (default), 401
+# or 403, not applied. bad_encoding: applied, then answered 200 with `Content-Encoding: gzip` over
+# a body that is not gzip. A `status` 429 without retry_after has no Retry-After header.
 KINDS = frozenset(
-    {"latency", "status", "reset", "lost_response", "truncate", "html", "empty_listing", "hide"}
+    {
+        "latency",
+        "status",
+        "reset",
+        "lost_response",
+        "truncate",
+        "html",
+        "empty_listing",
+        "hide",
+        "redirect",
+        "login_page",
+        "bad_encoding",
+    }
 )
 METHODS = frozenset({"*", "GET", "POST", "PUT", "DELETE", "PATCH"})
-DEFAULT_STATUS = {"status": 503, "html": 502}
+DEFAULT_STATUS = {"status": 503, "html": 502, "redirect": 302, "login_page": 200}
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+LOGIN_PAGE_STATUSES = frozenset({200, 401, 403})
+DEFAULT_LOCATION = "/login?next=/api"
+
 _SPEC_KEYS = frozenset(
     {
         "kind",
@@ -47,6 +67,7 @@ _SPEC_KEYS = frozenset(
         "hide_ids",
         "hide_fraction",
         "apply",
+        "location",
     }
 )
 
@@ -78,6 +99,7 @@ class Fault:
     hide_ids: frozenset[int] = frozenset()
     hide_fraction: float = 0.0
     apply: bool = False  # status/html/reset: serve the request first, then fail (outcome unknown)
+    location: str = DEFAULT_LOCATION  # redirect: where to
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in ("*", method)) and self.path.search(path) is not None
@@ -102,6 +124,7 @@ class Fault:
             "hide_ids": sorted(self.hide_ids),
             "hide_fraction": self.hide_fraction,
             "apply": self.apply,
+            "location": self.location,
         }
 
 
@@ -132,6 +155,14 @@ def parse_spec(spec: Mapping[str, Any], fault_id: int) -> Fault:
     status = spec.get("status", DEFAULT_STATUS.get(str(kind), 0))
     if kind in ("status", "html") and (not _is_int(status) or not 400 <= status <= 599):
         problems.append(f"status must be an HTTP error status 400-599, not {status!r}")
+    if kind == "redirect" and status not in REDIRECT_STATUSES:
+        problems.append(f"a redirect's status must be one of {sorted(REDIRECT_STATUSES)}, not {status!r}")
+    if kind == "login_page" and status not in LOGIN_PAGE_STATUSES:
+        problems.append(f"a login page's status must be one of {sorted(LOGIN_PAGE_STATUSES)}, not {status!r}")
+    location = spec.get("location", DEFAULT_LOCATION)
+    if not isinstance(location, str) or not location or any(c in location for c in "\r\n"):
+        problems.append("location must be a URL on one line")
+        location = DEFAULT_LOCATION
     retry_after = spec.get("retry_after")
     if retry_after is not None and not (isinstance(retry_after, str) or _is_int(retry_after)):
         problems.append("retry_after must be whole seconds or an HTTP-date string")
@@ -154,7 +185,8 @@ def parse_spec(spec: Mapping[str, Any], fault_id: int) -> Fault:
         problems.append("apply must be true or false")
     if spec.get("apply") and kind not in ("status", "html", "reset"):
         problems.append(
-            "apply only goes with status, html or reset (lost_response and truncate always apply)"
+            "apply only goes with status, html or reset "
+            "(lost_response, truncate and bad_encoding always apply)"
         )
     if kind == "hide" and not hide_ids and not fraction:
         problems.append("a hide fault needs hide_ids or hide_fraction")
@@ -172,6 +204,7 @@ def parse_spec(spec: Mapping[str, Any], fault_id: int) -> Fault:
         hide_ids=frozenset(int(i) for i in hide_ids),
         hide_fraction=float(fraction),
         apply=bool(spec.get("apply", False)),
+        location=location,
     )
 
 

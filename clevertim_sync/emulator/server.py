@@ -44,6 +44,12 @@ PROXY_PAGE = (
     "<center><h1>{status} {phrase}</h1></center>\r\n<hr><center>nginx</center>\r\n"
     "</body>\r\n</html>\r\n"
 )
+# What a web app serves a client that is not logged in (the `login_page` fault).
+LOGIN_PAGE = (
+    "<!DOCTYPE html>\r\n<html><head><title>Log in - Clevertim CRM</title></head>\r\n<body>\r\n"
+    '<form method="post" action="/login"><input name="email"><input name="password" type="password">'
+    "<button>Log in</button></form>\r\n</body></html>\r\n"
+)
 REQUEST_LOG_LIMIT = 100_000
 _KNOWN_STATUSES = frozenset(s.value for s in HTTPStatus)
 
@@ -230,7 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
         }
         self._pending_entry = entry
         try:
-            if fault is not None and fault.kind in ("reset", "status", "html"):
+            if fault is not None and fault.kind in ("reset", "status", "html", "redirect", "login_page"):
                 if fault.apply:  # the service did the work; the failure is on the way back
                     with contextlib.suppress(ApiProblem):
                         self._answer(method, segs, body, decision)
@@ -246,6 +252,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True  # the work is done; the answer never leaves
             elif fault is not None and fault.kind == "truncate":
                 self._send(status, payload, headers=headers, truncate=True)
+            elif fault is not None and fault.kind == "bad_encoding":
+                # The work is done; the answer says gzip but is the plain JSON.
+                self._send(status, payload, headers=[*headers, ("Content-Encoding", "gzip")])
             else:
                 self._send(status, payload, headers=headers)
         finally:
@@ -262,7 +271,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset_connection()
             return 0
         headers = [("Retry-After", str(fault.retry_after))] if fault.retry_after is not None else []
-        if fault.kind == "html":
+        if fault.kind == "redirect":
+            page = f'<html><body>Moved to <a href="{fault.location}">here</a></body></html>'.encode()
+            self._send(fault.status, page, content_type="text/html", headers=[("Location", fault.location)])
+        elif fault.kind == "login_page":
+            headers = [("WWW-Authenticate", 'Basic realm="Clevertim"')] if fault.status == 401 else []
+            self._send(
+                fault.status, LOGIN_PAGE.encode(), content_type="text/html; charset=utf-8", headers=headers
+            )
+        elif fault.kind == "html":
             phrase = HTTPStatus(fault.status).phrase if fault.status in _KNOWN_STATUSES else "Error"
             page = PROXY_PAGE.format(status=fault.status, phrase=phrase).encode()
             self._send(fault.status, page, content_type="text/html", headers=headers)

@@ -9,6 +9,9 @@ against corruption), a busy timeout, foreign keys on, and every transaction begu
 read-then-write transaction fail with "database is locked" instead of waiting, and lets two
 writeback workers claim the same item. Serialising transactions costs little: they are short.
 
+A SQLite file this project creates is readable by its owner only (0600), whatever the umask:
+it holds the whole account. SQLite gives its -wal and -shm files the database file's mode.
+
 Both: `hide_parameters` keeps records' data out of error messages and so out of the logs.
 
 Must not import: the store, the pull, httpx.
@@ -16,7 +19,9 @@ Must not import: the store, the pull, httpx.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -63,6 +68,7 @@ def make_engine(url: str, *, busy_timeout: float = 30) -> Engine:
     url = normalise_url(url)
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
+        _create_private(make_url(url).database)
         engine = sa.create_engine(url, connect_args={"timeout": busy_timeout}, hide_parameters=True)
         _tune_sqlite(engine, busy_timeout)
     elif backend == "postgresql":
@@ -71,6 +77,16 @@ def make_engine(url: str, *, busy_timeout: float = 30) -> Engine:
         raise MirrorError(f"unsupported database {backend!r}: use a sqlite:/// or postgresql:// URL")
     failures.install(engine)  # a full disk or an I/O error: one clear DatabaseFailure
     return engine
+
+
+def _create_private(database: str | None) -> None:
+    """Create a SQLite database file that does not exist yet as an empty file with mode 0600."""
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        return
+    path = Path(database.removeprefix("file:").split("?")[0])
+    # O_EXCL: an existing file (and its mode, which its owner may have chosen) is left alone.
+    with contextlib.suppress(OSError):  # exists, or cannot be: SQLite says why when it opens it
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 
 
 def _tune_sqlite(engine: Engine, busy_timeout: float) -> None:

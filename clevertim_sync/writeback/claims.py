@@ -11,7 +11,12 @@ id known, before its request goes out. On PostgreSQL the candidate rows are read
 LOCKED`; on SQLite every transaction is `BEGIN IMMEDIATE` (mirror/db.py), so claims serialise.
 Either way the state change is a conditional UPDATE (`WHERE state = <the state we read>`), so two
 workers never both own one item. An item whose lease ran out (a worker died) is reconciled, not
-resent. Items of one record go out in order (FIFO): an item waits while an earlier open item of
+resent. A push run by the holder of the mirror's instance lock (daemon/lock.py: the daemon, or a
+CLI `push` that could take it) tags its claims with the lock's holder id; a later holder knows
+that every other holder's claim belongs to a process that is gone (the lock is exclusive, and
+freed when its holder dies), so it reconciles those at once (`recover_dead_holders`) instead of
+waiting for their lease. The lease stays for pushes that run beside the holder without the lock.
+Items of one record go out in order (FIFO): an item waits while an earlier open item of
 the same record exists, and pending updates of one record coalesce into one PUT.
 """
 
@@ -97,6 +102,37 @@ def _no_earlier_open() -> sa.ColumnElement[bool]:
         q2.c.id < Q.c.id,
         q2.c.state.in_(OPEN_STATES),
     )
+
+
+# claimed_by of a lock holder's push: "<host:pid:thread>@lock:<holder id>".
+HOLDER_MARK = "@lock:"
+_CLAIMED_BY_WIDTH = 64  # writeback_queue.claimed_by is String(64)
+
+
+def worker_id(base: str, holder: str | None) -> str:
+    """The claimed_by of a push: `base`, tagged with the lock holder's id when it has one."""
+    if holder is None:
+        return base[:_CLAIMED_BY_WIDTH]
+    tag = f"{HOLDER_MARK}{holder}"
+    return base[: _CLAIMED_BY_WIDTH - len(tag)] + tag
+
+
+def recover_dead_holders(bind: Bind, holder: str, now: datetime) -> int:
+    """Make the in-flight items of every earlier lock holder claimable at once (their lease is
+    ended): only the holder `holder` of the instance lock may call this. They are then reconciled
+    as after any lost answer (a create is looked for on the server before any resend)."""
+    mine = f"%{HOLDER_MARK}{holder}"
+    with transaction(bind) as conn:
+        return conn.execute(
+            sa.update(Q)
+            .where(
+                Q.c.state == IN_FLIGHT,
+                Q.c.claimed_by.like(f"%{HOLDER_MARK}%"),
+                Q.c.claimed_by.not_like(mine),
+                sa.or_(Q.c.lease_until.is_(None), Q.c.lease_until >= now),
+            )
+            .values(lease_until=now - timedelta(microseconds=1), updated_at=now)
+        ).rowcount
 
 
 def wake_waiting(bind: Bind, now: datetime | None = None) -> int:

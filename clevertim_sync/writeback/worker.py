@@ -14,8 +14,13 @@ Failures, and why they are treated as they are:
   nothing about the item, and a ten-minute outage must not dead-letter the whole queue.
 - The item's request failed in a way that may be its own (timeout or reset after sending, garbled
   answer): attempts + 1, backoff with jitter, dead letter after `push.max_attempts`.
-- The server refused the item (400, 401/403, 404 on an update, 500 = body not parsed, 501):
-  dead letter at once with the server's message; other records keep flowing. A 401 also stops
+- The server refused the token (401, or a login page where JSON was expected): a server-wide
+  pause with backoff, the item back as it was (no attempt spent); the client reads the token's
+  file again before its next request, so a rotated token is used by the next push.
+- A redirect (3xx, never followed): the push stops, the item back as it was; clevertim.url must
+  be fixed. No pause: the next push with a fixed URL goes at once.
+- The server refused the item (400, 403, 404 on an update, 500 = body not parsed, 501):
+  dead letter at once with the server's message; other records keep flowing. A 403 also stops
   this push (every other request would fail the same way).
 - A DELETE that meets 404 is done: the record is gone, which is what was asked.
 
@@ -85,12 +90,14 @@ class PushReport:
     writes: int = 0  # POST/PUT/DELETE requests sent
     paused_until: datetime | None = None
     stopped: str | None = None
+    # The server refused the token or redirected: nothing can go out until a person acts.
+    halted: str | None = None
     errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        # A pause the server asked for is not a failure; a 401 shows up as a failed item.
-        return not (self.failed or self.quarantined)
+        # A pause the server asked for (429, 503) is not a failure; a refused token or a redirect is.
+        return not (self.failed or self.quarantined or self.halted)
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -116,6 +123,7 @@ class _Run:
         self.engine = engine
         self.client = client
         self.push = settings.push
+        self.rate_limit_floor = settings.clevertim.rate_limit_floor
         self.clock = clock
         self.rng = rng
         self.outage_failures = outage_failures
@@ -179,6 +187,7 @@ def push(
     worker_id: str | None = None,
     rng: Rng | None = None,
     stop: threading.Event | None = None,
+    holder: str | None = None,
 ) -> PushReport:
     """Send every due queue item once (children of creates made in this push too), then return.
 
@@ -187,6 +196,8 @@ def push(
     `stop` (the daemon's stopping event): once set, nothing more is claimed or sent; requests
     already on the wire finish and their outcome is recorded, claimed units not yet sent go back
     as they were (no attempt spent), and push() returns with `report.stopped` saying so.
+    `holder`: the id of the mirror's instance lock, when the caller holds it: the items a dead
+    earlier holder left in flight are reconciled now, not after their lease (claims.py).
     """
     clock: Callable[[], datetime] = (lambda: now) if now is not None else (lambda: datetime.now(UTC))
     started = clock()
@@ -197,7 +208,13 @@ def push(
         run.report.stopped = f"paused until {pause.not_before.isoformat()}: {pause.reason}"
         log.info("push.paused", until=pause.not_before.isoformat(), reason=pause.reason)
         return run.report
-    worker = worker_id or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    worker = claims.worker_id(
+        worker_id or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}", holder
+    )
+    if holder is not None:
+        recovered = claims.recover_dead_holders(engine, holder, clock())
+        if recovered:
+            log.info("push.recovering", items=recovered, reason="left in flight by a holder that is gone")
     claims.wake_waiting(engine, started)
     concurrency = settings.push.concurrency
     batch = RECORD_ROUNDS * concurrency
@@ -504,16 +521,29 @@ def _on_api_error(run: _Run, unit: claims.Claimed, exc: api_errors.ApiError) -> 
         retry_after=exc.retry_after,
     )
     common: dict[str, Any] = {"server_message": exc.server_message, "status": exc.status}
-    if isinstance(exc, OUTAGE_ERRORS):
+    if isinstance(exc, api_errors.Redirected):
+        with run.lock:
+            run.report.halted = run.report.stopped = f"push stopped: {exc}"
+        run.stop.set()
+        return _Outcome(
+            unit, _back_state(unit, exc), "retry_later", attempts=unit.attempts, note=str(exc), **common
+        )
+    if isinstance(exc, (*OUTAGE_ERRORS, api_errors.LoginRequired)):
         with run.lock:
             run.outage_failures += 1
             failures = run.outage_failures
-        delay = next_delay(
-            failures, exc.retry_after, base=run.push.backoff_base, cap=run.push.backoff_max, rng=run.rng
-        )
+        asked = exc.retry_after
+        if asked is None and isinstance(exc, api_errors.RateLimited):
+            asked = run.rate_limit_floor  # a bare 429: retrying sooner keeps hitting the limit
+        delay = next_delay(failures, asked, base=run.push.backoff_base, cap=run.push.backoff_max, rng=run.rng)
         until = now + timedelta(seconds=delay)
         claims.set_pause(run.engine, until, failures, str(exc), now)
-        run.report.stopped = f"server unavailable, paused until {until.isoformat()}: {exc}"
+        if isinstance(exc, api_errors.LoginRequired):
+            with run.lock:
+                run.report.halted = f"the server refused the token, paused until {until.isoformat()}: {exc}"
+                run.report.stopped = run.report.halted
+        else:
+            run.report.stopped = f"server unavailable, paused until {until.isoformat()}: {exc}"
         run.stop.set()
         # The server's wait is not the item's fault: no attempt spent.
         return _Outcome(
