@@ -276,7 +276,7 @@ def test_an_older_backup_is_upgraded_on_restore(database_url: str, target_url: s
     assert old.manifest.schema_version == "0002_writeback_queue"
 
     restored = bk.restore(old.path, target_url)
-    assert restored.upgraded_to == "0005_pipeline_total" and restored.rows["contacts"] == 30
+    assert restored.upgraded_to == "0006_multi_refs" and restored.rows["contacts"] == 30
     target = make_engine(target_url)
     hits = reports.search(target, "Zoë 7")
     columns, rows = reports.run_report(target, "contacts")

@@ -23,7 +23,7 @@ from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.store import load_record
 from clevertim_sync.resources import Kind
 from clevertim_sync.writeback import queue
-from clevertim_sync.writeback.merge import same
+from clevertim_sync.writeback.merge import loosely_same
 
 _EMPTY: dict[Kind, Any] = {
     Kind.STR_LIST: [],
@@ -87,7 +87,7 @@ def revert(engine: Engine, resource: str, record_id: int, version: int) -> queue
             if prop.api not in target and prop.api not in now:
                 continue
             want = target.get(prop.api, _EMPTY.get(prop.kind))
-            if not same(now.get(prop.api, _EMPTY.get(prop.kind)), want):
+            if not loosely_same(now.get(prop.api, _EMPTY.get(prop.kind)), want, prop):
                 changes[prop.api] = want
         if not changes:
             return None
