@@ -233,3 +233,32 @@ def _json(value: Any) -> str:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     except TypeError:
         return repr(value)
+
+
+def typed(prop: Prop, value: Any) -> Any:
+    """`value` as `prop`'s own JSON type, the form a local edit writes (what
+    `resources.edit_problems` accepts): 0/1 -> false/true, "445" -> 445, "" -> null for a
+    non-text property, date parts as integers. A value that reads as nothing of its kind is
+    returned as it is (the edit's validation then says why)."""
+    kind = prop.kind
+    if value is None or (kind is not Kind.STR and value == ""):
+        return None
+    if kind is Kind.BOOL:
+        b = as_bool(value)
+        return value if b is None else b
+    if kind is Kind.INT or (kind is Kind.REF and not isinstance(value, list)):
+        i = as_int(value)
+        return value if i is None else i
+    if kind is Kind.REF:
+        ids = as_ids(value)
+        if len(ids) != len(value) or not ids:
+            return value or None
+        return ids if prop.child_table is not None or len(ids) > 1 else ids[0]
+    if kind is Kind.DATE_PARTS and isinstance(value, dict):
+        parts = {k: date_part(v) for k, v in value.items()}
+        return (
+            {k: v for k, v in parts.items() if v is not None}
+            if all(v is not None or value[k] in (None, "") for k, v in parts.items())
+            else value
+        )
+    return value

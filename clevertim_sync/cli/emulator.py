@@ -18,6 +18,7 @@ import orjson
 
 from clevertim_sync.cli import cli
 from clevertim_sync.emulator import EmulatorServer, FaultSpecError
+from clevertim_sync.emulator.quirks import QuirkSpecError, parse_quirks
 
 
 def _parse_faults(specs: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -33,6 +34,13 @@ def _parse_faults(specs: tuple[str, ...]) -> list[dict[str, Any]]:
             )
         faults.append(fault)
     return faults
+
+
+def _parse_quirks(text: str) -> list[str]:
+    try:
+        return parse_quirks(text)
+    except QuirkSpecError as exc:
+        raise click.BadParameter(str(exc), param_hint="--quirks") from None
 
 
 @cli.command("emulator")
@@ -53,8 +61,16 @@ def _parse_faults(specs: tuple[str, ...]) -> list[dict[str, Any]]:
     metavar="JSON",
     help='A fault to inject, repeatable: \'{"kind":"status","status":503,"path":"^/contact$","times":2}\'.',
 )
+@click.option(
+    "--quirks",
+    default="",
+    metavar="NAME[,NAME...]",
+    help="Serve as a real server may differ: multi_refs, bool01, string_ids, shuffled_lists, "
+    "string_date_parts, empty_strings, normalising, or all (toggle later at /_control/quirks).",
+)
 def emulator_command(
     *,
+    quirks: str,
     host: str,
     port: int,
     token: str,
@@ -78,6 +94,7 @@ def emulator_command(
             host=host,
             port=port,
             faults=specs,
+            quirks=_parse_quirks(quirks),
         ).start()
     except FaultSpecError as exc:
         raise click.BadParameter(str(exc), param_hint="--fault") from None

@@ -17,7 +17,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from clevertim_sync import resources
+from clevertim_sync import resources, shapes
 from clevertim_sync.errors import EditRejected
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.store import load_record
@@ -45,9 +45,10 @@ def versions(conn: sa.Connection, resource: str, record_id: int) -> list[dict[st
 
 
 def writable_fields(resource: str, record: dict[str, Any]) -> dict[str, Any]:
-    """The properties of `record` a write may carry (read-only and unknown ones left out)."""
+    """The properties of `record` a write may carry (read-only and unknown ones left out), each
+    as its own type (a server's 0/1 and "445" spellings as false/true and 445: what an edit takes)."""
     res = resources.get(resource)
-    return {p.api: record[p.api] for p in res.writable_props if p.api in record}
+    return {p.api: shapes.typed(p, record[p.api]) for p in res.writable_props if p.api in record}
 
 
 def revert(engine: Engine, resource: str, record_id: int, version: int) -> queue.QueueItem | None:
