@@ -575,8 +575,13 @@ class EmulatorServer:
         return [*wanted, *faulty]
 
     def reset(self, *, contacts: int | None = None, seed: int | None = None) -> None:
-        """A fresh seeded account (same size and seed unless given); faults and request log cleared."""
+        """A fresh seeded account (same size and seed unless given); faults and request log cleared.
+        Quirks stay: they are how this server behaves (a transport quirk's fault is added again)."""
         self.faults.clear()
+        for name in list(self.fault_quirks):
+            spec = QUIRKS[name].fault
+            assert spec is not None
+            self.fault_quirks[name] = self.faults.add(spec)
         self.requests.clear()
         self.store.reset(contacts=contacts, seed=seed)
 
