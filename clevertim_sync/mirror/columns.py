@@ -181,8 +181,8 @@ class RowBuilder:
         must give exactly what the converters give; tests/test_store.py checks odd values.
         """
         env: dict[str, Any] = {"_date_parts": date_parts, "_date_form": self._date_form}
-        lines = ["def current(record, raw, digest):", "    get = record.get"]
-        values = ["record_id(record)"]
+        lines = ["def current(record, raw, digest):", "    get = record.get", "    rid = record['id']"]
+        values = ["rid if rid.__class__ is int else record_id(record)"]
         env["record_id"] = record_id
         for i, prop in enumerate(p for p in resource.props if p.kind in _SCALAR):
             lines.append(f"    v{i} = get({prop.api!r})")
@@ -234,7 +234,12 @@ class RowBuilder:
         lines = ["def rows(items):", "    cur = []", "    add = cur.append"]
         lines += [f"    c{k} = []" for k in range(n)]
         lines += ["    for record, raw, digest in items:", "        add(current(record, raw, digest))"]
-        lines += ["        rid = record_id(record)", "        get = record.get"]
+        lines += [
+            "        rid = record['id']",
+            "        if rid.__class__ is not int:",
+            "            rid = record_id(record)",
+            "        get = record.get",
+        ]
         for k, prop in enumerate(self.children):
             lines.append(f"        v = get({prop.api!r})")
             if prop.kind is Kind.STR_LIST:
