@@ -178,23 +178,17 @@ def meaning(prop: Prop | None, value: Any, *, loose: bool = False) -> Any:
             texts = tuple(_text(t, loose) for t in (cf_text(x) for x in values) if t is not None)
             out.append((as_int(key) if as_int(key) is not None else str(key), texts))
         return ("cf", tuple(sorted(out, key=repr)))
-    if isinstance(value, str):
-        if kind is None:
-            i, b = as_int(value), as_bool(value)
-            if i is not None:
-                return ("id", i)
-            if b is not None:
-                return ("bool", b)
-        return ("str", _text(value, loose))
-    if kind is None:
+    if kind is None:  # no prop to ask: a number in any spelling is that number, "1" and 445 too
         if value.__class__ is bool:
             return ("bool", value)
-        i = as_int(value)
-        if i is not None:
-            return ("id", i)
         number = _decimal(value)
         if number is not None:
-            return ("decimal", number)
+            return ("number", number)  # Decimal: 4500 == 4500.0 == "4500"
+        b = as_bool(value)
+        if b is not None:
+            return ("bool", b)
+    if isinstance(value, str):
+        return ("str", _text(value, loose))
     return ("raw", _json(value))
 
 

@@ -64,7 +64,10 @@ def test_unknown_base_takes_differences_as_local_changes() -> None:
 
 
 def test_decimals_written_two_ways_are_the_same() -> None:
-    assert merge({"value": "4500"}, {"value": "100"}, {"value": 4500.0}).send == {}
+    same = merge({"value": "4500"}, {"value": "100"}, {"value": 4500.0})
+    assert same.send == {} and not same.conflicts  # already so: no conflict either
+    typed = merge({"value": "4500"}, {"value": "100"}, {"value": 4500.0}, resource="opportunity")
+    assert typed.send == {} and not typed.conflicts
     # A server that spells booleans 0/1: true is 1, so an edit already applied sends nothing.
     assert merge({"flag": True}, {"flag": 1}, {"flag": 1}).send == {}
 
