@@ -387,7 +387,9 @@ def test_emulator_command_refuses_an_unknown_quirk(cli_runner: Callable[..., Any
     assert "unknown quirk 'nope'" in result.output
 
 
-def test_the_migration_fills_the_new_child_tables_from_what_is_mirrored(database_url: str) -> None:
+def test_the_migration_fills_the_new_child_tables_and_types_booleans_from_what_is_mirrored(
+    database_url: str,
+) -> None:
     eng = db.make_engine(database_url)
     db.upgrade(eng, "0005_pipeline_total")
     notes = schema.CURRENT["note"]
@@ -398,8 +400,17 @@ def test_the_migration_fills_the_new_child_tables_from_what_is_mirrored(database
                 sa.text("INSERT INTO notes (id, customer_id, raw, content_hash) VALUES (:i, :c, :r, 'h')"),
                 {"i": rid, "c": scalar, "r": raw},
             )
+        # tasks stored by a version that read 0/1 as NULL
+        for rid, done in ((1, 1), (2, "0"), (3, "true"), (4, None), (5, "maybe")):
+            raw = orjson.dumps({"id": rid, "name": "t", "is_completed": done}).decode()
+            conn.execute(
+                sa.text("INSERT INTO tasks (id, raw, content_hash) VALUES (:i, :r, 'h')"),
+                {"i": rid, "r": raw},
+            )
     db.upgrade(eng)
     got = _rows(eng, "SELECT owner_id, position, customer_id FROM note_customers ORDER BY 1, 2")
     assert [tuple(r) for r in got] == [(1, 0, 33), (1, 1, 43), (2, 0, 44), (4, 0, 45)]
+    done = [_truth(r[0]) for r in _rows(eng, "SELECT is_completed FROM tasks ORDER BY id")]
+    assert done == [True, False, True, None, None]
     assert notes.name == "notes"
     eng.dispose()

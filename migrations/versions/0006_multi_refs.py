@@ -8,6 +8,10 @@ the reference holds exactly one, else NULL. The tables are filled from what is a
 
 report_customer_activity counts a note or task filed under several customers for each of them.
 
+Booleans a server sent as 0/1, "0"/"1" or "true"/"false" were stored NULL before (completed tasks
+read as open); the rows already mirrored get their boolean columns from `raw` here, since an
+unchanged record is not rewritten by a pull.
+
 Self-contained on purpose: a migration must not change when application code does.
 
 Revision ID: 0006_multi_refs
@@ -36,6 +40,25 @@ TABLES = (
     ("comment_notes", "comments", "nid", "note_id"),
     ("comment_tasks", "comments", "tid", "task_id"),
 )
+
+# Every boolean column: (table, column, api property).
+BOOLEANS = (
+    ("custom_fields", "multiple", "multiple"),
+    ("users", "is_owner", "is_owner"),
+    ("users", "is_admin", "is_admin"),
+    ("users", "pending", "pending"),
+    ("companies", "is_company", "is_company"),
+    ("contacts", "is_company", "is_company"),
+    ("tasks", "is_completed", "is_completed"),
+    ("tasks", "is_deleted", "is_deleted"),
+    *(
+        (table, "is_private", "is_private")
+        for table in (
+            "custom_fields", "users", "groups", "companies", "contacts",
+            "opportunities", "cases", "tasks", "notes", "comments",
+        )
+    ),
+)  # fmt: skip
 
 FULL_NAME = "TRIM(COALESCE({t}.first_name, '') || ' ' || COALESCE({t}.last_name, ''))"
 NOT_DONE = "NOT COALESCE({t}.is_completed, FALSE) AND NOT COALESCE({t}.is_deleted, FALSE)"
@@ -95,8 +118,24 @@ WHERE e.v ~ '^[0-9]{{1,18}}$'"""
     )
 
 
+def _retype_booleans(sqlite: bool) -> None:
+    """A NULL boolean column whose raw value is 0/1, "0"/"1", "true"/"false": typed now."""
+    for table, column, api in BOOLEANS:
+        if sqlite:  # json_extract gives JSON true as 1
+            text = f"lower(trim(CAST(json_extract(raw, '$.\"{api}\"') AS TEXT)))"
+            yes, no = "1", "0"
+        else:
+            text = f"lower(trim(raw::jsonb ->> '{api}'))"
+            yes, no = "TRUE", "FALSE"
+        op.execute(
+            f"UPDATE {table} SET {column} = CASE WHEN {text} IN ('1', 'true') THEN {yes} "
+            f"WHEN {text} IN ('0', 'false') THEN {no} END WHERE {column} IS NULL"
+        )
+
+
 def upgrade() -> None:
     sqlite = op.get_bind().dialect.name == "sqlite"
+    _retype_booleans(sqlite)
     for child, owner, api, column in TABLES:
         op.create_table(
             child,
