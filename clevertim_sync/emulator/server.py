@@ -2,7 +2,9 @@
 
 Owns: `EmulatorServer` (bind, serve from a background thread or the foreground, stop), the
 request handler (routing, Basic auth, the envelope, status codes), acting out faults on the
-socket (sleep, error answers, TCP reset, dropped and truncated responses), and the request log.
+socket (sleep, error answers, TCP reset, dropped and truncated responses), serving through the
+active quirks (quirks.py renders them; they are set here and at /_control/quirks), and the
+request log.
 
 Must not import: httpx (control.py is the client side), the mirror, the API client.
 
