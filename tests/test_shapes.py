@@ -414,3 +414,27 @@ def test_the_migration_fills_the_new_child_tables_and_types_booleans_from_what_i
     assert done == [True, False, True, None, None]
     assert notes.name == "notes"
     eng.dispose()
+
+
+@pytest.mark.parametrize("emulator_quirks", [(), DATA_QUIRKS], indirect=True)
+def test_an_edit_files_a_note_under_several_customers(
+    pulled: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+) -> None:
+    a, b = (c["id"] for c in _state(emulator, "contact")[:2])
+    note = _state(emulator, "note")[0]["id"]
+    item = queue.enqueue_update(pulled, "note", note, {"cust": [a, b]})
+    push(pulled, client, _settings(), now=T0)
+    assert queue.get_item(pulled, item.id).state == "done"
+    assert emulator.control.record("note", note)["cust"] == [a, b]
+    assert [
+        r[0] for r in _rows(pulled, "SELECT customer_id FROM note_customers WHERE owner_id = :i", i=note)
+    ] == [
+        a,
+        b,
+    ]
+    # the same edit again is already applied, spelled as the server spells it: nothing is sent
+    emulator.control.clear_requests()
+    again = queue.enqueue_update(pulled, "note", note, {"cust": [b, a]})
+    push(pulled, client, _settings(), now=T0 + timedelta(hours=1))
+    assert queue.get_item(pulled, again.id).state == "done"
+    assert [r for r in emulator.control.requests() if r["method"] == "PUT"] == []
