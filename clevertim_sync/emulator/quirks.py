@@ -130,12 +130,6 @@ class QuirkSet:
             self._on = frozenset(parsed)
         return parsed
 
-    def toggle(self, name: str, on: bool) -> list[str]:
-        parse_quirks([name])
-        with self._lock:
-            self._on = self._on | {name} if on else self._on - {name}
-        return [n for n in REGISTRY if n in self._on]
-
     def render(self, resource: str, blob: bytes, *, echo: bool = False) -> bytes:
         """A stored record's bytes as the quirky server serves them (a write's echo when `echo`)."""
         on = self._on
