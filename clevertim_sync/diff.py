@@ -10,6 +10,12 @@ that forgot to bump `lm` is still an update. A record that disappears is a delet
 comes back later it is an insert again for the same record_id, so its history stays one
 continuous line: insert, update..., delete, insert, ...
 
+A record with no usable id (missing, a word, a bool, a float) never refuses the listing: it is
+left out and named in `Changes.skipped`, the rest applies, and the ids it might have been are not
+deleted. A numeric-string id ("445") is the integer 445 (the record is stored under that spelling).
+Server-computed lists (a contact's `notes`, a group's `users`, ...) are hashed sorted: a server
+that serves them in another order on each read changes nothing.
+
 Must not import: httpx, SQLAlchemy, anything that does I/O.
 """
 
@@ -22,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from clevertim_sync import resources, shapes
 from clevertim_sync.errors import InvalidListing
 
 Record = dict[str, Any]
@@ -29,13 +36,32 @@ Record = dict[str, Any]
 Index = Mapping[int, tuple[str, Any]]
 
 EXCLUDED_FROM_HASH = "lm"
+# The server-computed lists of ids (INT_LIST: notes, tasks, opportunities, cases, comments, files,
+# lfiles, users): the same names are such lists in every resource that has them, so the hash needs
+# no resource to know them.
+UNORDERED_LISTS: tuple[str, ...] = tuple(
+    sorted({p.api for r in resources.RESOURCES for p in r.props if p.kind is resources.Kind.INT_LIST})
+)
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
-    """Canonical content hash: sorted-key JSON of the record without `lm`, blake2b-128 hex."""
+    """Canonical content hash: sorted-key JSON of the record without `lm`, with its server-computed
+    lists sorted (UNORDERED_LISTS), blake2b-128 hex. The one hash of the project: the diff, the
+    row-building worker of a first load, the writeback's fold and base all call it."""
     content = dict(record)  # a C-level copy: far cheaper than a comprehension on the hot path
     content.pop(EXCLUDED_FROM_HASH, None)
+    for key in UNORDERED_LISTS:
+        value = content.get(key)
+        if value.__class__ is list and len(value) > 1:
+            content[key] = _sorted(value)
     return hashlib.blake2b(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+
+
+def _sorted(values: list[Any]) -> list[Any]:
+    try:
+        return sorted(values)
+    except TypeError:  # mixed spellings (445 and "446"): order by their JSON text, still canonical
+        return sorted(values, key=lambda v: orjson.dumps(v, option=orjson.OPT_SORT_KEYS))
 
 
 def raw_lm(record: Mapping[str, Any]) -> Any:
@@ -53,19 +79,23 @@ class Changes:
     touches: list[tuple[Record, str]] = field(default_factory=list)  # only lm differs
     deletes: list[int] = field(default_factory=list)
     unchanged: int = 0
+    # Entries left out for having no usable id: why, one line each (the run and `status` show them).
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
         return not (self.inserts or self.updates or self.touches or self.deletes)
 
 
-def _record_id(resource: str, record: Any) -> int:
-    if not isinstance(record, dict):
-        raise InvalidListing(resource, f"an entry is a {type(record).__name__}, not an object")
-    rid = record.get("id")
-    if not isinstance(rid, int) or isinstance(rid, bool):
-        raise InvalidListing(resource, f"an entry has no integer id (id={rid!r})")
-    return rid
+def _protected_id(record: Any) -> int | None:
+    """The stored id a skipped entry may stand for (5.0, "5.0", " 5x" -> 5), kept from deletion."""
+    rid = record.get("id") if isinstance(record, dict) else None
+    if isinstance(rid, float) and rid.is_integer():
+        return int(rid)
+    if isinstance(rid, str):
+        digits = "".join(c for c in rid.split(".")[0] if c.isascii() and c.isdigit())
+        return shapes.as_int(digits) if digits else None
+    return None
 
 
 def compute_changes(
@@ -75,18 +105,26 @@ def compute_changes(
     *,
     lm_key: Callable[[Mapping[str, Any]], Any] = raw_lm,
 ) -> Changes:
-    """Compare a full listing with the mirror's index; raise InvalidListing for a malformed one.
+    """Compare a full listing with the mirror's index; raise InvalidListing when an id appears
+    twice (which record is the real one cannot be told). Entries with no usable id are skipped.
 
     `lm_key` turns a record's `lm` into the form the index holds (the store gives its stored
     timestamp), so that touches are found without reading every stored raw.
     """
     changes = Changes()
     seen: set[int] = set()
+    protected: set[int] = set()
     for record in listing:
         # A plain dict with a plain int id (what orjson gives) is checked inline: no call per record.
         rid = record.get("id") if record.__class__ is dict else None
         if rid.__class__ is not int:
-            rid = _record_id(resource, record)
+            rid, why = shapes.record_id(record)
+            if rid is None:
+                changes.skipped.append(f"{why}: left out")
+                if (maybe := _protected_id(record)) is not None:
+                    protected.add(maybe)
+                continue
+            record = shapes.with_int_id(record)  # noqa: PLW2901 - "445" is stored as 445
         if rid in seen:
             raise InvalidListing(resource, f"id {rid} appears more than once")
         seen.add(rid)
@@ -103,7 +141,7 @@ def compute_changes(
             changes.touches.append((record, digest))
         else:
             changes.unchanged += 1
-    changes.deletes = sorted(rid for rid in index if rid not in seen)
+    changes.deletes = sorted(rid for rid in index if rid not in seen and rid not in protected)
     return changes
 
 

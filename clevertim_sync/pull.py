@@ -46,6 +46,8 @@ from clevertim_sync.writeback import claims
 
 log = structlog.get_logger(__name__)
 
+SKIPPED_REASONS_KEPT = 5  # per resource and run: enough to find them, never a listing's worth
+
 # Called with (resource, None) when a resource starts and (resource, counts) when it is done.
 Progress = Callable[[str, ResourceCounts | None], None]
 
@@ -303,6 +305,15 @@ def _pull_resource(
             changes = compute_changes(name, listing, index, lm_key=store.lm_key(conn, name))
             del listing  # the changes hold what is still needed
             counts.unchanged = changes.unchanged
+            if changes.skipped:
+                counts.skipped = len(changes.skipped)
+                counts.skipped_reasons = changes.skipped[:SKIPPED_REASONS_KEPT]
+                log.warning(
+                    "pull.entries_skipped",
+                    resource=name,
+                    count=counts.skipped,
+                    reasons=counts.skipped_reasons,
+                )
             refusal = _guard(
                 name,
                 deletes=len(changes.deletes),

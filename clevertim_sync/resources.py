@@ -49,6 +49,8 @@ class Prop:
     # "customer" means a contact or a company: they share one id space in Clevertim.
     target: str | None = None
     # List-valued properties that become a child table name it here ("emails", "phones", ...).
+    # A REF with a child table may hold several ids (`[33, 43]`): its column keeps the id when it
+    # holds exactly one, else NULL, and the child table always has every id.
     child_table: str | None = None
     # A small closed set of allowed values, checked on local edits (None: anything of the kind).
     choices: frozenset[str] | None = None
@@ -121,7 +123,8 @@ def _customer_props(*, company: bool) -> tuple[Prop, ...]:
     return (
         *names,
         Prop("description", "description", Kind.STR),
-        Prop("is_company", "is_company", Kind.BOOL),
+        # Fixed by the resource (a contact is not a company): the API does not change it.
+        Prop("is_company", "is_company", Kind.BOOL, read_only=True),
         Prop("email", "email", Kind.STR_LIST, child_table=f"{kind_of}_emails"),
         Prop("phones", "phones", Kind.PHONES, child_table=f"{kind_of}_phones"),
         Prop("website", "website", Kind.STR_LIST, child_table=f"{kind_of}_websites"),
@@ -270,9 +273,10 @@ RESOURCES: tuple[Resource, ...] = (
             Prop("atype", "activity_type", Kind.STR, choices=ACTIVITY_TYPES),
             Prop("startDate", "start_at", Kind.DATE_PARTS),
             Prop("endDate", "end_at", Kind.DATE_PARTS),
-            Prop("cust", "customer_id", Kind.REF, target="customer"),
-            Prop("case", "case_id", Kind.REF, target="case"),
-            Prop("opp", "opportunity_id", Kind.REF, target="opportunity"),
+            # The vendor client models these three as lists of ids.
+            Prop("cust", "customer_id", Kind.REF, target="customer", child_table="task_customers"),
+            Prop("case", "case_id", Kind.REF, target="case", child_table="task_cases"),
+            Prop("opp", "opportunity_id", Kind.REF, target="opportunity", child_table="task_opportunities"),
             Prop("aUserId", "assigned_user_id", Kind.REF, target="user"),
             Prop("userId", "created_by_user_id", Kind.REF, read_only=True, target="user"),
             Prop("is_completed", "is_completed", Kind.BOOL),
@@ -293,10 +297,19 @@ RESOURCES: tuple[Resource, ...] = (
             Prop("desc", "body", Kind.STR),
             Prop("hl", "headline", Kind.STR, read_only=True),
             Prop("type", "note_type", Kind.STR, choices=NOTE_TYPES_WRITABLE),
-            # The vendor client sometimes treats cust as a list; the raw record keeps it as sent.
-            Prop("cust", "customer_id", Kind.REF, target="customer"),
-            Prop("case", "case_id", Kind.REF, target="case"),
-            Prop("opportunity", "opportunity_id", Kind.REF, target="opportunity"),
+            # A note can be filed under several contacts and companies (the vendor's help and
+            # client: 'cust': [33, 43, 53]). Its case and opportunity get child tables too: the
+            # same filing screen sets them, the vendor client's reference type is the same, and
+            # a list there would otherwise leave the note out of a case's or opportunity's count.
+            Prop("cust", "customer_id", Kind.REF, target="customer", child_table="note_customers"),
+            Prop("case", "case_id", Kind.REF, target="case", child_table="note_cases"),
+            Prop(
+                "opportunity",
+                "opportunity_id",
+                Kind.REF,
+                target="opportunity",
+                child_table="note_opportunities",
+            ),
             Prop("email", "email", Kind.JSON, read_only=True),
             Prop("userId", "created_by_user_id", Kind.REF, read_only=True, target="user"),
             Prop("comments", "comment_ids", Kind.INT_LIST, read_only=True, target="comment"),
@@ -312,8 +325,8 @@ RESOURCES: tuple[Resource, ...] = (
         table="comments",
         props=(
             Prop("comment", "body", Kind.STR),
-            Prop("nid", "note_id", Kind.REF, target="note"),
-            Prop("tid", "task_id", Kind.REF, target="task"),
+            Prop("nid", "note_id", Kind.REF, target="note", child_table="comment_notes"),
+            Prop("tid", "task_id", Kind.REF, target="task", child_table="comment_tasks"),
             Prop("userId", "created_by_user_id", Kind.REF, read_only=True, target="user"),
             *COMMON,
         ),
@@ -366,6 +379,10 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_local_ref(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("local:")
+
+
 def _kind_problem(prop: Prop, value: Any) -> str | None:
     """Why `value` is not a valid `prop` value, or None when it is."""
     if value is None:
@@ -377,8 +394,13 @@ def _kind_problem(prop: Prop, value: Any) -> str | None:
         if prop.choices is not None and value not in prop.choices:
             return f"{prop.api} must be one of {', '.join(sorted(prop.choices))}, not {value!r}"
         return None
+    if k is Kind.REF and prop.child_table is not None and isinstance(value, list):
+        # A queued create's local: name goes in alone, not in a list (claims resolves single refs).
+        ok = bool(value) and all(_is_int(v) for v in value)
+        return None if ok else f"{prop.api} must be an integer id or a non-empty list of integer ids"
     if k in (Kind.INT, Kind.REF):
-        return None if _is_int(value) else f"{prop.api} must be an integer id"
+        many = " or a list of them" if prop.child_table is not None else ""
+        return None if _is_int(value) else f"{prop.api} must be an integer id{many}"
     if k is Kind.BOOL:
         return None if isinstance(value, bool) else f"{prop.api} must be true or false"
     if k is Kind.DECIMAL:
@@ -457,9 +479,14 @@ def edit_problems(
         prop = res.by_api.get(key)
         if prop is None:
             problems.append(f"{res.name} has no property {key!r}")
+        elif key == "is_company":
+            problems.append(
+                "is_company cannot be written: it says whether the record is a company or a contact, "
+                "which the API does not change (create a company or a contact instead)"
+            )
         elif prop.read_only:
             problems.append(f"{key} is computed by the server (read-only) and cannot be written")
-        elif prop.kind is Kind.REF and isinstance(value, str) and value.startswith("local:"):
+        elif prop.kind is Kind.REF and _is_local_ref(value):
             if local_refs and value not in local_refs:
                 problems.append(f"{key} points at {value}, which is no queued create")
         else:

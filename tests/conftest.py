@@ -12,14 +12,18 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import hypothesis
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
+from clevertim_sync import shapes
 from clevertim_sync.cli import cli
+from clevertim_sync.diff import UNORDERED_LISTS
 from clevertim_sync.emulator import EmulatorServer
+from clevertim_sync.emulator.quirks import DATA_QUIRKS
 from clevertim_sync.mirror.db import make_engine, upgrade
 
 PG_URL_ENV = "CLEVERTIM_SYNC_TEST_PG_URL"
@@ -182,13 +186,62 @@ def _emulator_server() -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture
-def emulator(_emulator_server: EmulatorServer) -> EmulatorServer:
+def emulator_quirks(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The quirks the `emulator` fixture serves with: none, unless a test asks through
+    `with_quirks` (or its own indirect parametrisation)."""
+    return tuple(getattr(request, "param", ()))
+
+
+# Run a test twice: against the plain emulator, and with every data quirk on (emulator/quirks.py).
+with_quirks = pytest.mark.parametrize(
+    "emulator_quirks",
+    [pytest.param((), id="plain"), pytest.param(DATA_QUIRKS, id="quirks")],
+    indirect=True,
+)
+
+
+def as_served(
+    emulator: EmulatorServer, state: dict[str, list[dict[str, Any]]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Records as the control surface holds them -> as the API served them under the emulator's
+    active quirks, in the form the mirror keeps them: ids as integers, and the server-computed
+    lists sorted (a quirky server reshuffles them on each read). Apply `sorted_lists` to the
+    mirror's side. Without quirks: the records unchanged but for the sorted lists."""
+    on = emulator.quirks.active - {"shuffled_lists"}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, records in state.items():
+        rendered = []
+        for record in records:
+            rec = dict(record)
+            emulator.quirks.render_record(name, rec, on)
+            rendered.append(shapes.with_int_id(rec))
+        out[name] = rendered
+    return sorted_lists(out)
+
+
+def sorted_lists(state: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Every server-computed list (diff.UNORDERED_LISTS) sorted: their order means nothing."""
+    return {
+        name: [
+            {
+                k: sorted(v, key=str) if k in UNORDERED_LISTS and isinstance(v, list) else v
+                for k, v in r.items()
+            }
+            for r in records
+        ]
+        for name, records in state.items()
+    }
+
+
+@pytest.fixture
+def emulator(_emulator_server: EmulatorServer, emulator_quirks: tuple[str, ...]) -> EmulatorServer:
     """A running emulator with a freshly seeded small account, no faults and an empty request log.
 
     Token "test-token" (the owner, user 1), read-only token "ro-token" (user 2). Use
     `emulator.base_url` for a client and `emulator.control` to act as the web UI or add faults.
     """
     _emulator_server.reset(contacts=EMULATOR_CONTACTS, seed=EMULATOR_SEED)
+    _emulator_server.set_quirks(emulator_quirks)
     return _emulator_server
 
 

@@ -93,10 +93,46 @@ def test_duplicate_ids_are_a_malformed_listing() -> None:
     assert err.value.resource == "note"
 
 
-@pytest.mark.parametrize("bad", [{"fn": "no id"}, {"id": "7"}, {"id": True}, ["not", "an", "object"]])
-def test_entries_without_an_integer_id_are_a_malformed_listing(bad: Any) -> None:
-    with pytest.raises(InvalidListing):
-        compute_changes("contact", [bad], {})
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ({"fn": "no id"}, "no id"),
+        ({"id": "f1001"}, "not an integer"),
+        ({"id": True}, "not an integer"),
+        ({"id": 7.5}, "not an integer"),
+        (["not", "an", "object"], "not an object"),
+    ],
+)
+def test_an_entry_without_a_usable_id_is_left_out_and_the_rest_applies(bad: Any, reason: str) -> None:
+    stored = {1: {"id": 1, "fn": "A"}, 2: {"id": 2, "fn": "B"}}
+    changes = compute_changes("contact", [bad, {"id": 1, "fn": "A2"}, {"id": 2, "fn": "B"}], _index(stored))
+    assert [r["id"] for r, _ in changes.updates] == [1] and changes.unchanged == 1
+    assert len(changes.skipped) == 1 and reason in changes.skipped[0]
+    assert changes.deletes == []
+
+
+def test_a_skipped_entry_that_may_be_a_stored_record_does_not_delete_it() -> None:
+    stored = {5: {"id": 5, "fn": "A"}, 6: {"id": 6, "fn": "B"}}
+    changes = compute_changes("contact", [{"id": 5.0, "fn": "A"}, {"id": 6, "fn": "B"}], _index(stored))
+    assert changes.deletes == [] and len(changes.skipped) == 1
+
+
+def test_a_numeric_string_id_is_the_integer() -> None:
+    stored = {7: {"id": 7, "fn": "A"}}
+    changes = compute_changes("contact", [{"id": "7", "fn": "A"}, {"id": "8", "fn": "B"}], _index(stored))
+    assert changes.unchanged == 1 and changes.deletes == []
+    assert [r["id"] for r, _ in changes.inserts] == [8]
+
+
+def test_server_computed_lists_hash_the_same_in_any_order() -> None:
+    a = {"id": 1, "fn": "A", "notes": [3, 1, 2], "tasks": [9, 8], "email": ["b@x", "a@x"]}
+    assert record_hash(a) == record_hash({**a, "notes": [1, 2, 3], "tasks": [8, 9]})
+    assert record_hash(a) != record_hash({**a, "notes": [1, 2]})
+    # a list the user orders (emails) still counts its order
+    assert record_hash(a) != record_hash({**a, "email": ["a@x", "b@x"]})
+    # the index holds the sorted hash: a reshuffled listing is unchanged, no history
+    changes = compute_changes("contact", [{**a, "notes": [2, 3, 1]}], {1: (record_hash(a), None)})
+    assert changes.unchanged == 1 and not changes.updates
 
 
 def test_vanished_and_returned_record_is_deleted_then_inserted_again() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
+from conftest import as_served, sorted_lists, with_quirks
 
 from clevertim_sync import resources
 from clevertim_sync.api.client import ClevertimClient
@@ -73,9 +74,10 @@ def history(engine: sa.Engine, **where: Any) -> list[Any]:
 
 
 def assert_exact(engine: sa.Engine, emulator: EmulatorServer, tmp_path: Path) -> None:
-    assert mirror_state(engine, tmp_path) == visible(emulator)
+    assert sorted_lists(mirror_state(engine, tmp_path)) == as_served(emulator, visible(emulator))
 
 
+@with_quirks  # every data quirk on too (emulator/quirks.py)
 def test_first_sync_mirrors_exactly_and_a_quiet_second_sync_changes_nothing(
     engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path
 ) -> None:
@@ -98,6 +100,7 @@ def test_first_sync_mirrors_exactly_and_a_quiet_second_sync_changes_nothing(
         assert status["contact"]["held"] is False and status["contact"]["last_run_id"] == second.run_id
 
 
+@with_quirks  # every data quirk on too (emulator/quirks.py)
 def test_creates_updates_and_deletes_on_every_resource(
     engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path
 ) -> None:
@@ -152,6 +155,7 @@ def _new_record(name: str, state: dict[str, list[dict[str, Any]]]) -> dict[str, 
     return record
 
 
+@with_quirks  # every data quirk on too (emulator/quirks.py)
 def test_an_lm_bump_alone_is_a_touch_and_an_edit_without_bump_is_an_update(
     engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path
 ) -> None:
@@ -183,6 +187,7 @@ LISTING_FAULTS = [
 ]
 
 
+@with_quirks  # every data quirk on too (emulator/quirks.py)
 @pytest.mark.parametrize(("fault", "outcome"), LISTING_FAULTS)
 def test_a_failing_listing_leaves_the_mirror_consistent_and_recovers_exactly(
     engine: sa.Engine,
@@ -205,7 +210,8 @@ def test_a_failing_listing_leaves_the_mirror_consistent_and_recovers_exactly(
     counts = report.resources["contact"]
     assert counts.held is (outcome == "held") and counts.error
     assert all(c.error is None for n, c in report.resources.items() if n != "contact")
-    assert mirror_state(engine, tmp_path)["contact"] == before["contact"]  # left exactly as it was
+    # left exactly as it was
+    assert sorted_lists(mirror_state(engine, tmp_path))["contact"] == sorted_lists(before)["contact"]
     with engine.connect() as conn:
         run = conn.execute(sa.select(schema.runs).where(schema.runs.c.id == report.run_id)).one()
         status = store.resource_statuses(conn)["contact"]
@@ -224,6 +230,7 @@ def test_a_failing_listing_leaves_the_mirror_consistent_and_recovers_exactly(
     assert status["held"] is False and status["consecutive_failures"] == 0 and status["last_error"] is None
 
 
+@with_quirks  # every data quirk on too (emulator/quirks.py)
 def test_a_transient_fault_is_retried_within_the_pull(
     engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path
 ) -> None:
@@ -233,6 +240,7 @@ def test_a_transient_fault_is_retried_within_the_pull(
     assert_exact(engine, emulator, tmp_path)
 
 
+@with_quirks  # every data quirk on too (emulator/quirks.py)
 def test_a_hidden_record_is_deleted_then_comes_back_with_one_history(
     engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path
 ) -> None:
@@ -250,6 +258,7 @@ def test_a_hidden_record_is_deleted_then_comes_back_with_one_history(
     ]
 
 
+@with_quirks  # every data quirk on too (emulator/quirks.py)
 def test_allow_mass_delete_applies_an_empty_listing(
     engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path
 ) -> None:
@@ -268,6 +277,7 @@ def test_allow_mass_delete_applies_an_empty_listing(
     assert_exact(engine, emulator, tmp_path)
 
 
+@with_quirks  # every data quirk on too (emulator/quirks.py)
 def test_resources_are_pulled_parents_first_and_only_those_asked(
     engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
 ) -> None:
@@ -279,18 +289,29 @@ def test_resources_are_pulled_parents_first_and_only_those_asked(
 
 
 def _mirror_tables(engine: sa.Engine) -> dict[str, list[Any]]:
-    """Every row of the current, child and history tables (history without its `at`)."""
+    """Every row of the current, child and history tables (history without its `at`); a raw
+    with its server-computed lists sorted (a quirky server reshuffles them on each read)."""
     tables = [*schema.CURRENT.values(), *schema.CHILDREN.values()]
     out: dict[str, list[Any]] = {}
     with engine.connect() as conn:
         for table in tables:
-            out[table.name] = list(conn.execute(sa.select(table).order_by(*table.primary_key.columns)))
+            rows = conn.execute(sa.select(table).order_by(*table.primary_key.columns)).mappings()
+            out[table.name] = [_sorted_raw(dict(r)) for r in rows]
         h = schema.history
         cols = [c for c in h.columns if c.name != "at"]
-        out["history"] = list(conn.execute(sa.select(*cols).order_by(h.c.id)))
+        out["history"] = [
+            _sorted_raw(dict(r)) for r in conn.execute(sa.select(*cols).order_by(h.c.id)).mappings()
+        ]
     return out
 
 
+def _sorted_raw(row: dict[str, Any]) -> dict[str, Any]:
+    if row.get("raw") is not None:
+        row["raw"] = sorted_lists({"r": [orjson.loads(row["raw"])]})["r"][0]
+    return row
+
+
+@with_quirks  # every data quirk on too (emulator/quirks.py)
 @pytest.mark.parametrize("worker", ["builds", "dies"])
 def test_a_first_sync_built_in_the_worker_process_stores_the_same_rows(
     worker: str,

@@ -200,13 +200,19 @@ def test_compiled_row_builder_equals_the_converters() -> None:
     rng = random.Random(3)
     odd = [None, 1, -5, 2**70, True, False, "x", "12", "2017-01-02T05:22:12Z", "2017-02-30T00:00:00Z",
            "2017-01-02T05:22:12.5+02:00", [3], [3, 4], {"y": 2020, "mo": 2, "d": 29},
-           {"y": 2020, "mo": 2, "d": 30, "h": 1}, 1.5, "4500.25", "1e99", "0.00001", {}, []]  # fmt: skip
+           {"y": 2020, "mo": 2, "d": 30, "h": 1}, 1.5, "4500.25", "1e99", "0.00001", {}, [],
+           # the real server's other spellings (issue 11): 0/1 and string booleans, numeric
+           # strings, "" for null, lists of ids in strings, string date parts
+           0, "0", "1", "true", "false", "TRUE", "", " 12", "-3", "²", ["12", 4], ["x"],
+           {"y": "2020", "mo": "2", "d": "29", "h": "", "mi": None},
+           {"y": "2020", "mo": "x", "d": 1}]  # fmt: skip
     for res in resources.RESOURCES:
         for sqlite in (True, False):
             builder = columns.RowBuilder(res, sqlite=sqlite)
             convert = columns._SQLITE_SCALAR if sqlite else columns._SCALAR
             for _ in range(100):
-                rec = {"id": 1, **{p.api: rng.choice(odd) for p in res.props}}
+                # "1": a numeric-string id (the diff lets it through; the row holds 1)
+                rec = {"id": rng.choice([1, "1"]), **{p.api: rng.choice(odd) for p in res.props}}
                 expected: list[Any] = [1]
                 expected += [convert[p.kind](rec.get(p.api)) for p in res.props if p.kind in convert]
                 for p in res.props:
@@ -224,7 +230,8 @@ def test_compiled_child_rows_equal_child_rows() -> None:
     entries = ["a", 3, None, {"type": "Work", "no": "1", "smid": "@x"}, {"type": 5}, ["nested"]]
     shapes = [None, "str", 7, [], {}, {"3": "x", "4": ["a", "b"], "x": "bad", "5": 6},
               {"07": [1.5, None, True], "7": "dup", "²": "x", "99999999999999999999": "big",
-               "9223372036854775807": ["max"], " 8": {"a": 1}, "9": [], "10": None}]  # fmt: skip
+               "9223372036854775807": ["max"], " 8": {"a": 1}, "9": [], "10": None},
+              "445", [33, "43", True, 5.5, 53], ["7"], ""]  # fmt: skip
     for res in resources.RESOURCES:
         builder = columns.RowBuilder(res, sqlite=True)
         items = []

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clevertim_sync.writeback.merge import Edit, coalesce, loosely_same, matches_sent, merge
+from clevertim_sync.writeback.merge import Edit, coalesce, loosely_same, matches_identity, matches_sent, merge
 
 BASE = {"fn": "Ada", "ln": "Lovelace", "title": "Countess", "tags": ["a"]}
 
@@ -64,8 +64,36 @@ def test_unknown_base_takes_differences_as_local_changes() -> None:
 
 
 def test_decimals_written_two_ways_are_the_same() -> None:
-    assert merge({"value": "4500"}, {"value": "100"}, {"value": 4500.0}).send == {}
-    assert merge({"flag": True}, {"flag": 1}, {"flag": 1}).send == {"flag": True}  # true is not 1
+    same = merge({"value": "4500"}, {"value": "100"}, {"value": 4500.0})
+    assert same.send == {} and not same.conflicts  # already so: no conflict either
+    typed = merge({"value": "4500"}, {"value": "100"}, {"value": 4500.0}, resource="opportunity")
+    assert typed.send == {} and not typed.conflicts
+    # A server that spells booleans 0/1: true is 1, so an edit already applied sends nothing.
+    assert merge({"flag": True}, {"flag": 1}, {"flag": 1}).send == {}
+
+
+def test_values_compare_by_meaning_not_spelling() -> None:
+    base = {"is_private": False, "cust": 445, "is_completed": False, "name": "Call"}
+    remote = {"is_private": 0, "cust": "445", "is_completed": "0", "name": " Call "}
+    # nothing changed remotely (only spelled differently): the local edits are sent, no conflict
+    edit = {"is_private": True, "cust": 446, "is_completed": True}
+    result = merge(edit, base, remote, resource="task")
+    assert result.send == edit and not result.conflicts
+    # an edit the server already holds (spelled its way) is already applied: nothing to send
+    done = merge({"is_completed": True, "cust": [445]}, base, {**remote, "is_completed": 1}, resource="task")
+    assert done.send == {} and not done.conflicts
+
+
+def test_lost_create_matching_normalises_as_the_server_does() -> None:
+    sent = {"desc": "Call back  tomorrow", "cust": 33, "is_private": False}
+    served = {"id": 9, "desc": "<p>Call back tomorrow</p>", "cust": ["33"], "is_private": 0}
+    assert matches_sent(served, sent, "note")
+    assert not matches_sent({**served, "cust": [34]}, sent, "note")
+    assert matches_identity({**served, "is_private": 1}, sent, "note")
+    assert not matches_identity({**served, "desc": "<p>Other</p>"}, sent, "note")
+    assert matches_identity(
+        {"id": 3, "fn": " Ada", "ln": "Lovelace", "title": "x"}, {"fn": "Ada", "ln": "Lovelace"}, "contact"
+    )
 
 
 def test_unknown_policy_is_refused() -> None:

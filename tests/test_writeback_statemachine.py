@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import as_served, with_quirks
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
@@ -31,6 +32,10 @@ from clevertim_sync.settings import PushSettings, Settings
 from clevertim_sync.writeback import queue
 from clevertim_sync.writeback.tables import OPEN_STATES
 from clevertim_sync.writeback.worker import push
+
+# Every test twice: the plain emulator, and every data quirk on (a server that differs as a real
+# one may: emulator/quirks.py).
+pytestmark = with_quirks
 
 TOKEN = "test-token"
 SETTINGS = Settings(push=PushSettings(concurrency=2, backoff_base=60.0, max_attempts=4))
@@ -167,8 +172,8 @@ class PushMachine(RuleBasedStateMachine):
             assert item.state in ("done", "conflict", "failed"), (item.id, item.state, item.last_error)
             if item.state != "done":
                 assert item.last_error, f"item {item.id} is {item.state} without a reason"
-        # The mirror equals what the token sees.
-        remote = self.control.state(as_token=TOKEN)
+        # The mirror equals what the token sees (as the API serves it, under the quirks if any).
+        remote = as_served(self.server, self.control.state(as_token=TOKEN))
         with self.engine.connect() as conn:
             for res in resources.RESOURCES:
                 t = schema.CURRENT[res.name]

@@ -27,7 +27,7 @@ import httpx
 import orjson
 import structlog
 
-from clevertim_sync import __version__
+from clevertim_sync import __version__, shapes
 from clevertim_sync.api import errors as e
 from clevertim_sync.errors import ConfigError
 from clevertim_sync.logs import REDACTED, register_secret
@@ -428,12 +428,14 @@ class ClevertimClient:
             raise e.MalformedResponse(f"envelope 'content' is {type(content).__name__}, not a list", **where)
         # Cheap check that stays fast on 100,000 entries: type() identity, no per-record models.
         if not all(type(item) is dict and type(item.get("id")) is int for item in content):
-            bad = next(
-                i
-                for i, item in enumerate(content)
-                if type(item) is not dict or type(item.get("id")) is not int
-            )
-            raise e.MalformedResponse(f"content[{bad}] is not an object with an integer id", **where)
+            # Other id spellings: a numeric string is an id (shapes); in a listing, an entry with
+            # no usable id (or no object) is the diff's to leave out and report, not a reason to
+            # refuse them all.
+            if method == "GET" and record_id is None:
+                return content
+            for i, item in enumerate(content):
+                if shapes.record_id(item)[0] is None:
+                    raise e.MalformedResponse(f"content[{i}] is not an object with an integer id", **where)
         return content
 
     def _not_json(self, response: httpx.Response, raw: bytes) -> str:
@@ -458,7 +460,7 @@ class ClevertimClient:
         if not content:
             raise e.MalformedResponse("the answer's content is empty, expected the entry", **where)
         entry = content[0]
-        if record_id is not None and entry["id"] != record_id:
+        if record_id is not None and shapes.record_id(entry)[0] != record_id:  # "445" is 445
             raise e.MalformedResponse(f"the answer is entry {entry['id']}, not {record_id}", **where)
         return entry
 

@@ -20,6 +20,7 @@ import orjson
 from clevertim_sync.capture import load_capture
 from clevertim_sync.cli import cli
 from clevertim_sync.emulator import EmulatorServer, FaultSpecError
+from clevertim_sync.emulator.quirks import QuirkSpecError, parse_quirks
 from clevertim_sync.emulator.replay import Replay
 
 
@@ -36,6 +37,13 @@ def _parse_faults(specs: tuple[str, ...]) -> list[dict[str, Any]]:
             )
         faults.append(fault)
     return faults
+
+
+def _parse_quirks(text: str) -> list[str]:
+    try:
+        return parse_quirks(text)
+    except QuirkSpecError as exc:
+        raise click.BadParameter(str(exc), param_hint="--quirks") from None
 
 
 @cli.command("emulator")
@@ -68,8 +76,16 @@ def _parse_faults(specs: tuple[str, ...]) -> list[dict[str, Any]]:
     is_flag=True,
     help="With --from: reshuffle the server-computed id lists on every listing served.",
 )
+@click.option(
+    "--quirks",
+    default="",
+    metavar="NAME[,NAME...]",
+    help="Serve as a real server may differ: multi_refs, bool01, string_ids, shuffled_lists, "
+    "string_date_parts, empty_strings, normalising, or all (toggle later at /_control/quirks).",
+)
 def emulator_command(
     *,
+    quirks: str,
     host: str,
     port: int,
     token: str,
@@ -103,6 +119,7 @@ def emulator_command(
             port=port,
             faults=specs,
             replay=replay,
+            quirks=_parse_quirks(quirks),
         ).start()
     except FaultSpecError as exc:
         raise click.BadParameter(str(exc), param_hint="--fault") from None

@@ -201,6 +201,8 @@ def _print_summary(report: PullReport) -> None:
         table.add_column(col, justify="left" if col in ("resource", "error") else "right")
     for name, c in report.resources.items():
         error = ("HELD: " if c.held else "") + (c.error or "")
+        if c.skipped:
+            error += f"{'; ' if error else ''}{c.skipped} left out: {'; '.join(c.skipped_reasons)}"
         table.add_row(
             name, str(c.inserted), str(c.updated), str(c.deleted), str(c.unchanged), f"{c.seconds:.2f}", error
         )
@@ -238,6 +240,9 @@ def status_command(app: AppContext, as_json: bool) -> None:
             if r["held"]
             else (r["last_error"] or "ok" if r["last_pull_at"] else "never pulled")
         )
+        if last.get("skipped"):
+            reasons = "; ".join(last.get("skipped_reasons") or [])
+            state += f"; {last['skipped']} entries left out ({reasons})"
         success = r["last_success_at"]
         table.add_row(
             r["resource"],

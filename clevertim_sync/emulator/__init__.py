@@ -2,7 +2,8 @@
 control surface. `EmulatorServer` serves it; `EmulatorControl` drives it from tests.
 
 Modules: seed.py (deterministic data), store.py (records and rules), faults.py (fault specs),
-server.py (HTTP), control.py (the control surface's client).
+quirks.py (a real server's variants, `--quirks`), server.py (HTTP), control.py (the control
+surface's client).
 """
 
 from __future__ import annotations

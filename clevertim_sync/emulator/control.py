@@ -119,6 +119,21 @@ class EmulatorControl:
     def clear_faults(self) -> None:
         self._call("DELETE", "/faults")
 
+    def quirks(self) -> list[str]:
+        """The active quirks (clevertim_sync.emulator.quirks)."""
+        result: list[str] = self._call("GET", "/quirks")["active"]
+        return result
+
+    def set_quirks(self, names: list[str] | tuple[str, ...]) -> list[str]:
+        """Serve with exactly these quirks ("all": every one); returns the active ones."""
+        result: list[str] = self._call("PUT", "/quirks", {"quirks": list(names)})["active"]
+        return result
+
+    def set_quirk(self, name: str, on: bool) -> list[str]:
+        """Turn one quirk on or off; returns the active ones."""
+        result: list[str] = self._call("PUT", f"/quirks/{name}", {"on": on})["active"]
+        return result
+
     def requests(self) -> list[dict[str, Any]]:
         """API requests received, oldest first: method, path (/api/...), resource, id, status
         (0: no answer sent), fault (the kind that struck, or None), body (the JSON received, or

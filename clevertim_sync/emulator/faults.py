@@ -239,6 +239,11 @@ class FaultSet:
         with self._lock:
             self._faults.clear()
 
+    def remove(self, fault_id: int) -> None:
+        """Drop one fault (a transport quirk turned off); gone already is fine."""
+        with self._lock:
+            self._faults = [f for f in self._faults if f.id != fault_id]
+
     def list(self) -> list[dict[str, Any]]:
         with self._lock:
             return [f.to_dict() for f in self._faults]

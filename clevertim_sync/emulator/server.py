@@ -2,7 +2,9 @@
 
 Owns: `EmulatorServer` (bind, serve from a background thread or the foreground, stop), the
 request handler (routing, Basic auth, the envelope, status codes), acting out faults on the
-socket (sleep, error answers, TCP reset, dropped and truncated responses), and the request log.
+socket (sleep, error answers, TCP reset, dropped and truncated responses), serving through the
+active quirks (quirks.py renders them; they are set here and at /_control/quirks), and the
+request log.
 
 Must not import: httpx (control.py is the client side), the mirror, the API client.
 
@@ -35,6 +37,8 @@ import orjson
 from clevertim_sync import resources
 from clevertim_sync.emulator.control import EmulatorControl
 from clevertim_sync.emulator.faults import Decision, Fault, FaultSet, FaultSpecError
+from clevertim_sync.emulator.quirks import REGISTRY as QUIRKS
+from clevertim_sync.emulator.quirks import QuirkSet, QuirkSpecError, parse_quirks
 from clevertim_sync.emulator.replay import Replay
 from clevertim_sync.emulator.seed import OWNER, READ_ONLY_USER
 from clevertim_sync.emulator.store import ApiProblem, Store, TokenUser
@@ -306,6 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, method: str, segs: list[str], body: bytes, decision: Decision) -> bytes | Chunked:
         """The 200 body of an API request, or ApiProblem with the status to answer."""
         store = self.server.emulator.store
+        quirks = self.server.emulator.quirks
         tok = self._token()
         if self.server.emulator.replay is not None:  # emulator --from: a capture, read-only
             return self.server.emulator.replay.answer(method, segs)
@@ -323,10 +328,13 @@ class _Handler(BaseHTTPRequestHandler):
                     return b'{"status":"OK","content":[]}'
                 hide = decision.hidden if decision.hiding else None
                 parts = store.listing_parts(name, tok.user_id, hide)
+                if quirks.active:
+                    parts = [quirks.render(name, p) for p in parts]
                 return Chunked(b'{"status":"OK","content":[', parts, b"]}")
             if decision.hidden(rid):
                 raise ApiProblem(404, f"{name} {rid} not found")
-            return b'{"status":"OK","content":[' + store.blob(name, rid, tok.user_id) + b"]}"
+            blob = quirks.render(name, store.blob(name, rid, tok.user_id))
+            return b'{"status":"OK","content":[' + blob + b"]}"
         if method not in ("POST", "PUT", "DELETE"):
             raise ApiProblem(501, f"{method} is not supported")
         store.check_writable(name, tok)
@@ -345,11 +353,12 @@ class _Handler(BaseHTTPRequestHandler):
             fields = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise ApiProblem(500, "the request's JSON could not be parsed") from None
+        fields = quirks.on_write(name, fields)
         if rid is None:
             blob = store.api_create(name, fields, tok)
         else:
             blob = store.api_update(name, rid, fields, tok)
-        return b'{"status":"OK","content":[' + blob + b"]}"
+        return b'{"status":"OK","content":[' + quirks.render(name, blob, echo=True) + b"]}"
 
     # --- the control surface ------------------------------------------------------------------
 
@@ -366,7 +375,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, answer = problem.status, orjson.dumps({"error": problem.message})
         except resources.UnknownResource as exc:
             status, answer = 404, orjson.dumps({"error": str(exc.args[0])})
-        except FaultSpecError as exc:
+        except (FaultSpecError, QuirkSpecError) as exc:
             status, answer = 400, orjson.dumps({"error": str(exc), "problems": exc.problems})
         self._send(status, answer)
 
@@ -395,6 +404,8 @@ class _Handler(BaseHTTPRequestHandler):
         if route == ("DELETE", "faults"):
             emu.faults.clear()
             return ok
+        if parts and parts[0] == "quirks":
+            return self._control_quirks(method, parts[1:], payload)
         if route == ("GET", "requests"):
             return orjson.dumps(emu.requests.list())
         if route == ("DELETE", "requests"):
@@ -416,6 +427,25 @@ class _Handler(BaseHTTPRequestHandler):
             store.add_token(spec["token"], spec["user_id"], read_only=bool(spec.get("read_only")))
             return ok
         raise ApiProblem(404, f"no control route {method} /_control/{'/'.join(parts)}")
+
+    def _control_quirks(self, method: str, parts: list[str], payload: Any) -> bytes:
+        """GET /_control/quirks: {"active": [...], "known": {name: summary}}; PUT {"quirks": [...]}
+        sets them all ("all" allowed); PUT /_control/quirks/<name> {"on": bool} toggles one."""
+        emu = self.server.emulator
+        if method == "PUT" and not parts:
+            names = _object(payload).get("quirks")
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ApiProblem(400, 'set quirks with {"quirks": ["name", ...]}')
+            emu.set_quirks(names)
+        elif method == "PUT" and len(parts) == 1:
+            on = _object(payload).get("on")
+            if not isinstance(on, bool):
+                raise ApiProblem(400, 'toggle a quirk with {"on": true} or {"on": false}')
+            emu.set_quirks([*(n for n in emu.quirks.active if n != parts[0]), *([parts[0]] if on else [])])
+        elif method != "GET" or parts:
+            raise ApiProblem(404, f"no control route {method} /_control/quirks/{'/'.join(parts)}")
+        active = [n for n in QUIRKS if n in emu.quirks.active or n in emu.fault_quirks]
+        return orjson.dumps({"active": active, "known": {n: q.summary for n, q in QUIRKS.items()}})
 
     def _control_record(
         self, method: str, parts: list[str], query: Mapping[str, list[str]], payload: Any
@@ -497,6 +527,7 @@ class EmulatorServer:
         port: int = 0,
         faults: Iterable[Mapping[str, Any]] = (),
         replay: Replay | None = None,
+        quirks: Iterable[str] = (),
     ) -> None:
         # With `replay` (emulator --from), the API answers from a capture; the store holds the tokens.
         self.replay = replay
@@ -509,6 +540,9 @@ class EmulatorServer:
         for spec in self._initial_faults:
             self.faults.add(spec)
         self.requests = RequestLog()
+        self.quirks = QuirkSet()
+        self.fault_quirks: dict[str, int] = {}  # enabled transport quirk -> its fault's id
+        self.set_quirks(quirks)
         self.host, self._port = host, port
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -549,9 +583,30 @@ class EmulatorServer:
             self._httpd.server_close()
             self._httpd = None
 
+    def set_quirks(self, names: Iterable[str]) -> list[str]:
+        """Serve with exactly these quirks (emulator/quirks.py; "all": every one); returns them.
+        A transport quirk adds its fault (kept until the quirk is turned off or faults cleared)."""
+        parsed = parse_quirks(list(names))
+        wanted = self.quirks.set([n for n in parsed if QUIRKS[n].fault is None])
+        faulty = [n for n in parsed if QUIRKS[n].fault is not None]
+        for name in list(self.fault_quirks):
+            if name not in faulty:
+                self.faults.remove(self.fault_quirks.pop(name))
+        for name in faulty:
+            if name not in self.fault_quirks:
+                spec = QUIRKS[name].fault
+                assert spec is not None
+                self.fault_quirks[name] = self.faults.add(spec)
+        return [*wanted, *faulty]
+
     def reset(self, *, contacts: int | None = None, seed: int | None = None) -> None:
-        """A fresh seeded account (same size and seed unless given); faults and request log cleared."""
+        """A fresh seeded account (same size and seed unless given); faults and request log cleared.
+        Quirks stay: they are how this server behaves (a transport quirk's fault is added again)."""
         self.faults.clear()
+        for name in list(self.fault_quirks):
+            spec = QUIRKS[name].fault
+            assert spec is not None
+            self.fault_quirks[name] = self.faults.add(spec)
         self.requests.clear()
         self.store.reset(contacts=contacts, seed=seed)
 

@@ -1,9 +1,12 @@
 """From an API record to the typed column values and child rows of the mirror (pure, no SQL).
 
-Owns: the conversion of each property kind to its column value, defensively: a value of the
-wrong shape (the vendor's client sometimes sends `cust` as a list, an unknown date format, a
-decimal too large for NUMERIC(18,4)) becomes NULL in its column and stays untouched in `raw`, so
-one odd record can never make a whole resource fail to store.
+Owns: the conversion of each property kind to its column value, defensively: every plausible
+spelling is read through `clevertim_sync.shapes` (0/1 booleans, numeric strings, a reference as a
+list, date parts as strings, "" for null), and a value of no usable shape (an unknown date
+format, a decimal too large for NUMERIC(18,4)) becomes NULL in its column and stays untouched in
+`raw`, so one odd record can never make a whole resource fail to store. A reference that may hold
+several ids (`Prop.child_table` set on a REF) keeps the id in its column when it holds exactly
+one, and every id in its child table.
 
 Must not import: SQLAlchemy, httpx.
 """
@@ -15,6 +18,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from clevertim_sync import shapes
 from clevertim_sync.resources import Kind, Prop, Resource
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -25,23 +29,9 @@ def to_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def to_int(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and _INT64_MIN <= value <= _INT64_MAX:
-        return value
-    return None
-
-
-def to_ref(value: Any) -> int | None:
-    # A one-element list is the vendor client's other spelling of a single pointer.
-    if isinstance(value, list) and len(value) == 1:
-        value = value[0]
-    if isinstance(value, str) and value.isascii() and value.isdigit():  # not "²": int() refuses it
-        value = int(value)
-    return to_int(value)
-
-
-def to_bool(value: Any) -> bool | None:
-    return value if isinstance(value, bool) else None
+to_int = shapes.as_int  # 445 or "445"
+to_ref = shapes.single_ref  # 445, "445", [445]; a list of several ids -> None (the child table has them)
+to_bool = shapes.as_bool  # true/false, 0/1, "0"/"1", "true"/"false"
 
 
 def to_decimal(value: Any) -> Decimal | None:
@@ -70,9 +60,13 @@ def date_parts(value: Any) -> tuple[datetime | None, bool | None]:
     """{y, mo, d, h?, mi?} -> (the instant, all_day). The parts carry no zone: stored as UTC."""
     if not isinstance(value, dict):
         return None, None
+    part = shapes.date_part  # 9 or "9"; null and "" are absent
     try:
-        hour, minute = value.get("h"), value.get("mi")
-        at = datetime(value["y"], value["mo"], value["d"], hour or 0, minute or 0, tzinfo=UTC)
+        hour, minute = part(value.get("h")), part(value.get("mi"))
+        year, month, day = part(value["y"]), part(value["mo"]), part(value["d"])
+        if year is None or month is None or day is None:
+            return None, None
+        at = datetime(year, month, day, hour or 0, minute or 0, tzinfo=UTC)
     except (KeyError, TypeError, ValueError, OverflowError):
         return None, None
     return at, hour is None and minute is None
@@ -141,6 +135,8 @@ def child_columns(prop: Prop) -> tuple[str, ...]:
         return ("owner_id", "position", "type", "social_id")
     if prop.kind is Kind.CUSTOM_FIELDS:
         return ("owner_id", "custom_field_id", "position", "value")
+    if prop.kind is Kind.REF:  # note_customers(owner_id, position, customer_id)
+        return ("owner_id", "position", prop.column)
     return ("owner_id", "position", "value")
 
 
@@ -185,17 +181,21 @@ class RowBuilder:
         must give exactly what the converters give; tests/test_store.py checks odd values.
         """
         env: dict[str, Any] = {"_date_parts": date_parts, "_date_form": self._date_form}
-        lines = ["def current(record, raw, digest):", "    get = record.get"]
-        values = ["record['id']"]
+        lines = ["def current(record, raw, digest):", "    get = record.get", "    rid = record['id']"]
+        values = ["rid if rid.__class__ is int else record_id(record)"]
+        env["record_id"] = record_id
         for i, prop in enumerate(p for p in resource.props if p.kind in _SCALAR):
             lines.append(f"    v{i} = get({prop.api!r})")
             if prop.kind is Kind.STR:
                 values.append(f"v{i} if v{i}.__class__ is str else None")
             elif prop.kind is Kind.BOOL:
-                values.append(f"v{i} if v{i}.__class__ is bool else None")
+                env[f"c{i}"] = converters[prop.kind]
+                values.append(f"v{i} if v{i}.__class__ is bool else (None if v{i} is None else c{i}(v{i}))")
             elif prop.kind is Kind.INT:
+                env[f"c{i}"] = converters[prop.kind]
                 values.append(
-                    f"v{i} if v{i}.__class__ is int and {_INT64_MIN} <= v{i} <= {_INT64_MAX} else None"
+                    f"v{i} if v{i}.__class__ is int and {_INT64_MIN} <= v{i} <= {_INT64_MAX} else "
+                    f"(None if v{i} is None else c{i}(v{i}))"
                 )
             else:  # REF (ints inline, other spellings via to_ref), DECIMAL, TIMESTAMP
                 env[f"c{i}"] = converters[prop.kind]
@@ -228,12 +228,18 @@ class RowBuilder:
             "_child_rows": child_rows,
             "_to_ref": to_ref,
             "_cf_text": _cf_text,
+            "record_id": record_id,
         }
         n = len(self.children)
         lines = ["def rows(items):", "    cur = []", "    add = cur.append"]
         lines += [f"    c{k} = []" for k in range(n)]
         lines += ["    for record, raw, digest in items:", "        add(current(record, raw, digest))"]
-        lines += ["        rid = record['id']", "        get = record.get"]
+        lines += [
+            "        rid = record['id']",
+            "        if rid.__class__ is not int:",
+            "            rid = record_id(record)",
+            "        get = record.get",
+        ]
         for k, prop in enumerate(self.children):
             lines.append(f"        v = get({prop.api!r})")
             if prop.kind is Kind.STR_LIST:
@@ -292,6 +298,12 @@ def _same(value: datetime | None) -> datetime | None:
     return value
 
 
+def record_id(record: Mapping[str, Any]) -> Any:
+    """The id column of a record the diff let through: its int id ("445" spelled as 445)."""
+    rid = record["id"]
+    return rid if rid.__class__ is int else shapes.as_int(rid)
+
+
 def child_rows(prop: Prop, owner: int, value: Any) -> list[tuple[Any, ...]]:
     """The rows of `prop`'s child table for one record (tuples in `child_columns` order); entries
     of the wrong shape are skipped."""
@@ -324,13 +336,12 @@ def child_rows(prop: Prop, owner: int, value: Any) -> list[tuple[Any, ...]]:
             values = v if isinstance(v, list) else [v]
             rows.extend((owner, field_id, i, _cf_text(x)) for i, x in enumerate(values))
         return rows
+    if kind is Kind.REF:
+        return [(owner, i, ref) for i, ref in enumerate(shapes.as_ids(value))]
     return []
 
 
-def _cf_text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return str(value)  # a number where a string was expected: keep it readable
+_cf_text = shapes.cf_text  # a value of any JSON type as text: never Python's repr
 
 
 def typed_value(prop: Prop, value: Any) -> Any:

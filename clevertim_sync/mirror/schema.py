@@ -11,6 +11,9 @@ be storable. So REF columns (`contacts.company_id -> companies.id`, `*.customer_
 or companies.id` (one shared id space), `tasks.case_id -> cases.id`, `comments.note_id -> notes.id`,
 `*_user_id -> users.id`, ...) are plain indexed BIGINTs, and child tables' `owner_id` is the
 parent's `id` without a constraint either (they are rewritten in the same transaction as it).
+A reference that may hold several ids (note cust, case, opportunity; task cust, case, opp;
+comment nid, tid) also has a child table (`note_customers(owner_id, position, customer_id)`):
+its scalar column is the id when the reference holds exactly one, else NULL.
 
 Must not import: httpx, the store, the pull.
 """
@@ -83,6 +86,18 @@ def _child_table(prop: Prop) -> sa.Table:
         rest = [sa.Column("type", sa.Text), sa.Column("number", sa.Text)]
     elif prop.kind is Kind.SMIDS:
         rest = [sa.Column("type", sa.Text), sa.Column("social_id", sa.Text)]
+    elif prop.kind is Kind.REF:
+        # Every id of a reference that may hold several (note_customers.customer_id), indexed
+        # like the scalar column: "the notes of customer 33" reads it.
+        return sa.Table(
+            prop.child_table,
+            metadata,
+            owner,
+            position,
+            sa.Column(prop.column, sa.BigInteger, nullable=False),
+            sa.Index(f"ix_{prop.child_table}_{prop.column}", prop.column),
+            sqlite_with_rowid=False,
+        )
     else:  # CUSTOM_FIELDS: one row per value; a multi-value field has several positions
         return sa.Table(
             prop.child_table,

@@ -18,7 +18,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from clevertim_sync import resources
+from clevertim_sync import resources, shapes
 from clevertim_sync.diff import Changes, changed_fields, record_hash
 from clevertim_sync.errors import MirrorError
 from clevertim_sync.mirror import schema, search
@@ -67,6 +67,9 @@ class ResourceCounts:
     seconds: float = 0.0
     error: str | None = None
     held: bool = False
+    # Entries left out for having no usable id, and why (the first few): the rest was applied.
+    skipped: int = 0
+    skipped_reasons: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -341,6 +344,7 @@ def apply_local_result(
     name = resources.get(resource).name
     if op not in ("insert", "create", "update", "delete"):
         raise MirrorError(f"apply_local_result: unknown op {op!r}; use insert, update or delete")
+    record = shapes.with_int_id(dict(record))  # a server that answers "id": "445"
     rid = record.get("id")
     if not isinstance(rid, int) or isinstance(rid, bool):
         raise MirrorError(f"apply_local_result: the {name} record has no integer id ({rid!r})")

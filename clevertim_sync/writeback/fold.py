@@ -14,13 +14,13 @@ Must not import: the API client, the worker, the CLI. Runs inside the caller's t
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from clevertim_sync import resources
+from clevertim_sync import resources, shapes
 from clevertim_sync.diff import Changes, record_hash
 from clevertim_sync.errors import MirrorError
 from clevertim_sync.mirror import schema, store
@@ -41,6 +41,11 @@ class Fold:
 def fold_many(conn: sa.Connection, folds: Sequence[Fold], *, at: datetime | None = None) -> None:
     """Fold every answer into the mirror inside the caller's transaction; same result as calling
     `store.apply_local_result` for each in order."""
+    # A server that answers "id": "445": the record is stored under 445, as a pull stores it.
+    folds = [
+        f if f.record.get("id").__class__ is int else replace(f, record=shapes.with_int_id(dict(f.record)))
+        for f in folds
+    ]
     for resource, group in _groups(folds):
         _fold_group(conn, resource, group, at or store.now())
 

@@ -18,38 +18,45 @@ queued), l = the local value and r = the remote value just read:
                       and the losing value is kept in the conflict record either way.
 
 Fields the edit does not write are never sent, so a newer remote value of a field we did not
-change is never clobbered.
+change is never clobbered. Values are compared by meaning (`shapes.same_meaning`: 1 is true,
+"445" is 445, "4500" is 4500.0, " a " is "a"), not by their JSON spelling.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
+
+from clevertim_sync import resources, shapes
+from clevertim_sync.resources import Prop
 
 Policy = Literal["manual", "local-wins", "remote-wins"]
 POLICIES: tuple[Policy, ...] = ("manual", "local-wins", "remote-wins")
 
 
-def same(a: Any, b: Any) -> bool:
-    """JSON equality that tells true from 1 and ignores key order."""
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+def loosely_same(a: Any, b: Any, prop: Prop | None = None) -> bool:
+    """The same value by meaning (1 and true, "445" and 445, "4500" and 4500.0), as `prop` reads it."""
+    return shapes.same_meaning(prop, a, b)
 
 
-def loosely_same(a: Any, b: Any) -> bool:
-    """Equal, or the same decimal written two ways ("4500" and 4500.0): servers normalise numbers."""
-    if same(a, b):
-        return True
-    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
-        return False
-    if isinstance(a, int | float | str) and isinstance(b, int | float | str):
-        try:
-            return Decimal(str(a)) == Decimal(str(b))
-        except InvalidOperation:
-            return False
-    return False
+def _props(resource: str | None) -> Mapping[str, Prop]:
+    res = resources.BY_NAME.get(resource) if resource is not None else None
+    return res.by_api if res is not None else {}
+
+
+# What tells a created record apart from others of its kind: a lost create's candidate that
+# matches on these (after normalising) is the one it made, if it is the only one.
+IDENTIFYING: Mapping[str, tuple[str, ...]] = {
+    "contact": ("fn", "ln"),
+    "company": ("cn",),
+    "note": ("cust", "desc"),
+    "task": ("name",),
+    "opportunity": ("name",),
+    "case": ("name",),
+    "comment": ("comment", "nid", "tid"),
+    "customfield": ("name",),
+}
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,8 @@ def merge(
     base: Mapping[str, Any] | None,
     remote: Mapping[str, Any],
     policy: Policy = "manual",
+    *,
+    resource: str | None = None,
 ) -> MergeResult:
     """Three-way merge of the fields in `local` (see the module docstring).
 
@@ -90,13 +99,15 @@ def merge(
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown conflict policy {policy!r}: use one of {', '.join(POLICIES)}")
+    props = _props(resource)
     send: dict[str, Any] = {}
     conflicts: dict[str, Conflict] = {}
     for key, l_value in local.items():
         r_value = remote.get(key)
-        if loosely_same(l_value, r_value):
+        prop = props.get(key)
+        if loosely_same(l_value, r_value, prop):
             continue
-        if base is None or key not in base or loosely_same(r_value, base[key]):
+        if base is None or key not in base or loosely_same(r_value, base[key], prop):
             send[key] = l_value
             continue
         b_value = base[key]
@@ -140,11 +151,30 @@ def coalesce(edits: Iterable[Edit]) -> tuple[dict[str, Any], dict[str, Any] | No
     return fields, (base if known else None)
 
 
-def matches_sent(record: Mapping[str, Any], sent: Mapping[str, Any]) -> bool:
+def _worth_matching(value: Any) -> bool:
+    return value not in (None, "", [], {})
+
+
+def matches_sent(record: Mapping[str, Any], sent: Mapping[str, Any], resource: str | None = None) -> bool:
     """Whether a record found on the server carries every field value a create sent.
 
-    Used to adopt the record a lost POST made. Empty values are skipped: servers fill or drop them.
+    Used to adopt the record a lost POST made. Compared after normalising as a server does
+    (booleans, numeric strings, whitespace, a note's HTML against its plain text). Empty values
+    are skipped: servers fill or drop them.
     """
+    props = _props(resource)
     return all(
-        loosely_same(record.get(key), value) for key, value in sent.items() if value not in (None, "", [], {})
+        shapes.same_meaning(props.get(key), record.get(key), value, loose=True)
+        for key, value in sent.items()
+        if _worth_matching(value)
+    )
+
+
+def matches_identity(record: Mapping[str, Any], sent: Mapping[str, Any], resource: str) -> bool:
+    """Whether a record matches a create on the fields that identify its kind (IDENTIFYING),
+    normalised as in `matches_sent`; False when the create sent none of them."""
+    props = _props(resource)
+    keys = [k for k in IDENTIFYING.get(resource, ()) if _worth_matching(sent.get(k))]
+    return bool(keys) and all(
+        shapes.same_meaning(props.get(k), record.get(k), sent[k], loose=True) for k in keys
     )

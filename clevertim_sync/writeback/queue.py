@@ -31,7 +31,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from clevertim_sync import resources
+from clevertim_sync import resources, shapes
 from clevertim_sync.errors import EditRejected, QueueItemError
 from clevertim_sync.mirror.store import apply_local_result, load_record, record_hash
 from clevertim_sync.resources import Kind
@@ -510,7 +510,7 @@ def adopt(
                 item_id, f"is a {item.state} {item.op}; only a quarantined create can adopt a remote record"
             )
         if load_record(conn, item.resource, remote_id) is None:
-            if remote_record is None or remote_record.get("id") != remote_id:
+            if remote_record is None or shapes.record_id(remote_record)[0] != remote_id:  # "445" is 445
                 raise QueueItemError(
                     item_id,
                     f"{item.resource} {remote_id} is not in the mirror (nor in Clevertim as a "

@@ -18,13 +18,13 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from clevertim_sync import reports, resources
+from clevertim_sync import reports, resources, shapes
 from clevertim_sync.errors import EditRejected, ReportError
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.store import load_record
 from clevertim_sync.resources import Kind
 from clevertim_sync.writeback import queue
-from clevertim_sync.writeback.merge import same
+from clevertim_sync.writeback.merge import loosely_same
 
 _EMPTY: dict[Kind, Any] = {
     Kind.STR_LIST: [],
@@ -84,9 +84,10 @@ def find_version(conn: sa.Connection, resource: str, record_id: int, to: str) ->
 
 
 def writable_fields(resource: str, record: dict[str, Any]) -> dict[str, Any]:
-    """The properties of `record` a write may carry (read-only and unknown ones left out)."""
+    """The properties of `record` a write may carry (read-only and unknown ones left out), each
+    as its own type (a server's 0/1 and "445" spellings as false/true and 445: what an edit takes)."""
     res = resources.get(resource)
-    return {p.api: record[p.api] for p in res.writable_props if p.api in record}
+    return {p.api: shapes.typed(p, record[p.api]) for p in res.writable_props if p.api in record}
 
 
 def revert(engine: Engine, resource: str, record_id: int, version: int | str) -> queue.QueueItem | None:
@@ -130,7 +131,7 @@ def revert(engine: Engine, resource: str, record_id: int, version: int | str) ->
             if prop.api not in target and prop.api not in now:
                 continue
             want = target.get(prop.api, _EMPTY.get(prop.kind))
-            if not same(now.get(prop.api, _EMPTY.get(prop.kind)), want):
+            if not loosely_same(now.get(prop.api, _EMPTY.get(prop.kind)), want, prop):
                 changes[prop.api] = want
         if not changes:
             return None

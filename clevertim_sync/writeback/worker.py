@@ -48,6 +48,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Engine
 
+from clevertim_sync import shapes
 from clevertim_sync.api import errors as api_errors
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.mirror.store import apply_local_result
@@ -55,7 +56,7 @@ from clevertim_sync.retry import Rng, next_delay
 from clevertim_sync.settings import Settings
 from clevertim_sync.writeback import claims
 from clevertim_sync.writeback.fold import Fold, fold_many
-from clevertim_sync.writeback.merge import matches_sent, merge
+from clevertim_sync.writeback.merge import matches_identity, matches_sent, merge
 from clevertim_sync.writeback.tables import (
     CONFLICT,
     DONE,
@@ -435,7 +436,9 @@ def _create(run: _Run, unit: claims.Claimed) -> _Outcome:
 
 
 def _reconcile_create(run: _Run, unit: claims.Claimed) -> list[dict[str, Any]]:
-    """The records that appeared since the create was journaled and carry what it sent."""
+    """The records that appeared since the create was journaled and carry what it sent: all of
+    it, after normalising as a server does; failing that, the fields that identify the kind (a
+    server may also fill or change others). Several: the caller quarantines, never resends."""
     listing = run.client.list(unit.resource)
     _succeeded(run)
     q = writeback_queue
@@ -447,21 +450,20 @@ def _reconcile_create(run: _Run, unit: claims.Claimed) -> list[dict[str, Any]]:
             )
         }
     floor = unit.max_id_seen if unit.max_id_seen is not None else -1
-    return [
-        r
-        for r in listing
-        if isinstance(r.get("id"), int)
-        and r["id"] > floor
-        and r["id"] not in taken
-        and matches_sent(r, unit.fields)
-    ]
+    new = []
+    for r in listing:
+        rid, _ = shapes.record_id(r)
+        if rid is not None and rid > floor and rid not in taken:
+            new.append(shapes.with_int_id(r))
+    full = [r for r in new if matches_sent(r, unit.fields, unit.resource)]
+    return full or [r for r in new if matches_identity(r, unit.fields, unit.resource)]
 
 
 def _update(run: _Run, unit: claims.Claimed) -> _Outcome:
     assert unit.target_id is not None
     remote = run.client.get(unit.resource, unit.target_id)
     _succeeded(run)
-    result = merge(unit.fields, unit.base, remote, run.push.conflict_policy)
+    result = merge(unit.fields, unit.base, remote, run.push.conflict_policy, resource=unit.resource)
     record = remote
     if result.send:
         run.count("writes")

@@ -15,7 +15,7 @@ Self-contained on purpose: a migration must not change when application code doe
 resources is written out; a new resource gets its view in its own migration).
 
 Revision ID: 0007_versions
-Revises: 0005_pipeline_total
+Revises: 0006_multi_refs
 Create Date: 2026-12-01
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0007_versions"
-down_revision = "0005_pipeline_total"
+down_revision = "0006_multi_refs"
 branch_labels = None
 depends_on = None
 
