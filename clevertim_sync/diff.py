@@ -1,8 +1,10 @@
 """The diff of one full listing against the mirror: pure, no I/O.
 
-Owns: `record_hash` (the one canonical content hash), `compute_changes` (listing + mirror index ->
-inserts, updates, deletes, touches), `changed_fields` (the {field: [old, new]} of a history row),
-`mass_delete_refused` (the guard's rule) and `apply_changes` (what applying means, for tests).
+Owns: `record_hash` (the one canonical content hash), `ListingDiff` (a listing read in batches +
+the mirror's index -> each batch's inserts, updates, touches; the deletes at the end),
+`compute_changes` (the same for a whole listing at once), `changed_fields` (the {field: [old, new]}
+of a history row), `mass_delete_refused` (the guard's rule)
+and `apply_changes` (what applying means, for tests).
 
 Content decides, not `lm`: the hash excludes `lm`, so an `lm` bump with nothing else changed is a
 "touch" (the stored raw and modified_at are refreshed, no history, not an update), and an edit
@@ -98,6 +100,64 @@ def _protected_id(record: Any) -> int | None:
     return None
 
 
+class ListingDiff:
+    """The diff of one listing read in batches (a pull streams it): `batch()` gives each batch's
+    inserts, updates, touches, unchanged and skipped entries; `deletes()`, once the listing has
+    ended, what the mirror holds that the listing did not. Holds the ids seen, never the records.
+
+    Raises InvalidListing when an id appears twice, in one batch or across two (which record is
+    the real one cannot be told). `lm_key` turns a record's `lm` into the form the index holds
+    (the store gives its stored timestamp), so that touches are found without reading raws.
+    """
+
+    def __init__(
+        self, resource: str, index: Index, *, lm_key: Callable[[Mapping[str, Any]], Any] = raw_lm
+    ) -> None:
+        self.resource = resource
+        self.index = index
+        self.lm_key = lm_key
+        self.listed = 0  # entries read so far, skipped ones included
+        self.seen: set[int] = set()
+        self.protected: set[int] = set()  # ids a skipped entry may stand for: never deleted
+
+    def batch(self, records: Iterable[Any]) -> Changes:
+        changes = Changes()
+        index, seen, lm_key = self.index, self.seen, self.lm_key
+        for record in records:
+            self.listed += 1
+            # A plain dict with a plain int id (what the parsers give) is checked inline: no call.
+            rid = record.get("id") if record.__class__ is dict else None
+            if rid.__class__ is not int:
+                rid, why = shapes.record_id(record)
+                if rid is None:
+                    changes.skipped.append(f"{why}: left out")
+                    if (maybe := _protected_id(record)) is not None:
+                        self.protected.add(maybe)
+                    continue
+                record = shapes.with_int_id(record)  # noqa: PLW2901 - "445" is stored as 445
+            if rid in seen:
+                raise InvalidListing(self.resource, f"id {rid} appears more than once")
+            seen.add(rid)
+            if not index:
+                changes.inserts.append((record, None))
+                continue
+            digest = record_hash(record)
+            known = index.get(rid)
+            if known is None:
+                changes.inserts.append((record, digest))
+            elif known[0] != digest:
+                changes.updates.append((record, digest))
+            elif known[1] != lm_key(record):
+                changes.touches.append((record, digest))
+            else:
+                changes.unchanged += 1
+        return changes
+
+    def deletes(self) -> list[int]:
+        """The mirrored ids the whole listing did not hold (call once it has been read to its end)."""
+        return sorted(rid for rid in self.index if rid not in self.seen and rid not in self.protected)
+
+
 def compute_changes(
     resource: str,
     listing: Iterable[Any],
@@ -105,43 +165,10 @@ def compute_changes(
     *,
     lm_key: Callable[[Mapping[str, Any]], Any] = raw_lm,
 ) -> Changes:
-    """Compare a full listing with the mirror's index; raise InvalidListing when an id appears
-    twice (which record is the real one cannot be told). Entries with no usable id are skipped.
-
-    `lm_key` turns a record's `lm` into the form the index holds (the store gives its stored
-    timestamp), so that touches are found without reading every stored raw.
-    """
-    changes = Changes()
-    seen: set[int] = set()
-    protected: set[int] = set()
-    for record in listing:
-        # A plain dict with a plain int id (what orjson gives) is checked inline: no call per record.
-        rid = record.get("id") if record.__class__ is dict else None
-        if rid.__class__ is not int:
-            rid, why = shapes.record_id(record)
-            if rid is None:
-                changes.skipped.append(f"{why}: left out")
-                if (maybe := _protected_id(record)) is not None:
-                    protected.add(maybe)
-                continue
-            record = shapes.with_int_id(record)  # noqa: PLW2901 - "445" is stored as 445
-        if rid in seen:
-            raise InvalidListing(resource, f"id {rid} appears more than once")
-        seen.add(rid)
-        if not index:
-            changes.inserts.append((record, None))
-            continue
-        digest = record_hash(record)
-        known = index.get(rid)
-        if known is None:
-            changes.inserts.append((record, digest))
-        elif known[0] != digest:
-            changes.updates.append((record, digest))
-        elif known[1] != lm_key(record):
-            changes.touches.append((record, digest))
-        else:
-            changes.unchanged += 1
-    changes.deletes = sorted(rid for rid in index if rid not in seen and rid not in protected)
+    """Compare a full listing with the mirror's index in one go (`ListingDiff` in one batch)."""
+    diff = ListingDiff(resource, index, lm_key=lm_key)
+    changes = diff.batch(listing)
+    changes.deletes = diff.deletes()
     return changes
 
 

@@ -21,10 +21,11 @@ pause (`writeback.claims`).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -36,7 +37,7 @@ import structlog
 
 from clevertim_sync import resources as registry
 from clevertim_sync.api.errors import ApiError, RateLimited
-from clevertim_sync.diff import changed_fields, compute_changes, mass_delete_refused
+from clevertim_sync.diff import Changes, ListingDiff, changed_fields, mass_delete_refused
 from clevertim_sync.errors import ClevertimSyncError, MassDeleteRefused, MirrorError
 from clevertim_sync.mirror import store
 from clevertim_sync.mirror.rowpool import RowPool
@@ -47,15 +48,26 @@ from clevertim_sync.writeback import claims
 log = structlog.get_logger(__name__)
 
 SKIPPED_REASONS_KEPT = 5  # per resource and run: enough to find them, never a listing's worth
+# Entries parsed, diffed and applied at a time: what a pull holds of a listing (a few MB of
+# contacts), whatever the account's size.
+BATCH = 5000
 
 # Called with (resource, None) when a resource starts and (resource, counts) when it is done.
 Progress = Callable[[str, ResourceCounts | None], None]
 
 
+class Listing(Protocol):
+    """A downloaded listing (clevertim_sync.api.listing.Listing): its entries read in batches."""
+
+    def batches(self, size: int) -> Iterator[list[Any]]: ...
+
+    def close(self) -> None: ...
+
+
 class ListingClient(Protocol):
     """What a pull needs of the API client (clevertim_sync.api.client.ClevertimClient)."""
 
-    def list(self, resource: str) -> list[dict[str, Any]]: ...
+    def listing(self, resource: str) -> Listing: ...
 
 
 @dataclass
@@ -142,7 +154,7 @@ def pull(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        ahead: Future[list[dict[str, Any]]] | None = fetcher.submit(fetch, names[0]) if names else None
+        ahead: Future[Listing] | None = fetcher.submit(fetch, names[0]) if names else None
         for i, name in enumerate(names):
             if stop is not None and stop.is_set():
                 report.stopped = True
@@ -171,6 +183,8 @@ def pull(
                 progress(name, counts)
     finally:
         fetcher.shutdown(wait=True, cancel_futures=True)
+        if ahead is not None and ahead.done() and ahead.exception() is None:
+            ahead.result().close()  # fetched ahead, not pulled (a stop or a halt): its file goes
         pool.close()
         if gc_was_enabled:
             gc.enable()
@@ -207,12 +221,12 @@ class _Halt:
         self.error: ApiError | None = None
         self.met_by: str | None = None  # the resource whose listing met it (recorded as failed)
 
-    def guard(self, client: ListingClient) -> Callable[[str], list[dict[str, Any]]]:
-        def fetch(name: str) -> list[dict[str, Any]]:
+    def guard(self, client: ListingClient) -> Callable[[str], Listing]:
+        def fetch(name: str) -> Listing:
             if self.error is not None:
                 raise self.error
             try:
-                return client.list(name)
+                return client.listing(name)
             except ApiError as exc:
                 if exc.server_wide:
                     self.error, self.met_by = exc, name
@@ -278,9 +292,17 @@ class _Checkpoints:
             log.warning("pull.checkpoint_failed", error=str(exc))
 
 
+class _Held(Exception):
+    """The guard refused the listing: raised to roll the resource's transaction back."""
+
+    def __init__(self, refusal: MassDeleteRefused) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
+
+
 def _pull_resource(
     engine: sa.Engine,
-    fetch: Callable[[], list[dict[str, Any]]],
+    fetch: Callable[[], Listing],
     name: str,
     *,
     run_id: int,
@@ -288,6 +310,9 @@ def _pull_resource(
     allow_mass_delete: bool,
     pool: RowPool,
 ) -> ResourceCounts:
+    """Fetch -> diff -> apply, batch by batch, in one transaction; the deletes (and so the
+    guard's decision) come at the listing's end, before anything commits: a refusal, or a
+    listing that turns out broken half-way, rolls back every batch applied."""
     t0 = time.perf_counter()
     counts = ResourceCounts()
     try:
@@ -295,56 +320,95 @@ def _pull_resource(
     except ClevertimSyncError as exc:
         # The client already retried what was worth retrying: record it, leave the tables alone.
         return _failed(engine, name, run_id=run_id, counts=counts, t0=t0, exc=exc)
-    counts.listed = len(listing)
     try:
-        with engine.connect() as outer, store.checkpoint_deferred(outer), outer.begin():
-            conn = outer
+        with engine.connect() as conn, store.checkpoint_deferred(conn), conn.begin():
             at = store.now()
             store.lock_resource(conn, name)
-            index = store.load_index(conn, name)
-            changes = compute_changes(name, listing, index, lm_key=store.lm_key(conn, name))
-            del listing  # the changes hold what is still needed
-            counts.unchanged = changes.unchanged
-            if changes.skipped:
-                counts.skipped = len(changes.skipped)
-                counts.skipped_reasons = changes.skipped[:SKIPPED_REASONS_KEPT]
-                log.warning(
-                    "pull.entries_skipped",
-                    resource=name,
-                    count=counts.skipped,
-                    reasons=counts.skipped_reasons,
-                )
-            refusal = _guard(
-                name,
-                deletes=len(changes.deletes),
-                mirrored=len(index),
-                listed=counts.listed,
-                policy=policy,
-                allow=allow_mass_delete,
-            )
-            if refusal is not None:
-                counts.held, counts.error = True, str(refusal)
-                log.warning(
-                    "pull.mass_delete_refused",
-                    resource=name,
-                    would_delete=refusal.would_delete,
-                    mirrored=refusal.mirrored,
+            diff = ListingDiff(name, store.load_index(conn, name), lm_key=store.lm_key(conn, name))
+            with store.batched_apply(conn, name, run_id=run_id, at=at, pool=pool) as writer:
+                for batch in listing.batches(BATCH):
+                    changes = diff.batch(batch)
+                    del batch  # the changes hold what is still needed
+                    writer.apply(changes)
+                    _count(counts, changes)
+                counts.listed = diff.listed
+                deletes = diff.deletes()
+                refusal = _guard(
+                    name,
+                    deletes=len(deletes),
+                    mirrored=len(diff.index),
                     listed=counts.listed,
+                    policy=policy,
+                    allow=allow_mass_delete,
                 )
-            else:
-                store.apply_changes(conn, name, changes, run_id=run_id, at=at, pool=pool)
-                counts.inserted, counts.updated = len(changes.inserts), len(changes.updates)
-                counts.deleted, counts.touched = len(changes.deletes), len(changes.touches)
+                if refusal is not None:
+                    raise _Held(refusal)
+                writer.delete(deletes)
+                counts.deleted = len(deletes)
             counts.seconds = round(time.perf_counter() - t0, 3)
-            store.record_outcome(
-                conn, run_id, name, counts, at=at, held_reason=counts.error if counts.held else None
-            )
+            store.record_outcome(conn, run_id, name, counts, at=at)
+    except _Held as held:
+        # Rolled back: nothing of the listing applied; only the refusal is recorded.
+        return _refused(engine, name, run_id=run_id, counts=counts, t0=t0, refusal=held.refusal)
     except (ClevertimSyncError, sa.exc.SQLAlchemyError) as exc:
         # Rolled back: the resource's tables are as they were before this pull.
         fresh = ResourceCounts(listed=counts.listed)
         return _failed(engine, name, run_id=run_id, counts=fresh, t0=t0, exc=exc)
+    finally:
+        listing.close()
+    _log_skipped(name, counts)
     log.info("pull.resource_finished", resource=name, **counts.as_dict())
     return counts
+
+
+def _count(counts: ResourceCounts, changes: Changes) -> None:
+    """Add one batch's changes to the resource's counts (deletes are counted at the end)."""
+    counts.inserted += len(changes.inserts)
+    counts.updated += len(changes.updates)
+    counts.touched += len(changes.touches)
+    counts.unchanged += changes.unchanged
+    counts.skipped += len(changes.skipped)
+    room = SKIPPED_REASONS_KEPT - len(counts.skipped_reasons)
+    counts.skipped_reasons += changes.skipped[: max(room, 0)]
+
+
+def _log_skipped(name: str, counts: ResourceCounts) -> None:
+    if counts.skipped:
+        log.warning(
+            "pull.entries_skipped", resource=name, count=counts.skipped, reasons=counts.skipped_reasons
+        )
+
+
+def _refused(
+    engine: sa.Engine,
+    name: str,
+    *,
+    run_id: int,
+    counts: ResourceCounts,
+    t0: float,
+    refusal: MassDeleteRefused,
+) -> ResourceCounts:
+    """The guard held the listing: the run and resource_status say why, the tables are untouched."""
+    held = ResourceCounts(
+        listed=counts.listed,
+        unchanged=counts.unchanged,
+        skipped=counts.skipped,
+        skipped_reasons=counts.skipped_reasons,
+        held=True,
+        error=str(refusal),
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+    _log_skipped(name, held)
+    log.warning(
+        "pull.mass_delete_refused",
+        resource=name,
+        would_delete=refusal.would_delete,
+        mirrored=refusal.mirrored,
+        listed=held.listed,
+    )
+    with engine.begin() as conn:
+        store.record_outcome(conn, run_id, name, held, at=store.now(), held_reason=held.error)
+    return held
 
 
 @dataclass
@@ -383,32 +447,36 @@ def plan_pull(
         plan = ResourcePlan(name)
         plans.append(plan)
         try:
-            listing = client.list(name)
-            plan.listed = len(listing)
-            with engine.connect() as conn:
-                index = store.load_index(conn, name)
-                changes = compute_changes(name, listing, index, lm_key=store.lm_key(conn, name))
-                old = store.stored_raws(conn, name, [rec["id"] for rec, _ in changes.updates])
+            with contextlib.closing(client.listing(name)) as listing, engine.connect() as conn:
+                diff = ListingDiff(name, store.load_index(conn, name), lm_key=store.lm_key(conn, name))
+                for batch in listing.batches(BATCH):
+                    _plan_batch(conn, plan, diff.batch(batch))
+                plan.listed = diff.listed
+                plan.deletes = diff.deletes()
                 conn.rollback()
         except ClevertimSyncError as exc:
             plan.error = str(exc) or type(exc).__name__
             continue
-        plan.inserts = sorted(rec["id"] for rec, _ in changes.inserts)
-        plan.updates = {
-            rec["id"]: list(changed_fields(orjson.loads(old[rec["id"]]), rec)) for rec, _ in changes.updates
-        }
-        plan.deletes = changes.deletes
-        plan.touched, plan.unchanged = len(changes.touches), changes.unchanged
+        plan.inserts.sort()
         refusal = _guard(
             name,
-            deletes=len(changes.deletes),
-            mirrored=len(index),
+            deletes=len(plan.deletes),
+            mirrored=len(diff.index),
             listed=plan.listed,
             policy=policy,
             allow=allow_mass_delete,
         )
         plan.held = str(refusal) if refusal is not None else None
     return plans
+
+
+def _plan_batch(conn: sa.Connection, plan: ResourcePlan, changes: Changes) -> None:
+    plan.inserts += [rec["id"] for rec, _ in changes.inserts]
+    old = store.stored_raws(conn, plan.resource, [rec["id"] for rec, _ in changes.updates])
+    for rec, _ in changes.updates:
+        plan.updates[rec["id"]] = list(changed_fields(orjson.loads(old[rec["id"]]), rec))
+    plan.touched += len(changes.touches)
+    plan.unchanged += changes.unchanged
 
 
 def _guard(

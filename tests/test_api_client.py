@@ -646,3 +646,89 @@ def test_the_client_honours_the_proxy_environment(monkeypatch: pytest.MonkeyPatc
         client.list("contact")
     client.close()
     assert info.value.server_wide
+
+
+# --- listing(): the body streamed to a file, read back in batches ---------------------------------
+
+_ANSWERS: dict[str, Callable[[], httpx.Response]] = {
+    "ok": lambda: ok([{"id": 1, "fn": "A", "x": 1.5}, {"id": "2"}, {"fn": "no id"}, 7]),
+    "empty": lambda: ok([]),
+    "status after content": lambda: httpx.Response(200, content=b'{"content":[{"id":1}],"status":"OK"}'),
+    "status after content, not OK": lambda: httpx.Response(
+        200, content=b'{"content":[{"id":1}],"status":"ERROR","error":"quota"}'
+    ),
+    "other keys first": lambda: httpx.Response(
+        200, content=b'{"meta":{"a":[1,{"b":2}]},"status":"OK","content":[]}'
+    ),
+    "status not OK": lambda: err(200, "broken"),
+    "status a map": lambda: httpx.Response(200, content=b'{"status":{"x":"OK"},"content":[]}'),
+    "content not a list": lambda: httpx.Response(200, json={"status": "OK", "content": {"id": 1}}),
+    "no content": lambda: httpx.Response(200, json={"status": "OK"}),
+    "not an object": lambda: httpx.Response(200, json=[1, 2]),
+    "html login page": lambda: httpx.Response(
+        200, text="<html>login</html>", headers={"Content-Type": "text/html"}
+    ),
+    "not json": lambda: httpx.Response(200, content=b"hello"),
+    "empty body": lambda: httpx.Response(200, content=b""),
+    "cut short": lambda: httpx.Response(
+        200, content=b'{"status":"OK","content":[{"id":1},{"id"', headers={"Content-Length": "99"}
+    ),
+    "redirect": lambda: httpx.Response(302, headers={"Location": "https://crm.example.com/login"}),
+    "401": lambda: err(401, "bad token"),
+    "404": lambda: err(404),
+    "503": lambda: err(503),
+    "429": lambda: err(429),
+    "decoding error": lambda: lying_gzip(httpx.Request("GET", BASE)),
+}
+
+
+def _outcome(call: Callable[[], Any]) -> tuple[str, Any]:
+    try:
+        return "ok", call()
+    except e.ApiError as exc:
+        return type(exc).__name__, (str(exc), exc.status, exc.attempts, exc.server_message)
+
+
+@pytest.mark.parametrize("answer", list(_ANSWERS))
+def test_a_streamed_listing_reads_and_fails_as_list_does(answer: str) -> None:
+    """`listing()` downloads to a file and parses in batches, but every answer gives what `list()`
+    gives: the same records, or the same typed error with the same message, status and attempts."""
+    answers = {}
+    for how in ("list", "listing"):
+        client, _ = make(Recorder(lambda _r: _ANSWERS[answer]()), read_retries=2)
+        if how == "list":
+            answers[how] = _outcome(lambda c=client: c.list("contact"))
+        else:
+
+            def read(c: ClevertimClient = client) -> list[Any]:
+                with c.listing("contact") as listing:
+                    return [r for batch in listing.batches(2) for r in batch]
+
+            answers[how] = _outcome(read)
+    assert answers["listing"] == answers["list"]
+
+
+def test_a_streamed_listing_is_retried_until_whole_and_leaves_no_file(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    rec = Recorder(httpx.ReadError("reset mid-body"), ok([{"id": i} for i in range(5)]))
+    client, waits = make(rec)
+    with client.listing("contact") as listing:
+        assert [len(b) for b in listing.batches(2)] == [2, 2, 1]
+    assert len(waits) == 1 and list(tmp_path.iterdir()) == []  # unlinked at once, closed after
+
+
+def test_a_listing_cut_off_past_its_envelope_fails_in_the_batch_that_meets_it(tmp_path: Any) -> None:
+    """A complete HTTP body broken inside `content` passes the envelope check (its head and its end
+    are fine): the batch that meets the break raises MalformedResponse, after the ones before it."""
+    body = b'{"status":"OK","content":[' + b",".join(b'{"id":%d}' % i for i in range(10)) + b',{"id":}]}'
+    client, _ = make(Recorder(httpx.Response(200, content=body)))
+    got: list[int] = []
+    with client.listing("note") as listing:
+        batches = listing.batches(4)
+        got += [len(next(batches)), len(next(batches))]
+        with pytest.raises(e.MalformedResponse, match="not valid JSON"):
+            next(batches)
+    assert got == [4, 4]

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -18,8 +19,10 @@ import pytest
 import sqlalchemy as sa
 from conftest import as_served, sorted_lists, with_quirks
 
+from clevertim_sync import pull as pull_module
 from clevertim_sync import resources
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.api.listing import Listing
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import db, schema, store
 from clevertim_sync.mirror.rowpool import RowPool
@@ -188,6 +191,7 @@ LISTING_FAULTS = [
 
 
 @with_quirks  # every data quirk on too (emulator/quirks.py)
+@pytest.mark.parametrize("batch", [pull_module.BATCH, 4], ids=["one-batch", "batches-of-4"])
 @pytest.mark.parametrize(("fault", "outcome"), LISTING_FAULTS)
 def test_a_failing_listing_leaves_the_mirror_consistent_and_recovers_exactly(
     engine: sa.Engine,
@@ -197,9 +201,15 @@ def test_a_failing_listing_leaves_the_mirror_consistent_and_recovers_exactly(
     tmp_path: Path,
     fault: dict[str, Any],
     outcome: str,
+    batch: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """With batches of 4, a held listing (half hidden) is refused after its first batches were
+    applied in the open transaction: the refusal rolls them back too."""
+    monkeypatch.setattr(pull_module, "BATCH", batch)
     pull(engine, client)
     before = mirror_state(engine, tmp_path)
+    tables = _mirror_tables(engine)
     control = emulator.control
     first = visible(emulator)["contact"][0]["id"]
     control.update("contact", first, {"title": "changed while the listing fails"})
@@ -210,8 +220,9 @@ def test_a_failing_listing_leaves_the_mirror_consistent_and_recovers_exactly(
     counts = report.resources["contact"]
     assert counts.held is (outcome == "held") and counts.error
     assert all(c.error is None for n, c in report.resources.items() if n != "contact")
-    # left exactly as it was
+    # left exactly as it was: current, child and history rows
     assert sorted_lists(mirror_state(engine, tmp_path))["contact"] == sorted_lists(before)["contact"]
+    assert _mirror_tables(engine) == tables
     with engine.connect() as conn:
         run = conn.execute(sa.select(schema.runs).where(schema.runs.c.id == report.run_id)).one()
         status = store.resource_statuses(conn)["contact"]
@@ -236,6 +247,64 @@ def test_a_transient_fault_is_retried_within_the_pull(
 ) -> None:
     emulator.control.add_fault(method="GET", path="^/contact$", kind="status", status=503, times=1)
     emulator.control.add_fault(method="GET", path="^/note$", kind="truncate", times=1)
+    assert pull(engine, client).ok
+    assert_exact(engine, emulator, tmp_path)
+
+
+class BrokenHalfWay:
+    """The real client, but the contact listing it downloaded is broken half-way through (a
+    complete HTTP body of broken JSON: the envelope check passes, a later batch meets the break)."""
+
+    def __init__(self, client: ClevertimClient) -> None:
+        self.client = client
+
+    def listing(self, name: str) -> Listing:
+        listing = self.client.listing(name)
+        if name != "contact":
+            return listing
+        with listing:
+            records = [r for b in listing.batches(1000) for r in b]
+        body = orjson.dumps({"status": "OK", "content": records})
+        cut = body.index(b'{"id":', len(body) // 2)
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 - the Listing owns it
+        spool.write(body[:cut] + b'{"id":}]}')
+        return Listing(name, spool, spool.tell())
+
+
+@with_quirks  # every data quirk on too (emulator/quirks.py)
+def test_a_listing_broken_half_way_through_a_streamed_batch_leaves_the_resource_untouched(
+    engine: sa.Engine,
+    emulator: EmulatorServer,
+    client: ClevertimClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batches before the break are applied inside the resource's transaction; the break rolls
+    them all back: current, child and history rows as before, the failure recorded, the other
+    resources pulled. A clean listing afterwards applies exactly."""
+    pull(engine, client)
+    control = emulator.control
+    contacts = visible(emulator)["contact"]
+    for rec in contacts[:4]:  # changes in the first batches, which get applied then rolled back
+        control.update("contact", rec["id"], {"title": "changed before the break"})
+    control.delete("contact", contacts[-1]["id"])
+    tables = _mirror_tables(engine)
+    monkeypatch.setattr(pull_module, "BATCH", 4)
+    applied: list[int] = []
+    apply = store.BatchedApply.apply
+
+    def counting(writer: store.BatchedApply, changes: Any) -> None:
+        applied.append(len(changes.updates))
+        apply(writer, changes)
+
+    monkeypatch.setattr(store.BatchedApply, "apply", counting)
+    report = pull(engine, BrokenHalfWay(client))
+    assert report.failed == ["contact"] and "not valid JSON" in (report.resources["contact"].error or "")
+    assert len(applied) >= 2 and sum(applied) >= 1  # batches with updates were applied before the break
+    assert _mirror_tables(engine) == tables
+    assert all(c.error is None for n, c in report.resources.items() if n != "contact")
+
+    monkeypatch.undo()
     assert pull(engine, client).ok
     assert_exact(engine, emulator, tmp_path)
 

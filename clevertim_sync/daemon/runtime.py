@@ -20,7 +20,7 @@ import sqlalchemy as sa
 import structlog
 
 from clevertim_sync import resources
-from clevertim_sync.daemon import health
+from clevertim_sync.daemon import health, memory
 from clevertim_sync.daemon import lock as instance_lock
 from clevertim_sync.daemon.accounts import Account
 from clevertim_sync.daemon.jobs import JobOutcome, JobRunner
@@ -174,6 +174,9 @@ class AccountRuntime:
         outcome = self.runner.run(label, lambda: self._pull(group))
         if outcome.status != "skipped":
             self.last_pull_outcome = outcome
+            # Between pulls the daemon idles at its start-up size, not at the pull's peak.
+            memory.release()
+            log.debug("daemon.memory_released", account=self.name, rss=memory.rss_bytes())
         return outcome
 
     def run_push(self) -> JobOutcome:
