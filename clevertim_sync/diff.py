@@ -1,10 +1,10 @@
 """The diff of one full listing against the mirror: pure, no I/O.
 
-Owns: `record_hash` (the one canonical content hash), `ListingDiff` (a listing read in batches +
-the mirror's index -> each batch's inserts, updates, touches; the deletes at the end),
-`compute_changes` (the same for a whole listing at once), `changed_fields` (the {field: [old, new]}
-of a history row), `mass_delete_refused` (the guard's rule)
-and `apply_changes` (what applying means, for tests).
+Owns: `record_hash` (the one canonical content hash), `MirrorIndex` (the mirror's {id: (hash,
+lm)} of one resource, compact), `ListingDiff` (a listing read in batches + the index -> each
+batch's inserts, updates, touches; the deletes once the listing has ended), `compute_changes`
+(the same for a whole listing at once), `changed_fields` (the {field: [old, new]} of a history
+row) and `mass_delete_refused` (the guard's rule).
 
 Content decides, not `lm`: the hash excludes `lm`, so an `lm` bump with nothing else changed is a
 "touch" (the stored raw and modified_at are refreshed, no history, not an update), and an edit
@@ -18,12 +18,21 @@ deleted. A numeric-string id ("445") is the integer 445 (the record is stored un
 Server-computed lists (a contact's `notes`, a group's `users`, ...) are hashed sorted: a server
 that serves them in another order on each read changes nothing.
 
+Memory: a pull holds the index and one batch, never the listing. The index is 32 bytes per
+mirrored record (ids in an array, hash and lm fingerprint in one buffer), the ids a listing has
+shown are a bit per indexed record plus 8 bytes per new id while they come in order (a Python set
+of the new ids only for a listing that is not in id order). An id is any hashable, sortable key:
+integers today; text ids keep the same code paths in plain lists.
+
 Must not import: httpx, SQLAlchemy, anything that does I/O.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +43,6 @@ from clevertim_sync import resources, shapes
 from clevertim_sync.errors import InvalidListing
 
 Record = dict[str, Any]
-# The mirror's index of a resource: id -> (content hash, the stored lm in the form lm_key gives).
-Index = Mapping[int, tuple[str, Any]]
 
 EXCLUDED_FROM_HASH = "lm"
 # The server-computed lists of ids (INT_LIST: notes, tasks, opportunities, cases, comments, files,
@@ -49,7 +56,7 @@ UNORDERED_LISTS: tuple[str, ...] = tuple(
 def record_hash(record: Mapping[str, Any]) -> str:
     """Canonical content hash: sorted-key JSON of the record without `lm`, with its server-computed
     lists sorted (UNORDERED_LISTS), blake2b-128 hex. The one hash of the project: the diff, the
-    row-building worker of a first load, the writeback's fold and base all call it."""
+    store (for a first load's rows), the writeback's fold and base all call it."""
     content = dict(record)  # a C-level copy: far cheaper than a comprehension on the hot path
     content.pop(EXCLUDED_FROM_HASH, None)
     for key in UNORDERED_LISTS:
@@ -70,16 +77,112 @@ def raw_lm(record: Mapping[str, Any]) -> Any:
     return record.get("lm")
 
 
+# --- the mirror's index ------------------------------------------------------------------------
+
+_DIGEST = 16  # bytes of a record_hash
+_SLOT = _DIGEST + 8  # + the lm fingerprint
+_MASK = (1 << 64) - 1
+
+
+def _digest_bytes(digest: str) -> bytes:
+    """A stored content_hash as 16 bytes (its hex decoded; anything else hashed to 16 bytes)."""
+    if len(digest) == 2 * _DIGEST:
+        try:
+            return bytes.fromhex(digest)
+        except ValueError:
+            pass
+    return hashlib.blake2b(digest.encode(), digest_size=_DIGEST).digest()
+
+
+def _lm_fingerprint(lm: Any) -> bytes:
+    """An lm (as the index holds it) in 8 bytes: equal values give equal bytes within a process,
+    and different ones differ but for a 2^-64 chance (a touch then goes unnoticed: harmless)."""
+    return (hash(lm) & _MASK).to_bytes(8, "little")
+
+
+class MirrorIndex:
+    """The mirror's {id: (content hash, lm)} of one resource, in 32 bytes per record.
+
+    Built from (id, content_hash, lm) rows, best in id order (the store reads them so; a listing
+    in id order then finds each id at the next position, without a search). `lm` is in whatever
+    form the store's `lm_key` gives a record's `lm` (SQLite: its text; PostgreSQL: a datetime).
+    """
+
+    __slots__ = ("_hint", "_ids", "_values")
+
+    def __init__(self, rows: Iterable[tuple[Any, str, Any]]) -> None:
+        ids: array[int] | list[Any] = array("q")
+        values = bytearray()
+        for rid, digest, lm in rows:
+            if rid.__class__ is not int and isinstance(ids, array):
+                ids = list(ids)  # a text id (or one beyond 64 bits): plain objects from here on
+            ids.append(rid)
+            values += _digest_bytes(digest)
+            values += _lm_fingerprint(lm)
+        if any(a >= b for a, b in itertools.pairwise(ids)):
+            order = sorted(range(len(ids)), key=ids.__getitem__)
+            if any(ids[a] == ids[b] for a, b in itertools.pairwise(order)):
+                raise ValueError("the mirror's index holds an id twice")
+            ids = array("q", (ids[i] for i in order)) if isinstance(ids, array) else [ids[i] for i in order]
+            values = bytearray().join(values[i * _SLOT : (i + 1) * _SLOT] for i in order)
+        self._ids = ids
+        self._values = bytes(values)
+        self._hint = 0
+
+    @classmethod
+    def of(cls, mapping: Mapping[Any, tuple[str, Any]]) -> MirrorIndex:
+        """An index from a {id: (hash, lm)} mapping (tests, a fold of a few records)."""
+        return cls((rid, digest, lm) for rid, (digest, lm) in mapping.items())
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def position(self, rid: Any) -> int:
+        """Where `rid` is in the index, or -1."""
+        ids, hint = self._ids, self._hint
+        if hint < len(ids) and ids[hint] == rid:
+            self._hint = hint + 1
+            return hint
+        try:
+            pos = bisect.bisect_left(ids, rid)
+        except TypeError:  # an id of another type than the index's: not in it
+            return -1
+        if pos < len(ids) and ids[pos] == rid:
+            self._hint = pos + 1
+            return pos
+        return -1
+
+    def same(self, pos: int, digest: str, lm: Any) -> tuple[bool, bool]:
+        """(same content hash, same lm) of the record at `pos` and a listed version of it."""
+        start = pos * _SLOT
+        slot = self._values[start : start + _SLOT]
+        return slot[:_DIGEST] == _digest_bytes(digest), slot[_DIGEST:] == _lm_fingerprint(lm)
+
+    def ids_not_in(self, seen: bytearray) -> Iterable[Any]:
+        """The ids whose position is 0 in `seen` (one byte per position), in id order."""
+        pos = seen.find(0)
+        while pos >= 0:
+            yield self._ids[pos]
+            pos = seen.find(0, pos + 1)
+
+    def __iter__(self) -> Iterable[Any]:
+        return iter(self._ids)
+
+
+# --- the diff ----------------------------------------------------------------------------------
+
+
 @dataclass
 class Changes:
-    """What one listing changes in one resource. Records are the listing's own dicts (no copies)."""
+    """What one listing (or one batch of it) changes in one resource. Records are the listing's
+    own dicts (no copies)."""
 
     # (record, hash); against an empty index the hash is None: the store computes it as it
-    # builds the rows (a first sync hashes every record once, in the store's worker process).
+    # builds the rows (a first sync hashes every record once).
     inserts: list[tuple[Record, str | None]] = field(default_factory=list)
     updates: list[tuple[Record, str]] = field(default_factory=list)
     touches: list[tuple[Record, str]] = field(default_factory=list)  # only lm differs
-    deletes: list[int] = field(default_factory=list)
+    deletes: list[Any] = field(default_factory=list)
     unchanged: int = 0
     # Entries left out for having no usable id: why, one line each (the run and `status` show them).
     skipped: list[str] = field(default_factory=list)
@@ -100,10 +203,38 @@ def _protected_id(record: Any) -> int | None:
     return None
 
 
+class _NewIds:
+    """The ids a listing has shown that the index does not hold, to catch one shown twice: an
+    array of 8-byte ids while they come in increasing order (then none can repeat), a set of
+    them from the first one out of order (or the first that is not an integer)."""
+
+    def __init__(self) -> None:
+        self._ordered: array[int] = array("q")
+        self._set: set[Any] | None = None
+
+    def add(self, rid: Any) -> bool:
+        """Record `rid`; False when it was seen before."""
+        if self._set is None:
+            ordered = self._ordered
+            if rid.__class__ is int and (not ordered or rid > ordered[-1]):
+                try:
+                    ordered.append(rid)
+                    return True
+                except OverflowError:  # beyond 64 bits: a set can hold it
+                    pass
+            self._set = set(ordered)
+            self._ordered = array("q")
+        if rid in self._set:
+            return False
+        self._set.add(rid)
+        return True
+
+
 class ListingDiff:
     """The diff of one listing read in batches (a pull streams it): `batch()` gives each batch's
     inserts, updates, touches, unchanged and skipped entries; `deletes()`, once the listing has
-    ended, what the mirror holds that the listing did not. Holds the ids seen, never the records.
+    ended, what the mirror holds that the listing did not. Holds which ids it has seen (see the
+    module's docstring), never the records.
 
     Raises InvalidListing when an id appears twice, in one batch or across two (which record is
     the real one cannot be told). `lm_key` turns a record's `lm` into the form the index holds
@@ -111,18 +242,20 @@ class ListingDiff:
     """
 
     def __init__(
-        self, resource: str, index: Index, *, lm_key: Callable[[Mapping[str, Any]], Any] = raw_lm
+        self, resource: str, index: MirrorIndex, *, lm_key: Callable[[Mapping[str, Any]], Any] = raw_lm
     ) -> None:
         self.resource = resource
         self.index = index
         self.lm_key = lm_key
         self.listed = 0  # entries read so far, skipped ones included
-        self.seen: set[int] = set()
-        self.protected: set[int] = set()  # ids a skipped entry may stand for: never deleted
+        self._seen = bytearray(len(index))  # 1 at the index position of each id listed
+        self._new = _NewIds()
+        self._protected: set[int] = set()  # ids a skipped entry may stand for: never deleted
 
     def batch(self, records: Iterable[Any]) -> Changes:
         changes = Changes()
-        index, seen, lm_key = self.index, self.seen, self.lm_key
+        index, seen, lm_key = self.index, self._seen, self.lm_key
+        first_load = not index
         for record in records:
             self.listed += 1
             # A plain dict with a plain int id (what the parsers give) is checked inline: no call.
@@ -132,40 +265,46 @@ class ListingDiff:
                 if rid is None:
                     changes.skipped.append(f"{why}: left out")
                     if (maybe := _protected_id(record)) is not None:
-                        self.protected.add(maybe)
+                        self._protected.add(maybe)
                     continue
                 record = shapes.with_int_id(record)  # noqa: PLW2901 - "445" is stored as 445
-            if rid in seen:
-                raise InvalidListing(self.resource, f"id {rid} appears more than once")
-            seen.add(rid)
-            if not index:
-                changes.inserts.append((record, None))
+            pos = -1 if first_load else index.position(rid)
+            if pos < 0:
+                if not self._new.add(rid):
+                    raise InvalidListing(self.resource, f"id {rid} appears more than once")
+                # Into an empty table the store hashes each record as it builds its row.
+                changes.inserts.append((record, None if first_load else record_hash(record)))
                 continue
+            if seen[pos]:
+                raise InvalidListing(self.resource, f"id {rid} appears more than once")
+            seen[pos] = 1
             digest = record_hash(record)
-            known = index.get(rid)
-            if known is None:
-                changes.inserts.append((record, digest))
-            elif known[0] != digest:
+            same_content, same_lm = index.same(pos, digest, lm_key(record))
+            if not same_content:
                 changes.updates.append((record, digest))
-            elif known[1] != lm_key(record):
+            elif not same_lm:
                 changes.touches.append((record, digest))
             else:
                 changes.unchanged += 1
         return changes
 
-    def deletes(self) -> list[int]:
-        """The mirrored ids the whole listing did not hold (call once it has been read to its end)."""
-        return sorted(rid for rid in self.index if rid not in self.seen and rid not in self.protected)
+    def deletes(self) -> list[Any]:
+        """The mirrored ids the whole listing did not hold (call once it has been read to its end),
+        but for those an entry left out may stand for."""
+        protected = self._protected
+        return [rid for rid in self.index.ids_not_in(self._seen) if rid not in protected]
 
 
 def compute_changes(
     resource: str,
     listing: Iterable[Any],
-    index: Index,
+    index: MirrorIndex | Mapping[Any, tuple[str, Any]],
     *,
     lm_key: Callable[[Mapping[str, Any]], Any] = raw_lm,
 ) -> Changes:
-    """Compare a full listing with the mirror's index in one go (`ListingDiff` in one batch)."""
+    """Compare a whole listing with the mirror's index in one go (`ListingDiff` in one batch)."""
+    if not isinstance(index, MirrorIndex):
+        index = MirrorIndex.of(index)
     diff = ListingDiff(resource, index, lm_key=lm_key)
     changes = diff.batch(listing)
     changes.deletes = diff.deletes()
@@ -198,13 +337,3 @@ def mass_delete_refused(
     if listed == 0:
         return True
     return mirrored >= min_records and deletes > threshold * mirrored
-
-
-def apply_changes(state: Mapping[int, Record], changes: Changes) -> dict[int, Record]:
-    """The new {id: record} after `changes`: what the store does to its tables, stated purely."""
-    out = dict(state)
-    for rid in changes.deletes:
-        del out[rid]
-    for record, _ in (*changes.inserts, *changes.updates, *changes.touches):
-        out[record["id"]] = record
-    return out

@@ -3,13 +3,7 @@ what the token sees, record for record, after every change and once every fault 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import tempfile
-import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +18,7 @@ from clevertim_sync import resources
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.api.listing import Listing
 from clevertim_sync.emulator import EmulatorServer
-from clevertim_sync.mirror import db, schema, store
-from clevertim_sync.mirror.rowpool import RowPool
+from clevertim_sync.mirror import db, schema, store, writes
 from clevertim_sync.pull import PullReport, pull
 
 EMULATOR_TOKEN = "test-token"  # the `emulator` fixture's owner token (tests/conftest.py)
@@ -291,13 +284,13 @@ def test_a_listing_broken_half_way_through_a_streamed_batch_leaves_the_resource_
     tables = _mirror_tables(engine)
     monkeypatch.setattr(pull_module, "BATCH", 4)
     applied: list[int] = []
-    apply = store.BatchedApply.apply
+    apply = store.ResourceWrites.apply
 
-    def counting(writer: store.BatchedApply, changes: Any) -> None:
+    def counting(mirror: store.ResourceWrites, changes: Any) -> None:
         applied.append(len(changes.updates))
-        apply(writer, changes)
+        apply(mirror, changes)
 
-    monkeypatch.setattr(store.BatchedApply, "apply", counting)
+    monkeypatch.setattr(store.ResourceWrites, "apply", counting)
     report = pull(engine, BrokenHalfWay(client))
     assert report.failed == ["contact"] and "not valid JSON" in (report.resources["contact"].error or "")
     assert len(applied) >= 2 and sum(applied) >= 1  # batches with updates were applied before the break
@@ -380,75 +373,68 @@ def _sorted_raw(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+INDEXES = "SELECT name FROM sqlite_master WHERE type = 'index'"
+
+
+class Reversed:
+    """The real client, but `resource`'s listing is served in descending id order."""
+
+    def __init__(self, client: ClevertimClient, resource: str) -> None:
+        self.client, self.resource = client, resource
+
+    def listing(self, name: str) -> Listing:
+        if name != self.resource:
+            return self.client.listing(name)
+        return Listing.of(name, self.client.list(name)[::-1])
+
+
 @with_quirks  # every data quirk on too (emulator/quirks.py)
-@pytest.mark.parametrize("worker", ["builds", "dies"])
-def test_a_first_sync_built_in_the_worker_process_stores_the_same_rows(
-    worker: str,
+@pytest.mark.parametrize("order", ["in id order", "contacts reversed"])
+def test_a_first_sync_in_small_batches_stores_what_one_batch_stores(
+    order: str,
     engine: sa.Engine,
     empty_database: Any,
     client: ClevertimClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Rows built in the pull's worker process (more than a chunk of inserts) are the rows built in
-    the pull's own process: typed and child rows, history, and the FTS index on SQLite. A worker
-    that dies mid-pull leaves the rest to the pull's process, with the same result."""
-    assert pull(engine, client).ok  # ~100 records: one chunk each, built in process
+    """A first load written in many small batches (indexes dropped at the first, history copied
+    by id range while the ids come in order, by id list once they do not) gives the same current,
+    child and history rows, and on SQLite an FTS index that passes its integrity check, as one
+    written in a single batch."""
+    assert pull(engine, client).ok  # ~100 records a resource: one batch each
     other = db.make_engine(empty_database())
     db.upgrade(other)
-    monkeypatch.setattr(store, "CHUNK", 7)  # every resource of more than 7 records: the worker
-    sent: list[str] = []
-    submit = RowPool._submit
+    monkeypatch.setattr(pull_module, "BATCH", 9)
+    monkeypatch.setattr(writes, "ROWS", 4)
+    monkeypatch.setattr(writes, "CHUNK", 3)  # a first batch of more than 3: the indexes go
+    dropped: list[str] = []
+    drop = writes._drop_secondary_indexes
 
-    def spy(pool: RowPool, resource: str, *args: Any) -> Any:
-        sent.append(resource)
-        if worker == "dies" and resource == "contact":
-            assert pool._pool is not None
-            return pool._pool.submit(os._exit, 3)
-        return submit(pool, resource, *args)
+    def spy(conn: sa.Connection, resource: str) -> list[str]:
+        dropped.append(resource)
+        return drop(conn, resource)
 
-    monkeypatch.setattr(RowPool, "_submit", spy)
-    assert pull(other, client).ok
-    assert "contact" in sent
-    assert ("task" in sent) == (worker == "builds")  # a lost worker is not started again
-    assert _mirror_tables(other) == _mirror_tables(engine)
+    monkeypatch.setattr(writes, "_drop_secondary_indexes", spy)
+    puller = client if order == "in id order" else Reversed(client, "contact")
+    assert pull(other, puller).ok
+    assert "contact" in dropped and "customfield" in dropped
+    mine, theirs = _mirror_tables(other), _mirror_tables(engine)
+    if order != "in id order":  # the same history rows, in another order
+
+        def unordered(tables: dict[str, list[Any]]) -> list[Any]:
+            return sorted(({**r, "id": None} for r in tables.pop("history")), key=repr)
+
+        assert unordered(mine) == unordered(theirs)
+    assert mine == theirs
     if other.dialect.name == "sqlite":
         with other.connect() as conn:
             for fts in ("notes_fts", "contacts_fts", "companies_fts"):
                 conn.exec_driver_sql(f"INSERT INTO {fts}({fts}, rank) VALUES ('integrity-check', 1)")
+            names = {
+                r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")
+            }
+        with engine.connect() as conn:
+            assert names == {
+                r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")
+            }
     other.dispose()
-
-
-PULLING = """
-import os, time
-from clevertim_sync.mirror.rowpool import RowPool
-if __name__ == "__main__":
-    rows = RowPool().rows("note", True, [[({"id": i}, None)] for i in range(3)])
-    next(rows), next(rows)  # the second chunk comes from the worker
-    print(os.getpid(), flush=True)
-    time.sleep(120)
-"""
-
-
-def _running(pid: str) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def test_the_row_worker_exits_when_the_pulling_process_is_killed(tmp_path: Path) -> None:
-    """SIGKILL of the pull's process leaves no worker behind (it would wait on its queue for ever)."""
-    script = tmp_path / "pulling.py"
-    script.write_text(textwrap.dedent(PULLING))
-    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    pid = int(child.stdout.readline())
-    workers = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    assert workers
-    os.kill(pid, signal.SIGKILL)
-    child.wait(timeout=30)
-    deadline = time.monotonic() + 60
-    while any(_running(w) for w in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_running(w) for w in workers)

@@ -1,0 +1,306 @@
+"""How changes become rows: one resource's `Changes` written in bulk inside the caller's
+transaction (current rows, child rows, history rows, the full-text index).
+
+Owns: the rows of a record (`build_rows`: raw text, content hash, typed row and child rows, from
+the generated builders of mirror/columns.py), the bulk statements (`executemany` on SQLite,
+`COPY` on PostgreSQL), and `ChangeWriter`, which applies a resource's changes batch by batch
+with what makes a big load fast:
+
+- PostgreSQL: every batch of rows, child rows and history rows of more than a few rows goes in
+  by `COPY ... FROM STDIN` (psycopg 3, on the caller's connection and transaction).
+- Into an empty table (a first load): SQLite's secondary indexes of the table and its child
+  tables are dropped at the first big batch and created again at the end (same SQL, same
+  transaction: nobody sees the difference; one sort beats a b-tree insert per row), and the
+  full-text index is built once at the end, from the table.
+- The history row of an insert is the row just written: copied inside the database rather than
+  bound again from Python (a first load writes every raw twice), by id range while a first load
+  comes in id order (as the API sends it): one range scan instead of a lookup per id.
+
+A changed record is rewritten as delete + insert of its current row and child rows: simpler than
+diffing child lists, and the same cost on both databases.
+
+Must not import: httpx, the API client, the pull, mirror/store.py (which builds on this).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from clevertim_sync import resources
+from clevertim_sync.diff import Changes, changed_fields, record_hash
+from clevertim_sync.mirror import schema, search
+from clevertim_sync.mirror.columns import RowBuilder, child_columns, sqlite_datetime
+
+CHUNK = 2000  # ids per IN list: well under SQLite's bound-parameter limit
+ROWS = 5000  # records turned into rows and inserted at a time (a pull's batch)
+COPY_FROM = 50  # PostgreSQL: this many rows or more go in by COPY, fewer by executemany
+HISTORY_COLUMNS = (
+    "resource", "record_id", "run_id", "origin", "op", "at", "raw", "content_hash", "changed", "queue_item_id"
+)  # fmt: skip
+
+# (current rows, [child rows of each of the builder's child props]), as RowBuilder.rows gives.
+Rows = tuple[list[tuple[Any, ...]], list[list[tuple[Any, ...]]]]
+# A record to write and its content hash, None when not computed yet (a first load's diff).
+Item = tuple[Mapping[str, Any], str | None]
+
+BUILDERS = {
+    (r.name, sqlite): RowBuilder(r, sqlite=sqlite) for r in resources.RESOURCES for sqlite in (True, False)
+}
+
+
+def build_rows(resource: str, sqlite: bool, items: Sequence[Item]) -> Rows:
+    """The rows of `items`; the raw is the record's JSON, once."""
+    return BUILDERS[(resource, sqlite)].rows(
+        [(rec, orjson.dumps(rec).decode(), digest or record_hash(rec)) for rec, digest in items]
+    )
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def is_sqlite(conn: sa.Connection) -> bool:
+    return conn.dialect.name == "sqlite"
+
+
+def builder(conn: sa.Connection, resource: str) -> RowBuilder:
+    return BUILDERS[(resource, is_sqlite(conn))]
+
+
+def stored_time(conn: sa.Connection, at: datetime) -> Any:
+    return sqlite_datetime(at.astimezone(UTC)) if is_sqlite(conn) else at
+
+
+def _mark(conn: sa.Connection) -> str:
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+def executemany(
+    conn: sa.Connection, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Rows in by the driver, past SQLAlchemy's per-row parameter processing: `executemany` on
+    SQLite; on PostgreSQL `COPY` for more than a few rows (several times faster than
+    executemany's statements; values adapted as for a parameter and read as the column's type)."""
+    if not rows:
+        return
+    if not is_sqlite(conn) and len(rows) >= COPY_FROM:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    mark = _mark(conn)
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"  # noqa: S608
+    conn.exec_driver_sql(sql, list(rows))
+
+
+def old_raws(conn: sa.Connection, resource: str, ids: Sequence[Any]) -> dict[Any, tuple[str, str]]:
+    """{id: (raw, content_hash)} of the stored records among `ids` (at most a chunk of them)."""
+    table = schema.CURRENT[resource]
+    rows = conn.execute(sa.select(table.c.id, table.c.raw, table.c.content_hash).where(table.c.id.in_(ids)))
+    return {rid: (raw, digest) for rid, raw, digest in rows}
+
+
+def delete_rows(conn: sa.Connection, resource: str, ids: Sequence[Any]) -> None:
+    table = schema.CURRENT[resource]
+    conn.execute(table.delete().where(table.c.id.in_(ids)))
+    for prop in resources.get(resource).child_props:
+        child = schema.CHILDREN[(resource, prop.api)]
+        conn.execute(child.delete().where(child.c.owner_id.in_(ids)))
+
+
+def insert_rows(conn: sa.Connection, resource: str, built: Rows) -> None:
+    """Insert current and child rows (from `build_rows`) of records not currently stored."""
+    rows, children = built
+    cols = builder(conn, resource)
+    executemany(conn, schema.CURRENT[resource].name, cols.columns, rows)
+    for prop, child in zip(cols.children, children, strict=True):
+        executemany(conn, schema.CHILDREN[(resource, prop.api)].name, child_columns(prop), child)
+
+
+def history_row(
+    resource: str,
+    record_id: Any,
+    op: str,
+    raw: str | None,
+    digest: str | None,
+    *,
+    at: Any,
+    run_id: int | None,
+    origin: str = "pull",
+    changed: dict[str, list[Any]] | None = None,
+    queue_item_id: int | None = None,
+) -> tuple[Any, ...]:
+    """One history row in HISTORY_COLUMNS order; `at` already in its stored form."""
+    changed_json = None if changed is None else orjson.dumps(changed).decode()
+    return (resource, record_id, run_id, origin, op, at, raw, digest, changed_json, queue_item_id)
+
+
+def write_history(conn: sa.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    executemany(conn, schema.history.name, HISTORY_COLUMNS, rows)
+
+
+def _copy_to_history(
+    conn: sa.Connection, resource: str, ids: Sequence[Any], *, at: Any, run_id: int | None, block: bool
+) -> None:
+    """Insert history rows copied from the current rows `ids`, in id order. `block`: the table holds
+    no other row with an id between the first and the last of `ids` (sorted; a first load in the
+    listing's id order), so one range scan finds them instead of a lookup per id."""
+    mark = _mark(conn)
+    table = schema.CURRENT[resource].name
+    args: tuple[Any, ...]
+    if block:
+        where, args = f"id BETWEEN {mark} AND {mark}", (ids[0], ids[-1])
+    else:
+        where, args = f"id IN ({', '.join([mark] * len(ids))})", tuple(ids)
+    sql = (
+        f"INSERT INTO history (resource, record_id, run_id, origin, op, at, raw, content_hash) "  # noqa: S608
+        f"SELECT {mark}, id, {mark}, 'pull', 'insert', {mark}, raw, content_hash FROM {table} "
+        f"WHERE {where} ORDER BY id"
+    )
+    conn.exec_driver_sql(sql, (resource, run_id, at, *args))
+
+
+def is_empty(conn: sa.Connection, resource: str) -> bool:
+    table = schema.CURRENT[resource].name
+    return conn.exec_driver_sql(f"SELECT 1 FROM {table} LIMIT 1").first() is None  # noqa: S608
+
+
+def _drop_secondary_indexes(conn: sa.Connection, resource: str) -> list[str]:
+    """SQLite only: drop the explicit indexes of `resource`'s table and child tables; returns
+    their CREATE statements, to run again after a bulk load. PostgreSQL: nothing."""
+    if not is_sqlite(conn):
+        return []
+    res = resources.get(resource)
+    tables = [
+        schema.CURRENT[resource].name,
+        *(schema.CHILDREN[(resource, p.api)].name for p in res.child_props),
+    ]
+    marks = ", ".join(["?"] * len(tables))
+    where = f"type = 'index' AND sql IS NOT NULL AND tbl_name IN ({marks})"
+    sql = f"SELECT name, sql FROM sqlite_master WHERE {where}"  # noqa: S608 only ? marks
+    rows = conn.exec_driver_sql(sql + " ORDER BY name", tuple(tables)).all()
+    for name, _sql in rows:
+        conn.exec_driver_sql(f'DROP INDEX "{name}"')
+    return [sql for _name, sql in rows]
+
+
+class ChangeWriter:
+    """Writes batches of one resource's `Changes` inside the caller's transaction: rows, child
+    rows, history and the full-text index (mirror/search.py) where the resource has one, with a
+    first load's machinery (see the module's docstring). Call `finish()` once, after the last
+    batch: it puts the indexes back and builds the full-text index of a first load."""
+
+    def __init__(self, conn: sa.Connection, resource: str, *, run_id: int | None, at: datetime) -> None:
+        self.conn, self.resource, self.run_id = conn, resource, run_id
+        self.at = stored_time(conn, at)
+        self.sqlite = is_sqlite(conn)
+        self.fts = search.maintained(conn, resource)
+        self.first_load = is_empty(conn, resource)
+        self.deferred: list[str] | None = None  # CREATE INDEX statements to run at the end
+        self.loaded = False  # any row inserted
+        self.ordered = self.first_load  # a first load that has come in id order so far
+        self.highest: Any = None  # the last id it inserted
+
+    def apply(self, changes: Changes) -> None:
+        """One batch: its inserts, updates, touches and (when given) deletes."""
+        for chunk in chunks(changes.inserts, ROWS):
+            self._insert(chunk)
+        for chunk in chunks(changes.updates):
+            self._update(chunk)
+        self.delete(changes.deletes)
+        for chunk in chunks(changes.touches):
+            self._touch(chunk)
+
+    def _insert(self, inserts: Sequence[Item]) -> None:
+        conn, resource = self.conn, self.resource
+        if self.first_load and self.deferred is None:
+            # A first batch bigger than a chunk: a big load, worth dropping the indexes for.
+            self.deferred = _drop_secondary_indexes(conn, resource) if len(inserts) > CHUNK else []
+        insert_rows(conn, resource, build_rows(resource, self.sqlite, inserts))
+        self.loaded = True
+        ids = [rec["id"] for rec, _ in inserts]
+        in_order = self._in_id_order(ids)
+        for part in [ids] if in_order else chunks(ids):
+            _copy_to_history(conn, resource, part, at=self.at, run_id=self.run_id, block=in_order)
+        if self.fts and not self.first_load:
+            for part in chunks(ids):
+                search.index(conn, resource, part)
+
+    def _in_id_order(self, ids: Sequence[Any]) -> bool:
+        """Whether a first load has come in id order so far, `ids` (just inserted) included: then
+        they are the only rows in their id range. Once out of order, it stays out of order."""
+        if self.ordered:
+            try:
+                self.ordered = (self.highest is None or ids[0] > self.highest) and all(
+                    a < b for a, b in itertools.pairwise(ids)
+                )
+            except TypeError:  # ids of mixed types: no order to rely on
+                self.ordered = False
+            self.highest = ids[-1]
+        return self.ordered
+
+    def _update(self, chunk: Sequence[tuple[Mapping[str, Any], str]]) -> None:
+        conn, resource = self.conn, self.resource
+        ids = [rec["id"] for rec, _ in chunk]
+        old = old_raws(conn, resource, ids)
+        if self.fts:
+            search.forget(conn, resource, ids)
+        delete_rows(conn, resource, ids)
+        rows = build_rows(resource, self.sqlite, chunk)
+        insert_rows(conn, resource, rows)
+        if self.fts:
+            search.index(conn, resource, ids)
+        history = [
+            history_row(
+                resource,
+                rec["id"],
+                "update",
+                row[-2],  # a current row ends with raw, content_hash
+                row[-1],
+                at=self.at,
+                run_id=self.run_id,
+                changed=changed_fields(orjson.loads(old[rec["id"]][0]), rec),
+            )
+            for (rec, _), row in zip(chunk, rows[0], strict=True)
+        ]
+        write_history(conn, history)
+
+    def delete(self, ids: Sequence[Any]) -> None:
+        """Delete the mirrored records `ids` (history keeps their last version)."""
+        conn, resource = self.conn, self.resource
+        for chunk in chunks(ids):
+            old = old_raws(conn, resource, chunk)
+            if self.fts:
+                search.forget(conn, resource, chunk)
+            delete_rows(conn, resource, chunk)
+            history = [
+                history_row(resource, rid, "delete", raw, d, at=self.at, run_id=self.run_id)
+                for rid, (raw, d) in old.items()
+            ]
+            write_history(conn, history)
+
+    def _touch(self, chunk: Sequence[tuple[Mapping[str, Any], str]]) -> None:
+        """Only lm moved: refresh what is stored, but it is not a change (no history, no count).
+        Neither raw nor modified_at is indexed text: the full-text index stays as it is."""
+        lm = builder(self.conn, self.resource).lm
+        mark = _mark(self.conn)
+        table = schema.CURRENT[self.resource].name
+        sql = f"UPDATE {table} SET raw = {mark}, modified_at = {mark} WHERE id = {mark}"  # noqa: S608
+        self.conn.exec_driver_sql(sql, [(orjson.dumps(r).decode(), lm(r), r["id"]) for r, _ in chunk])
+
+    def finish(self) -> None:
+        """The end of a load: secondary indexes back, the full-text index built from the table."""
+        for create in self.deferred or ():
+            self.conn.exec_driver_sql(create)
+        self.deferred = []
+        if self.fts and self.first_load and self.loaded:
+            search.rebuild(self.conn, self.resource)
