@@ -33,7 +33,7 @@ import bisect
 import hashlib
 import itertools
 from array import array
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,13 +57,18 @@ def record_hash(record: Mapping[str, Any]) -> str:
     """Canonical content hash: sorted-key JSON of the record without `lm`, with its server-computed
     lists sorted (UNORDERED_LISTS), blake2b-128 hex. The one hash of the project: the diff, the
     store (for a first load's rows), the writeback's fold and base all call it."""
+    return record_digest(record).hex()
+
+
+def record_digest(record: Mapping[str, Any]) -> bytes:
+    """`record_hash` as its 16 bytes (what the diff compares with the index)."""
     content = dict(record)  # a C-level copy: far cheaper than a comprehension on the hot path
     content.pop(EXCLUDED_FROM_HASH, None)
     for key in UNORDERED_LISTS:
         value = content.get(key)
         if value.__class__ is list and len(value) > 1:
             content[key] = _sorted(value)
-    return hashlib.blake2b(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+    return hashlib.blake2b(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
 
 
 def _sorted(values: list[Any]) -> list[Any]:
@@ -79,54 +84,54 @@ def raw_lm(record: Mapping[str, Any]) -> Any:
 
 # --- the mirror's index ------------------------------------------------------------------------
 
-_DIGEST = 16  # bytes of a record_hash
-_SLOT = _DIGEST + 8  # + the lm fingerprint
+_DIGEST = 16  # bytes of a record_digest
 _MASK = (1 << 64) - 1
 
 
 def _digest_bytes(digest: str) -> bytes:
-    """A stored content_hash as 16 bytes (its hex decoded; anything else hashed to 16 bytes)."""
-    if len(digest) == 2 * _DIGEST:
-        try:
-            return bytes.fromhex(digest)
-        except ValueError:
-            pass
+    """A stored content_hash that is not 32 hex digits (none is written so) as 16 bytes that no
+    record's digest will equal by chance."""
     return hashlib.blake2b(digest.encode(), digest_size=_DIGEST).digest()
 
 
-def _lm_fingerprint(lm: Any) -> bytes:
-    """An lm (as the index holds it) in 8 bytes: equal values give equal bytes within a process,
-    and different ones differ but for a 2^-64 chance (a touch then goes unnoticed: harmless)."""
-    return (hash(lm) & _MASK).to_bytes(8, "little")
-
-
 class MirrorIndex:
-    """The mirror's {id: (content hash, lm)} of one resource, in 32 bytes per record.
+    """The mirror's {id: (content hash, lm)} of one resource, in 32 bytes per record: ids in an
+    array, the 16 bytes of each hash in one buffer, a 64-bit fingerprint of each lm in another
+    (equal values give equal fingerprints; different ones differ but for a 2^-64 chance, in which
+    case an lm-only touch goes unnoticed: harmless).
 
     Built from (id, content_hash, lm) rows, best in id order (the store reads them so; a listing
     in id order then finds each id at the next position, without a search). `lm` is in whatever
     form the store's `lm_key` gives a record's `lm` (SQLite: its text; PostgreSQL: a datetime).
     """
 
-    __slots__ = ("_hint", "_ids", "_values")
+    __slots__ = ("_digests", "_hint", "_ids", "_lms")
 
     def __init__(self, rows: Iterable[tuple[Any, str, Any]]) -> None:
         ids: array[int] | list[Any] = array("q")
-        values = bytearray()
+        digests = bytearray()
+        lms: array[int] = array("Q")
+        fromhex = bytes.fromhex
         for rid, digest, lm in rows:
             if rid.__class__ is not int and isinstance(ids, array):
                 ids = list(ids)  # a text id (or one beyond 64 bits): plain objects from here on
             ids.append(rid)
-            values += _digest_bytes(digest)
-            values += _lm_fingerprint(lm)
+            try:
+                raw = fromhex(digest)
+            except ValueError:
+                raw = b""
+            digests += raw if len(raw) == _DIGEST else _digest_bytes(digest)
+            lms.append(hash(lm) & _MASK)
         if any(a >= b for a, b in itertools.pairwise(ids)):
             order = sorted(range(len(ids)), key=ids.__getitem__)
             if any(ids[a] == ids[b] for a, b in itertools.pairwise(order)):
                 raise ValueError("the mirror's index holds an id twice")
             ids = array("q", (ids[i] for i in order)) if isinstance(ids, array) else [ids[i] for i in order]
-            values = bytearray().join(values[i * _SLOT : (i + 1) * _SLOT] for i in order)
+            digests = bytearray().join(digests[i * _DIGEST : (i + 1) * _DIGEST] for i in order)
+            lms = array("Q", (lms[i] for i in order))
         self._ids = ids
-        self._values = bytes(values)
+        self._digests = bytes(digests)
+        self._lms = lms
         self._hint = 0
 
     @classmethod
@@ -152,20 +157,20 @@ class MirrorIndex:
             return pos
         return -1
 
-    def same(self, pos: int, digest: str, lm: Any) -> tuple[bool, bool]:
-        """(same content hash, same lm) of the record at `pos` and a listed version of it."""
-        start = pos * _SLOT
-        slot = self._values[start : start + _SLOT]
-        return slot[:_DIGEST] == _digest_bytes(digest), slot[_DIGEST:] == _lm_fingerprint(lm)
+    def same(self, pos: int, digest: bytes, lm: Any) -> tuple[bool, bool]:
+        """(same content, same lm) of the record at `pos` and a listed version of it (`digest`
+        from `record_digest`, `lm` from the store's `lm_key`)."""
+        start = pos * _DIGEST
+        return self._digests[start : start + _DIGEST] == digest, self._lms[pos] == hash(lm) & _MASK
 
-    def ids_not_in(self, seen: bytearray) -> Iterable[Any]:
+    def ids_not_in(self, seen: bytearray) -> Iterator[Any]:
         """The ids whose position is 0 in `seen` (one byte per position), in id order."""
         pos = seen.find(0)
         while pos >= 0:
             yield self._ids[pos]
             pos = seen.find(0, pos + 1)
 
-    def __iter__(self) -> Iterable[Any]:
+    def __iter__(self) -> Iterator[Any]:
         return iter(self._ids)
 
 
@@ -278,12 +283,12 @@ class ListingDiff:
             if seen[pos]:
                 raise InvalidListing(self.resource, f"id {rid} appears more than once")
             seen[pos] = 1
-            digest = record_hash(record)
+            digest = record_digest(record)
             same_content, same_lm = index.same(pos, digest, lm_key(record))
             if not same_content:
-                changes.updates.append((record, digest))
+                changes.updates.append((record, digest.hex()))
             elif not same_lm:
-                changes.touches.append((record, digest))
+                changes.touches.append((record, digest.hex()))
             else:
                 changes.unchanged += 1
         return changes

@@ -55,7 +55,7 @@ log = structlog.get_logger(__name__)
 SKIPPED_REASONS_KEPT = 5  # per resource and run: enough to find them, never a listing's worth
 # Entries parsed, diffed and written at a time: what a pull holds of a listing (a few MB of
 # contacts), whatever the account's size.
-BATCH = 5000
+BATCH = 1000
 
 # Called with (resource, None) when a resource starts and (resource, counts) when it is done.
 Progress = Callable[[str, ResourceCounts | None], None]

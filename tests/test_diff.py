@@ -16,6 +16,7 @@ from clevertim_sync.diff import (
     changed_fields,
     compute_changes,
     mass_delete_refused,
+    record_digest,
     record_hash,
 )
 from clevertim_sync.errors import InvalidListing
@@ -114,11 +115,13 @@ def test_the_index_finds_ids_given_in_any_order_and_keeps_32_bytes_each() -> Non
     index = MirrorIndex(rows)
     assert list(index) == [1, 3, 5, 9] and len(index) == 4
     for rid, digest, lm in rows:
-        assert index.same(index.position(rid), digest, lm) == (True, True)
+        assert index.same(index.position(rid), bytes.fromhex(digest), lm) == (True, True)
     assert index.position(4) == -1 and index.position("3") == -1
-    assert index.same(index.position(3), record_hash({"id": 4}), "lm3") == (False, True)
+    assert index.same(index.position(3), record_digest({"id": 4}), "lm3") == (False, True)
+    assert index.same(index.position(3), record_digest({"id": 3}), "lm4") == (True, False)
     big = MirrorIndex((i, record_hash({"id": i}), None) for i in range(10_000))
-    assert sys.getsizeof(big._ids) + sys.getsizeof(big._values) < 33 * 10_000
+    size = sum(sys.getsizeof(part) for part in (big._ids, big._digests, big._lms))
+    assert size < 33 * 10_000
 
 
 def test_text_ids_work_as_keys() -> None:

@@ -3,7 +3,6 @@ what the token sees, record for record, after every change and once every fault 
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from conftest import as_served, sorted_lists, with_quirks
 
 from clevertim_sync import pull as pull_module
 from clevertim_sync import resources
+from clevertim_sync.api import listing as listing_module
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.api.listing import Listing
 from clevertim_sync.emulator import EmulatorServer
@@ -244,26 +244,6 @@ def test_a_transient_fault_is_retried_within_the_pull(
     assert_exact(engine, emulator, tmp_path)
 
 
-class BrokenHalfWay:
-    """The real client, but the contact listing it downloaded is broken half-way through (a
-    complete HTTP body of broken JSON: the envelope check passes, a later batch meets the break)."""
-
-    def __init__(self, client: ClevertimClient) -> None:
-        self.client = client
-
-    def listing(self, name: str) -> Listing:
-        listing = self.client.listing(name)
-        if name != "contact":
-            return listing
-        with listing:
-            records = [r for b in listing.batches(1000) for r in b]
-        body = orjson.dumps({"status": "OK", "content": records})
-        cut = body.index(b'{"id":', len(body) // 2)
-        spool = tempfile.TemporaryFile()  # noqa: SIM115 - the Listing owns it
-        spool.write(body[:cut] + b'{"id":}]}')
-        return Listing(name, spool, spool.tell())
-
-
 @with_quirks  # every data quirk on too (emulator/quirks.py)
 def test_a_listing_broken_half_way_through_a_streamed_batch_leaves_the_resource_untouched(
     engine: sa.Engine,
@@ -272,32 +252,43 @@ def test_a_listing_broken_half_way_through_a_streamed_batch_leaves_the_resource_
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Batches before the break are applied inside the resource's transaction; the break rolls
-    them all back: current, child and history rows as before, the failure recorded, the other
-    resources pulled. A clean listing afterwards applies exactly."""
+    """The server sends the whole body, its envelope intact, but the contact half-way through is
+    broken JSON. The listing is parsed in small windows and written in batches of 4: the batches
+    before the break are written inside the resource's transaction, then the break rolls them all
+    back: current, child and history rows as before, the failure recorded, the other resources
+    pulled. A clean listing afterwards applies exactly."""
     pull(engine, client)
     control = emulator.control
     contacts = visible(emulator)["contact"]
-    for rec in contacts[:4]:  # changes in the first batches, which get applied then rolled back
+    for rec in contacts[:4]:  # changes in the first batches, which get written then rolled back
         control.update("contact", rec["id"], {"title": "changed before the break"})
     control.delete("contact", contacts[-1]["id"])
     tables = _mirror_tables(engine)
     monkeypatch.setattr(pull_module, "BATCH", 4)
-    applied: list[int] = []
+    monkeypatch.setattr(listing_module, "WHOLE", 0)  # parsed in windows, as a big body is
+    monkeypatch.setattr(listing_module, "WINDOW", 1024)
+    written: list[int] = []
     apply = store.ResourceWrites.apply
 
     def counting(mirror: store.ResourceWrites, changes: Any) -> None:
-        applied.append(len(changes.updates))
+        if mirror.resource == "contact":
+            written.append(len(changes.updates))
         apply(mirror, changes)
 
     monkeypatch.setattr(store.ResourceWrites, "apply", counting)
-    report = pull(engine, BrokenHalfWay(client))
-    assert report.failed == ["contact"] and "not valid JSON" in (report.resources["contact"].error or "")
-    assert len(applied) >= 2 and sum(applied) >= 1  # batches with updates were applied before the break
+    control.add_fault(method="GET", path="^/contact$", kind="broken_listing")
+    report = pull(engine, client)
+    assert report.failed == ["contact"]
+    assert "not valid JSON past the envelope" in (report.resources["contact"].error or "")
+    assert len(written) >= 2 and sum(written) >= 1  # batches with updates were written before the break
     assert _mirror_tables(engine) == tables
     assert all(c.error is None for n, c in report.resources.items() if n != "contact")
+    with engine.connect() as conn:
+        status = store.resource_statuses(conn)["contact"]
+    assert status["consecutive_failures"] == 1 and "not valid JSON" in status["last_error"]
 
     monkeypatch.undo()
+    control.clear_faults()
     assert pull(engine, client).ok
     assert_exact(engine, emulator, tmp_path)
 
@@ -406,7 +397,7 @@ def test_a_first_sync_in_small_batches_stores_what_one_batch_stores(
     db.upgrade(other)
     monkeypatch.setattr(pull_module, "BATCH", 9)
     monkeypatch.setattr(writes, "ROWS", 4)
-    monkeypatch.setattr(writes, "CHUNK", 3)  # a first batch of more than 3: the indexes go
+    monkeypatch.setattr(writes, "BIG_LOAD", 3)  # a first batch of 3 or more: the indexes go
     dropped: list[str] = []
     drop = writes._drop_secondary_indexes
 

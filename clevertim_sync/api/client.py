@@ -16,13 +16,12 @@ import contextlib
 import random
 import re
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import IO, Any, Self, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -31,7 +30,7 @@ import structlog
 
 from clevertim_sync import __version__, shapes
 from clevertim_sync.api import errors as e
-from clevertim_sync.api.listing import Listing, check_envelope
+from clevertim_sync.api.listing import Listing, spool_file
 from clevertim_sync.errors import ConfigError
 from clevertim_sync.logs import REDACTED, register_secret
 from clevertim_sync.retry import Rng, next_delay, parse_retry_after
@@ -395,11 +394,12 @@ class ClevertimClient:
             raise e.ResponseLost(f"request failed: {self._describe(exc)}", **where) from None
 
     def _listing_once(self, resource: str) -> Listing:
-        """One streamed GET of a listing into a temporary file (unlinked at once: nothing is left
-        behind by a crash). Anything but an OK envelope is decoded whole for its typed error."""
+        """One streamed GET of a listing into a temporary file. Anything but an OK envelope is
+        decoded whole for its typed error (as `list` does)."""
         where: dict[str, Any] = {"method": "GET", "resource": resource, "record_id": None}
         url = self._url(resource, None)
-        spool: IO[bytes] = tempfile.TemporaryFile(prefix="clevertim-listing-")  # noqa: SIM115 the Listing owns it
+        spool = spool_file()
+        listing: Listing | None = None
         try:
             auth = self._current_auth()
             started = time.monotonic()
@@ -422,18 +422,18 @@ class ClevertimClient:
             )
             declared = headers.get("Content-Length")
             whole = "Content-Encoding" in headers or declared is None or declared == str(size)
-            if status != 200 or not whole or not check_envelope(spool):
-                # Decoded whole, as `list` does: the typed error it raises says what is wrong (and
-                # if it finds nothing wrong after all, the file is read as it is).
-                spool.seek(0)
-                with self._noting_refusal():
-                    self._decode(
-                        status, headers, spool.read(), method="GET", resource=resource, record_id=None
-                    )
-            return Listing(resource, spool, size)
-        except BaseException:
-            spool.close()
-            raise
+            listing = Listing.spooled(resource, spool) if status == 200 and whole else None
+            if listing is not None:
+                return listing
+            spool.seek(0)
+            with self._noting_refusal():
+                records = self._decode(
+                    status, headers, spool.read(), method="GET", resource=resource, record_id=None
+                )
+            return Listing.of(resource, records)  # an odd envelope, but readable: decoded whole
+        finally:
+            if listing is None:
+                spool.close()
 
     def _current_auth(self) -> httpx.BasicAuth:
         """The auth to send: after a refusal, the token is read again from its source first."""

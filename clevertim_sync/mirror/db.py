@@ -106,7 +106,7 @@ def _tune_sqlite(engine: Engine, busy_timeout: float) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA cache_size=-65536")
+        cur.execute("PRAGMA cache_size=-2048")
         cur.close()
 
     @event.listens_for(engine, "begin")

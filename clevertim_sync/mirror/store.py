@@ -110,11 +110,19 @@ def load_index(conn: sa.Connection, resource: str) -> MirrorIndex:
 
     modified_at comes straight from the driver (SQLite: its text; PostgreSQL: a datetime), the
     same form `lm_key` gives, so no per-row conversion is spent on the index. In id order: a
-    listing in id order then finds each id without a search.
+    listing in id order then finds each id without a search. Read through the driver's own cursor
+    in chunks (SQLAlchemy's rows cost a third of a no-change pull's index load); on PostgreSQL a
+    server-side one, so that the client never holds the whole result.
     """
     table = schema.CURRENT[resource]
-    rows = conn.exec_driver_sql(f"SELECT id, content_hash, modified_at FROM {table.name} ORDER BY id")  # noqa: S608
-    return MirrorIndex(rows)
+    driver = conn.connection.dbapi_connection
+    assert driver is not None
+    cursor = driver.cursor() if is_sqlite(conn) else driver.cursor(name="clevertim_sync_index")
+    try:
+        cursor.execute(f"SELECT id, content_hash, modified_at FROM {table.name} ORDER BY id")  # noqa: S608
+        return MirrorIndex(row for rows in iter(lambda: cursor.fetchmany(CHUNK), []) for row in rows)
+    finally:
+        cursor.close()
 
 
 # --- the pull's writes -----------------------------------------------------------------------

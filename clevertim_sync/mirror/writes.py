@@ -39,6 +39,7 @@ from clevertim_sync.mirror.columns import RowBuilder, child_columns, sqlite_date
 
 CHUNK = 2000  # ids per IN list: well under SQLite's bound-parameter limit
 ROWS = 5000  # records turned into rows and inserted at a time (a pull's batch)
+BIG_LOAD = 1000  # a first load whose first batch has this many records drops its indexes
 COPY_FROM = 50  # PostgreSQL: this many rows or more go in by COPY, fewer by executemany
 HISTORY_COLUMNS = (
     "resource", "record_id", "run_id", "origin", "op", "at", "raw", "content_hash", "changed", "queue_item_id"
@@ -223,8 +224,8 @@ class ChangeWriter:
     def _insert(self, inserts: Sequence[Item]) -> None:
         conn, resource = self.conn, self.resource
         if self.first_load and self.deferred is None:
-            # A first batch bigger than a chunk: a big load, worth dropping the indexes for.
-            self.deferred = _drop_secondary_indexes(conn, resource) if len(inserts) > CHUNK else []
+            # A big first batch: a big load, worth dropping the indexes for.
+            self.deferred = _drop_secondary_indexes(conn, resource) if len(inserts) >= BIG_LOAD else []
         insert_rows(conn, resource, build_rows(resource, self.sqlite, inserts))
         self.loaded = True
         ids = [rec["id"] for rec, _ in inserts]
