@@ -25,7 +25,7 @@ Must not import: httpx, the API client, the pull, mirror/store.py (which builds 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,8 +38,9 @@ from clevertim_sync.mirror import schema, search
 from clevertim_sync.mirror.columns import RowBuilder, child_columns, sqlite_datetime
 
 CHUNK = 2000  # ids per IN list: well under SQLite's bound-parameter limit
-ROWS = 5000  # records turned into rows and inserted at a time (a pull's batch)
-BIG_LOAD = 1000  # a first load whose first batch has this many records drops its indexes
+ROWS = 1000  # records turned into rows and written at a time (a pull's batch)
+CHANGED = 500  # updated or touched records gathered (across batches) before they are written
+BIG_LOAD = 1000  # a first load whose first rows come this many at a time drops its indexes
 COPY_FROM = 50  # PostgreSQL: this many rows or more go in by COPY, fewer by executemany
 HISTORY_COLUMNS = (
     "resource", "record_id", "run_id", "origin", "op", "at", "raw", "content_hash", "changed", "queue_item_id"
@@ -210,16 +211,32 @@ class ChangeWriter:
         self.loaded = False  # any row inserted
         self.ordered = self.first_load  # a first load that has come in id order so far
         self.highest: Any = None  # the last id it inserted
+        self._inserts: list[Item] = []
+        self._updates: list[tuple[Mapping[str, Any], str]] = []
+        self._touches: list[tuple[Mapping[str, Any], str]] = []
 
     def apply(self, changes: Changes) -> None:
-        """One batch: its inserts, updates, touches and (when given) deletes."""
-        for chunk in chunks(changes.inserts, ROWS):
-            self._insert(chunk)
-        for chunk in chunks(changes.updates):
-            self._update(chunk)
+        """One batch: its inserts, updates, touches and (when given) deletes. Inserts, updates
+        and touches are gathered across batches and written `ROWS` or `CHANGED` at a time: a
+        listing with a few changes in each batch costs a few statements, not a few per batch."""
+        self._inserts += changes.inserts
+        self._updates += changes.updates
+        self._touches += changes.touches
+        self._write(ROWS, CHANGED)
         self.delete(changes.deletes)
-        for chunk in chunks(changes.touches):
-            self._touch(chunk)
+
+    def _write(self, rows: int, changed: int) -> None:
+        """Write what is gathered, `rows` inserts and `changed` updates or touches at a time; less
+        than that stays gathered (0 and 0: write everything)."""
+        jobs: list[tuple[list[Any], int, Callable[[Sequence[Any]], None]]] = [
+            (self._inserts, rows, self._insert),
+            (self._updates, changed, self._update),
+            (self._touches, changed, self._touch),
+        ]
+        for gathered, size, write in jobs:
+            while gathered and len(gathered) >= size:
+                write(gathered[: size or len(gathered)])
+                del gathered[: size or len(gathered)]
 
     def _insert(self, inserts: Sequence[Item]) -> None:
         conn, resource = self.conn, self.resource
@@ -278,6 +295,8 @@ class ChangeWriter:
     def delete(self, ids: Sequence[Any]) -> None:
         """Delete the mirrored records `ids` (history keeps their last version)."""
         conn, resource = self.conn, self.resource
+        if ids:
+            self._write(0, 0)  # what is gathered goes first: history in the listing's order
         for chunk in chunks(ids):
             old = old_raws(conn, resource, chunk)
             if self.fts:
@@ -299,7 +318,9 @@ class ChangeWriter:
         self.conn.exec_driver_sql(sql, [(orjson.dumps(r).decode(), lm(r), r["id"]) for r, _ in chunk])
 
     def finish(self) -> None:
-        """The end of a load: secondary indexes back, the full-text index built from the table."""
+        """The end of a load: what is gathered written, secondary indexes back, the full-text
+        index built from the table."""
+        self._write(0, 0)
         for create in self.deferred or ():
             self.conn.exec_driver_sql(create)
         self.deferred = []
