@@ -48,7 +48,6 @@ from clevertim_sync.errors import ClevertimSyncError, MassDeleteRefused, MirrorE
 from clevertim_sync.mirror import store
 from clevertim_sync.mirror.store import ResourceCounts
 from clevertim_sync.settings import PullSettings, Settings
-from clevertim_sync.writeback import claims
 
 log = structlog.get_logger(__name__)
 
@@ -247,6 +246,8 @@ def _halted(
     report.skipped = list(left)
     why = f"{type(exc).__name__}"
     if isinstance(exc, RateLimited):
+        from clevertim_sync.writeback import claims  # noqa: PLC0415 - only a rate limit needs it
+
         wait = exc.retry_after if exc.retry_after is not None else settings.clevertim.rate_limit_floor
         now = store.now()
         until = now + timedelta(seconds=wait)

@@ -7,8 +7,10 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from clevertim_sync import resources
 from clevertim_sync.errors import MirrorError
@@ -46,6 +48,26 @@ def test_upgrade_creates_the_schema_and_is_idempotent(database_url: str) -> None
         tables = set(sa.inspect(engine).get_table_names())
         assert {r.table for r in resources.RESOURCES} <= tables
         assert {"history", "runs", "resource_status", "contact_emails", "contact_custom_values"} <= tables
+    finally:
+        engine.dispose()
+
+
+def test_the_head_read_from_the_files_is_alembics_and_at_head_no_migration_runs(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every command upgrades first: at head it must not even import alembic's runner (start-up
+    time), and the head it compares with is the one alembic would reach."""
+    assert db.head_revision() == ScriptDirectory.from_config(db.alembic_config()).get_current_head()
+    engine = db.make_engine(database_url)
+    try:
+        db.upgrade(engine)
+        assert db.current_revision(engine) == db.head_revision()
+
+        def refuse(*_args: object, **_kw: object) -> None:
+            raise AssertionError("alembic ran although the database is at head")
+
+        monkeypatch.setattr(command, "upgrade", refuse)
+        db.upgrade(engine)
     finally:
         engine.dispose()
 

@@ -24,6 +24,7 @@ Must not import: httpx, the API client, the pull, mirror/store.py (which builds 
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -51,14 +52,17 @@ Rows = tuple[list[tuple[Any, ...]], list[list[tuple[Any, ...]]]]
 # A record to write and its content hash, None when not computed yet (a first load's diff).
 Item = tuple[Mapping[str, Any], str | None]
 
-BUILDERS = {
-    (r.name, sqlite): RowBuilder(r, sqlite=sqlite) for r in resources.RESOURCES for sqlite in (True, False)
-}
+
+@functools.cache
+def row_builder(resource: str, sqlite: bool) -> RowBuilder:
+    """`resource`'s generated row builder (made at its first use: a command that writes one
+    resource does not pay for compiling all of them)."""
+    return RowBuilder(resources.get(resource), sqlite=sqlite)
 
 
 def build_rows(resource: str, sqlite: bool, items: Sequence[Item]) -> Rows:
     """The rows of `items`; the raw is the record's JSON, once."""
-    return BUILDERS[(resource, sqlite)].rows(
+    return row_builder(resource, sqlite).rows(
         [(rec, orjson.dumps(rec).decode(), digest or record_hash(rec)) for rec, digest in items]
     )
 
@@ -73,7 +77,7 @@ def is_sqlite(conn: sa.Connection) -> bool:
 
 
 def builder(conn: sa.Connection, resource: str) -> RowBuilder:
-    return BUILDERS[(resource, is_sqlite(conn))]
+    return row_builder(resource, is_sqlite(conn))
 
 
 def stored_time(conn: sa.Connection, at: datetime) -> Any:
