@@ -36,6 +36,7 @@ from clevertim_sync.mirror import schema, search
 from clevertim_sync.mirror.writes import (
     CHUNK,
     ChangeWriter,
+    Gatherer,
     build_rows,
     builder,
     chunks,
@@ -183,17 +184,19 @@ class ResourceWrites:
         self.index = load_index(conn, resource)
         self.lm_key = lm_key(conn, resource)
         self._writer = ChangeWriter(conn, resource, run_id=run_id, at=at)
+        self._gathered = Gatherer(self._writer, resource, sqlite=is_sqlite(conn))
 
     def apply(self, changes: Changes) -> None:
         """One batch of the listing's inserts, updates and touches (and deletes, if any)."""
-        self._writer.apply(changes)
+        self._gathered.apply(changes)
 
     def delete(self, ids: Sequence[Any]) -> None:
         """What the listing no longer holds (known at its end, after the guard's decision)."""
-        self._writer.delete(ids)
+        self._gathered.delete(ids)
 
     def commit(self, counts: ResourceCounts) -> None:
         """Finish the load (indexes, full-text) and record the outcome, in the same transaction."""
+        self._gathered.flush()
         self._writer.finish()
         record_outcome(self.conn, self.run_id, self.resource, counts, at=self.at)
 
@@ -256,7 +259,9 @@ def apply_changes(
     """Apply one resource's changes (deletes included) inside the caller's transaction: the same
     writes as a pull's (the writeback's fold of a push's answers, a restore from an export)."""
     writer = ChangeWriter(conn, resource, run_id=run_id, at=at)
-    writer.apply(changes)
+    gatherer = Gatherer(writer, resource, sqlite=is_sqlite(conn))
+    gatherer.apply(changes)
+    gatherer.flush()
     writer.finish()
 
 

@@ -28,7 +28,7 @@ import functools
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import sqlalchemy as sa
@@ -199,11 +199,71 @@ def _drop_secondary_indexes(conn: sa.Connection, resource: str) -> list[str]:
     return [sql for _name, sql in rows]
 
 
+class RowWriter(Protocol):
+    """What writes a resource's changes inside its transaction: `ChangeWriter` on this
+    connection, or mirror/writer.py's proxy to a process of its own."""
+
+    def insert(self, ids: list[Any], rows: Rows) -> None: ...
+
+    def update(self, items: Sequence[Item]) -> None: ...
+
+    def touch(self, items: Sequence[Item]) -> None: ...
+
+    def delete(self, ids: Sequence[Any]) -> None: ...
+
+
+class Gatherer:
+    """A listing's inserts, updates and touches gathered across its batches and handed to a
+    `RowWriter` `ROWS` or `CHANGED` at a time (a listing with a few changes in each batch costs
+    a few statements, not a few per batch). The rows of inserts are built here: in the pull's
+    process, whichever process writes them."""
+
+    def __init__(self, writer: RowWriter, resource: str, *, sqlite: bool) -> None:
+        self.writer, self.resource, self.sqlite = writer, resource, sqlite
+        self._inserts: list[Item] = []
+        self._updates: list[Item] = []
+        self._touches: list[Item] = []
+
+    def apply(self, changes: Changes) -> None:
+        """One batch: its inserts, updates, touches and (when given) deletes."""
+        self._inserts += changes.inserts
+        self._updates += changes.updates
+        self._touches += changes.touches
+        self._hand_over(ROWS, CHANGED)
+        self.delete(changes.deletes)
+
+    def delete(self, ids: Sequence[Any]) -> None:
+        """Delete the mirrored records `ids`, after what is gathered (history in listing order)."""
+        if ids:
+            self.flush()
+            self.writer.delete(ids)
+
+    def flush(self) -> None:
+        """Hand over everything gathered."""
+        self._hand_over(0, 0)
+
+    def _hand_over(self, rows: int, changed: int) -> None:
+        """`rows` inserts and `changed` updates or touches at a time; less than that stays
+        gathered (0 and 0: everything)."""
+        jobs: list[tuple[list[Item], int, Callable[[Sequence[Item]], None]]] = [
+            (self._inserts, rows, self._insert),
+            (self._updates, changed, self.writer.update),
+            (self._touches, changed, self.writer.touch),
+        ]
+        for gathered, size, write in jobs:
+            while gathered and len(gathered) >= size:
+                write(gathered[: size or len(gathered)])
+                del gathered[: size or len(gathered)]
+
+    def _insert(self, items: Sequence[Item]) -> None:
+        self.writer.insert([rec["id"] for rec, _ in items], build_rows(self.resource, self.sqlite, items))
+
+
 class ChangeWriter:
-    """Writes batches of one resource's `Changes` inside the caller's transaction: rows, child
-    rows, history and the full-text index (mirror/search.py) where the resource has one, with a
-    first load's machinery (see the module's docstring). Call `finish()` once, after the last
-    batch: it puts the indexes back and builds the full-text index of a first load."""
+    """Writes one resource's changes inside the caller's transaction: rows, child rows, history
+    and the full-text index (mirror/search.py) where the resource has one, with a first load's
+    machinery (see the module's docstring). Call `finish()` once, after the last change: it puts
+    the indexes back and builds the full-text index of a first load."""
 
     def __init__(self, conn: sa.Connection, resource: str, *, run_id: int | None, at: datetime) -> None:
         self.conn, self.resource, self.run_id = conn, resource, run_id
@@ -215,41 +275,15 @@ class ChangeWriter:
         self.loaded = False  # any row inserted
         self.ordered = self.first_load  # a first load that has come in id order so far
         self.highest: Any = None  # the last id it inserted
-        self._inserts: list[Item] = []
-        self._updates: list[tuple[Mapping[str, Any], str]] = []
-        self._touches: list[tuple[Mapping[str, Any], str]] = []
 
-    def apply(self, changes: Changes) -> None:
-        """One batch: its inserts, updates, touches and (when given) deletes. Inserts, updates
-        and touches are gathered across batches and written `ROWS` or `CHANGED` at a time: a
-        listing with a few changes in each batch costs a few statements, not a few per batch."""
-        self._inserts += changes.inserts
-        self._updates += changes.updates
-        self._touches += changes.touches
-        self._write(ROWS, CHANGED)
-        self.delete(changes.deletes)
-
-    def _write(self, rows: int, changed: int) -> None:
-        """Write what is gathered, `rows` inserts and `changed` updates or touches at a time; less
-        than that stays gathered (0 and 0: write everything)."""
-        jobs: list[tuple[list[Any], int, Callable[[Sequence[Any]], None]]] = [
-            (self._inserts, rows, self._insert),
-            (self._updates, changed, self._update),
-            (self._touches, changed, self._touch),
-        ]
-        for gathered, size, write in jobs:
-            while gathered and len(gathered) >= size:
-                write(gathered[: size or len(gathered)])
-                del gathered[: size or len(gathered)]
-
-    def _insert(self, inserts: Sequence[Item]) -> None:
+    def insert(self, ids: list[Any], rows: Rows) -> None:
+        """Records not stored yet, as `build_rows` made them (`ids` in the same order)."""
         conn, resource = self.conn, self.resource
         if self.first_load and self.deferred is None:
             # A big first batch: a big load, worth dropping the indexes for.
-            self.deferred = _drop_secondary_indexes(conn, resource) if len(inserts) >= BIG_LOAD else []
-        insert_rows(conn, resource, build_rows(resource, self.sqlite, inserts))
+            self.deferred = _drop_secondary_indexes(conn, resource) if len(ids) >= BIG_LOAD else []
+        insert_rows(conn, resource, rows)
         self.loaded = True
-        ids = [rec["id"] for rec, _ in inserts]
         in_order = self._in_id_order(ids)
         for part in [ids] if in_order else chunks(ids):
             _copy_to_history(conn, resource, part, at=self.at, run_id=self.run_id, block=in_order)
@@ -270,14 +304,15 @@ class ChangeWriter:
             self.highest = ids[-1]
         return self.ordered
 
-    def _update(self, chunk: Sequence[tuple[Mapping[str, Any], str]]) -> None:
+    def update(self, items: Sequence[Item]) -> None:
+        """Records whose content changed (at most a chunk of them)."""
         conn, resource = self.conn, self.resource
-        ids = [rec["id"] for rec, _ in chunk]
+        ids = [rec["id"] for rec, _ in items]
         old = old_raws(conn, resource, ids)
         if self.fts:
             search.forget(conn, resource, ids)
         delete_rows(conn, resource, ids)
-        rows = build_rows(resource, self.sqlite, chunk)
+        rows = build_rows(resource, self.sqlite, items)
         insert_rows(conn, resource, rows)
         if self.fts:
             search.index(conn, resource, ids)
@@ -292,15 +327,13 @@ class ChangeWriter:
                 run_id=self.run_id,
                 changed=changed_fields(orjson.loads(old[rec["id"]][0]), rec),
             )
-            for (rec, _), row in zip(chunk, rows[0], strict=True)
+            for (rec, _), row in zip(items, rows[0], strict=True)
         ]
         write_history(conn, history)
 
     def delete(self, ids: Sequence[Any]) -> None:
         """Delete the mirrored records `ids` (history keeps their last version)."""
         conn, resource = self.conn, self.resource
-        if ids:
-            self._write(0, 0)  # what is gathered goes first: history in the listing's order
         for chunk in chunks(ids):
             old = old_raws(conn, resource, chunk)
             if self.fts:
@@ -312,19 +345,17 @@ class ChangeWriter:
             ]
             write_history(conn, history)
 
-    def _touch(self, chunk: Sequence[tuple[Mapping[str, Any], str]]) -> None:
+    def touch(self, items: Sequence[Item]) -> None:
         """Only lm moved: refresh what is stored, but it is not a change (no history, no count).
         Neither raw nor modified_at is indexed text: the full-text index stays as it is."""
         lm = builder(self.conn, self.resource).lm
         mark = _mark(self.conn)
         table = schema.CURRENT[self.resource].name
         sql = f"UPDATE {table} SET raw = {mark}, modified_at = {mark} WHERE id = {mark}"  # noqa: S608
-        self.conn.exec_driver_sql(sql, [(orjson.dumps(r).decode(), lm(r), r["id"]) for r, _ in chunk])
+        self.conn.exec_driver_sql(sql, [(orjson.dumps(r).decode(), lm(r), r["id"]) for r, _ in items])
 
     def finish(self) -> None:
-        """The end of a load: what is gathered written, secondary indexes back, the full-text
-        index built from the table."""
-        self._write(0, 0)
+        """The end of a load: secondary indexes back, the full-text index built from the table."""
         for create in self.deferred or ():
             self.conn.exec_driver_sql(create)
         self.deferred = []
