@@ -111,17 +111,23 @@ def load_index(conn: sa.Connection, resource: str) -> MirrorIndex:
 
     modified_at comes straight from the driver (SQLite: its text; PostgreSQL: a datetime), the
     same form `lm_key` gives, so no per-row conversion is spent on the index. In id order: a
-    listing in id order then finds each id without a search. Read through the driver's own cursor
-    in chunks (SQLAlchemy's rows cost a third of a no-change pull's index load); on PostgreSQL a
-    server-side one, so that the client never holds the whole result.
+    listing in id order then finds each id without a search.
     """
+    return MirrorIndex(row for rows in index_rows(conn, resource) for row in rows)
+
+
+def index_rows(conn: sa.Connection, resource: str) -> Iterator[list[tuple[Any, str, Any]]]:
+    """The (id, content_hash, modified_at) rows of `resource` in id order, a chunk at a time,
+    through the driver's own cursor (SQLAlchemy's rows cost a third of a no-change pull's index
+    load); on PostgreSQL a server-side one, so that the client never holds the whole result."""
     table = schema.CURRENT[resource]
     driver = conn.connection.dbapi_connection
     assert driver is not None
     cursor = driver.cursor() if is_sqlite(conn) else driver.cursor(name="clevertim_sync_index")
     try:
         cursor.execute(f"SELECT id, content_hash, modified_at FROM {table.name} ORDER BY id")  # noqa: S608
-        return MirrorIndex(row for rows in iter(lambda: cursor.fetchmany(CHUNK), []) for row in rows)
+        while rows := cursor.fetchmany(CHUNK):
+            yield list(rows)
     finally:
         cursor.close()
 
