@@ -1,29 +1,31 @@
 """Benchmark of a pull against the emulator with 100,000 contacts (~220,000 records), in one run.
 
     scripts/with-postgres .venv/bin/python bench/pull.py [--contacts 100000] [--scale 500000]
-        [--small 2000] [--workdir /tmp/clevertim-bench]
+        [--small 2000] [--workdir /tmp/clevertim-bench] [--only-first] [--profile]
 
-Phases, each in a fresh child interpreter so that its peak RSS (VmHWM) is its own; the peak RSS
-of the phase's own child processes (a row-building worker, a `sync` subprocess) is sampled too:
+Phases, each in a fresh child interpreter so that its peak RSS (VmHWM) is its own; a phase that
+runs a command as a subprocess reports that subprocess's peak (sampled every 50 ms) and CPU:
 
   floor-first     bare httpx GET of every listing, orjson parse, executemany (id, raw) into SQLite
   first           the project's first sync: pull() into a fresh, migrated SQLite mirror
+  pg-floor-first  (under scripts/with-postgres) fetch + parse + COPY (id, raw jsonb) into PostgreSQL
+  pg-first        the project's first sync into a fresh, migrated PostgreSQL database
   floor-nochange  fetch + parse + record_hash + compare with the mirror's {id: hash} index
   nochange        a sync where nothing changed
+  daemon          the real daemon (`clevertim-sync run`, a pull every 30 s) through two pulls, a
+                  first and a no-change one: RSS when the first pull starts, peak, idle after
   (1% of the records of every resource are then edited through the emulator's control surface)
   floor-1pct      fetch + parse + hash + compare + executemany (id, raw) of the changed records
   1pct            the sync after 1% changed
-  pg-floor-first  (under scripts/with-postgres) fetch + parse + COPY (id, raw jsonb) into PostgreSQL
-  pg-first        the project's first sync into a fresh, migrated PostgreSQL database
-  daemon          two pulls in one process (first, no-change) as the daemon runs them, each
-                  followed by its memory release: RSS at start-up, after each pull, and idle
-  --small N       an account of N contacts (its own emulator): `clevertim-sync sync` as a
-                  subprocess, start-up included, against a floor script doing the same fetch+store
-  --scale N       floor-first and first again at N contacts (its own emulator): time and peak RSS
-                  against the 100k figures of the same run
+  small-floor     (--small N, its own emulator) a floor script as a process: interpreter start-up,
+                  httpx/orjson/sqlite3 imports, fetch + parse + store (id, raw); median of three
+  small-sync      `clevertim-sync sync` into a new mirror, start-up and migrations included
+  small-nochange  the same command again, nothing changed (the everyday case; no target)
+  scale-floor, scale-first   (--scale N, its own emulator) floor-first and first at N contacts
 
-It prints each phase (with the load average), the ratios against their floors, and the targets.
-The emulator runs in its own process; its serving time is part of both sides of every ratio.
+It prints each phase (with the load average), then the ratios against their floors and the
+targets. The emulator runs in its own process; its serving time is part of both sides of every
+ratio. Wall times on a shared machine vary by 10-25% between runs: compare ratios of one run.
 """
 
 # ruff: noqa: PLC0415 -- imports are lazy on purpose: a floor phase must not pay for (or carry the
@@ -49,6 +51,7 @@ import orjson
 TOKEN = "bench-token"
 ROOT = Path(__file__).resolve().parents[1]
 # Ratios against the floor of the same run, except the *_mb ones (absolute MB).
+SUBPROCESS_PHASES = frozenset({"small-sync", "small-nochange", "small-floor", "daemon"})
 TARGETS = {
     "first": 1.6,
     "nochange": 1.0,
@@ -161,47 +164,74 @@ def phase_sync(url: str, db_path: str, revision: str = "head") -> dict[str, Any]
     return {"seconds_in_pull": seconds, "ok": report.ok, **report.totals()}
 
 
-def phase_daemon(url: str, db_path: str) -> dict[str, Any]:
-    """Two pulls as the daemon's pull job runs them (daemon/runtime.py: pull, then
-    memory.release()), in one process: RSS after start-up, after each pull, and idle after."""
-    from clevertim_sync.api.client import ClevertimClient
-    from clevertim_sync.daemon import memory
-    from clevertim_sync.logs import configure_logging
-    from clevertim_sync.mirror import db
-    from clevertim_sync.pull import pull
-
-    def mb() -> float:
-        return round((memory.rss_bytes() or 0) / 2**20, 1)
-
-    configure_logging("json", "warning", stream=sys.stderr)
-    engine = db.make_engine(_database_url(db_path))
-    db.upgrade(engine)
-    out: dict[str, Any] = {"rss_start_mb": mb()}
-    with ClevertimClient(url, TOKEN, timeout=600) as client:
-        for which in ("first", "nochange"):
-            assert pull(engine, client).ok
-            out[f"rss_after_{which}_mb"] = mb()  # freed by Python, maybe still held by malloc
-            memory.release()
-            out[f"rss_idle_after_{which}_mb"] = mb()
-    time.sleep(1)
-    out["rss_idle_mb"] = mb()
-    engine.dispose()
-    return out
-
-
-def phase_small_sync(url: str, db_path: str) -> dict[str, Any]:
-    """`clevertim-sync sync` as its own process, start-up and migrations included."""
+def _env(url: str, db_path: str, **more: str) -> dict[str, str]:
+    """The environment of a `clevertim-sync` subprocess: this account, this mirror, quiet logs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLEVERTIM")}
     env |= {
         "CLEVERTIM_URL": url,
         "CLEVERTIM_TOKEN": TOKEN,
         "CLEVERTIM_SYNC_DATABASE_URL": _database_url(db_path),
         "CLEVERTIM_SYNC_LOG_LEVEL": "warning",
-        "CLEVERTIM_SYNC_CONFIG": "",
+        "CLEVERTIM_SYNC_LOG_FORMAT": "json",
+        **more,
     }
+    return env
+
+
+def _rss_mb(pid: int, field: str = "VmRSS") -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _pulls_started_and_done(db_path: str) -> tuple[int, int]:
+    try:
+        with sqlite3.connect(db_path) as conn:
+            row = conn.execute("SELECT count(*), count(finished_at) FROM runs WHERE kind = 'pull'").fetchone()
+    except sqlite3.Error:  # not created yet, or being migrated
+        return 0, 0
+    return int(row[0]), int(row[1])
+
+
+def phase_daemon(url: str, db_path: str) -> dict[str, Any]:
+    """The real daemon (`clevertim-sync run`, a pull every 30 s) over two pulls (a first and a
+    no-change one): its RSS when the first pull starts (start-up: imports, migrations, the token
+    check done), its peak, and its RSS idling 10 s after the second pull."""
+    exe = ROOT / ".venv" / "bin" / "clevertim-sync"
+    env = _env(url, db_path, CLEVERTIM_SYNC_PULL_INTERVAL="30")
+    daemon = subprocess.Popen([str(exe), "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    try:
+        while time.perf_counter() - t0 < 1800:
+            rss = _rss_mb(daemon.pid)
+            if rss is None:
+                raise SystemExit(f"the daemon exited: {daemon.stderr.read() if daemon.stderr else ''}")
+            started, done = _pulls_started_and_done(db_path)
+            if started and "rss_startup_mb" not in out:
+                out["rss_startup_mb"] = rss
+            if done >= 2:
+                break
+            time.sleep(0.05)
+        out["seconds_to_two_pulls"] = round(time.perf_counter() - t0, 1)
+        time.sleep(10)
+        out["rss_idle_mb"] = _rss_mb(daemon.pid)
+        out["rss_peak_mb"] = _rss_mb(daemon.pid, "VmHWM")
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=120)
+    return out
+
+
+def phase_small_sync(url: str, db_path: str) -> dict[str, Any]:
+    """`clevertim-sync sync` as its own process: start-up, migrations and pull."""
     exe = ROOT / ".venv" / "bin" / "clevertim-sync"
     t0 = time.perf_counter()
-    subprocess.run([str(exe), "sync"], check=True, env=env, capture_output=True, timeout=600)
+    subprocess.run([str(exe), "sync"], check=True, env=_env(url, db_path), capture_output=True, timeout=600)
     return {"seconds_in_pull": time.perf_counter() - t0}
 
 
@@ -228,14 +258,14 @@ def run_phase(args: argparse.Namespace) -> None:
     import clevertim_sync.diff  # noqa: F401  the floors hash with it too
 
     children = ChildrenPeak()
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    t0, cpu0, child_cpu0 = time.perf_counter(), time.process_time(), _children_cpu()
     if args.phase == "floor-first":
         result = phase_floor_first(args.url, args.db)
     elif args.phase == "pg-floor-first":
         result = phase_pg_floor_first(args.url, args.db)
     elif args.phase == "daemon":
         result = phase_daemon(args.url, args.db)
-    elif args.phase == "small-sync":
+    elif args.phase in ("small-sync", "small-nochange"):
         result = phase_small_sync(args.url, args.db)
     elif args.phase == "small-floor":
         from clevertim_sync.resources import PULL_ORDER
@@ -248,11 +278,23 @@ def run_phase(args: argparse.Namespace) -> None:
     else:
         result = phase_sync(args.url, args.db)
     result["seconds"] = result.pop("seconds_in_pull", None) or time.perf_counter() - t0
-    result["cpu_seconds"] = round(time.process_time() - cpu0, 2)  # this process only, all threads
+    # CPU: this process (all its threads) and the child processes it waited for.
+    result["cpu_seconds"] = round(time.process_time() - cpu0 + _children_cpu() - child_cpu0, 2)
     result["max_rss_mb"] = peak_rss_mb()
     result["children_max_rss_mb"] = children.stop()
+    # Peak RSS of the phase: a phase that runs the command as a subprocess (`sync`, `run`, the
+    # small floor script) is that subprocess; any other, this process and its children.
+    if args.phase in SUBPROCESS_PHASES:
+        result["peak_mb"] = result["children_max_rss_mb"]
+    else:
+        result["peak_mb"] = round(result["max_rss_mb"] + result["children_max_rss_mb"], 1)
     result["load"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def profiled(run: Any, out: Path) -> dict[str, Any]:
@@ -328,14 +370,18 @@ def child(
         cmd += ["--profile-to", str(profile)]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=3600)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    result["peak_mb"] = round(result["max_rss_mb"] + result["children_max_rss_mb"], 1)
     print(
         f"  {phase:15s} {result['seconds']:8.2f} s wall {result['cpu_seconds']:7.2f} s cpu"
-        f"  peak RSS {result['max_rss_mb']:7.1f} MB (+ {result['children_max_rss_mb']:.0f} MB in a child)"
-        f"  load {result['load']:.2f}  {result}",
+        f"  peak RSS {result['peak_mb']:7.1f} MB  load {result['load']:.2f}  {result}",
         flush=True,
     )
     return result
+
+
+def median_of(runs: int, phase: str, url: str, make_db: Any) -> dict[str, Any]:
+    """The run with the median wall time of `runs` runs of `phase` (each on a new database)."""
+    results = sorted((child(phase, url, make_db(i)) for i in range(runs)), key=lambda r: r["seconds"])
+    return results[len(results) // 2]
 
 
 def change_one_percent(control: Any, seed: int) -> int:
@@ -390,8 +436,12 @@ def _pg_database(base_url: str, name: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contacts", type=int, default=100_000)
-    parser.add_argument("--scale", type=int, default=0, help="also a first sync at this many contacts")
-    parser.add_argument("--small", type=int, default=0, help="also a CLI sync of an account this small")
+    parser.add_argument(
+        "--scale", type=int, default=500_000, help="a first sync at this many contacts (0: none)"
+    )
+    parser.add_argument(
+        "--small", type=int, default=2_000, help="CLI syncs of an account this small (0: none)"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/clevertim-bench"))
     parser.add_argument("--phase")
     parser.add_argument("--url")
@@ -413,6 +463,7 @@ def main() -> None:
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
+    work = args.workdir
     pg_url = os.environ.get("CLEVERTIM_SYNC_TEST_PG_URL")
     r: dict[str, dict[str, Any]] = {}
     ratios: dict[str, float] = {}
@@ -422,53 +473,62 @@ def main() -> None:
         control = EmulatorControl(url)
         counts = {k: len(v) for k, v in control.state().items()}
         print(f"account: {sum(counts.values())} records {counts}")
-        mirror = args.workdir / "mirror.sqlite3"
-        r["floor-first"] = child("floor-first", url, args.workdir / "floor.sqlite3")
+        mirror = work / "mirror.sqlite3"
+        r["floor-first"] = child("floor-first", url, work / "floor.sqlite3")
         r["first"] = child("first", url, mirror)
         ratios["first"] = r["first"]["seconds"] / r["floor-first"]["seconds"]
         ratios["first-rss_mb"] = r["first"]["peak_mb"]
         if args.profile:
-            prof = args.workdir / "first.prof.txt"
-            child("first", url, args.workdir / "mirror-profiled.sqlite3", profile=prof)
+            prof = work / "first.prof.txt"
+            child("first", url, work / "mirror-profiled.sqlite3", profile=prof)
             print(f"  profile of a first sync: {prof}")
         if pg_url:
             r["pg-floor-first"] = child("pg-floor-first", url, _pg_database(pg_url, "bench_floor"))
             r["pg-first"] = child("pg-first", url, _pg_database(pg_url, "bench_first"))
             ratios["pg-first"] = r["pg-first"]["seconds"] / r["pg-floor-first"]["seconds"]
+            ratios["pg-first-rss_mb"] = r["pg-first"]["peak_mb"]
         else:
             print("  (no PostgreSQL: run under scripts/with-postgres for the PostgreSQL phases)")
         if not args.only_first:
             r["floor-nochange"] = child("floor-nochange", url, mirror)
             r["nochange"] = child("nochange", url, mirror)
             ratios["nochange"] = r["nochange"]["seconds"] / r["floor-nochange"]["seconds"]
-            r["daemon"] = child("daemon", url, args.workdir / "daemon.sqlite3")
+            r["daemon"] = child("daemon", url, work / "daemon.sqlite3")
             ratios["daemon-idle_mb"] = r["daemon"]["rss_idle_mb"]
+            ratios["daemon-idle-vs-startup"] = r["daemon"]["rss_idle_mb"] / r["daemon"]["rss_startup_mb"]
             t1 = time.perf_counter()
             edited = change_one_percent(control, seed=7)
             print(f"edited {edited} records through the control surface in {time.perf_counter() - t1:.1f} s")
-            floor_db = args.workdir / "floor-1pct.sqlite3"
-            r["floor-1pct"] = child("floor-1pct", url, mirror, write_to=floor_db)
+            r["floor-1pct"] = child("floor-1pct", url, mirror, write_to=work / "floor-1pct.sqlite3")
             r["1pct"] = child("1pct", url, mirror)
             ratios["1pct"] = r["1pct"]["seconds"] / r["floor-1pct"]["seconds"]
         control.close()
     finally:
         emulator.close()
 
-    for size, label in ((args.small, "small"), (args.scale, "scale")):
-        if not size:
-            continue
-        emulator = Emulator(size)
+    if args.small and not args.only_first:
+        emulator = Emulator(args.small)
         try:
-            if label == "small":
-                r["small-floor"] = child("small-floor", emulator.url, args.workdir / "small-floor.sqlite3")
-                r["small-sync"] = child("small-sync", emulator.url, args.workdir / "small.sqlite3")
-                ratios["small"] = r["small-sync"]["seconds"] / r["small-floor"]["seconds"]
-            else:
-                r["scale-floor"] = child("floor-first", emulator.url, args.workdir / "scale-floor.sqlite3")
-                r["scale-first"] = child("first", emulator.url, args.workdir / "scale.sqlite3")
-                ratios["scale-time"] = r["scale-first"]["seconds"] / r["first"]["seconds"]
-                ratios["scale-rss"] = r["scale-first"]["peak_mb"] / r["first"]["peak_mb"]
-                ratios["scale-floor-time"] = r["scale-floor"]["seconds"] / r["floor-first"]["seconds"]
+            # A second or so each: the median of three.
+            r["small-floor"] = median_of(
+                3, "small-floor", emulator.url, lambda i: work / f"small-floor{i}.sqlite3"
+            )
+            r["small-sync"] = median_of(3, "small-sync", emulator.url, lambda i: work / f"small{i}.sqlite3")
+            ratios["small"] = r["small-sync"]["seconds"] / r["small-floor"]["seconds"]
+            # The everyday case: the same command when nothing changed (informative, no target).
+            r["small-nochange"] = median_of(
+                3, "small-nochange", emulator.url, lambda _i: work / "small0.sqlite3"
+            )
+        finally:
+            emulator.close()
+    if args.scale and not args.only_first:
+        emulator = Emulator(args.scale)
+        try:
+            r["scale-floor"] = child("floor-first", emulator.url, work / "scale-floor.sqlite3")
+            r["scale-first"] = child("first", emulator.url, work / "scale.sqlite3")
+            ratios["scale-time"] = r["scale-first"]["seconds"] / r["first"]["seconds"]
+            ratios["scale-rss"] = r["scale-first"]["peak_mb"] / r["first"]["peak_mb"]
+            ratios["scale-vs-floor"] = r["scale-first"]["seconds"] / r["scale-floor"]["seconds"]
         finally:
             emulator.close()
 
@@ -477,9 +537,10 @@ def main() -> None:
         target = TARGETS.get(key)
         unit = " MB" if key.endswith("_mb") else "x"
         verdict = "" if target is None else ("ok" if value <= target else "MISSED")
-        print(f"  {key:16s} {value:7.2f}{unit}  (<= {target}{unit})  {verdict}")
+        bound = "" if target is None else f"(<= {target}{unit})"
+        print(f"  {key:24s} {value:7.2f}{unit}  {bound}  {verdict}")
     print(f"\nmachine: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f} at the end")
-    (args.workdir / "results.json").write_text(json.dumps({"phases": r, "ratios": ratios}, indent=1))
+    (work / "results.json").write_text(json.dumps({"phases": r, "ratios": ratios}, indent=1))
 
 
 if __name__ == "__main__":
