@@ -89,6 +89,8 @@ def test_sqlite_is_tuned(sqlite_url: str) -> None:
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 7000
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 16384  # a new database
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -2048
     finally:
         engine.dispose()
 
