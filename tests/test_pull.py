@@ -397,6 +397,7 @@ def test_a_first_sync_in_small_batches_stores_what_one_batch_stores(
     db.upgrade(other)
     monkeypatch.setattr(pull_module, "BATCH", 9)
     monkeypatch.setattr(writes, "ROWS", 4)
+    monkeypatch.setattr(writes, "COPY_ROWS", 4)
     monkeypatch.setattr(writes, "BIG_LOAD", 3)  # a first batch of 3 or more: the indexes go
     dropped: list[str] = []
     drop = writes._drop_secondary_indexes

@@ -190,6 +190,7 @@ def test_a_first_load_copies_history_chunk_by_chunk_in_id_order(
     """A listing in id order has its history copied by id range, another by id list: either way
     the history rows come in listing order chunk by chunk, each chunk by id."""
     monkeypatch.setattr(writes, "ROWS", 3)
+    monkeypatch.setattr(writes, "COPY_ROWS", 3)
     for resource, ids in (("note", [1, 2, 3, 5, 8, 9, 12]), ("task", [5, 3, 9, 1, 2, 8, 7])):
         _sync(engine, resource, [{"id": i, "desc": f"#{i}"} for i in ids])
         chunks = [sorted(ids[i : i + 3]) for i in range(0, len(ids), 3)]
