@@ -3,11 +3,14 @@ transaction (current rows, child rows, history rows, the full-text index).
 
 Owns: the rows of a record (`build_rows`: raw text, content hash, typed row and child rows, from
 the generated builders of mirror/columns.py), the bulk statements (`executemany` on SQLite,
-`COPY` on PostgreSQL), and `ChangeWriter`, which applies a resource's changes batch by batch
-with what makes a big load fast:
+`COPY` on PostgreSQL), `Gatherer` (a listing's changes gathered across its batches and written
+`ROWS` / `COPY_ROWS` / `CHANGED` at a time, so that a few changes in each batch cost a few
+statements, not a few per batch) and `ChangeWriter` (the SQL of a resource's changes), with
+what makes a big load fast:
 
 - PostgreSQL: every batch of rows, child rows and history rows of more than a few rows goes in
-  by a binary `COPY ... FROM STDIN` (psycopg 3, on the caller's connection and transaction).
+  by a binary `COPY ... FROM STDIN` (psycopg 3, on the caller's connection and transaction),
+  5,000 records at a time.
 - Into an empty table (a first load): SQLite's secondary indexes of the table and its child
   tables are dropped at the first big batch and created again at the end (same SQL, same
   transaction: nobody sees the difference; one sort beats a b-tree insert per row), and the
