@@ -13,6 +13,8 @@ continuous line: insert, update..., delete, insert, ...
 A record with no usable id (missing, a word, a bool, a float) never refuses the listing: it is
 left out and named in `Changes.skipped`, the rest applies, and the ids it might have been are not
 deleted. A numeric-string id ("445") is the integer 445 (the record is stored under that spelling).
+A resource whose ids are text (`Resource.id_kind == "text"`: folders, files, linked files) keeps
+them as text: "f1001" is an id, and an integer 7 is the id "7".
 Server-computed lists (a contact's `notes`, a group's `users`, ...) are hashed sorted: a server
 that serves them in another order on each read changes nothing.
 
@@ -33,7 +35,8 @@ from clevertim_sync.errors import InvalidListing
 
 Record = dict[str, Any]
 # The mirror's index of a resource: id -> (content hash, the stored lm in the form lm_key gives).
-Index = Mapping[int, tuple[str, Any]]
+# Ids are ints, or strs for a text-id resource.
+Index = Mapping[Any, tuple[str, Any]]
 
 EXCLUDED_FROM_HASH = "lm"
 # The server-computed lists of ids (INT_LIST: notes, tasks, opportunities, cases, comments, files,
@@ -77,7 +80,7 @@ class Changes:
     inserts: list[tuple[Record, str | None]] = field(default_factory=list)
     updates: list[tuple[Record, str]] = field(default_factory=list)
     touches: list[tuple[Record, str]] = field(default_factory=list)  # only lm differs
-    deletes: list[int] = field(default_factory=list)
+    deletes: list[Any] = field(default_factory=list)  # ints, or strs for a text-id resource
     unchanged: int = 0
     # Entries left out for having no usable id: why, one line each (the run and `status` show them).
     skipped: list[str] = field(default_factory=list)
@@ -112,8 +115,12 @@ def compute_changes(
     timestamp), so that touches are found without reading every stored raw.
     """
     changes = Changes()
-    seen: set[int] = set()
-    protected: set[int] = set()
+    seen: set[Any] = set()
+    protected: set[Any] = set()
+    if resource in resources.TEXT_ID_RESOURCES:
+        _text_listing(resource, listing, index, changes, seen, lm_key=lm_key)
+        changes.deletes = sorted(rid for rid in index if rid not in seen)
+        return changes
     for record in listing:
         # A plain dict with a plain int id (what orjson gives) is checked inline: no call per record.
         rid = record.get("id") if record.__class__ is dict else None
@@ -145,6 +152,37 @@ def compute_changes(
     return changes
 
 
+def _text_listing(
+    resource: str,
+    listing: Iterable[Any],
+    index: Index,
+    changes: Changes,
+    seen: set[Any],
+    *,
+    lm_key: Callable[[Mapping[str, Any]], Any],
+) -> None:
+    """compute_changes for a resource whose ids are text: the same rules, ids as `as_text_id`."""
+    for entry in listing:
+        rid, why = shapes.record_text_id(entry)
+        if rid is None:
+            changes.skipped.append(f"{why}: left out")
+            continue
+        record = shapes.with_text_id(entry)
+        if rid in seen:
+            raise InvalidListing(resource, f"id {rid!r} appears more than once")
+        seen.add(rid)
+        digest = record_hash(record)
+        known = index.get(rid)
+        if known is None:
+            changes.inserts.append((record, digest if index else None))
+        elif known[0] != digest:
+            changes.updates.append((record, digest))
+        elif known[1] != lm_key(record):
+            changes.touches.append((record, digest))
+        else:
+            changes.unchanged += 1
+
+
 def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, list[Any]]:
     """{field: [old, new]} for every top-level property whose value differs (absent = None), not lm."""
     out: dict[str, list[Any]] = {}
@@ -173,7 +211,7 @@ def mass_delete_refused(
     return mirrored >= min_records and deletes > threshold * mirrored
 
 
-def apply_changes(state: Mapping[int, Record], changes: Changes) -> dict[int, Record]:
+def apply_changes(state: Mapping[Any, Record], changes: Changes) -> dict[Any, Record]:
     """The new {id: record} after `changes`: what the store does to its tables, stated purely."""
     out = dict(state)
     for rid in changes.deletes:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import orjson
@@ -61,6 +61,14 @@ class RawListing:
     def content(self) -> list[Any]:
         content: list[Any] = self.envelope["content"]
         return content
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A contact photo as served: its media type and bytes."""
+
+    content_type: str
+    content: bytes
 
 
 class ClevertimClient:
@@ -219,6 +227,52 @@ class ClevertimClient:
             seconds=seconds,
             envelope=doc,
         )
+
+    def photo_url(self, contact_id: int, cphoto: str) -> str:
+        """The vendor client's photo address: the API base without `/api`, then
+        `/getcphoto/{contact id}/{cphoto}` (cphoto quoted whole: it cannot leave that path)."""
+        root = self.base_url[: -len("/api")] if self.base_url.endswith("/api") else self.base_url
+        return f"{root}/getcphoto/{int(contact_id)}/{quote(cphoto, safe='')}"
+
+    def photo(self, contact_id: int, cphoto: str, *, max_bytes: int) -> Photo:
+        """One contact photo's bytes (not retried: the pull retries a failed photo next time).
+
+        Sent with the API's authentication, so only to the API's own scheme and host (a URL
+        elsewhere raises ForeignHost, nothing is sent); a redirect is not followed (Redirected);
+        a body over `max_bytes` is not kept (TooLarge); what is not an image (a login page, an
+        error envelope) is the same typed error an API call would raise."""
+        url = self.photo_url(contact_id, cphoto)
+        return self.fetch_image(url, max_bytes=max_bytes, record_id=contact_id)
+
+    def fetch_image(self, url: str, *, max_bytes: int, record_id: int | None = None) -> Photo:
+        """GET an image at `url` on the API's own host with the API's authentication."""
+        where: dict[str, Any] = {"method": "GET", "resource": "getcphoto", "record_id": record_id}
+        mine, there = urlsplit(self.base_url), urlsplit(url)
+        if (there.scheme, there.netloc) != (mine.scheme, mine.netloc):
+            raise e.ForeignHost(f"not the API's host: {there.netloc or url[:80]!r}", **where)
+        headers = {**self._headers, "Accept": "image/*"}
+        try:
+            with self._http.stream(
+                "GET", url, headers=headers, auth=self._current_auth(), timeout=self._timeout
+            ) as response:
+                status = response.status_code
+                if status != 200 or not response.headers.get("Content-Type", "").lower().startswith("image/"):
+                    response.read()
+                    self._decode(response, "GET", "getcphoto", record_id)  # raises the typed error
+                    raise e.MalformedResponse("the answer is not an image", status=status, **where)
+                declared = response.headers.get("Content-Length")
+                if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                    raise e.TooLarge(f"{declared} bytes, over the limit of {max_bytes}", status=status, **where)
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise e.TooLarge(f"over the limit of {max_bytes} bytes", status=status, **where)
+                    chunks.append(chunk)
+                content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        except httpx.HTTPError as exc:
+            raise e.ResponseLost(f"photo request failed: {self._describe(exc)}", **where) from None
+        return Photo(content_type=content_type, content=b"".join(chunks))
 
     # --- internals ---------------------------------------------------------------------------
 

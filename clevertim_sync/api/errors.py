@@ -178,6 +178,18 @@ class NotSupported(ApiError):
     advice = "Clevertim does not support this operation for this resource (e.g. comments cannot be updated)"
 
 
+class ForeignHost(ApiError):
+    """A URL on another host than the API's own (a photo's): the token is never sent there."""
+
+    advice = "the token is sent only to the API's own host; this URL was not requested"
+
+
+class TooLarge(ApiError):
+    """An answer larger than the limit set for it (a contact photo over pull.photo_max_bytes)."""
+
+    advice = "raise pull.photo_max_bytes to keep it"
+
+
 class RateLimited(ApiError):
     transient_kind = True
     server_wide = True

@@ -35,6 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from clevertim_sync import resources
+from clevertim_sync.emulator import documents
 from clevertim_sync.emulator.control import EmulatorControl
 from clevertim_sync.emulator.faults import Decision, Fault, FaultSet, FaultSpecError
 from clevertim_sync.emulator.quirks import REGISTRY as QUIRKS
@@ -214,6 +215,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._control(method, url.path, parse_qs(url.query), body)
         elif url.path == "/api" or url.path.startswith("/api/"):
             self._api(method, url.path, body, started)
+        elif url.path.startswith("/getcphoto/"):
+            self._photo(method, url.path)
         else:
             self._send(404, _error(f"nothing at {url.path}: the API lives under /api"))
 
@@ -267,6 +270,32 @@ class _Handler(BaseHTTPRequestHandler):
             self._publish_entry(entry["status"])  # a lost response: nothing was sent
             entry["ms"] = round((time.perf_counter() - started[0]) * 1000, 3)
             entry["cpu_ms"] = round((time.thread_time() - started[1]) * 1000, 3)
+
+    def _photo(self, method: str, path: str) -> None:
+        """A contact's photo, `/getcphoto/{contact id}/{cphoto}` beside /api (not under it): the
+        same authentication, the same faults (a spec's `path` matches "/getcphoto/..."), and a
+        small real PNG. 404 when the contact is hidden or has no such photo."""
+        decision = self.server.emulator.faults.take(method, path, is_listing=False)
+        if decision.latency_ms:
+            time.sleep(decision.latency_ms / 1000)
+        fault = decision.fault
+        if fault is not None and fault.kind in ("reset", "status", "html", "redirect", "login_page"):
+            self._pre_fault(fault)
+            return
+        segs = [s for s in path.split("/") if s]
+        try:
+            tok = self._token()
+            if method != "GET":
+                raise ApiProblem(501, f"{method} is not supported")
+            if len(segs) != 3 or not segs[1].isdigit():
+                raise ApiProblem(404, f"nothing at {path}")
+            contact = orjson.loads(self.server.emulator.store.blob("contact", int(segs[1]), tok.user_id))
+            if not contact.get("cphoto") or contact["cphoto"] != segs[2]:
+                raise ApiProblem(404, f"contact {segs[1]} has no photo {segs[2]!r}")
+        except ApiProblem as problem:
+            self._send(problem.status, _error(problem.message))
+            return
+        self._send(200, documents.png(int(segs[1])), content_type="image/png")
 
     def _pre_fault(self, fault: Fault) -> int:
         """Answer with a fault's failure instead of the service's answer (nothing is applied,
@@ -456,9 +485,8 @@ class _Handler(BaseHTTPRequestHandler):
             if method != "POST":
                 raise ApiProblem(404, "use POST /_control/records/<resource> to create")
             return store.control_create(name, _object(payload))
-        if not parts[1].isdigit():
-            raise ApiProblem(404, f"{name} {parts[1]!r} not found")
-        rid = int(parts[1])
+        # A folder's id is text ("f1001"): the store answers 404 for an id it does not hold.
+        rid: Any = int(parts[1]) if parts[1].isdigit() else parts[1]
         if method == "GET":
             return store.blob(name, rid, None)
         if method == "PUT":
