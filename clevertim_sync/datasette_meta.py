@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from clevertim_sync import reports, resources
 from clevertim_sync.mirror import schema, search
-from clevertim_sync.mirror.columns import all_day_column
+from clevertim_sync.mirror.columns import all_day_column, has_typed_column
 from clevertim_sync.resources import Kind, Prop, Resource
 from clevertim_sync.writeback import tables as _queue_tables  # noqa: F401 (its tables join schema.metadata)
 
@@ -112,6 +112,8 @@ def _ref_text(prop: Prop) -> str:
 
 def _prop_text(prop: Prop) -> str:
     text = _ref_text(prop) if prop.kind is Kind.REF else _KIND_TEXT.get(prop.kind, prop.kind.value)
+    if prop.kind is Kind.REF and prop.child_table is not None:
+        text += f"; the id when the reference holds exactly one, else NULL (every id: {prop.child_table})"
     if prop.choices is not None:
         text += "; one of " + ", ".join(sorted(prop.choices))
     if prop.read_only:
@@ -122,10 +124,8 @@ def _prop_text(prop: Prop) -> str:
 def _resource_table(res: Resource) -> dict[str, Any]:
     columns = dict(_COMMON_COLUMNS)
     for prop in res.props:
-        if prop.kind in schema.RAW_ONLY_KINDS:
-            continue  # lists of ids and free JSON stay in raw
-        if prop.child_table is not None:
-            continue  # described with their own table
+        if prop.kind in schema.RAW_ONLY_KINDS or not has_typed_column(prop):
+            continue  # free JSON and lists stay in raw or in a child table of their own
         columns[prop.column] = _prop_text(prop)
         if prop.kind is Kind.DATE_PARTS:
             columns[all_day_column(prop)] = f"API `{prop.api}` without h and mi: an all-day time"
@@ -155,6 +155,8 @@ def _child_table(res: Resource, prop: Prop) -> dict[str, Any]:
         columns |= {"type": "phone type as the API names it", "number": "the number as written"}
     elif prop.kind is Kind.SMIDS:
         columns |= {"type": "social network", "social_id": "the id or handle on it"}
+    elif prop.kind is Kind.REF:  # a reference that may hold several ids: every one, in order
+        columns[prop.column] = f"one id the API's `{prop.api}` holds (a {prop.target}; may dangle)"
     else:
         columns |= {
             "custom_field_id": "custom_fields.id of the field",

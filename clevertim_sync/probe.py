@@ -24,6 +24,8 @@ Findings, keyed by a stable name (tests and bug reports rely on these names):
     typed_null               every non-null value a typed column will hold as NULL (raw keeps it)
     dropped_child_entry      list or custom-field entries a child table cannot hold (skipped)
     unknown_property         a property the registry (resources.py) does not describe (kept in raw)
+    html_text                a text property holding HTML markup: the server wraps what it stores
+                             (a note's desc as <p>...</p>), so it will not echo a write exactly
     listing_changed          records added, removed or changed between the two reads
     endpoint_error           an endpoint that answered an error, HTML, a redirect, or nothing
     compressed               listings came with a Content-Encoding
@@ -35,6 +37,7 @@ but its report and the capture).
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -60,7 +63,7 @@ from clevertim_sync.capture import (
     CaptureWriter,
 )
 from clevertim_sync.diff import record_hash
-from clevertim_sync.mirror.columns import child_rows, typed_value
+from clevertim_sync.mirror.columns import child_rows, has_typed_column, typed_value
 from clevertim_sync.resources import Kind, Prop, Resource
 
 REPORT_VERSION = 1
@@ -82,17 +85,25 @@ VARIANTS: Mapping[str, str] = {
     "typed_null": "a value its typed column will hold as NULL",
     "dropped_child_entry": "list entries a child table cannot hold",
     "unknown_property": "a property the registry does not describe",
+    "html_text": "a text stored as HTML markup (a server that wraps what it stores: <p>...</p>)",
     "listing_changed": "the listing changed between the two reads",
     "endpoint_error": "an endpoint did not answer with a listing",
     "compressed": "listings came compressed",
     "rate_limit_headers": "rate-limit headers were seen",
 }
 # Findings that need no action: the summary lists them under "fine".
-INFO = frozenset({"compressed", "rate_limit_headers", "listing_changed"})
+INFO = frozenset({"compressed", "rate_limit_headers", "listing_changed", "html_text"})
 
 # What the pull does with a record whose id is not an integer: the client's rule (api/client.py
 # `_decode`), which the probe cannot ask, so it is said here. Keep in step with the client.
-ID_RULE = "the pull refuses the whole listing while any of its ids is not an integer"
+# What the pull does with a record id of each spelling (shapes.py decides; diff.py applies it).
+NUMERIC_ID_RULE = "the record is mirrored under the integer it spells (its raw id becomes that integer)"
+BAD_ID_RULE = (
+    "the entry is left out of the mirror and reported on the run and in `status` (the rest of the "
+    "listing applies; the mass-delete guard counts it as present)"
+)
+
+_HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(\s[^<>]*)?/?>")
 
 HEADERS_OF_INTEREST = ("content-encoding", "content-type", "server", "retry-after", "via")
 _RATE_PREFIXES = ("x-ratelimit", "x-rate-limit", "ratelimit")
@@ -339,8 +350,12 @@ class ResourceSurvey:
                         self.tally.add("unknown_property", key, rid, describe(value))
                     continue
                 kind, cls = prop.kind, value.__class__
-                if value is None or (kind is Kind.STR and cls is str) or (kind is Kind.BOOL and cls is bool):
-                    continue  # the common, fine case: nothing to check
+                if kind is Kind.STR and cls is str:
+                    if "<" in value and _HTML_TAG.search(value):
+                        self.tally.add("html_text", key, rid, "string html")
+                    continue  # otherwise the common, fine case: nothing to check
+                if value is None or (kind is Kind.BOOL and cls is bool):
+                    continue
                 self._check_value(prop, value, rid)
                 if kind is Kind.INT_LIST and cls is list and len(value) > 1:
                     if any(_sort_key(a) > _sort_key(b) for a, b in pairwise(value)):
@@ -364,8 +379,7 @@ class ResourceSurvey:
         if value is None:
             return
         # The typed column's verdict, from the mirror's own converters.
-        typed = prop.child_table is None and kind not in (Kind.JSON, Kind.INT_LIST, Kind.STR_LIST)
-        nulled = typed and typed_value(prop, value) is None
+        nulled = has_typed_column(prop) and typed_value(prop, value) is None
 
         def add(finding: str, shape: str | None = None) -> None:
             self.tally.add(finding, key, rid, shape, nulled=nulled)
@@ -418,8 +432,8 @@ class ResourceSurvey:
             dropped = len(value) - len(rows)
             if prop.kind in (Kind.PHONES, Kind.SMIDS):
                 dropped += sum(1 for row in rows if row[3] is None)
-        else:
-            dropped = 1
+        else:  # a single value: a reference's one id, or something no child row can hold
+            dropped = 1 - len(rows)
         if dropped > 0:
             self.tally.add("dropped_child_entry", prop.api, rid, describe(value))
 
@@ -537,7 +551,7 @@ def mirror_action(key: str, res: Resource | None, prop_name: str | None, survey:
     count = survey.tally.counts.get((key, prop_name), 0)
     null_note = (
         ""
-        if not column or (prop is not None and prop.child_table is not None)
+        if prop is None or not has_typed_column(prop)
         else f"{res.table}.{column} is NULL, raw keeps the value"
         if nulls == count
         else f"{res.table}.{column} is NULL in {nulls} of them, raw keeps the value"
@@ -551,11 +565,11 @@ def mirror_action(key: str, res: Resource | None, prop_name: str | None, survey:
         return null_note or "kept in raw"
     if key == "numeric_string_id":
         if prop_name == "id":
-            return ID_RULE
+            return NUMERIC_ID_RULE
         return null_note or "kept in raw"
     if key == "non_integer_id":
         if prop_name == "id":
-            return ID_RULE
+            return BAD_ID_RULE
         return "kept in raw; the id cannot be a typed reference"
     if key == "typed_null":
         return f"{res.table}.{column} NULL, raw keeps the value" if column else "kept in raw"
@@ -572,6 +586,11 @@ def mirror_action(key: str, res: Resource | None, prop_name: str | None, survey:
         return "each pull records a false update and a history row for these records (issue 11)"
     if key == "unknown_property":
         return "kept in raw (not in a typed column)"
+    if key == "html_text":
+        return (
+            "kept as served; a lost create is matched on the text without its markup and spacing, "
+            "so such a server causes no duplicate"
+        )
     if key == "listing_changed":
         return "the account changed while it was read (someone at work?): for information"
     return ""

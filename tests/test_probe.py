@@ -371,8 +371,10 @@ def test_the_probe_names_every_variant_of_the_reference(tmp_path: Path) -> None:
 def test_the_seeded_account_has_no_variant(emulator: EmulatorServer) -> None:
     with ClevertimClient(emulator.base_url, EMULATOR_TOKEN) as client:
         found = _where(probe(client))
-    # The emulator's own account: only the documented unknown properties, and no documents API.
-    assert set(found) == {"unknown_property", "endpoint_error"}, found
+    # The emulator's own account: only the documented unknown properties, no documents API, and
+    # notes stored as HTML as the vendor's service does (information, not a variant).
+    assert set(found) == {"unknown_property", "endpoint_error", "html_text"}, found
+    assert found["html_text"] == {"note.desc"}
     assert found["endpoint_error"] == {"folder", "file", "linkedfile"}
 
 

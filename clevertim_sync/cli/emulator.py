@@ -81,7 +81,9 @@ def _parse_quirks(text: str) -> list[str]:
     default="",
     metavar="NAME[,NAME...]",
     help="Serve as a real server may differ: multi_refs, bool01, string_ids, shuffled_lists, "
-    "string_date_parts, empty_strings, normalising, or all (toggle later at /_control/quirks).",
+    "string_date_parts, empty_strings, normalising, or all of those; and, by name only, the "
+    "transport quirks redirect, login_page, lying_encoding, rate_limited (toggle later at "
+    "/_control/quirks).",
 )
 def emulator_command(
     *,

@@ -19,6 +19,12 @@ Data quirks (this module renders them):
   normalising         a write is stored as such a server would: a note's text wrapped in
                       <p>..</p>, strings trimmed; its answer echoes false as 0
 Transport quirks are named faults (`Quirk.fault`): enabling one adds that fault (until cleared).
+Each makes every API request fail its own way, so `all` means every data quirk, and a transport
+quirk is switched on by its name:
+  redirect            301 to the host without www (https://clevertim.com/api)
+  login_page          an HTML login page with status 200 where JSON was expected
+  lying_encoding      a 200 whose Content-Encoding says gzip over a body that is not gzip
+  rate_limited        429 without Retry-After
 
 Must not import: http.server, httpx, the mirror.
 """
@@ -61,9 +67,20 @@ REGISTRY: dict[str, Quirk] = {
             "normalising",
             "writes stored normalised (<p>-wrapped note text, trimmed strings), false echoed as 0",
         ),
+        Quirk(
+            "redirect",
+            "every request redirected (301) to the host without www",
+            fault={"kind": "redirect", "status": 301, "location": "https://clevertim.com/api"},
+        ),
+        Quirk("login_page", "an HTML login page (200) where JSON was expected", fault={"kind": "login_page"}),
+        Quirk(
+            "lying_encoding", "Content-Encoding: gzip over a body that is not", fault={"kind": "bad_encoding"}
+        ),
+        Quirk("rate_limited", "429 without Retry-After", fault={"kind": "status", "status": 429}),
     )
 }
 DATA_QUIRKS: tuple[str, ...] = tuple(n for n, q in REGISTRY.items() if q.fault is None)
+TRANSPORT_QUIRKS: tuple[str, ...] = tuple(n for n, q in REGISTRY.items() if q.fault is not None)
 
 
 class QuirkSpecError(ClevertimSyncError):
@@ -77,10 +94,12 @@ class QuirkSpecError(ClevertimSyncError):
 
 
 def parse_quirks(text: str | Iterable[str]) -> list[str]:
-    """ "a,b" or ["a", "b"] or "all" -> the quirk names, in registry order; unknown names refused."""
+    """ "a,b" or ["a", "b"] or "all" -> the quirk names, in registry order; unknown names refused.
+    "all" is every data quirk (and the transport quirks named beside it): a transport quirk makes
+    every request fail, so it is only ever asked for by name."""
     names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
     if "all" in names:
-        return list(REGISTRY)
+        names = [*DATA_QUIRKS, *(n for n in names if n != "all")]
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         known = ", ".join(REGISTRY)

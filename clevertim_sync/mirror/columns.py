@@ -351,6 +351,12 @@ def child_rows(prop: Prop, owner: int, value: Any) -> list[tuple[Any, ...]]:
 _cf_text = shapes.cf_text  # a value of any JSON type as text: never Python's repr
 
 
+def has_typed_column(prop: Prop) -> bool:
+    """Whether `prop` has a column of its own in the resource's table (a reference does even when
+    a child table also keeps every id of a list)."""
+    return prop.kind in _SCALAR or prop.kind is Kind.DATE_PARTS
+
+
 def typed_value(prop: Prop, value: Any) -> Any:
     """What `prop`'s typed column holds for `value` (None: NULL), converted as the row builders
     do; a kind without a typed column gives `value` back. For the probe, so both agree."""

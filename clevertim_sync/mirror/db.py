@@ -68,8 +68,15 @@ def make_engine(url: str, *, busy_timeout: float = 30) -> Engine:
     url = normalise_url(url)
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
-        _create_private(make_url(url).database)
         engine = sa.create_engine(url, connect_args={"timeout": busy_timeout}, hide_parameters=True)
+        database = make_url(url).database
+
+        @event.listens_for(engine, "do_connect")
+        def _before_connect(*_args: Any) -> None:
+            # Where SQLite would create the file (at the first connection, not when an engine is
+            # merely made: `backup` of a wrong path must still find nothing there), create it 0600.
+            _create_private(database)
+
         _tune_sqlite(engine, busy_timeout)
     elif backend == "postgresql":
         engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
