@@ -117,23 +117,25 @@ def compute_changes(
     changes = Changes()
     seen: set[Any] = set()
     protected: set[Any] = set()
-    if resource in resources.TEXT_ID_RESOURCES:
-        _text_listing(resource, listing, index, changes, seen, lm_key=lm_key)
-        changes.deletes = sorted(rid for rid in index if rid not in seen)
-        return changes
+    # Ids by meaning: integers ("445" is 445), or for the documents text ("f1001"; 7 is "7").
+    text = resource in resources.TEXT_ID_RESOURCES
+    read_id, respell = (
+        (shapes.record_text_id, shapes.with_text_id) if text else (shapes.record_id, shapes.with_int_id)
+    )
+    plain = None if text else int  # the id class taken as it is (a text id is always read: trimmed)
     for record in listing:
         # A plain dict with a plain int id (what orjson gives) is checked inline: no call per record.
         rid = record.get("id") if record.__class__ is dict else None
-        if rid.__class__ is not int:
-            rid, why = shapes.record_id(record)
+        if rid.__class__ is not plain:
+            rid, why = read_id(record)
             if rid is None:
                 changes.skipped.append(f"{why}: left out")
-                if (maybe := _protected_id(record)) is not None:
+                if not text and (maybe := _protected_id(record)) is not None:
                     protected.add(maybe)
                 continue
-            record = shapes.with_int_id(record)  # noqa: PLW2901 - "445" is stored as 445
+            record = respell(record)  # noqa: PLW2901 - "445" is stored as 445
         if rid in seen:
-            raise InvalidListing(resource, f"id {rid} appears more than once")
+            raise InvalidListing(resource, f"id {rid!r} appears more than once")
         seen.add(rid)
         if not index:
             changes.inserts.append((record, None))
@@ -150,37 +152,6 @@ def compute_changes(
             changes.unchanged += 1
     changes.deletes = sorted(rid for rid in index if rid not in seen and rid not in protected)
     return changes
-
-
-def _text_listing(
-    resource: str,
-    listing: Iterable[Any],
-    index: Index,
-    changes: Changes,
-    seen: set[Any],
-    *,
-    lm_key: Callable[[Mapping[str, Any]], Any],
-) -> None:
-    """compute_changes for a resource whose ids are text: the same rules, ids as `as_text_id`."""
-    for entry in listing:
-        rid, why = shapes.record_text_id(entry)
-        if rid is None:
-            changes.skipped.append(f"{why}: left out")
-            continue
-        record = shapes.with_text_id(entry)
-        if rid in seen:
-            raise InvalidListing(resource, f"id {rid!r} appears more than once")
-        seen.add(rid)
-        digest = record_hash(record)
-        known = index.get(rid)
-        if known is None:
-            changes.inserts.append((record, digest if index else None))
-        elif known[0] != digest:
-            changes.updates.append((record, digest))
-        elif known[1] != lm_key(record):
-            changes.touches.append((record, digest))
-        else:
-            changes.unchanged += 1
 
 
 def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, list[Any]]:

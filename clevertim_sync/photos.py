@@ -2,10 +2,13 @@
 
 Owns: which contacts' photos are due (a `cphoto` with no stored photo, another stored `cphoto`,
 or a last fetch that failed), fetching them through the API client (`ClevertimClient.photo`:
-the API's own host only, no redirects, `pull.photo_max_bytes`), and the `contact_photos` rows:
-bytes, media type, sha256, when. A photo that fails is recorded (`last_error`, `attempted_at`)
-and tried again at the next pull; it never fails the contacts' pull. A contact that is gone, or
-has no `cphoto` any more, loses its row (the mirror holds what the account holds).
+the token only to the API's own host, `pull.photo_max_bytes`), at most `pull.photos_per_pull`
+per pull (a first pull of a big account spreads its photos over several pulls), and the
+`contact_photos` rows: bytes, media type, sha256, when. A photo that fails is recorded
+(`last_error`, `attempted_at`) and tried again at the next pull; it never fails the contacts'
+pull. A failure of the whole server (cannot connect, a refused token, a rate limit) ends this
+round at once: the rest wait for the next pull. A contact that is gone, or has no `cphoto` any
+more, loses its row (the mirror holds what the account holds).
 
 Called by the pull at one place, after the contacts are committed. Must not import httpx (the
 client is passed in and raises the typed `api.errors`).
@@ -14,6 +17,7 @@ client is passed in and raises the typed `api.errors`).
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -21,6 +25,7 @@ from typing import Protocol, runtime_checkable
 import sqlalchemy as sa
 import structlog
 
+from clevertim_sync.api.errors import ApiError
 from clevertim_sync.errors import ClevertimSyncError
 from clevertim_sync.mirror import schema, store
 from clevertim_sync.mirror.store import ResourceCounts
@@ -51,6 +56,7 @@ class PhotoCounts:
     fetched: int = 0
     failed: int = 0
     removed: int = 0
+    left: int = 0  # due, but left for the next pull (the per-pull limit, a stop, a server-wide failure)
     errors: list[str] = field(default_factory=list)
 
 
@@ -82,25 +88,33 @@ def _forget_gone(conn: sa.Connection) -> int:
     return conn.execute(p.delete().where(p.c.contact_id.not_in(kept))).rowcount or 0
 
 
-def sync_photos(engine: sa.Engine, client: PhotoClient, policy: PullSettings) -> PhotoCounts:
-    """Fetch every due photo and store it (or why it failed). One transaction per photo: a slow
-    or failing photo holds nothing else up."""
+def sync_photos(
+    engine: sa.Engine, client: PhotoClient, policy: PullSettings, stop: threading.Event | None = None
+) -> PhotoCounts:
+    """Fetch the due photos (at most `policy.photos_per_pull`) and store each, or why it failed.
+    One transaction per photo: a slow or failing photo holds nothing else up."""
     counts = PhotoCounts()
     with engine.begin() as conn:
         counts.removed = _forget_gone(conn)
         due = due_photos(conn)
     counts.due = len(due)
-    for contact_id, cphoto in due:
+    for done, (contact_id, cphoto) in enumerate(due):
+        if done >= policy.photos_per_pull or (stop is not None and stop.is_set()):
+            counts.left = len(due) - done
+            break
         at = store.now()
         try:
             photo = client.photo(contact_id, cphoto, max_bytes=policy.photo_max_bytes)
         except ClevertimSyncError as exc:
-            why = str(exc) or type(exc).__name__
+            why = _reason(exc)
             counts.failed += 1
             if len(counts.errors) < ERRORS_KEPT:
                 counts.errors.append(f"contact {contact_id}: {why}")
             with engine.begin() as conn:
                 _record_failure(conn, contact_id, cphoto, why, at)
+            if isinstance(exc, ApiError) and exc.server_wide:  # every other photo would meet it
+                counts.left = len(due) - done - 1
+                break
             continue
         with engine.begin() as conn:
             _store(conn, contact_id, cphoto, photo, at)
@@ -111,9 +125,22 @@ def sync_photos(engine: sa.Engine, client: PhotoClient, policy: PullSettings) ->
         fetched=counts.fetched,
         failed=counts.failed,
         removed=counts.removed,
+        left=counts.left,
         errors=counts.errors,
     )
     return counts
+
+
+def _reason(exc: ClevertimSyncError) -> str:
+    """Why a photo failed, without the API error's advice (written for listings and writes)."""
+    if not isinstance(exc, ApiError):
+        return str(exc) or type(exc).__name__
+    why = f"{type(exc).__name__}: {exc.what}"
+    if exc.status is not None:
+        why += f" (HTTP {exc.status})"
+    if exc.server_message:
+        why += f" - server says: {exc.server_message!r}"
+    return why
 
 
 def _store(conn: sa.Connection, contact_id: int, cphoto: str, photo: FetchedPhoto, at: datetime) -> None:
@@ -146,7 +173,11 @@ def _record_failure(conn: sa.Connection, contact_id: int, cphoto: str, why: str,
 
 
 def after_pull(
-    engine: sa.Engine, client: object, policy: PullSettings, contacts: ResourceCounts | None
+    engine: sa.Engine,
+    client: object,
+    policy: PullSettings,
+    contacts: ResourceCounts | None,
+    stop: threading.Event | None = None,
 ) -> PhotoCounts | None:
     """The pull's one call: with `pull.photos` on and the contacts just pulled without error,
     fetch the due photos. Never raises for a photo: the pull's outcome is the listings'."""
@@ -155,7 +186,42 @@ def after_pull(
     if not isinstance(client, PhotoClient):
         return None
     try:
-        return sync_photos(engine, client, policy)
+        return sync_photos(engine, client, policy, stop)
     except sa.exc.SQLAlchemyError as exc:  # the photos wait for the next pull; the listings are in
         log.error("pull.photos_failed", error=str(exc))
         return None
+
+
+def summary_line(counts: PhotoCounts) -> str:
+    """One line for `sync`: what this pull did to the photos."""
+    line = f"contact photos: {counts.fetched} fetched, {counts.failed} failed, {counts.removed} removed"
+    if counts.left:
+        line += f", {counts.left} left for the next pull"
+    if counts.errors:
+        line += f" (first failure: {counts.errors[0]})"
+    return line
+
+
+def status_line(conn: sa.Connection, *, enabled: bool) -> str | None:
+    """One line for `status`: photos kept and failing, or None when photos are off and none is kept."""
+    p = schema.contact_photos
+    kept, failing = conn.execute(
+        sa.select(
+            sa.func.count(p.c.content),
+            sa.func.count(p.c.last_error),
+        )
+    ).one()
+    if not enabled and not kept and not failing:
+        return None
+    line = f"contact photos: {kept} kept, {failing} failing (retried at the next pull)"
+    if failing:
+        newest = conn.execute(
+            sa.select(p.c.contact_id, p.c.last_error)
+            .where(p.c.last_error.is_not(None))
+            .order_by(p.c.attempted_at.desc(), p.c.contact_id)
+            .limit(1)
+        ).one()
+        line += f"; latest: contact {newest.contact_id}: {newest.last_error[:200]}"
+    if not enabled:
+        line += "; pull.photos is off: they are no longer fetched"
+    return line

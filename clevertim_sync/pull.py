@@ -173,7 +173,7 @@ def pull(
             if progress:
                 progress(name, counts)
         if not report.stopped:
-            report.photos = photos.after_pull(engine, client, policy, report.resources.get("contact"))
+            report.photos = photos.after_pull(engine, client, policy, report.resources.get("contact"), stop)
     finally:
         fetcher.shutdown(wait=True, cancel_futures=True)
         pool.close()
@@ -367,6 +367,7 @@ class ResourcePlan:
     unchanged: int = 0
     held: str | None = None  # the mass-delete guard would refuse the listing: why
     error: str | None = None  # the listing could not be fetched or read
+    unavailable: str | None = None  # the account lacks this endpoint (documents.py): not an error
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -398,6 +399,9 @@ def plan_pull(
                 old = store.stored_raws(conn, name, [rec["id"] for rec, _ in changes.updates])
                 conn.rollback()
         except ClevertimSyncError as exc:
+            if (why := documents.unavailable_reason(name, exc)) is not None:
+                plan.unavailable = why
+                continue
             plan.error = str(exc) or type(exc).__name__
             continue
         plan.inserts = sorted(rec["id"] for rec, _ in changes.inserts)

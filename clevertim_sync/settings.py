@@ -126,6 +126,9 @@ class PullSettings(_Section):
     )
     photos: bool = Field(False, description="fetch contact photos into contact_photos (opt-in)")
     photo_max_bytes: int = Field(5_000_000, gt=0, description="largest contact photo kept, in bytes")
+    photos_per_pull: int = Field(
+        1000, gt=0, description="most photos one pull fetches (a first pull of a big account spreads out)"
+    )
 
     def jitter_for(self, interval: float) -> float:
         """The random spread of a pull scheduled every `interval` s: `jitter`, but at most a quarter

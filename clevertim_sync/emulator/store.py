@@ -238,7 +238,7 @@ class Store:
     # --- reading ------------------------------------------------------------------------------
 
     def listing_parts(
-        self, name: str, user_id: int | None, hide: Callable[[int], bool] | None = None
+        self, name: str, user_id: int | None, hide: Callable[[Any], bool] | None = None
     ) -> list[bytes]:
         """The JSON of every record `user_id` sees, one bytes object each, in id order of creation.
 
@@ -253,7 +253,7 @@ class Store:
             return [b for rid, b in blobs.items() if rid not in hidden and not (hide and hide(rid))]
 
     def listing(
-        self, name: str, user_id: int | None, hide: Callable[[int], bool] | None = None
+        self, name: str, user_id: int | None, hide: Callable[[Any], bool] | None = None
     ) -> tuple[bytes, int]:
         """The JSON array of every record `user_id` sees (bytes), and how many records it holds."""
         parts = self.listing_parts(name, user_id, hide)

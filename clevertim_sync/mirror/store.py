@@ -513,6 +513,14 @@ def mirrored_count(conn: sa.Connection, resource: str) -> int:
 # --- export ---------------------------------------------------------------------------------
 
 
+def id_order(conn: sa.Connection, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """`column` to sort ids by: a text id (documents) in byte order on both databases, as SQLite
+    sorts text; PostgreSQL would otherwise follow its locale."""
+    if isinstance(column.type, sa.Text | sa.String) and not _is_sqlite(conn):
+        return column.collate("C")
+    return column
+
+
 def export_jsonl(conn: sa.Connection, directory: str | os.PathLike[str]) -> dict[str, int]:
     """Write `<resource>.jsonl` per resource into `directory`: each line one record exactly as last
     pulled, sorted by id. Each file is written to a temporary name and renamed: a reader never sees
@@ -527,7 +535,7 @@ def export_jsonl(conn: sa.Connection, directory: str | os.PathLike[str]) -> dict
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 count = 0
                 result = conn.execution_options(stream_results=True, yield_per=CHUNK).execute(
-                    sa.select(table.c.raw).order_by(table.c.id)
+                    sa.select(table.c.raw).order_by(id_order(conn, table.c.id))
                 )
                 for (raw,) in result:
                     f.write(raw)

@@ -11,7 +11,8 @@
 - `resource_status.unavailable`: why an endpoint is missing for this account or token.
 - `contact_photos`: the photos fetched when `pull.photos` is on.
 - Views: `folders_versions`, `files_versions`, `linked_files_versions` (as 0007's, by record_key),
-  `report_documents` (documents per customer), and `report_changes` gains `record_key`.
+  `report_documents` (documents per customer: attached to it, and on its notes, cases and
+  opportunities; how many the mirror holds no record of), and `report_changes` gains `record_key`.
 
 Self-contained on purpose: a migration must not change when application code does.
 
@@ -132,36 +133,51 @@ ORDER BY h.at DESC, h.id DESC
 """
 
 
-def _documents(sqlite: bool) -> str:
-    """One row per contact or company with at least one file or linked file: how many, and the
-    names of those mirrored (a file this token cannot see is counted, not named)."""
-
-    def agg(child: str, column: str, table: str) -> str:
-        if sqlite:  # group_concat follows the ordered subquery's order
-            names = "group_concat(d.name, ', ')"
-            source = f"(SELECT * FROM {child} ORDER BY owner_id, position) x"
-        else:
-            names = "string_agg(d.name, ', ' ORDER BY x.position)"
-            source = f"{child} x"
-        return (
-            f"SELECT x.owner_id, COUNT(*) AS n, {names} AS names FROM {source} "
-            f"LEFT JOIN {table} d ON d.id = x.{column} GROUP BY x.owner_id"
-        )
-
-    parts = []
-    for kind, table, name in (
-        ("contact", "contacts", "TRIM(COALESCE(c.first_name, '') || ' ' || COALESCE(c.last_name, ''))"),
-        ("company", "companies", "c.name"),
-    ):
-        parts.append(f"""
-SELECT c.id AS customer_id, '{kind}' AS kind, {name} AS name,
-       COALESCE(f.n, 0) AS files, f.names AS file_names,
-       COALESCE(l.n, 0) AS linked_files, l.names AS linked_file_names
-FROM {table} c
-LEFT JOIN ({agg(f"{kind}_files", "file_id", "files")}) f ON f.owner_id = c.id
-LEFT JOIN ({agg(f"{kind}_linked_files", "linked_file_id", "linked_files")}) l ON l.owner_id = c.id
-WHERE f.n IS NOT NULL OR l.n IS NOT NULL""")
-    return "CREATE VIEW report_documents AS" + "\nUNION ALL".join(parts) + "\n"
+def _documents() -> str:
+    """One row per contact or company with a document: attached to it (`files`, `lfiles`), on
+    the notes filed under it, on its cases and opportunities; `not_mirrored` counts those the
+    mirror holds no record of (hidden from this token, or the endpoint is missing)."""
+    links = []
+    for kind, column in (("file", "file_id"), ("linked_file", "linked_file_id")):
+        child = f"{kind}s"  # contact_files, contact_linked_files, ...
+        links += [
+            f"SELECT x.owner_id AS customer_id, '{kind}' AS doc, x.{column} AS doc_id, 1 AS direct "
+            f"FROM contact_{child} x",
+            f"SELECT x.owner_id, '{kind}', x.{column}, 1 FROM company_{child} x",
+            f"SELECT nc.customer_id, '{kind}', x.{column}, 0 "
+            f"FROM note_customers nc JOIN note_{child} x ON x.owner_id = nc.owner_id",
+            f"SELECT r.customer_id, '{kind}', x.{column}, 0 "
+            f"FROM cases r JOIN case_{child} x ON x.owner_id = r.id WHERE r.customer_id IS NOT NULL",
+            f"SELECT r.customer_id, '{kind}', x.{column}, 0 "
+            f"FROM opportunities r JOIN opportunity_{child} x ON x.owner_id = r.id "
+            "WHERE r.customer_id IS NOT NULL",
+        ]
+    union = "\n    UNION ALL\n    ".join(links)
+    return f"""
+CREATE VIEW report_documents AS
+WITH links AS (
+    {union}
+),
+customers AS (
+    SELECT c.id, 'contact' AS kind, TRIM(COALESCE(c.first_name, '') || ' ' || COALESCE(c.last_name, '')) AS name
+    FROM contacts c
+    UNION ALL
+    SELECT co.id, 'company' AS kind, co.name FROM companies co
+)
+SELECT cu.id AS customer_id,
+       cu.kind,
+       cu.name,
+       COUNT(DISTINCT CASE WHEN d.direct = 1 AND d.doc = 'file' THEN d.doc_id END) AS files,
+       COUNT(DISTINCT CASE WHEN d.direct = 1 AND d.doc = 'linked_file' THEN d.doc_id END) AS linked_files,
+       COUNT(DISTINCT CASE WHEN d.direct = 0 THEN d.doc || ':' || d.doc_id END) AS on_records,
+       COUNT(DISTINCT d.doc || ':' || d.doc_id) AS documents,
+       COUNT(DISTINCT CASE WHEN f.id IS NULL AND l.id IS NULL THEN d.doc || ':' || d.doc_id END) AS not_mirrored
+FROM customers cu
+JOIN links d ON d.customer_id = cu.id
+LEFT JOIN files f ON d.doc = 'file' AND f.id = d.doc_id
+LEFT JOIN linked_files l ON d.doc = 'linked_file' AND l.id = d.doc_id
+GROUP BY cu.id, cu.kind, cu.name
+"""
 
 
 def _history_record_id(nullable: bool, sqlite: bool) -> None:
@@ -267,7 +283,7 @@ def upgrade() -> None:
     )
     for resource, table in DOCUMENTS:
         op.execute(_versions(resource, table))
-    op.execute(_documents(sqlite))
+    op.execute(_documents())
 
 
 def downgrade() -> None:
