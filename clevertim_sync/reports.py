@@ -83,9 +83,9 @@ REPORTS: dict[str, Report] = {
         Report(
             "documents",
             "report_documents",
-            "per contact and company: files and linked files attached to it and on its notes, cases "
-            "and opportunities, and how many of them the mirror holds no record of",
-            "kind, name, customer_id",
+            "per contact and company: its files and linked files, on it and on its notes, cases "
+            "and opportunities, and those not mirrored",
+            "documents DESC, kind, name, customer_id",
         ),
         Report(
             "changes",

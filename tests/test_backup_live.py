@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from clevertim_sync import backup as bk
-from clevertim_sync import export_asof, reports, resources
+from clevertim_sync import export_asof, reports, resources, shapes
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import store
@@ -40,9 +40,16 @@ def pull_ok(engine: sa.Engine, emulator: EmulatorServer) -> None:
 
 
 def remote(emulator: EmulatorServer) -> Export:
-    """What the token sees on the server, by resource, sorted by id."""
+    """What the token sees on the server, by resource, sorted by id (the documents' ids as the
+    mirror keeps them: text, in text order)."""
     state = emulator.control.state(as_token=TOKEN)
-    return {name: sorted(state.get(name, []), key=lambda r: r["id"]) for name in resources.PULL_ORDER}
+    out: Export = {}
+    for name in resources.PULL_ORDER:
+        records = state.get(name, [])
+        if name in resources.TEXT_ID_RESOURCES:
+            records = [shapes.with_text_id(r) for r in records]
+        out[name] = sorted(records, key=lambda r: r["id"])
+    return out
 
 
 def read_export(directory: Path) -> Export:
@@ -87,6 +94,9 @@ def change_every_resource(emulator: EmulatorServer, state: Export, suffix: str) 
         "task": "name",
         "note": "desc",
         "comment": "comment",
+        "folder": "name",
+        "file": "name",
+        "linkedfile": "name",
     }
     for name, field in fields.items():
         record = state[name][0]
@@ -107,6 +117,9 @@ def test_as_of_export_equals_the_server_state_at_that_moment(
     ctl.update("contact", s0["contact"][0]["id"], {"title": "Head of Everything"})
     ctl.delete("note", s0["note"][0]["id"])
     ctl.create("company", {"cn": "Brand New Ltd"})
+    ctl.update("folder", s0["folder"][0]["id"], {"name": "Archiv 2026"})  # text ids, too
+    ctl.create("folder", {"name": "Neu", "parentId": s0["folder"][0]["id"], "is_dir": True})
+    ctl.delete("file", int(s0["file"][0]["id"]))
     pull_ok(engine, emulator)
     s1, t1 = remote(emulator), tick()
 
