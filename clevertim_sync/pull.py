@@ -172,7 +172,7 @@ def pull(
             checkpoints.after_commit()
             if progress:
                 progress(name, counts)
-        if not report.stopped:
+        if not report.stopped and report.halted is None:  # a server refusing all refuses photos too
             report.photos = photos.after_pull(engine, client, policy, report.resources.get("contact"), stop)
     finally:
         fetcher.shutdown(wait=True, cancel_futures=True)

@@ -417,10 +417,9 @@ database_url = "{b_url}"
     for url in (a_url, b_url):
         engine = make_engine(url)
         with engine.connect() as conn:
-            assert (
-                conn.execute(sa.select(sa.func.count()).select_from(schema.resource_status)).scalar_one()
-                == 10
-            )
+            assert conn.execute(
+                sa.select(sa.func.count()).select_from(schema.resource_status)
+            ).scalar_one() == len(resources.RESOURCES)
         engine.dispose()
         assert Path(url.removeprefix("sqlite:///") + ".lock").exists()
     metrics = svc.get("/metrics").text

@@ -8,8 +8,9 @@ from __future__ import annotations
 import hashlib
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,11 +18,13 @@ import pytest
 import sqlalchemy as sa
 from conftest import with_quirks
 
+from clevertim_sync import backup as bk
 from clevertim_sync.api import errors as e
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.emulator.documents import png
 from clevertim_sync.mirror import schema
+from clevertim_sync.mirror.db import make_engine
 from clevertim_sync.pull import pull
 from clevertim_sync.settings import Settings
 
@@ -125,6 +128,31 @@ def test_a_failing_photo_never_fails_the_pull_and_is_tried_again(
     assert report.photos is not None and (report.photos.fetched, report.photos.failed) == (2, 0)
     assert sorted(r["id"] for r in photo_requests(emulator)) == sorted([first, second])
     assert all(r.last_error is None and bytes(r.content) == png(cid) for cid, r in stored(engine).items())
+
+
+def test_photos_are_kept_in_backups_and_restored(
+    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path,
+    empty_database: Callable[[], str],
+) -> None:  # fmt: skip
+    assert pull(engine, client, settings=photos_on()).ok
+    before = stored(engine)
+    archive = bk.backup(engine, tmp_path / "backups")
+    assert archive.manifest.tables["contact_photos"] == len(before) > 0
+    bk.verify(archive.path)
+    target = empty_database()
+    bk.restore(archive.path, target)
+    restored = make_engine(target)
+    try:
+        after = stored(restored)
+        # And the restored mirror goes on: nothing changed, so nothing is fetched again.
+        emulator.control.clear_requests()
+        assert pull(restored, client, settings=photos_on()).ok
+        assert photo_requests(emulator) == []
+    finally:
+        restored.dispose()
+    assert {k: (bytes(r.content), r.sha256, r.cphoto) for k, r in after.items()} == {
+        k: (bytes(r.content), r.sha256, r.cphoto) for k, r in before.items()
+    }
 
 
 def test_a_photo_over_the_limit_is_not_kept(
