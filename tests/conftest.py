@@ -222,6 +222,18 @@ def as_served(
     return sorted_lists(out)
 
 
+def as_mirrored(state: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """A plain (unquirked) state by resource, in pull order, each listing as the mirror's export
+    holds it: sorted by id, the documents' ids as text ("7") in text order."""
+    out = {}
+    for name in resources.PULL_ORDER:
+        records = state.get(name, [])
+        if name in resources.TEXT_ID_RESOURCES:
+            records = [shapes.with_text_id(r) for r in records]
+        out[name] = sorted(records, key=lambda r: r["id"])
+    return out
+
+
 def sorted_lists(state: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
     """Every server-computed list (diff.UNORDERED_LISTS) sorted: their order means nothing."""
     return {

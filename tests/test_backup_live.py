@@ -15,9 +15,10 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
+from conftest import as_mirrored
 
 from clevertim_sync import backup as bk
-from clevertim_sync import export_asof, reports, resources, shapes
+from clevertim_sync import export_asof, reports, resources
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import store
@@ -40,16 +41,8 @@ def pull_ok(engine: sa.Engine, emulator: EmulatorServer) -> None:
 
 
 def remote(emulator: EmulatorServer) -> Export:
-    """What the token sees on the server, by resource, sorted by id (the documents' ids as the
-    mirror keeps them: text, in text order)."""
-    state = emulator.control.state(as_token=TOKEN)
-    out: Export = {}
-    for name in resources.PULL_ORDER:
-        records = state.get(name, [])
-        if name in resources.TEXT_ID_RESOURCES:
-            records = [shapes.with_text_id(r) for r in records]
-        out[name] = sorted(records, key=lambda r: r["id"])
-    return out
+    """What the token sees on the server, by resource, as the mirror's export holds it."""
+    return as_mirrored(emulator.control.state(as_token=TOKEN))
 
 
 def read_export(directory: Path) -> Export:

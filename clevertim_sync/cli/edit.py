@@ -477,8 +477,9 @@ def _iso(when: Any) -> str:
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of versions (with each one's record).")
 @pass_app
 def history_command(app: AppContext, resource: str, record_id: str, as_json: bool) -> None:
-    """A record's versions, oldest first: number, when, where from, what changed. RECORD_ID is
-    a number, or for a folder, file or linked file its text id (f1001)."""
+    """A record's versions, oldest first: number, when, where from, what changed.
+
+    RECORD_ID is a number, or for a folder, file or linked file its text id (f1001)."""
     if (problem := _unknown(resource)) is not None:
         raise ReportError(problem)
     res = resources.get(resource)
