@@ -300,6 +300,8 @@ def _coerce(column: sa.Column[Any], value: Any) -> Any:
         return date.fromisoformat(value)
     if isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Float):
         return Decimal(value)
+    if isinstance(kind, sa.LargeBinary):
+        return bytes.fromhex(value)  # a logical dump writes bytes (contact photos) as hex
     return value
 
 

@@ -13,6 +13,8 @@ continuous line: insert, update..., delete, insert, ...
 A record with no usable id (missing, a word, a bool, a float) never refuses the listing: it is
 left out and named in `Changes.skipped`, the rest applies, and the ids it might have been are not
 deleted. A numeric-string id ("445") is the integer 445 (the record is stored under that spelling).
+A resource whose ids are text (`Resource.id_kind == "text"`: folders, files, linked files) keeps
+them as text: "f1001" is an id, and an integer 7 is the id "7".
 Server-computed lists (a contact's `notes`, a group's `users`, ...) are hashed sorted: a server
 that serves them in another order on each read changes nothing.
 
@@ -33,7 +35,8 @@ from clevertim_sync.errors import InvalidListing
 
 Record = dict[str, Any]
 # The mirror's index of a resource: id -> (content hash, the stored lm in the form lm_key gives).
-Index = Mapping[int, tuple[str, Any]]
+# Ids are ints, or strs for a text-id resource.
+Index = Mapping[Any, tuple[str, Any]]
 
 EXCLUDED_FROM_HASH = "lm"
 # The server-computed lists of ids (INT_LIST: notes, tasks, opportunities, cases, comments, files,
@@ -77,7 +80,7 @@ class Changes:
     inserts: list[tuple[Record, str | None]] = field(default_factory=list)
     updates: list[tuple[Record, str]] = field(default_factory=list)
     touches: list[tuple[Record, str]] = field(default_factory=list)  # only lm differs
-    deletes: list[int] = field(default_factory=list)
+    deletes: list[Any] = field(default_factory=list)  # ints, or strs for a text-id resource
     unchanged: int = 0
     # Entries left out for having no usable id: why, one line each (the run and `status` show them).
     skipped: list[str] = field(default_factory=list)
@@ -112,21 +115,27 @@ def compute_changes(
     timestamp), so that touches are found without reading every stored raw.
     """
     changes = Changes()
-    seen: set[int] = set()
-    protected: set[int] = set()
+    seen: set[Any] = set()
+    protected: set[Any] = set()
+    # Ids by meaning: integers ("445" is 445), or for the documents text ("f1001"; 7 is "7").
+    text = resource in resources.TEXT_ID_RESOURCES
+    read_id, respell = (
+        (shapes.record_text_id, shapes.with_text_id) if text else (shapes.record_id, shapes.with_int_id)
+    )
+    plain = None if text else int  # the id class taken as it is (a text id is always read: trimmed)
     for record in listing:
         # A plain dict with a plain int id (what orjson gives) is checked inline: no call per record.
         rid = record.get("id") if record.__class__ is dict else None
-        if rid.__class__ is not int:
-            rid, why = shapes.record_id(record)
+        if rid.__class__ is not plain:
+            rid, why = read_id(record)
             if rid is None:
                 changes.skipped.append(f"{why}: left out")
-                if (maybe := _protected_id(record)) is not None:
+                if not text and (maybe := _protected_id(record)) is not None:
                     protected.add(maybe)
                 continue
-            record = shapes.with_int_id(record)  # noqa: PLW2901 - "445" is stored as 445
+            record = respell(record)  # noqa: PLW2901 - "445" is stored as 445
         if rid in seen:
-            raise InvalidListing(resource, f"id {rid} appears more than once")
+            raise InvalidListing(resource, f"id {rid!r} appears more than once")
         seen.add(rid)
         if not index:
             changes.inserts.append((record, None))
@@ -173,7 +182,7 @@ def mass_delete_refused(
     return mirrored >= min_records and deletes > threshold * mirrored
 
 
-def apply_changes(state: Mapping[int, Record], changes: Changes) -> dict[int, Record]:
+def apply_changes(state: Mapping[Any, Record], changes: Changes) -> dict[Any, Record]:
     """The new {id: record} after `changes`: what the store does to its tables, stated purely."""
     out = dict(state)
     for rid in changes.deletes:

@@ -34,6 +34,7 @@ import orjson
 import sqlalchemy as sa
 import structlog
 
+from clevertim_sync import documents, photos
 from clevertim_sync import resources as registry
 from clevertim_sync.api.errors import ApiError, RateLimited
 from clevertim_sync.diff import changed_fields, compute_changes, mass_delete_refused
@@ -71,6 +72,8 @@ class PullReport:
     # A server-wide failure (see the module's docstring): why the rest was skipped, and what.
     halted: str | None = None
     skipped: list[str] = field(default_factory=list)
+    # Contact photos fetched after the contacts (pull.photos; None: not fetched in this pull).
+    photos: photos.PhotoCounts | None = None
 
     @property
     def failed(self) -> list[str]:
@@ -169,6 +172,8 @@ def pull(
             checkpoints.after_commit()
             if progress:
                 progress(name, counts)
+        if not report.stopped and report.halted is None:  # a server refusing all refuses photos too
+            report.photos = photos.after_pull(engine, client, policy, report.resources.get("contact"), stop)
     finally:
         fetcher.shutdown(wait=True, cancel_futures=True)
         pool.close()
@@ -293,6 +298,8 @@ def _pull_resource(
     try:
         listing = fetch()
     except ClevertimSyncError as exc:
+        if (why := documents.unavailable_reason(name, exc)) is not None:
+            return documents.record_unavailable(engine, name, run_id=run_id, counts=counts, why=why, t0=t0)
         # The client already retried what was worth retrying: record it, leave the tables alone.
         return _failed(engine, name, run_id=run_id, counts=counts, t0=t0, exc=exc)
     counts.listed = len(listing)
@@ -360,6 +367,7 @@ class ResourcePlan:
     unchanged: int = 0
     held: str | None = None  # the mass-delete guard would refuse the listing: why
     error: str | None = None  # the listing could not be fetched or read
+    unavailable: str | None = None  # the account lacks this endpoint (documents.py): not an error
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -391,6 +399,9 @@ def plan_pull(
                 old = store.stored_raws(conn, name, [rec["id"] for rec, _ in changes.updates])
                 conn.rollback()
         except ClevertimSyncError as exc:
+            if (why := documents.unavailable_reason(name, exc)) is not None:
+                plan.unavailable = why
+                continue
             plan.error = str(exc) or type(exc).__name__
             continue
         plan.inserts = sorted(rec["id"] for rec, _ in changes.inserts)

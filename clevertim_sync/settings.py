@@ -121,6 +121,14 @@ class PullSettings(_Section):
     mass_delete_min_records: int = Field(
         10, ge=0, description="below this many mirrored records the share rule does not apply"
     )
+    unavailable_retry: float = Field(
+        21600.0, gt=0, description="seconds before a resource this account lacks (404/400/501) is tried again"
+    )
+    photos: bool = Field(False, description="fetch contact photos into contact_photos (opt-in)")
+    photo_max_bytes: int = Field(5_000_000, gt=0, description="largest contact photo kept, in bytes")
+    photos_per_pull: int = Field(
+        1000, gt=0, description="most photos one pull fetches (a first pull of a big account spreads out)"
+    )
 
     def jitter_for(self, interval: float) -> float:
         """The random spread of a pull scheduled every `interval` s: `jitter`, but at most a quarter

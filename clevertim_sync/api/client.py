@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 import orjson
@@ -43,6 +43,8 @@ _RESOURCE_NAME = re.compile(r"^[a-z][a-z_]{0,40}$")
 _TOKEN_OK = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII without spaces: fits a header
 # How much of a non-JSON body to quote in an error: enough to recognise a proxy page.
 _SNIPPET = 120
+# Redirects a photo request follows (to a CDN, without the token); the API's never are.
+PHOTO_REDIRECTS = 3
 
 
 @dataclass
@@ -61,6 +63,14 @@ class RawListing:
     def content(self) -> list[Any]:
         content: list[Any] = self.envelope["content"]
         return content
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A contact photo as served: its media type and bytes."""
+
+    content_type: str
+    content: bytes
 
 
 class ClevertimClient:
@@ -219,6 +229,74 @@ class ClevertimClient:
             seconds=seconds,
             envelope=doc,
         )
+
+    def photo_url(self, contact_id: int, cphoto: str) -> str:
+        """The vendor client's photo address: the API base without `/api`, then
+        `/getcphoto/{contact id}/{cphoto}` (cphoto quoted whole: it cannot leave that path)."""
+        root = self.base_url.removesuffix("/api")
+        return f"{root}/getcphoto/{int(contact_id)}/{quote(cphoto, safe='')}"
+
+    def photo(self, contact_id: int, cphoto: str, *, max_bytes: int) -> Photo:
+        """One contact photo's bytes. Not retried: the next pull tries a failed photo again.
+
+        The token goes only to the API's own scheme and host. A redirect elsewhere (a CDN) is
+        followed without it, at most `PHOTO_REDIRECTS` times, never from https down to http. A
+        body over `max_bytes` is not kept (TooLarge); an answer that is not an image (a login
+        page, an error envelope) raises the typed error an API call would."""
+        where: dict[str, Any] = {"method": "GET", "resource": "getcphoto", "record_id": contact_id}
+        url = self.photo_url(contact_id, cphoto)
+        for _hop in range(PHOTO_REDIRECTS + 1):
+            found = self._image(url, max_bytes, where)
+            if isinstance(found, Photo):
+                return found
+            url = found
+        raise e.Redirected(f"more than {PHOTO_REDIRECTS} redirects", status=302, **where)
+
+    def _image(self, url: str, max_bytes: int, where: dict[str, Any]) -> Photo | str:
+        """One GET of an image: the Photo, or the URL a redirect points to."""
+        mine, there = urlsplit(self.base_url), urlsplit(url)
+        own_host = (there.scheme, there.netloc) == (mine.scheme, mine.netloc)
+        if there.scheme not in ("http", "https") or (there.scheme, mine.scheme) == ("http", "https"):
+            raise e.ForeignHost(f"not followed to {there.scheme}://{there.netloc}", **where)
+        auth = self._current_auth() if own_host else None
+        try:
+            with self._http.stream(
+                "GET", url, headers={**self._headers, "Accept": "image/*"}, auth=auth, timeout=self._timeout
+            ) as response:
+                status, content_type = response.status_code, response.headers.get("Content-Type", "")
+                location = response.headers.get("Location")
+                if status in (301, 302, 303, 307, 308) and location:
+                    return str(urljoin(url, location))
+                if status != 200 or not content_type.lower().startswith("image/"):
+                    response.read()
+                    try:
+                        self._decode(response, "GET", "getcphoto", where["record_id"])  # the typed error
+                    except e.LoginRequired:
+                        if own_host:
+                            with self._token_lock:
+                                self._token_refused = True
+                        raise
+                    raise e.MalformedResponse("the answer is not an image", status=status, **where)
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    raise e.TooLarge(f"{declared} bytes, over the limit of {max_bytes}", status=200, **where)
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise e.TooLarge(f"over the limit of {max_bytes} bytes", status=200, **where)
+                    chunks.append(chunk)
+        except httpx.HTTPError as exc:
+            raise self._photo_failure(exc, where) from None
+        return Photo(content_type=content_type.split(";")[0].strip(), content=b"".join(chunks))
+
+    def _photo_failure(self, exc: httpx.HTTPError, where: dict[str, Any]) -> e.ApiError:
+        text = self._describe(exc)
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+            return e.TransportError(f"could not connect: {text}", **where)
+        if isinstance(exc, httpx.DecodingError):
+            return e.MalformedResponse(f"the body could not be decoded: {text}", status=200, **where)
+        return e.ResponseLost(f"the photo did not arrive whole: {text}", **where)
 
     # --- internals ---------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import click
 import orjson
 import sqlalchemy as sa
 
-from clevertim_sync import resources
+from clevertim_sync import resources, shapes
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.api.errors import NotFound
 from clevertim_sync.cli import AppContext, cli, pass_app
@@ -473,16 +473,22 @@ def _iso(when: Any) -> str:
 
 @cli.command("history")
 @click.argument("resource")
-@click.argument("record_id", type=int)
+@click.argument("record_id")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of versions (with each one's record).")
 @pass_app
-def history_command(app: AppContext, resource: str, record_id: int, as_json: bool) -> None:
-    """A record's versions, oldest first: number, when, where from, what changed."""
+def history_command(app: AppContext, resource: str, record_id: str, as_json: bool) -> None:
+    """A record's versions, oldest first: number, when, where from, what changed.
+
+    RECORD_ID is a number, or for a folder, file or linked file its text id (f1001)."""
     if (problem := _unknown(resource)) is not None:
         raise ReportError(problem)
-    name = resources.get(resource).name
+    res = resources.get(resource)
+    name = res.name
+    rid: int | str | None = shapes.as_text_id(record_id) if res.text_ids else shapes.as_int(record_id)
+    if rid is None:
+        raise ReportError(f"{record_id!r} is not an id of a {name}: give its number")
     with mirror(app) as engine, engine.connect() as conn:
-        found = record_versions(conn, name, record_id)
+        found = record_versions(conn, name, rid)
     if as_json:
         click.echo(orjson.dumps([_version_json(v) for v in found]).decode())
         return
@@ -495,6 +501,6 @@ def history_command(app: AppContext, resource: str, record_id: int, as_json: boo
         when = _iso(v.valid_from)[:19].replace("T", " ")
         previous = found[i - 1] if i else None
         click.echo(f"  v{v.number:<3} {when}  {source:<18} {_change_text(v, previous)}")
-    if len(found) > 1:
+    if len(found) > 1 and res.writable:  # documents are read-only: nothing to revert
         back = found[-2].number
         click.echo(f"back to an earlier one, e.g.: clevertim-sync revert {name} {record_id} --to v{back}")

@@ -42,6 +42,9 @@ class ResourceFacts:
     last_error: str | None
     held: bool
     held_reason: str | None
+    # The endpoint is missing for this account (resource_status.unavailable): asked again only
+    # every pull.unavailable_retry, so never stale and never failing.
+    unavailable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ def read_resource_facts(conn: sa.Connection) -> list[ResourceFacts]:
                 row.last_error,
                 bool(row.held),
                 row.held_reason,
+                row.unavailable,
             )
         )
     return out
@@ -174,6 +178,7 @@ def stale_resources(
         r
         for r in facts.resources
         if r.last_success_at is not None
+        and r.unavailable is None
         and now - r.last_success_at > timedelta(seconds=stale_after(r.resource))
     ]
 

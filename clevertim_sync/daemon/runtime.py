@@ -245,13 +245,15 @@ class AccountRuntime:
         rs = schema.resource_status
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(rs.c.resource, rs.c.consecutive_failures, rs.c.last_pull_at).where(
-                    rs.c.resource.in_(list(names))
-                )
+                sa.select(
+                    rs.c.resource, rs.c.consecutive_failures, rs.c.last_pull_at, rs.c.unavailable
+                ).where(rs.c.resource.in_(list(names)))
             ).all()
         resting = set()
-        for name, failures, last_pull_at in rows:
+        for name, failures, last_pull_at, unavailable in rows:
             wait = failing_wait(int(failures or 0), self.interval_of(name))
+            if unavailable is not None:  # an endpoint this account lacks: asked again only slowly
+                wait = max(wait, self.settings.pull.unavailable_retry)
             if wait and last_pull_at is not None and now < last_pull_at + timedelta(seconds=wait):
                 resting.add(name)
         if resting:

@@ -50,7 +50,8 @@ __all__ = [
 
 CHUNK = 2000  # rows per executemany / IN list: well under SQLite's bound-parameter limit
 HISTORY_COLUMNS = (
-    "resource", "record_id", "run_id", "origin", "op", "at", "raw", "content_hash", "changed", "queue_item_id"
+    "resource", "record_id", "run_id", "origin", "op", "at", "raw", "content_hash", "changed",
+    "queue_item_id", "record_key",
 )  # fmt: skip
 
 
@@ -70,6 +71,9 @@ class ResourceCounts:
     # Entries left out for having no usable id, and why (the first few): the rest was applied.
     skipped: int = 0
     skipped_reasons: list[str] = field(default_factory=list)
+    # The endpoint is missing for this account or token (404/400/501 on an optional resource):
+    # why. Not a failure: the tables stay as they were and no alert is raised.
+    unavailable: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,7 +113,7 @@ def lock_resource(conn: sa.Connection, resource: str) -> None:
         conn.exec_driver_sql(f"LOCK TABLE {schema.CURRENT[resource].name} IN SHARE ROW EXCLUSIVE MODE")
 
 
-def load_index(conn: sa.Connection, resource: str) -> dict[int, tuple[str, Any]]:
+def load_index(conn: sa.Connection, resource: str) -> dict[Any, tuple[str, Any]]:
     """{id: (content_hash, modified_at as stored)} of every mirrored record, in one query.
 
     modified_at comes straight from the driver (SQLite: its text; PostgreSQL: a datetime), the
@@ -171,7 +175,7 @@ def _insert_rows(conn: sa.Connection, resource: str, built: Rows) -> None:
 
 def _history_row(
     resource: str,
-    record_id: int,
+    record_id: int | str,
     op: str,
     raw: str | None,
     digest: str | None,
@@ -182,9 +186,12 @@ def _history_row(
     changed: dict[str, list[Any]] | None = None,
     queue_item_id: int | None = None,
 ) -> tuple[Any, ...]:
-    """One history row in HISTORY_COLUMNS order; `at` already in its stored form."""
+    """One history row in HISTORY_COLUMNS order; `at` already in its stored form. A text id (a
+    text-id resource's) goes to record_key, record_id NULL."""
     changed_json = None if changed is None else orjson.dumps(changed).decode()
-    return (resource, record_id, run_id, origin, op, at, raw, digest, changed_json, queue_item_id)
+    key = record_id if isinstance(record_id, str) else None
+    number = None if key is not None else record_id
+    return (resource, number, run_id, origin, op, at, raw, digest, changed_json, queue_item_id, key)
 
 
 def _copy_to_history(
@@ -194,8 +201,9 @@ def _copy_to_history(
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     table = schema.CURRENT[resource].name
     where = "" if ids is None else f"WHERE id IN ({', '.join([mark] * len(ids))}) "
+    id_column = "record_key" if resource in resources.TEXT_ID_RESOURCES else "record_id"
     sql = (
-        f"INSERT INTO history (resource, record_id, run_id, origin, op, at, raw, content_hash) "  # noqa: S608
+        f"INSERT INTO history (resource, {id_column}, run_id, origin, op, at, raw, content_hash) "  # noqa: S608
         f"SELECT {mark}, id, {mark}, 'pull', {mark}, {mark}, raw, content_hash FROM {table} "
         f"{where}ORDER BY id"
     )
@@ -481,6 +489,7 @@ def record_outcome(
         "held_reason": held_reason,
         "record_count": conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one(),
         "last_counts": orjson.dumps(counts.as_dict()).decode(),
+        "unavailable": counts.unavailable,
     }
     if ok:
         values["last_success_at"] = at
@@ -504,6 +513,14 @@ def mirrored_count(conn: sa.Connection, resource: str) -> int:
 # --- export ---------------------------------------------------------------------------------
 
 
+def id_order(conn: sa.Connection, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """`column` to sort ids by: a text id (documents) in byte order on both databases, as SQLite
+    sorts text; PostgreSQL would otherwise follow its locale."""
+    if isinstance(column.type, sa.Text | sa.String) and not _is_sqlite(conn):
+        return column.collate("C")
+    return column
+
+
 def export_jsonl(conn: sa.Connection, directory: str | os.PathLike[str]) -> dict[str, int]:
     """Write `<resource>.jsonl` per resource into `directory`: each line one record exactly as last
     pulled, sorted by id. Each file is written to a temporary name and renamed: a reader never sees
@@ -518,7 +535,7 @@ def export_jsonl(conn: sa.Connection, directory: str | os.PathLike[str]) -> dict
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 count = 0
                 result = conn.execution_options(stream_results=True, yield_per=CHUNK).execute(
-                    sa.select(table.c.raw).order_by(table.c.id)
+                    sa.select(table.c.raw).order_by(id_order(conn, table.c.id))
                 )
                 for (raw,) in result:
                     f.write(raw)
