@@ -1,4 +1,4 @@
-"""Reports over the mirror: the reporting views (migrations 0003, 0006, 0009), and full-text search.
+"""Reports over the mirror: the reporting views (migrations 0003, 0006, 0009, 0010), and full-text search.
 
 Owns: the list of reports (name -> view, columns' types, order, the column `--since` filters),
 running one into (columns, rows), rendering rows as a table, CSV or JSON, and `search()` over
