@@ -235,7 +235,8 @@ def test_pulls_on_schedule_and_pull_and_push_never_overlap(
 
 
 def test_pushes_run_as_the_instance_lock_s_holder(sqlite_url: str, start: Callable[..., Running]) -> None:
-    # So a push reconciles at once what a killed predecessor left in flight (writeback/claims.py).
+    # So a push reconciles at once what a killed predecessor left in flight
+    # (outbox.recover_dead_holders).
     rec = Recorder(sqlite_url)
     svc = start(sqlite_url, rec)
     _wait(lambda: "push" in rec.names())

@@ -32,8 +32,8 @@ from clevertim_sync.reports import Version, record_versions
 from clevertim_sync.resources import Kind
 from clevertim_sync.writeback import queue
 from clevertim_sync.writeback.dryrun import PushPlan, plan_push
+from clevertim_sync.writeback.outbox import ALL_STATES, CONFLICT, QUARANTINED
 from clevertim_sync.writeback.revert import revert as revert_record
-from clevertim_sync.writeback.tables import ALL_STATES, CONFLICT, QUARANTINED
 from clevertim_sync.writeback.worker import push as push_queue
 
 # Kinds whose --set value is taken as written (a name "123" stays a string).

@@ -39,7 +39,7 @@ _PG_KEEPALIVE = {"tcp_keepalives_idle": 5, "tcp_keepalives_interval": 2, "tcp_ke
 class InstanceLock(Protocol):
     description: str
     # Unique to this holding of the lock: a push run under it tags its claims with it, so the next
-    # holder knows they belong to a process that is gone (writeback/claims.py).
+    # holder knows they belong to a process that is gone (writeback/outbox.py, recover_dead_holders).
     holder_id: str
 
     def check(self) -> bool:
