@@ -185,16 +185,12 @@ def describe(value: Any) -> str:
     return t
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _numeric_string(value: Any) -> bool:
     return isinstance(value, str) and value.isascii() and value.isdigit()
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:
-    return (0, value) if _is_int(value) else (1, str(value))
+    return (0, value) if resources.is_int(value) else (1, str(value))
 
 
 # --- per property ---------------------------------------------------------------------------
@@ -271,7 +267,7 @@ class _Tally:
         self.nulled[k] += nulled
         ex = self.examples.setdefault(k, [])
         # Ids are not personal; a string is quoted only when it looks like an id ("445", "f1001").
-        if len(ex) < EXAMPLES and (_is_int(rid) or (isinstance(rid, str) and ID_LIKE.match(rid))):
+        if len(ex) < EXAMPLES and (resources.is_int(rid) or (isinstance(rid, str) and ID_LIKE.match(rid))):
             ex.append(rid)
         if shape is not None:
             self.shapes.setdefault(k, Counter())[shape] += 1
@@ -367,7 +363,7 @@ class ResourceSurvey:
                 self._orders[_hashable(rid)] = lists
 
     def _check_id(self, rid: Any) -> None:
-        if _is_int(rid):
+        if resources.is_int(rid):
             return
         if _numeric_string(rid):
             self.tally.add("numeric_string_id", "id", rid, describe(rid))
@@ -394,7 +390,7 @@ class ResourceSurvey:
         elif kind is Kind.INT_LIST and isinstance(value, list):
             self._check_ids_in(value, add)
         elif kind is Kind.BOOL and not isinstance(value, bool):
-            if _is_int(value):
+            if resources.is_int(value):
                 add("bool_as_int", str(value) if value in (0, 1) else "int")
             elif isinstance(value, str):
                 add(
@@ -413,7 +409,7 @@ class ResourceSurvey:
         """Ids inside a reference or an id list; each kind of odd id counted once per record."""
         kinds: dict[str, str] = {}
         for item in items:
-            if item is None or item == "" or _is_int(item):  # "" is reported as empty_string
+            if item is None or item == "" or resources.is_int(item):  # "" is reported as empty_string
                 continue
             if _numeric_string(item):
                 kinds.setdefault("numeric_string_id", "string numeric")

@@ -66,9 +66,10 @@ def sqlite_file(url: str) -> Path:
             "export DIR` then `clevertim-sync restore --from-export DIR --to sqlite:///copy.sqlite3`, "
             "and point this command at that file (CLEVERTIM_SYNC_DATABASE_URL=sqlite:///copy.sqlite3)",
         )
-    if not parsed.database or parsed.database == ":memory:":
+    path = db.sqlite_file(parsed)
+    if path is None:
         raise DatasetteError("no_file", "Datasette needs a SQLite file: this mirror is in memory")
-    return Path(parsed.database).resolve()
+    return path
 
 
 def datasette_installed() -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +222,7 @@ def status_command(app: AppContext, as_json: bool) -> None:
         in_queue = outbox.depth(conn)
         active_alerts = read_status(conn)
         conflicts = [i.id for i in queue.list_items(conn, state=CONFLICT, limit=10)]
-    now = store.now()
+    now = datetime.now(UTC)
     rows = [_status_row(name, statuses.get(name), counts[name], now) for name in resources.PULL_ORDER]
     if as_json:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 import structlog
 
 from clevertim_sync.errors import InstanceLocked, MirrorError
-from clevertim_sync.mirror.db import normalise_url
+from clevertim_sync.mirror.db import normalise_url, sqlite_file
 
 log = structlog.get_logger(__name__)
 
@@ -46,14 +46,6 @@ class InstanceLock(Protocol):
         """True while the lock is still ours (a PostgreSQL connection can drop under us)."""
 
     def release(self) -> None: ...
-
-
-def sqlite_path(url: sa.URL) -> Path | None:
-    """The database file of a SQLite URL, None for an in-memory database."""
-    db = url.database
-    if not db or db == ":memory:" or db.startswith("file::memory:"):
-        return None
-    return Path(db.removeprefix("file:").split("?")[0]).resolve()
 
 
 class FileLock:
@@ -192,7 +184,7 @@ def acquire(
             raise InstanceLocked(
                 "--standby needs a PostgreSQL mirror: a SQLite file cannot be shared between hosts"
             )
-        path = sqlite_path(url)
+        path = sqlite_file(url)
         if path is None:
             raise MirrorError("an in-memory SQLite database cannot be shared with a daemon; use a file")
         lock = FileLock(path.with_name(path.name + ".lock"))

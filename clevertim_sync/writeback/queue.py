@@ -155,11 +155,10 @@ def _enqueue_change(  # noqa: PLR0917 - the arguments of enqueue_update/delete, 
         problems = resources.edit_problems(resource, op, fields)
         if problems:
             raise EditRejected(resource, problems)
-        if not isinstance(record_id, int) or isinstance(record_id, bool):
-            problem = f"the {op} needs the integer id of a {resource}"
+        if (problem := resources.id_problem(resource, record_id)) is not None:
             if isinstance(record_id, str) and record_id.startswith("local:"):
                 problem += f"; {record_id} is not created yet: push first, or change the queued create"
-            raise EditRejected(resource, [problem])
+            raise EditRejected(resource, [f"the {op} needs the id of a mirrored {resource}: {problem}"])
         base = load_record(conn, resource, record_id)
         if base is None:
             raise EditRejected(
