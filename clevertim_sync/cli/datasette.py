@@ -27,8 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from clevertim_sync import datasette_meta
-from clevertim_sync.cli import AppContext, cli, pass_app
-from clevertim_sync.cli.backup import quiet_logs
+from clevertim_sync.cli import AppContext, cli, pass_app, quiet_logs
 from clevertim_sync.errors import DatasetteError
 from clevertim_sync.mirror import db
 
