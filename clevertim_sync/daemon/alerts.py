@@ -145,10 +145,7 @@ def read_conditions(
     ]
     if facts.queue.stuck:
         members.add("stuck")
-        lines.append(
-            f"writeback queue stuck: {facts.queue.stuck} item(s) overdue, "
-            f"the oldest by {facts.queue.oldest_stuck_age or 0:.0f} s"
-        )
+        lines.append(facts.queue.stuck_text())
     if members:
         out["unhealthy"] = Condition(
             "unhealthy", frozenset(members), (*lines, "Look: clevertim-sync check (or GET /healthz)")

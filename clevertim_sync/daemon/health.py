@@ -50,6 +50,13 @@ class QueueFacts:
     stuck: int = 0  # items that should have moved by now and did not
     oldest_stuck_age: float | None = None
 
+    def stuck_text(self) -> str:
+        """How /healthz, `check` and the alerts say it (empty when nothing is stuck)."""
+        if not self.stuck:
+            return ""
+        age = self.oldest_stuck_age or 0.0
+        return f"the writeback queue is stuck: {self.stuck} item(s) overdue, the oldest by {age:.0f} s"
+
 
 @dataclass(frozen=True)
 class MirrorFacts:
@@ -167,11 +174,7 @@ def judge(facts: MirrorFacts, now: datetime, stale_after: Callable[[str], float]
                 f"(limit {stale_after(r.resource):g} s)"
             )
     if facts.queue.stuck:
-        age = facts.queue.oldest_stuck_age or 0.0
-        reasons.append(
-            f"{prefix}the writeback queue is stuck: {facts.queue.stuck} item(s) overdue, "
-            f"the oldest by {age:.0f} s"
-        )
+        reasons.append(prefix + facts.queue.stuck_text())
     return reasons
 
 

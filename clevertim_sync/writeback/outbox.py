@@ -132,7 +132,9 @@ LOCAL_REF = re.compile(r"^local:([a-z]+):(\d+)$")
 
 
 def local_ref_of(resource: str, item_id: int) -> str:
-    """The name a queued create goes by until it has a remote id: `local:company:7`."""
+    """The name a queued create goes by until it has a remote id: `local:company:7`. The one rule:
+    the local_ref column holds it (a create's way in writes it, a claim of a create INSERTed by
+    hand too), and a reference names a create by it (`ref_problems` checks resource and id)."""
     return f"local:{resource}:{item_id}"
 
 
@@ -366,7 +368,7 @@ def cancel(conn: Connection, item_id: int, now: datetime) -> bool:
     ):
         return False
     if row["op"] == "create":
-        wake_children(conn, row["local_ref"] or local_ref_of(row["resource"], item_id), now)
+        wake_children(conn, local_ref_of(row["resource"], item_id), now)
     return True
 
 
@@ -414,7 +416,7 @@ def adopt(conn: Connection, item_id: int, remote_id: int, now: datetime, resolut
         resolution=resolution,
     ):
         return False
-    write_remote_id(conn, row["local_ref"] or local_ref_of(row["resource"], item_id), remote_id, now)
+    write_remote_id(conn, local_ref_of(row["resource"], item_id), remote_id, now)
     return True
 
 
@@ -562,9 +564,7 @@ def take(conn: Connection, takes: Sequence[Take], worker: str, until: datetime, 
             "b_state": t.row["state"],
             "b_sent": t.sent,
             "b_max": t.max_id_seen,
-            "b_ref": (t.row["local_ref"] or local_ref_of(t.row["resource"], t.row["id"]))
-            if t.row["op"] == "create"
-            else None,
+            "b_ref": local_ref_of(t.row["resource"], t.row["id"]) if t.row["op"] == "create" else None,
         }
         for t in takes
     ]

@@ -67,8 +67,7 @@ class QueueItem:
             resource=row["resource"],
             op=row["op"],
             target_id=row["target_id"],
-            local_ref=row["local_ref"]
-            or (outbox.local_ref_of(row["resource"], row["id"]) if row["op"] == "create" else None),
+            local_ref=outbox.local_ref_of(row["resource"], row["id"]) if row["op"] == "create" else None,
             fields=outbox.loads_or(row["fields"], {}),
             state=row["state"],
             attempts=row["attempts"],
