@@ -4,6 +4,8 @@ coalescing, dependent creates, and the people's commands (retry, cancel, resolve
 
 from __future__ import annotations
 
+import ast
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+import clevertim_sync
 from clevertim_sync.errors import EditRejected, QueueItemError
 from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.mirror.store import apply_local_result
@@ -305,3 +308,25 @@ def test_the_server_pause_is_set_by_racing_workers_and_never_shortened(engine: E
     assert (pause.failures, pause.reason) == (9, "a shorter Retry-After")
     outbox.set_pause(engine, T0 + timedelta(minutes=5), 10, "longer", T0)
     assert outbox.get_pause(engine) == outbox.Pause(T0 + timedelta(minutes=5), 10, "longer")
+
+
+def test_only_the_outbox_issues_statements_on_the_queue_tables() -> None:
+    # One owner of the queue's rows (writeback/outbox.py): every other module of the package
+    # reaches them through its functions. datasette_meta imports the tables only to describe them.
+    package = Path(clevertim_sync.__file__).parent
+    allowed = {"writeback/outbox.py", "writeback/tables.py", "datasette_meta.py"}
+    sql = re.compile(r"\b(FROM|INTO|UPDATE|JOIN|TABLE)\s+writeback_(queue|pause)\b", re.IGNORECASE)
+    offenders = set()
+    for path in sorted(package.rglob("*.py")):
+        where = path.relative_to(package).as_posix()
+        if where in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (
+                node.module == "clevertim_sync.writeback.tables"
+                or (node.module == "clevertim_sync.writeback" and any(a.name == "tables" for a in node.names))
+            ):
+                offenders.add(f"{where}: imports the queue's tables")
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and sql.search(node.value):
+                offenders.add(f"{where}: SQL text on the queue's tables")
+    assert sorted(offenders) == []
