@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -141,7 +141,7 @@ def restore_from_export(directory: Path | str, to_url: str, *, force: bool = Fal
     with target_engine(to_url) as engine:
         prepare_target(engine, force, f"export {directory}")
         upgrade(engine)
-        at = store.now()
+        at = datetime.now(UTC)
         counts: dict[str, int] = {}
         with engine.begin() as conn:
             run_id = store.start_run(conn, "restore", at=at)

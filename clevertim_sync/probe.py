@@ -187,16 +187,12 @@ def describe(value: Any) -> str:
     return t
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _numeric_string(value: Any) -> bool:
     return isinstance(value, str) and value.isascii() and value.isdigit()
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:
-    return (0, value) if _is_int(value) else (1, str(value))
+    return (0, value) if resources.is_int(value) else (1, str(value))
 
 
 # --- per property ---------------------------------------------------------------------------
@@ -273,7 +269,7 @@ class _Tally:
         self.nulled[k] += nulled
         ex = self.examples.setdefault(k, [])
         # Ids are not personal; a string is quoted only when it looks like an id ("445", "f1001").
-        if len(ex) < EXAMPLES and (_is_int(rid) or (isinstance(rid, str) and ID_LIKE.match(rid))):
+        if len(ex) < EXAMPLES and (resources.is_int(rid) or (isinstance(rid, str) and ID_LIKE.match(rid))):
             ex.append(rid)
         if shape is not None:
             self.shapes.setdefault(k, Counter())[shape] += 1
@@ -372,7 +368,7 @@ class ResourceSurvey:
                 self._orders[_hashable(rid)] = lists
 
     def _check_id(self, rid: Any) -> None:
-        if _is_int(rid):
+        if resources.is_int(rid):
             return
         if self.res is not None and self.res.text_ids:  # "f1001" is an id; null, 1.5 are none
             if as_text_id(rid) is None:
@@ -403,7 +399,7 @@ class ResourceSurvey:
         elif kind is Kind.INT_LIST and isinstance(value, list) and not _text_target(prop):
             self._check_ids_in(value, add)  # a record's files hold text ids: the child table says
         elif kind is Kind.BOOL and not isinstance(value, bool):
-            if _is_int(value):
+            if resources.is_int(value):
                 add("bool_as_int", str(value) if value in (0, 1) else "int")
             elif isinstance(value, str):
                 add(
@@ -422,7 +418,7 @@ class ResourceSurvey:
         """Ids inside a reference or an id list; each kind of odd id counted once per record."""
         kinds: dict[str, str] = {}
         for item in items:
-            if item is None or item == "" or _is_int(item):  # "" is reported as empty_string
+            if item is None or item == "" or resources.is_int(item):  # "" is reported as empty_string
                 continue
             if _numeric_string(item):
                 kinds.setdefault("numeric_string_id", "string numeric")

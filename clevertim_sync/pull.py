@@ -16,7 +16,7 @@ each being retried against a server that will refuse it too. A rate limit also s
 writeback's server-wide pause, so the push waits as well.
 
 Must not import: httpx (the client is passed in), SQL beyond `mirror.store` and the writeback's
-pause (`writeback.claims`).
+pause (`writeback.outbox`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from clevertim_sync.mirror import store
 from clevertim_sync.mirror.rowpool import RowPool
 from clevertim_sync.mirror.store import ResourceCounts
 from clevertim_sync.settings import PullSettings, Settings
-from clevertim_sync.writeback import claims
+from clevertim_sync.writeback import outbox
 
 log = structlog.get_logger(__name__)
 
@@ -237,7 +237,7 @@ def _halted(
         wait = exc.retry_after if exc.retry_after is not None else settings.clevertim.rate_limit_floor
         now = store.now()
         until = now + timedelta(seconds=wait)
-        claims.set_pause(engine, until, 1, str(exc), now)
+        outbox.set_pause(engine, until, 1, str(exc), now)
         report.halted = (
             f"rate limited: paused until {until.isoformat()}, {len(left)} resource(s) left for later"
         )

@@ -453,8 +453,23 @@ _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 _DATE_PART_KEYS = {"y", "mo", "d", "h", "mi"}
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An integer, and not a bool (Python counts True as 1; no id or count here is ever a bool)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def id_problem(resource: str, value: Any) -> str | None:
+    """Why `value` cannot be the id of a `resource` record, or None: the one check of a record id
+    handed to a write (an edit's target, a pushed answer folded in, a request's path).
+
+    The registry says which ids a resource has (`id_kind`): integers, or text ("f1001", and 7 as
+    "7"). A name the registry does not know has integer ids, as Clevertim's records do."""
+    res = BY_NAME.get(resource)
+    if res is not None and res.id_kind == "text":
+        if (isinstance(value, str) and value.strip()) or is_int(value):
+            return None
+        return f"{value!r} is no id of a {res.name} (a non-empty text)"
+    return None if is_int(value) else f"{value!r} is no integer id of a {resource}"
 
 
 def _is_local_ref(value: Any) -> bool:
@@ -474,11 +489,11 @@ def _kind_problem(prop: Prop, value: Any) -> str | None:
         return None
     if k is Kind.REF and prop.child_table is not None and isinstance(value, list):
         # A queued create's local: name goes in alone, not in a list (claims resolves single refs).
-        ok = bool(value) and all(_is_int(v) for v in value)
+        ok = bool(value) and all(is_int(v) for v in value)
         return None if ok else f"{prop.api} must be an integer id or a non-empty list of integer ids"
     if k in (Kind.INT, Kind.REF):
         many = " or a list of them" if prop.child_table is not None else ""
-        return None if _is_int(value) else f"{prop.api} must be an integer id{many}"
+        return None if is_int(value) else f"{prop.api} must be an integer id{many}"
     if k is Kind.BOOL:
         return None if isinstance(value, bool) else f"{prop.api} must be true or false"
     if k is Kind.DECIMAL:
@@ -496,14 +511,14 @@ def _kind_problem(prop: Prop, value: Any) -> str | None:
     if k is Kind.DATE_PARTS:
         if not isinstance(value, dict) or not {"y", "mo", "d"} <= value.keys():
             return f"{prop.api} must be an object with integer y, mo, d (and optionally h, mi)"
-        if not value.keys() <= _DATE_PART_KEYS or not all(_is_int(v) for v in value.values()):
+        if not value.keys() <= _DATE_PART_KEYS or not all(is_int(v) for v in value.values()):
             return f"{prop.api} takes only integer y, mo, d, h, mi"
         return None
     if k is Kind.STR_LIST:
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         return None if ok else f"{prop.api} must be a list of strings"
     if k is Kind.INT_LIST:
-        ok = isinstance(value, list) and all(_is_int(v) for v in value)
+        ok = isinstance(value, list) and all(is_int(v) for v in value)
         return None if ok else f"{prop.api} must be a list of integer ids"
     if k in (Kind.PHONES, Kind.SMIDS):
         inner = "no" if k is Kind.PHONES else "smid"

@@ -27,12 +27,12 @@ import httpx
 import orjson
 import structlog
 
-from clevertim_sync import __version__, shapes
+from clevertim_sync import __version__, resources, shapes
 from clevertim_sync.api import errors as e
 from clevertim_sync.errors import ConfigError
 from clevertim_sync.logs import REDACTED, register_secret
 from clevertim_sync.retry import Rng, next_delay, parse_retry_after
-from clevertim_sync.settings import Settings, is_loopback
+from clevertim_sync.settings import Settings, api_url_problems
 
 log = structlog.get_logger(__name__)
 
@@ -97,7 +97,9 @@ class ClevertimClient:
         token_source: Callable[[], str] | None = None,
         ca_bundle: str | None = None,
     ) -> None:
-        self.base_url = _check_base_url(base_url, allow_insecure_http=allow_insecure_http)
+        if problems := api_url_problems(base_url, allow_insecure_http=allow_insecure_http):
+            raise ConfigError(problems)
+        self.base_url = base_url.rstrip("/")
         _check_token(token)
         register_secret(token)
         self._token = token
@@ -373,8 +375,8 @@ class ClevertimClient:
             raise ValueError(f"not a resource name: {resource!r}")
         if record_id is None:
             return f"{self.base_url}/{resource}"
-        if isinstance(record_id, bool) or not isinstance(record_id, int):
-            raise TypeError(f"record id must be an int, got {type(record_id).__name__}")
+        if (problem := resources.id_problem(resource, record_id)) is not None:
+            raise TypeError(f"record id: {problem}")
         return f"{self.base_url}/{resource}/{record_id}"
 
     def _once(
@@ -582,26 +584,6 @@ def _with_message(err: e.ApiError) -> e.ApiError:
     """Rebuild the message after `attempts` changed, so it says how many were made."""
     err.args = (err._message(),)
     return err
-
-
-def _check_base_url(url: str, *, allow_insecure_http: bool) -> str:
-    parts = urlsplit(url)
-    problems = []
-    if parts.username or parts.password:
-        # Do not echo the URL: it holds a credential.
-        raise ConfigError(["the API base URL must not carry credentials; give the token separately"])
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        problems.append(f"the API base URL must be http(s)://host/..., not {url!r}")
-    elif parts.scheme == "http" and not is_loopback(url) and not allow_insecure_http:
-        problems.append(
-            f"the API base URL {url!r} is plain HTTP to a remote host, which would send the token in "
-            "clear; use https, or set clevertim.allow_insecure_http = true if you really mean it"
-        )
-    if parts.query or parts.fragment:
-        problems.append(f"the API base URL must not have a query or fragment: {url!r}")
-    if problems:
-        raise ConfigError(problems)
-    return url.rstrip("/")
 
 
 def _check_token(token: str) -> None:

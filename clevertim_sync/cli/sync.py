@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,8 @@ from clevertim_sync.logs import configure_logging
 from clevertim_sync.mirror import db, store
 from clevertim_sync.mirror.store import ResourceCounts
 from clevertim_sync.pull import PullReport, ResourcePlan, plan_pull, pull, resources_in_order
-from clevertim_sync.writeback import queue
-from clevertim_sync.writeback.tables import ALL_STATES, CONFLICT, NEEDS_A_PERSON
+from clevertim_sync.writeback import outbox, queue
+from clevertim_sync.writeback.outbox import ALL_STATES, CONFLICT, NEEDS_A_PERSON
 
 
 def open_mirror(app: AppContext) -> Engine:
@@ -227,11 +227,11 @@ def status_command(app: AppContext, as_json: bool) -> None:
     with mirror(app) as engine, engine.connect() as conn:
         statuses = store.resource_statuses(conn)
         counts = {name: store.mirrored_count(conn, name) for name in resources.PULL_ORDER}
-        in_queue = queue.counts(conn)
+        in_queue = outbox.depth(conn)
         active_alerts = read_status(conn)
         conflicts = [i.id for i in queue.list_items(conn, state=CONFLICT, limit=10)]
         photo_line = photos.status_line(conn, enabled=app.settings.pull.photos)
-    now = store.now()
+    now = datetime.now(UTC)
     rows = [_status_row(name, statuses.get(name), counts[name], now) for name in resources.PULL_ORDER]
     if as_json:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())

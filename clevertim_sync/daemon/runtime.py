@@ -30,6 +30,7 @@ from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.retry import backoff_delay
 from clevertim_sync.settings import Settings
+from clevertim_sync.writeback import outbox
 
 log = structlog.get_logger(__name__)
 
@@ -272,7 +273,7 @@ class AccountRuntime:
     def newest_due_item(self) -> int:
         assert self.engine is not None
         with self.engine.connect() as conn:
-            return health.newest_due_item(conn, datetime.now(UTC))
+            return outbox.newest_due(conn, datetime.now(UTC))
 
     def reasons(self, facts: health.MirrorFacts, now: datetime) -> list[str]:
         """Why this account is unhealthy: the database's facts, plus this process's own view."""

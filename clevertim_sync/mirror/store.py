@@ -353,9 +353,9 @@ def apply_local_result(
     if op not in ("insert", "create", "update", "delete"):
         raise MirrorError(f"apply_local_result: unknown op {op!r}; use insert, update or delete")
     record = shapes.with_int_id(dict(record))  # a server that answers "id": "445"
-    rid = record.get("id")
-    if not isinstance(rid, int) or isinstance(rid, bool):
-        raise MirrorError(f"apply_local_result: the {name} record has no integer id ({rid!r})")
+    rid: Any = record.get("id")  # checked below: an int (or a text-id resource's text)
+    if (problem := resources.id_problem(name, rid)) is not None:
+        raise MirrorError(f"apply_local_result: the {name} record's id: {problem}")
     at = _stored_time(conn, at or now())
     old = _old_raws(conn, name, [rid]).get(rid)
     fts = search.maintained(conn, name)
