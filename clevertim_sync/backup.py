@@ -45,7 +45,7 @@ from clevertim_sync import __version__
 from clevertim_sync import backup_db as bdb
 from clevertim_sync.errors import BackupError
 from clevertim_sync.mirror import search
-from clevertim_sync.mirror.db import alembic_config, current_revision, make_engine, upgrade
+from clevertim_sync.mirror.db import alembic_config, current_revision, make_engine, sqlite_file, upgrade
 from clevertim_sync.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -553,9 +553,8 @@ def prepare_target(engine: Engine, force: bool, what: str) -> None:
 @contextmanager
 def target_engine(to_url: str) -> Iterator[Engine]:
     """The engine of a restore target; database errors become a BackupError naming the target."""
-    url = sa.engine.make_url(to_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    if (path := sqlite_file(to_url)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     engine = make_engine(to_url)
     try:
         yield engine

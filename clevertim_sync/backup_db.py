@@ -31,6 +31,7 @@ from sqlalchemy.engine import Engine
 
 from clevertim_sync.errors import BackupError
 from clevertim_sync.mirror import schema
+from clevertim_sync.mirror.db import sqlite_file
 from clevertim_sync.mirror.failures import failure_kind
 
 ALEMBIC_TABLE = "alembic_version"
@@ -49,10 +50,10 @@ def safe_url(engine: Engine) -> str:
 
 def sqlite_path(engine: Engine) -> Path:
     """The file behind a SQLite engine; an in-memory database has nothing to back up."""
-    database = engine.url.database
-    if not database or database == ":memory:" or database.startswith("file::memory:"):
+    path = sqlite_file(engine.url)
+    if path is None:
         raise BackupError("an in-memory SQLite database cannot be backed up: use a sqlite:///FILE URL")
-    return Path(database)
+    return path
 
 
 # --- SQLite ----------------------------------------------------------------------------------
@@ -300,6 +301,8 @@ def _coerce(column: sa.Column[Any], value: Any) -> Any:
         return date.fromisoformat(value)
     if isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Float):
         return Decimal(value)
+    if isinstance(kind, sa.LargeBinary):
+        return bytes.fromhex(value)  # a logical dump writes bytes (contact photos) as hex
     return value
 
 

@@ -41,8 +41,9 @@ FORMAT = "clevertim-sync capture"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
-# The documents' endpoints (issue 13 will mirror them): read and captured when they answer.
-DOCUMENT_RESOURCES = ("folder", "file", "linkedfile")
+# The documents' endpoints (`Resource.optional`: an account or token may lack them): a capture
+# records their refusal as it does any failing endpoint, and the probe reports it for information.
+DOCUMENT_RESOURCES = tuple(r.name for r in resources.RESOURCES if r.optional)
 
 # Properties whose values form a small closed set: copied as they are (in a report or a capture).
 ENUM_PROPS = frozenset({"ctype", "atype", "type", "status", "currency", "elemType", "rec", "sys"})
@@ -50,8 +51,6 @@ ENUM_LISTS = frozenset({"modelType", "permissions"})
 ENUM_MAX_LEN = 40
 # Custom field types whose values are ids written as strings (kept), or a currency code (kept).
 _CF_REF_TYPES = frozenset({"user", "contact", "company", "case", "opportunity"})
-# Properties of the documents' endpoints that hold ids.
-_DOCUMENT_REFS = frozenset({"parentId"})
 
 TIMESTAMP_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 ID_LIKE = re.compile(r"^[A-Za-z]{0,3}\d{1,19}$")
@@ -150,10 +149,8 @@ class Anonymiser:
         if kind is None:
             if key in ENUM_PROPS:
                 return self._enum(value)
-            if key in _DOCUMENT_REFS:
-                return self._ref(value)
             return self._free(value)
-        if kind in (Kind.INT, Kind.REF, Kind.INT_LIST):
+        if kind in (Kind.INT, Kind.REF, Kind.TEXT_REF, Kind.INT_LIST):
             return self._ref(value)
         if kind is Kind.BOOL:
             return _map_strings(value, lambda s: s if s in _BOOL_SPELLINGS else self.text(s))

@@ -60,6 +60,11 @@ FACETS: Mapping[str, tuple[str, ...]] = {
     "report_customer_activity": ("kind",),
     "report_custom_values": ("resource", "field_name"),
     "report_changes": ("resource", "op", "origin"),
+    "report_documents": ("kind",),
+    "folders": ("parent_id",),
+    "files": ("parent_id",),
+    "linked_files": ("system",),
+    "contact_photos": ("content_type",),
 }
 
 FACET_SIZE = 10  # values listed per facet: Datasette's 30 pushes the rows off the first screen
@@ -91,6 +96,7 @@ _KIND_TEXT: Mapping[Kind, str] = {
     Kind.DECIMAL: "exact decimal number, kept as text (CAST(... AS REAL) to sort by it)",
     Kind.TIMESTAMP: "UTC time, ISO text (2017-01-02 05:22:12.000000)",
     Kind.DATE_PARTS: "UTC time, ISO text, from the API's {y, mo, d, h, mi}",
+    Kind.TEXT_REF: "text id",
 }
 
 _COMMON_COLUMNS: Mapping[str, str] = {
@@ -111,7 +117,10 @@ def _ref_text(prop: Prop) -> str:
 
 
 def _prop_text(prop: Prop) -> str:
-    text = _ref_text(prop) if prop.kind is Kind.REF else _KIND_TEXT.get(prop.kind, prop.kind.value)
+    if prop.kind in (Kind.REF, Kind.TEXT_REF):
+        text = _ref_text(prop)
+    else:
+        text = _KIND_TEXT.get(prop.kind, prop.kind.value)
     if prop.kind is Kind.REF and prop.child_table is not None:
         text += f"; the id when the reference holds exactly one, else NULL (every id: {prop.child_table})"
     if prop.choices is not None:
@@ -135,6 +144,13 @@ def _resource_table(res: Resource) -> dict[str, Any]:
         description += " Its lists are child tables keyed by owner_id: " + ", ".join(lists) + "."
     if not res.writable:
         description += " Read-only in the API."
+    if res.text_ids:
+        description += " Its ids are text (a folder's f1001; an integer id 7 is '7')."
+    if res.optional:
+        description += (
+            " An account or token may lack this endpoint (404, 400, 501): resource_status.unavailable"
+            " says so, and the table keeps what it held."
+        )
     table: dict[str, Any] = {"description": description, "columns": columns}
     label = LABELS.get(res.table) or ("name" if "name" in columns else None)
     if label is not None:
@@ -157,14 +173,22 @@ def _child_table(res: Resource, prop: Prop) -> dict[str, Any]:
         columns |= {"type": "social network", "social_id": "the id or handle on it"}
     elif prop.kind is Kind.REF:  # a reference that may hold several ids: every one, in order
         columns[prop.column] = f"one id the API's `{prop.api}` holds (a {prop.target}; may dangle)"
+    elif prop.kind is Kind.INT_LIST:  # a record's files or linked files: ids of documents
+        target = resources.get(prop.target or "")
+        columns[prop.column] = (
+            f"{target.table}.id (text) of one entry of the API's `{prop.api}`; no foreign key: the "
+            "document may be hidden from this token, or its endpoint missing (report_documents counts them)"
+        )
     else:
         columns |= {
             "custom_field_id": "custom_fields.id of the field",
             "value": "one value (a multi-value field has one row per value)",
         }
+    order = "in the API's order"
+    if prop.kind is Kind.INT_LIST:
+        order = "in id order (the server's order of such a list means nothing)"
     return {
-        "description": f"{res.table}.{prop.column} (API `{prop.api}`): one row per value, "
-        f"in the API's order.",
+        "description": f"{res.table}.{prop.column} (API `{prop.api}`): one row per value, {order}.",
         "columns": columns,
     }
 

@@ -15,14 +15,16 @@ continuous line: insert, update..., delete, insert, ...
 A record with no usable id (missing, a word, a bool, a float) never refuses the listing: it is
 left out and named in `Changes.skipped`, the rest applies, and the ids it might have been are not
 deleted. A numeric-string id ("445") is the integer 445 (the record is stored under that spelling).
+A resource whose ids are text (`Resource.id_kind == "text"`: folders, files, linked files) keeps
+them as text: "f1001" is an id, and an integer 7 is the id "7".
 Server-computed lists (a contact's `notes`, a group's `users`, ...) are hashed sorted: a server
 that serves them in another order on each read changes nothing.
 
 Memory: a pull holds the index and one batch, never the listing. The index is 32 bytes per
 mirrored record (ids in an array, hash and lm fingerprint in one buffer), the ids a listing has
-shown are a bit per indexed record plus 8 bytes per new id while they come in order (a Python set
+shown are a byte per indexed record plus 8 bytes per new id while they come in order (a Python set
 of the new ids only for a listing that is not in id order). An id is any hashable, sortable key:
-integers today; text ids keep the same code paths in plain lists.
+integers in arrays; the text ids of the documents in plain lists and sets.
 
 Must not import: httpx, SQLAlchemy, anything that does I/O.
 """
@@ -43,6 +45,9 @@ from clevertim_sync import resources, shapes
 from clevertim_sync.errors import InvalidListing
 
 Record = dict[str, Any]
+# The mirror's index of a resource: id -> (content hash, the stored lm in the form lm_key gives).
+# Ids are ints, or strs for a text-id resource.
+Index = Mapping[Any, tuple[str, Any]]
 
 EXCLUDED_FROM_HASH = "lm"
 # The server-computed lists of ids (INT_LIST: notes, tasks, opportunities, cases, comments, files,
@@ -187,7 +192,7 @@ class Changes:
     inserts: list[tuple[Record, str | None]] = field(default_factory=list)
     updates: list[tuple[Record, str]] = field(default_factory=list)
     touches: list[tuple[Record, str]] = field(default_factory=list)  # only lm differs
-    deletes: list[Any] = field(default_factory=list)
+    deletes: list[Any] = field(default_factory=list)  # ints, or strs for a text-id resource
     unchanged: int = 0
     # Entries left out for having no usable id: why, one line each (the run and `status` show them).
     skipped: list[str] = field(default_factory=list)
@@ -256,32 +261,42 @@ class ListingDiff:
         self._seen = bytearray(len(index))  # 1 at the index position of each id listed
         self._new = _NewIds()
         self._protected: set[int] = set()  # ids a skipped entry may stand for: never deleted
+        # Ids by meaning: integers ("445" is 445), or for the documents text ("f1001"; 7 is "7").
+        self._text = resource in resources.TEXT_ID_RESOURCES
+        self._read_id: Callable[[Any], tuple[Any, str | None]] = (
+            shapes.record_text_id if self._text else shapes.record_id
+        )
+        self._respell: Callable[[dict[str, Any]], dict[str, Any]] = (
+            shapes.with_text_id if self._text else shapes.with_int_id
+        )
+        # The id class taken as it is, without a call (a text id is always read: trimmed).
+        self._plain: type | None = None if self._text else int
 
     def batch(self, records: Iterable[Any]) -> Changes:
         changes = Changes()
-        index, seen, lm_key = self.index, self._seen, self.lm_key
+        index, seen, lm_key, plain = self.index, self._seen, self.lm_key, self._plain
         first_load = not index
         for record in records:
             self.listed += 1
             # A plain dict with a plain int id (what the parsers give) is checked inline: no call.
             rid = record.get("id") if record.__class__ is dict else None
-            if rid.__class__ is not int:
-                rid, why = shapes.record_id(record)
+            if rid.__class__ is not plain:
+                rid, why = self._read_id(record)
                 if rid is None:
                     changes.skipped.append(f"{why}: left out")
-                    if (maybe := _protected_id(record)) is not None:
+                    if not self._text and (maybe := _protected_id(record)) is not None:
                         self._protected.add(maybe)
                     continue
-                record = shapes.with_int_id(record)  # noqa: PLW2901 - "445" is stored as 445
+                record = self._respell(record)  # noqa: PLW2901 - "445" is stored as 445
             pos = -1 if first_load else index.position(rid)
             if pos < 0:
                 if not self._new.add(rid):
-                    raise InvalidListing(self.resource, f"id {rid} appears more than once")
+                    raise InvalidListing(self.resource, f"id {rid!r} appears more than once")
                 # Into an empty table the store hashes each record as it builds its row.
                 changes.inserts.append((record, None if first_load else record_hash(record)))
                 continue
             if seen[pos]:
-                raise InvalidListing(self.resource, f"id {rid} appears more than once")
+                raise InvalidListing(self.resource, f"id {rid!r} appears more than once")
             seen[pos] = 1
             digest = record_digest(record)
             same_content, same_lm = index.same(pos, digest, lm_key(record))

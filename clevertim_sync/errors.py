@@ -3,16 +3,22 @@
     ClevertimSyncError
     ├── ConfigError            bad configuration: every problem at once (exit status 2)
     ├── EditRejected           a local edit that must not be queued: every problem at once
+    ├── QueueItemError         a `queue` command cannot act on this item (unknown, wrong state)
     ├── ApiError               anything the Clevertim API did (defined in api/errors.py)
     ├── MirrorError            the local database refused or could not do something
     │   ├── MassDeleteRefused  a listing would delete too much of a resource
+    │   ├── InvalidListing     a listing that cannot be a true snapshot (duplicate or missing ids)
     │   └── DatabaseFailure    a full disk, an I/O error, a read-only or damaged database
     ├── InstanceLocked         another daemon already runs against this mirror
     ├── BackupError            a backup is missing, truncated, altered or cannot be restored
     ├── ReportError            an unknown report or search, or an option it does not take (exit 2)
     └── DatasetteError         Datasette cannot serve this mirror (PostgreSQL, which account?) or is missing
 
-Only cli.py and daemon.py turn these into text for people; everything else raises them.
+Areas keep the errors only they raise beside their code, under the same root:
+`capture.CaptureError`, `daemon.runtime.StopRequested`, the emulator's spec and control errors.
+
+Only the CLI (`cli/__init__.py`) and the daemon (`daemon/service.py`) turn these into text for
+people; everything else raises them.
 """
 
 from __future__ import annotations

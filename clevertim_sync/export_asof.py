@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -38,29 +38,34 @@ log = structlog.get_logger(__name__)
 BATCH = 2000
 
 
-def records_as_of(conn: sa.Connection, resource: str, at: datetime) -> Iterator[tuple[int, str, str | None]]:
+def records_as_of(
+    conn: sa.Connection, resource: str, at: datetime
+) -> Iterator[tuple[int | str, str, str | None]]:
     """(id, raw, content_hash) of each record of `resource` that existed at `at`, by id.
 
     A record's state at `at` is its newest history row written at or before `at`; a delete
     there means it did not exist. History ids grow in commit order, so "newest" is max(id).
+    A text-id resource's records (documents) are named by `history.record_key`.
     """
     h = schema.history
+    text = resource in resources.TEXT_ID_RESOURCES
+    key = h.c.record_key if text else h.c.record_id
     last = (
         sa.select(sa.func.max(h.c.id).label("id"))
         .where(h.c.resource == resource, h.c.at <= at)
-        .group_by(h.c.record_id)
+        .group_by(key)
         .subquery()
     )
     stmt = (
-        sa.select(h.c.record_id, h.c.raw, h.c.content_hash)
+        sa.select(key, h.c.raw, h.c.content_hash)
         .join(last, last.c.id == h.c.id)
         .where(h.c.op != "delete")
-        .order_by(h.c.record_id)
+        .order_by(store.id_order(conn, key))
     )
     for record_id, raw, digest in conn.execution_options(stream_results=True, yield_per=BATCH).execute(stmt):
         if raw is None:  # an insert or update always stores the version; guard a hand-made row
             raise MirrorError(f"history of {resource} {record_id} has no record text; cannot rebuild it")
-        yield int(record_id), raw, digest
+        yield (str(record_id) if text else int(record_id)), raw, digest
 
 
 def export_as_of(engine: Engine, directory: Path | str, at: datetime) -> dict[str, int]:
@@ -96,6 +101,8 @@ def _copy_state(src: sa.Connection, dst: sa.Connection, resource: str, at: datet
 
 def _read_export(directory: Path, resource: str) -> list[dict[str, object]]:
     path = directory / f"{resource}.jsonl"
+    if not path.is_file() and resources.get(resource).optional:
+        return []  # an export from before the documents were mirrored: none to load
     if not path.is_file():
         raise BackupError(
             f"{path} is missing: a directory written by `clevertim-sync export` has one file per resource"
@@ -134,7 +141,7 @@ def restore_from_export(directory: Path | str, to_url: str, *, force: bool = Fal
     with target_engine(to_url) as engine:
         prepare_target(engine, force, f"export {directory}")
         upgrade(engine)
-        at = store.now()
+        at = datetime.now(UTC)
         counts: dict[str, int] = {}
         with engine.begin() as conn:
             run_id = store.start_run(conn, "restore", at=at)

@@ -1,6 +1,6 @@
 """`clevertim-sync probe`: a read-only survey of a live account, before the mirror is trusted with it.
 
-Owns: reading every listing twice (and the documents' endpoints once), the shapes seen per
+Owns: reading every listing twice (the documents' too, when the account has them), the shapes seen per
 resource and property, the findings (below), the JSON report (no personal data: a free string
 is described by its format and length bucket, never copied; enum values of small closed sets
 and record ids are copied), the human summary, and feeding `capture.CaptureWriter`.
@@ -13,7 +13,8 @@ Findings, keyed by a stable name (tests and bug reports rely on these names):
     multi_valued_reference   a reference (cust, case, opp, nid, tid, ...) given as a list
     numeric_string_id        an id, a reference or a back-reference list entry as "445"
     non_integer_id           a record id (or an id in a reference list) that is not an integer
-                             nor a numeric string: "f1001", 1.5, null, missing
+                             nor a numeric string: "f1001", 1.5, null, missing (for the
+                             documents, whose ids are text: one that is no text id either)
     bool_as_int              a boolean sent as 0 / 1
     bool_as_string           a boolean sent as "0" / "1" / "true" / "false"
     string_date_parts        task date parts {y, mo, d, h, mi} with string parts
@@ -65,6 +66,7 @@ from clevertim_sync.capture import (
 from clevertim_sync.diff import record_hash
 from clevertim_sync.mirror.columns import child_rows, has_typed_column, typed_value
 from clevertim_sync.resources import Kind, Prop, Resource
+from clevertim_sync.shapes import as_text_id
 
 REPORT_VERSION = 1
 EXAMPLES = 5  # record ids quoted per finding
@@ -185,16 +187,12 @@ def describe(value: Any) -> str:
     return t
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _numeric_string(value: Any) -> bool:
     return isinstance(value, str) and value.isascii() and value.isdigit()
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:
-    return (0, value) if _is_int(value) else (1, str(value))
+    return (0, value) if resources.is_int(value) else (1, str(value))
 
 
 # --- per property ---------------------------------------------------------------------------
@@ -271,7 +269,7 @@ class _Tally:
         self.nulled[k] += nulled
         ex = self.examples.setdefault(k, [])
         # Ids are not personal; a string is quoted only when it looks like an id ("445", "f1001").
-        if len(ex) < EXAMPLES and (_is_int(rid) or (isinstance(rid, str) and ID_LIKE.match(rid))):
+        if len(ex) < EXAMPLES and (resources.is_int(rid) or (isinstance(rid, str) and ID_LIKE.match(rid))):
             ex.append(rid)
         if shape is not None:
             self.shapes.setdefault(k, Counter())[shape] += 1
@@ -320,6 +318,7 @@ class ResourceSurvey:
         self._orders: dict[Any, dict[str, tuple[int, int]]] = {}
         self._content: dict[Any, int] = {}  # record id -> hash of its JSON, to see changes
         self.documents: dict[str, set[Any]] = {"files": set(), "lfiles": set()}
+        self.photos = 0  # contacts with a cphoto (the photos `pull.photos` would fetch)
 
     # -- first read --
 
@@ -335,6 +334,8 @@ class ResourceSurvey:
                 continue
             rid = rec.get("id")
             self._check_id(rid)
+            if isinstance(rec.get("cphoto"), str) and rec["cphoto"]:
+                self.photos += 1
             self._content[_hashable(rid)] = hasher(rec)
             lists: dict[str, tuple[int, int]] = {}
             for key, value in rec.items():
@@ -367,7 +368,11 @@ class ResourceSurvey:
                 self._orders[_hashable(rid)] = lists
 
     def _check_id(self, rid: Any) -> None:
-        if _is_int(rid):
+        if resources.is_int(rid):
+            return
+        if self.res is not None and self.res.text_ids:  # "f1001" is an id; null, 1.5 are none
+            if as_text_id(rid) is None:
+                self.tally.add("non_integer_id", "id", rid, "missing" if rid is None else describe(rid))
             return
         if _numeric_string(rid):
             self.tally.add("numeric_string_id", "id", rid, describe(rid))
@@ -391,10 +396,10 @@ class ResourceSurvey:
                 n = len(value)
                 add("multi_valued_reference", f"list of {n if n <= 9 else '10+'}")
             self._check_ids_in(value if isinstance(value, list) else [value], add)
-        elif kind is Kind.INT_LIST and isinstance(value, list):
-            self._check_ids_in(value, add)
+        elif kind is Kind.INT_LIST and isinstance(value, list) and not _text_target(prop):
+            self._check_ids_in(value, add)  # a record's files hold text ids: the child table says
         elif kind is Kind.BOOL and not isinstance(value, bool):
-            if _is_int(value):
+            if resources.is_int(value):
                 add("bool_as_int", str(value) if value in (0, 1) else "int")
             elif isinstance(value, str):
                 add(
@@ -413,7 +418,7 @@ class ResourceSurvey:
         """Ids inside a reference or an id list; each kind of odd id counted once per record."""
         kinds: dict[str, str] = {}
         for item in items:
-            if item is None or item == "" or _is_int(item):  # "" is reported as empty_string
+            if item is None or item == "" or resources.is_int(item):  # "" is reported as empty_string
                 continue
             if _numeric_string(item):
                 kinds.setdefault("numeric_string_id", "string numeric")
@@ -521,6 +526,12 @@ def _hash_ignores_order(prop: str) -> bool:
     return bool(record_hash({"id": 1, prop: [1, 2]}) == record_hash({"id": 1, prop: [2, 1]}))
 
 
+def _text_target(prop: Prop) -> bool:
+    """Whether `prop` holds ids of a text-id resource (a record's `files`: documents)."""
+    target = resources.BY_NAME.get(prop.target or "")
+    return target is not None and target.text_ids
+
+
 def _has_string(values: Iterable[Any]) -> bool:
     return any(isinstance(v, str) for v in values)
 
@@ -544,7 +555,7 @@ def _hashable(value: Any) -> Any:
 def mirror_action(key: str, res: Resource | None, prop_name: str | None, survey: ResourceSurvey) -> str:
     """What the mirror does with a finding, in a sentence (from the registry and converters)."""
     if res is None:
-        return "not mirrored yet (issue 13): for information"
+        return "not mirrored: for information"
     prop = res.by_api.get(prop_name) if prop_name else None
     column = prop.column if prop is not None else None
     nulls = survey.tally.nulled.get((key, prop_name), 0)
@@ -570,6 +581,8 @@ def mirror_action(key: str, res: Resource | None, prop_name: str | None, survey:
     if key == "non_integer_id":
         if prop_name == "id":
             return BAD_ID_RULE
+        if prop is not None and prop.kind is Kind.TEXT_REF:
+            return null_note or "kept in raw"
         return "kept in raw; the id cannot be a typed reference"
     if key == "typed_null":
         return f"{res.table}.{column} NULL, raw keeps the value" if column else "kept in raw"
@@ -617,11 +630,14 @@ class ProbeResult:
         return {f.key for f in self.findings()}
 
     def documents(self) -> dict[str, Any]:
+        """How many documents the account has: listed by the documents' endpoints (when they
+        answer), referenced by the records' `files` and `lfiles` lists, and contact photos."""
         files: set[Any] = set()
         lfiles: set[Any] = set()
         for survey in self.surveys.values():
             files |= survey.documents["files"]
             lfiles |= survey.documents["lfiles"]
+        contacts = self.surveys.get("contact")
         endpoints = {}
         for name in DOCUMENT_RESOURCES:
             doc_survey = self.surveys.get(name)
@@ -635,6 +651,7 @@ class ProbeResult:
         return {
             "files_referenced": len(files),
             "linked_files_referenced": len(lfiles),
+            "contact_photos": contacts.photos if contacts is not None else 0,
             "endpoints": endpoints,
         }
 
@@ -667,16 +684,16 @@ def probe(
     names: Iterable[str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ProbeResult:
-    """Read every listing (`names`, default all and the documents') twice, the documents' once;
+    """Read every listing (`names`, default all, the documents' included) twice;
     survey each, capture it; never raises for anything the server does. `progress` hears a line
     before each read."""
     result = ProbeResult(client.base_url, datetime.now(UTC))
     started = time.monotonic()
-    order = list(names) if names is not None else [*resources.PULL_ORDER, *DOCUMENT_RESOURCES]
+    order = list(names) if names is not None else list(resources.PULL_ORDER)
     seen_headers: dict[str, set[str]] = {}
     for name in order:
         survey = result.surveys[name] = ResourceSurvey(name)
-        reads = 1 if name in DOCUMENT_RESOURCES else 2
+        reads = 2
         for n in range(reads):
             if progress is not None:
                 progress(f"{name}: read {n + 1} of {reads}")
@@ -795,7 +812,7 @@ def summary(result: ProbeResult) -> list[str]:
     docs = result.documents()
     lines.append(
         f"documents: {docs['files_referenced']} file(s) and {docs['linked_files_referenced']} linked "
-        "file(s) referenced"
+        f"file(s) referenced by records, {docs['contact_photos']} contact photo(s)"
         + "".join(
             f"; /{n}: "
             + (f"{e['records']} entries" if "records" in e else f"{e['error']} (HTTP {e['status']})")

@@ -21,7 +21,7 @@ each being retried against a server that will refuse it too. A rate limit also s
 writeback's server-wide pause, so the push waits as well.
 
 Must not import: httpx (the client is passed in), SQL beyond `mirror.store` and the writeback's
-pause (`writeback.claims`).
+pause (`writeback.outbox`).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import orjson
 import sqlalchemy as sa
 import structlog
 
+from clevertim_sync import documents, photos
 from clevertim_sync import resources as registry
 from clevertim_sync.api.errors import ApiError, RateLimited
 from clevertim_sync.api.listing import Listing
@@ -79,6 +80,8 @@ class PullReport:
     # A server-wide failure (see the module's docstring): why the rest was skipped, and what.
     halted: str | None = None
     skipped: list[str] = field(default_factory=list)
+    # Contact photos fetched after the contacts (pull.photos; None: not fetched in this pull).
+    photos: photos.PhotoCounts | None = None
 
     @property
     def failed(self) -> list[str]:
@@ -160,6 +163,9 @@ def pull(
                 report.resources[name] = counts
                 if progress:
                     progress(name, counts)
+        if not report.stopped and report.halted is None:  # a server refusing all refuses photos too
+            contacts = report.resources.get("contact")
+            report.photos = photos.after_pull(engine, client, settings.pull, contacts, stop)
     finally:
         report.finished_at = store.now()
         complete = len(report.resources) + len(report.skipped) == len(names) or report.stopped
@@ -246,12 +252,12 @@ def _halted(
     report.skipped = list(left)
     why = f"{type(exc).__name__}"
     if isinstance(exc, RateLimited):
-        from clevertim_sync.writeback import claims  # noqa: PLC0415 - only a rate limit needs it
+        from clevertim_sync.writeback import outbox  # noqa: PLC0415 - only a rate limit needs it
 
         wait = exc.retry_after if exc.retry_after is not None else settings.clevertim.rate_limit_floor
         now = store.now()
         until = now + timedelta(seconds=wait)
-        claims.set_pause(engine, until, 1, str(exc), now)
+        outbox.set_pause(engine, until, 1, str(exc), now)
         report.halted = (
             f"rate limited: paused until {until.isoformat()}, {len(left)} resource(s) left for later"
         )
@@ -285,6 +291,10 @@ def _pull_resource(
     try:
         listing = fetch()
     except ClevertimSyncError as exc:
+        if (why := documents.unavailable_reason(name, exc)) is not None:
+            return documents.record_unavailable(
+                writes.engine, name, run_id=run_id, counts=counts, why=why, t0=t0
+            )
         # The client already retried what was worth retrying: record it, leave the tables alone.
         return _failed(writes.engine, name, run_id=run_id, counts=counts, t0=t0, exc=exc)
     try:
@@ -386,6 +396,7 @@ class ResourcePlan:
     unchanged: int = 0
     held: str | None = None  # the mass-delete guard would refuse the listing: why
     error: str | None = None  # the listing could not be fetched or read
+    unavailable: str | None = None  # the account lacks this endpoint (documents.py): not an error
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -417,6 +428,9 @@ def plan_pull(
                 plan.deletes = diff.deletes()
                 conn.rollback()
         except ClevertimSyncError as exc:
+            if (why := documents.unavailable_reason(name, exc)) is not None:
+                plan.unavailable = why
+                continue
             plan.error = str(exc) or type(exc).__name__
             continue
         plan.inserts.sort()

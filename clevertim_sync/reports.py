@@ -1,4 +1,4 @@
-"""Reports over the mirror: the reporting views of migration 0003, and full-text search.
+"""Reports over the mirror: the reporting views (migrations 0003, 0006, 0009, 0010), and full-text search.
 
 Owns: the list of reports (name -> view, columns' types, order, the column `--since` filters),
 running one into (columns, rows), rendering rows as a table, CSV or JSON, and `search()` over
@@ -81,6 +81,13 @@ REPORTS: dict[str, Report] = {
             "resource, record_id, field_name",
         ),
         Report(
+            "documents",
+            "report_documents",
+            "per contact and company: its files and linked files, on it and on its notes, cases "
+            "and opportunities, and those not mirrored",
+            "documents DESC, kind, name, customer_id",
+        ),
+        Report(
             "changes",
             "report_changes",
             "what changed (from history), newest first; --since limits it",
@@ -160,7 +167,7 @@ class Version:
     changed: dict[str, list[Any]] | None  # {field: [old, new]} for an update
 
 
-def record_versions(conn: sa.Connection, resource: str, record_id: int) -> list[Version]:
+def record_versions(conn: sa.Connection, resource: str, record_id: int | str) -> list[Version]:
     """Every version of one record, oldest first (empty when the mirror never held it)."""
     view = versions_view(resource)
     cols = "version, history_id, valid_from, valid_to, op, origin, run_id, queue_item_id, raw, changed"

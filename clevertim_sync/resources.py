@@ -29,6 +29,9 @@ class Kind(Enum):
     TIMESTAMP = "timestamp"  # ISO-8601 UTC string such as 2017-01-02T05:22:12Z
     DATE_PARTS = "date_parts"  # {y, mo, d, h?, mi?}: task start and end
     REF = "ref"  # an integer id of another record, or null; may dangle (hidden from this token)
+    # The id of a record of a text-id resource (a file's parentId: the folder "f1001"), or null:
+    # kept as text whatever its spelling (5 -> "5"), so it joins that resource's text `id`.
+    TEXT_REF = "text_ref"
     STR_LIST = "str_list"  # list of strings: emails, websites, tags -> child table
     INT_LIST = "int_list"  # list of ids (server-computed back-references, group members)
     PHONES = "phones"  # list of {type, no} -> child table
@@ -49,6 +52,8 @@ class Prop:
     # "customer" means a contact or a company: they share one id space in Clevertim.
     target: str | None = None
     # List-valued properties that become a child table name it here ("emails", "phones", ...).
+    # An INT_LIST with a child table (a record's `files`) holds ids of `target`, in a column
+    # named `column` typed as that resource's ids (text for documents).
     # A REF with a child table may hold several ids (`[33, 43]`): its column keeps the id when it
     # holds exactly one, else NULL, and the child table always has every id.
     child_table: str | None = None
@@ -69,6 +74,13 @@ class Resource:
     required_on_create: tuple[tuple[str, ...], ...] = ()
     # Parents come first in a pull and in dependent creates.
     parents: tuple[str, ...] = ()
+    # "int": ids are integers (a numeric string "445" is 445, a word is no id). "text": ids are
+    # kept as the text the API gives ("f1001"; an integer 7 is "7"), in the table, history, diff,
+    # exports and backups alike.
+    id_kind: str = "int"
+    # The endpoint may be missing for an account or a token (an older plan, no rights): a 404,
+    # 400 or 501 marks the resource unavailable, not failed, and it is retried at a slow interval.
+    optional: bool = False
     by_api: Mapping[str, Prop] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -90,6 +102,10 @@ class Resource:
     def ref_props(self) -> tuple[Prop, ...]:
         return tuple(p for p in self.props if p.kind is Kind.REF)
 
+    @property
+    def text_ids(self) -> bool:
+        return self.id_kind == "text"
+
 
 # --- the properties every entry carries -------------------------------------------------------
 
@@ -105,6 +121,22 @@ CUSTOMER_TYPES = frozenset("CPSREONTDXIMAVWLFH")
 ACTIVITY_TYPES = frozenset({"Email", "TO DO", "Meeting", "Call", "Follow up", "Appointment", "Not set"})
 RECURRENCES = frozenset("NDWMY")
 NOTE_TYPES_WRITABLE = frozenset("NSM")  # 'E' (dropbox email) is set by the service only
+
+
+def _document_props(owner: str) -> tuple[Prop, ...]:
+    """A record's attached files and linked files: server-computed lists with child tables
+    (`contact_files(owner_id, position, file_id)`), joinable to `files` and `linked_files`."""
+    return (
+        Prop("files", "file_id", Kind.INT_LIST, read_only=True, target="file", child_table=f"{owner}_files"),
+        Prop(
+            "lfiles",
+            "linked_file_id",
+            Kind.INT_LIST,
+            read_only=True,
+            target="linkedfile",
+            child_table=f"{owner}_linked_files",
+        ),
+    )
 
 
 def _customer_props(*, company: bool) -> tuple[Prop, ...]:
@@ -141,13 +173,57 @@ def _customer_props(*, company: bool) -> tuple[Prop, ...]:
         Prop("opportunities", "opportunity_ids", Kind.INT_LIST, read_only=True, target="opportunity"),
         Prop("tasks", "task_ids", Kind.INT_LIST, read_only=True, target="task"),
         Prop("cases", "case_ids", Kind.INT_LIST, read_only=True, target="case"),
-        Prop("files", "file_ids", Kind.INT_LIST, read_only=True),
-        Prop("lfiles", "linked_file_ids", Kind.INT_LIST, read_only=True),
+        *_document_props(kind_of),
         Prop("lc", "last_contacted_at", Kind.TIMESTAMP, read_only=True),
         Prop("cphoto", "photo", Kind.STR, read_only=True),
         *COMMON,
     )
 
+
+# The documents (the vendor client's file.py): read-only, text ids, and missing for some accounts.
+DOCUMENTS: tuple[Resource, ...] = (
+    Resource(
+        name="folder",
+        table="folders",
+        props=(
+            Prop("name", "name", Kind.STR),
+            Prop("parentId", "parent_id", Kind.TEXT_REF, target="folder"),  # null: the root
+            Prop("is_dir", "is_dir", Kind.BOOL),
+            *COMMON,
+        ),
+        writable=False,
+        id_kind="text",
+        optional=True,
+    ),
+    Resource(
+        name="file",
+        table="files",
+        props=(
+            Prop("name", "name", Kind.STR),
+            Prop("parentId", "parent_id", Kind.TEXT_REF, target="folder"),
+            *COMMON,
+        ),
+        writable=False,
+        parents=("folder",),
+        id_kind="text",
+        optional=True,
+    ),
+    Resource(
+        name="linkedfile",
+        table="linked_files",
+        props=(
+            Prop("name", "name", Kind.STR),
+            Prop("sys", "system", Kind.STR),  # D: Dropbox, G: Google Drive
+            Prop("size", "size", Kind.INT),
+            Prop("link", "link", Kind.STR),  # the file's URL in that system
+            Prop("icon", "icon", Kind.STR),
+            *COMMON,
+        ),
+        writable=False,
+        id_kind="text",
+        optional=True,
+    ),
+)
 
 RESOURCES: tuple[Resource, ...] = (
     Resource(
@@ -240,6 +316,7 @@ RESOURCES: tuple[Resource, ...] = (
             Prop("tasks", "task_ids", Kind.INT_LIST, read_only=True, target="task"),
             Prop("notes", "note_ids", Kind.INT_LIST, read_only=True, target="note"),
             Prop("userId", "created_by_user_id", Kind.REF, read_only=True, target="user"),
+            *_document_props("opportunity"),
             *COMMON,
         ),
         required_on_create=(("name",),),
@@ -257,8 +334,7 @@ RESOURCES: tuple[Resource, ...] = (
             Prop("cf", "custom_fields", Kind.CUSTOM_FIELDS, child_table="case_custom_values"),
             Prop("tasks", "task_ids", Kind.INT_LIST, read_only=True, target="task"),
             Prop("notes", "note_ids", Kind.INT_LIST, read_only=True, target="note"),
-            Prop("files", "file_ids", Kind.INT_LIST, read_only=True),
-            Prop("lfiles", "linked_file_ids", Kind.INT_LIST, read_only=True),
+            *_document_props("case"),
             *COMMON,
         ),
         required_on_create=(("name",),),
@@ -313,8 +389,7 @@ RESOURCES: tuple[Resource, ...] = (
             Prop("email", "email", Kind.JSON, read_only=True),
             Prop("userId", "created_by_user_id", Kind.REF, read_only=True, target="user"),
             Prop("comments", "comment_ids", Kind.INT_LIST, read_only=True, target="comment"),
-            Prop("files", "file_ids", Kind.INT_LIST, read_only=True),
-            Prop("lfiles", "linked_file_ids", Kind.INT_LIST, read_only=True),
+            *_document_props("note"),
             *COMMON,
         ),
         required_on_create=(("desc",),),
@@ -334,9 +409,12 @@ RESOURCES: tuple[Resource, ...] = (
         required_on_create=(("comment",),),
         parents=("user", "note", "task"),
     ),
+    # Last: nothing else's pull depends on them, and an account without them changes no other order.
+    *DOCUMENTS,
 )
 
 BY_NAME: Mapping[str, Resource] = {r.name: r for r in RESOURCES}
+TEXT_ID_RESOURCES: frozenset[str] = frozenset(r.name for r in RESOURCES if r.text_ids)
 BY_TABLE: Mapping[str, Resource] = {r.table: r for r in RESOURCES}
 # RESOURCES is already in pull order: every resource comes after its parents.
 PULL_ORDER: tuple[str, ...] = tuple(r.name for r in RESOURCES)
@@ -375,8 +453,23 @@ _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 _DATE_PART_KEYS = {"y", "mo", "d", "h", "mi"}
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An integer, and not a bool (Python counts True as 1; no id or count here is ever a bool)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def id_problem(resource: str, value: Any) -> str | None:
+    """Why `value` cannot be the id of a `resource` record, or None: the one check of a record id
+    handed to a write (an edit's target, a pushed answer folded in, a request's path).
+
+    The registry says which ids a resource has (`id_kind`): integers, or text ("f1001", and 7 as
+    "7"). A name the registry does not know has integer ids, as Clevertim's records do."""
+    res = BY_NAME.get(resource)
+    if res is not None and res.id_kind == "text":
+        if (isinstance(value, str) and value.strip()) or is_int(value):
+            return None
+        return f"{value!r} is no id of a {res.name} (a non-empty text)"
+    return None if is_int(value) else f"{value!r} is no integer id of a {resource}"
 
 
 def _is_local_ref(value: Any) -> bool:
@@ -396,11 +489,11 @@ def _kind_problem(prop: Prop, value: Any) -> str | None:
         return None
     if k is Kind.REF and prop.child_table is not None and isinstance(value, list):
         # A queued create's local: name goes in alone, not in a list (claims resolves single refs).
-        ok = bool(value) and all(_is_int(v) for v in value)
+        ok = bool(value) and all(is_int(v) for v in value)
         return None if ok else f"{prop.api} must be an integer id or a non-empty list of integer ids"
     if k in (Kind.INT, Kind.REF):
         many = " or a list of them" if prop.child_table is not None else ""
-        return None if _is_int(value) else f"{prop.api} must be an integer id{many}"
+        return None if is_int(value) else f"{prop.api} must be an integer id{many}"
     if k is Kind.BOOL:
         return None if isinstance(value, bool) else f"{prop.api} must be true or false"
     if k is Kind.DECIMAL:
@@ -418,14 +511,14 @@ def _kind_problem(prop: Prop, value: Any) -> str | None:
     if k is Kind.DATE_PARTS:
         if not isinstance(value, dict) or not {"y", "mo", "d"} <= value.keys():
             return f"{prop.api} must be an object with integer y, mo, d (and optionally h, mi)"
-        if not value.keys() <= _DATE_PART_KEYS or not all(_is_int(v) for v in value.values()):
+        if not value.keys() <= _DATE_PART_KEYS or not all(is_int(v) for v in value.values()):
             return f"{prop.api} takes only integer y, mo, d, h, mi"
         return None
     if k is Kind.STR_LIST:
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         return None if ok else f"{prop.api} must be a list of strings"
     if k is Kind.INT_LIST:
-        ok = isinstance(value, list) and all(_is_int(v) for v in value)
+        ok = isinstance(value, list) and all(is_int(v) for v in value)
         return None if ok else f"{prop.api} must be a list of integer ids"
     if k in (Kind.PHONES, Kind.SMIDS):
         inner = "no" if k is Kind.PHONES else "smid"

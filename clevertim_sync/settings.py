@@ -54,6 +54,25 @@ def is_loopback(url: str) -> bool:
         return False
 
 
+def api_url_problems(url: str, *, allow_insecure_http: bool) -> list[str]:
+    """Why `url` cannot be the API's base URL (empty: it can): the one rule, for the settings and
+    the client alike. A URL that carries credentials is not echoed."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        return ["the API URL must not carry credentials: give the token through CLEVERTIM_TOKEN"]
+    problems = []
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(f"the API URL must be an http(s) URL such as {DEFAULT_URL}, not {url!r}")
+    elif parts.scheme == "http" and not is_loopback(url) and not allow_insecure_http:
+        problems.append(
+            f"the API URL {url!r} is plain HTTP to a remote host, which would send the token in clear; "
+            "use https, or set clevertim.allow_insecure_http = true if you really mean it"
+        )
+    if parts.query or parts.fragment:
+        problems.append(f"the API URL must not have a query or fragment: {url!r}")
+    return problems
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -76,16 +95,9 @@ class ClevertimSettings(_Section):
 
     @model_validator(mode="after")
     def _check_url(self) -> ClevertimSettings:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"url must be an http(s) URL such as {DEFAULT_URL}, not {self.url!r}")
-        if parts.username or parts.password:
-            raise ValueError("url must not carry credentials: give the token through CLEVERTIM_TOKEN")
-        if parts.scheme == "http" and not is_loopback(self.url) and not self.allow_insecure_http:
-            raise ValueError(
-                f"url {self.url!r} is plain HTTP to a remote host, which would send the token in clear; "
-                "use https, or set clevertim.allow_insecure_http = true if you really mean it"
-            )
+        problems = api_url_problems(self.url, allow_insecure_http=self.allow_insecure_http)
+        if problems:
+            raise ValueError("; ".join(problems))
         if self.ca_bundle is not None:
             problem = _pem_problem(self.ca_bundle)
             if problem:
@@ -120,6 +132,14 @@ class PullSettings(_Section):
     )
     mass_delete_min_records: int = Field(
         10, ge=0, description="below this many mirrored records the share rule does not apply"
+    )
+    unavailable_retry: float = Field(
+        21600.0, gt=0, description="seconds before a resource this account lacks (404/400/501) is tried again"
+    )
+    photos: bool = Field(False, description="fetch contact photos into contact_photos (opt-in)")
+    photo_max_bytes: int = Field(5_000_000, gt=0, description="largest contact photo kept, in bytes")
+    photos_per_pull: int = Field(
+        1000, gt=0, description="most photos one pull fetches (a first pull of a big account spreads out)"
     )
 
     def jitter_for(self, interval: float) -> float:
@@ -167,10 +187,9 @@ class AccountSettings(_Section):
     @model_validator(mode="after")
     def _check(self) -> AccountSettings:
         # The same URL rules as the single account: no credentials in it, no clear-text token.
-        try:
-            ClevertimSettings(url=self.url, allow_insecure_http=self.allow_insecure_http)
-        except ValidationError as exc:
-            raise ValueError(f"account {self.name}: " + "; ".join(_format_validation_error(exc))) from None
+        problems = api_url_problems(self.url, allow_insecure_http=self.allow_insecure_http)
+        if problems:
+            raise ValueError(f"account {self.name}: " + "; ".join(problems))
         if self.token is not None and self.token_file is not None:
             raise ValueError(f"account {self.name}: give token or token_file, not both")
         return self

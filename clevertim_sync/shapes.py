@@ -71,6 +71,25 @@ def single_ref(value: Any) -> int | None:
     return as_int(value)
 
 
+def as_text_id(value: Any) -> str | None:
+    """An id of a text-id resource (folders: "f1001"): a non-empty string, trimmed, or an integer
+    as its decimal text (7 -> "7", so the two spellings are one id); anything else is no id."""
+    if isinstance(value, str):
+        text = value.strip()
+        return text or None
+    if value.__class__ is int:
+        return str(value)
+    return None
+
+
+def text_ids(value: Any) -> list[str]:
+    """Every usable id of a list of text ids (a record's `files`): see `as_text_id`."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [i for i in (as_text_id(v) for v in items) if i is not None]
+
+
 def record_id(record: Any) -> tuple[int | None, str | None]:
     """(the record's id, None) or (None, why it has no usable id)."""
     if not isinstance(record, dict):
@@ -84,6 +103,26 @@ def record_id(record: Any) -> tuple[int | None, str | None]:
     if found is None:
         return None, f"an entry's id is not an integer (id={rid!r})"
     return found, None
+
+
+def record_text_id(record: Any) -> tuple[str | None, str | None]:
+    """`record_id` for a resource whose ids are text (`Resource.id_kind`): "f1001" is an id, and
+    7 is "7"."""
+    if not isinstance(record, dict) or "id" not in record:
+        return None, record_id(record)[1]
+    found = as_text_id(record["id"])
+    return (
+        (found, None) if found is not None else (None, f"an entry's id is no text id (id={record['id']!r})")
+    )
+
+
+def with_text_id(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its id spelled as `as_text_id` gives it (a copy only when needed)."""
+    rid = record.get("id")
+    if rid.__class__ is str and rid == rid.strip():
+        return record
+    found = as_text_id(rid)
+    return record if found is None else {**record, "id": found}
 
 
 def with_int_id(record: dict[str, Any]) -> dict[str, Any]:

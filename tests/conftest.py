@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from clevertim_sync import shapes
+from clevertim_sync import resources, shapes
 from clevertim_sync.cli import cli
 from clevertim_sync.diff import UNORDERED_LISTS
 from clevertim_sync.emulator import EmulatorServer
@@ -214,9 +214,24 @@ def as_served(
         for record in records:
             rec = dict(record)
             emulator.quirks.render_record(name, rec, on)
-            rendered.append(shapes.with_int_id(rec))
+            text = name in resources.TEXT_ID_RESOURCES  # documents: ids as text, in text order
+            rendered.append(shapes.with_text_id(rec) if text else shapes.with_int_id(rec))
+        if name in resources.TEXT_ID_RESOURCES:
+            rendered.sort(key=lambda r: str(r["id"]))
         out[name] = rendered
     return sorted_lists(out)
+
+
+def as_mirrored(state: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """A plain (unquirked) state by resource, in pull order, each listing as the mirror's export
+    holds it: sorted by id, the documents' ids as text ("7") in text order."""
+    out = {}
+    for name in resources.PULL_ORDER:
+        records = state.get(name, [])
+        if name in resources.TEXT_ID_RESOURCES:
+            records = [shapes.with_text_id(r) for r in records]
+        out[name] = sorted(records, key=lambda r: r["id"])
+    return out
 
 
 def sorted_lists(state: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:

@@ -26,6 +26,7 @@ from clevertim_sync.daemon.service import Service
 from clevertim_sync.errors import ConfigError
 from clevertim_sync.mirror import schema
 from clevertim_sync.settings import Settings, load
+from clevertim_sync.writeback import outbox
 from clevertim_sync.writeback import tables as wb
 
 TOKEN = "secret-token-never-in-a-message"
@@ -196,8 +197,8 @@ def test_queue_items_needing_a_person_come_in_one_message_with_the_command_to_lo
             )
             return int(conn.execute(stmt).inserted_primary_key[0])
 
-    a, b, c, d = item(wb.CONFLICT), item(wb.CONFLICT), item(wb.FAILED), item(wb.QUARANTINED)
-    item(wb.DONE)
+    a, b, c, d = item(outbox.CONFLICT), item(outbox.CONFLICT), item(outbox.FAILED), item(outbox.QUARANTINED)
+    item(outbox.DONE)
     assert [m.kind for m in alerts.evaluate(T0)] == ["start"]
     (msg,) = receiver.messages
     assert msg["title"] == "clevertim-sync: queue items need a person"
@@ -206,13 +207,13 @@ def test_queue_items_needing_a_person_come_in_one_message_with_the_command_to_lo
     assert f"1 quarantined: {d}" in msg["message"]
     assert "Secret Title" not in msg["message"]  # ids and counts, never record contents
     # One more conflict: news, told at once; the same set again: nothing.
-    e = item(wb.CONFLICT)
+    e = item(outbox.CONFLICT)
     assert [m.kind for m in alerts.evaluate(T0 + timedelta(minutes=1))] == ["more"]
     assert f"3 conflict: {a}, {b}, {e}" in receiver.messages[-1]["message"]
     assert alerts.evaluate(T0 + timedelta(minutes=2)) == []
     # Settled (here by hand): the clear message.
     with mirror_engine.begin() as conn:
-        conn.execute(sa.update(q).where(q.c.state.in_(wb.NEEDS_A_PERSON)).values(state=wb.CANCELLED))
+        conn.execute(sa.update(q).where(q.c.state.in_(outbox.NEEDS_A_PERSON)).values(state=outbox.CANCELLED))
     assert [m.kind for m in alerts.evaluate(T0 + timedelta(minutes=3))] == ["clear"]
     assert receiver.titles()[-1] == "clevertim-sync: cleared: queue items need a person"
 

@@ -34,8 +34,34 @@ def target_url(empty_database: Callable[[], str]) -> str:
     return empty_database()
 
 
-def seed(engine: sa.Engine, n: int = 30) -> None:
-    """A small mirror with every awkward type: timestamps, exact decimals, booleans, unicode."""
+PHOTO = bytes(range(256)) * 3  # every byte value: not text, not UTF-8
+
+
+def seed(engine: sa.Engine, n: int = 30, *, documents: bool = True) -> None:
+    """A small mirror with every awkward type: timestamps, exact decimals, booleans, unicode, and
+    (from 0009) text ids in tables, child tables and history, and a photo's bytes."""
+    if documents:
+        with engine.begin() as conn:
+            folders = [("f1001", "Verträge", None), ("f1002", None, "f1001")]
+            conn.execute(
+                schema.CURRENT["folder"].insert(),
+                [
+                    {"id": i, "name": name, "parent_id": parent, "raw": f'{{"id":"{i}"}}', "content_hash": i}
+                    for i, name, parent in folders
+                ],
+            )
+            conn.execute(
+                schema.CHILDREN[("contact", "files")].insert(), {"owner_id": 1, "position": 0, "file_id": "7"}
+            )
+            conn.execute(
+                schema.history.insert(),
+                {"resource": "folder", "record_key": "f1001", "origin": "pull", "op": "insert", "at": T0},
+            )
+            conn.execute(
+                schema.contact_photos.insert(),
+                {"contact_id": 1, "cphoto": "c1.png", "content_type": "image/png", "content": PHOTO,
+                 "size": len(PHOTO), "sha256": "x" * 64, "fetched_at": T0, "attempted_at": T0},
+            )  # fmt: skip
     with engine.begin() as conn:
         conn.execute(
             schema.CURRENT["contact"].insert(),
@@ -96,7 +122,8 @@ def test_backup_verify_restore_round_trip(
     assert result.path.parent == tmp_path / "backups"
     assert stat.S_IMODE(result.path.stat().st_mode) == 0o600
     assert stat.S_IMODE(result.path.parent.stat().st_mode) == 0o700
-    assert result.manifest.tables["contacts"] == 30 and result.manifest.tables["history"] == 30
+    assert result.manifest.tables["contacts"] == 30 and result.manifest.tables["history"] == 31
+    assert result.manifest.tables["folders"] == 2 and result.manifest.tables["contact_photos"] == 1
     assert result.manifest.schema_version is not None
     assert result.manifest.method == ("sqlite" if database_url.startswith("sqlite") else "pg_dump")
     assert "password" not in result.manifest.source
@@ -105,6 +132,7 @@ def test_backup_verify_restore_round_trip(
     restored = bk.restore(result.path, target_url)
     assert restored.rows["contacts"] == 30
     assert dump(target_url) == dump(database_url)
+    assert bytes(dump(target_url)["contact_photos"][0][3]) == PHOTO  # the photo's bytes, exactly
     # The restored mirror is a working mirror: new history rows get fresh ids.
     engine = make_engine(target_url)
     with engine.begin() as conn:
@@ -113,7 +141,7 @@ def test_backup_verify_restore_round_trip(
             {"resource": "contact", "record_id": 1, "origin": "pull", "op": "update", "at": T0},
         ).scalar_one()
     engine.dispose()
-    assert new_id == 31
+    assert new_id == 32
 
 
 @pytest.mark.postgres
@@ -127,6 +155,7 @@ def test_logical_backup_and_restores_across_databases(postgres_url: str, tmp_pat
     sqlite_target = f"sqlite:///{tmp_path / 'from-pg.sqlite3'}"
     bk.restore(logical.path, sqlite_target)
     assert dump(sqlite_target) == dump(postgres_url)
+    assert bytes(dump(sqlite_target)["contact_photos"][0][3]) == PHOTO  # hex in the dump, bytes again
 
     # A pg_dump cannot go into SQLite: refused before anything in the target is touched.
     dumped = bk.backup(pg, tmp_path / "dump")
@@ -261,17 +290,17 @@ def test_backup_while_writing_is_one_committed_state(mirror: sa.Engine, target_u
         thread.join()
     counts = [b.manifest.tables["contacts"] for b in backups]
     assert counts == sorted(counts) and counts[-1] > 30  # the writer really ran during the backups
-    for b in backups:
-        assert b.manifest.tables["contacts"] == b.manifest.tables["history"]
+    for b in backups:  # seed's history also holds one folder's row
+        assert b.manifest.tables["contacts"] == b.manifest.tables["history"] - 1
     restored = bk.restore(backups[-1].path, target_url)
-    assert restored.rows["contacts"] == restored.rows["history"] == counts[-1]
+    assert restored.rows["contacts"] == restored.rows["history"] - 1 == counts[-1]
 
 
 def test_an_older_backup_is_upgraded_on_restore(database_url: str, target_url: str, tmp_path: Path) -> None:
     """A backup taken before the reports migration restores into a mirror with views and search."""
     engine = make_engine(database_url)
     upgrade(engine, "0002_writeback_queue")
-    seed(engine)
+    seed(engine, documents=False)
     old = bk.backup(engine, tmp_path)
     engine.dispose()
     assert old.manifest.schema_version == "0002_writeback_queue"

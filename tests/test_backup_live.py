@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
+from conftest import as_mirrored
 
 from clevertim_sync import backup as bk
 from clevertim_sync import export_asof, reports, resources
@@ -40,9 +41,8 @@ def pull_ok(engine: sa.Engine, emulator: EmulatorServer) -> None:
 
 
 def remote(emulator: EmulatorServer) -> Export:
-    """What the token sees on the server, by resource, sorted by id."""
-    state = emulator.control.state(as_token=TOKEN)
-    return {name: sorted(state.get(name, []), key=lambda r: r["id"]) for name in resources.PULL_ORDER}
+    """What the token sees on the server, by resource, as the mirror's export holds it."""
+    return as_mirrored(emulator.control.state(as_token=TOKEN))
 
 
 def read_export(directory: Path) -> Export:
@@ -87,6 +87,9 @@ def change_every_resource(emulator: EmulatorServer, state: Export, suffix: str) 
         "task": "name",
         "note": "desc",
         "comment": "comment",
+        "folder": "name",
+        "file": "name",
+        "linkedfile": "name",
     }
     for name, field in fields.items():
         record = state[name][0]
@@ -107,6 +110,9 @@ def test_as_of_export_equals_the_server_state_at_that_moment(
     ctl.update("contact", s0["contact"][0]["id"], {"title": "Head of Everything"})
     ctl.delete("note", s0["note"][0]["id"])
     ctl.create("company", {"cn": "Brand New Ltd"})
+    ctl.update("folder", s0["folder"][0]["id"], {"name": "Archiv 2026"})  # text ids, too
+    ctl.create("folder", {"name": "Neu", "parentId": s0["folder"][0]["id"], "is_dir": True})
+    ctl.delete("file", int(s0["file"][0]["id"]))
     pull_ok(engine, emulator)
     s1, t1 = remote(emulator), tick()
 

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
+from conftest import as_mirrored
 
 from clevertim_sync import resources
 from clevertim_sync.emulator import EmulatorServer
@@ -105,8 +106,7 @@ def mirror_state(engine: sa.Engine, out: Path) -> dict[str, list[dict[str, Any]]
 
 
 def remote_state(emulator: EmulatorServer) -> dict[str, list[dict[str, Any]]]:
-    state = emulator.control.state(as_token=TOKEN)
-    return {name: sorted(state.get(name, []), key=lambda r: r["id"]) for name in resources.PULL_ORDER}
+    return as_mirrored(emulator.control.state(as_token=TOKEN))
 
 
 def assert_history_follows_the_mirror(engine: sa.Engine) -> None:
@@ -114,15 +114,18 @@ def assert_history_follows_the_mirror(engine: sa.Engine) -> None:
     newest history row is a delete is gone from the current tables."""
     h = schema.history
     newest = (
-        sa.select(h.c.resource, h.c.record_id, sa.func.max(h.c.id).label("id"))
-        .group_by(h.c.resource, h.c.record_id)
+        sa.select(h.c.resource, h.c.record_id, h.c.record_key, sa.func.max(h.c.id).label("id"))
+        .group_by(h.c.resource, h.c.record_id, h.c.record_key)
         .subquery()
     )
     with engine.connect() as conn:
-        last = {
-            (row.resource, row.record_id): (row.op, row.content_hash)
+        last = {  # a document's text id is its record_key
+            (row.resource, row.record_id if row.record_key is None else row.record_key): (
+                row.op,
+                row.content_hash,
+            )
             for row in conn.execute(
-                sa.select(h.c.resource, h.c.record_id, h.c.op, h.c.content_hash).join(
+                sa.select(h.c.resource, h.c.record_id, h.c.record_key, h.c.op, h.c.content_hash).join(
                     newest, h.c.id == newest.c.id
                 )
             )

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from clevertim_sync import resources
+
 
 def _wait_for_line(log: Path, pattern: str, timeout: float) -> re.Match[str]:
     deadline = time.monotonic() + timeout
@@ -52,7 +54,7 @@ def test_demo_mirrors_pushes_an_edit_and_stops_on_ctrl_c(tmp_path: Path) -> None
         _wait_for_line(log, r"The mirror is live", timeout=30)
         assert time.monotonic() - started < 30
         text = log.read_text()
-        assert re.search(r"pull ok at .*: \+\d+ ~0 -0 in 10 resources", text), text
+        assert re.search(rf"pull ok at .*: \+\d+ ~0 -0 in {len(resources.RESOURCES)} resources", text), text
         db = tmp_path / "demo" / "clevertim-sync.sqlite3"
         rows = sqlite3.connect(db).execute("select count(*) from contacts").fetchone()[0]
         assert rows > 250

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from clevertim_sync import resources
-from clevertim_sync.daemon import wiring
+from clevertim_sync.daemon import health, wiring
 from clevertim_sync.daemon.accounts import Account
 from clevertim_sync.daemon.runtime import AccountRuntime, Backends, failing_wait
 from clevertim_sync.daemon.scheduler import new_scheduler, schedule_account
@@ -235,7 +235,8 @@ def test_pulls_on_schedule_and_pull_and_push_never_overlap(
 
 
 def test_pushes_run_as_the_instance_lock_s_holder(sqlite_url: str, start: Callable[..., Running]) -> None:
-    # So a push reconciles at once what a killed predecessor left in flight (writeback/claims.py).
+    # So a push reconciles at once what a killed predecessor left in flight
+    # (outbox.recover_dead_holders).
     rec = Recorder(sqlite_url)
     svc = start(sqlite_url, rec)
     _wait(lambda: "push" in rec.names())
@@ -313,7 +314,7 @@ def test_health_names_stale_resources_and_a_stuck_queue(
     assert resp.status_code == 503
     reasons = resp.json()["reasons"]
     assert any(r.startswith("contact is stale: last good pull 120 min ago") for r in reasons), reasons
-    assert any("writeback queue is stuck: 1 item(s) overdue" for r in reasons), reasons
+    assert any("writeback queue is stuck: 1 item(s) overdue" in r for r in reasons), reasons
     assert resp.json()["queue"] == {"default": {"in_flight": 1}}
     assert 'clevertim_sync_queue_depth{account="default",state="in_flight"} 1.0' in svc.get("/metrics").text
     engine.dispose()
@@ -417,10 +418,9 @@ database_url = "{b_url}"
     for url in (a_url, b_url):
         engine = make_engine(url)
         with engine.connect() as conn:
-            assert (
-                conn.execute(sa.select(sa.func.count()).select_from(schema.resource_status)).scalar_one()
-                == 10
-            )
+            assert conn.execute(
+                sa.select(sa.func.count()).select_from(schema.resource_status)
+            ).scalar_one() == len(resources.RESOURCES)
         engine.dispose()
         assert Path(url.removeprefix("sqlite:///") + ".lock").exists()
     metrics = svc.get("/metrics").text
@@ -510,6 +510,38 @@ def test_resources_that_keep_failing_rest_while_the_others_are_pulled(sqlite_url
     assert rt.due_resources(["company", "contact", "note"], now) == ["company", "note"]
     later = now + timedelta(seconds=2 * settings.pull.interval)
     assert rt.due_resources(["company", "contact", "note"], later) == ["company", "contact", "note"]
+    rt.engine.dispose()
+
+
+def test_a_resource_the_account_lacks_is_asked_again_only_slowly_and_is_never_stale(sqlite_url: str) -> None:
+    env = {"CLEVERTIM_TOKEN": "t", "CLEVERTIM_SYNC_DATABASE_URL": sqlite_url}
+    settings = load(None, env=env)
+    settings = settings.model_copy(
+        update={"pull": settings.pull.model_copy(update={"unavailable_retry": 7200})}
+    )
+    rt = AccountRuntime(
+        Account("default", settings),
+        Recorder(sqlite_url).backends(),
+        on_finish=lambda _o: None,
+        stopping=threading.Event(),
+    )
+    rt.engine = make_engine(sqlite_url)
+    upgrade(rt.engine)
+    now = datetime.now(UTC)
+    mark_pulled(rt.engine, ["contact", "folder"], ok=True, at=now - timedelta(seconds=10))
+    with rt.engine.begin() as conn:  # /folder answered 404: unavailable, not failed (documents.py)
+        conn.execute(
+            sa.update(schema.resource_status)
+            .where(schema.resource_status.c.resource == "folder")
+            .values(unavailable="/folder answered HTTP 404")
+        )
+    later = now + timedelta(seconds=2 * settings.pull.interval)
+    assert rt.due_resources(["contact", "folder"], later) == ["contact"]
+    assert rt.due_resources(["contact", "folder"], now + timedelta(seconds=7200)) == ["contact", "folder"]
+    # Hours without a new success: stale for an ordinary resource, never for an unavailable one.
+    then = now + timedelta(hours=5)
+    stale = {r.resource for r in health.stale_resources(rt.facts(then), then, rt.stale_after)}
+    assert stale == {"contact"}
     rt.engine.dispose()
 
 

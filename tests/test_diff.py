@@ -238,3 +238,15 @@ def test_mass_delete_rule(deletes: int, mirrored: int, listed: int, refused: boo
 
 def test_changes_empty() -> None:
     assert Changes().empty
+
+
+def test_a_text_id_resource_keeps_its_ids_as_text() -> None:
+    listing = [{"id": "f1001", "name": "a"}, {"id": 7, "name": "b"}, {"id": " f2 "}, {"id": 1.5}, {}]
+    changes = compute_changes("folder", listing, {"f9": ("h", None)})
+    assert [rec["id"] for rec, _ in changes.inserts] == ["f1001", "7", "f2"]  # 7 is "7", trimmed
+    assert changes.deletes == ["f9"] and len(changes.skipped) == 2
+    with pytest.raises(InvalidListing, match="'7' appears more than once"):
+        compute_changes("folder", [{"id": 7}, {"id": "7"}], {})
+    # The same spellings of an integer-id resource: "7" is 7, a word is no id.
+    ints = compute_changes("contact", [{"id": "7"}, {"id": "f1001"}], {})
+    assert [rec["id"] for rec, _ in ints.inserts] == [7] and len(ints.skipped) == 1

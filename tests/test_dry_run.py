@@ -108,6 +108,28 @@ def test_push_dry_run_sends_nothing_while_paused(
     assert emulator.control.requests() == []
 
 
+def test_push_dry_run_compares_values_by_meaning_as_the_push_does(
+    cli_runner: Any, database_url: str, emulator: Any, engine: sa.Engine
+) -> None:
+    # Clevertim spells a note's customer as a list ([33]); the edit names it as one id (33): the
+    # same value, so neither the push nor its dry run sends anything (the dry run used to merge
+    # without the resource's properties and planned a PUT the push never sent).
+    run = cli_runner(database_url)
+    note = min(
+        (r for r in emulator.control.state(as_token="test-token")["note"] if isinstance(r.get("cust"), int)),
+        key=lambda r: r["id"],
+    )
+    emulator.control.update("note", note["id"], {"cust": [note["cust"]]})
+    run("sync", code=0)
+    run("edit", "update", "note", str(note["id"]), "--set", f"cust={note['cust']}", code=0)
+    planned = orjson.loads(run("push", "--dry-run", "--json", code=0).output)
+    assert planned["requests"] == []
+    assert planned["not_sent"][0]["why"].startswith("nothing to send: Clevertim already has")
+    emulator.control.clear_requests()
+    run("push", code=0)
+    assert _writes(emulator) == []
+
+
 def test_sync_dry_run_prints_inserts_updates_deletes_and_the_guard_and_writes_nothing(
     cli_runner: Any, database_url: str, emulator: Any, engine: sa.Engine
 ) -> None:

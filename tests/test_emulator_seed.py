@@ -41,8 +41,30 @@ def test_proportions(account: dict[str, list[dict[str, Any]]]) -> None:
         "task": 400,
         "note": 400,
         "comment": 150,
+        "folder": 23,  # documents (emulator/documents.py): 3 + contacts/50 folders,
+        "file": 102,  # 2 + contacts/10 files,
+        "linkedfile": 51,  # 1 + contacts/20 linked files
     }
     assert list(account) == list(resources.PULL_ORDER)
+
+
+def test_documents_nest_and_records_point_at_them(account: dict[str, list[dict[str, Any]]]) -> None:
+    folders = {f["id"]: f for f in account["folder"]}
+    assert all(isinstance(k, str) and k.startswith("f") for k in folders)
+    assert [f["id"] for f in folders.values() if f["parentId"] is None] == ["f1001"]  # one root
+    depth = {}
+    for f in account["folder"]:  # each folder's parent comes before it
+        depth[f["id"]] = 0 if f["parentId"] is None else depth[f["parentId"]] + 1
+    assert max(depth.values()) >= 2  # folders within folders within the root
+    assert all(f["parentId"] in folders for f in account["file"])
+    files = {f["id"] for f in account["file"]}
+    links = {f["id"] for f in account["linkedfile"]}
+    for name in ("contact", "company", "case", "opportunity", "note"):
+        carrying = [r for r in account[name] if r.get("files") or r.get("lfiles")]
+        assert carrying, name
+        assert all(set(r["files"]) <= files and set(r["lfiles"]) <= links for r in carrying)
+    photos = [c for c in account["contact"] if c.get("cphoto")]
+    assert 200 <= len(photos) <= 300 and all(c["cphoto"].endswith(".png") for c in photos)
 
 
 def test_zero_contacts_is_an_empty_account() -> None:

@@ -21,7 +21,7 @@ import httpx
 import orjson
 import pytest
 
-from clevertim_sync import resources
+from clevertim_sync import resources, shapes
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.api.errors import NotFound, NotSupported
 from clevertim_sync.capture import (
@@ -37,7 +37,7 @@ from clevertim_sync.capture import (
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.emulator.replay import Replay
 from clevertim_sync.emulator.seed import CURRENCIES
-from clevertim_sync.probe import VARIANTS, Finding, ProbeResult, probe
+from clevertim_sync.probe import VARIANTS, Finding, ProbeResult, probe, summary
 
 EMULATOR_TOKEN = "test-token"  # the `emulator` fixture's owner token
 CliInvoke = Callable[..., Any]
@@ -47,7 +47,7 @@ PERSONAL = frozenset(
     {
         "fn", "ln", "cn", "title", "fullname", "description", "user", "name", "desc", "hl", "comment",
         "location", "address", "city", "postcode", "region", "country", "email", "website", "tags",
-        "no", "smid", "f", "s", "e", "t", "cf", "values", "cphoto",
+        "no", "smid", "f", "s", "e", "t", "cf", "values", "cphoto", "link", "icon",
     }
 )  # fmt: skip
 
@@ -215,12 +215,15 @@ def test_a_capture_served_by_emulator_from_syncs_to_exactly_the_capture(
     for name in resources.PULL_ORDER:
         captured = orjson.loads((capture / f"{name}.json").read_bytes())["content"]
         exported = (tmp_path / "export" / f"{name}.jsonl").read_bytes().splitlines()
+        if name in resources.TEXT_ID_RESOURCES:  # documents: ids kept as text (7 is "7"), text order
+            captured = sorted((shapes.with_text_id(r) for r in captured), key=lambda r: str(r["id"]))
         expected = [orjson.dumps(rec) for rec in sorted(captured, key=lambda r: r["id"])]
         assert exported == expected, name
         assert expected or name == "case"  # the account has data in (almost) every resource
 
 
 def test_emulator_from_command_serves_a_capture(tmp_path: Path, emulator: EmulatorServer) -> None:
+    emulator.control.add_fault(kind="status", status=404, path="^/folder$")  # an account without them
     with ClevertimClient(emulator.base_url, EMULATOR_TOKEN) as client:
         probe(client, capture=CaptureWriter(tmp_path / "cap"), names=["user", "folder"])
     cmd = [sys.executable, "-m", "clevertim_sync", "emulator", "--from", str(tmp_path / "cap"), "--port", "0"]
@@ -270,7 +273,14 @@ def _quirky_capture(directory: Path) -> None:
         "user": [{"id": 1, "user": "Owner", "is_owner": 1, "is_admin": 0}],
         "group": [{"id": 1, "name": "Sales", "gid": 1, "users": [1]}, "not an object", {"id": None}],
         "company": [
-            {"id": 2, "cn": "Acme", "is_company": 1, "notes": back_refs, "tasks": [], "files": ["f1001"]},
+            {
+                "id": 2,
+                "cn": "Acme",
+                "is_company": 1,
+                "notes": back_refs,
+                "tasks": [],
+                "files": ["f1001", 2.5],
+            },
             {"id": 3, "cn": "", "is_company": True, "notes": back_refs[::-1], "lc": "yesterday"},
         ],
         "contact": [
@@ -297,7 +307,10 @@ def _quirky_capture(directory: Path) -> None:
             {"id": 10, "desc": "x", "type": "N", "cust": [2], "case": None},
         ],
         "comment": [{"id": 11, "comment": "ok", "nid": "9", "tid": None}],
-        "folder": [{"id": "f1001", "name": "Contracts", "parentId": None, "is_dir": 1}],
+        "folder": [
+            {"id": "f1001", "name": "Contracts", "parentId": None, "is_dir": 1},
+            {"id": 2.5, "name": "Odd", "parentId": "f1001"},
+        ],
     }
     directory.mkdir()
     entries: dict[str, Any] = {}
@@ -335,13 +348,13 @@ def test_the_probe_names_every_variant_of_the_reference(tmp_path: Path) -> None:
         "bool_as_int": {"user.is_owner", "user.is_admin", "company.is_company", "task.is_completed"},
         "bool_as_string": {"customfield.multiple", "contact.is_company", "task.is_deleted"},
         "numeric_string_id": {"contact.id", "contact.companyId", "task.cust", "comment.nid"},
-        "non_integer_id": {"company.files", "folder.id", "group.id"},
+        "non_integer_id": {"folder.id", "group.id"},  # "f1001" is a folder's id: no finding
         "string_date_parts": {"task.startDate"},
         "empty_string": {"contact.companyId", "task.case"},
         "unsorted_server_list": {"company.notes"},
         "unordered_server_list": {"company.notes"},
         "typed_null": {"company.lc"},
-        "dropped_child_entry": {"contact.email"},
+        "dropped_child_entry": {"contact.email", "company.files"},  # 2.5 is no file id
         "unknown_property": {"contact.zzz"},
     }
     for key, places in expected.items():
@@ -356,7 +369,7 @@ def test_the_probe_names_every_variant_of_the_reference(tmp_path: Path) -> None:
     assert _finding(result, "numeric_string_id", "contact.id").examples == ["17"]
     # The documents: one file referenced, the folder listing counted, the refusals tolerated.
     docs = result.documents()
-    assert docs["files_referenced"] == 1 and docs["endpoints"]["folder"] == {"records": 1}
+    assert docs["files_referenced"] == 2 and docs["endpoints"]["folder"] == {"records": 2}
     assert docs["endpoints"]["file"]["status"] == 404 and docs["endpoints"]["linkedfile"]["status"] == 501
     # Without reshuffling, a stable order is not reported as changing between reads.
     with (
@@ -371,11 +384,32 @@ def test_the_probe_names_every_variant_of_the_reference(tmp_path: Path) -> None:
 def test_the_seeded_account_has_no_variant(emulator: EmulatorServer) -> None:
     with ClevertimClient(emulator.base_url, EMULATOR_TOKEN) as client:
         found = _where(probe(client))
-    # The emulator's own account: only the documented unknown properties, no documents API, and
-    # notes stored as HTML as the vendor's service does (information, not a variant).
-    assert set(found) == {"unknown_property", "endpoint_error", "html_text"}, found
+    # The emulator's own account: only the documented unknown properties, and notes stored as
+    # HTML as the vendor's service does (information, not a variant); its folders' text ids and
+    # its records' lists of file ids are no variant either.
+    assert set(found) == {"unknown_property", "html_text"}, found
     assert found["html_text"] == {"note.desc"}
-    assert found["endpoint_error"] == {"folder", "file", "linkedfile"}
+
+
+def test_the_probe_counts_the_accounts_documents(emulator: EmulatorServer) -> None:
+    with ClevertimClient(emulator.base_url, EMULATOR_TOKEN) as client:
+        result = probe(client)
+    state = emulator.control.state(as_token=EMULATOR_TOKEN)
+    referenced = {
+        key: {i for name in ("contact", "company", "case", "opportunity", "note") for r in state[name]
+              for i in r.get(key) or []}
+        for key in ("files", "lfiles")
+    }  # fmt: skip
+    docs = result.documents()
+    assert docs["files_referenced"] == len(referenced["files"]) > 0
+    assert docs["linked_files_referenced"] == len(referenced["lfiles"]) > 0
+    assert docs["contact_photos"] == sum(1 for c in state["contact"] if c.get("cphoto")) > 0
+    assert docs["endpoints"] == {
+        name: {"records": len(state[name])} for name in ("folder", "file", "linkedfile")
+    }
+    line = next(x for x in summary(result) if x.startswith("documents:"))
+    assert f"{docs['contact_photos']} contact photo(s)" in line
+    assert f"/folder: {len(state['folder'])} entries" in line
 
 
 def test_a_change_between_the_two_reads_is_reported(emulator: EmulatorServer) -> None:

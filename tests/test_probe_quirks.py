@@ -38,6 +38,10 @@ def test_the_probe_finds_each_quirk_the_emulator_serves(emulator: EmulatorServer
         if quirk == "normalising":
             _normalised_writes_are_seen(emulator, client)
             return
+        if quirk == "shuffled_lists":  # a list long enough that two shuffles of it differ
+            customer = client.list("contact")[0]["id"]
+            for i in range(6):
+                emulator.control.create("note", {"desc": f"note {i}", "cust": customer})
         plain = probe(client, names=[resource])
         emulator.set_quirks([quirk])
         quirky = probe(client, names=[resource])

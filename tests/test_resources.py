@@ -20,6 +20,16 @@ def test_every_ref_targets_a_resource() -> None:
             assert prop.target in (*r.BY_NAME, "customer"), (res.name, prop.api)
 
 
+def test_a_record_id_is_checked_by_what_the_registry_says_its_ids_are() -> None:
+    # The one check of a record id handed to a write (queue, fold, client path): no stricter
+    # than the registry. For a resource with integer ids a bool or a numeric text is none.
+    for res in (res for res in r.RESOURCES if res.id_kind == "int"):
+        for good in (1, 0, 2**40):
+            assert r.id_problem(res.name, good) is None
+        for bad in (True, "7", 7.0, None, "local:contact:3"):
+            assert r.id_problem(res.name, bad) == f"{bad!r} is no integer id of a {res.name}"
+
+
 def test_columns_and_child_tables_are_unique() -> None:
     for res in r.RESOURCES:
         columns = [p.column for p in res.props]

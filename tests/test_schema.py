@@ -19,7 +19,7 @@ from clevertim_sync.mirror import db, schema
 
 def _mirror_diffs(engine: sa.Engine) -> list[object]:
     mine = set(schema.CURRENT.values()) | set(schema.CHILDREN.values())
-    mine |= {schema.history, schema.runs, schema.resource_status}
+    mine |= {schema.history, schema.runs, schema.resource_status, schema.contact_photos}
     names = {t.name for t in mine}
     with engine.connect() as conn:
         ctx = MigrationContext.configure(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.errors import ConfigError
 from clevertim_sync.settings import load
 
@@ -39,6 +40,29 @@ def test_token_from_systemd_credentials(tmp_path: Path) -> None:
     (tmp_path / "clevertim-token").write_text("from-creds\n")
     s = load(None, {"CREDENTIALS_DIRECTORY": str(tmp_path), "STATE_DIRECTORY": str(tmp_path)})
     assert s.token_value() == "from-creds"
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("http://crm.example.com/api", "plain HTTP"),
+        ("ftp://crm.example.com/api", "http(s) URL"),
+        ("https://crm.example.com/api?x=1", "query or fragment"),
+        ("https://sekrit:X@crm.example.com/api", "must not carry credentials"),
+    ],
+)
+def test_the_settings_and_the_client_refuse_the_same_urls_alike(
+    tmp_path: Path, url: str, needle: str
+) -> None:
+    # One rule (settings.api_url_problems): a URL the client would refuse never gets past the
+    # configuration, and both say the same; credentials in it are never echoed.
+    with pytest.raises(ConfigError) as from_settings:
+        load(None, {"CLEVERTIM_URL": url, "CLEVERTIM_TOKEN": "t", "STATE_DIRECTORY": str(tmp_path)})
+    with pytest.raises(ConfigError) as from_client:
+        ClevertimClient(url, "t")
+    assert any(needle in p for p in from_settings.value.problems), from_settings.value.problems
+    assert from_client.value.problems == [p.split(": ", 1)[1] for p in from_settings.value.problems]
+    assert "sekrit" not in str(from_settings.value) + str(from_client.value)
 
 
 def test_plain_http_to_loopback_is_allowed(tmp_path: Path) -> None:

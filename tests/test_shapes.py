@@ -230,6 +230,12 @@ def test_a_note_and_a_task_under_several_customers_count_for_each_in_the_activit
     assert after[company] == (before[company][0] + 1, before[company][1] + 1)
     assert _rows(engine, "SELECT customer_id FROM notes WHERE id = :i", i=note["id"])[0][0] is None
     assert _rows(engine, "SELECT COUNT(*) FROM task_customers WHERE owner_id = :i", i=task["id"])[0][0] == 2
+    # The open-task report names both, in the list's order, though the scalar column cannot.
+    contact = _state(emulator, "contact")[0]
+    company_name = _state(emulator, "company")[0]["cn"] or f"#{company}"  # a nameless one by its id
+    names = f"{contact['fn']} {contact['ln']}".strip() + "; " + company_name
+    row = _rows(engine, "SELECT * FROM report_open_tasks WHERE task_id = :i", i=task["id"])[0]
+    assert (row.customer_id, row.customer_ids, row.customers) == (None, f"{a},{company}", names)
 
 
 @pytest.mark.parametrize("emulator_quirks", [("bool01",)], indirect=True)

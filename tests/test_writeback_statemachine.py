@@ -30,7 +30,7 @@ from clevertim_sync.mirror.store import record_hash
 from clevertim_sync.pull import pull
 from clevertim_sync.settings import PushSettings, Settings
 from clevertim_sync.writeback import queue
-from clevertim_sync.writeback.tables import OPEN_STATES
+from clevertim_sync.writeback.outbox import OPEN_STATES
 from clevertim_sync.writeback.worker import push
 
 # Every test twice: the plain emulator, and every data quirk on (a server that differs as a real

@@ -22,19 +22,19 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 import orjson
 import structlog
 
-from clevertim_sync import __version__, shapes
+from clevertim_sync import __version__, resources, shapes
 from clevertim_sync.api import errors as e
 from clevertim_sync.api.listing import Listing, spool_file
 from clevertim_sync.errors import ConfigError
 from clevertim_sync.logs import REDACTED, register_secret
 from clevertim_sync.retry import Rng, next_delay, parse_retry_after
-from clevertim_sync.settings import Settings, is_loopback
+from clevertim_sync.settings import Settings, api_url_problems
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +46,8 @@ _RESOURCE_NAME = re.compile(r"^[a-z][a-z_]{0,40}$")
 _TOKEN_OK = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII without spaces: fits a header
 # How much of a non-JSON body to quote in an error: enough to recognise a proxy page.
 _SNIPPET = 120
+# Redirects a photo request follows (to a CDN, without the token); the API's never are.
+PHOTO_REDIRECTS = 3
 
 
 @dataclass
@@ -64,6 +66,14 @@ class RawListing:
     def content(self) -> list[Any]:
         content: list[Any] = self.envelope["content"]
         return content
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A contact photo as served: its media type and bytes."""
+
+    content_type: str
+    content: bytes
 
 
 class ClevertimClient:
@@ -90,7 +100,9 @@ class ClevertimClient:
         token_source: Callable[[], str] | None = None,
         ca_bundle: str | None = None,
     ) -> None:
-        self.base_url = _check_base_url(base_url, allow_insecure_http=allow_insecure_http)
+        if problems := api_url_problems(base_url, allow_insecure_http=allow_insecure_http):
+            raise ConfigError(problems)
+        self.base_url = base_url.rstrip("/")
         _check_token(token)
         register_secret(token)
         self._token = token
@@ -231,6 +243,81 @@ class ClevertimClient:
             envelope=doc,
         )
 
+    def photo_url(self, contact_id: int, cphoto: str) -> str:
+        """The vendor client's photo address: the API base without `/api`, then
+        `/getcphoto/{contact id}/{cphoto}` (cphoto quoted whole: it cannot leave that path)."""
+        root = self.base_url.removesuffix("/api")
+        return f"{root}/getcphoto/{int(contact_id)}/{quote(cphoto, safe='')}"
+
+    def photo(self, contact_id: int, cphoto: str, *, max_bytes: int) -> Photo:
+        """One contact photo's bytes. Not retried: the next pull tries a failed photo again.
+
+        The token goes only to the API's own scheme and host. A redirect elsewhere (a CDN) is
+        followed without it, at most `PHOTO_REDIRECTS` times, never from https down to http. A
+        body over `max_bytes` is not kept (TooLarge); an answer that is not an image (a login
+        page, an error envelope) raises the typed error an API call would."""
+        where: dict[str, Any] = {"method": "GET", "resource": "getcphoto", "record_id": contact_id}
+        url = self.photo_url(contact_id, cphoto)
+        for _hop in range(PHOTO_REDIRECTS + 1):
+            found = self._image(url, max_bytes, where)
+            if isinstance(found, Photo):
+                return found
+            url = found
+        raise e.Redirected(f"more than {PHOTO_REDIRECTS} redirects", status=302, **where)
+
+    def _image(self, url: str, max_bytes: int, where: dict[str, Any]) -> Photo | str:
+        """One GET of an image: the Photo, or the URL a redirect points to."""
+        mine, there = urlsplit(self.base_url), urlsplit(url)
+        own_host = (there.scheme, there.netloc) == (mine.scheme, mine.netloc)
+        if there.scheme not in ("http", "https") or (there.scheme, mine.scheme) == ("http", "https"):
+            raise e.ForeignHost(f"not followed to {there.scheme}://{there.netloc}", **where)
+        auth = self._current_auth() if own_host else None
+        try:
+            with self._http.stream(
+                "GET", url, headers={**self._headers, "Accept": "image/*"}, auth=auth, timeout=self._timeout
+            ) as response:
+                status, content_type = response.status_code, response.headers.get("Content-Type", "")
+                location = response.headers.get("Location")
+                if status in (301, 302, 303, 307, 308) and location:
+                    return str(urljoin(url, location))
+                if status != 200 or not content_type.lower().startswith("image/"):
+                    response.read()
+                    try:
+                        self._decode(  # the typed error
+                            status,
+                            response.headers,
+                            response.content,
+                            method="GET",
+                            resource="getcphoto",
+                            record_id=where["record_id"],
+                        )
+                    except e.LoginRequired:
+                        if own_host:
+                            with self._token_lock:
+                                self._token_refused = True
+                        raise
+                    raise e.MalformedResponse("the answer is not an image", status=status, **where)
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    raise e.TooLarge(f"{declared} bytes, over the limit of {max_bytes}", status=200, **where)
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise e.TooLarge(f"over the limit of {max_bytes} bytes", status=200, **where)
+                    chunks.append(chunk)
+        except httpx.HTTPError as exc:
+            raise self._photo_failure(exc, where) from None
+        return Photo(content_type=content_type.split(";")[0].strip(), content=b"".join(chunks))
+
+    def _photo_failure(self, exc: httpx.HTTPError, where: dict[str, Any]) -> e.ApiError:
+        text = self._describe(exc)
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+            return e.TransportError(f"could not connect: {text}", **where)
+        if isinstance(exc, httpx.DecodingError):
+            return e.MalformedResponse(f"the body could not be decoded: {text}", status=200, **where)
+        return e.ResponseLost(f"the photo did not arrive whole: {text}", **where)
+
     # --- internals ---------------------------------------------------------------------------
 
     def _read(self, method: str, resource: str, record_id: int | None) -> Records:
@@ -312,8 +399,8 @@ class ClevertimClient:
             raise ValueError(f"not a resource name: {resource!r}")
         if record_id is None:
             return f"{self.base_url}/{resource}"
-        if isinstance(record_id, bool) or not isinstance(record_id, int):
-            raise TypeError(f"record id must be an int, got {type(record_id).__name__}")
+        if (problem := resources.id_problem(resource, record_id)) is not None:
+            raise TypeError(f"record id: {problem}")
         return f"{self.base_url}/{resource}/{record_id}"
 
     def _once(
@@ -588,26 +675,6 @@ def _with_message(err: e.ApiError) -> e.ApiError:
     """Rebuild the message after `attempts` changed, so it says how many were made."""
     err.args = (err._message(),)
     return err
-
-
-def _check_base_url(url: str, *, allow_insecure_http: bool) -> str:
-    parts = urlsplit(url)
-    problems = []
-    if parts.username or parts.password:
-        # Do not echo the URL: it holds a credential.
-        raise ConfigError(["the API base URL must not carry credentials; give the token separately"])
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        problems.append(f"the API base URL must be http(s)://host/..., not {url!r}")
-    elif parts.scheme == "http" and not is_loopback(url) and not allow_insecure_http:
-        problems.append(
-            f"the API base URL {url!r} is plain HTTP to a remote host, which would send the token in "
-            "clear; use https, or set clevertim.allow_insecure_http = true if you really mean it"
-        )
-    if parts.query or parts.fragment:
-        problems.append(f"the API base URL must not have a query or fragment: {url!r}")
-    if problems:
-        raise ConfigError(problems)
-    return url.rstrip("/")
 
 
 def _check_token(token: str) -> None:

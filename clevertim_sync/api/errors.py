@@ -16,6 +16,8 @@ Must not import: httpx (callers catch these without knowing the transport), SQLA
     ├── NotFound            404: the entry does not exist (or is hidden from this token)
     ├── RequestNotParsed    500: the server could not parse the request body (our bug)
     ├── NotSupported        501: operation not supported (e.g. updating a comment)
+    ├── ForeignHost         a photo's redirect to an address not followed (https -> http)
+    ├── TooLarge            a photo over pull.photo_max_bytes
     ├── RateLimited         429, with retry_after when the server gave one            (transient, server-wide)
     └── ServiceUnavailable  502/503/504 and other 5xx                                 (transient)
 
@@ -176,6 +178,19 @@ class RequestNotParsed(ApiError):
 
 class NotSupported(ApiError):
     advice = "Clevertim does not support this operation for this resource (e.g. comments cannot be updated)"
+
+
+class ForeignHost(ApiError):
+    """A photo's redirect to an address it is not followed to (not http(s), or https down to
+    http). The token is never sent to another host than the API's anyway."""
+
+    advice = "the photo was not fetched from there; it is tried again at the next pull"
+
+
+class TooLarge(ApiError):
+    """An answer larger than the limit set for it (a contact photo over pull.photo_max_bytes)."""
+
+    advice = "raise pull.photo_max_bytes to keep it"
 
 
 class RateLimited(ApiError):

@@ -81,6 +81,13 @@ class AppContext:
 pass_app = click.make_pass_decorator(AppContext)
 
 
+def quiet_logs() -> None:
+    """Only warnings, on stderr: stdout carries the command's result (a table, CSV, JSON)."""
+    from clevertim_sync.logs import configure_logging  # noqa: PLC0415 (structlog: only when needed)
+
+    configure_logging("auto", "warning", stream=sys.stderr)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
@@ -151,7 +158,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Write DIRECTORY/<resource>.jsonl: every record exactly as last pulled, sorted by id.",
     ),
     "history": (
-        "edit",
+        "history",
         "A record's versions, oldest first: number, when, where from, what changed.",
     ),
     "probe": (
@@ -161,15 +168,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "listings anonymised).",
     ),
     "push": (
-        "edit",
+        "push",
         "Send every due queue item once; exit 1 if an item failed or was quarantined.",
     ),
     "queue": (
-        "edit",
+        "queue",
         "Look at and settle the writeback queue.",
     ),
     "report": (
-        "backup",
+        "report",
         "Print one of the reporting views (see --list); each is also a SQL view named report_<name>.",
     ),
     "restore": (
@@ -177,7 +184,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Restore a backup (verified first) or an export into an empty database, then upgrade its schema.",
     ),
     "revert": (
-        "edit",
+        "revert",
         "Queue the writes that bring RESOURCE RECORD_ID back to an earlier VERSION from "
         "history (re-creating it, with a new id, if it was deleted).",
     ),
@@ -186,7 +193,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Run the daemon: pull and push on schedule until SIGTERM/Ctrl-C (systemd Type=notify).",
     ),
     "search": (
-        "backup",
+        "search",
         "Full-text search of notes, contacts and companies: records holding every word.",
     ),
     "status": (

@@ -1,7 +1,7 @@
-"""Commands of backups and reports: `backup`, `verify`, `restore`, `report`, `search`.
+"""Commands of backups: `backup`, `verify`, `restore` (of a backup, or `--from-export`).
 
-Owns: turning options into calls of clevertim_sync.backup, export_asof and reports, and their
-output. `export --as-of` is an option of the pull's `export` command (cli/sync.py), which calls
+Owns: turning options into calls of clevertim_sync.backup and export_asof, and their output.
+`export --as-of` is an option of the pull's `export` command (cli/sync.py), which calls
 export_asof.export_as_of.
 
 Must not import: httpx, the API client.
@@ -9,25 +9,16 @@ Must not import: httpx, the API client.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import cast
 
 import click
 
 from clevertim_sync import backup as backups
-from clevertim_sync import export_asof, reports
-from clevertim_sync.cli import AppContext, cli, pass_app
+from clevertim_sync import export_asof
+from clevertim_sync.cli import AppContext, cli, pass_app, quiet_logs
 from clevertim_sync.cli.sync import mirror
 from clevertim_sync.errors import BackupError
-from clevertim_sync.logs import configure_logging
-
-FORMATS = click.Choice(["table", "csv", "json"])
-
-
-def quiet_logs() -> None:
-    """Only warnings, on stderr: stdout carries the command's result (a table, CSV, JSON)."""
-    configure_logging("auto", "warning", stream=sys.stderr)
 
 
 @cli.command("backup")
@@ -107,43 +98,3 @@ def restore_command(path: Path | None, export_dir: Path | None, to_url: str, for
     result = backups.restore(path, to_url, force=force)
     rows = sum(n for t, n in result.rows.items() if t != "alembic_version")
     click.echo(f"restored {rows} rows from {path} into {result.target}, now at schema {result.upgraded_to}")
-
-
-@cli.command("report")
-@click.argument("name", required=False)
-@click.option("--list", "list_reports", is_flag=True, help="Name every report and what it shows.")
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
-)
-@click.option("--since", help="Only rows at or after this ISO-8601 time (changes, contacts).")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many rows.")
-@pass_app
-def report_command(
-    app: AppContext, *, name: str | None, list_reports: bool, fmt: str, since: str | None, limit: int | None
-) -> None:
-    """Print one of the reporting views (see --list); each is also a SQL view named report_<name>."""
-    quiet_logs()
-    if list_reports or name is None:
-        for report in reports.REPORTS.values():
-            click.echo(f"{report.name:<18} {report.view:<25} {report.description}")
-        return
-    when = reports.parse_timestamp(since) if since else None
-    with mirror(app) as engine:
-        columns, rows = reports.run_report(engine, name, since=when, limit=limit)
-    click.echo(reports.render(columns, rows, fmt))
-
-
-@cli.command("search")
-@click.argument("words", nargs=-1, required=True)
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
-)
-@pass_app
-def search_command(app: AppContext, words: tuple[str, ...], limit: int, fmt: str) -> None:
-    """Full-text search of notes, contacts and companies: records holding every word."""
-    quiet_logs()
-    with mirror(app) as engine:
-        hits = reports.search(engine, " ".join(words), limit=limit)
-    rows = [(h.kind, h.record_id, h.title, h.snippet) for h in hits]
-    click.echo(reports.render(["kind", "id", "title", "snippet"], rows, fmt))

@@ -28,7 +28,7 @@ from clevertim_sync.errors import ClevertimSyncError
 from clevertim_sync.logs import configure_logging
 from clevertim_sync.mirror import db
 from clevertim_sync.settings import Settings
-from clevertim_sync.writeback import tables as wb
+from clevertim_sync.writeback import outbox
 
 
 @dataclass(frozen=True)
@@ -78,11 +78,11 @@ def _check_mirror(
     pull_reasons = [r for r in reasons if r not in queue_reasons]
     add("pulls", not pull_reasons, "; ".join(pull_reasons) or "every resource pulled recently and well")
     depth = ", ".join(f"{n} {state}" for state, n in sorted(facts.queue.depth.items())) or "empty"
-    dead = {s: facts.queue.depth.get(s, 0) for s in (wb.FAILED, wb.CONFLICT, wb.QUARANTINED)}
+    dead = {s: facts.queue.depth.get(s, 0) for s in outbox.NEEDS_A_PERSON}
     attention = ", ".join(f"{n} {s}" for s, n in dead.items() if n)
     note = f" ({attention} need a person: `clevertim-sync queue list`)" if attention else ""
-    if dead[wb.CONFLICT]:
-        note += f"; open conflicts: {dead[wb.CONFLICT]}, settle each with `clevertim-sync queue show ID`"
+    if dead[outbox.CONFLICT]:
+        note += f"; open conflicts: {dead[outbox.CONFLICT]}, settle each with `clevertim-sync queue show ID`"
     add("queue", not queue_reasons, ("; ".join(queue_reasons) or f"moving: {depth}") + note)
     # Informational: what the conditions above already fail on, as far as a person was told of it.
     with engine.connect() as conn:

@@ -27,8 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from clevertim_sync import datasette_meta
-from clevertim_sync.cli import AppContext, cli, pass_app
-from clevertim_sync.cli.backup import quiet_logs
+from clevertim_sync.cli import AppContext, cli, pass_app, quiet_logs
 from clevertim_sync.errors import DatasetteError
 from clevertim_sync.mirror import db
 
@@ -66,9 +65,10 @@ def sqlite_file(url: str) -> Path:
             "export DIR` then `clevertim-sync restore --from-export DIR --to sqlite:///copy.sqlite3`, "
             "and point this command at that file (CLEVERTIM_SYNC_DATABASE_URL=sqlite:///copy.sqlite3)",
         )
-    if not parsed.database or parsed.database == ":memory:":
+    path = db.sqlite_file(parsed)
+    if path is None:
         raise DatasetteError("no_file", "Datasette needs a SQLite file: this mirror is in memory")
-    return Path(parsed.database).resolve()
+    return path
 
 
 def datasette_installed() -> bool:

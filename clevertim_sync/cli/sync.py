@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy.engine import Engine
 
-from clevertim_sync import resources
+from clevertim_sync import photos, resources
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.cli import AppContext, cli, pass_app
 from clevertim_sync.logs import configure_logging
@@ -143,6 +143,9 @@ def dry_run_lines(plans: list[ResourcePlan]) -> list[str]:
     """`sync --dry-run` as text: a line per resource, then the ids (and changed fields) per change."""
     lines = ["sync --dry-run: what a pull would do now; nothing was written"]
     for p in plans:
+        if p.unavailable:
+            lines.append(f"  {p.resource}: unavailable, nothing would change: {p.unavailable}")
+            continue
         if p.error:
             lines.append(f"  {p.resource}: the listing failed: {p.error}")
             continue
@@ -198,12 +201,17 @@ def _print_summary(report: PullReport) -> None:
         table.add_column(col, justify="left" if col in ("resource", "error") else "right")
     for name, c in report.resources.items():
         error = ("HELD: " if c.held else "") + (c.error or "")
+        if c.unavailable:
+            error = f"unavailable (not an error): {c.unavailable}"
         if c.skipped:
             error += f"{'; ' if error else ''}{c.skipped} left out: {'; '.join(c.skipped_reasons)}"
         table.add_row(
             name, str(c.inserted), str(c.updated), str(c.deleted), str(c.unchanged), f"{c.seconds:.2f}", error
         )
-    Console(width=160 if not sys.stdout.isatty() else None).print(table)
+    console = Console(width=160 if not sys.stdout.isatty() else None)
+    console.print(table)
+    if report.photos is not None:
+        console.print(photos.summary_line(report.photos), highlight=False)
 
 
 @cli.command("status")
@@ -215,16 +223,17 @@ def status_command(app: AppContext, as_json: bool) -> None:
     The table ends with a line about the writeback queue (--json: the resources only)."""
     # Here, not at the top: `sync` shares this module and starts faster without them.
     from clevertim_sync.daemon.alerts import read_status  # noqa: PLC0415
-    from clevertim_sync.writeback import queue  # noqa: PLC0415
-    from clevertim_sync.writeback.tables import CONFLICT  # noqa: PLC0415
+    from clevertim_sync.writeback import outbox, queue  # noqa: PLC0415
+    from clevertim_sync.writeback.outbox import CONFLICT  # noqa: PLC0415
 
     with mirror(app) as engine, engine.connect() as conn:
         statuses = store.resource_statuses(conn)
         counts = {name: store.mirrored_count(conn, name) for name in resources.PULL_ORDER}
-        in_queue = queue.counts(conn)
+        in_queue = outbox.depth(conn)
         active_alerts = read_status(conn)
         conflicts = [i.id for i in queue.list_items(conn, state=CONFLICT, limit=10)]
-    now = store.now()
+        photo_line = photos.status_line(conn, enabled=app.settings.pull.photos)
+    now = datetime.now(UTC)
     rows = [_status_row(name, statuses.get(name), counts[name], now) for name in resources.PULL_ORDER]
     if as_json:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
@@ -242,6 +251,8 @@ def status_command(app: AppContext, as_json: bool) -> None:
             if r["held"]
             else (r["last_error"] or "ok" if r["last_pull_at"] else "never pulled")
         )
+        if r["unavailable"]:
+            state = f"unavailable: {r['unavailable']} (asked again every pull.unavailable_retry)"
         if last.get("skipped"):
             reasons = "; ".join(last.get("skipped_reasons") or [])
             state += f"; {last['skipped']} entries left out ({reasons})"
@@ -259,6 +270,8 @@ def status_command(app: AppContext, as_json: bool) -> None:
     console = Console(width=200 if not sys.stdout.isatty() else None)
     console.print(table)
     console.print(_queue_line(in_queue), highlight=False)
+    if photo_line:
+        console.print(photo_line, highlight=False)
     if active_alerts:
         told = ", ".join(f"{r.condition}{'' if r.told else ' (not yet told)'}" for r in active_alerts)
         console.print(f"alerts: {told} (see `clevertim-sync alerts status`)", highlight=False)
@@ -273,7 +286,7 @@ def _when(iso: str | None) -> str:
 
 def _queue_line(by_state: dict[str, int]) -> str:
     """One line about the writeback queue: what waits, what needs a person, and where to look."""
-    from clevertim_sync.writeback.tables import ALL_STATES, NEEDS_A_PERSON  # noqa: PLC0415 - see status
+    from clevertim_sync.writeback.outbox import ALL_STATES, NEEDS_A_PERSON  # noqa: PLC0415 - see status
 
     if not by_state:
         return "writeback queue: empty"
@@ -305,6 +318,7 @@ def _status_row(name: str, st: dict[str, Any] | None, records: int, now: datetim
         "consecutive_failures": st.get("consecutive_failures", 0),
         "held": bool(st.get("held", False)),
         "held_reason": st.get("held_reason"),
+        "unavailable": st.get("unavailable"),
     }
 
 

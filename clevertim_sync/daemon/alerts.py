@@ -34,7 +34,7 @@ from clevertim_sync.daemon import health
 from clevertim_sync.errors import ConfigError
 from clevertim_sync.mirror import schema
 from clevertim_sync.settings import Settings
-from clevertim_sync.writeback import tables as wb
+from clevertim_sync.writeback import outbox
 
 log = structlog.get_logger(__name__)
 
@@ -124,14 +124,8 @@ def read_conditions(
                 + " ".join(f"--resource {r.resource}" for r in held),
             ),
         )
-    q = wb.writeback_queue
-    rows = conn.execute(
-        sa.select(q.c.state, q.c.id).where(q.c.state.in_(wb.NEEDS_A_PERSON)).order_by(q.c.state, q.c.id)
-    ).all()
-    if rows:
-        by_state: dict[str, list[int]] = {}
-        for state, item_id in rows:
-            by_state.setdefault(state, []).append(int(item_id))
+    by_state = outbox.needing_a_person(conn)
+    if by_state:
         lines = [
             f"{len(ids)} {state}: {_ids(ids)} (look: clevertim-sync queue list --state {state})"
             for state, ids in by_state.items()
@@ -151,10 +145,7 @@ def read_conditions(
     ]
     if facts.queue.stuck:
         members.add("stuck")
-        lines.append(
-            f"writeback queue stuck: {facts.queue.stuck} item(s) overdue, "
-            f"the oldest by {facts.queue.oldest_stuck_age or 0:.0f} s"
-        )
+        lines.append(facts.queue.stuck_text())
     if members:
         out["unhealthy"] = Condition(
             "unhealthy", frozenset(members), (*lines, "Look: clevertim-sync check (or GET /healthz)")

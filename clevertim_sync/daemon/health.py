@@ -25,7 +25,7 @@ from clevertim_sync import resources
 from clevertim_sync.errors import ConfigError
 from clevertim_sync.mirror import schema
 from clevertim_sync.settings import Settings
-from clevertim_sync.writeback import tables as wb
+from clevertim_sync.writeback import outbox
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +42,9 @@ class ResourceFacts:
     last_error: str | None
     held: bool
     held_reason: str | None
+    # The endpoint is missing for this account (resource_status.unavailable): asked again only
+    # every pull.unavailable_retry, so never stale and never failing.
+    unavailable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,13 @@ class QueueFacts:
     depth: dict[str, int] = field(default_factory=dict)  # state -> items
     stuck: int = 0  # items that should have moved by now and did not
     oldest_stuck_age: float | None = None
+
+    def stuck_text(self) -> str:
+        """How /healthz, `check` and the alerts say it (empty when nothing is stuck)."""
+        if not self.stuck:
+            return ""
+        age = self.oldest_stuck_age or 0.0
+        return f"the writeback queue is stuck: {self.stuck} item(s) overdue, the oldest by {age:.0f} s"
 
 
 @dataclass(frozen=True)
@@ -61,44 +71,9 @@ class MirrorFacts:
 
 
 def read_queue_facts(conn: sa.Connection, now: datetime, stuck_after: float) -> QueueFacts:
-    """Queue depth per state, and the items that should have moved by now.
-
-    Stuck: an open item due (its own next attempt, or the server-wide pause, whichever is later)
-    more than `stuck_after` seconds ago, or a claim whose lease ran out that long ago (its worker
-    died and nobody reclaimed it).
-    """
-    q = wb.writeback_queue
-    depth = {
-        state: int(n) for state, n in conn.execute(sa.select(q.c.state, sa.func.count()).group_by(q.c.state))
-    }
-    pause = conn.execute(sa.select(sa.func.max(wb.writeback_pause.c.not_before))).scalar()
-    limit = now - timedelta(seconds=stuck_after)
-    due_at = sa.func.coalesce(q.c.next_attempt_at, q.c.created_at)
-    waiting = sa.and_(q.c.state.in_([wb.PENDING, wb.RECONCILE]), due_at < limit)
-    lost = sa.and_(q.c.state == wb.IN_FLIGHT, q.c.lease_until < limit)
-    if pause is not None and pause > limit:
-        waiting = sa.false()  # the server asked us to wait: waiting is right, not stuck
-    row = conn.execute(
-        sa.select(sa.func.count(), sa.func.min(sa.case((waiting, due_at), else_=q.c.lease_until))).where(
-            sa.or_(waiting, lost)
-        )
-    ).one()
-    oldest = (now - row[1]).total_seconds() if row[1] is not None else None
-    return QueueFacts(depth=depth, stuck=int(row[0]), oldest_stuck_age=oldest)
-
-
-def newest_due_item(conn: sa.Connection, now: datetime) -> int:
-    """The highest id of a queue item a push would send now (0: none, or the server asked to wait).
-
-    The cheap check behind "push soon after an edit": one indexed MAX.
-    """
-    q = wb.writeback_queue
-    pause = conn.execute(sa.select(sa.func.max(wb.writeback_pause.c.not_before))).scalar()
-    if pause is not None and pause > now:
-        return 0
-    due = sa.or_(q.c.next_attempt_at.is_(None), q.c.next_attempt_at <= now)
-    stmt = sa.select(sa.func.max(q.c.id)).where(q.c.state.in_([wb.PENDING, wb.RECONCILE]), due)
-    return int(conn.execute(stmt).scalar() or 0)
+    """Queue depth per state, and the items that should have moved by now (`outbox.stuck`)."""
+    stuck, oldest = outbox.stuck(conn, now, stuck_after)
+    return QueueFacts(depth=outbox.depth(conn), stuck=stuck, oldest_stuck_age=oldest)
 
 
 def read_facts(
@@ -142,6 +117,7 @@ def read_resource_facts(conn: sa.Connection) -> list[ResourceFacts]:
                 row.last_error,
                 bool(row.held),
                 row.held_reason,
+                row.unavailable,
             )
         )
     return out
@@ -174,6 +150,7 @@ def stale_resources(
         r
         for r in facts.resources
         if r.last_success_at is not None
+        and r.unavailable is None
         and now - r.last_success_at > timedelta(seconds=stale_after(r.resource))
     ]
 
@@ -202,11 +179,7 @@ def judge(facts: MirrorFacts, now: datetime, stale_after: Callable[[str], float]
                 f"(limit {stale_after(r.resource):g} s)"
             )
     if facts.queue.stuck:
-        age = facts.queue.oldest_stuck_age or 0.0
-        reasons.append(
-            f"{prefix}the writeback queue is stuck: {facts.queue.stuck} item(s) overdue, "
-            f"the oldest by {age:.0f} s"
-        )
+        reasons.append(prefix + facts.queue.stuck_text())
     return reasons
 
 

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 import structlog
 
 from clevertim_sync.errors import InstanceLocked, MirrorError
-from clevertim_sync.mirror.db import normalise_url
+from clevertim_sync.mirror.db import normalise_url, sqlite_file
 
 log = structlog.get_logger(__name__)
 
@@ -39,21 +39,13 @@ _PG_KEEPALIVE = {"tcp_keepalives_idle": 5, "tcp_keepalives_interval": 2, "tcp_ke
 class InstanceLock(Protocol):
     description: str
     # Unique to this holding of the lock: a push run under it tags its claims with it, so the next
-    # holder knows they belong to a process that is gone (writeback/claims.py).
+    # holder knows they belong to a process that is gone (writeback/outbox.py, recover_dead_holders).
     holder_id: str
 
     def check(self) -> bool:
         """True while the lock is still ours (a PostgreSQL connection can drop under us)."""
 
     def release(self) -> None: ...
-
-
-def sqlite_path(url: sa.URL) -> Path | None:
-    """The database file of a SQLite URL, None for an in-memory database."""
-    db = url.database
-    if not db or db == ":memory:" or db.startswith("file::memory:"):
-        return None
-    return Path(db.removeprefix("file:").split("?")[0]).resolve()
 
 
 class FileLock:
@@ -192,7 +184,7 @@ def acquire(
             raise InstanceLocked(
                 "--standby needs a PostgreSQL mirror: a SQLite file cannot be shared between hosts"
             )
-        path = sqlite_path(url)
+        path = sqlite_file(url)
         if path is None:
             raise MirrorError("an in-memory SQLite database cannot be shared with a daemon; use a file")
         lock = FileLock(path.with_name(path.name + ".lock"))

@@ -30,6 +30,7 @@ from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.retry import backoff_delay
 from clevertim_sync.settings import Settings
+from clevertim_sync.writeback import outbox
 
 log = structlog.get_logger(__name__)
 
@@ -252,13 +253,15 @@ class AccountRuntime:
         rs = schema.resource_status
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(rs.c.resource, rs.c.consecutive_failures, rs.c.last_pull_at).where(
-                    rs.c.resource.in_(list(names))
-                )
+                sa.select(
+                    rs.c.resource, rs.c.consecutive_failures, rs.c.last_pull_at, rs.c.unavailable
+                ).where(rs.c.resource.in_(list(names)))
             ).all()
         resting = set()
-        for name, failures, last_pull_at in rows:
+        for name, failures, last_pull_at, unavailable in rows:
             wait = failing_wait(int(failures or 0), self.interval_of(name))
+            if unavailable is not None:  # an endpoint this account lacks: asked again only slowly
+                wait = max(wait, self.settings.pull.unavailable_retry)
             if wait and last_pull_at is not None and now < last_pull_at + timedelta(seconds=wait):
                 resting.add(name)
         if resting:
@@ -277,7 +280,7 @@ class AccountRuntime:
     def newest_due_item(self) -> int:
         assert self.engine is not None
         with self.engine.connect() as conn:
-            return health.newest_due_item(conn, datetime.now(UTC))
+            return outbox.newest_due(conn, datetime.now(UTC))
 
     def reasons(self, facts: health.MirrorFacts, now: datetime) -> list[str]:
         """Why this account is unhealthy: the database's facts, plus this process's own view."""

@@ -76,7 +76,7 @@ class EmulatorControl:
         result: dict[str, list[dict[str, Any]]] = self._call("GET", "/state", headers=headers)
         return result
 
-    def record(self, resource: str, record_id: int) -> dict[str, Any]:
+    def record(self, resource: str, record_id: int | str) -> dict[str, Any]:
         """One record as stored, whoever may see it."""
         result: dict[str, Any] = self._call("GET", f"/records/{resource}/{record_id}")
         return result
@@ -89,7 +89,7 @@ class EmulatorControl:
     def update(
         self,
         resource: str,
-        record_id: int,
+        record_id: int | str,  # str: a folder's "f1001"
         fields: dict[str, Any],
         bump_lm: bool = True,
         *,
@@ -103,7 +103,7 @@ class EmulatorControl:
         result: dict[str, Any] = self._call("PUT", f"/records/{resource}/{record_id}", fields, params=params)
         return result
 
-    def delete(self, resource: str, record_id: int) -> None:
+    def delete(self, resource: str, record_id: int | str) -> None:
         self._call("DELETE", f"/records/{resource}/{record_id}")
 
     # --- faults, request log, reset, tokens ---------------------------------------------------
@@ -135,7 +135,8 @@ class EmulatorControl:
         return result
 
     def requests(self) -> list[dict[str, Any]]:
-        """API requests received, oldest first: method, path (/api/...), resource, id, status
+        """API requests received, oldest first: method, path (/api/..., or /getcphoto/... for a
+        photo, with `auth`: whether credentials came with it), resource, id, status
         (0: no answer sent), fault (the kind that struck, or None), body (the JSON received, or
         its text if not JSON, or None), ms (server time to the last byte), cpu_ms (the handler
         thread's CPU time). A request is listed as its answer starts to leave; its ms and cpu_ms

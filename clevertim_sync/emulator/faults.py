@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import threading
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,7 +100,7 @@ class Fault:
     status: int = 0
     retry_after: int | str | None = None
     latency_ms: int = 0
-    hide_ids: frozenset[int] = frozenset()
+    hide_ids: frozenset[int | str] = frozenset()  # str: a folder's "f1001"
     hide_fraction: float = 0.0
     apply: bool = False  # status/html/reset: serve the request first, then fail (outcome unknown)
     location: str = DEFAULT_LOCATION  # redirect: where to
@@ -107,12 +108,16 @@ class Fault:
     def matches(self, method: str, path: str) -> bool:
         return (self.method in ("*", method)) and self.path.search(path) is not None
 
-    def hides(self, record_id: int) -> bool:
+    def hides(self, record_id: int | str) -> bool:
         """Whether this fault hides `record_id`; stable across requests, so a hidden id stays hidden."""
         if record_id in self.hide_ids:
             return True
-        # Knuth's multiplicative hash spreads consecutive ids evenly over [0, 1).
-        return self.hide_fraction > 0 and ((record_id * 2654435761) % 2**32) / 2**32 < self.hide_fraction
+        if self.hide_fraction <= 0:
+            return False
+        # Knuth's multiplicative hash spreads consecutive ids evenly over [0, 1); a text id
+        # (a folder's "f1001") is spread by its CRC first.
+        number = record_id if isinstance(record_id, int) else zlib.crc32(str(record_id).encode())
+        return ((number * 2654435761) % 2**32) / 2**32 < self.hide_fraction
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,7 +129,7 @@ class Fault:
             "status": self.status,
             "retry_after": self.retry_after,
             "latency_ms": self.latency_ms,
-            "hide_ids": sorted(self.hide_ids),
+            "hide_ids": sorted(self.hide_ids, key=lambda i: (isinstance(i, str), str(i).zfill(20))),
             "hide_fraction": self.hide_fraction,
             "apply": self.apply,
             "location": self.location,
@@ -175,8 +180,8 @@ def parse_spec(spec: Mapping[str, Any], fault_id: int) -> Fault:
     if not _is_int(latency) or latency < 0:
         problems.append("latency_ms must be a non-negative integer")
     hide_ids = spec.get("hide_ids") or []
-    if not isinstance(hide_ids, list) or not all(_is_int(i) for i in hide_ids):
-        problems.append("hide_ids must be a list of integer ids")
+    if not isinstance(hide_ids, list) or not all(_is_int(i) or isinstance(i, str) for i in hide_ids):
+        problems.append("hide_ids must be a list of ids (integers, or text ids such as 'f1001')")
         hide_ids = []
     fraction = spec.get("hide_fraction", 0.0)
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction <= 1:
@@ -204,7 +209,7 @@ def parse_spec(spec: Mapping[str, Any], fault_id: int) -> Fault:
         status=int(status) if _is_int(status) else 0,
         retry_after=retry_after,
         latency_ms=int(latency),
-        hide_ids=frozenset(int(i) for i in hide_ids),
+        hide_ids=frozenset(i if isinstance(i, str) else int(i) for i in hide_ids),
         hide_fraction=float(fraction),
         apply=bool(spec.get("apply", False)),
         location=location,
@@ -219,7 +224,7 @@ class Decision:
     fault: Fault | None = None
     hiding: list[Fault] = field(default_factory=list)
 
-    def hidden(self, record_id: int) -> bool:
+    def hidden(self, record_id: int | str) -> bool:
         return any(f.hides(record_id) for f in self.hiding)
 
 

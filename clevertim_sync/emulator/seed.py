@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from clevertim_sync.emulator import documents
 from clevertim_sync.resources import PULL_ORDER
 
 Record = dict[str, Any]
@@ -545,6 +546,21 @@ def iter_records(contacts: int, seed: int) -> Iterator[tuple[str, Record]]:
     if contacts < 0:
         raise ValueError("contacts must be >= 0")
     g = _Gen(contacts, seed)
+    yield from _documents(contacts, seed, _records(g))
+
+
+def _documents(
+    contacts: int, seed: int, records: Iterator[tuple[str, Record]]
+) -> Iterator[tuple[str, Record]]:
+    """The records with their `files`/`lfiles` (and photos) set, then the documents themselves
+    (emulator/documents.py: a random stream of its own, so nothing else moves)."""
+    for name, rec in records:
+        documents.attach(name, rec, contacts)
+        yield name, rec
+    yield from documents.iter_documents(contacts, seed)
+
+
+def _records(g: _Gen) -> Iterator[tuple[str, Record]]:
     yield from (("comment", g.comment(i, i + 1)) for i in range(g.n_comments))
     yield from (("note", g.note(i, i + 1) if i < SHOWCASES else g.note_copy(i + 1)) for i in range(g.n_notes))
     yield from (("task", g.task(i, i + 1) if i < SHOWCASES else g.task_copy(i + 1)) for i in range(g.n_tasks))

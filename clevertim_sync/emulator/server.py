@@ -30,11 +30,12 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
 from clevertim_sync import resources
+from clevertim_sync.emulator import documents
 from clevertim_sync.emulator.control import EmulatorControl
 from clevertim_sync.emulator.faults import Decision, Fault, FaultSet, FaultSpecError
 from clevertim_sync.emulator.quirks import REGISTRY as QUIRKS
@@ -113,6 +114,16 @@ def _logged_body(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         return body[:1000].decode("utf-8", "replace")
+
+
+def _record_id(name: str, seg: str) -> Any:
+    """The id a path segment names: an integer, or (folders, files, linked files: text ids) the
+    text itself ("f1001"); 404 for a word where the resource's ids are integers."""
+    if seg.isdigit():
+        return int(seg)
+    if name in resources.TEXT_ID_RESOURCES:
+        return unquote(seg)
+    raise ApiProblem(404, f"{name} {seg!r} not found")
 
 
 def _error(message: str) -> bytes:
@@ -214,6 +225,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._control(method, url.path, parse_qs(url.query), body)
         elif url.path == "/api" or url.path.startswith("/api/"):
             self._api(method, url.path, body, started)
+        elif url.path.startswith("/getcphoto/"):
+            self._photo(method, url.path)
         else:
             self._send(404, _error(f"nothing at {url.path}: the API lives under /api"))
 
@@ -231,7 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
             "method": method,
             "path": path,
             "resource": segs[0] if segs else None,
-            "id": int(segs[1]) if len(segs) > 1 and segs[1].isdigit() else None,
+            "id": (int(segs[1]) if segs[1].isdigit() else segs[1]) if len(segs) > 1 else None,
             "status": 0,
             "fault": fault.kind if fault else None,
             "body": _logged_body(body),
@@ -267,6 +280,47 @@ class _Handler(BaseHTTPRequestHandler):
             self._publish_entry(entry["status"])  # a lost response: nothing was sent
             entry["ms"] = round((time.perf_counter() - started[0]) * 1000, 3)
             entry["cpu_ms"] = round((time.thread_time() - started[1]) * 1000, 3)
+
+    def _photo(self, method: str, path: str) -> None:
+        """A contact's photo, `/getcphoto/{contact id}/{cphoto}` beside /api (not under it): the
+        same authentication, the same faults (a spec's `path` matches "/getcphoto/..."; `truncate`
+        cuts the image short), a small real PNG, and an entry in the request log (resource
+        `getcphoto`, `auth`: whether credentials came with it). 404 when the contact is hidden or
+        has no such photo."""
+        decision = self.server.emulator.faults.take(method, path, is_listing=False)
+        if decision.latency_ms:
+            time.sleep(decision.latency_ms / 1000)
+        fault = decision.fault
+        segs = [s for s in path.split("/") if s]
+        self._pending_entry = {
+            "method": method,
+            "path": path,
+            "resource": "getcphoto",
+            "id": int(segs[1]) if len(segs) > 1 and segs[1].isdigit() else None,
+            "status": 0,
+            "fault": fault.kind if fault else None,
+            "body": None,
+            "auth": bool(self.headers.get("Authorization")),
+            "ms": None,
+            "cpu_ms": None,
+        }
+        if fault is not None and fault.kind in ("reset", "status", "html", "redirect", "login_page"):
+            self._pre_fault(fault)
+            return
+        try:
+            tok = self._token()
+            if method != "GET":
+                raise ApiProblem(501, f"{method} is not supported")
+            if len(segs) != 3 or not segs[1].isdigit():
+                raise ApiProblem(404, f"nothing at {path}")
+            contact = orjson.loads(self.server.emulator.store.blob("contact", int(segs[1]), tok.user_id))
+            if not contact.get("cphoto") or contact["cphoto"] != unquote(segs[2]):
+                raise ApiProblem(404, f"contact {segs[1]} has no photo {segs[2]!r}")
+        except ApiProblem as problem:
+            self._send(problem.status, _error(problem.message))
+            return
+        truncate = fault is not None and fault.kind == "truncate"
+        self._send(200, documents.png(int(segs[1])), content_type="image/png", truncate=truncate)
 
     def _pre_fault(self, fault: Fault) -> int:
         """Answer with a fault's failure instead of the service's answer (nothing is applied,
@@ -317,11 +371,9 @@ class _Handler(BaseHTTPRequestHandler):
         name = segs[0] if segs else ""
         if name not in resources.BY_NAME or len(segs) > 2:
             raise ApiProblem(404, f"unknown resource path /{'/'.join(segs)}")
-        rid: int | None = None
+        rid: Any = None
         if len(segs) == 2:
-            if not segs[1].isdigit():
-                raise ApiProblem(404, f"{name} {segs[1]!r} not found")
-            rid = int(segs[1])
+            rid = _record_id(name, segs[1])
         if method == "GET":
             if rid is None:
                 if decision.fault is not None and decision.fault.kind == "empty_listing":
@@ -458,9 +510,8 @@ class _Handler(BaseHTTPRequestHandler):
             if method != "POST":
                 raise ApiProblem(404, "use POST /_control/records/<resource> to create")
             return store.control_create(name, _object(payload))
-        if not parts[1].isdigit():
-            raise ApiProblem(404, f"{name} {parts[1]!r} not found")
-        rid = int(parts[1])
+        # A folder's id is text ("f1001"): the store answers 404 for an id it does not hold.
+        rid: Any = int(parts[1]) if parts[1].isdigit() else parts[1]
         if method == "GET":
             return store.blob(name, rid, None)
         if method == "PUT":

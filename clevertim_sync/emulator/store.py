@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from clevertim_sync import resources
+from clevertim_sync.emulator import documents
 from clevertim_sync.emulator import seed as seeding
 from clevertim_sync.errors import ClevertimSyncError
 from clevertim_sync.resources import Kind
@@ -176,8 +177,9 @@ class Store:
                 self._index_visibility(name, rid, rec)
             self.blobs[name][rid] = dumps(rec)
         for name, table in self.blobs.items():
-            if table:
-                self._note_id(name, max(table))
+            numbers = [k for k in table if isinstance(k, int)]  # a folder's "f1001": no sequence
+            if numbers:
+                self._note_id(name, max(numbers))
         self._rebuild_group_masks()
 
     def _note_id(self, name: str, rid: int) -> None:
@@ -191,7 +193,7 @@ class Store:
             kids = self._children.get((fam, prop))
             if kids is not None:
                 rec[prop] = sorted(kids.get(rec["id"], ()))
-            elif name != "group":  # files, lfiles: not emulated, always empty
+            elif name != "group":  # files, lfiles: as seeded (emulator/documents.py), else empty
                 rec.setdefault(prop, [])
 
     def _index_visibility(self, name: str, rid: int, rec: Record) -> None:
@@ -236,7 +238,7 @@ class Store:
     # --- reading ------------------------------------------------------------------------------
 
     def listing_parts(
-        self, name: str, user_id: int | None, hide: Callable[[int], bool] | None = None
+        self, name: str, user_id: int | None, hide: Callable[[Any], bool] | None = None
     ) -> list[bytes]:
         """The JSON of every record `user_id` sees, one bytes object each, in id order of creation.
 
@@ -251,7 +253,7 @@ class Store:
             return [b for rid, b in blobs.items() if rid not in hidden and not (hide and hide(rid))]
 
     def listing(
-        self, name: str, user_id: int | None, hide: Callable[[int], bool] | None = None
+        self, name: str, user_id: int | None, hide: Callable[[Any], bool] | None = None
     ) -> tuple[bytes, int]:
         """The JSON array of every record `user_id` sees (bytes), and how many records it holds."""
         parts = self.listing_parts(name, user_id, hide)
@@ -364,8 +366,9 @@ class Store:
             resources.get(name)
             rid = record.get("id")
             family = resources.CUSTOMER_RESOURCES if _family(name) == "customer" else (name,)
-            if rid is not None and (not isinstance(rid, int) or any(rid in self.blobs[f] for f in family)):
-                raise ApiProblem(400, f"id must be an integer not yet used by {name}, not {rid!r}")
+            kind = (str, int) if name in resources.TEXT_ID_RESOURCES else int
+            if rid is not None and (not isinstance(rid, kind) or any(rid in self.blobs[f] for f in family)):
+                raise ApiProblem(400, f"id must be an id not yet used by {name}, not {rid!r}")
             fields = {k: v for k, v in record.items() if k not in ("id", *_COMPUTED_LISTS[name])}
             stamp = now_iso()
             fields.setdefault("ao", stamp)
@@ -397,11 +400,14 @@ class Store:
 
     # --- the one write path under both --------------------------------------------------------
 
-    def _insert(self, name: str, rid: int | None, fields: Mapping[str, Any]) -> bytes:
-        if rid is None:
+    def _insert(self, name: str, rid: Any, fields: Mapping[str, Any]) -> bytes:
+        if rid is None and name == "folder":  # folder ids are text: f1001, f1002, ...
+            rid = documents.next_folder_id(self.blobs[name])
+        elif rid is None:
             seq = _SEQUENCE[name]
             rid = self._next_id.get(seq, 1)
-        self._note_id(name, rid)
+        if isinstance(rid, int):
+            self._note_id(name, rid)
         rec: Record = {"id": rid, **fields}
         if name in resources.CUSTOMER_RESOURCES:
             rec["is_company"] = name == "company"

@@ -81,6 +81,7 @@ _SCALAR: Mapping[Kind, Callable[[Any], Any]] = {
     Kind.STR: to_str,
     Kind.INT: to_int,
     Kind.REF: to_ref,
+    Kind.TEXT_REF: shapes.as_text_id,  # "f1001", 7 -> "7"
     Kind.BOOL: to_bool,
     Kind.DECIMAL: to_decimal,
     Kind.TIMESTAMP: to_timestamp,
@@ -135,7 +136,7 @@ def child_columns(prop: Prop) -> tuple[str, ...]:
         return ("owner_id", "position", "type", "social_id")
     if prop.kind is Kind.CUSTOM_FIELDS:
         return ("owner_id", "custom_field_id", "position", "value")
-    if prop.kind is Kind.REF:  # note_customers(owner_id, position, customer_id)
+    if prop.kind in (Kind.REF, Kind.INT_LIST):  # note_customers(owner_id, position, customer_id)
         return ("owner_id", "position", prop.column)
     return ("owner_id", "position", "value")
 
@@ -182,7 +183,8 @@ class RowBuilder:
         """
         env: dict[str, Any] = {"_date_parts": date_parts, "_date_form": self._date_form}
         lines = ["def current(record, raw, digest):", "    get = record.get", "    rid = record['id']"]
-        values = ["rid if rid.__class__ is int else record_id(record)"]
+        # A text id is already in its one spelling (diff.compute_changes gave it).
+        values = ["rid" if resource.text_ids else "rid if rid.__class__ is int else record_id(record)"]
         env["record_id"] = record_id
         for i, prop in enumerate(p for p in resource.props if p.kind in _SCALAR):
             lines.append(f"    v{i} = get({prop.api!r})")
@@ -229,6 +231,7 @@ class RowBuilder:
             "_to_ref": to_ref,
             "_cf_text": _cf_text,
             "record_id": record_id,
+            "text_ids": self.resource.text_ids,
         }
         n = len(self.children)
         lines = ["def rows(items):", "    cur = []", "    add = cur.append"]
@@ -236,7 +239,7 @@ class RowBuilder:
         lines += ["    for record, raw, digest in items:", "        add(current(record, raw, digest))"]
         lines += [
             "        rid = record['id']",
-            "        if rid.__class__ is not int:",
+            "        if rid.__class__ is not int and not text_ids:",
             "            rid = record_id(record)",
             "        get = record.get",
         ]
@@ -338,6 +341,10 @@ def child_rows(prop: Prop, owner: int, value: Any) -> list[tuple[Any, ...]]:
         return rows
     if kind is Kind.REF:
         return [(owner, i, ref) for i, ref in enumerate(shapes.as_ids(value))]
+    if kind is Kind.INT_LIST and prop.child_table is not None:
+        # A record's files: ids of documents, in sorted order (a server-computed list's order
+        # means nothing, and a server may serve it otherwise on each read).
+        return [(owner, i, ref) for i, ref in enumerate(sorted(shapes.text_ids(value)))]
     return []
 
 

@@ -65,19 +65,32 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def sqlite_file(url: str | sa.URL) -> Path | None:
+    """The file behind a SQLite URL (`sqlite:///PATH`, `sqlite:///file:PATH?uri=true`), resolved;
+    None for an in-memory database or another kind of database. The one reading of such a URL:
+    the 0600 creation, the instance lock, backups, restores and Datasette all go by it."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file::memory:"):
+        return None
+    return Path(database.removeprefix("file:").split("?")[0]).resolve()
+
+
 def make_engine(url: str, *, busy_timeout: float = 30) -> Engine:
     """An Engine for `url`, set up as this project needs it (see the module docstring)."""
     url = normalise_url(url)
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
         engine = sa.create_engine(url, connect_args={"timeout": busy_timeout}, hide_parameters=True)
-        database = make_url(url).database
+        path = sqlite_file(url)
 
         @event.listens_for(engine, "do_connect")
         def _before_connect(*_args: Any) -> None:
             # Where SQLite would create the file (at the first connection, not when an engine is
             # merely made: `backup` of a wrong path must still find nothing there), create it 0600.
-            _create_private(database)
+            _create_private(path)
 
         _tune_sqlite(engine, busy_timeout)
     elif backend == "postgresql":
@@ -88,11 +101,10 @@ def make_engine(url: str, *, busy_timeout: float = 30) -> Engine:
     return engine
 
 
-def _create_private(database: str | None) -> None:
+def _create_private(path: Path | None) -> None:
     """Create a SQLite database file that does not exist yet as an empty file with mode 0600."""
-    if not database or database == ":memory:" or database.startswith("file::memory:"):
+    if path is None:  # in memory
         return
-    path = Path(database.removeprefix("file:").split("?")[0])
     # O_EXCL: an existing file (and its mode, which its owner may have chosen) is left alone.
     with contextlib.suppress(OSError):  # exists, or cannot be: SQLite says why when it opens it
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))

@@ -15,6 +15,12 @@ A reference that may hold several ids (note cust, case, opportunity; task cust, 
 comment nid, tid) also has a child table (`note_customers(owner_id, position, customer_id)`):
 its scalar column is the id when the reference holds exactly one, else NULL.
 
+Documents (`folders`, `files`, `linked_files`) have text ids ("f1001"), so their `id`, the
+references to them (`files.parent_id -> folders.id`) and the child tables of a record's `files`
+and `lfiles` lists (`contact_files(owner_id, position, file_id) -> files.id`,
+`contact_linked_files(..., linked_file_id) -> linked_files.id`) are TEXT. In `history`, a
+text-id record has `record_key` (its id) and a NULL `record_id`; every other record the reverse.
+
 Must not import: httpx, the store, the pull.
 """
 
@@ -54,6 +60,8 @@ def _scalar_columns(prop: Prop) -> list[sa.Column[object]]:
         return [sa.Column(prop.column, sa.BigInteger)]
     if k is Kind.REF:
         return [sa.Column(prop.column, sa.BigInteger, index=True)]
+    if k is Kind.TEXT_REF:
+        return [sa.Column(prop.column, sa.Text, index=True)]
     if k is Kind.BOOL:
         return [sa.Column(prop.column, sa.Boolean)]
     if k is Kind.DECIMAL:
@@ -67,7 +75,8 @@ def _scalar_columns(prop: Prop) -> list[sa.Column[object]]:
 
 def _current_table(res: Resource) -> sa.Table:
     # INTEGER PRIMARY KEY on SQLite is the rowid itself: one b-tree instead of two.
-    cols: list[sa.Column[object]] = [sa.Column("id", BigId, primary_key=True, autoincrement=False)]
+    id_type = sa.Text() if res.text_ids else BigId
+    cols: list[sa.Column[object]] = [sa.Column("id", id_type, primary_key=True, autoincrement=False)]
     for prop in res.props:
         if prop.kind not in RAW_ONLY_KINDS and prop.kind not in CHILD_KINDS:
             cols.extend(_scalar_columns(prop))
@@ -86,7 +95,10 @@ def _child_table(prop: Prop) -> sa.Table:
         rest = [sa.Column("type", sa.Text), sa.Column("number", sa.Text)]
     elif prop.kind is Kind.SMIDS:
         rest = [sa.Column("type", sa.Text), sa.Column("social_id", sa.Text)]
-    elif prop.kind is Kind.REF:
+    elif prop.kind is Kind.REF or prop.kind is Kind.INT_LIST:
+        # INT_LIST: a record's `files`/`lfiles`, ids typed as the target's ids (text: documents).
+        target = resources.BY_NAME.get(prop.target or "")
+        id_type = sa.Text() if target is not None and target.text_ids else sa.BigInteger()
         # Every id of a reference that may hold several (note_customers.customer_id), indexed
         # like the scalar column: "the notes of customer 33" reads it.
         return sa.Table(
@@ -94,7 +106,7 @@ def _child_table(prop: Prop) -> sa.Table:
             metadata,
             owner,
             position,
-            sa.Column(prop.column, sa.BigInteger, nullable=False),
+            sa.Column(prop.column, id_type, nullable=False),
             sa.Index(f"ix_{prop.child_table}_{prop.column}", prop.column),
             sqlite_with_rowid=False,
         )
@@ -138,7 +150,7 @@ history = sa.Table(
     metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("resource", sa.String(32), nullable=False),
-    sa.Column("record_id", sa.BigInteger, nullable=False),
+    sa.Column("record_id", sa.BigInteger, comment="the record's id; NULL for a text id (record_key)"),
     sa.Column("run_id", sa.BigInteger, comment="runs.id of the pull that saw it (null for local)"),
     sa.Column("origin", sa.String(8), nullable=False, comment="pull or local"),
     sa.Column("op", sa.String(8), nullable=False, comment="insert, update or delete"),
@@ -147,7 +159,9 @@ history = sa.Table(
     sa.Column("content_hash", sa.String(64)),
     sa.Column("changed", sa.Text, comment="JSON {api_field: [old, new]} for an update"),
     sa.Column("queue_item_id", sa.BigInteger, comment="the writeback queue item, for origin local"),
+    sa.Column("record_key", sa.Text, comment="the id of a record whose ids are text (folders: f1001)"),
     sa.Index("ix_history_resource_record_id", "resource", "record_id", "id"),
+    sa.Index("ix_history_resource_record_key", "resource", "record_key", "id"),
     sa.Index("ix_history_run_id", "run_id"),
 )
 
@@ -164,6 +178,11 @@ resource_status = sa.Table(
     sa.Column("held_reason", sa.Text),
     sa.Column("record_count", sa.BigInteger),
     sa.Column("last_counts", sa.Text, comment="JSON counts of the last pull"),
+    sa.Column(
+        "unavailable",
+        sa.Text,
+        comment="why the endpoint is missing for this account or token (404/400/501); NULL: available",
+    ),
 )
 
 alert_state = sa.Table(
@@ -183,4 +202,21 @@ alert_state = sa.Table(
     sa.Column("sent_at", UtcDateTime, comment="when the last message about it was delivered"),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     comment="the daemon's alerts: what is wrong and what a person was told, kept across restarts",
+)
+
+contact_photos = sa.Table(
+    "contact_photos",
+    metadata,
+    sa.Column("contact_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("cphoto", sa.Text, nullable=False, comment="the contact's cphoto this row is about"),
+    sa.Column("content_type", sa.Text),
+    sa.Column("content", sa.LargeBinary, comment="the image's bytes; NULL until one fetch succeeded"),
+    sa.Column("size", sa.BigInteger),
+    sa.Column("sha256", sa.String(64)),
+    sa.Column("fetched_at", UtcDateTime, comment="when `content` was fetched"),
+    sa.Column("attempted_at", UtcDateTime, comment="the last fetch, ok or not"),
+    sa.Column(
+        "last_error", sa.Text, comment="why the last fetch failed (retried at the next pull); NULL: ok"
+    ),
+    comment="contact photos (pull.photos = true): /getcphoto/{contact id}/{cphoto}",
 )

@@ -84,6 +84,9 @@ class ResourceCounts:
     # Entries left out for having no usable id, and why (the first few): the rest was applied.
     skipped: int = 0
     skipped_reasons: list[str] = field(default_factory=list)
+    # The endpoint is missing for this account or token (404/400/501 on an optional resource):
+    # why. Not a failure: the tables stay as they were and no alert is raised.
+    unavailable: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -290,9 +293,9 @@ def apply_local_result(
     if op not in ("insert", "create", "update", "delete"):
         raise MirrorError(f"apply_local_result: unknown op {op!r}; use insert, update or delete")
     record = shapes.with_int_id(dict(record))  # a server that answers "id": "445"
-    rid = record.get("id")
-    if not isinstance(rid, int) or isinstance(rid, bool):
-        raise MirrorError(f"apply_local_result: the {name} record has no integer id ({rid!r})")
+    rid: Any = record.get("id")  # checked below: an int (or a text-id resource's text)
+    if (problem := resources.id_problem(name, rid)) is not None:
+        raise MirrorError(f"apply_local_result: the {name} record's id: {problem}")
     at = stored_time(conn, at or now())
     old = old_raws(conn, name, [rid]).get(rid)
     fts = search.maintained(conn, name)
@@ -426,6 +429,7 @@ def record_outcome(
         "held_reason": held_reason,
         "record_count": conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one(),
         "last_counts": orjson.dumps(counts.as_dict()).decode(),
+        "unavailable": counts.unavailable,
     }
     if ok:
         values["last_success_at"] = at
@@ -449,6 +453,14 @@ def mirrored_count(conn: sa.Connection, resource: str) -> int:
 # --- export ---------------------------------------------------------------------------------
 
 
+def id_order(conn: sa.Connection, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """`column` to sort ids by: a text id (documents) in byte order on both databases, as SQLite
+    sorts text; PostgreSQL would otherwise follow its locale."""
+    if isinstance(column.type, sa.Text | sa.String) and not is_sqlite(conn):
+        return column.collate("C")
+    return column
+
+
 def export_jsonl(conn: sa.Connection, directory: str | os.PathLike[str]) -> dict[str, int]:
     """Write `<resource>.jsonl` per resource into `directory`: each line one record exactly as last
     pulled, sorted by id. Each file is written to a temporary name and renamed: a reader never sees
@@ -463,7 +475,7 @@ def export_jsonl(conn: sa.Connection, directory: str | os.PathLike[str]) -> dict
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 count = 0
                 result = conn.execution_options(stream_results=True, yield_per=CHUNK).execute(
-                    sa.select(table.c.raw).order_by(table.c.id)
+                    sa.select(table.c.raw).order_by(id_order(conn, table.c.id))
                 )
                 for (raw,) in result:
                     f.write(raw)

@@ -50,7 +50,8 @@ CHANGED = 500  # updated or touched records gathered (across batches) before the
 BIG_LOAD = 1000  # a first load whose first rows come this many at a time drops its indexes
 COPY_FROM = 50  # PostgreSQL: this many rows or more go in by COPY, fewer by executemany
 HISTORY_COLUMNS = (
-    "resource", "record_id", "run_id", "origin", "op", "at", "raw", "content_hash", "changed", "queue_item_id"
+    "resource", "record_id", "run_id", "origin", "op", "at", "raw", "content_hash", "changed",
+    "queue_item_id", "record_key",
 )  # fmt: skip
 
 # (current rows, [child rows of each of the builder's child props]), as RowBuilder.rows gives.
@@ -161,7 +162,7 @@ def insert_rows(conn: sa.Connection, resource: str, built: Rows) -> None:
 
 def history_row(
     resource: str,
-    record_id: Any,
+    record_id: int | str,
     op: str,
     raw: str | None,
     digest: str | None,
@@ -172,9 +173,12 @@ def history_row(
     changed: dict[str, list[Any]] | None = None,
     queue_item_id: int | None = None,
 ) -> tuple[Any, ...]:
-    """One history row in HISTORY_COLUMNS order; `at` already in its stored form."""
+    """One history row in HISTORY_COLUMNS order; `at` already in its stored form. A text id (a
+    text-id resource's) goes to record_key, record_id NULL."""
     changed_json = None if changed is None else orjson.dumps(changed).decode()
-    return (resource, record_id, run_id, origin, op, at, raw, digest, changed_json, queue_item_id)
+    key = record_id if isinstance(record_id, str) else None
+    number = None if key is not None else record_id
+    return (resource, number, run_id, origin, op, at, raw, digest, changed_json, queue_item_id, key)
 
 
 def write_history(conn: sa.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -186,16 +190,18 @@ def _copy_to_history(
 ) -> None:
     """Insert history rows copied from the current rows `ids`, in id order. `block`: the table holds
     no other row with an id between the first and the last of `ids` (sorted; a first load in the
-    listing's id order), so one range scan finds them instead of a lookup per id."""
+    listing's id order), so one range scan finds them instead of a lookup per id. A text-id
+    resource's ids go to record_key."""
     mark = _mark(conn)
     table = schema.CURRENT[resource].name
+    id_column = "record_key" if resource in resources.TEXT_ID_RESOURCES else "record_id"
     args: tuple[Any, ...]
     if block:
         where, args = f"id BETWEEN {mark} AND {mark}", (ids[0], ids[-1])
     else:
         where, args = f"id IN ({', '.join([mark] * len(ids))})", tuple(ids)
     sql = (
-        f"INSERT INTO history (resource, record_id, run_id, origin, op, at, raw, content_hash) "  # noqa: S608
+        f"INSERT INTO history (resource, {id_column}, run_id, origin, op, at, raw, content_hash) "  # noqa: S608
         f"SELECT {mark}, id, {mark}, 'pull', 'insert', {mark}, raw, content_hash FROM {table} "
         f"WHERE {where} ORDER BY id"
     )
@@ -320,14 +326,14 @@ class ChangeWriter:
 
     def _in_id_order(self, ids: Sequence[Any]) -> bool:
         """Whether a first load has come in id order so far, `ids` (just inserted) included: then
-        they are the only rows in their id range. Once out of order, it stays out of order."""
+        they are the only rows in their id range. Once out of order, it stays out of order. Only
+        integer ids: text sorts by the database's collation, which need not be Python's order."""
         if self.ordered:
-            try:
-                self.ordered = (self.highest is None or ids[0] > self.highest) and all(
-                    a < b for a, b in itertools.pairwise(ids)
-                )
-            except TypeError:  # ids of mixed types: no order to rely on
-                self.ordered = False
+            self.ordered = (
+                all(i.__class__ is int for i in ids)
+                and (self.highest is None or ids[0] > self.highest)
+                and all(a < b for a, b in itertools.pairwise(ids))
+            )
             self.highest = ids[-1]
         return self.ordered
 

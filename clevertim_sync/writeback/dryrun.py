@@ -18,17 +18,14 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from clevertim_sync.api import errors as api_errors
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.settings import Settings
-from clevertim_sync.writeback import claims, worker
-from clevertim_sync.writeback.merge import merge
-from clevertim_sync.writeback.tables import FAILED, PENDING, RECONCILE, WAITING, writeback_queue
+from clevertim_sync.writeback import claims, outbox, worker
+from clevertim_sync.writeback.outbox import FAILED, WAITING, Claimed
 
-Q = writeback_queue
 WORKER = "dry-run"
 
 
@@ -75,7 +72,7 @@ def plan_push(
     """What `push` would send now: every request with its body after the merge (GETs only)."""
     started = now or datetime.now(UTC)
     plan = PushPlan()
-    pause = claims.get_pause(engine)
+    pause = outbox.get_pause(engine)
     if pause is not None and pause.not_before > started:
         plan.paused_until = pause.not_before
         return plan
@@ -88,13 +85,13 @@ def plan_push(
 
 def _claim_and_roll_back(
     engine: Engine, settings: Settings, started: datetime, plan: PushPlan
-) -> list[claims.Claimed]:
+) -> list[Claimed]:
     """The units a push would claim, and the items it would leave, in a transaction rolled back."""
-    units: list[claims.Claimed] = []
+    units: list[Claimed] = []
     with engine.connect() as conn:
         trans = conn.begin()
         try:
-            claims.wake_waiting(conn, started)
+            outbox.wake_waiting(conn, started)
             while True:
                 batch = claims.claim_in(
                     conn,
@@ -110,15 +107,7 @@ def _claim_and_roll_back(
                 units.extend(batch)
             # Claiming moved the items a push would not send (or left them): say why, before the
             # rollback. A failed item counts only if it failed just now (an invalid row).
-            left = sa.or_(
-                Q.c.state.in_((WAITING, PENDING, RECONCILE)),
-                sa.and_(Q.c.state == FAILED, Q.c.updated_at >= started),
-            )
-            for row in conn.execute(
-                sa.select(Q.c.id, Q.c.resource, Q.c.op, Q.c.state, Q.c.last_error, Q.c.next_attempt_at)
-                .where(left)
-                .order_by(Q.c.id)
-            ):
+            for row in outbox.not_taken(conn, started):
                 plan.not_sent.append(NotSent(row.id, row.resource, row.op, _why(row, started)))
         finally:
             trans.rollback()
@@ -140,7 +129,7 @@ def _path(client: ClevertimClient, resource: str, record_id: int | None) -> str:
     return urlsplit(client._url(resource, record_id)).path  # the client's own paths
 
 
-def _plan_unit(run: worker._Run, client: ClevertimClient, unit: claims.Claimed, plan: PushPlan) -> None:
+def _plan_unit(run: worker._Run, client: ClevertimClient, unit: Claimed, plan: PushPlan) -> None:
     add = plan.requests.append
     if unit.op == "create":
         note = None
@@ -181,7 +170,7 @@ def _plan_unit(run: worker._Run, client: ClevertimClient, unit: claims.Claimed, 
         why = f"would fail: {exc}; the record was deleted in Clevertim (or hidden from this token)"
         plan.not_sent.append(NotSent(unit.id, unit.resource, unit.op, why))
         return
-    result = merge(unit.fields, unit.base, remote, run.push.conflict_policy)
+    result = worker._merged(run, unit, remote)  # the push's own merge
     conflicts = sorted(k for k, c in result.conflicts.items() if c.winner == "none")
     note = (
         f"conflict on {', '.join(conflicts)}: not sent, the item waits for `queue resolve`"

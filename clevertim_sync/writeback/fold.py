@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,7 +47,7 @@ def fold_many(conn: sa.Connection, folds: Sequence[Fold], *, at: datetime | None
         for f in folds
     ]
     for resource, group in _groups(folds):
-        _fold_group(conn, resource, group, at or store.now())
+        _fold_group(conn, resource, group, at or datetime.now(UTC))
 
 
 def _groups(folds: Sequence[Fold]) -> Iterator[tuple[str, list[Fold]]]:
@@ -58,9 +58,9 @@ def _groups(folds: Sequence[Fold]) -> Iterator[tuple[str, list[Fold]]]:
         if f.op not in OPS:
             raise MirrorError(f"fold_many: unknown op {f.op!r}; use insert, update or delete")
         name = resources.get(f.resource).name
-        rid = f.record.get("id")
-        if not isinstance(rid, int) or isinstance(rid, bool):
-            raise MirrorError(f"fold_many: the {name} record has no integer id ({rid!r})")
+        rid: Any = f.record.get("id")  # checked below
+        if (problem := resources.id_problem(name, rid)) is not None:
+            raise MirrorError(f"fold_many: the {name} record's id: {problem}")
         group, seen = current.setdefault(name, ([], set()))
         if rid in seen:
             yield name, group

@@ -1,10 +1,11 @@
-"""The writeback queue: the ways in (enqueue) and the people's commands (list, retry, cancel,
-resolve, adopt). The worker's claims and outcomes are in claims.py.
+"""The writeback queue: the ways in (enqueue) and the people's commands (list, show, retry,
+cancel, resolve, adopt).
 
-Owns: the queue's rows as people see them, the helpers claims.py shares (transactions, local
-refs, conditional state changes).
+Owns: validating an edit before it is stored, and the queue's items as people see them
+(`QueueItem`). The states, their rules and every statement on the queue are outbox.py's; what a
+push takes and records is claims.py's and outbox.py's.
 
-Must not import: httpx, the API client, the worker.
+Must not import: httpx, the API client, claims.py, the worker.
 
 Python API (each takes an Engine, or a Connection whose transaction the caller owns):
 
@@ -20,56 +21,20 @@ with EditRejected before anything is stored. Rows INSERTed by hand are validated
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import orjson
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from clevertim_sync import resources, shapes
 from clevertim_sync.errors import EditRejected, QueueItemError
-from clevertim_sync.mirror.store import apply_local_result, load_record, record_hash
-from clevertim_sync.resources import Kind
-from clevertim_sync.writeback.tables import (
-    CANCELLED,
-    CONFLICT,
-    DONE,
-    FAILED,
-    PENDING,
-    QUARANTINED,
-    RECONCILE,
-    WAITING,
-    writeback_queue,
-)
-
-Q = writeback_queue
-Bind = Engine | Connection
-LOCAL_REF = re.compile(r"^local:([a-z]+):(\d+)$")
-SERVER_SCOPE = "server"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-@contextmanager
-def transaction(bind: Bind) -> Iterator[Connection]:
-    """A transaction on an Engine, or the caller's own Connection (its transaction, its commit)."""
-    if isinstance(bind, Connection):
-        yield bind
-    else:
-        with bind.begin() as conn:
-            yield conn
-
+from clevertim_sync.mirror.store import load_record
+from clevertim_sync.writeback import outbox
+from clevertim_sync.writeback.fold import Fold, fold_many
+from clevertim_sync.writeback.outbox import CANCELLABLE, CONFLICT, QUARANTINED, Bind, transaction
 
 # --- what an item looks like to Python callers ------------------------------------------------
 
@@ -102,9 +67,8 @@ class QueueItem:
             resource=row["resource"],
             op=row["op"],
             target_id=row["target_id"],
-            local_ref=row["local_ref"]
-            or (local_ref_of(row["resource"], row["id"]) if row["op"] == "create" else None),
-            fields=loads_or(row["fields"], {}),
+            local_ref=outbox.local_ref_of(row["resource"], row["id"]) if row["op"] == "create" else None,
+            fields=outbox.loads_or(row["fields"], {}),
             state=row["state"],
             attempts=row["attempts"],
             next_attempt_at=row["next_attempt_at"],
@@ -112,7 +76,7 @@ class QueueItem:
             server_message=row["server_message"],
             error_status=row["error_status"],
             remote_id=row["remote_id"],
-            conflict=loads_or(row["conflict"], None),
+            conflict=outbox.loads_or(row["conflict"], None),
             resolution=row["resolution"],
             source=row["source"],
             created_at=row["created_at"],
@@ -128,91 +92,7 @@ class QueueItem:
         return out
 
 
-def loads_or(text: str | None, default: Any) -> Any:
-    if text is None:
-        return default
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return default
-
-
-def local_ref_of(resource: str, item_id: int) -> str:
-    """The name a queued create goes by until it has a remote id: `local:company:7`."""
-    return f"local:{resource}:{item_id}"
-
-
-def _ref_targets(prop: resources.Prop) -> tuple[str, ...]:
-    if prop.target == "customer":
-        return resources.CUSTOMER_RESOURCES
-    return (prop.target,) if prop.target else ()
-
-
-def local_refs_in(resource: str, fields: Mapping[str, Any]) -> dict[str, str]:
-    """{api field: local ref} for each REF field of a create that names a queued create."""
-    res = resources.BY_NAME.get(resource)
-    if res is None:
-        return {}
-    out = {}
-    for key, value in fields.items():
-        prop = res.by_api.get(key)
-        if (
-            prop is not None
-            and prop.kind is Kind.REF
-            and isinstance(value, str)
-            and value.startswith("local:")
-        ):
-            out[key] = value
-    return out
-
-
 # --- ways in ----------------------------------------------------------------------------------
-
-
-def ref_problems(conn: Connection, resource: str, fields: Mapping[str, Any]) -> list[str]:
-    """Each local reference must name a queued create of a resource that field may point at."""
-    refs = local_refs_in(resource, fields)
-    if not refs:
-        return []
-    res = resources.get(resource)
-    ids = {int(m.group(2)) for ref in refs.values() if (m := LOCAL_REF.match(ref))}
-    rows = {
-        r.id: r
-        for r in conn.execute(sa.select(Q.c.id, Q.c.resource, Q.c.op, Q.c.state).where(Q.c.id.in_(ids)))
-    }
-    problems = []
-    for key, ref in refs.items():
-        m = LOCAL_REF.match(ref)
-        row = rows.get(int(m.group(2))) if m else None
-        targets = _ref_targets(res.by_api[key])
-        if m is None or row is None or row.op != "create" or row.resource != m.group(1):
-            problems.append(
-                f"{key} points at {ref}, which is no queued create (expected local:<resource>:<id>)"
-            )
-        elif row.resource not in targets:
-            problems.append(f"{key} must point at a {' or '.join(targets)}, but {ref} is a {row.resource}")
-        elif row.state == CANCELLED:
-            problems.append(f"{key} points at {ref}, whose create was cancelled")
-    return problems
-
-
-def _validate(conn: Connection, resource: str, op: str, fields: Mapping[str, Any]) -> None:
-    refs = frozenset(local_refs_in(resource, fields).values())
-    problems = resources.edit_problems(resource, op, fields, local_refs=refs)
-    if not problems and op == "create":
-        problems = ref_problems(conn, resource, fields)
-    if problems:
-        raise EditRejected(resource, problems)
-
-
-def _insert(conn: Connection, values: dict[str, Any], now: datetime) -> QueueItem:
-    values = {**values, "state": PENDING, "created_at": now, "updated_at": now}
-    item_id = conn.execute(sa.insert(Q).values(**values).returning(Q.c.id)).scalar_one()
-    if values["op"] == "create":
-        conn.execute(
-            sa.update(Q).where(Q.c.id == item_id).values(local_ref=local_ref_of(values["resource"], item_id))
-        )
-    return get_item(conn, item_id)
 
 
 def enqueue_create(
@@ -225,24 +105,19 @@ def enqueue_create(
 ) -> QueueItem:
     """Queue a new record; REF fields may name earlier queued creates by their `local_ref`."""
     with transaction(bind) as conn:
-        _validate(conn, resource, "create", fields)
-        values = {"resource": resource, "op": "create", "fields": dumps(dict(fields)), "source": source}
-        return _insert(conn, values, now or utcnow())
-
-
-def _target(conn: Connection, resource: str, op: str, record_id: Any) -> dict[str, Any]:
-    if not isinstance(record_id, int) or isinstance(record_id, bool):
-        problem = f"the {op} needs the integer id of a {resource}"
-        if isinstance(record_id, str) and record_id.startswith("local:"):
-            problem += f"; {record_id} is not created yet: push first, or change the queued create"
-        raise EditRejected(resource, [problem])
-    base = load_record(conn, resource, record_id)
-    if base is None:
-        raise EditRejected(
-            resource,
-            [f"{resource} {record_id} is not in the mirror: check the id, or pull first if it is new"],
-        )
-    return base
+        refs = frozenset(outbox.local_refs_in(resource, fields).values())
+        problems = resources.edit_problems(resource, "create", fields, local_refs=refs)
+        if not problems:
+            problems = outbox.ref_problems(conn, resource, fields)
+        if problems:
+            raise EditRejected(resource, problems)
+        values = {
+            "resource": resource,
+            "op": "create",
+            "fields": outbox.dumps(dict(fields)),
+            "source": source,
+        }
+        return get_item(conn, outbox.insert(conn, values, now or datetime.now(UTC)))
 
 
 def enqueue_update(
@@ -255,50 +130,50 @@ def enqueue_update(
     now: datetime | None = None,
 ) -> QueueItem:
     """Queue changed fields of a mirrored record; the mirror's current record becomes the base."""
-    with transaction(bind) as conn:
-        problems = resources.edit_problems(resource, "update", fields)
-        if problems:
-            raise EditRejected(resource, problems)
-        base = _target(conn, resource, "update", record_id)
-        values = {
-            "resource": resource,
-            "op": "update",
-            "target_id": record_id,
-            "fields": dumps(dict(fields)),
-            "base_record": dumps(base),
-            "base_hash": record_hash(base),
-            "source": source,
-        }
-        return _insert(conn, values, now or utcnow())
+    return _enqueue_change(bind, resource, "update", record_id, fields, source, now)
 
 
 def enqueue_delete(
     bind: Bind, resource: str, record_id: int, *, source: str = "python", now: datetime | None = None
 ) -> QueueItem:
+    """Queue the deletion of a mirrored record."""
+    return _enqueue_change(bind, resource, "delete", record_id, {}, source, now)
+
+
+def _enqueue_change(  # noqa: PLR0917 - the arguments of enqueue_update/delete, passed through
+    bind: Bind,
+    resource: str,
+    op: Literal["update", "delete"],
+    record_id: Any,
+    fields: Mapping[str, Any],
+    source: str,
+    now: datetime | None,
+) -> QueueItem:
+    """An update or delete of a mirrored record, with the mirror's record as its base."""
     with transaction(bind) as conn:
-        problems = resources.edit_problems(resource, "delete", {})
+        problems = resources.edit_problems(resource, op, fields)
         if problems:
             raise EditRejected(resource, problems)
-        base = _target(conn, resource, "delete", record_id)
+        if (problem := resources.id_problem(resource, record_id)) is not None:
+            if isinstance(record_id, str) and record_id.startswith("local:"):
+                problem += f"; {record_id} is not created yet: push first, or change the queued create"
+            raise EditRejected(resource, [f"the {op} needs the id of a mirrored {resource}: {problem}"])
+        base = load_record(conn, resource, record_id)
+        if base is None:
+            raise EditRejected(
+                resource,
+                [f"{resource} {record_id} is not in the mirror: check the id, or pull first if it is new"],
+            )
         values = {
             "resource": resource,
-            "op": "delete",
+            "op": op,
             "target_id": record_id,
-            "base_record": dumps(base),
-            "base_hash": record_hash(base),
+            "base_record": outbox.dumps(base),
             "source": source,
         }
-        return _insert(conn, values, now or utcnow())
-
-
-def wake_children(conn: Connection, ref: str, now: datetime) -> None:
-    # The JSON text holds the ref as a quoted string; the quotes keep local:company:7 from
-    # matching local:company:71.
-    conn.execute(
-        sa.update(Q)
-        .where(Q.c.state == WAITING, Q.c.fields.like(f'%"{ref}"%'))
-        .values(state=PENDING, updated_at=now)
-    )
+        if op == "update":
+            values["fields"] = outbox.dumps(dict(fields))
+        return get_item(conn, outbox.insert(conn, values, now or datetime.now(UTC)))
 
 
 # --- reading and the people's commands ---------------------------------------------------------
@@ -306,7 +181,7 @@ def wake_children(conn: Connection, ref: str, now: datetime) -> None:
 
 def get_item(bind: Bind, item_id: int) -> QueueItem:
     with transaction(bind) as conn:
-        row = conn.execute(sa.select(Q).where(Q.c.id == item_id)).mappings().first()
+        row = outbox.get_row(conn, item_id)
     if row is None:
         raise QueueItemError(item_id, "no such item; `clevertim-sync queue list` shows the queue")
     return QueueItem.from_row(row)
@@ -315,30 +190,9 @@ def get_item(bind: Bind, item_id: int) -> QueueItem:
 def list_items(
     bind: Bind, *, state: str | None = None, resource: str | None = None, limit: int | None = None
 ) -> list[QueueItem]:
-    query = sa.select(Q).order_by(Q.c.id)
-    if state is not None:
-        query = query.where(Q.c.state == state)
-    if resource is not None:
-        query = query.where(Q.c.resource == resource)
-    if limit is not None:
-        query = query.limit(limit)
     with transaction(bind) as conn:
-        return [QueueItem.from_row(r) for r in conn.execute(query).mappings()]
-
-
-def counts(bind: Bind) -> dict[str, int]:
-    """{state: number of items}: what the daemon's health and metrics show."""
-    with transaction(bind) as conn:
-        rows = conn.execute(sa.select(Q.c.state, sa.func.count()).group_by(Q.c.state))
-        return {str(state): int(n) for state, n in rows}
-
-
-def set_state(conn: Connection, item_id: int, expected: Sequence[str], now: datetime, **values: Any) -> bool:
-    """Conditional state change: only if the item is still in one of `expected`."""
-    result = conn.execute(
-        sa.update(Q).where(Q.c.id == item_id, Q.c.state.in_(expected)).values(updated_at=now, **values)
-    )
-    return result.rowcount == 1
+        rows = outbox.select_rows(conn, state=state, resource=resource, limit=limit)
+    return [QueueItem.from_row(r) for r in rows]
 
 
 def retry(
@@ -351,48 +205,24 @@ def retry(
     """
     if (item_id is None) == (not failed):
         raise QueueItemError(item_id, "give an item id or --failed, not both and not neither")
-    now = now or utcnow()
     with transaction(bind) as conn:
-        query = sa.select(Q.c.id, Q.c.state, Q.c.op, Q.c.sent, Q.c.remote_id).where(Q.c.state == FAILED)
         if item_id is not None:
             item = get_item(conn, item_id)
-            if item.state != FAILED:
+            if item.state != outbox.FAILED:
                 raise QueueItemError(item_id, f"is {item.state}, only failed items can be retried")
-            query = query.where(Q.c.id == item_id)
-        n = 0
-        for row in conn.execute(query).all():
-            unknown = row.op == "create" and row.sent is not None and row.remote_id is None
-            n += set_state(
-                conn,
-                row.id,
-                (FAILED,),
-                now,
-                state=RECONCILE if unknown else PENDING,
-                attempts=0,
-                next_attempt_at=None,
-                resolution=f"retried at {now.isoformat()}",
-            )
-        return n
-
-
-CANCELLABLE = (PENDING, WAITING, FAILED, CONFLICT, QUARANTINED)
+        return outbox.requeue_failed(conn, item_id, now or datetime.now(UTC))
 
 
 def cancel(bind: Bind, item_id: int, *, now: datetime | None = None) -> QueueItem:
     """Drop an item that has not gone out (or has settled as failed/conflict/quarantined)."""
-    now = now or utcnow()
     with transaction(bind) as conn:
         item = get_item(conn, item_id)
-        if not set_state(
-            conn, item_id, CANCELLABLE, now, state=CANCELLED, resolution="cancelled by a person"
-        ):
+        if not outbox.cancel(conn, item_id, now or datetime.now(UTC)):
             raise QueueItemError(
                 item_id,
                 f"is {item.state}; only {', '.join(CANCELLABLE)} items can be cancelled "
                 "(an in-flight request cannot be called back: wait for the push to settle it)",
             )
-        if item.op == "create":
-            wake_children(conn, item.local_ref or local_ref_of(item.resource, item.id), now)
         return get_item(conn, item_id)
 
 
@@ -412,7 +242,7 @@ def resolve(bind: Bind, item_id: int, keep: Side, *, now: datetime | None = None
         item = _conflict_item(conn, item_id)
         choices = dict.fromkeys(open_conflict_fields(item), keep)
         how = "keep local, queued again" if keep == "local" else "kept remote"
-        return _settle(conn, item, choices, now or utcnow(), f"conflict resolved: {how}")
+        return _settle(conn, item, choices, now or datetime.now(UTC), f"conflict resolved: {how}")
 
 
 def resolve_fields(
@@ -447,7 +277,11 @@ def resolve_fields(
         locally = [k for k in undecided if choices[k] == "local"]
         tail = "the local ones queued again" if locally else "item closed"
         return _settle(
-            conn, item, dict(choices), now or utcnow(), f"conflict resolved field by field: {how}; {tail}"
+            conn,
+            item,
+            dict(choices),
+            now or datetime.now(UTC),
+            f"conflict resolved field by field: {how}; {tail}",
         )
 
 
@@ -465,25 +299,10 @@ def _settle(
     conflict = dict(item.conflict or {})
     for key, side in choices.items():
         conflict[key] = {**conflict[key], "winner": side, "decided_by": "person"}
-    local = {k: conflict[k] for k, side in choices.items() if side == "local"}
-    if not local:
-        set_state(
-            conn, item.id, (CONFLICT,), now, state=DONE, conflict=dumps(conflict), resolution=resolution
-        )
-    else:
-        set_state(
-            conn,
-            item.id,
-            (CONFLICT,),
-            now,
-            state=PENDING,
-            fields=dumps({k: c["local"] for k, c in local.items()}),
-            base_record=dumps({k: c["remote"] for k, c in local.items()}),
-            conflict=dumps(conflict),
-            attempts=0,
-            next_attempt_at=None,
-            resolution=resolution,
-        )
+    again = {
+        k: (conflict[k]["local"], conflict[k]["remote"]) for k, side in choices.items() if side == "local"
+    }
+    outbox.settle_conflict(conn, item.id, now, conflict=conflict, resolution=resolution, again=again)
     return get_item(conn, item.id)
 
 
@@ -502,7 +321,7 @@ def adopt(
     The record must be a `item.resource` in the mirror; `remote_record` (the server's copy, when
     the caller fetched it because the mirror has not pulled it yet) is folded in first.
     """
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with transaction(bind) as conn:
         item = get_item(conn, item_id)
         if item.state != QUARANTINED or item.op != "create":
@@ -516,49 +335,19 @@ def adopt(
                     f"{item.resource} {remote_id} is not in the mirror (nor in Clevertim as a "
                     f"{item.resource}); check the id among the candidates this item lists",
                 )
-            apply_local_result(conn, item.resource, remote_record, op="insert", queue_item_id=item_id)
-        holder = conn.execute(
-            sa.select(Q.c.id).where(
-                Q.c.resource == item.resource, Q.c.remote_id == remote_id, Q.c.id != item_id
-            )
-        ).scalar()
+            fold_many(conn, [Fold(item.resource, remote_record, "insert", item_id)])
+        holder = outbox.item_of_remote(conn, item.resource, remote_id, other_than=item_id)
         if holder is not None:
             raise QueueItemError(
                 item_id, f"{item.resource} {remote_id} is already the record of queue item {holder}"
             )
-        floor = conn.execute(sa.select(Q.c.max_id_seen).where(Q.c.id == item_id)).scalar()
+        row = outbox.get_row(conn, item_id)
+        floor = row["max_id_seen"] if row is not None else None
         if floor is not None and remote_id <= floor:
             raise QueueItemError(
                 item_id,
                 f"{item.resource} {remote_id} existed before this create was sent (its record has an "
                 f"id above {floor}); check the id among the candidates this item lists",
             )
-        set_state(
-            conn,
-            item_id,
-            (QUARANTINED,),
-            now,
-            state=DONE,
-            remote_id=remote_id,
-            last_error=None,
-            resolution=f"adopted by a person: {item.resource} {remote_id}",
-        )
-        _rewrite_refs(conn, item.local_ref or local_ref_of(item.resource, item_id), remote_id, now)
+        outbox.adopt(conn, item_id, remote_id, now, f"adopted by a person: {item.resource} {remote_id}")
         return get_item(conn, item_id)
-
-
-def _rewrite_refs(conn: Connection, ref: str, remote_id: int, now: datetime) -> None:
-    """Queued edits not yet sent that name `ref`: the remote id in its place, and released."""
-    rows = conn.execute(
-        sa.select(Q.c.id, Q.c.resource, Q.c.state, Q.c.fields).where(
-            Q.c.state.in_((PENDING, WAITING, FAILED, CONFLICT, QUARANTINED)), Q.c.fields.like(f'%"{ref}"%')
-        )
-    ).all()
-    for row in rows:
-        fields = loads_or(row.fields, {})
-        if not isinstance(fields, dict):
-            continue
-        refs = local_refs_in(row.resource, fields)
-        fields.update({key: remote_id for key, value in refs.items() if value == ref})
-        state = PENDING if row.state == WAITING else row.state
-        set_state(conn, row.id, (row.state,), now, fields=dumps(fields), state=state)

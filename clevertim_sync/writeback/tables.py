@@ -1,11 +1,12 @@
-"""The writeback queue's tables, on the project's one `metadata`.
+"""The writeback queue's two tables, on the project's one `metadata`: their columns, as
+migration 0002_writeback_queue creates them (change both together).
 
-Owns: `writeback_queue` (one row per local edit, its whole life: pending -> in_flight -> done, or
-failed / conflict / waiting / reconcile / quarantined / cancelled) and `writeback_pause` (a
-server-wide "do not send before" set by 429/503 answers and outages). Migration
-0002_writeback_queue creates exactly these; change both together.
+Owns: the columns of `writeback_queue` (one row per local edit, its whole life) and
+`writeback_pause` (a server-wide "do not send before" set by 429/503 answers and outages). The
+states an item goes through, their rules and every statement on these tables are outbox.py's:
+nothing else issues SQL on them.
 
-Must not import: httpx, the store, the worker.
+Must not import: httpx, the store, the worker, outbox.py (which builds on this).
 
 The queue is also a public interface for people who only have a SQL client: a plain
 
@@ -25,23 +26,6 @@ import sqlalchemy as sa
 from clevertim_sync.mirror.schema import BigId, metadata
 from clevertim_sync.mirror.types import UtcDateTime
 
-# Item states. "Open" states still have work to do and keep later edits of the same record waiting
-# (FIFO per record); the others are final until a person acts (`queue retry`, `queue resolve`).
-PENDING = "pending"  # due at next_attempt_at (NULL: now)
-WAITING = "waiting"  # a create's REF points at a queued create that has no remote id yet
-IN_FLIGHT = "in_flight"  # claimed (lease), its request may be on the wire
-RECONCILE = "reconcile"  # the request's outcome is unknown: look at the server before resending
-DONE = "done"
-FAILED = "failed"  # dead letter: last_error / server_message say why; `queue retry` re-queues
-CONFLICT = "conflict"  # fields changed on both sides under the manual policy; `queue resolve`
-QUARANTINED = "quarantined"  # a lost create matched several new records: a person must look
-CANCELLED = "cancelled"
-
-OPEN_STATES = (PENDING, WAITING, IN_FLIGHT, RECONCILE)
-FINAL_STATES = (DONE, FAILED, CONFLICT, QUARANTINED, CANCELLED)
-NEEDS_A_PERSON = (FAILED, CONFLICT, QUARANTINED)  # final, and settled only by `queue` commands
-ALL_STATES = OPEN_STATES + FINAL_STATES
-
 NOW = sa.text("CURRENT_TIMESTAMP")
 
 writeback_queue = sa.Table(
@@ -54,8 +38,10 @@ writeback_queue = sa.Table(
     sa.Column("local_ref", sa.String(64), comment="a create's name before it has an id: local:<res>:<id>"),
     sa.Column("fields", sa.Text, nullable=False, server_default="{}", comment="JSON of the values to write"),
     sa.Column("base_record", sa.Text, comment="JSON: the mirror's record when the edit was queued"),
+    # Never read, so no longer written (NULL in new rows): dropping the column takes a
+    # migration, which can come with the next change of this table.
     sa.Column("base_hash", sa.String(64), comment="record_hash(base_record)"),
-    sa.Column("state", sa.String(16), nullable=False, server_default=PENDING),
+    sa.Column("state", sa.String(16), nullable=False, server_default="pending"),  # outbox.PENDING
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("next_attempt_at", UtcDateTime, comment="not before this instant; NULL: at once"),
     sa.Column("last_error", sa.Text, comment="why it failed, waits or conflicts, and what to do"),

@@ -2,10 +2,13 @@
 
 Owns: what goes on the wire for each claimed unit (create, coalesced update, delete), the
 reconciliation of items whose earlier request has an unknown outcome, the classification of
-failures into retry / pause / dead letter, and folding each server answer into the mirror.
+failures into retry / pause / dead letter, and the order in which an outcome is recorded.
 
-Must not import: the CLI, the daemon, the pull. State changes go through queue.py; the mirror
-is written only through `store.apply_local_result` and `fold.fold_many` (its bulk twin).
+Must not import: the CLI, the daemon, the pull. One item's path runs one way: claims.py takes it
+(`claims.claim`), a worker thread sends it and turns the answer into an `outbox.Outcome`
+(`_process`), and `_record` writes the server's answer into the mirror (`fold.fold_many`), then
+the item's new state into the queue (`outbox.record`), in one transaction. Every statement on the
+queue is outbox.py's; the mirror is written only through `fold.fold_many`.
 
 Failures, and why they are treated as they are:
 - The server is down or asks to wait (429, 502/503/504, cannot connect): a server-wide pause
@@ -44,27 +47,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from clevertim_sync import shapes
 from clevertim_sync.api import errors as api_errors
 from clevertim_sync.api.client import ClevertimClient
-from clevertim_sync.mirror.store import apply_local_result
 from clevertim_sync.retry import Rng, next_delay
 from clevertim_sync.settings import Settings
-from clevertim_sync.writeback import claims
+from clevertim_sync.writeback import claims, outbox
 from clevertim_sync.writeback.fold import Fold, fold_many
-from clevertim_sync.writeback.merge import matches_identity, matches_sent, merge
-from clevertim_sync.writeback.tables import (
+from clevertim_sync.writeback.merge import MergeResult, matches_identity, matches_sent, merge
+from clevertim_sync.writeback.outbox import (
     CONFLICT,
     DONE,
     FAILED,
     PENDING,
     QUARANTINED,
     RECONCILE,
-    writeback_queue,
+    WAITING,
+    Claimed,
 )
 
 log = structlog.get_logger(__name__)
@@ -151,32 +153,22 @@ class _Run:
             setattr(self.report, name, getattr(self.report, name) + n)
 
 
-@dataclass
-class _Outcome:
+@dataclass(kw_only=True)
+class _Outcome(outbox.Outcome):
     """What a worker thread learned about one unit; the push loop records it in the database.
 
     Threads do only HTTP (and the rare read for a reconciliation), so a request slot is never
     held up by a database lock; the loop records the outcomes of many units per transaction.
+    `answer` (the server's record) is folded into the mirror as `fold_op`.
     """
 
-    unit: claims.Claimed
-    state: str
     counter: str  # the PushReport field to bump
-    fold: dict[str, Any] | None = None  # the server's record to fold into the mirror
-    fold_op: str | None = None
-    remote_id: int | None = None
-    sent: dict[str, Any] | None = None
-    conflict: dict[str, Any] | None = None
-    note: str | None = None
-    # For a unit going back to the queue or to the dead letters:
-    next_attempt_at: datetime | None = None
-    attempts: int = 0
-    server_message: str | None = None
-    status: int | None = None
+    fold_op: str | None = None  # insert | update | delete; None: nothing to fold
 
-    @property
-    def settled(self) -> bool:
-        return self.state in (DONE, CONFLICT, QUARANTINED)
+    def fold(self) -> Fold | None:
+        if self.answer is None or self.fold_op is None:
+            return None
+        return Fold(self.unit.resource, self.answer, self.fold_op, self.unit.id)
 
 
 def push(
@@ -198,25 +190,25 @@ def push(
     already on the wire finish and their outcome is recorded, claimed units not yet sent go back
     as they were (no attempt spent), and push() returns with `report.stopped` saying so.
     `holder`: the id of the mirror's instance lock, when the caller holds it: the items a dead
-    earlier holder left in flight are reconciled now, not after their lease (claims.py).
+    earlier holder left in flight are reconciled now, not after their lease (outbox.recover_dead_holders).
     """
     clock: Callable[[], datetime] = (lambda: now) if now is not None else (lambda: datetime.now(UTC))
     started = clock()
-    pause = claims.get_pause(engine)
+    pause = outbox.get_pause(engine)
     run = _Run(engine, client, settings, clock, rng or random.Random(), pause.failures if pause else 0, stop)
     if pause is not None and pause.not_before > started:
         run.report.paused_until = pause.not_before
         run.report.stopped = f"paused until {pause.not_before.isoformat()}: {pause.reason}"
         log.info("push.paused", until=pause.not_before.isoformat(), reason=pause.reason)
         return run.report
-    worker = claims.worker_id(
+    worker = outbox.worker_id(
         worker_id or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}", holder
     )
     if holder is not None:
-        recovered = claims.recover_dead_holders(engine, holder, clock())
+        recovered = outbox.recover_dead_holders(engine, holder, clock())
         if recovered:
             log.info("push.recovering", items=recovered, reason="left in flight by a holder that is gone")
-    claims.wake_waiting(engine, started)
+    outbox.wake_waiting(engine, started)
     concurrency = settings.push.concurrency
     batch = RECORD_ROUNDS * concurrency
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="push") as pool:
@@ -262,10 +254,8 @@ def push(
                     exhausted = False  # a create may have woken its children: look again
                 ready = []
     with engine.connect() as conn:
-        run.report.waiting = conn.execute(
-            sa.select(sa.func.count()).where(writeback_queue.c.state == "waiting")
-        ).scalar_one()
-    p = claims.get_pause(engine)
+        run.report.waiting = outbox.depth(conn).get(WAITING, 0)
+    p = outbox.get_pause(engine)
     if p is not None and p.not_before > clock():
         run.report.paused_until = p.not_before
     log.info("push.finished", **{k: v for k, v in run.report.as_dict().items() if k != "errors"})
@@ -282,28 +272,13 @@ def _record(run: _Run, outcomes: list[_Outcome]) -> None:
     now = run.clock()
     try:
         with run.engine.begin() as conn:
-            plain: list[tuple[claims.Claimed, int | None, dict[str, Any] | None, str | None]] = []
-            written: list[tuple[claims.Claimed, dict[str, Any]]] = []
-            folds: list[Fold] = []
-            for o in outcomes:
-                if o.state == DONE and not o.unit.followers and not o.conflict:
-                    if o.fold is not None and o.fold_op is not None:
-                        folds.append(Fold(o.unit.resource, o.fold, o.fold_op, o.unit.id))
-                    plain.append((o.unit, o.remote_id, o.sent, o.note))
-                    written.append(_written(o))
-                else:
-                    _record_one(conn, o, now)
-            # The plain answers of the batch are folded in together: a few statements per
-            # resource rather than several per record (the CPU cost of a push at concurrency 8).
-            fold_many(conn, folds)
-            claims.finish_done_many(conn, plain, now)
-            claims.rebase_later_edits(conn, written, now)
+            _record_in(conn, outcomes, now)
     except Exception:
         log.exception("push.record_batch_failed", items=[o.unit.id for o in outcomes])
         for o in outcomes:
             try:
                 with run.engine.begin() as conn:
-                    _record_one(conn, o, now)
+                    _record_in(conn, [o], now)
             except Exception:
                 log.exception("push.record_failed", item=o.unit.id)
                 run.report.errors.append(f"item {o.unit.id}: its outcome could not be recorded")
@@ -314,57 +289,24 @@ def _record(run: _Run, outcomes: list[_Outcome]) -> None:
             run.count("done")
 
 
-def _fold(conn: sa.Connection, o: _Outcome) -> None:
-    if o.fold is not None and o.fold_op is not None:
-        apply_local_result(conn, o.unit.resource, o.fold, op=o.fold_op, queue_item_id=o.unit.id)
-
-
-def _written(o: _Outcome) -> tuple[claims.Claimed, dict[str, Any]]:
-    """(unit, {field: the server's value}) for the fields an update sent."""
-    if o.fold is None or not o.sent:
-        return o.unit, {}
-    return o.unit, {k: o.fold.get(k) for k in o.sent}
-
-
-def _record_one(conn: sa.Connection, o: _Outcome, now: datetime) -> None:
-    unit = o.unit
-    _fold(conn, o)
-    if o.settled:
-        claims.finish(
-            conn,
-            unit,
-            now,
-            state=o.state,
-            remote_id=o.remote_id,
-            sent=o.sent,
-            conflict=o.conflict,
-            note=o.note,
-        )
-        claims.rebase_later_edits(conn, [_written(o)], now)
-    else:
-        claims.release(
-            conn,
-            unit,
-            now,
-            state=o.state,
-            next_attempt_at=o.next_attempt_at,
-            attempts=o.attempts,
-            error=o.note,
-            server_message=o.server_message,
-            status=o.status,
-        )
+def _record_in(conn: Connection, outcomes: list[_Outcome], now: datetime) -> None:
+    """The server's answers into the mirror, then the items' states into the queue, in the
+    caller's transaction. The answers of a batch are folded in together: a few statements per
+    resource rather than several per record (the CPU cost of a push at concurrency 8)."""
+    fold_many(conn, [f for o in outcomes if (f := o.fold()) is not None])
+    outbox.record(conn, outcomes, now)
 
 
 # --- one unit, in a worker thread -------------------------------------------------------------------
 
 
-def _process(run: _Run, unit: claims.Claimed) -> _Outcome:
+def _process(run: _Run, unit: Claimed) -> _Outcome:
     if run.stopping():
         # The push stopped before this unit was sent: back as it was, no attempt spent.
         return _Outcome(
-            unit,
-            _back_state(unit, None),
-            "retry_later",
+            unit=unit,
+            state=_back_state(unit, None),
+            counter="retry_later",
             attempts=unit.attempts,
             note=run.report.stopped,
         )
@@ -381,9 +323,9 @@ def _process(run: _Run, unit: claims.Claimed) -> _Outcome:
         with run.lock:
             run.report.errors.append(f"item {unit.id}: internal error {type(exc).__name__}")
         return _Outcome(
-            unit,
-            FAILED,
-            "failed",
+            unit=unit,
+            state=FAILED,
+            counter="failed",
             attempts=unit.attempts + 1,
             note=f"internal error in clevertim-sync ({type(exc).__name__}: {exc}); "
             "please report it, then `clevertim-sync queue retry`",
@@ -396,20 +338,20 @@ def _succeeded(run: _Run) -> None:
         with run.lock:
             if run.outage_failures:
                 run.outage_failures = 0
-                claims.clear_pause(run.engine)
+                outbox.clear_pause(run.engine)
 
 
-def _create(run: _Run, unit: claims.Claimed) -> _Outcome:
+def _create(run: _Run, unit: Claimed) -> _Outcome:
     if unit.reconcile:
         found = _reconcile_create(run, unit)
         if len(found) == 1:
             record = found[0]
             log.info("push.adopted", item=unit.id, resource=unit.resource, remote_id=record["id"])
             return _Outcome(
-                unit,
-                DONE,
-                "adopted",
-                fold=record,
+                unit=unit,
+                state=DONE,
+                counter="adopted",
+                answer=record,
                 fold_op="insert",
                 remote_id=int(record["id"]),
                 note="adopted after a lost answer",
@@ -418,9 +360,9 @@ def _create(run: _Run, unit: claims.Claimed) -> _Outcome:
             ids = sorted(r["id"] for r in found)
             log.warning("push.quarantined", item=unit.id, resource=unit.resource, candidates=ids)
             return _Outcome(
-                unit,
-                QUARANTINED,
-                "quarantined",
+                unit=unit,
+                state=QUARANTINED,
+                counter="quarantined",
                 note=f"the answer to this create was lost and {len(ids)} new {unit.resource} records "
                 f"match it (ids {ids}); it was not resent. Check them in Clevertim and delete any "
                 f"duplicate, then `clevertim-sync queue adopt {unit.id} ID` with the id of yours "
@@ -431,24 +373,24 @@ def _create(run: _Run, unit: claims.Claimed) -> _Outcome:
     record = run.client.create(unit.resource, unit.fields)
     _succeeded(run)
     return _Outcome(
-        unit, DONE, "done", fold=record, fold_op="insert", remote_id=int(record["id"]), sent=unit.fields
+        unit=unit,
+        state=DONE,
+        counter="done",
+        answer=record,
+        fold_op="insert",
+        remote_id=int(record["id"]),
+        sent=unit.fields,
     )
 
 
-def _reconcile_create(run: _Run, unit: claims.Claimed) -> list[dict[str, Any]]:
+def _reconcile_create(run: _Run, unit: Claimed) -> list[dict[str, Any]]:
     """The records that appeared since the create was journaled and carry what it sent: all of
     it, after normalising as a server does; failing that, the fields that identify the kind (a
     server may also fill or change others). Several: the caller quarantines, never resends."""
     listing = run.client.list(unit.resource)
     _succeeded(run)
-    q = writeback_queue
     with run.engine.connect() as conn:
-        taken = {
-            r
-            for (r,) in conn.execute(
-                sa.select(q.c.remote_id).where(q.c.resource == unit.resource, q.c.remote_id.is_not(None))
-            )
-        }
+        taken = outbox.remote_ids(conn, unit.resource)
     floor = unit.max_id_seen if unit.max_id_seen is not None else -1
     new = []
     for r in listing:
@@ -459,11 +401,11 @@ def _reconcile_create(run: _Run, unit: claims.Claimed) -> list[dict[str, Any]]:
     return full or [r for r in new if matches_identity(r, unit.fields, unit.resource)]
 
 
-def _update(run: _Run, unit: claims.Claimed) -> _Outcome:
+def _update(run: _Run, unit: Claimed) -> _Outcome:
     assert unit.target_id is not None
     remote = run.client.get(unit.resource, unit.target_id)
     _succeeded(run)
-    result = merge(unit.fields, unit.base, remote, run.push.conflict_policy, resource=unit.resource)
+    result = _merged(run, unit, remote)
     record = remote
     if result.send:
         run.count("writes")
@@ -479,10 +421,10 @@ def _update(run: _Run, unit: claims.Claimed) -> _Outcome:
     # Fold what we wrote (or, after an unknown outcome, what we found) so the next pull sees no news.
     fold = record if (result.send or unit.reconcile) else None
     return _Outcome(
-        unit,
-        state,
-        "conflicts" if state == CONFLICT else "done",
-        fold=fold,
+        unit=unit,
+        state=state,
+        counter="conflicts" if state == CONFLICT else "done",
+        answer=fold,
         fold_op="update",
         sent=result.send,
         conflict=conflict,
@@ -490,7 +432,12 @@ def _update(run: _Run, unit: claims.Claimed) -> _Outcome:
     )
 
 
-def _delete(run: _Run, unit: claims.Claimed) -> _Outcome:
+def _merged(run: _Run, unit: Claimed, remote: dict[str, Any]) -> MergeResult:
+    """The three-way merge of an update against the record the server has now (the dry run's too)."""
+    return merge(unit.fields, unit.base, remote, run.push.conflict_policy, resource=unit.resource)
+
+
+def _delete(run: _Run, unit: Claimed) -> _Outcome:
     assert unit.target_id is not None
     note = None
     try:
@@ -499,19 +446,21 @@ def _delete(run: _Run, unit: claims.Claimed) -> _Outcome:
     except api_errors.NotFound:
         note = "the record was already gone (404): nothing to delete"
     _succeeded(run)
-    return _Outcome(unit, DONE, "done", fold={"id": unit.target_id}, fold_op="delete", note=note)
+    return _Outcome(
+        unit=unit, state=DONE, counter="done", answer={"id": unit.target_id}, fold_op="delete", note=note
+    )
 
 
 # --- failures -------------------------------------------------------------------------------------
 
 
-def _back_state(unit: claims.Claimed, exc: api_errors.ApiError | None) -> str:
+def _back_state(unit: Claimed, exc: api_errors.ApiError | None) -> str:
     """Where a unit goes when it must be tried again: a create that may have landed is reconciled."""
     unknown = unit.reconcile or (exc is not None and exc.may_have_reached_server)
     return RECONCILE if unit.op == "create" and unknown else PENDING
 
 
-def _on_api_error(run: _Run, unit: claims.Claimed, exc: api_errors.ApiError) -> _Outcome:
+def _on_api_error(run: _Run, unit: Claimed, exc: api_errors.ApiError) -> _Outcome:
     now = run.clock()
     log.warning(
         "push.item_failed",
@@ -528,7 +477,12 @@ def _on_api_error(run: _Run, unit: claims.Claimed, exc: api_errors.ApiError) -> 
             run.report.halted = run.report.stopped = f"push stopped: {exc}"
         run.stop.set()
         return _Outcome(
-            unit, _back_state(unit, exc), "retry_later", attempts=unit.attempts, note=str(exc), **common
+            unit=unit,
+            state=_back_state(unit, exc),
+            counter="retry_later",
+            attempts=unit.attempts,
+            note=str(exc),
+            **common,
         )
     if isinstance(exc, (*OUTAGE_ERRORS, api_errors.LoginRequired)):
         with run.lock:
@@ -539,7 +493,7 @@ def _on_api_error(run: _Run, unit: claims.Claimed, exc: api_errors.ApiError) -> 
             asked = run.rate_limit_floor  # a bare 429: retrying sooner keeps hitting the limit
         delay = next_delay(failures, asked, base=run.push.backoff_base, cap=run.push.backoff_max, rng=run.rng)
         until = now + timedelta(seconds=delay)
-        claims.set_pause(run.engine, until, failures, str(exc), now)
+        outbox.set_pause(run.engine, until, failures, str(exc), now)
         if isinstance(exc, api_errors.LoginRequired):
             with run.lock:
                 run.report.halted = f"the server refused the token, paused until {until.isoformat()}: {exc}"
@@ -549,9 +503,9 @@ def _on_api_error(run: _Run, unit: claims.Claimed, exc: api_errors.ApiError) -> 
         run.stop.set()
         # The server's wait is not the item's fault: no attempt spent.
         return _Outcome(
-            unit,
-            _back_state(unit, exc),
-            "retry_later",
+            unit=unit,
+            state=_back_state(unit, exc),
+            counter="retry_later",
             next_attempt_at=until,
             attempts=unit.attempts,
             note=str(exc),
@@ -563,9 +517,9 @@ def _on_api_error(run: _Run, unit: claims.Claimed, exc: api_errors.ApiError) -> 
             attempts, exc.retry_after, base=run.push.backoff_base, cap=run.push.backoff_max, rng=run.rng
         )
         return _Outcome(
-            unit,
-            _back_state(unit, exc),
-            "retry_later",
+            unit=unit,
+            state=_back_state(unit, exc),
+            counter="retry_later",
             next_attempt_at=now + timedelta(seconds=max(delay, 0.001)),
             attempts=attempts,
             note=str(exc),
@@ -585,4 +539,4 @@ def _on_api_error(run: _Run, unit: claims.Claimed, exc: api_errors.ApiError) -> 
         run.stop.set()
     with run.lock:
         run.report.errors.append(f"item {unit.id}: {exc}")
-    return _Outcome(unit, FAILED, "failed", attempts=attempts, note=error, **common)
+    return _Outcome(unit=unit, state=FAILED, counter="failed", attempts=attempts, note=error, **common)

@@ -1,0 +1,28 @@
+"""`search`: full-text search of notes, contacts and companies (reports.search).
+
+Must not import: httpx, the API client.
+"""
+
+from __future__ import annotations
+
+import click
+
+from clevertim_sync import reports
+from clevertim_sync.cli import AppContext, cli, pass_app, quiet_logs
+from clevertim_sync.cli.sync import mirror
+
+
+@cli.command("search")
+@click.argument("words", nargs=-1, required=True)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
+)
+@pass_app
+def search_command(app: AppContext, words: tuple[str, ...], limit: int, fmt: str) -> None:
+    """Full-text search of notes, contacts and companies: records holding every word."""
+    quiet_logs()
+    with mirror(app) as engine:
+        hits = reports.search(engine, " ".join(words), limit=limit)
+    rows = [(h.kind, h.record_id, h.title, h.snippet) for h in hits]
+    click.echo(reports.render(["kind", "id", "title", "snippet"], rows, fmt))

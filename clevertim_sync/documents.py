@@ -1,0 +1,50 @@
+"""Resources an account may not have: the rule that makes a missing endpoint "unavailable".
+
+Owns: which failures of an optional resource's listing (`Resource.optional`: /folder, /file,
+/linkedfile) mean the account or token lacks the endpoint (an older plan, no rights: 404, 400 or
+501) rather than a failing pull, and recording that: the resource's tables stay as they were,
+`resource_status.unavailable` says why, no failure is counted (no alert, /healthz stays green,
+the run is not 'partial' for it), and the daemon asks again only every `pull.unavailable_retry`
+(daemon/runtime.py). The next listing that succeeds clears it.
+
+Must not import: httpx (errors are matched by their typed `status`), the API client.
+"""
+
+from __future__ import annotations
+
+import time
+
+import sqlalchemy as sa
+import structlog
+
+from clevertim_sync import resources
+from clevertim_sync.api.errors import ApiError
+from clevertim_sync.mirror import store
+from clevertim_sync.mirror.store import ResourceCounts
+
+log = structlog.get_logger(__name__)
+
+UNAVAILABLE_STATUSES = frozenset({400, 404, 501})
+
+
+def unavailable_reason(resource: str, exc: BaseException) -> str | None:
+    """Why `resource` is unavailable to this account, when `exc` (its listing's failure) says so;
+    None when it is an ordinary failure (or the resource is not optional)."""
+    res = resources.BY_NAME.get(resource)
+    if res is None or not res.optional or not isinstance(exc, ApiError) or exc.server_wide:
+        return None
+    if exc.status not in UNAVAILABLE_STATUSES:
+        return None
+    return f"{res.path} answered HTTP {exc.status}: not offered to this account or token"
+
+
+def record_unavailable(
+    engine: sa.Engine, resource: str, *, run_id: int, counts: ResourceCounts, why: str, t0: float
+) -> ResourceCounts:
+    """Record `resource` as unavailable in this run and in resource_status; nothing else changes."""
+    counts.unavailable = why
+    counts.seconds = round(time.perf_counter() - t0, 3)
+    log.info("pull.resource_unavailable", resource=resource, reason=why)
+    with engine.begin() as conn:
+        store.record_outcome(conn, run_id, resource, counts, at=store.now())
+    return counts
