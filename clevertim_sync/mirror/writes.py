@@ -372,9 +372,10 @@ class ChangeWriter:
             if self.fts:
                 search.forget(conn, resource, chunk)
             delete_rows(conn, resource, chunk)
-            history = [
-                history_row(resource, rid, "delete", raw, d, at=self.at, run_id=self.run_id)
-                for rid, (raw, d) in old.items()
+            history = [  # in the order given (the diff's: by id), not the database's
+                history_row(resource, rid, "delete", *old[rid], at=self.at, run_id=self.run_id)
+                for rid in chunk
+                if rid in old
             ]
             write_history(conn, history)
 
