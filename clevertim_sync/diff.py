@@ -1,8 +1,10 @@
 """The diff of one full listing against the mirror: pure, no I/O.
 
-Owns: `record_hash` (the one canonical content hash), `compute_changes` (listing + mirror index ->
-inserts, updates, deletes, touches), `changed_fields` (the {field: [old, new]} of a history row),
-`mass_delete_refused` (the guard's rule) and `apply_changes` (what applying means, for tests).
+Owns: `record_hash` (the one canonical content hash), `MirrorIndex` (the mirror's {id: (hash,
+lm)} of one resource, compact), `ListingDiff` (a listing read in batches + the index -> each
+batch's inserts, updates, touches; the deletes once the listing has ended), `compute_changes`
+(the same for a whole listing at once), `changed_fields` (the {field: [old, new]} of a history
+row) and `mass_delete_refused` (the guard's rule).
 
 Content decides, not `lm`: the hash excludes `lm`, so an `lm` bump with nothing else changed is a
 "touch" (the stored raw and modified_at are refreshed, no history, not an update), and an edit
@@ -18,13 +20,22 @@ them as text: "f1001" is an id, and an integer 7 is the id "7".
 Server-computed lists (a contact's `notes`, a group's `users`, ...) are hashed sorted: a server
 that serves them in another order on each read changes nothing.
 
+Memory: a pull holds the index and one batch, never the listing. The index is 32 bytes per
+mirrored record (ids in an array, hash and lm fingerprint in one buffer), the ids a listing has
+shown are a byte per indexed record plus 8 bytes per new id while they come in order (a Python set
+of the new ids only for a listing that is not in id order). An id is any hashable, sortable key:
+integers in arrays; the text ids of the documents in plain lists and sets.
+
 Must not import: httpx, SQLAlchemy, anything that does I/O.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+import itertools
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,14 +61,19 @@ UNORDERED_LISTS: tuple[str, ...] = tuple(
 def record_hash(record: Mapping[str, Any]) -> str:
     """Canonical content hash: sorted-key JSON of the record without `lm`, with its server-computed
     lists sorted (UNORDERED_LISTS), blake2b-128 hex. The one hash of the project: the diff, the
-    row-building worker of a first load, the writeback's fold and base all call it."""
+    store (for a first load's rows), the writeback's fold and base all call it."""
+    return record_digest(record).hex()
+
+
+def record_digest(record: Mapping[str, Any]) -> bytes:
+    """`record_hash` as its 16 bytes (what the diff compares with the index)."""
     content = dict(record)  # a C-level copy: far cheaper than a comprehension on the hot path
     content.pop(EXCLUDED_FROM_HASH, None)
     for key in UNORDERED_LISTS:
         value = content.get(key)
         if value.__class__ is list and len(value) > 1:
             content[key] = _sorted(value)
-    return hashlib.blake2b(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+    return hashlib.blake2b(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
 
 
 def _sorted(values: list[Any]) -> list[Any]:
@@ -71,12 +87,108 @@ def raw_lm(record: Mapping[str, Any]) -> Any:
     return record.get("lm")
 
 
+# --- the mirror's index ------------------------------------------------------------------------
+
+_DIGEST = 16  # bytes of a record_digest
+_MASK = (1 << 64) - 1
+
+
+def _digest_bytes(digest: str) -> bytes:
+    """A stored content_hash that is not 32 hex digits (none is written so) as 16 bytes that no
+    record's digest will equal by chance."""
+    return hashlib.blake2b(digest.encode(), digest_size=_DIGEST).digest()
+
+
+class MirrorIndex:
+    """The mirror's {id: (content hash, lm)} of one resource, in 32 bytes per record: ids in an
+    array, the 16 bytes of each hash in one buffer, a 64-bit fingerprint of each lm in another
+    (equal values give equal fingerprints; different ones differ but for a 2^-64 chance, in which
+    case an lm-only touch goes unnoticed: harmless).
+
+    Built from (id, content_hash, lm) rows, best in id order (the store reads them so; a listing
+    in id order then finds each id at the next position, without a search). `lm` is in whatever
+    form the store's `lm_key` gives a record's `lm` (SQLite: its text; PostgreSQL: a datetime).
+    """
+
+    __slots__ = ("_digests", "_hint", "_ids", "_lms")
+
+    def __init__(self, rows: Iterable[tuple[Any, str, Any]]) -> None:
+        ids: array[int] | list[Any] = array("q")
+        digests = bytearray()
+        lms: array[int] = array("Q")
+        fromhex = bytes.fromhex
+        for rid, digest, lm in rows:
+            if rid.__class__ is not int and isinstance(ids, array):
+                ids = list(ids)  # a text id (or one beyond 64 bits): plain objects from here on
+            ids.append(rid)
+            try:
+                raw = fromhex(digest)
+            except ValueError:
+                raw = b""
+            digests += raw if len(raw) == _DIGEST else _digest_bytes(digest)
+            lms.append(hash(lm) & _MASK)
+        if any(a >= b for a, b in itertools.pairwise(ids)):
+            order = sorted(range(len(ids)), key=ids.__getitem__)
+            if any(ids[a] == ids[b] for a, b in itertools.pairwise(order)):
+                raise ValueError("the mirror's index holds an id twice")
+            ids = array("q", (ids[i] for i in order)) if isinstance(ids, array) else [ids[i] for i in order]
+            digests = bytearray().join(digests[i * _DIGEST : (i + 1) * _DIGEST] for i in order)
+            lms = array("Q", (lms[i] for i in order))
+        self._ids = ids
+        self._digests = bytes(digests)
+        self._lms = lms
+        self._hint = 0
+
+    @classmethod
+    def of(cls, mapping: Mapping[Any, tuple[str, Any]]) -> MirrorIndex:
+        """An index from a {id: (hash, lm)} mapping (tests, a fold of a few records)."""
+        return cls((rid, digest, lm) for rid, (digest, lm) in mapping.items())
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def position(self, rid: Any) -> int:
+        """Where `rid` is in the index, or -1."""
+        ids, hint = self._ids, self._hint
+        if hint < len(ids) and ids[hint] == rid:
+            self._hint = hint + 1
+            return hint
+        try:
+            pos = bisect.bisect_left(ids, rid)
+        except TypeError:  # an id of another type than the index's: not in it
+            return -1
+        if pos < len(ids) and ids[pos] == rid:
+            self._hint = pos + 1
+            return pos
+        return -1
+
+    def same(self, pos: int, digest: bytes, lm: Any) -> tuple[bool, bool]:
+        """(same content, same lm) of the record at `pos` and a listed version of it (`digest`
+        from `record_digest`, `lm` from the store's `lm_key`)."""
+        start = pos * _DIGEST
+        return self._digests[start : start + _DIGEST] == digest, self._lms[pos] == hash(lm) & _MASK
+
+    def ids_not_in(self, seen: bytearray) -> Iterator[Any]:
+        """The ids whose position is 0 in `seen` (one byte per position), in id order."""
+        pos = seen.find(0)
+        while pos >= 0:
+            yield self._ids[pos]
+            pos = seen.find(0, pos + 1)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._ids)
+
+
+# --- the diff ----------------------------------------------------------------------------------
+
+
 @dataclass
 class Changes:
-    """What one listing changes in one resource. Records are the listing's own dicts (no copies)."""
+    """What one listing (or one batch of it) changes in one resource. Records are the listing's
+    own dicts (no copies)."""
 
     # (record, hash); against an empty index the hash is None: the store computes it as it
-    # builds the rows (a first sync hashes every record once, in the store's worker process).
+    # builds the rows (a first sync hashes every record once).
     inserts: list[tuple[Record, str | None]] = field(default_factory=list)
     updates: list[tuple[Record, str]] = field(default_factory=list)
     touches: list[tuple[Record, str]] = field(default_factory=list)  # only lm differs
@@ -101,56 +213,121 @@ def _protected_id(record: Any) -> int | None:
     return None
 
 
+class _NewIds:
+    """The ids a listing has shown that the index does not hold, to catch one shown twice: an
+    array of 8-byte ids while they come in increasing order (then none can repeat), a set of
+    them from the first one out of order (or the first that is not an integer)."""
+
+    def __init__(self) -> None:
+        self._ordered: array[int] = array("q")
+        self._set: set[Any] | None = None
+
+    def add(self, rid: Any) -> bool:
+        """Record `rid`; False when it was seen before."""
+        if self._set is None:
+            ordered = self._ordered
+            if rid.__class__ is int and (not ordered or rid > ordered[-1]):
+                try:
+                    ordered.append(rid)
+                    return True
+                except OverflowError:  # beyond 64 bits: a set can hold it
+                    pass
+            self._set = set(ordered)
+            self._ordered = array("q")
+        if rid in self._set:
+            return False
+        self._set.add(rid)
+        return True
+
+
+class ListingDiff:
+    """The diff of one listing read in batches (a pull streams it): `batch()` gives each batch's
+    inserts, updates, touches, unchanged and skipped entries; `deletes()`, once the listing has
+    ended, what the mirror holds that the listing did not. Holds which ids it has seen (see the
+    module's docstring), never the records.
+
+    Raises InvalidListing when an id appears twice, in one batch or across two (which record is
+    the real one cannot be told). `lm_key` turns a record's `lm` into the form the index holds
+    (the store gives its stored timestamp), so that touches are found without reading raws.
+    """
+
+    def __init__(
+        self, resource: str, index: MirrorIndex, *, lm_key: Callable[[Mapping[str, Any]], Any] = raw_lm
+    ) -> None:
+        self.resource = resource
+        self.index = index
+        self.lm_key = lm_key
+        self.listed = 0  # entries read so far, skipped ones included
+        self._seen = bytearray(len(index))  # 1 at the index position of each id listed
+        self._new = _NewIds()
+        self._protected: set[int] = set()  # ids a skipped entry may stand for: never deleted
+        # Ids by meaning: integers ("445" is 445), or for the documents text ("f1001"; 7 is "7").
+        self._text = resource in resources.TEXT_ID_RESOURCES
+        self._read_id: Callable[[Any], tuple[Any, str | None]] = (
+            shapes.record_text_id if self._text else shapes.record_id
+        )
+        self._respell: Callable[[dict[str, Any]], dict[str, Any]] = (
+            shapes.with_text_id if self._text else shapes.with_int_id
+        )
+        # The id class taken as it is, without a call (a text id is always read: trimmed).
+        self._plain: type | None = None if self._text else int
+
+    def batch(self, records: Iterable[Any]) -> Changes:
+        changes = Changes()
+        index, seen, lm_key, plain = self.index, self._seen, self.lm_key, self._plain
+        first_load = not index
+        for record in records:
+            self.listed += 1
+            # A plain dict with a plain int id (what the parsers give) is checked inline: no call.
+            rid = record.get("id") if record.__class__ is dict else None
+            if rid.__class__ is not plain:
+                rid, why = self._read_id(record)
+                if rid is None:
+                    changes.skipped.append(f"{why}: left out")
+                    if not self._text and (maybe := _protected_id(record)) is not None:
+                        self._protected.add(maybe)
+                    continue
+                record = self._respell(record)  # noqa: PLW2901 - "445" is stored as 445
+            pos = -1 if first_load else index.position(rid)
+            if pos < 0:
+                if not self._new.add(rid):
+                    raise InvalidListing(self.resource, f"id {rid!r} appears more than once")
+                # Into an empty table the store hashes each record as it builds its row.
+                changes.inserts.append((record, None if first_load else record_hash(record)))
+                continue
+            if seen[pos]:
+                raise InvalidListing(self.resource, f"id {rid!r} appears more than once")
+            seen[pos] = 1
+            digest = record_digest(record)
+            same_content, same_lm = index.same(pos, digest, lm_key(record))
+            if not same_content:
+                changes.updates.append((record, digest.hex()))
+            elif not same_lm:
+                changes.touches.append((record, digest.hex()))
+            else:
+                changes.unchanged += 1
+        return changes
+
+    def deletes(self) -> list[Any]:
+        """The mirrored ids the whole listing did not hold (call once it has been read to its end),
+        but for those an entry left out may stand for."""
+        protected = self._protected
+        return [rid for rid in self.index.ids_not_in(self._seen) if rid not in protected]
+
+
 def compute_changes(
     resource: str,
     listing: Iterable[Any],
-    index: Index,
+    index: MirrorIndex | Mapping[Any, tuple[str, Any]],
     *,
     lm_key: Callable[[Mapping[str, Any]], Any] = raw_lm,
 ) -> Changes:
-    """Compare a full listing with the mirror's index; raise InvalidListing when an id appears
-    twice (which record is the real one cannot be told). Entries with no usable id are skipped.
-
-    `lm_key` turns a record's `lm` into the form the index holds (the store gives its stored
-    timestamp), so that touches are found without reading every stored raw.
-    """
-    changes = Changes()
-    seen: set[Any] = set()
-    protected: set[Any] = set()
-    # Ids by meaning: integers ("445" is 445), or for the documents text ("f1001"; 7 is "7").
-    text = resource in resources.TEXT_ID_RESOURCES
-    read_id, respell = (
-        (shapes.record_text_id, shapes.with_text_id) if text else (shapes.record_id, shapes.with_int_id)
-    )
-    plain = None if text else int  # the id class taken as it is (a text id is always read: trimmed)
-    for record in listing:
-        # A plain dict with a plain int id (what orjson gives) is checked inline: no call per record.
-        rid = record.get("id") if record.__class__ is dict else None
-        if rid.__class__ is not plain:
-            rid, why = read_id(record)
-            if rid is None:
-                changes.skipped.append(f"{why}: left out")
-                if not text and (maybe := _protected_id(record)) is not None:
-                    protected.add(maybe)
-                continue
-            record = respell(record)  # noqa: PLW2901 - "445" is stored as 445
-        if rid in seen:
-            raise InvalidListing(resource, f"id {rid!r} appears more than once")
-        seen.add(rid)
-        if not index:
-            changes.inserts.append((record, None))
-            continue
-        digest = record_hash(record)
-        known = index.get(rid)
-        if known is None:
-            changes.inserts.append((record, digest))
-        elif known[0] != digest:
-            changes.updates.append((record, digest))
-        elif known[1] != lm_key(record):
-            changes.touches.append((record, digest))
-        else:
-            changes.unchanged += 1
-    changes.deletes = sorted(rid for rid in index if rid not in seen and rid not in protected)
+    """Compare a whole listing with the mirror's index in one go (`ListingDiff` in one batch)."""
+    if not isinstance(index, MirrorIndex):
+        index = MirrorIndex.of(index)
+    diff = ListingDiff(resource, index, lm_key=lm_key)
+    changes = diff.batch(listing)
+    changes.deletes = diff.deletes()
     return changes
 
 
@@ -180,13 +357,3 @@ def mass_delete_refused(
     if listed == 0:
         return True
     return mirrored >= min_records and deletes > threshold * mirrored
-
-
-def apply_changes(state: Mapping[Any, Record], changes: Changes) -> dict[Any, Record]:
-    """The new {id: record} after `changes`: what the store does to its tables, stated purely."""
-    out = dict(state)
-    for rid in changes.deletes:
-        del out[rid]
-    for record, _ in (*changes.inserts, *changes.updates, *changes.touches):
-        out[record["id"]] = record
-    return out

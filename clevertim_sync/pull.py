@@ -4,10 +4,15 @@ Owns: the order of a pull (parents first, `resources.PULL_ORDER`), per-resource 
 listing that fails leaves that resource's tables as they were and the others go on), the
 mass-delete guard's enforcement, the run record, and the `pull.*` log events.
 
-Each resource is one transaction: load its index, diff, then either apply everything (current
-rows, child rows, history, the run's counts, resource_status) or, when the guard refuses, nothing
-but the record of the refusal. `plan_pull` (`sync --dry-run`) runs the same listings, diff and
-guard and writes nothing.
+Each resource is fetch -> diff -> apply. Fetch: the client downloads the listing to a temporary
+file (the next one downloads while this one is written). Diff and apply, in one transaction: the
+listing is parsed a batch at a time (`BATCH` entries), each batch diffed against the mirror's
+index and written; what the mirror holds that the listing did not (the deletes) is known at the
+listing's end, where the guard decides before anything commits. A refusal, or a listing found
+broken half-way, rolls back every batch written: the resource is as it was. Memory is the
+index and one batch, whatever the size of the account. Whatever makes the writes fast lives
+behind `store.bulk_writes`, not here. `plan_pull` (`sync --dry-run`) runs the same listings,
+diff and guard and writes nothing.
 
 A failure that is about the server rather than the resource (`ApiError.server_wide`: cannot
 connect, a redirect, a login page or a refused token, a rate limit) stops the pull at the first
@@ -21,14 +26,15 @@ pause (`writeback.outbox`).
 
 from __future__ import annotations
 
-import gc
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 import orjson
 import sqlalchemy as sa
@@ -37,17 +43,19 @@ import structlog
 from clevertim_sync import documents, photos
 from clevertim_sync import resources as registry
 from clevertim_sync.api.errors import ApiError, RateLimited
-from clevertim_sync.diff import changed_fields, compute_changes, mass_delete_refused
+from clevertim_sync.api.listing import Listing
+from clevertim_sync.diff import Changes, ListingDiff, changed_fields, mass_delete_refused
 from clevertim_sync.errors import ClevertimSyncError, MassDeleteRefused, MirrorError
 from clevertim_sync.mirror import store
-from clevertim_sync.mirror.rowpool import RowPool
 from clevertim_sync.mirror.store import ResourceCounts
 from clevertim_sync.settings import PullSettings, Settings
-from clevertim_sync.writeback import outbox
 
 log = structlog.get_logger(__name__)
 
 SKIPPED_REASONS_KEPT = 5  # per resource and run: enough to find them, never a listing's worth
+# Entries parsed, diffed and written at a time: what a pull holds of a listing (a few MB of
+# contacts), whatever the account's size.
+BATCH = 1000
 
 # Called with (resource, None) when a resource starts and (resource, counts) when it is done.
 Progress = Callable[[str, ResourceCounts | None], None]
@@ -56,7 +64,7 @@ Progress = Callable[[str, ResourceCounts | None], None]
 class ListingClient(Protocol):
     """What a pull needs of the API client (clevertim_sync.api.client.ClevertimClient)."""
 
-    def list(self, resource: str) -> list[dict[str, Any]]: ...
+    def listing(self, resource: str) -> Listing: ...
 
 
 @dataclass
@@ -125,61 +133,40 @@ def pull(
     is never cut in half, the rest are left for the next pull, and the run is recorded 'stopped'.
     """
     names = resources_in_order(resources)
-    policy = (settings or Settings()).pull
+    settings = settings or Settings()
     started = store.now()
     with engine.begin() as conn:
         run_id = store.start_run(conn, "pull", at=started)
     report = PullReport(run_id=run_id, started_at=started)
     log.info("pull.started", run_id=run_id, resources=names)
-    # One listing is fetched ahead while the previous one is diffed and written: waiting for the
-    # server overlaps with database work (the drivers release the GIL). At most two listings are
-    # held at once, the one being written and the next.
-    fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pull-fetch")
-    halt = _Halt()
-    fetch = halt.guard(client)
-    checkpoints = _Checkpoints(engine)
-    pool = RowPool()  # its worker process starts at the first big batch of inserts, if any
-    # The cyclic garbage collector is off while the pull runs: a big listing is ~10^6 acyclic
-    # objects (parsed JSON) that each of its passes walks again and none of which it can free
-    # (nochange sync 1.15x -> 0.9x of its floor). Cycles left meanwhile are collected afterwards.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
     try:
-        ahead: Future[list[dict[str, Any]]] | None = fetcher.submit(fetch, names[0]) if names else None
-        for i, name in enumerate(names):
-            if stop is not None and stop.is_set():
-                report.stopped = True
-                log.info("pull.stopped", run_id=run_id, left=names[i:])
-                break
-            if halt.error is not None and halt.met_by != name:
-                _halted(engine, report, halt.error, names[i:], settings or Settings())
-                break
-            if progress:
-                progress(name, None)
-            assert ahead is not None
-            current = ahead
-            ahead = fetcher.submit(fetch, names[i + 1]) if i + 1 < len(names) else None
-            counts = _pull_resource(
-                engine,
-                current.result,
-                name,
-                run_id=run_id,
-                policy=policy,
-                allow_mass_delete=allow_mass_delete,
-                pool=pool,
-            )
-            report.resources[name] = counts
-            checkpoints.after_commit()
-            if progress:
-                progress(name, counts)
+        with _Fetcher(client, names) as fetcher, store.bulk_writes(engine) as writes:
+            for i, name in enumerate(names):
+                if stop is not None and stop.is_set():
+                    report.stopped = True
+                    log.info("pull.stopped", run_id=run_id, left=names[i:])
+                    break
+                if fetcher.halted_before(name):
+                    assert fetcher.error is not None
+                    _halted(engine, report, fetcher.error, names[i:], settings)
+                    break
+                if progress:
+                    progress(name, None)
+                counts = _pull_resource(
+                    writes,
+                    fetcher.listing(name),
+                    name,
+                    run_id=run_id,
+                    policy=settings.pull,
+                    allow_mass_delete=allow_mass_delete,
+                )
+                report.resources[name] = counts
+                if progress:
+                    progress(name, counts)
         if not report.stopped and report.halted is None:  # a server refusing all refuses photos too
-            report.photos = photos.after_pull(engine, client, policy, report.resources.get("contact"), stop)
+            contacts = report.resources.get("contact")
+            report.photos = photos.after_pull(engine, client, settings.pull, contacts, stop)
     finally:
-        fetcher.shutdown(wait=True, cancel_futures=True)
-        pool.close()
-        if gc_was_enabled:
-            gc.enable()
-        checkpoints.finish()
         report.finished_at = store.now()
         complete = len(report.resources) + len(report.skipped) == len(names) or report.stopped
         status = report.status if complete else "failed"
@@ -201,29 +188,60 @@ def pull(
     return report
 
 
-class _Halt:
-    """The first server-wide failure of a pull's listings; once set, no listing is fetched.
+class _Fetcher:
+    """The listings of a pull, each downloaded one ahead on a thread of its own (to a temporary
+    file: waiting for the server overlaps with writing the previous listing, and no more than
+    two files exist at a time).
 
-    Listings are fetched one at a time on one thread, so the failure is recorded before the next
-    fetch starts: that one is skipped at once, not retried against a server that refuses all.
+    The first server-wide failure is kept (`error`, met by `met_by`): no listing is fetched after
+    it, and the resources after the one that met it are skipped at once, not retried against a
+    server that refuses all. Listings are fetched one at a time on one thread, so the failure is
+    recorded before the next fetch starts.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, client: ListingClient, names: Sequence[str]) -> None:
+        self.client = client
+        self.names = list(names)
         self.error: ApiError | None = None
         self.met_by: str | None = None  # the resource whose listing met it (recorded as failed)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pull-fetch")
+        self._ahead: dict[str, Future[Listing]] = {}
+        if self.names:
+            self._ahead[self.names[0]] = self._thread.submit(self._fetch, self.names[0])
 
-    def guard(self, client: ListingClient) -> Callable[[str], list[dict[str, Any]]]:
-        def fetch(name: str) -> list[dict[str, Any]]:
-            if self.error is not None:
-                raise self.error
-            try:
-                return client.list(name)
-            except ApiError as exc:
-                if exc.server_wide:
-                    self.error, self.met_by = exc, name
-                raise
+    def _fetch(self, name: str) -> Listing:
+        if self.error is not None:
+            raise self.error
+        try:
+            return self.client.listing(name)
+        except ApiError as exc:
+            if exc.server_wide:
+                self.error, self.met_by = exc, name
+            raise
 
-        return fetch
+    def halted_before(self, name: str) -> bool:
+        """A server-wide failure was met by an earlier resource: `name` and the rest are skipped."""
+        return self.error is not None and self.met_by != name
+
+    def listing(self, name: str) -> Callable[[], Listing]:
+        """`name`'s listing when called (it may raise the fetch's error); the next one starts now."""
+        current = self._ahead.pop(name)
+        following = self.names.index(name) + 1
+        if following < len(self.names):
+            nxt = self.names[following]
+            self._ahead[nxt] = self._thread.submit(self._fetch, nxt)
+        return current.result
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._thread.shutdown(wait=True, cancel_futures=True)
+        for future in self._ahead.values():  # fetched ahead, not pulled (a stop, a halt): its file goes
+            if future.done() and not future.cancelled() and future.exception() is None:
+                future.result().close()
 
 
 def _halted(
@@ -234,6 +252,8 @@ def _halted(
     report.skipped = list(left)
     why = f"{type(exc).__name__}"
     if isinstance(exc, RateLimited):
+        from clevertim_sync.writeback import outbox  # noqa: PLC0415 - only a rate limit needs it
+
         wait = exc.retry_after if exc.retry_after is not None else settings.clevertim.rate_limit_floor
         now = store.now()
         until = now + timedelta(seconds=wait)
@@ -246,112 +266,121 @@ def _halted(
     log.error("pull.halted", run_id=report.run_id, reason=why, error=str(exc), skipped=left)
 
 
-class _Checkpoints:
-    """SQLite: the WAL checkpoint after each resource's commit, on a thread of its own.
+class _Held(Exception):
+    """The guard refused the listing: raised to roll the resource's transaction back."""
 
-    The resource transactions run with automatic checkpoints off (store.checkpoint_deferred), so
-    copying a big transaction's WAL back into the database file (seconds, after a first sync of
-    contacts) overlaps with fetching, hashing and building the next resource's rows instead of
-    holding up the pull. One at a time; the pull waits for the last one before it returns, so it
-    leaves the WAL as the automatic checkpoints would have.
-    """
-
-    def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
-        self.pool = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="pull-checkpoint")
-            if engine.dialect.name == "sqlite"
-            else None
-        )
-        self.pending: Future[None] | None = None
-
-    def after_commit(self) -> None:
-        if self.pool is None or (self.pending is not None and not self.pending.done()):
-            return  # the running one will be followed by the final one
-        self.pending = self.pool.submit(self._run)
-
-    def finish(self) -> None:
-        if self.pool is None:
-            return
-        self.pool.submit(self._run)
-        self.pool.shutdown(wait=True)
-
-    def _run(self) -> None:
-        try:
-            store.checkpoint(self.engine)
-        except sa.exc.SQLAlchemyError as exc:  # housekeeping: the next one, or SQLite's own, catches up
-            log.warning("pull.checkpoint_failed", error=str(exc))
+    def __init__(self, refusal: MassDeleteRefused) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
 
 
 def _pull_resource(
-    engine: sa.Engine,
-    fetch: Callable[[], list[dict[str, Any]]],
+    writes: store.BulkWrites,
+    fetch: Callable[[], Listing],
     name: str,
     *,
     run_id: int,
     policy: PullSettings,
     allow_mass_delete: bool,
-    pool: RowPool,
 ) -> ResourceCounts:
+    """Fetch -> diff -> apply, batch by batch, in one transaction; the deletes (and so the
+    guard's decision) come at the listing's end, before anything commits: a refusal, or a
+    listing that turns out broken half-way, rolls back every batch applied."""
     t0 = time.perf_counter()
     counts = ResourceCounts()
     try:
         listing = fetch()
     except ClevertimSyncError as exc:
         if (why := documents.unavailable_reason(name, exc)) is not None:
-            return documents.record_unavailable(engine, name, run_id=run_id, counts=counts, why=why, t0=t0)
+            return documents.record_unavailable(
+                writes.engine, name, run_id=run_id, counts=counts, why=why, t0=t0
+            )
         # The client already retried what was worth retrying: record it, leave the tables alone.
-        return _failed(engine, name, run_id=run_id, counts=counts, t0=t0, exc=exc)
-    counts.listed = len(listing)
+        return _failed(writes.engine, name, run_id=run_id, counts=counts, t0=t0, exc=exc)
     try:
-        with engine.connect() as outer, store.checkpoint_deferred(outer), outer.begin():
-            conn = outer
-            at = store.now()
-            store.lock_resource(conn, name)
-            index = store.load_index(conn, name)
-            changes = compute_changes(name, listing, index, lm_key=store.lm_key(conn, name))
-            del listing  # the changes hold what is still needed
-            counts.unchanged = changes.unchanged
-            if changes.skipped:
-                counts.skipped = len(changes.skipped)
-                counts.skipped_reasons = changes.skipped[:SKIPPED_REASONS_KEPT]
-                log.warning(
-                    "pull.entries_skipped",
-                    resource=name,
-                    count=counts.skipped,
-                    reasons=counts.skipped_reasons,
-                )
+        with listing, writes.resource(name, run_id=run_id) as mirror:
+            diff = ListingDiff(name, mirror.index, lm_key=mirror.lm_key)
+            for batch in listing.batches(BATCH):
+                changes = diff.batch(batch)
+                del batch  # the changes hold what is still needed
+                mirror.apply(changes)
+                _count(counts, changes)
+            counts.listed = diff.listed
+            deletes = diff.deletes()
             refusal = _guard(
                 name,
-                deletes=len(changes.deletes),
-                mirrored=len(index),
+                deletes=len(deletes),
+                mirrored=len(diff.index),
                 listed=counts.listed,
                 policy=policy,
                 allow=allow_mass_delete,
             )
             if refusal is not None:
-                counts.held, counts.error = True, str(refusal)
-                log.warning(
-                    "pull.mass_delete_refused",
-                    resource=name,
-                    would_delete=refusal.would_delete,
-                    mirrored=refusal.mirrored,
-                    listed=counts.listed,
-                )
-            else:
-                store.apply_changes(conn, name, changes, run_id=run_id, at=at, pool=pool)
-                counts.inserted, counts.updated = len(changes.inserts), len(changes.updates)
-                counts.deleted, counts.touched = len(changes.deletes), len(changes.touches)
+                raise _Held(refusal)
+            mirror.delete(deletes)
+            counts.deleted = len(deletes)
             counts.seconds = round(time.perf_counter() - t0, 3)
-            store.record_outcome(
-                conn, run_id, name, counts, at=at, held_reason=counts.error if counts.held else None
-            )
+            mirror.commit(counts)
+    except _Held as held:
+        # Rolled back: nothing of the listing applied; only the refusal is recorded.
+        return _refused(writes.engine, name, run_id=run_id, counts=counts, t0=t0, refusal=held.refusal)
     except (ClevertimSyncError, sa.exc.SQLAlchemyError) as exc:
         # Rolled back: the resource's tables are as they were before this pull.
         fresh = ResourceCounts(listed=counts.listed)
-        return _failed(engine, name, run_id=run_id, counts=fresh, t0=t0, exc=exc)
+        return _failed(writes.engine, name, run_id=run_id, counts=fresh, t0=t0, exc=exc)
+    _log_skipped(name, counts)
     log.info("pull.resource_finished", resource=name, **counts.as_dict())
     return counts
+
+
+def _count(counts: ResourceCounts, changes: Changes) -> None:
+    """Add one batch's changes to the resource's counts (deletes are counted at the end)."""
+    counts.inserted += len(changes.inserts)
+    counts.updated += len(changes.updates)
+    counts.touched += len(changes.touches)
+    counts.unchanged += changes.unchanged
+    counts.skipped += len(changes.skipped)
+    room = SKIPPED_REASONS_KEPT - len(counts.skipped_reasons)
+    counts.skipped_reasons += changes.skipped[: max(room, 0)]
+
+
+def _log_skipped(name: str, counts: ResourceCounts) -> None:
+    if counts.skipped:
+        log.warning(
+            "pull.entries_skipped", resource=name, count=counts.skipped, reasons=counts.skipped_reasons
+        )
+
+
+def _refused(
+    engine: sa.Engine,
+    name: str,
+    *,
+    run_id: int,
+    counts: ResourceCounts,
+    t0: float,
+    refusal: MassDeleteRefused,
+) -> ResourceCounts:
+    """The guard held the listing: the run and resource_status say why, the tables are untouched."""
+    held = ResourceCounts(
+        listed=counts.listed,
+        unchanged=counts.unchanged,
+        skipped=counts.skipped,
+        skipped_reasons=counts.skipped_reasons,
+        held=True,
+        error=str(refusal),
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+    _log_skipped(name, held)
+    log.warning(
+        "pull.mass_delete_refused",
+        resource=name,
+        would_delete=refusal.would_delete,
+        mirrored=refusal.mirrored,
+        listed=held.listed,
+    )
+    with engine.begin() as conn:
+        store.record_outcome(conn, run_id, name, held, at=store.now(), held_reason=held.error)
+    return held
 
 
 @dataclass
@@ -391,12 +420,12 @@ def plan_pull(
         plan = ResourcePlan(name)
         plans.append(plan)
         try:
-            listing = client.list(name)
-            plan.listed = len(listing)
-            with engine.connect() as conn:
-                index = store.load_index(conn, name)
-                changes = compute_changes(name, listing, index, lm_key=store.lm_key(conn, name))
-                old = store.stored_raws(conn, name, [rec["id"] for rec, _ in changes.updates])
+            with contextlib.closing(client.listing(name)) as listing, engine.connect() as conn:
+                diff = ListingDiff(name, store.load_index(conn, name), lm_key=store.lm_key(conn, name))
+                for batch in listing.batches(BATCH):
+                    _plan_batch(conn, plan, diff.batch(batch))
+                plan.listed = diff.listed
+                plan.deletes = diff.deletes()
                 conn.rollback()
         except ClevertimSyncError as exc:
             if (why := documents.unavailable_reason(name, exc)) is not None:
@@ -404,22 +433,26 @@ def plan_pull(
                 continue
             plan.error = str(exc) or type(exc).__name__
             continue
-        plan.inserts = sorted(rec["id"] for rec, _ in changes.inserts)
-        plan.updates = {
-            rec["id"]: list(changed_fields(orjson.loads(old[rec["id"]]), rec)) for rec, _ in changes.updates
-        }
-        plan.deletes = changes.deletes
-        plan.touched, plan.unchanged = len(changes.touches), changes.unchanged
+        plan.inserts.sort()
         refusal = _guard(
             name,
-            deletes=len(changes.deletes),
-            mirrored=len(index),
+            deletes=len(plan.deletes),
+            mirrored=len(diff.index),
             listed=plan.listed,
             policy=policy,
             allow=allow_mass_delete,
         )
         plan.held = str(refusal) if refusal is not None else None
     return plans
+
+
+def _plan_batch(conn: sa.Connection, plan: ResourcePlan, changes: Changes) -> None:
+    plan.inserts += [rec["id"] for rec, _ in changes.inserts]
+    old = store.stored_raws(conn, plan.resource, [rec["id"] for rec, _ in changes.updates])
+    for rec, _ in changes.updates:
+        plan.updates[rec["id"]] = list(changed_fields(orjson.loads(old[rec["id"]]), rec))
+    plan.touched += len(changes.touches)
+    plan.unchanged += changes.unchanged
 
 
 def _guard(

@@ -6,17 +6,23 @@ import base64
 import json
 import pickle
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from clevertim_sync.api import errors as e
+from clevertim_sync.api import listing as listing_module
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.api.listing import Listing
 from clevertim_sync.errors import ClevertimSyncError, ConfigError
 from clevertim_sync.settings import Settings
 
@@ -646,3 +652,170 @@ def test_the_client_honours_the_proxy_environment(monkeypatch: pytest.MonkeyPatc
         client.list("contact")
     client.close()
     assert info.value.server_wide
+
+
+# --- listing(): the body streamed to a file, read back in batches ---------------------------------
+
+TRICKY = [
+    {"id": 1, "fn": "A", "x": 1.5, "phones": [{"type": "Work", "no": "1"}, {"type": "Home", "no": "2"}]},
+    {"id": "2", "desc": 'a string with },{ and ] and }, {"id": 3} and \\"}, {"'},
+    {"fn": "no id", "cf": {"7": [{"a": [1, {"b": "}]"}]}]}},
+    7,
+    "text",
+    [1, {"id": 9}],
+    {"id": 4, "t": "Søren 会議 😀"},
+    None,
+    {"id": 5, "n": {}},
+]
+
+
+def _body(
+    content: Any, *, before: bytes = b'"status":"OK",', after: bytes = b"", indent: bool = False
+) -> bytes:
+    inner = json.dumps(content, indent=2 if indent else None, ensure_ascii=False).encode()
+    return b"{" + before + b'"content":' + inner + after + b"}"
+
+
+_ANSWERS: dict[str, Callable[[], httpx.Response]] = {
+    "ok": lambda: ok([{"id": 1, "fn": "A", "x": 1.5}, {"id": "2"}, {"fn": "no id"}, 7]),
+    "tricky entries": lambda: ok(TRICKY),
+    "pretty-printed": lambda: httpx.Response(200, content=_body(TRICKY, indent=True)),
+    "empty": lambda: ok([]),
+    "status after content": lambda: httpx.Response(
+        200, content=_body(TRICKY, before=b"", after=b',"status":"OK"')
+    ),
+    "status after content, not OK": lambda: httpx.Response(
+        200, content=b'{"content":[{"id":1}],"status":"ERROR","error":"quota"}'
+    ),
+    "other keys first": lambda: httpx.Response(
+        200, content=_body(TRICKY, before=b'"meta":{"content":[1],"a":[1,{"b":2}]},"status":"OK",')
+    ),
+    "a list after content": lambda: httpx.Response(
+        200, content=_body(TRICKY, after=b',"more":[1,[2]],"x":"]"')
+    ),
+    "status not OK": lambda: err(200, "broken"),
+    "status a map": lambda: httpx.Response(200, content=b'{"status":{"x":"OK"},"content":[]}'),
+    "content not a list": lambda: httpx.Response(200, json={"status": "OK", "content": {"id": 1}}),
+    "no content": lambda: httpx.Response(200, json={"status": "OK"}),
+    "not an object": lambda: httpx.Response(200, json=[1, 2]),
+    "html login page": lambda: httpx.Response(
+        200, text="<html>login</html>", headers={"Content-Type": "text/html"}
+    ),
+    "not json": lambda: httpx.Response(200, content=b"hello"),
+    "empty body": lambda: httpx.Response(200, content=b""),
+    "cut short": lambda: httpx.Response(
+        200, content=b'{"status":"OK","content":[{"id":1},{"id"', headers={"Content-Length": "99"}
+    ),
+    "broken inside content": lambda: httpx.Response(
+        200, content=b'{"status":"OK","content":[{"id":1},{"id":}]}'
+    ),
+    "redirect": lambda: httpx.Response(302, headers={"Location": "https://crm.example.com/login"}),
+    "401": lambda: err(401, "bad token"),
+    "404": lambda: err(404),
+    "503": lambda: err(503),
+    "429": lambda: err(429),
+    "decoding error": lambda: lying_gzip(httpx.Request("GET", BASE)),
+}
+
+
+def _outcome(call: Callable[[], Any]) -> tuple[str, Any]:
+    try:
+        return "ok", call()
+    except e.ApiError as exc:
+        return type(exc).__name__, (str(exc), exc.status, exc.attempts, exc.server_message)
+
+
+@pytest.fixture(params=["whole", "windows"])
+def parsed(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every body parsed in one go (as small ones are), or in windows of a few bytes (as big
+    ones are: every cut the parser can try is tried somewhere)."""
+    if request.param == "windows":
+        monkeypatch.setattr(listing_module, "WHOLE", 0)
+        monkeypatch.setattr(listing_module, "WINDOW", 7)
+    return str(request.param)
+
+
+@pytest.mark.parametrize("answer", list(_ANSWERS))
+def test_a_streamed_listing_reads_and_fails_as_list_does(answer: str, parsed: str) -> None:
+    """`listing()` downloads to a file and parses in windows, but every answer gives what `list()`
+    gives: the same records, or the same typed error with the same message, status and attempts
+    (a body broken inside `content` fails in the batch that meets it, as MalformedResponse)."""
+    answers = {}
+    for how in ("list", "listing"):
+        client, _ = make(Recorder(lambda _r: _ANSWERS[answer]()), read_retries=2)
+        if how == "list":
+            answers[how] = _outcome(lambda c=client: c.list("contact"))
+        else:
+
+            def read(c: ClevertimClient = client) -> list[Any]:
+                with c.listing("contact") as listing:
+                    return [r for batch in listing.batches(2) for r in batch]
+
+            answers[how] = _outcome(read)
+    if answer == "broken inside content" and parsed == "windows":
+        assert answers["listing"][0] == answers["list"][0] == "MalformedResponse"
+        assert "not valid JSON past the envelope" in answers["listing"][1][0]
+        return
+    assert answers["listing"] == answers["list"]
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.sampled_from('ab{}[],:" \\\n\tø😀'), max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(content=st.lists(json_values, max_size=12), window=st.integers(1, 64), indent=st.booleans())
+def test_a_body_parsed_in_windows_gives_every_entry_as_served(
+    content: list[Any], window: int, indent: bool
+) -> None:
+    """Whatever the entries hold (strings full of brackets, commas and quotes, nested objects,
+    entries that are no objects) and wherever a window ends, every entry comes back as served."""
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - the Listing owns it
+    option = orjson.OPT_INDENT_2 if indent else 0
+    spool.write(orjson.dumps({"status": "OK", "content": content}, option=option))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(listing_module, "WHOLE", 0)
+        patch.setattr(listing_module, "WINDOW", window)
+        listing = Listing.spooled("note", spool)
+        assert listing is not None
+        with listing:
+            assert [r for batch in listing.batches(3) for r in batch] == content
+
+
+def test_a_streamed_listing_is_retried_until_whole_and_leaves_no_file(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    monkeypatch.setattr(listing_module, "WHOLE", 0)
+    rec = Recorder(httpx.ReadError("reset mid-body"), ok([{"id": i} for i in range(5)]))
+    client, waits = make(rec)
+    with client.listing("contact") as listing:
+        assert [len(b) for b in listing.batches(2)] == [2, 2, 1]
+        assert list(tmp_path.iterdir()) == []  # unlinked at once
+    assert len(waits) == 1
+
+
+def test_a_listing_broken_past_its_envelope_fails_in_the_batch_that_meets_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A complete HTTP body broken inside `content` passes the envelope check (its head and its end
+    are fine): the batch that meets the break raises MalformedResponse, after the ones before it."""
+    monkeypatch.setattr(listing_module, "WHOLE", 0)
+    monkeypatch.setattr(listing_module, "WINDOW", 40)
+    body = b'{"status":"OK","content":[' + b",".join(b'{"id":%d}' % i for i in range(10)) + b',{"id":}]}'
+    client, _ = make(Recorder(httpx.Response(200, content=body)))
+    got: list[int] = []
+    with client.listing("note") as listing:
+        batches = listing.batches(4)
+        got += [len(next(batches)), len(next(batches))]
+        with pytest.raises(e.MalformedResponse, match="not valid JSON past the envelope"):
+            next(batches)
+    assert got == [4, 4]

@@ -248,6 +248,9 @@ def test_systemd_unit_verifies_clean(tmp_path: Path) -> None:
         "LoadCredential=clevertim-token:/etc/clevertim-sync/token",
         "TimeoutStopSec=",
         "Restart=on-failure",
+        "MemoryMax=",
+        "CacheDirectory=clevertim-sync",
+        "Environment=TMPDIR=%C/clevertim-sync",
     ):
         assert required in unit, required
     # verify checks that ExecStart's binary exists: point a copy at this checkout's venv.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -10,10 +11,12 @@ from hypothesis import strategies as st
 
 from clevertim_sync.diff import (
     Changes,
-    apply_changes,
+    ListingDiff,
+    MirrorIndex,
     changed_fields,
     compute_changes,
     mass_delete_refused,
+    record_digest,
     record_hash,
 )
 from clevertim_sync.errors import InvalidListing
@@ -43,25 +46,91 @@ def _index(state: dict[int, dict[str, Any]]) -> dict[int, tuple[str, Any]]:
 
 @settings(max_examples=60, deadline=None)
 @given(old=st.lists(records(), max_size=20), new=st.lists(records(), max_size=20))
-def test_applying_the_diff_to_the_old_state_gives_the_new_state(old: list[Any], new: list[Any]) -> None:
+def test_every_id_lands_in_exactly_one_bucket(old: list[Any], new: list[Any]) -> None:
+    """What applying the buckets does is tested on the real store (tests/test_store.py); here,
+    that they split the listing and the mirror exactly."""
     state = {r["id"]: r for r in _listing(old)}
     listing = _listing(new)
     changes = compute_changes("contact", listing, _index(state))
-    assert apply_changes(state, changes) == {r["id"]: r for r in listing}
-    # every id lands in exactly one bucket
+    listed = {r["id"]: r for r in listing}
+    assert {r["id"] for r, _ in changes.inserts} == listed.keys() - state.keys()
+    assert {r["id"] for r, _ in (*changes.updates, *changes.touches)} <= listed.keys() & state.keys()
+    assert all(record_hash(r) != record_hash(state[r["id"]]) for r, _ in changes.updates)
+    assert all(record_hash(r) == record_hash(state[r["id"]]) for r, _ in changes.touches)
     buckets = [r["id"] for r, _ in (*changes.inserts, *changes.updates, *changes.touches)]
     assert len(buckets) + changes.unchanged == len(listing)
-    assert set(changes.deletes).isdisjoint(r["id"] for r in listing)
+    assert changes.deletes == sorted(state.keys() - listed.keys())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    old=st.lists(records(), max_size=20),
+    new=st.lists(records(), max_size=20),
+    size=st.integers(1, 6),
+    shuffle=st.randoms(use_true_random=False),
+)
+def test_a_listing_diffed_in_batches_gives_what_it_gives_in_one(
+    old: list[Any], new: list[Any], size: int, shuffle: Any
+) -> None:
+    """In any order, in batches of any size: the same buckets and deletes as in one go."""
+    state = {r["id"]: r for r in _listing(old)}
+    listing = _listing(new)
+    shuffle.shuffle(listing)
+    whole = compute_changes("contact", listing, _index(state))
+    diff = ListingDiff("contact", MirrorIndex.of(_index(state)))
+    parts = [diff.batch(listing[i : i + size]) for i in range(0, len(listing), size)]
+
+    def ids(bucket: str, changes: list[Changes]) -> list[int]:
+        return sorted(r["id"] for c in changes for r, _ in getattr(c, bucket))
+
+    for bucket in ("inserts", "updates", "touches"):
+        assert ids(bucket, parts) == ids(bucket, [whole])
+    assert sum(c.unchanged for c in parts) == whole.unchanged
+    assert diff.deletes() == whole.deletes and diff.listed == len(listing)
 
 
 @settings(max_examples=30, deadline=None)
 @given(recs=st.lists(records(), max_size=20))
 def test_a_second_diff_of_the_same_listing_is_empty(recs: list[Any]) -> None:
     listing = _listing(recs)
-    first = compute_changes("contact", listing, {})
-    state = apply_changes({}, first)
-    again = compute_changes("contact", listing, _index(state))
+    again = compute_changes("contact", listing, _index({r["id"]: r for r in listing}))
     assert again.empty and again.unchanged == len(listing)
+
+
+@pytest.mark.parametrize("size", [1, 2, 10])
+@pytest.mark.parametrize("stored", [[], [7], [3, 7]])
+def test_an_id_listed_twice_in_different_batches_is_caught(size: int, stored: list[int]) -> None:
+    """Whether the id is mirrored or new, listed in order or not, in one batch or two."""
+    listing = [{"id": 7}, {"id": 2}, {"id": 9}, {"id": 7}]
+    diff = ListingDiff("note", MirrorIndex.of({i: (record_hash({"id": i}), None) for i in stored}))
+    batches = [listing[i : i + size] for i in range(0, len(listing), size)]
+    for batch in batches[:-1]:
+        diff.batch(batch)
+    with pytest.raises(InvalidListing, match="id 7 appears more than once"):
+        diff.batch(batches[-1])
+
+
+def test_the_index_finds_ids_given_in_any_order_and_keeps_32_bytes_each() -> None:
+    rows = [(i, record_hash({"id": i}), f"lm{i}") for i in (5, 3, 9, 1)]
+    index = MirrorIndex(rows)
+    assert list(index) == [1, 3, 5, 9] and len(index) == 4
+    for rid, digest, lm in rows:
+        assert index.same(index.position(rid), bytes.fromhex(digest), lm) == (True, True)
+    assert index.position(4) == -1 and index.position("3") == -1
+    assert index.same(index.position(3), record_digest({"id": 4}), "lm3") == (False, True)
+    assert index.same(index.position(3), record_digest({"id": 3}), "lm4") == (True, False)
+    big = MirrorIndex((i, record_hash({"id": i}), None) for i in range(10_000))
+    size = sum(sys.getsizeof(part) for part in (big._ids, big._digests, big._lms))
+    assert size < 33 * 10_000
+
+
+def test_text_ids_work_as_keys() -> None:
+    """Ids are only keys of the index (another resource may have text ids such as f1001)."""
+    index = MirrorIndex([("f2", "a" * 32, None), ("f10", "b" * 32, None)])
+    assert index.position("f10") >= 0 and index.position(10) == -1
+    diff = ListingDiff("note", index)
+    diff.batch([])
+    assert diff.deletes() == ["f10", "f2"]
 
 
 def test_an_lm_bump_alone_is_a_touch_not_an_update() -> None:
@@ -139,7 +208,7 @@ def test_vanished_and_returned_record_is_deleted_then_inserted_again() -> None:
     rec = {"id": 5, "fn": "A", "lm": "2017-01-02T05:22:12Z"}
     gone = compute_changes("contact", [], _index({5: rec}))
     assert gone.deletes == [5]
-    back = compute_changes("contact", [rec], _index(apply_changes({5: rec}, gone)))
+    back = compute_changes("contact", [rec], _index({}))
     assert [r["id"] for r, _ in back.inserts] == [5]
 
 

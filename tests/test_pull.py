@@ -3,12 +3,6 @@ what the token sees, record for record, after every change and once every fault 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +12,13 @@ import pytest
 import sqlalchemy as sa
 from conftest import as_served, sorted_lists, with_quirks
 
+from clevertim_sync import pull as pull_module
 from clevertim_sync import resources
+from clevertim_sync.api import listing as listing_module
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.api.listing import Listing
 from clevertim_sync.emulator import EmulatorServer
-from clevertim_sync.mirror import db, schema, store
-from clevertim_sync.mirror.rowpool import RowPool
+from clevertim_sync.mirror import db, schema, store, writes
 from clevertim_sync.pull import PullReport, pull
 
 EMULATOR_TOKEN = "test-token"  # the `emulator` fixture's owner token (tests/conftest.py)
@@ -192,6 +188,7 @@ LISTING_FAULTS = [
 
 
 @with_quirks  # every data quirk on too (emulator/quirks.py)
+@pytest.mark.parametrize("batch", [pull_module.BATCH, 4], ids=["one-batch", "batches-of-4"])
 @pytest.mark.parametrize(("fault", "outcome"), LISTING_FAULTS)
 def test_a_failing_listing_leaves_the_mirror_consistent_and_recovers_exactly(
     engine: sa.Engine,
@@ -201,9 +198,15 @@ def test_a_failing_listing_leaves_the_mirror_consistent_and_recovers_exactly(
     tmp_path: Path,
     fault: dict[str, Any],
     outcome: str,
+    batch: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """With batches of 4, a held listing (half hidden) is refused after its first batches were
+    applied in the open transaction: the refusal rolls them back too."""
+    monkeypatch.setattr(pull_module, "BATCH", batch)
     pull(engine, client)
     before = mirror_state(engine, tmp_path)
+    tables = _mirror_tables(engine)
     control = emulator.control
     first = visible(emulator)["contact"][0]["id"]
     control.update("contact", first, {"title": "changed while the listing fails"})
@@ -214,8 +217,9 @@ def test_a_failing_listing_leaves_the_mirror_consistent_and_recovers_exactly(
     counts = report.resources["contact"]
     assert counts.held is (outcome == "held") and counts.error
     assert all(c.error is None for n, c in report.resources.items() if n != "contact")
-    # left exactly as it was
+    # left exactly as it was: current, child and history rows
     assert sorted_lists(mirror_state(engine, tmp_path))["contact"] == sorted_lists(before)["contact"]
+    assert _mirror_tables(engine) == tables
     with engine.connect() as conn:
         run = conn.execute(sa.select(schema.runs).where(schema.runs.c.id == report.run_id)).one()
         status = store.resource_statuses(conn)["contact"]
@@ -240,6 +244,55 @@ def test_a_transient_fault_is_retried_within_the_pull(
 ) -> None:
     emulator.control.add_fault(method="GET", path="^/contact$", kind="status", status=503, times=1)
     emulator.control.add_fault(method="GET", path="^/note$", kind="truncate", times=1)
+    assert pull(engine, client).ok
+    assert_exact(engine, emulator, tmp_path)
+
+
+@with_quirks  # every data quirk on too (emulator/quirks.py)
+def test_a_listing_broken_half_way_through_a_streamed_batch_leaves_the_resource_untouched(
+    engine: sa.Engine,
+    emulator: EmulatorServer,
+    client: ClevertimClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server sends the whole body, its envelope intact, but the contact half-way through is
+    broken JSON. The listing is parsed in small windows and written in batches of 4: the batches
+    before the break are written inside the resource's transaction, then the break rolls them all
+    back: current, child and history rows as before, the failure recorded, the other resources
+    pulled. A clean listing afterwards applies exactly."""
+    pull(engine, client)
+    control = emulator.control
+    contacts = visible(emulator)["contact"]
+    for rec in contacts[:4]:  # changes in the first batches, which get written then rolled back
+        control.update("contact", rec["id"], {"title": "changed before the break"})
+    control.delete("contact", contacts[-1]["id"])
+    tables = _mirror_tables(engine)
+    monkeypatch.setattr(pull_module, "BATCH", 4)
+    monkeypatch.setattr(listing_module, "WHOLE", 0)  # parsed in windows, as a big body is
+    monkeypatch.setattr(listing_module, "WINDOW", 1024)
+    written: list[int] = []
+    apply = store.ResourceWrites.apply
+
+    def counting(mirror: store.ResourceWrites, changes: Any) -> None:
+        if mirror.resource == "contact":
+            written.append(len(changes.updates))
+        apply(mirror, changes)
+
+    monkeypatch.setattr(store.ResourceWrites, "apply", counting)
+    control.add_fault(method="GET", path="^/contact$", kind="broken_listing")
+    report = pull(engine, client)
+    assert report.failed == ["contact"]
+    assert "not valid JSON past the envelope" in (report.resources["contact"].error or "")
+    assert len(written) >= 2 and sum(written) >= 1  # batches with updates were written before the break
+    assert _mirror_tables(engine) == tables
+    assert all(c.error is None for n, c in report.resources.items() if n != "contact")
+    with engine.connect() as conn:
+        status = store.resource_statuses(conn)["contact"]
+    assert status["consecutive_failures"] == 1 and "not valid JSON" in status["last_error"]
+
+    monkeypatch.undo()
+    control.clear_faults()
     assert pull(engine, client).ok
     assert_exact(engine, emulator, tmp_path)
 
@@ -315,75 +368,69 @@ def _sorted_raw(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+INDEXES = "SELECT name FROM sqlite_master WHERE type = 'index'"
+
+
+class Reversed:
+    """The real client, but `resource`'s listing is served in descending id order."""
+
+    def __init__(self, client: ClevertimClient, resource: str) -> None:
+        self.client, self.resource = client, resource
+
+    def listing(self, name: str) -> Listing:
+        if name != self.resource:
+            return self.client.listing(name)
+        return Listing.of(name, self.client.list(name)[::-1])
+
+
 @with_quirks  # every data quirk on too (emulator/quirks.py)
-@pytest.mark.parametrize("worker", ["builds", "dies"])
-def test_a_first_sync_built_in_the_worker_process_stores_the_same_rows(
-    worker: str,
+@pytest.mark.parametrize("order", ["in id order", "contacts reversed"])
+def test_a_first_sync_in_small_batches_stores_what_one_batch_stores(
+    order: str,
     engine: sa.Engine,
     empty_database: Any,
     client: ClevertimClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Rows built in the pull's worker process (more than a chunk of inserts) are the rows built in
-    the pull's own process: typed and child rows, history, and the FTS index on SQLite. A worker
-    that dies mid-pull leaves the rest to the pull's process, with the same result."""
-    assert pull(engine, client).ok  # ~100 records: one chunk each, built in process
+    """A first load written in many small batches (indexes dropped at the first, history copied
+    by id range while the ids come in order, by id list once they do not) gives the same current,
+    child and history rows, and on SQLite an FTS index that passes its integrity check, as one
+    written in a single batch."""
+    assert pull(engine, client).ok  # ~100 records a resource: one batch each
     other = db.make_engine(empty_database())
     db.upgrade(other)
-    monkeypatch.setattr(store, "CHUNK", 7)  # every resource of more than 7 records: the worker
-    sent: list[str] = []
-    submit = RowPool._submit
+    monkeypatch.setattr(pull_module, "BATCH", 9)
+    monkeypatch.setattr(writes, "ROWS", 4)
+    monkeypatch.setattr(writes, "COPY_ROWS", 4)
+    monkeypatch.setattr(writes, "BIG_LOAD", 3)  # a first batch of 3 or more: the indexes go
+    dropped: list[str] = []
+    drop = writes._drop_secondary_indexes
 
-    def spy(pool: RowPool, resource: str, *args: Any) -> Any:
-        sent.append(resource)
-        if worker == "dies" and resource == "contact":
-            assert pool._pool is not None
-            return pool._pool.submit(os._exit, 3)
-        return submit(pool, resource, *args)
+    def spy(conn: sa.Connection, resource: str) -> list[str]:
+        dropped.append(resource)
+        return drop(conn, resource)
 
-    monkeypatch.setattr(RowPool, "_submit", spy)
-    assert pull(other, client).ok
-    assert "contact" in sent
-    assert ("task" in sent) == (worker == "builds")  # a lost worker is not started again
-    assert _mirror_tables(other) == _mirror_tables(engine)
+    monkeypatch.setattr(writes, "_drop_secondary_indexes", spy)
+    puller = client if order == "in id order" else Reversed(client, "contact")
+    assert pull(other, puller).ok
+    assert "contact" in dropped and "customfield" in dropped
+    mine, theirs = _mirror_tables(other), _mirror_tables(engine)
+    if order != "in id order":  # the same history rows, in another order
+
+        def unordered(tables: dict[str, list[Any]]) -> list[Any]:
+            return sorted(({**r, "id": None} for r in tables.pop("history")), key=repr)
+
+        assert unordered(mine) == unordered(theirs)
+    assert mine == theirs
     if other.dialect.name == "sqlite":
         with other.connect() as conn:
             for fts in ("notes_fts", "contacts_fts", "companies_fts"):
                 conn.exec_driver_sql(f"INSERT INTO {fts}({fts}, rank) VALUES ('integrity-check', 1)")
+            names = {
+                r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")
+            }
+        with engine.connect() as conn:
+            assert names == {
+                r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")
+            }
     other.dispose()
-
-
-PULLING = """
-import os, time
-from clevertim_sync.mirror.rowpool import RowPool
-if __name__ == "__main__":
-    rows = RowPool().rows("note", True, [[({"id": i}, None)] for i in range(3)])
-    next(rows), next(rows)  # the second chunk comes from the worker
-    print(os.getpid(), flush=True)
-    time.sleep(120)
-"""
-
-
-def _running(pid: str) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def test_the_row_worker_exits_when_the_pulling_process_is_killed(tmp_path: Path) -> None:
-    """SIGKILL of the pull's process leaves no worker behind (it would wait on its queue for ever)."""
-    script = tmp_path / "pulling.py"
-    script.write_text(textwrap.dedent(PULLING))
-    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    pid = int(child.stdout.readline())
-    workers = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    assert workers
-    os.kill(pid, signal.SIGKILL)
-    child.wait(timeout=30)
-    deadline = time.monotonic() + 60
-    while any(_running(w) for w in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_running(w) for w in workers)

@@ -7,8 +7,10 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from clevertim_sync import resources
 from clevertim_sync.errors import MirrorError
@@ -50,6 +52,26 @@ def test_upgrade_creates_the_schema_and_is_idempotent(database_url: str) -> None
         engine.dispose()
 
 
+def test_the_head_read_from_the_files_is_alembics_and_at_head_no_migration_runs(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every command upgrades first: at head it must not even import alembic's runner (start-up
+    time), and the head it compares with is the one alembic would reach."""
+    assert db.head_revision() == ScriptDirectory.from_config(db.alembic_config()).get_current_head()
+    engine = db.make_engine(database_url)
+    try:
+        db.upgrade(engine)
+        assert db.current_revision(engine) == db.head_revision()
+
+        def refuse(*_args: object, **_kw: object) -> None:
+            raise AssertionError("alembic ran although the database is at head")
+
+        monkeypatch.setattr(command, "upgrade", refuse)
+        db.upgrade(engine)
+    finally:
+        engine.dispose()
+
+
 def test_upgrade_from_a_url_string(sqlite_url: str) -> None:
     db.upgrade(sqlite_url)
     engine = db.make_engine(sqlite_url)
@@ -67,6 +89,8 @@ def test_sqlite_is_tuned(sqlite_url: str) -> None:
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 7000
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 16384  # a new database
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -2048
     finally:
         engine.dispose()
 

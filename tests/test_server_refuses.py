@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 
 from clevertim_sync import resources
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.api.listing import Listing
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import make_engine, upgrade
@@ -163,13 +164,13 @@ def test_a_dead_server_is_given_up_after_the_first_resource(engine: Engine, slee
     with ClevertimClient(
         f"http://127.0.0.1:{closed_port()}/api", TOKEN, read_retries=5, connect_retries=2, sleep=sleeps.append
     ) as client:
-        real_list = client.list
+        real_listing = client.listing
 
-        def counted(resource: str) -> list[dict[str, Any]]:
+        def counted(resource: str) -> Listing:
             calls.append(resource)
-            return real_list(resource)
+            return real_listing(resource)
 
-        client.list = counted  # type: ignore[method-assign]
+        client.listing = counted  # type: ignore[method-assign]
         report = pull(engine, client)
     assert calls == [FIRST] and len(sleeps) == 2  # one resource, three tries, then one message
     assert report.skipped == list(resources.PULL_ORDER[1:]) and "TransportError" in (report.halted or "")

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from clevertim_sync import resources, shapes
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.api.listing import Listing
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.emulator.control import EmulatorControlError
 from clevertim_sync.emulator.quirks import DATA_QUIRKS, QuirkSpecError, parse_quirks
@@ -270,11 +271,11 @@ class _WithBadEntries:
     ) -> None:
         self.client, self.resource, self.bad, self.only_bad = client, resource, bad, only_bad
 
-    def list(self, resource: str) -> list[dict[str, Any]]:
-        listing = self.client.list(resource)
+    def listing(self, resource: str) -> Listing:
         if resource != self.resource:
-            return listing
-        return list(self.bad) if self.only_bad else [*self.bad, *listing]
+            return self.client.listing(resource)
+        listing = self.client.list(resource)
+        return Listing.of(resource, list(self.bad) if self.only_bad else [*self.bad, *listing])
 
 
 def test_an_entry_with_an_unusable_id_is_left_out_reported_and_the_rest_applies(

@@ -12,15 +12,16 @@ may have created the entry; only the queue (which can look at the server's state
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
@@ -29,6 +30,7 @@ import structlog
 
 from clevertim_sync import __version__, resources, shapes
 from clevertim_sync.api import errors as e
+from clevertim_sync.api.listing import Listing, spool_file
 from clevertim_sync.errors import ConfigError
 from clevertim_sync.logs import REDACTED, register_secret
 from clevertim_sync.retry import Rng, next_delay, parse_retry_after
@@ -38,6 +40,7 @@ log = structlog.get_logger(__name__)
 
 # A module-level alias: inside the class, `list` is the method.
 Records = list[dict[str, Any]]
+_T = TypeVar("_T")
 
 _RESOURCE_NAME = re.compile(r"^[a-z][a-z_]{0,40}$")
 _TOKEN_OK = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII without spaces: fits a header
@@ -185,6 +188,12 @@ class ClevertimClient:
         """Every entry of `resource` visible to this token (one GET, no paging in this API)."""
         return self._read("GET", resource, None)
 
+    def listing(self, resource: str) -> Listing:
+        """Every entry of `resource`, as `list` gives them, but downloaded to a temporary file and
+        read back in batches (`Listing.batches`): memory holds a batch, not the listing. Retried
+        like `list` until the whole body is in and its envelope checked; the same typed errors."""
+        return self._retried("GET", resource, None, lambda: self._listing_once(resource))
+
     def get(self, resource: str, record_id: int) -> dict[str, Any]:
         """One entry; NotFound if it does not exist or this token cannot see it."""
         content = self._read("GET", resource, record_id)
@@ -219,7 +228,9 @@ class ClevertimClient:
             except orjson.JSONDecodeError:
                 doc = None
         if not (isinstance(doc, dict) and doc.get("status") == "OK" and isinstance(doc.get("content"), list)):
-            self._decode(response, "GET", resource, None)  # raises the typed error
+            self._decode(
+                response.status_code, response.headers, raw, method="GET", resource=resource, record_id=None
+            )  # raises
             raise e.MalformedResponse(
                 "unexpected answer", method="GET", resource=resource, status=response.status_code
             )
@@ -272,7 +283,14 @@ class ClevertimClient:
                 if status != 200 or not content_type.lower().startswith("image/"):
                     response.read()
                     try:
-                        self._decode(response, "GET", "getcphoto", where["record_id"])  # the typed error
+                        self._decode(  # the typed error
+                            status,
+                            response.headers,
+                            response.content,
+                            method="GET",
+                            resource="getcphoto",
+                            record_id=where["record_id"],
+                        )
                     except e.LoginRequired:
                         if own_host:
                             with self._token_lock:
@@ -303,11 +321,17 @@ class ClevertimClient:
     # --- internals ---------------------------------------------------------------------------
 
     def _read(self, method: str, resource: str, record_id: int | None) -> Records:
+        return self._retried(
+            method, resource, record_id, lambda: self._once(method, resource, record_id, None)
+        )
+
+    def _retried(self, method: str, resource: str, record_id: int | None, once: Callable[[], _T]) -> _T:
+        """`once()` retried on transient failures with the read policy (never used for writes)."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                return self._once(method, resource, record_id, None)
+                return once()
             except e.ApiError as err:
                 err.attempts = attempt
                 budget = self.connect_retries if isinstance(err, e.TransportError) else self.read_retries
@@ -383,8 +407,20 @@ class ClevertimClient:
         self, method: str, resource: str, record_id: int | None, fields: Mapping[str, Any] | None
     ) -> Records:
         response = self._send(method, resource, record_id, fields)
+        with self._noting_refusal():
+            return self._decode(
+                response.status_code,
+                response.headers,
+                response.content,
+                method=method,
+                resource=resource,
+                record_id=record_id,
+            )
+
+    @contextlib.contextmanager
+    def _noting_refusal(self) -> Iterator[None]:
         try:
-            return self._decode(response, method, resource, record_id)
+            yield
         except e.LoginRequired:
             with self._token_lock:
                 self._token_refused = True  # read the token again before the next request
@@ -403,10 +439,24 @@ class ClevertimClient:
             headers = {**headers, "Content-Type": "application/json"}
         auth = self._current_auth()
         started = time.monotonic()
-        try:
+        with self._mapped(where):
             response = self._http.request(
                 method, url, content=body, headers=headers, auth=auth, timeout=self._timeout
             )
+        log.debug(
+            "api.response",
+            **where,
+            status=response.status_code,
+            size=len(response.content),
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        return response
+
+    @contextlib.contextmanager
+    def _mapped(self, where: dict[str, Any]) -> Iterator[None]:
+        """Every httpx failure inside the block raised as its ApiError (the token masked)."""
+        try:
+            yield
         except (
             httpx.ConnectError,
             httpx.ConnectTimeout,
@@ -429,14 +479,48 @@ class ClevertimClient:
             raise e.TransportError(f"transport failed: {self._describe(exc)}", **where) from None
         except httpx.HTTPError as exc:  # anything else httpx may raise stays in our tree
             raise e.ResponseLost(f"request failed: {self._describe(exc)}", **where) from None
-        log.debug(
-            "api.response",
-            **where,
-            status=response.status_code,
-            size=len(response.content),
-            ms=round((time.monotonic() - started) * 1000, 1),
-        )
-        return response
+
+    def _listing_once(self, resource: str) -> Listing:
+        """One streamed GET of a listing into a temporary file. Anything but an OK envelope is
+        decoded whole for its typed error (as `list` does)."""
+        where: dict[str, Any] = {"method": "GET", "resource": resource, "record_id": None}
+        url = self._url(resource, None)
+        spool = spool_file()
+        listing: Listing | None = None
+        try:
+            auth = self._current_auth()
+            started = time.monotonic()
+            with (
+                self._mapped(where),
+                self._http.stream(
+                    "GET", url, headers=self._headers, auth=auth, timeout=self._timeout
+                ) as response,
+            ):
+                for chunk in response.iter_bytes():
+                    spool.write(chunk)
+                status, headers = response.status_code, response.headers
+            size = spool.tell()
+            log.debug(
+                "api.response",
+                **where,
+                status=status,
+                size=size,
+                ms=round((time.monotonic() - started) * 1000, 1),
+            )
+            declared = headers.get("Content-Length")
+            whole = "Content-Encoding" in headers or declared is None or declared == str(size)
+            listing = Listing.spooled(resource, spool) if status == 200 and whole else None
+            if listing is not None:
+                return listing
+            spool.seek(0)
+            with self._noting_refusal():
+                records = self._decode(
+                    status, headers, spool.read(), method="GET", resource=resource, record_id=None
+                )
+            return Listing.of(resource, records)  # an odd envelope, but readable: decoded whole
+        finally:
+            if listing is None:
+                spool.close()
 
     def _current_auth(self) -> httpx.BasicAuth:
         """The auth to send: after a refusal, the token is read again from its source first."""
@@ -464,23 +548,30 @@ class ClevertimClient:
     def _mask(self, text: str) -> str:
         return text.replace(self._token, REDACTED)
 
-    def _decode(self, response: httpx.Response, method: str, resource: str, record_id: int | None) -> Records:
-        status = response.status_code
+    def _decode(
+        self,
+        status: int,
+        headers: httpx.Headers,
+        raw: bytes,
+        *,
+        method: str,
+        resource: str,
+        record_id: int | None,
+    ) -> Records:
         where: dict[str, Any] = {
             "method": method,
             "resource": resource,
             "record_id": record_id,
             "status": status,
         }
-        raw = response.content
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
             doc = None
         if 300 <= status < 400:
-            location = self._mask(response.headers.get("Location", ""))[:300] or None
+            location = self._mask(headers.get("Location", ""))[:300] or None
             raise e.Redirected(_redirect_hint(self.base_url, location), location=location, **where)
-        if status in (200, 401, 403) and doc is None and _is_html(response, raw):
+        if status in (200, 401, 403) and doc is None and _is_html(headers, raw):
             raise e.LoginRequired(
                 "got an HTML page (a login page?) where the API's JSON was expected", **where
             )
@@ -488,12 +579,12 @@ class ClevertimClient:
             server_message = None
             if isinstance(doc, dict) and isinstance(doc.get("error"), str):
                 server_message = self._mask(doc["error"])[:500]
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            retry_after = parse_retry_after(headers.get("Retry-After"))
             cls = e.error_for_status(status)
             what = "unexpected answer" if cls is e.MalformedResponse else "request failed"
             raise cls(what, server_message=server_message, retry_after=retry_after, **where)
         if not isinstance(doc, dict):
-            raise e.MalformedResponse(self._not_json(response, raw), **where)
+            raise e.MalformedResponse(self._not_json(headers, raw), **where)
         if doc.get("status") != "OK":
             msg = doc.get("error")
             raise e.MalformedResponse(
@@ -518,11 +609,11 @@ class ClevertimClient:
                     raise e.MalformedResponse(f"content[{i}] is not an object with an integer id", **where)
         return content
 
-    def _not_json(self, response: httpx.Response, raw: bytes) -> str:
-        declared = response.headers.get("Content-Length")
+    def _not_json(self, headers: httpx.Headers, raw: bytes) -> str:
+        declared = headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) != len(raw):
             return f"body truncated: {len(raw)} of {declared} bytes"
-        if _is_html(response, raw):
+        if _is_html(headers, raw):
             return "got an HTML page instead of JSON (a proxy or login page?)"
         if not raw:
             return "empty body"
@@ -557,8 +648,8 @@ def _trust(ca_bundle: str | None) -> ssl.SSLContext | bool:
         ) from None
 
 
-def _is_html(response: httpx.Response, raw: bytes) -> bool:
-    return "html" in response.headers.get("Content-Type", "").lower() or raw.lstrip()[:1] == b"<"
+def _is_html(headers: httpx.Headers, raw: bytes) -> bool:
+    return "html" in headers.get("Content-Type", "").lower() or raw.lstrip()[:1] == b"<"
 
 
 def _redirect_hint(base_url: str, location: str | None) -> str:

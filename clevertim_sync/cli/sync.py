@@ -26,13 +26,10 @@ from sqlalchemy.engine import Engine
 from clevertim_sync import photos, resources
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.cli import AppContext, cli, pass_app
-from clevertim_sync.daemon.alerts import read_status
 from clevertim_sync.logs import configure_logging
 from clevertim_sync.mirror import db, store
 from clevertim_sync.mirror.store import ResourceCounts
 from clevertim_sync.pull import PullReport, ResourcePlan, plan_pull, pull, resources_in_order
-from clevertim_sync.writeback import outbox, queue
-from clevertim_sync.writeback.outbox import ALL_STATES, CONFLICT, NEEDS_A_PERSON
 
 
 def open_mirror(app: AppContext) -> Engine:
@@ -224,6 +221,11 @@ def status_command(app: AppContext, as_json: bool) -> None:
     """Per resource: last pull, its age, record count, last counts, error, whether it is held.
 
     The table ends with a line about the writeback queue (--json: the resources only)."""
+    # Here, not at the top: `sync` shares this module and starts faster without them.
+    from clevertim_sync.daemon.alerts import read_status  # noqa: PLC0415
+    from clevertim_sync.writeback import outbox, queue  # noqa: PLC0415
+    from clevertim_sync.writeback.outbox import CONFLICT  # noqa: PLC0415
+
     with mirror(app) as engine, engine.connect() as conn:
         statuses = store.resource_statuses(conn)
         counts = {name: store.mirrored_count(conn, name) for name in resources.PULL_ORDER}
@@ -284,6 +286,8 @@ def _when(iso: str | None) -> str:
 
 def _queue_line(by_state: dict[str, int]) -> str:
     """One line about the writeback queue: what waits, what needs a person, and where to look."""
+    from clevertim_sync.writeback.outbox import ALL_STATES, NEEDS_A_PERSON  # noqa: PLC0415 - see status
+
     if not by_state:
         return "writeback queue: empty"
     parts = [f"{by_state[s]} {s}" for s in ALL_STATES if by_state.get(s)]

@@ -34,7 +34,9 @@ from clevertim_sync.errors import ClevertimSyncError
 # default 302) to `location` (default a login page; give another host's URL to test that the token
 # is not sent there), not applied. login_page: an HTML login page with status 200 (default), 401
 # or 403, not applied. bad_encoding: applied, then answered 200 with `Content-Encoding: gzip` over
-# a body that is not gzip. A `status` 429 without retry_after has no Retry-After header.
+# a body that is not gzip. broken_listing: a listing answers 200 with its whole Content-Length,
+# its envelope's head and end intact, but the entry half-way through is broken JSON (a server
+# that failed while writing it). A `status` 429 without retry_after has no Retry-After header.
 KINDS = frozenset(
     {
         "latency",
@@ -48,6 +50,7 @@ KINDS = frozenset(
         "redirect",
         "login_page",
         "bad_encoding",
+        "broken_listing",
     }
 )
 METHODS = frozenset({"*", "GET", "POST", "PUT", "DELETE", "PATCH"})
@@ -257,8 +260,8 @@ class FaultSet:
         """Consume the faults this request meets.
 
         Every matching latency fault adds up; every matching hide fault applies (GETs only); of
-        the rest, the first matching one applies. empty_listing only meets collection GETs, so
-        a spec with a loose path is not used up by GETs of single records.
+        the rest, the first matching one applies. empty_listing and broken_listing only meet
+        collection GETs, so a spec with a loose path is not used up by GETs of single records.
         """
         decision = Decision()
         with self._lock:
@@ -272,7 +275,7 @@ class FaultSet:
                         continue
                     decision.hiding.append(fault)
                 elif decision.fault is None:
-                    if fault.kind == "empty_listing" and not is_listing:
+                    if fault.kind in ("empty_listing", "broken_listing") and not is_listing:
                         continue
                     decision.fault = fault
                 else:

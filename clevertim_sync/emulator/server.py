@@ -382,6 +382,8 @@ class _Handler(BaseHTTPRequestHandler):
                 parts = store.listing_parts(name, tok.user_id, hide)
                 if quirks.active:
                     parts = [quirks.render(name, p) for p in parts]
+                if decision.fault is not None and decision.fault.kind == "broken_listing" and parts:
+                    parts = [*parts[: len(parts) // 2], b'{"id":}', *parts[len(parts) // 2 + 1 :]]
                 return Chunked(b'{"status":"OK","content":[', parts, b"]}")
             if decision.hidden(rid):
                 raise ApiProblem(404, f"{name} {rid} not found")

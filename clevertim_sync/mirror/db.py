@@ -20,21 +20,23 @@ Must not import: the store, the pull, httpx.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
 from clevertim_sync.errors import MirrorError
 from clevertim_sync.mirror import failures
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 # A source tree (editable install, a developer's `alembic upgrade head`) has the top-level
 # migrations/ and alembic.ini; an installed wheel carries migrations/ as the package
@@ -114,11 +116,17 @@ def _tune_sqlite(engine: Engine, busy_timeout: float) -> None:
         # Take transaction control away from the driver; "begin" below issues it.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        # A new database gets 16 KiB pages (records of ~1 KB with their raw JSON: a first sync of
+        # 100,000 contacts ~10% faster than with 4 KiB, the file 5% smaller). Only a database not
+        # written yet takes it (before WAL is on); an existing one keeps its size.
+        cur.execute("PRAGMA page_size=16384")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA cache_size=-65536")
+        # 2 MiB (SQLite's default): a page cache of 64 MiB made no pull faster (measured at 100,000
+        # contacts: first, no-change and 1%-changed syncs) and every pooled connection held it.
+        cur.execute("PRAGMA cache_size=-2048")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -127,6 +135,8 @@ def _tune_sqlite(engine: Engine, busy_timeout: float) -> None:
 
 
 def alembic_config(url: str | None = None) -> Config:
+    from alembic.config import Config  # noqa: PLC0415 - alembic only when a migration is due
+
     """The alembic Config of this project, independent of the working directory."""
     # Installed there is no alembic.ini: everything upgrade() needs is set here.
     cfg = Config(str(ALEMBIC_INI)) if ALEMBIC_INI.is_file() else Config()
@@ -138,12 +148,43 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
+@functools.cache
+def head_revision() -> str:
+    """The newest migration's revision, read from the migration files themselves (the one no
+    other names as its down_revision): knowing it needs no alembic (~0.15 s of every command's
+    start-up). tests/test_schema.py checks it is alembic's head."""
+    found: dict[str, str | None] = {}
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        rev = re.search(r"^revision\s*=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+        down = re.search(r"^down_revision\s*=\s*(?:['\"]([^'\"]+)['\"]|None)", text, re.MULTILINE)
+        if rev is not None and down is not None:
+            found[rev.group(1)] = down.group(1)
+    heads = set(found) - set(found.values())
+    if len(heads) != 1:
+        raise MirrorError(f"the migrations in {MIGRATIONS_DIR} have {len(heads)} heads, not one")
+    return heads.pop()
+
+
+def _at(conn: sa.Connection, revision: str) -> bool:
+    """Whether the database is at `revision` already (read without alembic)."""
+    try:
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == [revision]
+    except sa.exc.DatabaseError:  # no alembic_version yet: an empty database
+        return False
+
+
 def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
     """Bring the database's schema up to `revision` (default: the newest); a no-op when it is there."""
     engine = make_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
     # alembic narrates every "Context impl SQLiteImpl." at INFO: noise on every command.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
+        with engine.connect() as conn:
+            if revision == "head" and _at(conn, head_revision()):
+                return
+        from alembic import command  # noqa: PLC0415 - alembic only when a migration is due
+
         with engine.begin() as conn:
             cfg = alembic_config()
             cfg.attributes["connection"] = conn
@@ -160,5 +201,7 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
 
 def current_revision(engine: Engine) -> str | None:
     """The alembic revision the database is at (None for an empty database)."""
+    from alembic.runtime.migration import MigrationContext  # noqa: PLC0415 - see upgrade
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
