@@ -81,12 +81,19 @@ def _fetch_all(url: str, names: list[str] | None = None) -> Any:
             yield name, orjson.loads(response.content)["content"]
 
 
+def _id_type(name: str) -> str:
+    """The floor's id column: text for the documents' text ids (`f1001`), else an integer."""
+    from clevertim_sync.resources import TEXT_ID_RESOURCES
+
+    return "TEXT" if name in TEXT_ID_RESOURCES else "INTEGER"
+
+
 def phase_floor_first(url: str, db_path: str, names: list[str] | None = None) -> dict[str, Any]:
     conn = sqlite3.connect(db_path)
     conn.execute("PRAGMA journal_mode=WAL")
     count = 0
     for name, records in _fetch_all(url, names):
-        conn.execute(f"CREATE TABLE IF NOT EXISTS t_{name} (id INTEGER PRIMARY KEY, raw TEXT)")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS t_{name} (id {_id_type(name)} PRIMARY KEY, raw TEXT)")
         conn.executemany(
             f"INSERT INTO t_{name} (id, raw) VALUES (?, ?)",
             [(r["id"], orjson.dumps(r).decode()) for r in records],
@@ -104,7 +111,8 @@ def phase_pg_floor_first(url: str, db_url: str) -> dict[str, Any]:
     count = 0
     with psycopg.connect(db_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
         for name, records in _fetch_all(url):
-            conn.execute(f"CREATE TABLE t_{name} (id bigint PRIMARY KEY, raw jsonb NOT NULL)")
+            id_type = "text" if _id_type(name) == "TEXT" else "bigint"
+            conn.execute(f"CREATE TABLE t_{name} (id {id_type} PRIMARY KEY, raw jsonb NOT NULL)")
             with conn.cursor() as cur, cur.copy(f"COPY t_{name} (id, raw) FROM STDIN") as copy:
                 for r in records:
                     copy.write_row((r["id"], orjson.dumps(r).decode()))
@@ -132,7 +140,7 @@ def phase_floor_compare(url: str, db_path: str, write_to: str | None) -> dict[st
         changed += len(dirty)
         count += len(records)
         if out is not None:
-            out.execute(f"CREATE TABLE IF NOT EXISTS t_{name} (id INTEGER PRIMARY KEY, raw TEXT)")
+            out.execute(f"CREATE TABLE IF NOT EXISTS t_{name} (id {_id_type(name)} PRIMARY KEY, raw TEXT)")
             out.executemany(
                 f"INSERT OR REPLACE INTO t_{name} (id, raw) VALUES (?, ?)",
                 [(r["id"], orjson.dumps(r).decode()) for r in dirty],
@@ -315,9 +323,9 @@ def profiled(run: Any, out: Path) -> dict[str, Any]:
 
 
 class ChildrenPeak:
-    """The largest peak RSS (VmHWM) of this process's child processes (the pull's row-building
-    worker, a `sync` subprocess), sampled every 50 ms on a thread: they have exited by the time
-    the phase reports."""
+    """The largest peak RSS (VmHWM) of this process's child processes (a `sync` or `run`
+    subprocess, the small floor's script), sampled every 50 ms on a thread: they have exited by the
+    time the phase reports."""
 
     def __init__(self) -> None:
         import threading
