@@ -130,12 +130,15 @@ def _mirror_index(db_path: str, name: str) -> dict[int, str]:
 
 def phase_floor_compare(url: str, db_path: str, write_to: str | None) -> dict[str, Any]:
     """fetch + parse + hash + compare; with write_to, also store the changed (id, raw) rows."""
+    from clevertim_sync import shapes
     from clevertim_sync.diff import record_hash
 
     out = sqlite3.connect(write_to) if write_to else None
     changed = count = 0
     for name, records in _fetch_all(url):
         index = _mirror_index(db_path, name)
+        if _id_type(name) == "TEXT":  # the documents' ids as the mirror spells them (7 is "7")
+            records = [shapes.with_text_id(r) for r in records]  # noqa: PLW2901
         dirty = [r for r in records if index.get(r["id"]) != record_hash(r)]
         changed += len(dirty)
         count += len(records)

@@ -399,7 +399,8 @@ class ChangeWriter:
             if self.fts:
                 search.forget(conn, resource, chunk)
             delete_rows(conn, resource, chunk)
-            write_history(conn, [self._history(rid, "delete", raw, d) for rid, (raw, d) in old.items()])
+            # in the order given (the diff's: by id), not the database's
+            write_history(conn, [self._history(rid, "delete", *old[rid]) for rid in chunk if rid in old])
 
     def _history(
         self,
