@@ -29,6 +29,7 @@ from clevertim_sync.errors import ClevertimSyncError
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.settings import load
+from clevertim_sync.writeback import outbox
 from clevertim_sync.writeback import tables as wb
 
 
@@ -510,6 +511,26 @@ def test_resources_that_keep_failing_rest_while_the_others_are_pulled(sqlite_url
     assert rt.due_resources(["company", "contact", "note"], now) == ["company", "note"]
     later = now + timedelta(seconds=2 * settings.pull.interval)
     assert rt.due_resources(["company", "contact", "note"], later) == ["company", "contact", "note"]
+    rt.engine.dispose()
+
+
+def test_no_scheduled_pull_while_the_server_wide_pause_is_in_force(sqlite_url: str) -> None:
+    # A push met a 429 asking for 120 s (or a refused token, an outage): the pulls wait too.
+    settings = load(None, env={"CLEVERTIM_TOKEN": "t", "CLEVERTIM_SYNC_DATABASE_URL": sqlite_url})
+    rt = AccountRuntime(
+        Account("default", settings),
+        Recorder(sqlite_url).backends(),
+        on_finish=lambda _o: None,
+        stopping=threading.Event(),
+    )
+    rt.engine = make_engine(sqlite_url)
+    upgrade(rt.engine)
+    now = datetime.now(UTC)
+    names = ["company", "contact"]
+    assert rt.due_resources(names, now) == names
+    outbox.set_pause(rt.engine, now + timedelta(seconds=120), 1, "rate limited (HTTP 429)", now)
+    assert rt.due_resources(names, now) == []
+    assert rt.due_resources(names, now + timedelta(seconds=121)) == names
     rt.engine.dispose()
 
 

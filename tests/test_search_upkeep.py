@@ -20,6 +20,7 @@ from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import search, store
 from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.pull import pull
+from clevertim_sync.writeback.fold import Fold, fold_many
 
 EMULATOR_TOKEN = "test-token"  # the `emulator` fixture's owner token
 
@@ -109,15 +110,15 @@ def test_the_writeback_fold_keeps_search_current(mirror_engine: sa.Engine) -> No
     engine = mirror_engine
     note: dict[str, Any] = {"id": 501, "desc": "Serengeti pricing", "type": "N", "lm": "2026-01-01T00:00:00Z"}
     with engine.begin() as conn:
-        store.apply_local_result(conn, "note", note, op="insert", queue_item_id=1)
+        fold_many(conn, [Fold("note", note, "insert", 1)])
     assert note_hits(engine, "serengeti") == [501]
     with engine.begin() as conn:
         changed = {**note, "desc": "Kalahari pricing"}
-        store.apply_local_result(conn, "note", changed, op="update", queue_item_id=2)
+        fold_many(conn, [Fold("note", changed, "update", 2)])
     assert note_hits(engine, "serengeti") == [] and note_hits(engine, "kalahari") == [501]
     assert_index_true(engine)
     with engine.begin() as conn:
-        store.apply_local_result(conn, "note", {"id": 501}, op="delete", queue_item_id=3)
+        fold_many(conn, [Fold("note", {"id": 501}, "delete", 3)])
     assert note_hits(engine, "kalahari") == []
     assert_index_true(engine)
 

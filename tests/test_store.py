@@ -21,6 +21,7 @@ from clevertim_sync.diff import compute_changes, record_hash
 from clevertim_sync.errors import MirrorError
 from clevertim_sync.mirror import columns, db, schema, store, writes
 from clevertim_sync.resources import Kind
+from clevertim_sync.writeback.fold import Fold, fold_many
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -212,23 +213,19 @@ def test_touch_refreshes_raw_and_modified_at_without_history(engine: sa.Engine) 
         ).empty
 
 
-def test_apply_local_result(engine: sa.Engine) -> None:
+def test_a_pushed_answer_folded_in_is_history_with_origin_local_and_its_queue_item(engine: sa.Engine) -> None:
     with engine.begin() as conn:
-        store.apply_local_result(
-            conn, "company", {"id": 7, "cn": "Acme", "lm": "x"}, op="create", queue_item_id=1
-        )
-        store.apply_local_result(conn, "company", {"id": 7, "cn": "Acme Ltd"}, op="update", queue_item_id=2)
-        store.apply_local_result(
-            conn, "company", {"id": 7, "cn": "Acme Ltd", "lm": "y"}, op="update", queue_item_id=3
-        )
+        fold_many(conn, [Fold("company", {"id": 7, "cn": "Acme", "lm": "x"}, "create", 1)])
+        fold_many(conn, [Fold("company", {"id": 7, "cn": "Acme Ltd"}, "update", 2)])
+        fold_many(conn, [Fold("company", {"id": 7, "cn": "Acme Ltd", "lm": "y"}, "update", 3)])
         assert store.load_record(conn, "company", 7) == {"id": 7, "cn": "Acme Ltd", "lm": "y"}
         # the next pull of the same server version is no news
         idx = store.load_index(conn, "company")
         assert compute_changes("company", [{"id": 7, "cn": "Acme Ltd", "lm": "y"}], idx).updates == []
-        store.apply_local_result(conn, "company", {"id": 7}, op="delete", queue_item_id=4)
+        fold_many(conn, [Fold("company", {"id": 7}, "delete", 4)])
         assert store.load_record(conn, "company", 7) is None
         with pytest.raises(MirrorError, match="unknown op"):
-            store.apply_local_result(conn, "company", {"id": 7}, op="merge", queue_item_id=5)
+            fold_many(conn, [Fold("company", {"id": 7}, "merge", 5)])
     rows = _history(engine, "company")
     assert [(r.op, r.origin, r.queue_item_id, r.run_id) for r in rows] == [
         ("insert", "local", 1, None),

@@ -1,6 +1,7 @@
-"""writeback.fold.fold_many, the bulk fold of pushed answers, on SQLite and PostgreSQL: it leaves
-the mirror (current rows, child rows, history, full-text search) exactly as folding each answer
-with store.apply_local_result in order does."""
+"""writeback.fold.fold_many, the one way a push's answers reach the mirror, on SQLite and
+PostgreSQL: a batch leaves the mirror (current rows, child rows, history, full-text search)
+exactly as folding each answer on its own, in order, does, with history labelled 'local' and
+each record's queue item."""
 
 from __future__ import annotations
 
@@ -74,13 +75,13 @@ def hits(engine: sa.Engine, words: str) -> list[int]:
     return sorted(h.record_id for h in reports.search(engine, words))
 
 
-def test_fold_many_equals_apply_local_result_one_by_one(mirror_engine: sa.Engine) -> None:
+def test_fold_many_of_a_batch_equals_folding_one_by_one(mirror_engine: sa.Engine) -> None:
     engine = mirror_engine
     with engine.begin() as conn:
         fold_many(conn, SEED)
     with engine.connect() as conn, conn.begin() as tx:
         for f in BATCH:
-            store.apply_local_result(conn, f.resource, f.record, op=f.op, queue_item_id=f.queue_item_id)
+            fold_many(conn, [f])
         one_by_one = snapshot(conn)
         tx.rollback()
     with engine.begin() as conn:

@@ -22,8 +22,8 @@ from sqlalchemy.engine import Engine
 import clevertim_sync
 from clevertim_sync.errors import EditRejected, QueueItemError
 from clevertim_sync.mirror.db import make_engine, upgrade
-from clevertim_sync.mirror.store import apply_local_result
 from clevertim_sync.writeback import claims, outbox, queue
+from clevertim_sync.writeback.fold import Fold, fold_many
 from clevertim_sync.writeback.tables import writeback_queue as Q
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -35,8 +35,8 @@ def _seeded(url: str) -> Engine:
     with eng.begin() as conn:
         for rid, fn in ((1, "Ada"), (2, "Grace")):
             record = {"id": rid, "fn": fn, "ln": "X", "title": "Eng", "email": []}
-            apply_local_result(conn, "contact", record, op="insert", queue_item_id=None)
-        apply_local_result(conn, "company", {"id": 10, "cn": "Acme"}, op="insert", queue_item_id=None)
+            fold_many(conn, [Fold("contact", record, "insert", None)])
+        fold_many(conn, [Fold("company", {"id": 10, "cn": "Acme"}, "insert", None)])
     return eng
 
 

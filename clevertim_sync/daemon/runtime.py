@@ -248,8 +248,17 @@ class AccountRuntime:
         return health.stale_limit(self.settings, name)
 
     def due_resources(self, names: Sequence[str], now: datetime) -> list[str]:
-        """`names` minus those still resting after failing several pulls in a row."""
+        """`names` minus those still resting after failing several pulls in a row; none while the
+        server-wide pause is in force (a rate limit's Retry-After, a refused token, an outage met
+        by a push or a pull): a scheduled pull would only meet it again. `sync` by hand does not
+        wait for it."""
         assert self.engine is not None
+        pause = outbox.get_pause(self.engine)
+        if pause is not None and now < pause.not_before:
+            log.info(
+                "pull.paused", account=self.name, until=pause.not_before.isoformat(), reason=pause.reason
+            )
+            return []
         rs = schema.resource_status
         with self.engine.connect() as conn:
             rows = conn.execute(

@@ -5,9 +5,8 @@ writes fast lives behind it, see its docstring), and within it one transaction p
 loading the resource's index (`diff.MirrorIndex`, in one query), applying its changes batch by
 batch (mirror/writes.py: current rows, child rows, history rows, full-text index), recording the
 outcome. Also the `runs` and `resource_status` bookkeeping; `load_record`, `apply_changes` (one
-batch of changes in the caller's transaction: the writeback's fold, a restore),
-`apply_local_result` (writeback folds a server answer in, history origin 'local') and
-`export_jsonl`.
+batch of changes in the caller's transaction, history labelled with who wrote it: the
+writeback's fold of a push's answers, a restore) and `export_jsonl`.
 
 Must not import: httpx, the API client, the pull.
 """
@@ -29,30 +28,22 @@ import orjson
 import sqlalchemy as sa
 import structlog
 
-from clevertim_sync import resources, shapes
-from clevertim_sync.diff import Changes, MirrorIndex, changed_fields, record_hash
-from clevertim_sync.errors import MirrorError
-from clevertim_sync.mirror import schema, search
+from clevertim_sync import resources
+from clevertim_sync.diff import Changes, MirrorIndex, record_hash
+from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.writes import (
     CHUNK,
     ChangeWriter,
     Gatherer,
-    build_rows,
     builder,
     chunks,
-    delete_rows,
-    history_row,
-    insert_rows,
     is_sqlite,
     old_raws,
-    stored_time,
-    write_history,
 )
 
 __all__ = [
     "ResourceCounts",
     "apply_changes",
-    "apply_local_result",
     "bulk_writes",
     "export_jsonl",
     "finish_run",
@@ -263,83 +254,24 @@ def stored_raws(conn: sa.Connection, resource: str, ids: Sequence[Any]) -> dict[
 
 
 def apply_changes(
-    conn: sa.Connection, resource: str, changes: Changes, *, run_id: int | None, at: datetime
+    conn: sa.Connection,
+    resource: str,
+    changes: Changes,
+    *,
+    run_id: int | None,
+    at: datetime,
+    origin: str = "pull",
+    queue_items: Mapping[Any, int | None] | None = None,
 ) -> None:
     """Apply one resource's changes (deletes included) inside the caller's transaction: the same
-    writes as a pull's (the writeback's fold of a push's answers, a restore from an export)."""
-    writer = ChangeWriter(conn, resource, run_id=run_id, at=at)
+    writes as a pull's. The one way into the mirror outside a pull's batches: the writeback's
+    fold of a push's answers (origin 'local', each record's queue item in `queue_items`), a
+    restore from an export."""
+    writer = ChangeWriter(conn, resource, run_id=run_id, at=at, origin=origin, queue_items=queue_items)
     gatherer = Gatherer(writer, resource, sqlite=is_sqlite(conn))
     gatherer.apply(changes)
     gatherer.flush()
     writer.finish()
-
-
-def apply_local_result(
-    conn: sa.Connection,
-    resource: str,
-    record: Mapping[str, Any],
-    *,
-    op: str,
-    queue_item_id: int | None,
-    at: datetime | None = None,
-) -> None:
-    """Fold the server's answer to a pushed write into the mirror, inside the caller's transaction.
-
-    `op` is "insert" (or "create"), "update" or "delete"; for a delete `record` needs only its
-    `id`. The current row, child rows and hash become the server's version, and history gets a
-    row with origin 'local' and the queue item id, so the next pull sees no news.
-    """
-    name = resources.get(resource).name
-    if op not in ("insert", "create", "update", "delete"):
-        raise MirrorError(f"apply_local_result: unknown op {op!r}; use insert, update or delete")
-    record = shapes.with_int_id(dict(record))  # a server that answers "id": "445"
-    rid: Any = record.get("id")  # checked below: an int (or a text-id resource's text)
-    if (problem := resources.id_problem(name, rid)) is not None:
-        raise MirrorError(f"apply_local_result: the {name} record's id: {problem}")
-    at = stored_time(conn, at or now())
-    old = old_raws(conn, name, [rid]).get(rid)
-    fts = search.maintained(conn, name)
-    if old is not None and fts:
-        search.forget(conn, name, [rid])
-    if op == "delete":
-        if old is not None:
-            delete_rows(conn, name, [rid])
-            row = history_row(
-                name,
-                rid,
-                "delete",
-                old[0],
-                old[1],
-                at=at,
-                run_id=None,
-                origin="local",
-                queue_item_id=queue_item_id,
-            )
-            write_history(conn, [row])
-        return
-    rows = build_rows(name, is_sqlite(conn), [(record, None)])
-    raw, digest = rows[0][0][-2:]  # a current row ends with raw, content_hash
-    if old is not None:
-        delete_rows(conn, name, [rid])
-    insert_rows(conn, name, rows)
-    if fts:
-        search.index(conn, name, [rid])
-    if old is not None and old[1] == digest:
-        return  # the server's answer changed nothing but lm: like a touch, no history
-    changed = None if old is None else changed_fields(orjson.loads(old[0]), record)
-    row = history_row(
-        name,
-        rid,
-        "insert" if old is None else "update",
-        raw,
-        digest,
-        at=at,
-        run_id=None,
-        origin="local",
-        changed=changed,
-        queue_item_id=queue_item_id,
-    )
-    write_history(conn, [row])
 
 
 # --- SQLite WAL checkpoints --------------------------------------------------------------------

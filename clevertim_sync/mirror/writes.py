@@ -186,7 +186,14 @@ def write_history(conn: sa.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
 
 
 def _copy_to_history(
-    conn: sa.Connection, resource: str, ids: Sequence[Any], *, at: Any, run_id: int | None, block: bool
+    conn: sa.Connection,
+    resource: str,
+    ids: Sequence[Any],
+    *,
+    at: Any,
+    run_id: int | None,
+    origin: str,
+    block: bool,
 ) -> None:
     """Insert history rows copied from the current rows `ids`, in id order. `block`: the table holds
     no other row with an id between the first and the last of `ids` (sorted; a first load in the
@@ -202,10 +209,10 @@ def _copy_to_history(
         where, args = f"id IN ({', '.join([mark] * len(ids))})", tuple(ids)
     sql = (
         f"INSERT INTO history (resource, {id_column}, run_id, origin, op, at, raw, content_hash) "  # noqa: S608
-        f"SELECT {mark}, id, {mark}, 'pull', 'insert', {mark}, raw, content_hash FROM {table} "
+        f"SELECT {mark}, id, {mark}, {mark}, 'insert', {mark}, raw, content_hash FROM {table} "
         f"WHERE {where} ORDER BY id"
     )
-    conn.exec_driver_sql(sql, (resource, run_id, at, *args))
+    conn.exec_driver_sql(sql, (resource, run_id, origin, at, *args))
 
 
 def is_empty(conn: sa.Connection, resource: str) -> bool:
@@ -298,8 +305,20 @@ class ChangeWriter:
     machinery (see the module's docstring). Call `finish()` once, after the last change: it puts
     the indexes back and builds the full-text index of a first load."""
 
-    def __init__(self, conn: sa.Connection, resource: str, *, run_id: int | None, at: datetime) -> None:
+    def __init__(
+        self,
+        conn: sa.Connection,
+        resource: str,
+        *,
+        run_id: int | None,
+        at: datetime,
+        origin: str = "pull",
+        queue_items: Mapping[Any, int | None] | None = None,
+    ) -> None:
         self.conn, self.resource, self.run_id = conn, resource, run_id
+        # Who wrote it, for history: a pull (its run), or the writeback folding a push's answers
+        # in ('local', each record's queue item: {id: queue item id}).
+        self.origin, self.queue_items = origin, queue_items or {}
         self.at = stored_time(conn, at)
         self.sqlite = is_sqlite(conn)
         self.fts = search.maintained(conn, resource)
@@ -317,9 +336,20 @@ class ChangeWriter:
             self.deferred = _drop_secondary_indexes(conn, resource) if len(ids) >= BIG_LOAD else []
         insert_rows(conn, resource, rows)
         self.loaded = True
-        in_order = self._in_id_order(ids)
-        for part in [ids] if in_order else chunks(ids):
-            _copy_to_history(conn, resource, part, at=self.at, run_id=self.run_id, block=in_order)
+        if not self.queue_items:
+            in_order = self._in_id_order(ids)
+            for part in [ids] if in_order else chunks(ids):
+                _copy_to_history(
+                    conn, resource, part, at=self.at, run_id=self.run_id, origin=self.origin, block=in_order
+                )
+        else:  # a push's few answers, each with its own queue item: bound from here
+            write_history(
+                conn,
+                [
+                    self._history(rid, "insert", row[-2], row[-1])
+                    for rid, row in zip(ids, rows[0], strict=True)
+                ],
+            )
         if self.fts and not self.first_load:
             for part in chunks(ids):
                 search.index(conn, resource, part)
@@ -350,14 +380,11 @@ class ChangeWriter:
         if self.fts:
             search.index(conn, resource, ids)
         history = [
-            history_row(
-                resource,
+            self._history(
                 rec["id"],
                 "update",
                 row[-2],  # a current row ends with raw, content_hash
                 row[-1],
-                at=self.at,
-                run_id=self.run_id,
                 changed=changed_fields(orjson.loads(old[rec["id"]][0]), rec),
             )
             for (rec, _), row in zip(items, rows[0], strict=True)
@@ -372,12 +399,30 @@ class ChangeWriter:
             if self.fts:
                 search.forget(conn, resource, chunk)
             delete_rows(conn, resource, chunk)
-            history = [  # in the order given (the diff's: by id), not the database's
-                history_row(resource, rid, "delete", *old[rid], at=self.at, run_id=self.run_id)
-                for rid in chunk
-                if rid in old
-            ]
-            write_history(conn, history)
+            # in the order given (the diff's: by id), not the database's
+            write_history(conn, [self._history(rid, "delete", *old[rid]) for rid in chunk if rid in old])
+
+    def _history(
+        self,
+        rid: Any,
+        op: str,
+        raw: str | None,
+        digest: str | None,
+        *,
+        changed: dict[str, list[Any]] | None = None,
+    ) -> tuple[Any, ...]:
+        return history_row(
+            self.resource,
+            rid,
+            op,
+            raw,
+            digest,
+            at=self.at,
+            run_id=self.run_id,
+            origin=self.origin,
+            changed=changed,
+            queue_item_id=self.queue_items.get(rid),
+        )
 
     def touch(self, items: Sequence[Item]) -> None:
         """Only lm moved: refresh what is stored, but it is not a change (no history, no count).

@@ -1,12 +1,11 @@
-"""Folding a batch of server answers (after a push) into the mirror in one go.
+"""Folding a push's answers into the mirror: the one way a server's answer to a write gets there.
 
-Owns: `fold_many`, the bulk twin of `mirror.store.apply_local_result`: the current rows, child
-rows, full-text index and history of many pushed records, a few statements per resource instead
-of several per record. It classifies each answer the way a pull classifies a listing (new,
-changed, only `lm` moved, deleted) and hands that to `store.apply_changes`, so every upkeep the
-pull's write path does (child tables, full-text index, history with the changed fields) covers
-pushed records too, with no second copy of it here. The history rows it wrote are then marked
-origin 'local' with their queue item.
+Owns: `fold_many`: the current rows, child rows, full-text index and history of one or many
+pushed records, a few statements per resource instead of several per record. It classifies each
+answer the way a pull classifies a listing (new, changed, only `lm` moved, deleted) and hands
+that to `store.apply_changes` with origin 'local' and each record's queue item, so every upkeep
+the pull's write path does (child tables, full-text index, history with the changed fields)
+covers pushed records too, with no second copy of it here.
 
 Must not import: the API client, the worker, the CLI. Runs inside the caller's transaction.
 """
@@ -39,8 +38,8 @@ class Fold:
 
 
 def fold_many(conn: sa.Connection, folds: Sequence[Fold], *, at: datetime | None = None) -> None:
-    """Fold every answer into the mirror inside the caller's transaction; same result as calling
-    `store.apply_local_result` for each in order."""
+    """Fold every answer into the mirror inside the caller's transaction, in order: the same
+    result as folding them one at a time."""
     # A server that answers "id": "445": the record is stored under 445, as a pull stores it.
     folds = [
         f if f.record.get("id").__class__ is int else replace(f, record=shapes.with_int_id(dict(f.record)))
@@ -75,11 +74,11 @@ def _groups(folds: Sequence[Fold]) -> Iterator[tuple[str, list[Fold]]]:
 
 def _fold_group(conn: sa.Connection, resource: str, group: list[Fold], at: datetime) -> None:
     table = schema.CURRENT[resource]
-    ids = [int(f.record["id"]) for f in group]
+    ids = [f.record["id"] for f in group]
     old = dict(conn.execute(sa.select(table.c.id, table.c.content_hash).where(table.c.id.in_(ids))).all())
     changes = Changes()
     for f in group:
-        rid = int(f.record["id"])
+        rid = f.record["id"]
         if f.op == "delete":
             if rid in old:
                 changes.deletes.append(rid)
@@ -94,20 +93,5 @@ def _fold_group(conn: sa.Connection, resource: str, group: list[Fold], at: datet
             changes.touches.append((record, digest))  # only lm moved: like a pull, no history
     if changes.empty:
         return
-    # A pull always has its run: rows above `mark` with no run and origin 'pull', of these
-    # records, are exactly those apply_changes writes here, and the UPDATE below marks them.
-    h = schema.history
-    mark = conn.execute(sa.select(sa.func.coalesce(sa.func.max(h.c.id), 0))).scalar_one()
-    store.apply_changes(conn, resource, changes, run_id=None, at=at)
-    conn.execute(
-        h.update()
-        .where(
-            h.c.id > mark,
-            h.c.resource == resource,
-            h.c.record_id == sa.bindparam("rid"),
-            h.c.run_id.is_(None),
-            h.c.origin == "pull",
-        )
-        .values(origin="local", queue_item_id=sa.bindparam("qid")),
-        [{"rid": int(f.record["id"]), "qid": f.queue_item_id} for f in group],
-    )
+    queue_items = {f.record["id"]: f.queue_item_id for f in group}  # a record once per group
+    store.apply_changes(conn, resource, changes, run_id=None, at=at, origin="local", queue_items=queue_items)
