@@ -493,16 +493,27 @@ def test_a_resource_with_its_own_interval_is_pulled_alone_on_its_own_schedule(
     assert svc.stop() == 0
 
 
-def test_resources_that_keep_failing_rest_while_the_others_are_pulled(sqlite_url: str) -> None:
-    settings = load(None, env={"CLEVERTIM_TOKEN": "t", "CLEVERTIM_SYNC_DATABASE_URL": sqlite_url})
-    rt = AccountRuntime(
+def runtime_of(settings: Any, url: str = "") -> AccountRuntime:
+    """One account's runtime, its jobs recorded (not run), no mirror opened."""
+    return AccountRuntime(
         Account("default", settings),
-        Recorder(sqlite_url).backends(),
+        Recorder(url).backends(),
         on_finish=lambda _o: None,
         stopping=threading.Event(),
     )
+
+
+def runtime_on(settings: Any, sqlite_url: str) -> AccountRuntime:
+    """`runtime_of` with its mirror open and migrated (dispose `rt.engine` at the end)."""
+    rt = runtime_of(settings, sqlite_url)
     rt.engine = make_engine(sqlite_url)
     upgrade(rt.engine)
+    return rt
+
+
+def test_resources_that_keep_failing_rest_while_the_others_are_pulled(sqlite_url: str) -> None:
+    settings = load(None, env={"CLEVERTIM_TOKEN": "t", "CLEVERTIM_SYNC_DATABASE_URL": sqlite_url})
+    rt = runtime_on(settings, sqlite_url)
     now = datetime.now(UTC)
     mark_pulled(rt.engine, ["contact", "note"], ok=True, at=now - timedelta(seconds=10))
     for _ in range(3):  # contact: 3 failures in a row, the last 10 s ago -> rests 2 intervals
@@ -517,14 +528,7 @@ def test_resources_that_keep_failing_rest_while_the_others_are_pulled(sqlite_url
 def test_no_scheduled_pull_while_the_server_wide_pause_is_in_force(sqlite_url: str) -> None:
     # A push met a 429 asking for 120 s (or a refused token, an outage): the pulls wait too.
     settings = load(None, env={"CLEVERTIM_TOKEN": "t", "CLEVERTIM_SYNC_DATABASE_URL": sqlite_url})
-    rt = AccountRuntime(
-        Account("default", settings),
-        Recorder(sqlite_url).backends(),
-        on_finish=lambda _o: None,
-        stopping=threading.Event(),
-    )
-    rt.engine = make_engine(sqlite_url)
-    upgrade(rt.engine)
+    rt = runtime_on(settings, sqlite_url)
     now = datetime.now(UTC)
     names = ["company", "contact"]
     assert rt.due_resources(names, now) == names
@@ -540,14 +544,7 @@ def test_a_resource_the_account_lacks_is_asked_again_only_slowly_and_is_never_st
     settings = settings.model_copy(
         update={"pull": settings.pull.model_copy(update={"unavailable_retry": 7200})}
     )
-    rt = AccountRuntime(
-        Account("default", settings),
-        Recorder(sqlite_url).backends(),
-        on_finish=lambda _o: None,
-        stopping=threading.Event(),
-    )
-    rt.engine = make_engine(sqlite_url)
-    upgrade(rt.engine)
+    rt = runtime_on(settings, sqlite_url)
     now = datetime.now(UTC)
     mark_pulled(rt.engine, ["contact", "folder"], ok=True, at=now - timedelta(seconds=10))
     with rt.engine.begin() as conn:  # /folder answered 404: unavailable, not failed (documents.py)
@@ -572,12 +569,7 @@ def test_a_resource_pulled_daily_is_not_stale_after_an_hour(tmp_path: Path) -> N
         "[pull]\ninterval = 900\njitter = 30\nintervals = { user = 86400 }\n[daemon]\nstale_after = 3600\n"
     )
     settings = load(config, env={"CLEVERTIM_TOKEN": "t", "STATE_DIRECTORY": str(tmp_path)})
-    rt = AccountRuntime(
-        Account("default", settings),
-        Recorder("").backends(),
-        on_finish=lambda _o: None,
-        stopping=threading.Event(),
-    )
+    rt = runtime_of(settings)
     assert rt.stale_after("contact") == 3600
     assert rt.stale_after("user") == 2 * 86400 + 30
 
@@ -595,12 +587,7 @@ def test_pull_jitter_is_at_most_a_quarter_of_each_interval(tmp_path: Path) -> No
     settings = settings.model_copy(
         update={"pull": settings.pull.model_copy(update={"intervals": {"user": 600.0, "note": 40.0}})}
     )
-    rt = AccountRuntime(
-        Account("default", settings),
-        Recorder("").backends(),
-        on_finish=lambda _o: None,
-        stopping=threading.Event(),
-    )
+    rt = runtime_of(settings)
     sched = new_scheduler(1)
     schedule_account(sched, rt, first_run=datetime.now(UTC))
     jitter = {job.id: job.trigger.jitter for job in sched.get_jobs()}
