@@ -28,14 +28,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from clevertim_sync import backup as bk
 from clevertim_sync import resources
 from clevertim_sync.api.client import ClevertimClient
-from clevertim_sync.diff import Changes, record_hash
+from clevertim_sync.backup import archive as bk
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import store
 from clevertim_sync.mirror.db import make_engine, upgrade
-from clevertim_sync.pull import pull
+from clevertim_sync.pull.diff import Changes, record_hash
+from clevertim_sync.pull.pipeline import pull
 
 
 def seeded_records(contacts: int, work: Path, repeat: int) -> dict[str, list[dict[str, Any]]]:

@@ -131,7 +131,7 @@ def _mirror_index(db_path: str, name: str) -> dict[int, str]:
 def phase_floor_compare(url: str, db_path: str, write_to: str | None) -> dict[str, Any]:
     """fetch + parse + hash + compare; with write_to, also store the changed (id, raw) rows."""
     from clevertim_sync import shapes
-    from clevertim_sync.diff import record_hash
+    from clevertim_sync.pull.diff import record_hash
 
     out = sqlite3.connect(write_to) if write_to else None
     changed = count = 0
@@ -162,7 +162,7 @@ def phase_sync(url: str, db_path: str, revision: str = "head") -> dict[str, Any]
     from clevertim_sync.api.client import ClevertimClient
     from clevertim_sync.logs import configure_logging
     from clevertim_sync.mirror import db
-    from clevertim_sync.pull import pull
+    from clevertim_sync.pull.pipeline import pull
 
     configure_logging("json", "warning", stream=sys.stderr)
     engine = db.make_engine(_database_url(db_path))
@@ -266,7 +266,7 @@ def phase_small_floor(url: str, db_path: str, names: list[str]) -> dict[str, Any
 def run_phase(args: argparse.Namespace) -> None:
     # Both sides are timed from after their imports: interpreter start-up and importing
     # SQLAlchemy/alembic are a fixed cost per process, not the work being compared.
-    import clevertim_sync.diff  # noqa: F401  the floors hash with it too
+    import clevertim_sync.pull.diff  # noqa: F401  the floors hash with it too
 
     children = ChildrenPeak()
     t0, cpu0, child_cpu0 = time.perf_counter(), time.process_time(), _children_cpu()

@@ -32,7 +32,7 @@ from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.emulator import EmulatorControl, EmulatorServer
 from clevertim_sync.logs import configure_logging
 from clevertim_sync.mirror.db import make_engine, upgrade
-from clevertim_sync.pull import pull
+from clevertim_sync.pull.pipeline import pull
 from clevertim_sync.settings import PushSettings, Settings
 from clevertim_sync.writeback import queue
 from clevertim_sync.writeback.worker import push

@@ -21,10 +21,10 @@ from click.testing import CliRunner, Result
 
 from clevertim_sync import resources, shapes
 from clevertim_sync.cli import cli
-from clevertim_sync.diff import UNORDERED_LISTS
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.emulator.quirks import DATA_QUIRKS
 from clevertim_sync.mirror.db import make_engine, upgrade
+from clevertim_sync.pull.diff import UNORDERED_LISTS
 
 PG_URL_ENV = "CLEVERTIM_SYNC_TEST_PG_URL"
 

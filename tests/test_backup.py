@@ -18,11 +18,11 @@ import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
-from clevertim_sync import backup as bk
-from clevertim_sync import reports
+from clevertim_sync.backup import archive as bk
 from clevertim_sync.errors import BackupError
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import alembic_config, make_engine, upgrade
+from clevertim_sync.reporting import reports
 from clevertim_sync.settings import Settings
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -17,13 +17,15 @@ import pytest
 import sqlalchemy as sa
 from conftest import as_mirrored
 
-from clevertim_sync import backup as bk
-from clevertim_sync import export_asof, reports, resources
+from clevertim_sync import resources
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.backup import archive as bk
+from clevertim_sync.backup import asof as export_asof
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import store
 from clevertim_sync.mirror.db import make_engine, upgrade
-from clevertim_sync.pull import pull
+from clevertim_sync.pull.pipeline import pull
+from clevertim_sync.reporting import reports
 
 TOKEN = "test-token"
 Export = dict[str, list[dict[str, Any]]]

@@ -22,12 +22,13 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from clevertim_sync import datasette_meta, reports, resources
+from clevertim_sync import resources
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.cli import cli
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror.db import make_engine, upgrade
-from clevertim_sync.pull import pull
+from clevertim_sync.pull.pipeline import pull
+from clevertim_sync.reporting import datasette_meta, reports
 from clevertim_sync.writeback import queue
 
 TOKEN = "test-token"

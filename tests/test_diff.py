@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clevertim_sync.diff import (
+from clevertim_sync.errors import InvalidListing
+from clevertim_sync.pull.diff import (
     Changes,
     ListingDiff,
     MirrorIndex,
@@ -19,7 +20,6 @@ from clevertim_sync.diff import (
     record_digest,
     record_hash,
 )
-from clevertim_sync.errors import InvalidListing
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=8)
 json_values = st.recursive(

@@ -20,14 +20,14 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from clevertim_sync import backup as bk
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.backup import archive as bk
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.errors import BackupError, DatabaseFailure
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.mirror.failures import failure_kind
-from clevertim_sync.pull import pull
+from clevertim_sync.pull.pipeline import pull
 from clevertim_sync.writeback import queue
 from clevertim_sync.writeback import tables as wb
 

@@ -14,11 +14,13 @@ import sqlalchemy as sa
 from alembic import command
 from conftest import with_quirks
 
-from clevertim_sync import export_asof, reports, resources, shapes
+from clevertim_sync import resources, shapes
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.backup import asof as export_asof
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import db, schema, store
-from clevertim_sync.pull import plan_pull, pull
+from clevertim_sync.pull.pipeline import plan_pull, pull
+from clevertim_sync.reporting import reports
 
 TOKEN = "test-token"
 OWNERS = ("contact", "company", "case", "opportunity", "note")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import sysconfig
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,11 @@ def test_wheel_installed_outside_the_source_tree(tmp_path: Path, emulator: Emula
         cwd=src,
     )
     (wheel,) = wheels.glob("clevertim_sync-*.whl")
+    # Every package of the tree is in the wheel: a new subpackage left out of pyproject's list fails here.
+    with zipfile.ZipFile(wheel) as zf:
+        packaged = {str(Path(n).parent) for n in zf.namelist() if n.endswith("/__init__.py")}
+    in_tree = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "clevertim_sync").rglob("__init__.py")}
+    assert in_tree <= packaged, f"packages missing from the wheel: {sorted(in_tree - packaged)}"
 
     target = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False).create(target)

@@ -18,14 +18,14 @@ import pytest
 import sqlalchemy as sa
 from conftest import with_quirks
 
-from clevertim_sync import backup as bk
 from clevertim_sync.api import errors as e
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.backup import archive as bk
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.emulator.documents import png
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import make_engine
-from clevertim_sync.pull import pull
+from clevertim_sync.pull.pipeline import pull
 from clevertim_sync.settings import Settings
 
 TOKEN = "test-token"

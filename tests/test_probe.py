@@ -4,7 +4,7 @@ What is proven here: a capture and a report hold none of the account's names, em
 addresses or texts; a capture served by `emulator --from` syncs into a mirror whose export is
 the capture, record for record and byte for byte; the probe finds each variant of the API
 reference's "Variants to expect" in a hand-made quirky capture (keyed by the stable finding
-names of clevertim_sync.probe); and nothing a server does (errors, HTML, a redirect, a body
+names of clevertim_sync.survey.probe); and nothing a server does (errors, HTML, a redirect, a body
 whose Content-Encoding lies) stops the probe.
 """
 
@@ -24,7 +24,10 @@ import pytest
 from clevertim_sync import resources, shapes
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.api.errors import NotFound, NotSupported
-from clevertim_sync.capture import (
+from clevertim_sync.emulator import EmulatorServer
+from clevertim_sync.emulator.replay import Replay
+from clevertim_sync.emulator.seed import CURRENCIES
+from clevertim_sync.survey.capture import (
     ENUM_LISTS,
     ENUM_PROPS,
     MANIFEST,
@@ -34,10 +37,7 @@ from clevertim_sync.capture import (
     CaptureWriter,
     load_capture,
 )
-from clevertim_sync.emulator import EmulatorServer
-from clevertim_sync.emulator.replay import Replay
-from clevertim_sync.emulator.seed import CURRENCIES
-from clevertim_sync.probe import VARIANTS, Finding, ProbeResult, probe, summary
+from clevertim_sync.survey.probe import VARIANTS, Finding, ProbeResult, probe, summary
 
 EMULATOR_TOKEN = "test-token"  # the `emulator` fixture's owner token
 CliInvoke = Callable[..., Any]

@@ -8,7 +8,7 @@ import pytest
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.emulator.quirks import REGISTRY
-from clevertim_sync.probe import probe
+from clevertim_sync.survey.probe import probe
 
 # quirk -> (finding, where it must be seen: "resource.property")
 EXPECTED = {

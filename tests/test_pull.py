@@ -12,14 +12,14 @@ import pytest
 import sqlalchemy as sa
 from conftest import as_served, sorted_lists, with_quirks
 
-from clevertim_sync import pull as pull_module
 from clevertim_sync import resources
 from clevertim_sync.api import listing as listing_module
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.api.listing import Listing
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import db, schema, store, writes
-from clevertim_sync.pull import PullReport, pull
+from clevertim_sync.pull import pipeline as pull_module
+from clevertim_sync.pull.pipeline import PullReport, pull
 
 EMULATOR_TOKEN = "test-token"  # the `emulator` fixture's owner token (tests/conftest.py)
 

@@ -9,7 +9,7 @@ from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import store
 from clevertim_sync.mirror.db import make_engine, upgrade
-from clevertim_sync.pull import pull
+from clevertim_sync.pull.pipeline import pull
 
 
 def autocheckpoint(conn: sa.Connection) -> int:

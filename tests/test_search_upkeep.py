@@ -12,14 +12,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from clevertim_sync import backup as bk
-from clevertim_sync import reports
 from clevertim_sync.api.client import ClevertimClient
-from clevertim_sync.diff import compute_changes
+from clevertim_sync.backup import archive as bk
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import search, store
 from clevertim_sync.mirror.db import make_engine, upgrade
-from clevertim_sync.pull import pull
+from clevertim_sync.pull.diff import compute_changes
+from clevertim_sync.pull.pipeline import pull
+from clevertim_sync.reporting import reports
 from clevertim_sync.writeback.fold import Fold, fold_many
 
 EMULATOR_TOKEN = "test-token"  # the `emulator` fixture's owner token

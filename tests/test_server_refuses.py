@@ -27,7 +27,7 @@ from clevertim_sync.api.listing import Listing
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import make_engine, upgrade
-from clevertim_sync.pull import pull
+from clevertim_sync.pull.pipeline import pull
 from clevertim_sync.settings import ClevertimSettings, PushSettings, Settings, load
 from clevertim_sync.writeback import outbox, queue
 from clevertim_sync.writeback.worker import push

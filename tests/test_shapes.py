@@ -22,7 +22,7 @@ from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.emulator.control import EmulatorControlError
 from clevertim_sync.emulator.quirks import DATA_QUIRKS, QuirkSpecError, parse_quirks
 from clevertim_sync.mirror import db, schema, store
-from clevertim_sync.pull import pull
+from clevertim_sync.pull.pipeline import pull
 from clevertim_sync.settings import PushSettings, Settings
 from clevertim_sync.writeback import queue
 from clevertim_sync.writeback.worker import push
@@ -110,7 +110,7 @@ def test_edits_accept_a_list_where_the_api_does_and_refuse_is_company() -> None:
 
 
 def _sync(engine: sa.Engine, resource: str, listing: list[dict[str, Any]]) -> None:
-    from clevertim_sync.diff import compute_changes  # noqa: PLC0415 - only here
+    from clevertim_sync.pull.diff import compute_changes  # noqa: PLC0415 - only here
 
     with engine.begin() as conn:
         changes = compute_changes(

@@ -17,7 +17,7 @@ from clevertim_sync import resources as registry
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import make_engine
-from clevertim_sync.pull import pull
+from clevertim_sync.pull.pipeline import pull
 from clevertim_sync.settings import PushSettings, Settings
 from clevertim_sync.writeback import queue
 from clevertim_sync.writeback import tables as wb

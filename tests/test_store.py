@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clevertim_sync import resources
-from clevertim_sync.diff import compute_changes, record_hash
 from clevertim_sync.errors import MirrorError
 from clevertim_sync.mirror import columns, db, schema, store, writes
+from clevertim_sync.pull.diff import compute_changes, record_hash
 from clevertim_sync.resources import Kind
 from clevertim_sync.writeback.fold import Fold, fold_many
 

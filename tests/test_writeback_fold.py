@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from clevertim_sync import reports
 from clevertim_sync.errors import MirrorError
 from clevertim_sync.mirror import schema, store
+from clevertim_sync.reporting import reports
 from clevertim_sync.writeback.fold import Fold, fold_many
 
 LM = "2026-01-01T00:00:00Z"

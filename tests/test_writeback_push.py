@@ -21,7 +21,7 @@ from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.mirror.schema import history
 from clevertim_sync.mirror.store import load_record
-from clevertim_sync.pull import pull
+from clevertim_sync.pull.pipeline import pull
 from clevertim_sync.settings import PushSettings, Settings
 from clevertim_sync.shapes import plain_text
 from clevertim_sync.writeback import claims, queue

@@ -27,7 +27,7 @@ from clevertim_sync.errors import EditRejected
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.mirror.store import record_hash
-from clevertim_sync.pull import pull
+from clevertim_sync.pull.pipeline import pull
 from clevertim_sync.settings import PushSettings, Settings
 from clevertim_sync.writeback import queue
 from clevertim_sync.writeback.outbox import OPEN_STATES

@@ -1,6 +1,6 @@
 """Commands of backups: `backup`, `verify`, `restore` (of a backup, or `--from-export`).
 
-Owns: turning options into calls of clevertim_sync.backup and export_asof, and their output.
+Owns: turning options into calls of clevertim_sync.backup.archive and export_asof, and their output.
 `export --as-of` is an option of the pull's `export` command (cli/sync.py), which calls
 export_asof.export_as_of.
 
@@ -14,8 +14,8 @@ from typing import cast
 
 import click
 
-from clevertim_sync import backup as backups
-from clevertim_sync import export_asof
+from clevertim_sync.backup import archive as backups
+from clevertim_sync.backup import asof as export_asof
 from clevertim_sync.cli import AppContext, cli, pass_app, quiet_logs
 from clevertim_sync.cli.sync import mirror
 from clevertim_sync.errors import BackupError

@@ -1,7 +1,7 @@
 """The `datasette` command: Datasette metadata for the SQLite mirror, and Datasette started on it.
 
 Owns: choosing the account's database, refusing what Datasette cannot open (PostgreSQL, an
-in-memory database), writing the metadata built by clevertim_sync.datasette_meta, and with
+in-memory database), writing the metadata built by clevertim_sync.reporting.datasette_meta, and with
 `--serve` replacing this process by `python -m datasette serve` (so Ctrl-C and SIGTERM reach
 Datasette itself, and nothing of ours stays behind).
 
@@ -26,10 +26,10 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from clevertim_sync import datasette_meta
 from clevertim_sync.cli import AppContext, cli, pass_app, quiet_logs
 from clevertim_sync.errors import DatasetteError
 from clevertim_sync.mirror import db
+from clevertim_sync.reporting import datasette_meta
 
 DEFAULT_METADATA = Path("datasette-metadata.json")
 

@@ -17,11 +17,11 @@ from typing import Any
 import click
 import orjson
 
-from clevertim_sync.capture import load_capture
 from clevertim_sync.cli import cli
 from clevertim_sync.emulator import EmulatorServer, FaultSpecError
 from clevertim_sync.emulator.quirks import QuirkSpecError, parse_quirks
 from clevertim_sync.emulator.replay import Replay
+from clevertim_sync.survey.capture import load_capture
 
 
 def _parse_faults(specs: tuple[str, ...]) -> list[dict[str, Any]]:

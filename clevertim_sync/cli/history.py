@@ -19,7 +19,7 @@ from clevertim_sync.cli.edit import unknown_resource
 from clevertim_sync.cli.queue import value_text
 from clevertim_sync.cli.sync import mirror
 from clevertim_sync.errors import ReportError
-from clevertim_sync.reports import Version, record_versions
+from clevertim_sync.reporting.reports import Version, record_versions
 
 
 def _change_text(v: Version, previous: Version | None) -> str:

@@ -1,7 +1,7 @@
 """The `clevertim-sync probe` command: survey a live account read-only, report, optionally capture.
 
 Owns: the command's options, choosing the account, writing the JSON report file and printing
-the summary. The survey itself is `clevertim_sync.probe`, the capture `clevertim_sync.capture`.
+the summary. The survey itself is `clevertim_sync.survey.probe`, the capture `clevertim_sync.survey.capture`.
 
 Must not import: the mirror's database, the pull, the writeback queue (the probe opens no database).
 """
@@ -16,12 +16,12 @@ import click
 import orjson
 
 from clevertim_sync.api.client import ClevertimClient
-from clevertim_sync.capture import CaptureWriter
 from clevertim_sync.cli import AppContext, cli, pass_app
 from clevertim_sync.daemon.accounts import accounts
 from clevertim_sync.errors import ClevertimSyncError
 from clevertim_sync.logs import configure_logging
-from clevertim_sync.probe import probe, summary
+from clevertim_sync.survey.capture import CaptureWriter
+from clevertim_sync.survey.probe import probe, summary
 
 
 @cli.command("probe")

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import click
 
-from clevertim_sync import reports
 from clevertim_sync.cli import AppContext, cli, pass_app, quiet_logs
 from clevertim_sync.cli.sync import mirror
+from clevertim_sync.reporting import reports
 
 
 @cli.command("report")

@@ -23,13 +23,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy.engine import Engine
 
-from clevertim_sync import photos, resources
+from clevertim_sync import resources
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.cli import AppContext, cli, pass_app
 from clevertim_sync.logs import configure_logging
 from clevertim_sync.mirror import db, store
 from clevertim_sync.mirror.store import ResourceCounts
-from clevertim_sync.pull import PullReport, ResourcePlan, plan_pull, pull, resources_in_order
+from clevertim_sync.pull import photos
+from clevertim_sync.pull.pipeline import PullReport, ResourcePlan, plan_pull, pull, resources_in_order
 
 
 def open_mirror(app: AppContext) -> Engine:
@@ -337,8 +338,9 @@ def _age(seconds: float | None) -> str:
 @pass_app
 def export_command(app: AppContext, directory: Path, as_of: str | None) -> None:
     """Write DIRECTORY/<resource>.jsonl: every record exactly as last pulled, sorted by id."""
-    if as_of is not None:  # the backup engineer's part: clevertim_sync/export_asof.py
-        from clevertim_sync import export_asof, reports  # noqa: PLC0415
+    if as_of is not None:  # the backup engineer's part: clevertim_sync/backup/asof.py
+        from clevertim_sync.backup import asof as export_asof  # noqa: PLC0415
+        from clevertim_sync.reporting import reports  # noqa: PLC0415
 
         with mirror(app) as engine:
             written = export_asof.export_as_of(engine, directory, reports.parse_timestamp(as_of))

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from clevertim_sync.api.client import ClevertimClient
-from clevertim_sync.backup import backup_with_settings
+from clevertim_sync.backup.archive import backup_with_settings
 from clevertim_sync.daemon.runtime import Backends
-from clevertim_sync.pull import PullReport, pull
+from clevertim_sync.pull.pipeline import PullReport, pull
 from clevertim_sync.writeback.worker import PushReport, push
 
 # The cheapest authenticated GET: a handful of users, and every token may read them.

@@ -22,9 +22,9 @@ from collections.abc import Mapping
 import orjson
 
 from clevertim_sync import resources
-from clevertim_sync.capture import CapturedListing
 from clevertim_sync.emulator.store import ApiProblem
 from clevertim_sync.resources import Kind
+from clevertim_sync.survey.capture import CapturedListing
 
 
 class Replay:

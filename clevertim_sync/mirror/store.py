@@ -29,7 +29,6 @@ import sqlalchemy as sa
 import structlog
 
 from clevertim_sync import resources
-from clevertim_sync.diff import Changes, MirrorIndex, record_hash
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.writes import (
     CHUNK,
@@ -40,6 +39,7 @@ from clevertim_sync.mirror.writes import (
     is_sqlite,
     old_raws,
 )
+from clevertim_sync.pull.diff import Changes, MirrorIndex, record_hash
 
 __all__ = [
     "ResourceCounts",

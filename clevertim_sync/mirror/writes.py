@@ -37,9 +37,9 @@ import orjson
 import sqlalchemy as sa
 
 from clevertim_sync import resources
-from clevertim_sync.diff import Changes, changed_fields, record_hash
 from clevertim_sync.mirror import schema, search
 from clevertim_sync.mirror.columns import RowBuilder, child_columns, sqlite_datetime
+from clevertim_sync.pull.diff import Changes, changed_fields, record_hash
 
 CHUNK = 2000  # ids per IN list: well under SQLite's bound-parameter limit
 ROWS = 1000  # records turned into rows and written at a time on SQLite (a pull's batch)

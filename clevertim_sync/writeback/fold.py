@@ -20,9 +20,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from clevertim_sync import resources, shapes
-from clevertim_sync.diff import Changes, record_hash
 from clevertim_sync.errors import MirrorError
 from clevertim_sync.mirror import schema, store
+from clevertim_sync.pull.diff import Changes, record_hash
 
 OPS = ("insert", "create", "update", "delete")
 

@@ -18,10 +18,11 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from clevertim_sync import reports, resources, shapes
+from clevertim_sync import resources, shapes
 from clevertim_sync.errors import EditRejected, ReportError
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.store import load_record
+from clevertim_sync.reporting import reports
 from clevertim_sync.resources import Kind
 from clevertim_sync.writeback import queue
 from clevertim_sync.writeback.merge import loosely_same

@@ -1,8 +1,8 @@
 """Backups of the mirror: one self-checking archive file, written atomically, verified, restored.
 
 Owns: the archive format, `backup()`, `verify()`, `restore()` and retention (`prune()`).
-The database side (SQLite online backup, pg_dump, logical dump, loading rows) is backup_db.py;
-the point-in-time export and `restore --from-export` are in export_asof.py.
+The database side (SQLite online backup, pg_dump, logical dump, loading rows) is backup/database.py;
+the point-in-time export and `restore --from-export` are in backup/asof.py.
 
 The archive is an uncompressed tar (readable with `tar tf`) holding, in this order:
 
@@ -42,7 +42,7 @@ import structlog
 from sqlalchemy.engine import Engine
 
 from clevertim_sync import __version__
-from clevertim_sync import backup_db as bdb
+from clevertim_sync.backup import database as bdb
 from clevertim_sync.errors import BackupError
 from clevertim_sync.mirror import search
 from clevertim_sync.mirror.db import alembic_config, current_revision, make_engine, sqlite_file, upgrade

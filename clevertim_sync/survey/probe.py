@@ -53,7 +53,11 @@ import orjson
 from clevertim_sync import __version__, resources
 from clevertim_sync.api.client import ClevertimClient, RawListing
 from clevertim_sync.api.errors import ApiError
-from clevertim_sync.capture import (
+from clevertim_sync.mirror.columns import child_rows, has_typed_column, typed_value
+from clevertim_sync.pull.diff import record_hash
+from clevertim_sync.resources import Kind, Prop, Resource
+from clevertim_sync.shapes import as_text_id
+from clevertim_sync.survey.capture import (
     DOCUMENT_RESOURCES,
     ENUM_LISTS,
     ENUM_MAX_LEN,
@@ -63,10 +67,6 @@ from clevertim_sync.capture import (
     TIMESTAMP_LIKE,
     CaptureWriter,
 )
-from clevertim_sync.diff import record_hash
-from clevertim_sync.mirror.columns import child_rows, has_typed_column, typed_value
-from clevertim_sync.resources import Kind, Prop, Resource
-from clevertim_sync.shapes import as_text_id
 
 REPORT_VERSION = 1
 EXAMPLES = 5  # record ids quoted per finding

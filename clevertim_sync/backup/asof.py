@@ -28,11 +28,11 @@ import structlog
 from sqlalchemy.engine import Engine
 
 from clevertim_sync import resources
-from clevertim_sync.backup import prepare_target, target_engine
-from clevertim_sync.diff import compute_changes
+from clevertim_sync.backup.archive import prepare_target, target_engine
 from clevertim_sync.errors import BackupError, MirrorError
 from clevertim_sync.mirror import schema, store
 from clevertim_sync.mirror.db import upgrade
+from clevertim_sync.pull.diff import compute_changes
 
 log = structlog.get_logger(__name__)
 BATCH = 2000

@@ -20,9 +20,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from clevertim_sync import reports, resources
+from clevertim_sync import resources
 from clevertim_sync.mirror import schema, search
 from clevertim_sync.mirror.columns import all_day_column, has_typed_column
+from clevertim_sync.reporting import reports
 from clevertim_sync.resources import Kind, Prop, Resource
 from clevertim_sync.writeback import tables as _queue_tables  # noqa: F401 (its tables join schema.metadata)
 

@@ -40,14 +40,14 @@ import orjson
 import sqlalchemy as sa
 import structlog
 
-from clevertim_sync import documents, photos
 from clevertim_sync import resources as registry
 from clevertim_sync.api.errors import ApiError, RateLimited
 from clevertim_sync.api.listing import Listing
-from clevertim_sync.diff import Changes, ListingDiff, changed_fields, mass_delete_refused
 from clevertim_sync.errors import ClevertimSyncError, MassDeleteRefused, MirrorError
 from clevertim_sync.mirror import store
 from clevertim_sync.mirror.store import ResourceCounts
+from clevertim_sync.pull import documents, photos
+from clevertim_sync.pull.diff import Changes, ListingDiff, changed_fields, mass_delete_refused
 from clevertim_sync.settings import PullSettings, Settings
 
 log = structlog.get_logger(__name__)
