@@ -16,7 +16,12 @@ from clevertim_sync.reporting import reports
 @click.argument("name", required=False)
 @click.option("--list", "list_reports", is_flag=True, help="Name every report and what it shows.")
 @click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="How to print the rows.",
 )
 @click.option("--since", help="Only rows at or after this ISO-8601 time (changes, contacts).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many rows.")

@@ -14,9 +14,16 @@ from clevertim_sync.reporting import reports
 
 @cli.command("search")
 @click.argument("words", nargs=-1, required=True)
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many hits."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="How to print the hits.",
 )
 @pass_app
 def search_command(app: AppContext, words: tuple[str, ...], limit: int, fmt: str) -> None:
