@@ -65,10 +65,10 @@ def examples(text: str) -> list[tuple[str, list[str]]]:
 
 def normalise(text: str) -> str:
     lines = []
-    for line in text.splitlines():
-        if _LOG_LINE.match(line):
+    for raw in text.splitlines():
+        if _LOG_LINE.match(raw):
             continue
-        line = _DATE.sub("<date>", _TIME.sub("<time>", line))
+        line = _DATE.sub("<date>", _TIME.sub("<time>", raw))
         line = _BOX_RUN.sub(r"\1", _SECONDS.sub("<s>", line))
         lines.append(" ".join(line.split()))
     return "\n".join(lines).strip()
