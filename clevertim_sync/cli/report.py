@@ -11,18 +11,21 @@ from clevertim_sync.cli import AppContext, cli, pass_app, quiet_logs
 from clevertim_sync.cli.sync import mirror
 from clevertim_sync.reporting import reports
 
-
-@cli.command("report")
-@click.argument("name", required=False)
-@click.option("--list", "list_reports", is_flag=True, help="Name every report and what it shows.")
-@click.option(
+# --format of `report` and `search` alike (reports.render's formats).
+format_option = click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "csv", "json"]),
     default="table",
     show_default=True,
-    help="How to print the rows.",
+    help="How to print the rows: an aligned table, CSV or JSON.",
 )
+
+
+@cli.command("report")
+@click.argument("name", required=False)
+@click.option("--list", "list_reports", is_flag=True, help="Name every report and what it shows.")
+@format_option
 @click.option("--since", help="Only rows at or after this ISO-8601 time (changes, contacts).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many rows.")
 @pass_app

@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from clevertim_sync.cli import AppContext, cli, pass_app, quiet_logs
+from clevertim_sync.cli.report import format_option
 from clevertim_sync.cli.sync import mirror
 from clevertim_sync.reporting import reports
 
@@ -17,14 +18,7 @@ from clevertim_sync.reporting import reports
 @click.option(
     "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many hits."
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "csv", "json"]),
-    default="table",
-    show_default=True,
-    help="How to print the hits.",
-)
+@format_option
 @pass_app
 def search_command(app: AppContext, words: tuple[str, ...], limit: int, fmt: str) -> None:
     """Full-text search of notes, contacts and companies: records holding every word."""
