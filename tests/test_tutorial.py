@@ -1,5 +1,6 @@
 """The tutorial (docs/tutorial.md) is true: every `$` command of its console blocks runs, in order,
-in one directory against the emulator, and prints what the page shows.
+in one directory against the emulator, and prints what the page shows. So does the install
+page's (docs/how-to/install.md: `--version`).
 
 The page's configuration (its first toml block) is written with the emulator's URL for the real
 one, and `YOUR-API-TOKEN` is the emulator's token. Only stdout is compared (the probe's progress
@@ -25,6 +26,7 @@ from clevertim_sync.emulator import EmulatorServer
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIAL = ROOT / "docs" / "tutorial.md"
+INSTALL = ROOT / "docs" / "how-to" / "install.md"
 PUBLIC_URL = "https://www.clevertim.com/api"
 HOME = "/home/me/crm"
 TOKEN_PLACEHOLDER = "YOUR-API-TOKEN"
@@ -87,14 +89,25 @@ def test_every_command_of_the_tutorial_prints_what_it_shows(tmp_path: Path, emul
     (tmp_path / "clevertim-sync.toml").write_text(
         "\n".join(config).replace(PUBLIC_URL, emulator.base_url) + "\n", encoding="utf-8"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEVERTIM", "PYTHON"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     steps = examples(page)
     assert len(steps) >= 12, "the tutorial's console blocks were not found"
+    _run_examples(TUTORIAL, steps, tmp_path, emulator.base_url)
+
+
+def test_the_install_pages_examples_print_what_they_show(tmp_path: Path) -> None:
+    steps = examples(INSTALL.read_text(encoding="utf-8"))
+    assert [command for command, _ in steps] == ["clevertim-sync --version"]
+    _run_examples(INSTALL, steps, tmp_path, PUBLIC_URL)
+
+
+def _run_examples(page: Path, steps: list[tuple[str, list[str]]], cwd: Path, url: str) -> None:
+    """Run each command in `cwd`, the API at `url`; compare its stdout with what the page shows."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEVERTIM", "PYTHON"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     for command, shown in steps:
         proc = subprocess.run(
             ["bash", "-c", command.replace(TOKEN_PLACEHOLDER, "test-token")],
-            cwd=tmp_path,
+            cwd=cwd,
             env=env,
             capture_output=True,
             text=True,
@@ -102,8 +115,8 @@ def test_every_command_of_the_tutorial_prints_what_it_shows(tmp_path: Path, emul
             check=False,
         )
         assert proc.returncode in (0, 1), f"$ {command}\n{proc.stdout}\n{proc.stderr}"
-        printed = proc.stdout.replace(emulator.base_url, PUBLIC_URL).replace(str(tmp_path), HOME)
+        printed = proc.stdout.replace(url, PUBLIC_URL).replace(str(cwd), HOME)
         expected = "\n".join(shown)
         assert normalise(printed) == normalise(expected), (
-            f"docs/tutorial.md: `$ {command}` now prints:\n{printed}\n(stderr: {proc.stderr})"
+            f"{page.relative_to(ROOT)}: `$ {command}` now prints:\n{printed}\n(stderr: {proc.stderr})"
         )
