@@ -78,10 +78,18 @@ class _Section(BaseModel):
 
 
 class ClevertimSettings(_Section):
-    url: str = DEFAULT_URL
-    token: SecretStr | None = None
-    token_file: Path | None = None
-    allow_insecure_http: bool = False
+    url: str = Field(DEFAULT_URL, description="the API's base URL (https; plain http only to loopback)")
+    token: SecretStr | None = Field(
+        None,
+        description="the API token; rather CLEVERTIM_TOKEN, token_file or the systemd credential "
+        "clevertim-token, so that it stays out of the file",
+    )
+    token_file: Path | None = Field(
+        None, description="a file holding the token, read again after the server refused it (rotation)"
+    )
+    allow_insecure_http: bool = Field(
+        False, description="allow a plain-http URL to a remote host (the token would travel in clear)"
+    )
     timeout: float = Field(30.0, gt=0, le=600, description="seconds for connect, read and write")
     read_retries: int = Field(5, ge=0, le=20, description="retries of a GET within one pull")
     connect_retries: int = Field(
@@ -91,7 +99,7 @@ class ClevertimSettings(_Section):
         30.0, ge=0, le=3600, description="least seconds to wait after a 429 without Retry-After"
     )
     ca_bundle: Path | None = Field(None, description="PEM file of CA certificates (TLS-inspecting proxy)")
-    user_agent: str = "clevertim-sync"
+    user_agent: str = Field("clevertim-sync", description="the User-Agent header of every request")
 
     @model_validator(mode="after")
     def _check_url(self) -> ClevertimSettings:
@@ -117,7 +125,11 @@ def _pem_problem(path: Path) -> str | None:
 
 
 class DatabaseSettings(_Section):
-    url: str = ""  # filled in by load(): a SQLite file in the state or working directory
+    url: str = Field(  # filled in by load(): a SQLite file in the state or working directory
+        "",
+        description="SQLAlchemy URL of the mirror: sqlite:///PATH or postgresql://USER@HOST/DB; "
+        "unset: <state_dir>/clevertim-sync.sqlite3",
+    )
     sqlite_busy_timeout: float = Field(30.0, gt=0, description="seconds a writer waits for a lock")
 
 
@@ -160,7 +172,11 @@ class PullSettings(_Section):
 
 class PushSettings(_Section):
     interval: float = Field(30.0, gt=0, description="seconds between scheduled pushes")
-    conflict_policy: Literal["manual", "local-wins", "remote-wins"] = "manual"
+    conflict_policy: Literal["manual", "local-wins", "remote-wins"] = Field(
+        "manual",
+        description="a field changed here and in Clevertim: manual leaves it to `queue resolve`, "
+        "local-wins sends the edit, remote-wins keeps Clevertim's value",
+    )
     concurrency: int = Field(4, ge=1, le=64, description="requests in flight at once")
     max_attempts: int = Field(8, ge=1, le=100, description="transient failures before dead-letter")
     backoff_base: float = Field(2.0, gt=0, description="seconds of the first retry wait")
@@ -178,11 +194,11 @@ class AccountSettings(_Section):
     """One of several Clevertim accounts served by one daemon (`[[accounts]]`), each in its own mirror."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", description="names logs, metrics, files")
-    url: str = DEFAULT_URL
-    token: SecretStr | None = None
-    token_file: Path | None = None
-    allow_insecure_http: bool = False
-    database_url: str = Field("", description="default: <state_dir>/<name>.sqlite3")
+    url: str = Field(DEFAULT_URL, description="this account's API base URL")
+    token: SecretStr | None = Field(None, description="this account's API token (rather token_file)")
+    token_file: Path | None = Field(None, description="a file holding this account's token")
+    allow_insecure_http: bool = Field(False, description="as clevertim.allow_insecure_http")
+    database_url: str = Field("", description="its mirror's URL; default: <state_dir>/<name>.sqlite3")
 
     @model_validator(mode="after")
     def _check(self) -> AccountSettings:
@@ -196,7 +212,7 @@ class AccountSettings(_Section):
 
 
 class BackupSettings(_Section):
-    dir: Path | None = None
+    dir: Path | None = Field(None, description="where backups go; unset: <state_dir>/backups")
     interval: float | None = Field(None, gt=0, description="seconds between scheduled backups")
     keep: int = Field(7, ge=1, description="newest backups kept in dir")
     keep_daily: int = Field(0, ge=0, description="also keep the newest backup of each of the last N days")
@@ -211,8 +227,13 @@ class AlertSettings(_Section):
     from `urls_file` (one URL a line) or the systemd credential `clevertim-sync-alert-urls`.
     """
 
-    urls: tuple[SecretStr, ...] = ()
-    urls_file: Path | None = None
+    urls: tuple[SecretStr, ...] = Field(
+        (),
+        description="apprise URLs of the receivers (ntfy, Slack, e-mail, a webhook, ...); empty: no alerts",
+    )
+    urls_file: Path | None = Field(
+        None, description="a file of more apprise URLs, one a line (secrets stay out)"
+    )
     failures: int = Field(3, ge=1, le=1000, description="failed pulls of a resource in a row before an alert")
     repeat_after: float = Field(
         86400.0, ge=60, description="seconds before a condition that stays is told again"
@@ -228,10 +249,18 @@ class Settings(_Section):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    state_dir: Path = Path()
-    accounts: tuple[AccountSettings, ...] = ()  # empty: the one account of [clevertim] + [database]
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: JSON lines when stdout is no terminal (journald), readable lines on one"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="least level logged")
+    state_dir: Path = Field(
+        Path(), description="where the default mirror and backups live; $STATE_DIRECTORY under systemd wins"
+    )
+    accounts: tuple[AccountSettings, ...] = Field(
+        (),
+        description="[[accounts]]: several Clevertim accounts served by one daemon, each with its own "
+        "mirror; empty: the one account of [clevertim] and [database]",
+    )
     config_file: Path | None = None  # the file these came from (set by load(); None: no file)
 
     def token_value(self) -> str:

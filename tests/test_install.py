@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from clevertim_sync.emulator import EmulatorServer
+from clevertim_sync.mirror.revisions import head_revision
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -32,7 +33,8 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> subpro
     return proc
 
 
-def test_wheel_installed_outside_the_source_tree(tmp_path: Path, emulator: EmulatorServer) -> None:
+def _build_wheel(tmp_path: Path) -> Path:
+    """The wheel, built from a copy of the project (no stale build/ of the work tree leaks in)."""
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md", "alembic.ini"):
@@ -57,6 +59,26 @@ def test_wheel_installed_outside_the_source_tree(tmp_path: Path, emulator: Emula
         cwd=src,
     )
     (wheel,) = wheels.glob("clevertim_sync-*.whl")
+    return wheel
+
+
+def _emulator_env(emulator: EmulatorServer, work: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEVERTIM", "PYTHON"))}
+    return env | {
+        "CLEVERTIM_URL": emulator.base_url,
+        "CLEVERTIM_TOKEN": "test-token",
+        "CLEVERTIM_SYNC_DATABASE_URL": f"sqlite:///{work / 'mirror.sqlite3'}",
+        "PYTHONNOUSERSITE": "1",
+    }
+
+
+def _mirrored_contacts(work: Path) -> int:
+    with sqlite3.connect(work / "mirror.sqlite3") as db:
+        return int(db.execute("SELECT count(*) FROM contacts").fetchone()[0])
+
+
+def test_wheel_installed_outside_the_source_tree(tmp_path: Path, emulator: EmulatorServer) -> None:
+    wheel = _build_wheel(tmp_path)
     # Every package of the tree is in the wheel: a new subpackage left out of pyproject's list fails here.
     with zipfile.ZipFile(wheel) as zf:
         packaged = {str(Path(n).parent) for n in zf.namelist() if n.endswith("/__init__.py")}
@@ -75,13 +97,7 @@ def test_wheel_installed_outside_the_source_tree(tmp_path: Path, emulator: Emula
           "--no-deps", str(wheel)], cwd=tmp_path)  # fmt: skip
     work = tmp_path / "elsewhere"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEVERTIM", "PYTHON"))}
-    env |= {
-        "CLEVERTIM_URL": emulator.base_url,
-        "CLEVERTIM_TOKEN": "test-token",
-        "CLEVERTIM_SYNC_DATABASE_URL": f"sqlite:///{work / 'mirror.sqlite3'}",
-        "PYTHONNOUSERSITE": "1",
-    }
+    env = _emulator_env(emulator, work)
     where = _run([str(target / "bin" / "python"), "-c",
                   "import clevertim_sync.mirror.db as d; print(d.__file__); print(d.MIGRATIONS_DIR)"],
                  cwd=work, env=env).stdout.split()  # fmt: skip
@@ -91,10 +107,44 @@ def test_wheel_installed_outside_the_source_tree(tmp_path: Path, emulator: Emula
     exe = str(target / "bin" / "clevertim-sync")
     _run([exe, "db", "upgrade"], cwd=work, env=env)
     _run([exe, "sync"], cwd=work, env=env)
-    with sqlite3.connect(work / "mirror.sqlite3") as db:
-        mirrored = db.execute("SELECT count(*) FROM contacts").fetchone()[0]
+    mirrored = _mirrored_contacts(work)
     assert mirrored == len(emulator.control.state(as_token="test-token")["contact"])
     assert mirrored > 0
     # The wheel's own metadata writer (the registry, reports and schema it reads are packaged).
     _run([exe, "datasette", "--metadata", "meta.json"], cwd=work, env=env)
     assert "report-pipeline" in (work / "meta.json").read_text()
+
+
+def test_pipx_installs_the_wheel_as_a_tool(tmp_path: Path, emulator: EmulatorServer) -> None:
+    """`pipx install` of the built wheel, as a user installs a tool: its own venv with every
+    dependency resolved from the package index, the command linked into PIPX_BIN_DIR (both in
+    tmp_path, so no pipx state of the machine is touched), then used from outside the tree."""
+    wheel = _build_wheel(tmp_path)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = _emulator_env(emulator, work) | {
+        "PIPX_HOME": str(tmp_path / "pipx"),
+        "PIPX_BIN_DIR": str(tmp_path / "bin"),
+        "PIPX_MAN_DIR": str(tmp_path / "man"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipx", "install", str(wheel)],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, f"pipx install failed:\n{proc.stdout}\n{proc.stderr}"
+    exe = tmp_path / "bin" / "clevertim-sync"
+    assert exe.is_file()
+    version = _run([str(exe), "--version"], cwd=work, env=env).stdout
+    assert f"(schema {head_revision()})" in version
+    _run([str(exe), "sync"], cwd=work, env=env)
+    assert _mirrored_contacts(work) == len(emulator.control.state(as_token="test-token")["contact"])
+    # Its own environment: the package and its migrations come from pipx's venv, not the source tree.
+    python = tmp_path / "pipx" / "venvs" / "clevertim-sync" / "bin" / "python"
+    code = "import clevertim_sync.mirror.revisions as r; print(r.__file__); print(r.MIGRATIONS_DIR)"
+    where = _run([str(python), "-c", code], cwd=work, env=env).stdout.split()
+    assert all(w.startswith(str(tmp_path / "pipx")) for w in where), where

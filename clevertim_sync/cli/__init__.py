@@ -81,6 +81,17 @@ class AppContext:
 pass_app = click.make_pass_decorator(AppContext)
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """`--version`: this version and the schema revision it brings a mirror to (the newest
+    migration it carries), read from the migration files without SQLAlchemy or alembic."""
+    if not value or ctx.resilient_parsing:
+        return
+    from clevertim_sync.mirror.revisions import head_revision  # noqa: PLC0415 (only for --version)
+
+    click.echo(f"clevertim-sync, version {__version__} (schema {head_revision()})")
+    ctx.exit()
+
+
 def quiet_logs() -> None:
     """Only warnings, on stderr: stdout carries the command's result (a table, CSV, JSON)."""
     from clevertim_sync.logs import configure_logging  # noqa: PLC0415 (structlog: only when needed)
@@ -97,7 +108,14 @@ def quiet_logs() -> None:
     help="TOML config file (default: ./clevertim-sync.toml, then ~/.config/clevertim-sync/config.toml, "
     "then /etc/clevertim-sync/config.toml).",
 )
-@click.version_option(__version__, prog_name="clevertim-sync")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and the database schema revision it expects, and exit.",
+)
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None) -> None:
     """Mirror a Clevertim CRM account into SQL, push local edits back, back it up."""

@@ -60,9 +60,27 @@ def run_command(app: AppContext, standby: bool) -> None:
     show_default=True,
     help="Where the demo's mirror and config go.",
 )
-@click.option("--contacts", type=click.IntRange(1, 100_000), default=3000, show_default=True)
-@click.option("--pull-interval", type=click.FloatRange(min=1), default=20.0, show_default=True)
-@click.option("--push-interval", type=click.FloatRange(min=1), default=5.0, show_default=True)
+@click.option(
+    "--contacts",
+    type=click.IntRange(1, 100_000),
+    default=3000,
+    show_default=True,
+    help="Contacts in the emulator's seeded account.",
+)
+@click.option(
+    "--pull-interval",
+    type=click.FloatRange(min=1),
+    default=20.0,
+    show_default=True,
+    help="Seconds between pulls.",
+)
+@click.option(
+    "--push-interval",
+    type=click.FloatRange(min=1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between pushes.",
+)
 @click.option(
     "--remote-edits",
     type=click.FloatRange(min=0),

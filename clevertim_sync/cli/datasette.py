@@ -89,7 +89,13 @@ def datasette_installed() -> bool:
 )
 @click.option("--serve", is_flag=True, help="Then start Datasette on the mirror, read-only, until Ctrl-C.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address Datasette listens on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8001, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8001,
+    show_default=True,
+    help="Port Datasette listens on.",
+)
 @click.option("--account", default=None, help="The account whose mirror to browse (several [[accounts]]).")
 @click.option("--title", default="Clevertim mirror", show_default=True, help="Title of Datasette's pages.")
 @pass_app

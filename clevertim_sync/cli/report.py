@@ -12,13 +12,21 @@ from clevertim_sync.cli.common import mirror
 from clevertim_sync.mirror import versions
 from clevertim_sync.reporting import reports
 
+# --format of `report` and `search` alike (reports.render's formats).
+format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="How to print the rows: an aligned table, CSV or JSON.",
+)
+
 
 @cli.command("report")
 @click.argument("name", required=False)
 @click.option("--list", "list_reports", is_flag=True, help="Name every report and what it shows.")
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
-)
+@format_option
 @click.option("--since", help="Only rows at or after this ISO-8601 time (changes, contacts).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many rows.")
 @pass_app

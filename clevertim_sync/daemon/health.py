@@ -31,6 +31,18 @@ log = structlog.get_logger(__name__)
 
 # The conditions daemon/alerts.py tells a person about, one alert_state row each.
 ALERT_CONDITIONS = ("pull_failing", "held", "queue", "unhealthy", "backup")
+# When each starts, in words: the reference page of the documentation site is generated from it.
+ALERT_CONDITION_TEXT = {
+    "pull_failing": "a resource failed `alerts.failures` pulls in a row; the message names the "
+    "resources, how many failures and the last error",
+    "held": "the mass-delete guard holds a resource; the message gives its reason, and "
+    "`sync --allow-mass-delete --resource NAME` if the deletes are real",
+    "queue": "writeback queue items are `failed`, `conflict` or `quarantined`; one message with the "
+    "count and ids per state",
+    "unhealthy": "`/healthz` is red for a stale pull or a stuck queue; the message names the stale "
+    "resources and their limits, and the overdue items",
+    "backup": "a scheduled backup failed; it clears with the next good backup",
+}
 
 
 @dataclass(frozen=True)

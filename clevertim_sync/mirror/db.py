@@ -1,5 +1,7 @@
 """Engines and migrations: the one way the project opens a database.
 
+(Where the migrations are and which is the newest: mirror/revisions.py, light enough for `--version`.)
+
 Owns: `make_engine(url)` (SQLite tuned for a daemon plus CLI commands side by side, PostgreSQL
 through psycopg 3) and `upgrade(engine_or_url)` (alembic upgrade head, run by every command).
 
@@ -20,11 +22,8 @@ Must not import: the store, the pull, httpx.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
-import re
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,27 +33,12 @@ from sqlalchemy.engine import Engine, make_url
 
 from clevertim_sync.errors import MirrorError
 from clevertim_sync.mirror import failures
+from clevertim_sync.mirror.revisions import MIGRATIONS_DIR, SOURCE_MIGRATIONS, head_revision
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-# A source tree (editable install, a developer's `alembic upgrade head`) has the top-level
-# migrations/ and alembic.ini; an installed wheel carries migrations/ as the package
-# clevertim_sync._migrations (pyproject.toml's package-dir mapping) and no alembic.ini.
-_SOURCE_MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
-
-
-def migrations_dir() -> Path:
-    """Where the alembic environment (env.py, versions/) is: the source tree's, else the wheel's."""
-    if (_SOURCE_MIGRATIONS / "env.py").is_file():
-        return _SOURCE_MIGRATIONS
-    # A directory without __init__.py (a namespace package): ask for a file in it.
-    env = resources.files("clevertim_sync._migrations").joinpath("env.py")
-    return Path(str(env)).parent
-
-
-MIGRATIONS_DIR = migrations_dir()
-ALEMBIC_INI = _SOURCE_MIGRATIONS.parent / "alembic.ini"
+ALEMBIC_INI = SOURCE_MIGRATIONS.parent / "alembic.ini"
 
 
 def normalise_url(url: str) -> str:
@@ -146,24 +130,6 @@ def alembic_config(url: str | None = None) -> Config:
         # alembic's ini interpolation would eat a '%' in a password.
         cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
-
-
-@functools.cache
-def head_revision() -> str:
-    """The newest migration's revision, read from the migration files themselves (the one no
-    other names as its down_revision): knowing it needs no alembic (~0.15 s of every command's
-    start-up). tests/test_schema.py checks it is alembic's head."""
-    found: dict[str, str | None] = {}
-    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
-        text = path.read_text(encoding="utf-8")
-        rev = re.search(r"^revision\s*=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
-        down = re.search(r"^down_revision\s*=\s*(?:['\"]([^'\"]+)['\"]|None)", text, re.MULTILINE)
-        if rev is not None and down is not None:
-            found[rev.group(1)] = down.group(1)
-    heads = set(found) - set(found.values())
-    if len(heads) != 1:
-        raise MirrorError(f"the migrations in {MIGRATIONS_DIR} have {len(heads)} heads, not one")
-    return heads.pop()
 
 
 def _at(conn: sa.Connection, revision: str) -> bool:

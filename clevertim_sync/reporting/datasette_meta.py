@@ -90,6 +90,143 @@ TABLE_TEXT: Mapping[str, str] = {
     "alembic_version": "The schema's migration revision.",
 }
 
+# Columns of those tables that carry no schema comment (a comment added to schema.py would be a
+# schema change needing a migration on PostgreSQL): their meaning, for Datasette and the reference.
+COLUMN_TEXT: Mapping[str, Mapping[str, str]] = {
+    "runs": {
+        "id": "the run's number; history.run_id and resource_status.last_run_id point here",
+        "started_at": "when it started (UTC)",
+        "finished_at": "when it ended (UTC); NULL while running or if it was killed",
+        "error": "why the run as a whole failed or stopped, if it did",
+    },
+    "history": {
+        "id": "the version's number, growing with time: newest last",
+        "resource": "API resource name: contact, note, folder, ...",
+        "at": "when this version was recorded (UTC): the pull that saw it, or the push's answer",
+        "content_hash": "hash of raw without lm: equal hashes, same content",
+    },
+    "resource_status": {
+        "resource": "API resource name: contact, note, folder, ...",
+        "last_run_id": "runs.id of its last pull",
+        "last_success_at": "when a pull of it last succeeded (UTC); /healthz compares it with stale_after",
+        "last_error": "why its last pull failed; NULL after a success",
+        "consecutive_failures": "its pulls that failed in a row (0 after a success); alerts.failures alerts",
+        "held_reason": "why the mass-delete guard holds it",
+        "record_count": "records of it in the mirror after its last pull",
+    },
+    "alert_state": {"updated_at": "when the condition was last evaluated"},
+    "contact_photos": {
+        "contact_id": "contacts.id of the contact",
+        "content_type": "the image's media type as served (image/png, ...)",
+        "size": "the image's size in bytes",
+        "sha256": "hex sha256 of content",
+    },
+    "writeback_queue": {
+        "id": "the item's number: `clevertim-sync queue show ID`",
+        "state": "pending, waiting, in_flight, reconcile, done, failed, conflict, quarantined or cancelled",
+        "attempts": "transient failures so far (push.max_attempts of them: failed)",
+        "claimed_by": "the push that holds it (worker id), while in flight",
+        "lease_until": "when that claim runs out and another push may take the item over",
+        "created_at": "when it was queued (UTC)",
+        "updated_at": "when its state last changed (UTC)",
+    },
+    "writeback_pause": {
+        "not_before": "no request to Clevertim before this time (UTC)",
+        "reason": "what set the pause (a 429, an outage, a refused token)",
+        "updated_at": "when it was last set",
+    },
+    "alembic_version": {"version_num": "the migration the schema is at: `clevertim-sync check` compares it"},
+}
+
+# The columns of every <table>_versions view (migration 0007).
+VERSIONS_COLUMNS: Mapping[str, str] = {
+    "record_id": "the record's id (text for folders, files and linked files)",
+    "version": "1, 2, 3, ... per record, oldest first (as `clevertim-sync history` counts them)",
+    "valid_from": "when this version was recorded (UTC)",
+    "valid_to": "when the next version was recorded; NULL for the latest",
+    "op": "insert, update or delete (a deletion is a version, valid until the record comes back)",
+    "origin": "pull, or local for a pushed edit folded back",
+    "run_id": "runs.id of the pull that saw it (NULL for local)",
+    "queue_item_id": "writeback_queue.id of the pushed edit, for origin local",
+    "raw": "the record as it was in this version (JSON; the last one seen, for a delete)",
+    "changed": "JSON {api_field: [old, new]} for an update",
+    "history_id": "history.id of this version",
+}
+
+# The columns of the report views (migrations 0003, 0005, 0006, 0009, 0010), by view.
+REPORT_COLUMNS: Mapping[str, Mapping[str, str]] = {
+    "report_contacts": {
+        "contact_id": "contacts.id",
+        "name": "first and last name",
+        "title": "job title",
+        "company_id": "companies.id of the contact's company",
+        "company": "the company's name (NULL if it is not mirrored)",
+        "email": "the first email (contact_emails position 0)",
+        "phone": "the first phone number",
+        "city": "city",
+        "country": "country",
+        "customer_type": "the contact's customer type letter (API ctype)",
+        "modified_at": "when Clevertim last changed it (UTC); --since filters on it",
+    },
+    "report_pipeline": {
+        "status": "the opportunities' status",
+        "currency": "their currency",
+        "opportunities": "how many",
+        "total_value": "the sum of their values (exact)",
+    },
+    "report_open_tasks": {
+        "assigned_user_id": "users.id of the assignee",
+        "assigned_user": "the assignee's name",
+        "task_id": "tasks.id",
+        "task": "the task's name",
+        "activity_type": "the task's activity type (API atype)",
+        "due_at": "its end, else its start (UTC)",
+        "overdue": "1 when due_at is in the past",
+        "customer_id": "the task's customer when it has exactly one, else NULL",
+        "customer_ids": "every customer's id, comma-separated (33,43), in its list's order",
+        "customers": "their names (Ann Lee; Acme Ltd)",
+    },
+    "report_customer_activity": {
+        "customer_id": "contacts.id or companies.id",
+        "kind": "contact or company",
+        "name": "the contact's full name or the company's name",
+        "notes": "notes filed under it",
+        "last_note_at": "when the newest of them was added (UTC)",
+        "tasks": "tasks filed under it, not deleted",
+        "open_tasks": "of which neither completed nor deleted",
+        "last_contacted_at": "the customer's last-contacted time (UTC)",
+    },
+    "report_custom_values": {
+        "resource": "contact, company, opportunity or case",
+        "record_id": "the record's id",
+        "record_name": "the record's name",
+        "custom_field_id": "custom_fields.id",
+        "field_name": "the custom field's name",
+        "value": "its value; a multi-value field's values joined with ', '",
+    },
+    "report_documents": {
+        "customer_id": "contacts.id or companies.id",
+        "kind": "contact or company",
+        "name": "its name",
+        "files": "files attached to it",
+        "linked_files": "linked files attached to it",
+        "on_records": "files and linked files on its notes, cases and opportunities",
+        "documents": "all of them, each counted once",
+        "not_mirrored": "how many of those the mirror holds no record of (hidden, or no endpoint)",
+    },
+    "report_changes": {
+        "at": "when the change was recorded (UTC); --since filters on it",
+        "resource": "API resource name",
+        "record_id": "the record's id (NULL for a document: record_key)",
+        "op": "insert, update or delete",
+        "origin": "pull or local",
+        "changed": "JSON {api_field: [old, new]} for an update",
+        "run_id": "runs.id of the pull (NULL for local)",
+        "history_id": "history.id",
+        "record_key": "a document's text id",
+    },
+}
+
 _KIND_TEXT: Mapping[Kind, str] = {
     Kind.STR: "text",
     Kind.INT: "integer",
@@ -199,7 +336,12 @@ def _other_table(table: sa.Table) -> dict[str, Any]:
     text = TABLE_TEXT.get(table.name) or table.comment
     if text:
         out["description"] = text
-    columns = {str(c.name): str(c.comment) for c in table.columns if c.comment}  # plain str for JSON
+    texts = COLUMN_TEXT.get(str(table.name), {})
+    columns = {  # plain str for JSON
+        str(c.name): str(c.comment or texts.get(str(c.name), ""))
+        for c in table.columns
+        if c.comment or c.name in texts
+    }
     if columns:
         out["columns"] = columns
     return out
@@ -209,6 +351,7 @@ def _report_view(report: reports.Report) -> dict[str, Any]:
     return {
         "description": f"Report {report.name}: {report.description}. The same as "
         f"`clevertim-sync report {report.name}`; the canned query report-{report.name} keeps its order.",
+        "columns": dict(REPORT_COLUMNS.get(report.view, {})),
     }
 
 
@@ -217,6 +360,7 @@ def _versions_view(res: resources.Resource) -> dict[str, Any]:
         "description": f"Every version of every {res.name} from history, one row each: valid_from "
         "and valid_to (NULL for the latest) make 'as it was at t' a plain WHERE; a delete is its "
         "own version (op = 'delete').",
+        "columns": dict(VERSIONS_COLUMNS),
         "facets": ["op", "origin"],
         "facet_size": FACET_SIZE,
         "sort_desc": "valid_from",
@@ -274,7 +418,11 @@ def build_metadata(
     for table in schema.metadata.sorted_tables:
         if table.name not in tables:
             tables[str(table.name)] = _other_table(table)
-    tables["alembic_version"] = {"description": TABLE_TEXT["alembic_version"], "hidden": True}
+    tables["alembic_version"] = {
+        "description": TABLE_TEXT["alembic_version"],
+        "columns": dict(COLUMN_TEXT["alembic_version"]),
+        "hidden": True,
+    }
     for report in reports.REPORTS.values():
         tables[report.view] = _report_view(report)
     for res in resources.RESOURCES:
