@@ -1,7 +1,8 @@
 """Logging: structlog configured once per process, JSON lines for journald, readable on a terminal.
 
-Owns: `configure_logging(fmt, level)`, the secret-redacting processor and the registry of secret
-values (`register_secret`) that the API client fills with its token. Standard-library loggers
+Owns: `configure_logging(fmt, level)`, the secret-redacting processor and the one registry of
+secret values: the API client registers its token (`register_secret`), the alerts their receivers'
+URLs (`register_url_secret`: a Slack webhook's path, a mail password, an ntfy topic). Standard-library loggers
 (httpx, alembic, APScheduler) are routed through the same processors, so redaction covers them too.
 
 Must not import: httpx, SQLAlchemy, or the rest of the package.
@@ -19,6 +20,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from typing import Any, Literal, TextIO
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 import structlog
@@ -63,6 +65,27 @@ def register_secret(value: str) -> None:
     basic = base64.b64encode(f"{value}:X".encode()).decode("ascii")
     with _secrets_lock:
         _secrets.update((value, basic))
+
+
+def register_url_secret(url: str) -> None:
+    """Mask a URL that holds secrets (an apprise receiver's) wherever it or a part of it appears.
+
+    The parts are what such URLs keep their secrets in: the user and password, every path
+    segment (`hooks.slack.com/services/T0/B0/XXXX`, `slack://TokenA/TokenB/TokenC`), every query
+    value and the fragment; the host too when it is not a host name (`slack://TokenA/...`). They
+    are registered raw and percent-decoded, as a library may log either."""
+    register_secret(url)
+    parts = urlsplit(url)
+    found = [parts.username, parts.password, parts.fragment]
+    found += parts.path.split("/")
+    found += [value for _key, value in parse_qsl(parts.query, keep_blank_values=True)]
+    host = parts.hostname or ""
+    if "." not in host and host != "localhost":
+        found.append(host)
+    for value in found:
+        if value:
+            register_secret(value)
+            register_secret(unquote(value))
 
 
 def is_secret_key(key: str) -> bool:

@@ -32,6 +32,7 @@ import structlog
 
 from clevertim_sync.daemon import health
 from clevertim_sync.errors import ConfigError
+from clevertim_sync.logs import register_url_secret
 from clevertim_sync.mirror import schema
 from clevertim_sync.settings import Settings
 from clevertim_sync.writeback import outbox
@@ -347,6 +348,7 @@ class Sender:
         self.urls = [u.get_secret_value() for u in settings.alerts.urls]
         problems = []
         for n, url in enumerate(self.urls, start=1):
+            register_url_secret(url)  # before apprise sees it: its debug lines quote it
             if apprise.Apprise.instantiate(url, suppress_exceptions=True) is None:
                 problems.append(
                     f"alerts.urls: URL {n} ({describe_scheme(url)}) is not one apprise understands; "
