@@ -2,8 +2,10 @@
 
 Owns: `configure_logging(fmt, level)`, the secret-redacting processor and the one registry of
 secret values: the API client registers its token (`register_secret`), the alerts their receivers'
-URLs (`register_url_secret`: a Slack webhook's path, a mail password, an ntfy topic). Standard-library loggers
-(httpx, alembic, APScheduler) are routed through the same processors, so redaction covers them too.
+URLs (`register_url_secret`: a Slack webhook's path, a mail password, an ntfy topic); and
+`scrub_traceback`, so that an exception's message quotes no record in a logged traceback.
+Standard-library loggers (httpx, alembic, APScheduler, apprise) are routed through the same
+processors, so redaction covers them too.
 
 Must not import: httpx, SQLAlchemy, or the rest of the package.
 
@@ -128,11 +130,36 @@ def _redact_value(value: Any, secrets: tuple[str, ...], depth: int = 0) -> Any:
     return value
 
 
+_QUOTED = re.compile(r'"[^"\n]*"|\'[^\'\n]*\'')
+_TRACEBACK_HEADINGS = ("Traceback ", "During handling ", "The above exception ")
+
+
+def without_quotes(text: str) -> str:
+    """`text` with every quoted span emptied: what an error message quotes is often a value."""
+    return _QUOTED.sub('"…"', text)
+
+
+def scrub_traceback(text: str) -> str:
+    """A rendered traceback without what an exception's message may quote from a record: the
+    frames (indented lines: files, line numbers, code) stay; SQLAlchemy's `[parameters: ...]`
+    goes, and so does every quoted span of the exception lines (`KeyError: '...'`, PostgreSQL's
+    `invalid input syntax for type integer: "..."`)."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("[parameters:"):
+            continue
+        message = line and not line[0].isspace() and not line.startswith(_TRACEBACK_HEADINGS)
+        out.append(without_quotes(line) if message else line)
+    return "\n".join(out)
+
+
 def redact_secrets(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     """structlog processor: secret keys become "[redacted]", registered secret values are masked."""
     if "exc_info" in event_dict:
         # Render the traceback here so that it is masked too, whatever renderer follows.
         event_dict = structlog.processors.format_exc_info(_logger, _name, event_dict)
+        if isinstance(event_dict.get("exception"), str):
+            event_dict["exception"] = scrub_traceback(event_dict["exception"])
     secrets = tuple(_secrets)
     for key in list(event_dict):
         if is_secret_key(key):

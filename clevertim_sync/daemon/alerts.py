@@ -34,6 +34,7 @@ from clevertim_sync.daemon import health
 from clevertim_sync.errors import ConfigError
 from clevertim_sync.logs import register_url_secret
 from clevertim_sync.mirror import schema
+from clevertim_sync.mirror.failures import error_text
 from clevertim_sync.settings import Settings
 from clevertim_sync.writeback import outbox
 
@@ -408,6 +409,6 @@ class AlertThread:
                 try:
                     alerts.evaluate()
                 except Exception as exc:  # a database hiccup: the next evaluation tries again
-                    log.warning("alerts.evaluate_failed", account=alerts.account, error=str(exc))
+                    log.warning("alerts.evaluate_failed", account=alerts.account, error=error_text(exc))
             self._wake.wait(self.interval)
             self._wake.clear()
