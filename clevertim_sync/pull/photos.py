@@ -163,7 +163,7 @@ def _store(conn: sa.Connection, contact_id: int, cphoto: str, photo: FetchedPhot
 def _record_failure(conn: sa.Connection, contact_id: int, cphoto: str, why: str, at: datetime) -> None:
     """Keep a photo fetched before (of an older cphoto) as it is; say why the new one failed."""
     p = schema.contact_photos
-    error = f"{cphoto}: {why}"[:1000]
+    error = why[:1000]  # not the cphoto (a file name can be a person's): its own column keeps it
     updated = conn.execute(
         p.update().where(p.c.contact_id == contact_id).values(attempted_at=at, last_error=error)
     ).rowcount
