@@ -144,7 +144,8 @@ class ReportError(ClevertimSyncError):
 
 class DatasetteError(ClevertimSyncError):
     """`clevertim-sync datasette` cannot do what was asked: `reason` is 'postgresql', 'no_file',
-    'no_account' or 'not_installed'; the message says what to do instead."""
+    'no_account', 'not_installed' or 'not_loopback' (`--serve` on another address without
+    `--allow-remote`); the message says what to do instead."""
 
     exit_code = 2
 

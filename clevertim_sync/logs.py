@@ -1,8 +1,11 @@
 """Logging: structlog configured once per process, JSON lines for journald, readable on a terminal.
 
-Owns: `configure_logging(fmt, level)`, the secret-redacting processor and the registry of secret
-values (`register_secret`) that the API client fills with its token. Standard-library loggers
-(httpx, alembic, APScheduler) are routed through the same processors, so redaction covers them too.
+Owns: `configure_logging(fmt, level)`, the secret-redacting processor and the one registry of
+secret values: the API client registers its token (`register_secret`), the alerts their receivers'
+URLs (`register_url_secret`: a Slack webhook's path, a mail password, an ntfy topic); and
+`scrub_traceback`, so that an exception's message quotes no record in a logged traceback.
+Standard-library loggers (httpx, alembic, APScheduler, apprise) are routed through the same
+processors, so redaction covers them too.
 
 Must not import: httpx, SQLAlchemy, or the rest of the package.
 
@@ -19,6 +22,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from typing import Any, Literal, TextIO
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 import structlog
@@ -65,6 +69,27 @@ def register_secret(value: str) -> None:
         _secrets.update((value, basic))
 
 
+def register_url_secret(url: str) -> None:
+    """Mask a URL that holds secrets (an apprise receiver's) wherever it or a part of it appears.
+
+    The parts are what such URLs keep their secrets in: the user and password, every path
+    segment (`hooks.slack.com/services/T0/B0/XXXX`, `slack://TokenA/TokenB/TokenC`), every query
+    value and the fragment; the host too when it is not a host name (`slack://TokenA/...`). They
+    are registered raw and percent-decoded, as a library may log either."""
+    register_secret(url)
+    parts = urlsplit(url)
+    found = [parts.username, parts.password, parts.fragment]
+    found += parts.path.split("/")
+    found += [value for _key, value in parse_qsl(parts.query, keep_blank_values=True)]
+    host = parts.hostname or ""
+    if "." not in host and host != "localhost":
+        found.append(host)
+    for value in found:
+        if value:
+            register_secret(value)
+            register_secret(unquote(value))
+
+
 def is_secret_key(key: str) -> bool:
     lowered = key.lower()
     if lowered.endswith(_HARMLESS_SUFFIXES):
@@ -105,11 +130,36 @@ def _redact_value(value: Any, secrets: tuple[str, ...], depth: int = 0) -> Any:
     return value
 
 
+_QUOTED = re.compile(r'"[^"\n]*"|\'[^\'\n]*\'')
+_TRACEBACK_HEADINGS = ("Traceback ", "During handling ", "The above exception ")
+
+
+def without_quotes(text: str) -> str:
+    """`text` with every quoted span emptied: what an error message quotes is often a value."""
+    return _QUOTED.sub('"…"', text)
+
+
+def scrub_traceback(text: str) -> str:
+    """A rendered traceback without what an exception's message may quote from a record: the
+    frames (indented lines: files, line numbers, code) stay; SQLAlchemy's `[parameters: ...]`
+    goes, and so does every quoted span of the exception lines (`KeyError: '...'`, PostgreSQL's
+    `invalid input syntax for type integer: "..."`)."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("[parameters:"):
+            continue
+        message = line and not line[0].isspace() and not line.startswith(_TRACEBACK_HEADINGS)
+        out.append(without_quotes(line) if message else line)
+    return "\n".join(out)
+
+
 def redact_secrets(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     """structlog processor: secret keys become "[redacted]", registered secret values are masked."""
     if "exc_info" in event_dict:
         # Render the traceback here so that it is masked too, whatever renderer follows.
         event_dict = structlog.processors.format_exc_info(_logger, _name, event_dict)
+        if isinstance(event_dict.get("exception"), str):
+            event_dict["exception"] = scrub_traceback(event_dict["exception"])
     secrets = tuple(_secrets)
     for key in list(event_dict):
         if is_secret_key(key):

@@ -59,6 +59,10 @@ class Prop:
     child_table: str | None = None
     # A small closed set of allowed values, checked on local edits (None: anything of the kind).
     choices: frozenset[str] | None = None
+    # The server's values form a small closed set (a status, a currency code, a type label; for
+    # phones and social ids: the `type` of their entries): the probe's report and a capture may
+    # copy such values as they are. Every other value is personal until declared here.
+    closed: bool = False
 
 
 @dataclass(frozen=True)
@@ -158,15 +162,15 @@ def _customer_props(*, company: bool) -> tuple[Prop, ...]:
         # Fixed by the resource (a contact is not a company): the API does not change it.
         Prop("is_company", "is_company", Kind.BOOL, read_only=True),
         Prop("email", "email", Kind.STR_LIST, child_table=f"{kind_of}_emails"),
-        Prop("phones", "phones", Kind.PHONES, child_table=f"{kind_of}_phones"),
+        Prop("phones", "phones", Kind.PHONES, child_table=f"{kind_of}_phones", closed=True),
         Prop("website", "website", Kind.STR_LIST, child_table=f"{kind_of}_websites"),
         Prop("address", "address", Kind.STR),
         Prop("city", "city", Kind.STR),
         Prop("postcode", "postcode", Kind.STR),
         Prop("region", "region", Kind.STR),
         Prop("country", "country", Kind.STR),
-        Prop("smids", "social_ids", Kind.SMIDS, child_table=f"{kind_of}_social_ids"),
-        Prop("ctype", "customer_type", Kind.STR, choices=CUSTOMER_TYPES),
+        Prop("smids", "social_ids", Kind.SMIDS, child_table=f"{kind_of}_social_ids", closed=True),
+        Prop("ctype", "customer_type", Kind.STR, choices=CUSTOMER_TYPES, closed=True),
         Prop("cf", "custom_fields", Kind.CUSTOM_FIELDS, child_table=f"{kind_of}_custom_values"),
         Prop("tags", "tags", Kind.STR_LIST, child_table=f"{kind_of}_tags"),
         Prop("notes", "note_ids", Kind.INT_LIST, read_only=True, target="note"),
@@ -213,7 +217,7 @@ DOCUMENTS: tuple[Resource, ...] = (
         table="linked_files",
         props=(
             Prop("name", "name", Kind.STR),
-            Prop("sys", "system", Kind.STR),  # D: Dropbox, G: Google Drive
+            Prop("sys", "system", Kind.STR, closed=True),  # D: Dropbox, G: Google Drive
             Prop("size", "size", Kind.INT),
             Prop("link", "link", Kind.STR),  # the file's URL in that system
             Prop("icon", "icon", Kind.STR),
@@ -252,8 +256,9 @@ RESOURCES: tuple[Resource, ...] = (
                         "currency",
                     }
                 ),
+                closed=True,
             ),
-            Prop("modelType", "model_types", Kind.JSON),
+            Prop("modelType", "model_types", Kind.JSON, closed=True),
             Prop("multiple", "multiple", Kind.BOOL),
             Prop("values", "allowed_values", Kind.JSON),
             *COMMON,
@@ -268,7 +273,7 @@ RESOURCES: tuple[Resource, ...] = (
             Prop("email", "email", Kind.STR),
             Prop("is_owner", "is_owner", Kind.BOOL),
             Prop("is_admin", "is_admin", Kind.BOOL),
-            Prop("permissions", "permissions", Kind.JSON),
+            Prop("permissions", "permissions", Kind.JSON, closed=True),
             Prop("pending", "pending", Kind.BOOL),
             *COMMON,
         ),
@@ -306,10 +311,10 @@ RESOURCES: tuple[Resource, ...] = (
         props=(
             Prop("name", "name", Kind.STR),
             Prop("description", "description", Kind.STR),
-            Prop("status", "status", Kind.STR),
+            Prop("status", "status", Kind.STR, closed=True),
             Prop("leadUser", "lead_user_id", Kind.REF, target="user"),
             Prop("value", "value", Kind.DECIMAL),
-            Prop("currency", "currency", Kind.STR),
+            Prop("currency", "currency", Kind.STR, closed=True),
             Prop("cust", "customer_id", Kind.REF, target="customer"),
             Prop("tags", "tags", Kind.STR_LIST, child_table="opportunity_tags"),
             Prop("cf", "custom_fields", Kind.CUSTOM_FIELDS, child_table="opportunity_custom_values"),
@@ -346,7 +351,7 @@ RESOURCES: tuple[Resource, ...] = (
         props=(
             Prop("name", "name", Kind.STR),
             Prop("location", "location", Kind.STR),
-            Prop("atype", "activity_type", Kind.STR, choices=ACTIVITY_TYPES),
+            Prop("atype", "activity_type", Kind.STR, choices=ACTIVITY_TYPES, closed=True),
             Prop("startDate", "start_at", Kind.DATE_PARTS),
             Prop("endDate", "end_at", Kind.DATE_PARTS),
             # The vendor client models these three as lists of ids.
@@ -357,7 +362,7 @@ RESOURCES: tuple[Resource, ...] = (
             Prop("userId", "created_by_user_id", Kind.REF, read_only=True, target="user"),
             Prop("is_completed", "is_completed", Kind.BOOL),
             Prop("is_deleted", "is_deleted", Kind.BOOL),
-            Prop("rec", "recurrence", Kind.STR, choices=RECURRENCES),
+            Prop("rec", "recurrence", Kind.STR, choices=RECURRENCES, closed=True),
             Prop("recevery", "recurrence_every", Kind.INT),
             Prop("recopts", "recurrence_options", Kind.JSON),
             Prop("comments", "comment_ids", Kind.INT_LIST, read_only=True, target="comment"),
@@ -372,7 +377,7 @@ RESOURCES: tuple[Resource, ...] = (
         props=(
             Prop("desc", "body", Kind.STR),
             Prop("hl", "headline", Kind.STR, read_only=True),
-            Prop("type", "note_type", Kind.STR, choices=NOTE_TYPES_WRITABLE),
+            Prop("type", "note_type", Kind.STR, choices=NOTE_TYPES_WRITABLE, closed=True),
             # A note can be filed under several contacts and companies (the vendor's help and
             # client: 'cust': [33, 43, 53]). Its case and opportunity get child tables too: the
             # same filing screen sets them, the vendor client's reference type is the same, and

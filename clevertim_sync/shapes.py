@@ -101,8 +101,21 @@ def record_id(record: Any) -> tuple[int | None, str | None]:
         return rid, None
     found = as_int(rid) if isinstance(rid, str) else None
     if found is None:
-        return None, f"an entry's id is not an integer (id={rid!r})"
+        return None, f"an entry's id is not an integer (id={told_id(rid)})"
     return found, None
+
+
+_ID_SPELLING = re.compile(r"[A-Za-z0-9_.-]{0,24}")
+
+
+def told_id(value: Any) -> str:
+    """An odd id as a message may show it: an id-like spelling ("f1001", 1.5, None) as it is,
+    anything else (a name or an e-mail served where an id belongs) by its type only."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str) and _ID_SPELLING.fullmatch(value) and any(c.isdigit() for c in value):
+        return repr(value)
+    return f"a {type(value).__name__}"
 
 
 def record_text_id(record: Any) -> tuple[str | None, str | None]:
@@ -112,7 +125,9 @@ def record_text_id(record: Any) -> tuple[str | None, str | None]:
         return None, record_id(record)[1]
     found = as_text_id(record["id"])
     return (
-        (found, None) if found is not None else (None, f"an entry's id is no text id (id={record['id']!r})")
+        (found, None)
+        if found is not None
+        else (None, f"an entry's id is no text id (id={told_id(record['id'])})")
     )
 
 

@@ -6,6 +6,7 @@ itself sending them while it goes on with its jobs; then `alerts test` / `alerts
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import threading
@@ -20,10 +21,11 @@ import pytest
 import sqlalchemy as sa
 from structlog.testing import capture_logs
 
-from clevertim_sync.daemon.alerts import Alerts, read_status
+from clevertim_sync.daemon.alerts import Alerts, Sender, read_status
 from clevertim_sync.daemon.runtime import Backends
 from clevertim_sync.daemon.service import Service
 from clevertim_sync.errors import ConfigError
+from clevertim_sync.logs import configure_logging
 from clevertim_sync.mirror import schema
 from clevertim_sync.settings import Settings, load
 from clevertim_sync.writeback import outbox
@@ -270,6 +272,27 @@ def test_an_alert_url_apprise_does_not_know_is_a_config_error_without_the_url(
         Service(settings, Backends(make_client=None, check_token=None, pull=None, push=None), env={})  # type: ignore[arg-type]
     assert "URL 2 (nosuchscheme://...) is not one apprise understands" in str(exc.value)
     assert "hunter2" not in str(exc.value)
+
+
+def test_alert_urls_are_redacted_from_every_log_line_apprise_s_own_at_debug_included(
+    sqlite_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    # What a webhook or a mail URL keeps secret: a password, path segments, a query value.
+    secrets = ("mail-pa55word-0xq", "T0SECRET7", "B0SECRET8", "XXhookSecretZZ", "qs-secret-91")
+    url = f"json://alerter:{secrets[0]}@127.0.0.1:{receiver.port}/{secrets[1]}/{secrets[2]}/{secrets[3]}"
+    url += f"?:X-Key={secrets[4]}"
+    stream = io.StringIO()
+    configure_logging("json", "debug", stream=stream)
+    try:
+        sender = Sender(_settings(tmp_path, sqlite_url, [url]))
+        assert sender.send("clevertim-sync: test", "a test message", "info")
+        receiver.down()  # a receiver that is down: apprise and our own lines say so, at every level
+        assert not sender.send("clevertim-sync: test", "again", "info")
+    finally:
+        configure_logging("json", "info", stream=io.StringIO())
+    logged = stream.getvalue()
+    assert "apprise" in logged and "127.0.0.1" in logged  # apprise's own lines are in this log
+    assert [s for s in secrets if s in logged] == []
 
 
 def test_alert_urls_come_from_a_file_or_a_systemd_credential(tmp_path: Path) -> None:

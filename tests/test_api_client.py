@@ -187,6 +187,53 @@ ENVELOPES: list[tuple[httpx.Response, str]] = [
     (httpx.Response(200, json={"status": "OK"}), "not a list"),
 ]
 
+# A body that is not the envelope is told by its size, where the parse failed and its shape; what
+# the records hold never goes into the message (it reaches the log, status, last_error, alerts).
+SEEDED = '{"id":1021,"fn":"Zebulon-Canary","email":"zebulon@canary.example","phone":"+44 7700 900461"}'
+DESCRIBED: list[tuple[httpx.Response, list[str]]] = [
+    (
+        httpx.Response(200, content=('{"status":"OK","content":[' + SEEDED + ",{").encode()),
+        ["body is not a JSON object (", " bytes, invalid JSON at character ", "(line 1, column ",
+         "starting as a JSON object"],
+    ),
+    (
+        httpx.Response(200, content=b"not json " + SEEDED.encode()),
+        ["invalid JSON at character 0 (line 1, column 1), starting as text"],
+    ),
+    (httpx.Response(200, json=[{"id": 1, "fn": "Zebulon-Canary"}]), ["JSON array of 1 entries"]),
+    (httpx.Response(200, json={"status": "Zebulon-Canary 7", "content": []}), ["envelope status is a str"]),
+    (
+        httpx.Response(200, json={"status": "Zebulon-Canary", "error": "x"}),
+        ["envelope status is 'Zebulon-Canary'"],  # a word the server set, not a record's
+    ),
+    (
+        httpx.Response(200, content=b"\x89PNG\r\n\x1a\n\xff\xfe" + SEEDED.encode()),
+        ["binary or not UTF-8 (byte 0 is not UTF-8)"],
+    ),
+    (
+        httpx.Response(
+            200,
+            content=f"<html><head><title>Sign in &amp; go</title></head><body>{SEEDED}</body>".encode(),
+            headers={"Content-Type": "text/html"},
+        ),
+        ["HTML page (a login page?)", "HTML page titled 'Sign in & go'"],
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("response", "told"), DESCRIBED)
+def test_a_malformed_body_is_described_by_size_offset_and_shape_never_by_its_content(
+    response: httpx.Response, told: list[str]
+) -> None:
+    client, _ = make(Recorder(response), read_retries=0)
+    with pytest.raises(e.ApiError) as info:
+        client.list("contact")
+    message = str(info.value)
+    assert [t for t in told if t not in message] == []
+    for seed in ("Zebulon", "zebulon@", "7700", "1021"):
+        assert seed not in message.replace("Zebulon-Canary'", ""), message
+
+
 # Entries with no usable id: a listing hands them to the diff (which leaves them out and reports
 # them, tests/test_shapes.py); an answer about one record must carry it.
 BAD_ENTRIES = [[{"id": 1}, {"name": "x"}], [{"id": "f1"}], [{"id": True}], [3], [{"id": 1.5}]]

@@ -66,6 +66,36 @@ def test_notify_is_a_no_op_without_socket_and_survives_a_missing_one(tmp_path: P
     assert gone.watchdog() is False  # logged, never raised
 
 
+def test_notify_never_blocks_on_a_socket_nobody_reads_and_owes_the_watchdog(tmp_path: Path) -> None:
+    path = str(tmp_path / "unread.sock")
+    server = _datagram_server(path)  # bound, never read until the end: its queue fills
+    notifier = Notifier(path)
+    sent: list[bool] = []
+
+    def flood() -> None:
+        sent.extend(notifier.status(f"job {i} finished") for i in range(200))
+        sent.append(notifier.watchdog())
+
+    sender = threading.Thread(target=flood, daemon=True)
+    sender.start()
+    sender.join(timeout=5)
+    assert not sender.is_alive(), "a send blocked on the full notify socket"
+    assert sent[0] and not sent[-1]  # the queue took some lines, then refused the watchdog ping
+    server.setblocking(False)
+    while True:  # systemd reads again
+        try:
+            server.recv(4096)
+        except BlockingIOError:
+            break
+    server.settimeout(2)
+    assert notifier.status("running")
+    assert server.recv(4096) == b"WATCHDOG=1\nSTATUS=running"  # the owed ping went with it
+    assert notifier.status("idle")
+    assert server.recv(4096) == b"STATUS=idle"
+    notifier.close()
+    server.close()
+
+
 def test_watchdog_interval_is_half_of_watchdog_usec_for_this_process_only() -> None:
     assert watchdog_interval({}) is None
     assert watchdog_interval({"WATCHDOG_USEC": "0"}) is None

@@ -163,6 +163,29 @@ def test_command_writes_metadata_for_the_file_and_refuses_without_datasette(
     assert datasette_meta.INSTALL_HINT in result.output
 
 
+def test_serve_refuses_an_address_beyond_loopback_unless_asked_and_says_how_to_protect_it(
+    cli_runner: Callable[..., Any], sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = cli_runner(sqlite_url)
+    out = tmp_path / "meta.json"
+    monkeypatch.setitem(sys.modules, "datasette", None)  # nothing may start, whatever happens
+    for host in ("0.0.0.0", "::", "192.168.1.20", "crm.example.org"):
+        result = run("datasette", "--serve", "--host", host, "--metadata", str(out), code=2)
+        assert f"refusing to serve the mirror on {host}" in result.output
+        assert "reverse proxy with authentication" in result.output and "--allow-remote" in result.output
+    assert not out.exists()  # refused before anything was written
+    # Loopback needs no flag, and --allow-remote lets another address through (to the next check:
+    # Datasette is hidden here, so nothing starts).
+    for args in (
+        ("--host", "127.0.0.1"),
+        ("--host", "::1"),
+        ("--host", "localhost"),
+        ("--host", "0.0.0.0", "--allow-remote"),
+    ):
+        result = run("datasette", "--serve", *args, "--metadata", str(out), code=2)
+        assert "Datasette is not installed" in result.output, args
+
+
 def test_command_picks_the_account_whose_mirror_to_browse(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

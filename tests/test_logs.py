@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
+import sqlalchemy as sa
 import structlog
 
 from clevertim_sync import logs
 from clevertim_sync.logs import REDACTED, configure_logging, is_secret_key, redact_secrets, register_secret
+from clevertim_sync.mirror.failures import error_text
 
 SECRET = "tok-4f8a9b2c7d1e"
 
@@ -150,3 +152,32 @@ def test_unknown_level_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         configure_logging("json", "chatty", stream=io.StringIO())
     assert logs.MIN_SECRET_LENGTH >= 4
+
+
+def test_a_logged_traceback_and_an_error_text_quote_no_value_of_a_record() -> None:
+    # SQLAlchemy's text carries the statement's parameters; a driver's or Python's quotes a value.
+    engine = sa.create_engine("sqlite://")
+    errors: list[Exception] = []
+    seeded = "Zebulon Canary"  # a record's value (not on the lines a traceback shows)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.exec_driver_sql("INSERT INTO t VALUES (1, 'x')")
+        try:
+            conn.execute(sa.text("INSERT INTO t VALUES (1, :name)"), {"name": seeded})
+        except sa.exc.IntegrityError as exc:
+            errors.append(exc)
+    errors.append(KeyError(seeded.lower().replace(" ", "@") + ".example"))
+    out = io.StringIO()
+    configure_logging("console", "debug", stream=out)
+    log = structlog.get_logger("clevertim_sync.test")
+    for error in errors:
+        try:
+            raise error
+        except Exception:
+            log.exception("pull.crashed")
+        assert "anary" not in error_text(error)
+    assert error_text(errors[0]) == "IntegrityError: UNIQUE constraint failed: t.id"
+    assert error_text(errors[1]) == 'KeyError: "…"'
+    logged = out.getvalue()
+    assert "IntegrityError" in logged and "KeyError" in logged and "Traceback" in logged
+    assert "anary" not in logged and "[parameters" not in logged

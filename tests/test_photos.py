@@ -5,9 +5,13 @@ redirect and size rules also through httpx MockTransport."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import struct
+import subprocess
+import sys
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,7 +25,7 @@ from conftest import with_quirks
 from clevertim_sync.api import errors as e
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.backup import archive as bk
-from clevertim_sync.emulator import EmulatorServer
+from clevertim_sync.emulator import EmulatorServer, documents
 from clevertim_sync.emulator.documents import png
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import make_engine
@@ -163,6 +167,73 @@ def test_a_photo_over_the_limit_is_not_kept(
     assert all(r.content is None and "over the limit of 20" in r.last_error for r in stored(engine).values())
 
 
+# A fresh process fetches the bomb: its peak RSS (ru_maxrss, KiB on Linux) is then this fetch's.
+_FETCH_A_BOMB = """
+import resource, sys
+from clevertim_sync.api import errors as e
+from clevertim_sync.api.client import ClevertimClient
+url, cid, cphoto = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with ClevertimClient(url, "test-token", read_retries=0) as client:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        client.photo(cid, cphoto, max_bytes=1 << 20)
+    except e.TooLarge as exc:
+        print("TooLarge", exc)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) // 1024)
+"""
+
+
+def test_a_gzip_bomb_is_refused_at_the_limit_with_memory_bounded_by_a_piece(
+    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+) -> None:
+    bomb = documents.gzip_bomb()  # made before anything is measured (256 KiB -> 256 MiB)
+    assert len(bomb) < 1 << 20
+    cid, cphoto = next(iter(with_photo(emulator).items()))
+    emulator.control.add_fault(kind="gzip_bomb", path="^/getcphoto/")
+    fetch = subprocess.run(
+        [sys.executable, "-c", _FETCH_A_BOMB, emulator.base_url, str(cid), cphoto],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    told, grown_mib = fetch.stdout.splitlines()
+    assert told.startswith("TooLarge") and f"over the limit of {1 << 20} bytes" in told
+    assert int(grown_mib) < 16, f"fetching the bomb grew the peak RSS by {grown_mib} MiB"
+    # The pull keeps no photo, says why, and the next one fetches it again.
+    emulator.control.add_fault(kind="gzip_bomb", path="^/getcphoto/", times=None)
+    report = pull(engine, client, settings=photos_on(photo_max_bytes=1 << 20))
+    assert report.ok and report.photos is not None and report.photos.fetched == 0
+    rows = stored(engine)
+    assert rows and all(r.content is None and "over the limit" in r.last_error for r in rows.values())
+
+
+def test_the_client_decodes_gzip_and_deflate_photos_and_refuses_other_encodings() -> None:
+    image = png(5)
+    packed = {
+        "gzip": gzip.compress(image),
+        "deflate": zlib.compress(image),
+        "identity": image,
+        "br": image,
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.headers["Accept-Encoding"] == "gzip, deflate"
+        encoding = request.url.path.split("/")[-1].removesuffix(".png")
+        return httpx.Response(
+            200,
+            content=iter([packed[encoding]]),  # a stream, as from the network
+            headers={"Content-Type": "image/png", "Content-Encoding": encoding},
+        )
+
+    with _client(answer) as client:
+        for encoding in ("gzip", "deflate", "identity"):
+            assert client.photo(5, f"{encoding}.png", max_bytes=10_000).content == image
+        with pytest.raises(e.MalformedResponse, match="an encoding not asked for: br"):
+            client.photo(5, "br.png", max_bytes=10_000)
+
+
 def test_a_refused_token_ends_the_round_and_the_rest_wait(
     engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
 ) -> None:
@@ -265,7 +336,7 @@ def test_the_client_sends_the_token_only_to_the_apis_host_and_never_down_to_http
         sent.append(request)
         if request.url.host == "crm.example":
             return httpx.Response(302, headers={"Location": "https://cdn.example/p/1.png"})
-        return httpx.Response(200, content=png(1), headers={"Content-Type": "image/png"})
+        return httpx.Response(200, content=iter([png(1)]), headers={"Content-Type": "image/png"})
 
     with _client(handler) as client:
         photo = client.photo(7, "me & you.png", max_bytes=10_000)

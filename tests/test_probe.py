@@ -10,10 +10,13 @@ whose Content-Encoding lies) stops the probe.
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +29,14 @@ from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.api.errors import NotFound, NotSupported
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.emulator.replay import Replay
-from clevertim_sync.emulator.seed import CURRENCIES
+from clevertim_sync.emulator.seed import CURRENCIES, OPP_STATUS, PHONE_TYPES
 from clevertim_sync.survey.capture import (
-    ENUM_LISTS,
-    ENUM_PROPS,
     MANIFEST,
     TIMESTAMP_LIKE,
     Anonymiser,
     CaptureError,
     CaptureWriter,
+    closed_props,
     load_capture,
 )
 from clevertim_sync.survey.probe import VARIANTS, Finding, ProbeResult, probe, summary
@@ -74,11 +76,12 @@ def _kept_on_purpose(value: str) -> bool:
 def _enum_values(originals: dict[str, list[dict[str, Any]]]) -> set[str]:
     """The values of the closed sets the report and the capture copy on purpose."""
     found: set[str] = set()
-    for records in originals.values():
+    for name, records in originals.items():
         for rec in records:
-            for key in ENUM_PROPS | ENUM_LISTS:
+            for key in closed_props(name):
                 value = rec.get(key)
-                found.update(value if isinstance(value, list) else [value] if isinstance(value, str) else [])
+                items = value if isinstance(value, list) else [value]
+                found.update(v for v in items if isinstance(v, str))  # phones: their types, below
             for label in ("phones", "smids"):
                 found.update(item.get("type") for item in rec.get(label) or [])
     return found
@@ -187,6 +190,80 @@ def test_anonymiser_is_consistent_and_keeps_shapes() -> None:
     assert rec["id"] == "17" and rec["cust"] == ["445", 3] and rec["startDate"] == {"y": "2024", "mo": 5}
     assert rec["is_completed"] == "1" and rec["atype"] == "Call" and rec["lm"] == "2024-01-02T03:04:05Z"
     assert rec["name"] != "Ring Bob" and len(rec["name"]) == len("Ring Bob")
+
+
+def test_anonymiser_invents_every_digit_and_letter_whatever_its_script_and_moves_custom_dates() -> None:
+    anon = Anonymiser(b"k" * 32)
+    phones = {
+        "Arabic-Indic": "+٤٤ ٧٧٠٠ ٩٠٠٤٦١",
+        "Extended Arabic-Indic": "۰۷۷۰۰ ۹۰۰۴۶۱",
+        "Devanagari": "+९१ ९८७६५ ४३२१०",
+        "full-width": "０７７００ ９００４６１",
+        "Bengali": "০১৭১১ ২২৩৩৪৪",
+    }
+    for script, phone in phones.items():
+        fake = anon.text(phone)
+        assert len(fake) == len(phone), script
+        kept = [a for a, b in zip(phone, fake, strict=True) if a == b and a.isdigit()]
+        assert len(kept) <= len([c for c in phone if c.isdigit()]) // 3, f"{script}: {phone} -> {fake}"
+        # digits stay digits of their own script, the rest of the shape stays
+        assert [unicodedata.name(c).split()[0] if c.isdigit() else c for c in fake] == [
+            unicodedata.name(c).split()[0] if c.isdigit() else c for c in phone
+        ], script
+    # Every letter is invented, in scripts with a block of their own and in all others.
+    for name in ("Ævar Þórsson", "Ṭhākur", "ยามาดะ", "Ŋgũgĩ"):
+        fake = anon.text(name)
+        letters = [c for c in name if c.isalpha()]
+        kept = [a for a, b in zip(name, fake, strict=True) if a == b and a.isalpha()]
+        assert len(kept) <= len(letters) // 3 and all(c.isalpha() for c in fake if c != " "), (name, fake)
+    # A custom field of type date (a birthday): moved by 1 to 730 days; the same date the same way.
+    anon.learn_custom_fields([{"id": 7, "elemType": "date"}, {"id": 8, "elemType": "input"}])
+    rec = anon.record("contact", {"id": 1, "cf": {"7": "1984-02-29", "8": "2001-09-11T08:46:00Z"}})
+    born, at = rec["cf"]["7"], rec["cf"]["8"]
+    assert TIMESTAMP_LIKE.match(born) and born != "1984-02-29"
+    assert 1 <= abs((date.fromisoformat(born) - date(1984, 2, 29)).days) <= 730
+    assert at.endswith("T08:46:00Z") and at[:10] != "2001-09-11"
+    assert anon.record("contact", {"id": 2, "cf": {"7": "1984-02-29"}})["cf"]["7"] == born
+    # Outside custom values a date is the record's bookkeeping (lm, ao): kept.
+    assert anon.record("contact", {"id": 1, "lm": "2024-01-02T03:04:05Z"})["lm"] == "2024-01-02T03:04:05Z"
+
+
+# Values in places a closed set is, or is thought to be: none of them may reach the report.
+CLOSED_LOOKALIKES = {
+    "phones": ["+44 7700 900461", "Zebulon mobile 07700"],  # phones served as plain strings
+    "type": "Zebulon",  # a short value of an undeclared property named `type`
+    "status": "Qwertyuiop",  # ... and `status`: on a contact, neither is declared closed
+}
+
+
+def test_the_report_copies_only_declared_closed_sets_and_only_values_that_look_closed(
+    emulator: EmulatorServer, run: CliInvoke, tmp_path: Path
+) -> None:
+    contact = next(c for c in emulator.control.state(as_token=EMULATOR_TOKEN)["contact"] if c.get("phones"))
+    emulator.control.update("contact", contact["id"], CLOSED_LOOKALIKES)
+    opp = emulator.control.state(as_token=EMULATOR_TOKEN)["opportunity"][0]
+    emulator.control.update("opportunity", opp["id"], {"status": "Call 07700 900462", "currency": "zeb@x.io"})
+    old = os.umask(0o022)
+    try:
+        run("probe", "--report", str(tmp_path / "r.json"), "--capture", str(tmp_path / "cap"), code=0)
+    finally:
+        os.umask(old)
+    report = (tmp_path / "r.json").read_text(encoding="utf-8")
+    for seed in ("7700", "Zebulon", "Qwertyuiop", "zeb@"):
+        assert seed not in report, seed
+    props = orjson.loads(report)["resources"]
+    statuses = set(props["opportunity"]["properties"]["status"]["values"])
+    assert "<string text>" in statuses and statuses - {"<string text>"} <= set(OPP_STATUS)  # declared
+    assert len(statuses) > 1
+    assert "values" not in props["contact"]["properties"]["type"]  # undeclared: shapes only
+    assert set(props["contact"]["properties"]["phones"]["values"]) <= {*PHONE_TYPES, "<string text>"}
+    captured = (tmp_path / "cap" / "contact.json").read_text(encoding="utf-8")
+    for seed in ("7700 900461", "Zebulon", "Qwertyuiop"):
+        assert seed not in captured, seed
+    # Owner-only, whatever the umask: the report, every capture file, the capture directory.
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "cap").stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "cap").iterdir()} == {0o600}
 
 
 def test_a_capture_served_by_emulator_from_syncs_to_exactly_the_capture(

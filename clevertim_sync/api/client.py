@@ -18,6 +18,7 @@ import re
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -29,7 +30,9 @@ import orjson
 import structlog
 
 from clevertim_sync import __version__, resources, shapes
+from clevertim_sync.api import bodies
 from clevertim_sync.api import errors as e
+from clevertim_sync.api.inflate import UnknownEncoding, inflate
 from clevertim_sync.api.listing import Listing, spool_file
 from clevertim_sync.errors import ConfigError
 from clevertim_sync.logs import REDACTED, register_secret
@@ -44,10 +47,9 @@ _T = TypeVar("_T")
 
 _RESOURCE_NAME = re.compile(r"^[a-z][a-z_]{0,40}$")
 _TOKEN_OK = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII without spaces: fits a header
-# How much of a non-JSON body to quote in an error: enough to recognise a proxy page.
-_SNIPPET = 120
 # Redirects a photo request follows (to a CDN, without the token); the API's never are.
 PHOTO_REDIRECTS = 3
+PHOTO_ENCODINGS = "gzip, deflate"  # what inflate() decodes (an image gains little from more)
 
 
 @dataclass
@@ -274,7 +276,11 @@ class ClevertimClient:
         auth = self._current_auth() if own_host else None
         try:
             with self._http.stream(
-                "GET", url, headers={**self._headers, "Accept": "image/*"}, auth=auth, timeout=self._timeout
+                "GET",
+                url,
+                headers={**self._headers, "Accept": "image/*", "Accept-Encoding": PHOTO_ENCODINGS},
+                auth=auth,
+                timeout=self._timeout,
             ) as response:
                 status, content_type = response.status_code, response.headers.get("Content-Type", "")
                 location = response.headers.get("Location")
@@ -301,13 +307,21 @@ class ClevertimClient:
                 if declared.isdigit() and int(declared) > max_bytes:
                     raise e.TooLarge(f"{declared} bytes, over the limit of {max_bytes}", status=200, **where)
                 chunks, size = [], 0
-                for chunk in response.iter_bytes():
+                # Decoded here, a bounded piece at a time: httpx would inflate a whole network
+                # chunk of a gzip bomb before the limit could be checked.
+                for chunk in inflate(response.iter_raw(), response.headers.get("Content-Encoding", "")):
                     size += len(chunk)
                     if size > max_bytes:
                         raise e.TooLarge(f"over the limit of {max_bytes} bytes", status=200, **where)
                     chunks.append(chunk)
         except httpx.HTTPError as exc:
             raise self._photo_failure(exc, where) from None
+        except UnknownEncoding as exc:
+            raise e.MalformedResponse(f"an encoding not asked for: {exc}", status=200, **where) from None
+        except zlib.error:
+            raise e.MalformedResponse(
+                "the body could not be decoded (not what its Content-Encoding says)", status=200, **where
+            ) from None
         return Photo(content_type=content_type.split(";")[0].strip(), content=b"".join(chunks))
 
     def _photo_failure(self, exc: httpx.HTTPError, where: dict[str, Any]) -> e.ApiError:
@@ -564,6 +578,7 @@ class ClevertimClient:
             "record_id": record_id,
             "status": status,
         }
+        content_type = headers.get("Content-Type", "")
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -571,9 +586,10 @@ class ClevertimClient:
         if 300 <= status < 400:
             location = self._mask(headers.get("Location", ""))[:300] or None
             raise e.Redirected(_redirect_hint(self.base_url, location), location=location, **where)
-        if status in (200, 401, 403) and doc is None and _is_html(headers, raw):
+        if status in (200, 401, 403) and doc is None and bodies.looks_like_html(content_type, raw):
+            shape = self._mask(bodies.describe(raw, content_type))
             raise e.LoginRequired(
-                "got an HTML page (a login page?) where the API's JSON was expected", **where
+                f"got an HTML page (a login page?) where the API's JSON was expected: {shape}", **where
             )
         if status != 200:
             server_message = None
@@ -588,7 +604,7 @@ class ClevertimClient:
         if doc.get("status") != "OK":
             msg = doc.get("error")
             raise e.MalformedResponse(
-                f"envelope status is {doc.get('status')!r}, not 'OK'",
+                f"envelope status is {bodies.word(doc.get('status'))}, not 'OK'",
                 server_message=self._mask(msg)[:500] if isinstance(msg, str) else None,
                 **where,
             )
@@ -610,15 +626,16 @@ class ClevertimClient:
         return content
 
     def _not_json(self, headers: httpx.Headers, raw: bytes) -> str:
+        """What is wrong with a body that is not a JSON object, never quoting it (bodies.py)."""
         declared = headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) != len(raw):
             return f"body truncated: {len(raw)} of {declared} bytes"
-        if _is_html(headers, raw):
-            return "got an HTML page instead of JSON (a proxy or login page?)"
+        shape = self._mask(bodies.describe(raw, headers.get("Content-Type", "")))
+        if bodies.looks_like_html(headers.get("Content-Type", ""), raw):
+            return f"got an HTML page instead of JSON (a proxy or login page?): {shape}"
         if not raw:
-            return "empty body"
-        snippet = self._mask(raw[:_SNIPPET].decode("utf-8", "replace"))
-        return f"body is not a JSON object ({len(raw)} bytes, starts {snippet!r})"
+            return shape
+        return f"body is not a JSON object ({shape})"
 
     @staticmethod
     def _single(content: Records, method: str, resource: str, record_id: int | None) -> dict[str, Any]:
@@ -631,8 +648,9 @@ class ClevertimClient:
         if not content:
             raise e.MalformedResponse("the answer's content is empty, expected the entry", **where)
         entry = content[0]
-        if record_id is not None and shapes.record_id(entry)[0] != record_id:  # "445" is 445
-            raise e.MalformedResponse(f"the answer is entry {entry['id']}, not {record_id}", **where)
+        found = shapes.record_id(entry)[0]  # "445" is 445; an id of another shape is not quoted
+        if record_id is not None and found != record_id:
+            raise e.MalformedResponse(f"the answer is entry {found}, not {record_id}", **where)
         return entry
 
 
@@ -646,10 +664,6 @@ def _trust(ca_bundle: str | None) -> ssl.SSLContext | bool:
         raise ConfigError(
             [f"clevertim.ca_bundle {ca_bundle}: not usable as CA certificates: {exc}"]
         ) from None
-
-
-def _is_html(headers: httpx.Headers, raw: bytes) -> bool:
-    return "html" in headers.get("Content-Type", "").lower() or raw.lstrip()[:1] == b"<"
 
 
 def _redirect_hint(base_url: str, location: str | None) -> str:

@@ -10,6 +10,10 @@ file the daemon writes) with read-only `mode=ro` connections, and it writes only
 queries marked `write`, of which the metadata has none: it reads the live WAL mirror and never
 writes to it.
 
+Datasette has no login: whoever reaches its port reads the whole CRM and runs any SQL on it.
+`--serve` therefore listens on loopback only, unless `--allow-remote` says that another address
+is meant (behind an authenticating proxy, or on a network where everyone may read the CRM).
+
 Must not import: datasette (an optional extra: only looked up, then run as its own program),
 httpx, the API client.
 """
@@ -17,6 +21,7 @@ httpx, the API client.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -71,6 +76,24 @@ def sqlite_file(url: str) -> Path:
     return path
 
 
+AUTH_HINT = (
+    "Datasette has no login: anyone who reaches the port reads every record and runs any SQL. "
+    "To share it, keep it on 127.0.0.1 and put a reverse proxy with authentication in front "
+    "(nginx or Caddy with basic auth or single sign-on, over HTTPS), or reach it through an SSH "
+    "tunnel (ssh -L 8001:127.0.0.1:8001 this-host); --allow-remote listens on another address anyway"
+)
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any address
+        return False
+
+
 def datasette_installed() -> bool:
     try:
         return importlib.util.find_spec("datasette") is not None
@@ -96,6 +119,12 @@ def datasette_installed() -> bool:
     show_default=True,
     help="Port Datasette listens on.",
 )
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Let --serve listen on an address other than loopback (Datasette has no login: "
+    "put authentication in front).",
+)
 @click.option("--account", default=None, help="The account whose mirror to browse (several [[accounts]]).")
 @click.option("--title", default="Clevertim mirror", show_default=True, help="Title of Datasette's pages.")
 @pass_app
@@ -106,6 +135,7 @@ def datasette_command(
     serve: bool,
     host: str,
     port: int,
+    allow_remote: bool,
     account: str | None,
     title: str,
 ) -> None:
@@ -115,6 +145,11 @@ def datasette_command(
     Datasette is an optional extra: pip install 'clevertim-sync[datasette]'.
     """
     quiet_logs()
+    if serve and not allow_remote and not is_loopback(host):
+        raise DatasetteError(
+            "not_loopback",
+            f"refusing to serve the mirror on {host}, an address other machines may reach. {AUTH_HINT}",
+        )
     name, url = _account_database(app, account)
     path = sqlite_file(url)
     if serve and not datasette_installed():

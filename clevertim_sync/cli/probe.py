@@ -21,6 +21,7 @@ from clevertim_sync.daemon.accounts import accounts
 from clevertim_sync.errors import ClevertimSyncError
 from clevertim_sync.logs import configure_logging
 from clevertim_sync.survey.capture import CaptureWriter
+from clevertim_sync.survey.private import open_private
 from clevertim_sync.survey.probe import probe, summary
 
 
@@ -59,7 +60,8 @@ def probe_command(
         result = probe(client, capture=writer, progress=lambda line: click.echo(line, err=True))
     report = result.report()
     try:
-        path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        with open_private(path) as f:  # ids, counts and timings of an account: its owner's
+            f.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     except OSError as exc:
         raise _ReportNotWritten(path, exc.strerror or str(exc)) from None
     for line in summary(result):

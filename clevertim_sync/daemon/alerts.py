@@ -32,7 +32,9 @@ import structlog
 
 from clevertim_sync.daemon import health
 from clevertim_sync.errors import ConfigError
+from clevertim_sync.logs import register_url_secret
 from clevertim_sync.mirror import schema
+from clevertim_sync.mirror.failures import error_text
 from clevertim_sync.settings import Settings
 from clevertim_sync.writeback import outbox
 
@@ -347,6 +349,7 @@ class Sender:
         self.urls = [u.get_secret_value() for u in settings.alerts.urls]
         problems = []
         for n, url in enumerate(self.urls, start=1):
+            register_url_secret(url)  # before apprise sees it: its debug lines quote it
             if apprise.Apprise.instantiate(url, suppress_exceptions=True) is None:
                 problems.append(
                     f"alerts.urls: URL {n} ({describe_scheme(url)}) is not one apprise understands; "
@@ -406,6 +409,6 @@ class AlertThread:
                 try:
                     alerts.evaluate()
                 except Exception as exc:  # a database hiccup: the next evaluation tries again
-                    log.warning("alerts.evaluate_failed", account=alerts.account, error=str(exc))
+                    log.warning("alerts.evaluate_failed", account=alerts.account, error=error_text(exc))
             self._wake.wait(self.interval)
             self._wake.clear()

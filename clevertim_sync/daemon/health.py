@@ -24,6 +24,7 @@ import structlog
 from clevertim_sync import resources
 from clevertim_sync.errors import ConfigError
 from clevertim_sync.mirror import schema
+from clevertim_sync.mirror.failures import error_text
 from clevertim_sync.settings import Settings
 from clevertim_sync.writeback import outbox
 
@@ -228,7 +229,9 @@ class HealthServer:
                         status, ctype, body = route()
                     except Exception as exc:
                         log.exception("health.route_failed", path=self.path)
-                        body = orjson.dumps({"status": "error", "reasons": [f"health check failed: {exc}"]})
+                        body = orjson.dumps(
+                            {"status": "error", "reasons": [f"health check failed: {error_text(exc)}"]}
+                        )
                         status, ctype = 503, "application/json"
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)

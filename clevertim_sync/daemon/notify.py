@@ -4,6 +4,11 @@ Owns: the datagram to systemd (READY=1, WATCHDOG=1, STATUS=..., STOPPING=1) and 
 period derived from `WATCHDOG_USEC` / `WATCHDOG_PID`. Everything is a no-op when the variables are
 unset, so the same code runs on a terminal and under systemd.
 
+Sends never block: a socket nobody reads (PID 1 busy, a supervisor that reads late) fills after
+about ten datagrams, and a blocking send would then stall every job that reports its status. A
+datagram that finds the queue full is dropped (a STATUS= line is only the latest news), except a
+WATCHDOG=1, which is owed and rides along with the next datagram that goes.
+
 Must not import: anything of the package beyond the standard library: it is the lowest layer.
 """
 
@@ -45,6 +50,7 @@ class Notifier:
         self._address = _address(socket_path) if socket_path else None
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
+        self._watchdog_owed = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Notifier:
@@ -56,19 +62,26 @@ class Notifier:
         return self._address is not None
 
     def send(self, *lines: str) -> bool:
-        """Send `KEY=value` lines in one datagram; False (and a log line) when it could not be sent."""
+        """Send `KEY=value` lines in one datagram, without waiting; False when it could not go
+        (a full queue, or no systemd: logged)."""
         if self._address is None:
             return False
-        payload = "\n".join(lines).encode()
         with self._lock:
+            owed = self._watchdog_owed and "WATCHDOG=1" not in lines
+            payload = "\n".join(("WATCHDOG=1", *lines) if owed else lines).encode()
             try:
                 if self._sock is None:
                     self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-                self._sock.sendto(payload, self._address)
+                self._sock.sendto(payload, socket.MSG_DONTWAIT, self._address)
+            except BlockingIOError:
+                self._watchdog_owed = self._watchdog_owed or "WATCHDOG=1" in lines
+                log.debug("notify.queue_full", message=lines[0] if lines else "")
+                return False
             except OSError as exc:
                 # systemd going away must never take the daemon down with it.
                 log.warning("notify.failed", error=str(exc), message=lines[0] if lines else "")
                 return False
+            self._watchdog_owed = False
         return True
 
     def ready(self, status: str | None = None) -> bool:

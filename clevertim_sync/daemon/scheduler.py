@@ -20,6 +20,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from clevertim_sync.daemon.runtime import AccountRuntime
+from clevertim_sync.mirror.failures import error_text
 
 log = structlog.get_logger(__name__)
 
@@ -114,7 +115,7 @@ def _watch_queue(sched: BackgroundScheduler, rt: AccountRuntime) -> None:
     try:
         newest = rt.newest_due_item()
     except Exception as exc:
-        log.warning("daemon.queue_watch_failed", account=rt.name, error=str(exc))
+        log.warning("daemon.queue_watch_failed", account=rt.name, error=error_text(exc))
         return
     if newest <= rt.pushed_through:
         return

@@ -32,6 +32,7 @@ from clevertim_sync.daemon.notify import Notifier, watchdog_interval
 from clevertim_sync.daemon.runtime import AccountRuntime, Backends
 from clevertim_sync.errors import ClevertimSyncError
 from clevertim_sync.logs import configure_logging
+from clevertim_sync.mirror.failures import error_text
 from clevertim_sync.settings import Settings, load
 
 log = structlog.get_logger(__name__)
@@ -47,7 +48,7 @@ def describe(outcome: JobOutcome, summarize: Callable[[Any], str | None] | None 
     when = datetime.now(UTC).strftime("%H:%M:%S")
     head = f"{outcome.account}: {outcome.job} {outcome.status} at {when} UTC ({outcome.duration:.1f} s)"
     if outcome.error is not None:
-        return f"{head}: {outcome.error}"
+        return f"{head}: {error_text(outcome.error)}"
     summary = summarize(outcome.result) if summarize is not None else None
     return f"{head}: {summary}" if summary else head
 
@@ -276,7 +277,7 @@ class Service:
         elif outcome.ok:
             log.info("job.finished", status=outcome.status, **fields)
         else:
-            log.error("job.failed", status=outcome.status, error=str(outcome.error), **fields)
+            log.error("job.failed", status=outcome.status, error=error_text(outcome.error), **fields)
         self._last_status[f"{outcome.account}:{outcome.job.split(':')[0]}"] = line
         self.notifier.status("; ".join(self._last_status.values()))
         # A job that ends proves the loop makes progress, between heartbeats too.
@@ -292,10 +293,10 @@ class Service:
         if outcome.job == "backup":
             try:
                 alerts.record_backup(
-                    outcome.ok, None if outcome.ok else str(outcome.error), datetime.now(UTC)
+                    outcome.ok, None if outcome.ok else error_text(outcome.error), datetime.now(UTC)
                 )
             except Exception as exc:  # the database is what failed: the next backup records it
-                log.warning("alerts.record_failed", account=outcome.account, error=str(exc))
+                log.warning("alerts.record_failed", account=outcome.account, error=error_text(exc))
         self._alert_thread.poke()
 
     def _all_facts(self) -> list[MirrorFacts]:

@@ -12,6 +12,7 @@ Must not import: the store, the server, httpx.
 
 from __future__ import annotations
 
+import functools
 import random
 import struct
 import zlib
@@ -97,6 +98,19 @@ def attach(resource: str, rec: Record, contacts: int) -> None:
         rec["files"], rec["lfiles"] = links(resource, rec["id"], contacts)
     if resource == "contact" and isinstance(rec.get("id"), int):
         rec["cphoto"] = photo_name(rec["id"])
+
+
+BOMB_INFLATED = 256 << 20
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """A gzip body of about 256 KiB that inflates to `BOMB_INFLATED` zero bytes, compressed a MiB
+    at a time (the emulator never holds what it inflates to)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1 << 20)
+    parts = [packer.compress(zeros) for _ in range(BOMB_INFLATED // len(zeros))]
+    return b"".join(parts) + packer.flush()
 
 
 def png(cid: int) -> bytes:

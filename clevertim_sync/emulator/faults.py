@@ -36,7 +36,9 @@ from clevertim_sync.errors import ClevertimSyncError
 # or 403, not applied. bad_encoding: applied, then answered 200 with `Content-Encoding: gzip` over
 # a body that is not gzip. broken_listing: a listing answers 200 with its whole Content-Length,
 # its envelope's head and end intact, but the entry half-way through is broken JSON (a server
-# that failed while writing it). A `status` 429 without retry_after has no Retry-After header.
+# that failed while writing it). gzip_bomb: a photo answers 200 as an image with
+# `Content-Encoding: gzip` over a small body that inflates to 256 MiB (a decompression bomb; photos
+# only). A `status` 429 without retry_after has no Retry-After header.
 KINDS = frozenset(
     {
         "latency",
@@ -51,6 +53,7 @@ KINDS = frozenset(
         "login_page",
         "bad_encoding",
         "broken_listing",
+        "gzip_bomb",
     }
 )
 METHODS = frozenset({"*", "GET", "POST", "PUT", "DELETE", "PATCH"})

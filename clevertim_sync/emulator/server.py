@@ -319,6 +319,10 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiProblem as problem:
             self._send(problem.status, _error(problem.message))
             return
+        if fault is not None and fault.kind == "gzip_bomb":
+            bomb = documents.gzip_bomb()
+            self._send(200, bomb, content_type="image/png", headers=[("Content-Encoding", "gzip")])
+            return
         truncate = fault is not None and fault.kind == "truncate"
         self._send(200, documents.png(int(segs[1])), content_type="image/png", truncate=truncate)
 

@@ -9,6 +9,11 @@ and goes on, the CLI prints it, the daemon reports it). Everything else (integri
 timeouts, serialization failures the code catches on purpose) passes through unchanged. The
 transaction is rolled back as for any other error: nothing half-written stays.
 
+`error_text(exc)` is how any error is told where a record's data must not go (`last_error`,
+`status`, logs, alerts): a SQLAlchemy error (or any other that is not the package's own) by its
+driver's class and first line with every quoted span left out (PostgreSQL quotes the offending
+value: `invalid input syntax for type integer: "..."`), never with the statement or parameters.
+
 Must not import: the store, the pull, httpx.
 """
 
@@ -19,7 +24,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from clevertim_sync.errors import DatabaseFailure
+from clevertim_sync.errors import ClevertimSyncError, DatabaseFailure
+from clevertim_sync.logs import without_quotes
 
 # SQLite primary result codes (sqlite3 exceptions carry them as `sqlite_errorcode` since 3.11).
 _SQLITE_KINDS = {13: "full", 10: "io", 8: "read_only", 11: "corrupt", 26: "corrupt"}
@@ -42,6 +48,17 @@ def driver_message(dbapi_error: BaseException) -> str:
     """The driver's own first line, without statement, parameters or SQLAlchemy's links."""
     text = str(dbapi_error).strip()
     return text.splitlines()[0] if text else type(dbapi_error).__name__
+
+
+def error_text(exc: BaseException | None) -> str:
+    """`exc` told without the data it may carry (see the module doc). The package's own errors
+    are told as they are: their messages are written to hold no record data."""
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, ClevertimSyncError):
+        return str(exc) or type(exc).__name__
+    original = exc.orig if isinstance(exc, sa.exc.StatementError) and exc.orig is not None else exc
+    return f"{type(original).__name__}: " + without_quotes(driver_message(original))
 
 
 def install(engine: sa.Engine) -> None:

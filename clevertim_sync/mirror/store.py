@@ -30,6 +30,7 @@ import structlog
 
 from clevertim_sync import resources
 from clevertim_sync.mirror import schema
+from clevertim_sync.mirror.failures import error_text
 from clevertim_sync.mirror.writes import (
     CHUNK,
     ChangeWriter,
@@ -235,7 +236,7 @@ class _Checkpoints:
         try:
             checkpoint(self.engine)
         except sa.exc.SQLAlchemyError as exc:  # housekeeping: the next one, or SQLite's own, catches up
-            log.warning("pull.checkpoint_failed", error=str(exc))
+            log.warning("pull.checkpoint_failed", error=error_text(exc))
 
 
 def load_record(conn: sa.Connection, resource: str, record_id: int) -> dict[str, Any] | None:

@@ -28,6 +28,7 @@ import structlog
 from clevertim_sync.api.errors import ApiError
 from clevertim_sync.errors import ClevertimSyncError
 from clevertim_sync.mirror import schema, store
+from clevertim_sync.mirror.failures import error_text
 from clevertim_sync.mirror.store import ResourceCounts
 from clevertim_sync.settings import PullSettings
 
@@ -134,7 +135,7 @@ def sync_photos(
 def _reason(exc: ClevertimSyncError) -> str:
     """Why a photo failed, without the API error's advice (written for listings and writes)."""
     if not isinstance(exc, ApiError):
-        return str(exc) or type(exc).__name__
+        return error_text(exc)
     why = f"{type(exc).__name__}: {exc.what}"
     if exc.status is not None:
         why += f" (HTTP {exc.status})"
@@ -162,7 +163,7 @@ def _store(conn: sa.Connection, contact_id: int, cphoto: str, photo: FetchedPhot
 def _record_failure(conn: sa.Connection, contact_id: int, cphoto: str, why: str, at: datetime) -> None:
     """Keep a photo fetched before (of an older cphoto) as it is; say why the new one failed."""
     p = schema.contact_photos
-    error = f"{cphoto}: {why}"[:1000]
+    error = why[:1000]  # not the cphoto (a file name can be a person's): its own column keeps it
     updated = conn.execute(
         p.update().where(p.c.contact_id == contact_id).values(attempted_at=at, last_error=error)
     ).rowcount
@@ -188,7 +189,7 @@ def after_pull(
     try:
         return sync_photos(engine, client, policy, stop)
     except sa.exc.SQLAlchemyError as exc:  # the photos wait for the next pull; the listings are in
-        log.error("pull.photos_failed", error=str(exc))
+        log.error("pull.photos_failed", error=error_text(exc))
         return None
 
 

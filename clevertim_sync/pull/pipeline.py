@@ -45,6 +45,7 @@ from clevertim_sync.api.errors import ApiError, RateLimited
 from clevertim_sync.api.listing import Listing
 from clevertim_sync.errors import ClevertimSyncError, MassDeleteRefused, MirrorError
 from clevertim_sync.mirror import store
+from clevertim_sync.mirror.failures import error_text
 from clevertim_sync.mirror.store import ResourceCounts
 from clevertim_sync.pull import documents, photos
 from clevertim_sync.pull.diff import Changes, ListingDiff, changed_fields, mass_delete_refused
@@ -263,7 +264,7 @@ def _halted(
         )
     else:
         report.halted = f"{why}: {len(left)} resource(s) skipped, every request would meet it"
-    log.error("pull.halted", run_id=report.run_id, reason=why, error=str(exc), skipped=left)
+    log.error("pull.halted", run_id=report.run_id, reason=why, error=error_text(exc), skipped=left)
 
 
 class _Held(Exception):
@@ -431,7 +432,7 @@ def plan_pull(
             if (why := documents.unavailable_reason(name, exc)) is not None:
                 plan.unavailable = why
                 continue
-            plan.error = str(exc) or type(exc).__name__
+            plan.error = error_text(exc)
             continue
         plan.inserts.sort()
         refusal = _guard(
@@ -473,7 +474,7 @@ def _guard(
 def _failed(
     engine: sa.Engine, name: str, *, run_id: int, counts: ResourceCounts, t0: float, exc: Exception
 ) -> ResourceCounts:
-    counts.error = str(exc) or type(exc).__name__
+    counts.error = error_text(exc)  # last_error, status, alerts: no statement, no values
     counts.seconds = round(time.perf_counter() - t0, 3)
     log.error("pull.resource_failed", resource=name, error_type=type(exc).__name__, error=counts.error)
     with engine.begin() as conn:

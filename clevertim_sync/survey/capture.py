@@ -7,15 +7,19 @@ free string), `CaptureWriter` (written by `clevertim-sync probe --capture DIR`) 
 
 What a capture keeps exactly: every key and its order, every JSON type, list-ness and length,
 numbers, booleans and nulls, record ids and references (numbers, and strings that look like ids
-such as "445" or "f1001" where an id or a reference belongs), ISO timestamps and dates, the enum
-values of small closed sets (ctype, atype, type, status, currency, elemType, rec, a phone's or
-social id's type, modelType, permissions, a linked file's sys). Everything else that is a string
-is invented: letters become other letters of the same script and case, digits other digits,
-punctuation, spaces and HTML tags stay, so an email stays email-shaped, a phone phone-shaped, a
-URL keeps its scheme. The invention is driven by the value's keyed hash (SHAKE-256) with a key
-drawn afresh for each capture and never written: within one capture the same original gives the same fake
-(a select field's value still matches the field's allowed values), and nobody holding the
-capture can test guesses of an original against it.
+such as "445" or "f1001" where an id or a reference belongs), ISO timestamps and dates outside
+custom values, and the values of the small closed sets the registry declares (`Prop.closed`:
+ctype, atype, a note's type, status, currency, elemType, rec, a phone's or social id's type,
+modelType, permissions, a linked file's sys) when they look like such (`looks_closed`: short, no
+digit, no @). Everything else that is a string is invented: every letter becomes another letter
+of the same script and case, every digit another digit of the same script (Arabic-Indic,
+Devanagari, full-width...), punctuation, spaces and HTML tags stay, so an email stays
+email-shaped, a phone phone-shaped, a URL keeps its scheme. A date in a custom value (a
+birthday) is moved by a keyed number of days (1 to 730, either way). The invention is driven by
+the value's keyed hash (SHAKE-256) with a key drawn afresh for each capture and never written:
+within one capture the same original gives the same fake (a select field's value still matches
+the field's allowed values), and nobody holding the capture can test guesses of an original
+against it. The directory is made 0700 and its files 0600 (survey/private.py).
 
 Must not import: httpx, SQLAlchemy, the mirror (the emulator reads captures too).
 """
@@ -25,9 +29,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,7 @@ import orjson
 from clevertim_sync import __version__, resources
 from clevertim_sync.errors import ClevertimSyncError
 from clevertim_sync.resources import Kind
+from clevertim_sync.survey.private import open_private, private_dir
 
 FORMAT = "clevertim-sync capture"
 FORMAT_VERSION = 1
@@ -45,10 +51,9 @@ MANIFEST = "manifest.json"
 # records their refusal as it does any failing endpoint, and the probe reports it for information.
 DOCUMENT_RESOURCES = tuple(r.name for r in resources.RESOURCES if r.optional)
 
-# Properties whose values form a small closed set: copied as they are (in a report or a capture).
-ENUM_PROPS = frozenset({"ctype", "atype", "type", "status", "currency", "elemType", "rec", "sys"})
-ENUM_LISTS = frozenset({"modelType", "permissions"})
-ENUM_MAX_LEN = 40
+ENUM_MAX_LEN = 40  # a closed-set value is at most this long
+_CLOSED_VALUE = re.compile(r"[^\W\d]+([ ._&/()'-]+[^\W\d]+){0,4}[.)]?")  # words, no digit
+DATE_SHIFT_DAYS = 730  # a custom value's date moves by 1 to this many days, either way
 # Custom field types whose values are ids written as strings (kept), or a currency code (kept).
 _CF_REF_TYPES = frozenset({"user", "contact", "company", "case", "opportunity"})
 
@@ -59,6 +64,19 @@ _BOOL_SPELLINGS = frozenset({"0", "1", "true", "false", "True", "False", "TRUE",
 # HTML tags and entities stay (their names are not personal); attribute text is invented.
 _MARKUP = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*)([^<>]*)>|&[A-Za-z]+;|&#\d+;")
 _URL_PREFIX = re.compile(r"^(https?://)?(www\.)?", re.IGNORECASE)
+
+
+def closed_props(resource: str) -> frozenset[str]:
+    """The properties of `resource` whose values the registry declares a small closed set."""
+    res = resources.BY_NAME.get(resource)
+    return frozenset(p.api for p in res.props if p.closed) if res is not None else frozenset()
+
+
+def looks_closed(value: Any) -> bool:
+    """True for a value a closed set holds ("Won", "USD", "Mobile", "view"): a few words, short,
+    with no digit and no @; not a phone or an e-mail typed where a label was meant."""
+    return isinstance(value, str) and len(value) <= ENUM_MAX_LEN and bool(_CLOSED_VALUE.fullmatch(value))
+
 
 _LOWER = "abcdefghijklmnopqrstuvwxyz"
 _UPPER = _LOWER.upper()
@@ -138,18 +156,15 @@ class Anonymiser:
                 out[key] = value
                 continue
             prop = res.by_api.get(key) if res is not None else None
-            out[key] = self._by_kind(key, prop.kind if prop is not None else None, value)
+            out[key] = self._by_kind(prop, value) if prop is not None else self._free(value)
         return out
 
     def envelope(self, doc: Mapping[str, Any]) -> dict[str, Any]:
         """The envelope's other keys (not content) with their strings invented, status kept."""
         return {k: v if k in ("status", "content") else self._free(v) for k, v in doc.items()}
 
-    def _by_kind(self, key: str, kind: Kind | None, value: Any) -> Any:
-        if kind is None:
-            if key in ENUM_PROPS:
-                return self._enum(value)
-            return self._free(value)
+    def _by_kind(self, prop: resources.Prop, value: Any) -> Any:
+        kind = prop.kind
         if kind in (Kind.INT, Kind.REF, Kind.TEXT_REF, Kind.INT_LIST):
             return self._ref(value)
         if kind is Kind.BOOL:
@@ -158,14 +173,12 @@ class Anonymiser:
             return _map_strings(value, lambda s: s if NUMBER_LIKE.match(s) else self.text(s))
         if kind is Kind.DATE_PARTS:
             return _map_strings(value, lambda s: s if NUMBER_LIKE.match(s) or s == "" else self.text(s))
-        if kind is Kind.STR and key in ENUM_PROPS:
-            return self._enum(value)
-        if kind is Kind.JSON and key in ENUM_LISTS:
-            return self._enum(value)
         if kind in (Kind.PHONES, Kind.SMIDS):
-            return self._labelled(value)
+            return self._labelled(value, closed=prop.closed)
         if kind is Kind.CUSTOM_FIELDS:
             return self._custom_values(value)
+        if prop.closed:
+            return self._enum(value)
         return self._free(value)
 
     def _free(self, value: Any) -> Any:
@@ -175,14 +188,15 @@ class Anonymiser:
         return _map_strings(value, lambda s: s if s == "" or ID_LIKE.match(s) else self.text(s))
 
     def _enum(self, value: Any) -> Any:
-        return _map_strings(value, lambda s: s if len(s) <= ENUM_MAX_LEN else self.text(s))
+        return _map_strings(value, lambda s: s if s == "" or looks_closed(s) else self.text(s))
 
-    def _labelled(self, value: Any) -> Any:
-        """phones/smids: [{type, no|smid}]: the type label is a closed set, the rest is personal."""
+    def _labelled(self, value: Any, *, closed: bool) -> Any:
+        """phones/smids: [{type, no|smid}]: the type label is a closed set, the rest is personal
+        (and so is an entry served as a plain string: "+44 ..." is a phone, not a label)."""
         if not isinstance(value, list):
             return self._free(value)
         return [
-            {k: self._enum(v) if k == "type" else self._free(v) for k, v in item.items()}
+            {k: self._enum(v) if k == "type" and closed else self._free(v) for k, v in item.items()}
             if isinstance(item, dict)
             else self._free(item)
             for item in value
@@ -198,9 +212,25 @@ class Anonymiser:
                 out[key] = self._ref(v)
             elif elem == "currency":
                 out[key] = self._enum(v)
-            else:
-                out[key] = self._free(v)
+            else:  # a birthday is personal: its date moves, as the rest is invented
+                out[key] = _map_strings(
+                    v, lambda s: self._moved_date(s) if TIMESTAMP_LIKE.match(s) else self.text(s) if s else s
+                )
         return out
+
+    def _moved_date(self, value: str) -> str:
+        """`value` (an ISO date or timestamp) a keyed 1 to DATE_SHIFT_DAYS days earlier or later."""
+        try:
+            day = date.fromisoformat(value[:10])
+        except ValueError:
+            return self.text(value)
+        draw = int.from_bytes(hashlib.shake_256(self._key + b"date" + value.encode()).digest(4), "big")
+        days = 1 + draw % DATE_SHIFT_DAYS
+        try:
+            moved = day + timedelta(days=days if draw & 1 << 31 else -days)
+        except OverflowError:
+            moved = day - timedelta(days=days)
+        return moved.isoformat() + value[10:]
 
 
 def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
@@ -242,12 +272,23 @@ def _chars(text: str, rnd: Iterator[int]) -> str:
             out.append(c)  # punctuation and spacing carry the shape (@ . + - newlines)
         elif c.isalpha():
             out.append(_letter_like(c, rnd))
-        elif ord(c) >= 0x2000 and not c.isdigit():
+        elif c.isnumeric():  # a phone typed in Arabic-Indic, Devanagari or full-width digits
+            out.append(_digit_like(c, rnd))
+        elif ord(c) >= 0x2000:
             lo, hi = _EMOTICONS
             out.append(chr(lo + next(rnd, 0) % (hi - lo + 1)))  # symbols and emoji
         else:
             out.append(c)  # combining marks and the like
     return "".join(out)
+
+
+def _digit_like(c: str, rnd: Iterator[int]) -> str:
+    """Another digit of `c`'s script (its block's zero + 0..9), or an ASCII digit for other
+    numerals (superscripts, fractions, Roman numerals)."""
+    pick = next(rnd, 0) % 10
+    if unicodedata.category(c) == "Nd":
+        return chr(ord(c) - unicodedata.digit(c) + pick)
+    return _DIGITS[pick]
 
 
 def _letter_like(c: str, rnd: Iterator[int]) -> str:
@@ -258,7 +299,7 @@ def _letter_like(c: str, rnd: Iterator[int]) -> str:
                 pick = chr(lo + (next(rnd, 0) << 8 | next(rnd, 0)) % (hi - lo + 1))
                 if pick.isalpha():
                     return pick.upper() if c.isupper() and len(pick.upper()) == 1 else pick
-            return c
+            break  # a block with gaps, unlucky four times: a Latin letter rather than `c`
     pick = _LATIN[next(rnd, 0) % len(_LATIN)]
     return pick.upper() if c.isupper() and len(pick.upper()) == 1 else pick
 
@@ -274,7 +315,7 @@ class CaptureWriter:
         self.anonymiser = anonymiser or Anonymiser()
         self._entries: dict[str, dict[str, Any]] = {}
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            private_dir(directory)
         except OSError as exc:
             raise CaptureError(directory, f"cannot create the directory: {exc.strerror}") from None
 
@@ -288,7 +329,7 @@ class CaptureWriter:
         path = self.directory / f"{resource}.json"
         tmp = path.with_suffix(".json.tmp")
         try:
-            with tmp.open("wb") as f:
+            with open_private(tmp) as f:
                 # The envelope's keys in the served order, `content` written in place, one record at a time.
                 f.write(b"{")
                 for i, (key, value) in enumerate(anon.envelope(envelope).items()):
@@ -321,7 +362,8 @@ class CaptureWriter:
         }
         path = self.directory / MANIFEST
         try:
-            path.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+            with open_private(path) as f:
+                f.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         except OSError as exc:
             raise CaptureError(path, f"cannot write: {exc.strerror}") from None
         return path

@@ -2,8 +2,9 @@
 
 Owns: reading every listing twice (the documents' too, when the account has them), the shapes seen per
 resource and property, the findings (below), the JSON report (no personal data: a free string
-is described by its format and length bucket, never copied; enum values of small closed sets
-and record ids are copied), the human summary, and feeding `capture.CaptureWriter`.
+is described by its format and length bucket, never copied; the values of the closed sets the
+registry declares (`Prop.closed`) when they look like such (`capture.looks_closed`), and record
+ids, are copied), the human summary, and feeding `capture.CaptureWriter`.
 
 Every typed-column verdict comes from the mirror's own converters (`mirror.columns.typed_value`,
 `child_rows`), so the probe says what the mirror will really do with a value.
@@ -59,13 +60,12 @@ from clevertim_sync.resources import Kind, Prop, Resource
 from clevertim_sync.shapes import as_text_id
 from clevertim_sync.survey.capture import (
     DOCUMENT_RESOURCES,
-    ENUM_LISTS,
-    ENUM_MAX_LEN,
-    ENUM_PROPS,
     ID_LIKE,
     NUMBER_LIKE,
     TIMESTAMP_LIKE,
     CaptureWriter,
+    closed_props,
+    looks_closed,
 )
 
 REPORT_VERSION = 1
@@ -237,7 +237,7 @@ class PropStats:
     def _enum(self, value: Any) -> None:
         if self.values is None:
             self.values = Counter()
-        label = value if isinstance(value, str) and len(value) <= ENUM_MAX_LEN else f"<{describe(value)}>"
+        label = value if looks_closed(value) else f"<{describe(value)}>"
         if label in self.values or len(self.values) < ENUM_VALUES_MAX:
             self.values[label] += 1
 
@@ -325,7 +325,7 @@ class ResourceSurvey:
     def survey(self, records: Iterable[Any], hasher: Callable[[Any], int]) -> None:
         res = self.res
         by_api = res.by_api if res is not None else {}
-        enums = ENUM_PROPS | ENUM_LISTS | {"phones", "smids"}
+        enums = closed_props(self.name)  # the registry's closed sets; nothing else is copied
         for rec in records:
             self.records += 1
             if not isinstance(rec, dict):
@@ -736,7 +736,8 @@ def _read(client: ClevertimClient, name: str, survey: ResourceSurvey) -> RawList
         _failed(survey, exc.status, type(exc).__name__, str(exc), started)
         return None
     except Exception as exc:  # the probe reports anything and goes on
-        _failed(survey, None, type(exc).__name__, f"{type(exc).__name__}: {exc}", started)
+        # Its class only: an unexpected error's text may quote what it met in a record.
+        _failed(survey, None, type(exc).__name__, f"{type(exc).__name__} (unexpected)", started)
         return None
     content = listing.content
     survey.reads.append(

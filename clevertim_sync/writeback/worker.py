@@ -53,6 +53,7 @@ from sqlalchemy.engine import Connection, Engine
 from clevertim_sync import shapes
 from clevertim_sync.api import errors as api_errors
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.mirror.failures import error_text
 from clevertim_sync.retry import Rng, next_delay
 from clevertim_sync.settings import Settings
 from clevertim_sync.writeback import claims, outbox
@@ -327,7 +328,7 @@ def _process(run: _Run, unit: Claimed) -> _Outcome:
             state=FAILED,
             counter="failed",
             attempts=unit.attempts + 1,
-            note=f"internal error in clevertim-sync ({type(exc).__name__}: {exc}); "
+            note=f"internal error in clevertim-sync ({error_text(exc)}); "
             "please report it, then `clevertim-sync queue retry`",
         )
 
