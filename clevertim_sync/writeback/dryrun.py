@@ -12,7 +12,6 @@ reconciliation of lost creates, the client's paths.
 
 from __future__ import annotations
 
-import random
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +21,8 @@ from sqlalchemy.engine import Engine
 
 from clevertim_sync.api import errors as api_errors
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.health import Policy, ServerHealth
+from clevertim_sync.mirror.pause import PauseRow
 from clevertim_sync.settings import Settings
 from clevertim_sync.writeback import claims, outbox, worker
 from clevertim_sync.writeback.outbox import FAILED, WAITING, Claimed
@@ -72,12 +73,13 @@ def plan_push(
     """What `push` would send now: every request with its body after the merge (GETs only)."""
     started = now or datetime.now(UTC)
     plan = PushPlan()
-    pause = outbox.get_pause(engine)
-    if pause is not None and pause.not_before > started:
+    # The pause as the push would see it; a dry run never sets or lifts it.
+    health = ServerHealth(PauseRow(engine, read_only=True), Policy.from_settings(settings))
+    if (pause := health.paused_until(started)) is not None:
         plan.paused_until = pause.not_before
         return plan
     units = _claim_and_roll_back(engine, settings, started, plan)
-    run = worker._Run(engine, client, settings, lambda: started, random.Random(), 0)
+    run = worker._Run(engine, client, settings, lambda: started, health)
     for unit in units:
         _plan_unit(run, client, unit, plan)
     return plan
