@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from clevertim_sync import resources
 from clevertim_sync.api import errors as e
-from clevertim_sync.daemon import health, wiring
+from clevertim_sync.daemon import healthz, wiring
 from clevertim_sync.daemon.accounts import Account
 from clevertim_sync.daemon.runtime import AccountRuntime, Backends
 from clevertim_sync.daemon.scheduler import new_scheduler, schedule_account
@@ -561,7 +561,7 @@ def test_a_resource_the_account_lacks_is_asked_again_only_slowly_and_is_never_st
     assert rt.due_resources(["contact", "folder"], now + timedelta(seconds=7200)) == ["contact", "folder"]
     # Hours without a new success: stale for an ordinary resource, never for an unavailable one.
     then = now + timedelta(hours=5)
-    stale = {r.resource for r in health.stale_resources(rt.facts(then), then, rt.stale_after)}
+    stale = {r.resource for r in healthz.stale_resources(rt.facts(then), then, rt.stale_after)}
     assert stale == {"contact"}
     rt.engine.dispose()
 

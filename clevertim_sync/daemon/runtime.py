@@ -22,7 +22,7 @@ import sqlalchemy as sa
 import structlog
 
 from clevertim_sync import resources
-from clevertim_sync.daemon import health, memory
+from clevertim_sync.daemon import healthz, memory
 from clevertim_sync.daemon import lock as instance_lock
 from clevertim_sync.daemon.accounts import Account
 from clevertim_sync.daemon.jobs import JobOutcome, JobRunner
@@ -232,7 +232,7 @@ class AccountRuntime:
         return self.settings.pull.intervals.get(name, self.settings.pull.interval)
 
     def stale_after(self, name: str) -> float:
-        return health.stale_limit(self.settings, name)
+        return healthz.stale_limit(self.settings, name)
 
     def due_resources(self, names: Sequence[str], now: datetime) -> list[str]:
         """`names` minus those still resting after failing several pulls in a row; none while the
@@ -266,11 +266,11 @@ class AccountRuntime:
 
     # --- health -------------------------------------------------------------------------------
 
-    def facts(self, now: datetime) -> health.MirrorFacts:
+    def facts(self, now: datetime) -> healthz.MirrorFacts:
         assert self.engine is not None
         with self.engine.connect() as conn:
-            return health.read_facts(
-                conn, self.name, now, health.stuck_limit(self.settings), self.stale_after
+            return healthz.read_facts(
+                conn, self.name, now, healthz.stuck_limit(self.settings), self.stale_after
             )
 
     def newest_due_item(self) -> int:
@@ -278,9 +278,9 @@ class AccountRuntime:
         with self.engine.connect() as conn:
             return outbox.newest_due(conn, datetime.now(UTC))
 
-    def reasons(self, facts: health.MirrorFacts, now: datetime) -> list[str]:
+    def reasons(self, facts: healthz.MirrorFacts, now: datetime) -> list[str]:
         """Why this account is unhealthy: the database's facts, plus this process's own view."""
-        reasons = health.judge(facts, now, self.stale_after)
+        reasons = healthz.judge(facts, now, self.stale_after)
         last = self.last_pull_outcome
         if last is not None and last.status in ("failed", "timeout"):
             prefix = f"{self.name}: " if self.name != "default" else ""

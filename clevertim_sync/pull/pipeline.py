@@ -11,8 +11,8 @@ index and written; what the mirror holds that the listing did not (the deletes) 
 listing's end, where the guard decides before anything commits. A refusal, or a listing found
 broken half-way, rolls back every batch written: the resource is as it was. Memory is the
 index and one batch, whatever the size of the account. Whatever makes the writes fast lives
-behind `store.bulk_writes`, not here. `plan_pull` (`sync --dry-run`) runs the same listings,
-diff and guard and writes nothing.
+behind `store.bulk_writes`, not here. `plan_pull` (`sync --dry-run`) is the same fetch, diff and
+guard (`_Fetcher`, `_diff`), stopped before apply: it writes nothing.
 
 What a listing's failure means is `health`'s table (column `listing`), asked through one
 `ServerHealth` per pull: a failure that is about the server rather than the resource (cannot
@@ -27,9 +27,10 @@ Must not import: httpx (the client is passed in), SQL beyond `mirror.store`, the
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,7 +49,7 @@ from clevertim_sync.mirror import store
 from clevertim_sync.mirror.pause import PauseRow
 from clevertim_sync.mirror.store import ResourceCounts
 from clevertim_sync.pull import documents, photos
-from clevertim_sync.pull.diff import Changes, ListingDiff, changed_fields, mass_delete_refused
+from clevertim_sync.pull.diff import Changes, ListingDiff, MirrorIndex, changed_fields, mass_delete_refused
 from clevertim_sync.settings import PullSettings, Settings
 
 log = structlog.get_logger(__name__)
@@ -305,24 +306,16 @@ def _pull_resource(
         return _failed(writes.engine, name, run_id=run_id, counts=counts, t0=t0, exc=exc)
     try:
         with listing, writes.resource(name, run_id=run_id) as mirror:
-            diff = ListingDiff(name, mirror.index, lm_key=mirror.lm_key)
-            for batch in listing.batches(BATCH):
-                changes = diff.batch(batch)
-                del batch  # the changes hold what is still needed
+
+            def apply(changes: Changes) -> None:
                 mirror.apply(changes)
                 _count(counts, changes)
-            counts.listed = diff.listed
-            deletes = diff.deletes()
-            refusal = _guard(
-                name,
-                deletes=len(deletes),
-                mirrored=len(diff.index),
-                listed=counts.listed,
-                policy=policy,
-                allow=allow_mass_delete,
-            )
-            if refusal is not None:
-                raise _Held(refusal)
+
+            diffed = _diff(listing, name, mirror.index, mirror.lm_key, apply, policy, allow_mass_delete)
+            counts.listed = diffed.listed
+            if diffed.refusal is not None:
+                raise _Held(diffed.refusal)
+            deletes = diffed.deletes
             mirror.delete(deletes)
             counts.deleted = len(deletes)
             counts.seconds = round(time.perf_counter() - t0, 3)
@@ -337,6 +330,45 @@ def _pull_resource(
     _log_skipped(name, counts)
     log.info("pull.resource_finished", resource=name, **counts.as_dict())
     return counts
+
+
+@dataclass
+class _Diffed:
+    """A listing diffed to its end: how many entries it held, what the mirror holds that it did
+    not, and the guard's refusal of those deletes (None: they may go)."""
+
+    listed: int
+    deletes: list[Any]
+    refusal: MassDeleteRefused | None
+
+
+def _diff(  # noqa: PLR0917 - the listing and what it is diffed and guarded against
+    listing: Listing,
+    name: str,
+    index: MirrorIndex,
+    lm_key: Callable[[Mapping[str, Any]], Any],
+    on_batch: Callable[[Changes], None],
+    policy: PullSettings,
+    allow_mass_delete: bool,
+) -> _Diffed:
+    """The pull's diff and guard of one listing, for the pull and its dry run alike: each batch's
+    changes go to `on_batch` (the pull applies them, `plan_pull` notes them), then the deletes
+    and the guard's verdict on them, before anything commits."""
+    diff = ListingDiff(name, index, lm_key=lm_key)
+    for batch in listing.batches(BATCH):
+        changes = diff.batch(batch)
+        del batch  # the changes hold what is still needed
+        on_batch(changes)
+    deletes = diff.deletes()
+    refusal = _guard(
+        name,
+        deletes=len(deletes),
+        mirrored=len(diff.index),
+        listed=diff.listed,
+        policy=policy,
+        allow=allow_mass_delete,
+    )
+    return _Diffed(diff.listed, deletes, refusal)
 
 
 def _count(counts: ResourceCounts, changes: Changes) -> None:
@@ -419,40 +451,44 @@ def plan_pull(
     settings: Settings | None = None,
 ) -> list[ResourcePlan]:
     """What `pull` would insert, update and delete per resource, and whether the guard would
-    hold it: the same listings, diff and guard, read in transactions that write nothing."""
+    hold it: the pull's own fetch (`_Fetcher`), diff and guard (`_diff`), stopped before apply,
+    read in transactions that write nothing. A failure that would stop the pull stops it too."""
     settings = settings or Settings()
-    policy, decisions = settings.pull, Policy.from_settings(settings)
+    decisions = Policy.from_settings(settings)
+    names = resources_in_order(resources)
     plans = []
-    for name in resources_in_order(resources):
-        plan = ResourcePlan(name)
-        plans.append(plan)
-        try:
-            with contextlib.closing(client.listing(name)) as listing, engine.connect() as conn:
-                diff = ListingDiff(name, store.load_index(conn, name), lm_key=store.lm_key(conn, name))
-                for batch in listing.batches(BATCH):
-                    _plan_batch(conn, plan, diff.batch(batch))
-                plan.listed = diff.listed
-                plan.deletes = diff.deletes()
-                conn.rollback()
-        except ClevertimSyncError as exc:
-            optional = registry.get(name).optional
-            if isinstance(exc, ApiError) and (
-                decisions.decide(exc, Where.LISTING, optional=optional).action is Action.UNAVAILABLE
-            ):
-                plan.unavailable = documents.unavailable_reason(name, exc)
+    with _Fetcher(client, names, decisions) as fetcher:
+        for name in names:
+            plan = ResourcePlan(name)
+            plans.append(plan)
+            if fetcher.halted_before(name):
+                plan.error = f"skipped: {type(fetcher.error).__name__}, every request would meet it"
                 continue
-            plan.error = str(exc) or type(exc).__name__
-            continue
-        plan.inserts.sort()
-        refusal = _guard(
-            name,
-            deletes=len(plan.deletes),
-            mirrored=len(diff.index),
-            listed=plan.listed,
-            policy=policy,
-            allow=allow_mass_delete,
-        )
-        plan.held = str(refusal) if refusal is not None else None
+            try:
+                with contextlib.closing(fetcher.listing(name)()) as listing, engine.connect() as conn:
+                    index, key = store.load_index(conn, name), store.lm_key(conn, name)
+                    diffed = _diff(
+                        listing,
+                        name,
+                        index,
+                        key,
+                        functools.partial(_plan_batch, conn, plan),
+                        settings.pull,
+                        allow_mass_delete,
+                    )
+                    conn.rollback()
+            except ClevertimSyncError as exc:
+                optional = registry.get(name).optional
+                if isinstance(exc, ApiError) and (
+                    decisions.decide(exc, Where.LISTING, optional=optional).action is Action.UNAVAILABLE
+                ):
+                    plan.unavailable = documents.unavailable_reason(name, exc)
+                    continue
+                plan.error = str(exc) or type(exc).__name__
+                continue
+            plan.inserts.sort()
+            plan.listed, plan.deletes = diffed.listed, diffed.deletes
+            plan.held = str(diffed.refusal) if diffed.refusal is not None else None
     return plans
 
 

@@ -305,11 +305,7 @@ def _process(run: _Run, unit: Claimed) -> _Outcome:
             note=run.report.stopped,
         )
     try:
-        if unit.op == "create":
-            return _create(run, unit)
-        if unit.op == "update":
-            return _update(run, unit)
-        return _delete(run, unit)
+        return _send(run, plan_unit(run, unit))
     except api_errors.ApiError as exc:
         return _on_api_error(run, unit, exc)
     except Exception as exc:  # a bug must not leave the item claimed until its lease runs out
@@ -326,46 +322,98 @@ def _process(run: _Run, unit: Claimed) -> _Outcome:
         )
 
 
-def _create(run: _Run, unit: Claimed) -> _Outcome:
-    if unit.reconcile:
-        found = _reconcile_create(run, unit)
-        if len(found) == 1:
-            record = found[0]
-            log.info("push.adopted", item=unit.id, resource=unit.resource, remote_id=record["id"])
-            return _Outcome(
-                unit=unit,
-                state=DONE,
-                counter="adopted",
-                answer=record,
-                fold_op="insert",
-                remote_id=int(record["id"]),
-                note="adopted after a lost answer",
-            )
-        if len(found) > 1:
-            ids = sorted(r["id"] for r in found)
+@dataclass
+class Planned:
+    """What the push does for one unit, decided before anything is written to the server: the
+    request (`method` POST, PUT or DELETE with its `body`), or, when none is needed, the outcome
+    as it stands (`settled`: a lost create adopted or quarantined, an update with nothing to send).
+    `push --dry-run` (dryrun.py) stops here; `_send` sends it."""
+
+    unit: Claimed
+    method: str | None = None
+    body: dict[str, Any] | None = None
+    note: str | None = None  # why the request goes (a create resent after a lost answer)
+    found: list[dict[str, Any]] = field(default_factory=list)  # a lost create's candidates
+    merge: MergeResult | None = None  # an update's three-way merge against the record re-read
+    settled: _Outcome | None = None
+
+
+def plan_unit(run: _Run, unit: Claimed) -> Planned:
+    """The push's plan for one claimed unit: the reads it needs (a lost create's listing, an
+    update's record), the merge, and the request it would send. Raises the ApiError of a read."""
+    if unit.op == "create":
+        return _plan_create(run, unit)
+    if unit.op == "update":
+        return _plan_update(run, unit)
+    return Planned(unit, "DELETE")
+
+
+def _send(run: _Run, planned: Planned) -> _Outcome:
+    """The planned request on the wire, and the outcome its answer makes."""
+    unit = planned.unit
+    if planned.settled is not None:
+        if planned.settled.counter == "adopted":
+            log.info("push.adopted", item=unit.id, resource=unit.resource, remote_id=planned.found[0]["id"])
+        elif planned.settled.counter == "quarantined":
+            ids = sorted(r["id"] for r in planned.found)
             log.warning("push.quarantined", item=unit.id, resource=unit.resource, candidates=ids)
-            return _Outcome(
-                unit=unit,
-                state=QUARANTINED,
-                counter="quarantined",
-                note=f"the answer to this create was lost and {len(ids)} new {unit.resource} records "
-                f"match it (ids {ids}); it was not resent. Check them in Clevertim and delete any "
-                f"duplicate, then `clevertim-sync queue adopt {unit.id} ID` with the id of yours "
-                "(or `queue cancel` it if none is)",
-            )
-        log.info("push.resend", item=unit.id, resource=unit.resource, reason="no record matched")
+        return planned.settled
+    assert planned.method is not None
     run.count("writes")
-    record = run.client.create(unit.resource, unit.fields)
+    if planned.method == "POST":
+        if planned.note is not None:
+            log.info("push.resend", item=unit.id, resource=unit.resource, reason="no record matched")
+        record = run.client.create(unit.resource, unit.fields)
+        run.health.succeeded()
+        return _Outcome(
+            unit=unit,
+            state=DONE,
+            counter="done",
+            answer=record,
+            fold_op="insert",
+            remote_id=int(record["id"]),
+            sent=unit.fields,
+        )
+    assert unit.target_id is not None
+    if planned.method == "PUT":
+        assert planned.merge is not None
+        assert planned.body is not None
+        record = run.client.update(unit.resource, unit.target_id, planned.body)
+        return _update_outcome(unit, planned.merge, record)
+    run.client.delete(unit.resource, unit.target_id)
     run.health.succeeded()
-    return _Outcome(
-        unit=unit,
-        state=DONE,
-        counter="done",
-        answer=record,
-        fold_op="insert",
-        remote_id=int(record["id"]),
-        sent=unit.fields,
-    )
+    return _deleted(unit)
+
+
+def _plan_create(run: _Run, unit: Claimed) -> Planned:
+    if not unit.reconcile:
+        return Planned(unit, "POST", unit.fields)
+    found = _reconcile_create(run, unit)
+    if len(found) == 1:
+        record = found[0]
+        adopted = _Outcome(
+            unit=unit,
+            state=DONE,
+            counter="adopted",
+            answer=record,
+            fold_op="insert",
+            remote_id=int(record["id"]),
+            note="adopted after a lost answer",
+        )
+        return Planned(unit, found=found, settled=adopted)
+    if len(found) > 1:
+        ids = sorted(r["id"] for r in found)
+        quarantined = _Outcome(
+            unit=unit,
+            state=QUARANTINED,
+            counter="quarantined",
+            note=f"the answer to this create was lost and {len(ids)} new {unit.resource} records "
+            f"match it (ids {ids}); it was not resent. Check them in Clevertim and delete any "
+            f"duplicate, then `clevertim-sync queue adopt {unit.id} ID` with the id of yours "
+            "(or `queue cancel` it if none is)",
+        )
+        return Planned(unit, found=found, settled=quarantined)
+    return Planned(unit, "POST", unit.fields, note="sent again: no record matches the earlier attempt")
 
 
 def _reconcile_create(run: _Run, unit: Claimed) -> list[dict[str, Any]]:
@@ -386,15 +434,19 @@ def _reconcile_create(run: _Run, unit: Claimed) -> list[dict[str, Any]]:
     return full or [r for r in new if matches_identity(r, unit.fields, unit.resource)]
 
 
-def _update(run: _Run, unit: Claimed) -> _Outcome:
+def _plan_update(run: _Run, unit: Claimed) -> Planned:
     assert unit.target_id is not None
     remote = run.client.get(unit.resource, unit.target_id)
     run.health.succeeded()
-    result = _merged(run, unit, remote)
-    record = remote
+    result = merge(unit.fields, unit.base, remote, run.push.conflict_policy, resource=unit.resource)
     if result.send:
-        run.count("writes")
-        record = run.client.update(unit.resource, unit.target_id, result.send)
+        return Planned(unit, "PUT", result.send, merge=result)
+    return Planned(unit, merge=result, settled=_update_outcome(unit, result, remote))
+
+
+def _update_outcome(unit: Claimed, result: MergeResult, record: dict[str, Any]) -> _Outcome:
+    """An update's outcome: `record` is the server's answer to the PUT, or the record re-read
+    when nothing was sent."""
     conflict = {k: c.as_json() for k, c in result.conflicts.items()}
     state = CONFLICT if result.needs_resolution else DONE
     note = None
@@ -415,19 +467,6 @@ def _update(run: _Run, unit: Claimed) -> _Outcome:
         conflict=conflict,
         note=note,
     )
-
-
-def _merged(run: _Run, unit: Claimed, remote: dict[str, Any]) -> MergeResult:
-    """The three-way merge of an update against the record the server has now (the dry run's too)."""
-    return merge(unit.fields, unit.base, remote, run.push.conflict_policy, resource=unit.resource)
-
-
-def _delete(run: _Run, unit: Claimed) -> _Outcome:
-    assert unit.target_id is not None
-    run.count("writes")
-    run.client.delete(unit.resource, unit.target_id)
-    run.health.succeeded()
-    return _deleted(unit)
 
 
 def _deleted(unit: Claimed, note: str | None = None) -> _Outcome:
