@@ -365,15 +365,7 @@ def _send(run: _Run, planned: Planned) -> _Outcome:
             log.info("push.resend", item=unit.id, resource=unit.resource, reason="no record matched")
         record = run.client.create(unit.resource, unit.fields)
         run.health.succeeded()
-        return _Outcome(
-            unit=unit,
-            state=DONE,
-            counter="done",
-            answer=record,
-            fold_op="insert",
-            remote_id=int(record["id"]),
-            sent=unit.fields,
-        )
+        return _created(unit, record, "done", sent=unit.fields)
     assert unit.target_id is not None
     if planned.method == "PUT":
         assert planned.merge is not None
@@ -390,16 +382,7 @@ def _plan_create(run: _Run, unit: Claimed) -> Planned:
         return Planned(unit, "POST", unit.fields)
     found = _reconcile_create(run, unit)
     if len(found) == 1:
-        record = found[0]
-        adopted = _Outcome(
-            unit=unit,
-            state=DONE,
-            counter="adopted",
-            answer=record,
-            fold_op="insert",
-            remote_id=int(record["id"]),
-            note="adopted after a lost answer",
-        )
+        adopted = _created(unit, found[0], "adopted", note="adopted after a lost answer")
         return Planned(unit, found=found, settled=adopted)
     if len(found) > 1:
         ids = sorted(r["id"] for r in found)
@@ -465,6 +448,27 @@ def _update_outcome(unit: Claimed, result: MergeResult, record: dict[str, Any]) 
         fold_op="update",
         sent=result.send,
         conflict=conflict,
+        note=note,
+    )
+
+
+def _created(
+    unit: Claimed,
+    record: dict[str, Any],
+    counter: str,
+    *,
+    sent: dict[str, Any] | None = None,
+    note: str | None = None,
+) -> _Outcome:
+    """A create done: the server's record (its answer, or the one adopted) bound to the item."""
+    return _Outcome(
+        unit=unit,
+        state=DONE,
+        counter=counter,
+        answer=record,
+        fold_op="insert",
+        remote_id=int(record["id"]),
+        sent=sent,
         note=note,
     )
 
