@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from conftest import wait_for as _wait
 
 from clevertim_sync import resources
 from clevertim_sync.api import errors as e
@@ -216,13 +217,6 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Running]]:
     for running in started:
         running.service.request_stop()
         running.thread.join(10)
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
 
 
 def test_pulls_on_schedule_and_pull_and_push_never_overlap(
