@@ -58,19 +58,20 @@ The columns: **read** a GET by the client, after each attempt (`retry` within th
 `retry briefly` within clevertim.connect_retries; then `give up`: the caller's column decides);
 **listing** a listing's failure reaching the pull; **photo** a contact photo (never retried: the
 next pull tries it again); **write** a queue item's POST/PUT or the GET it re-reads first;
-**delete** a queue item's DELETE; **start** the daemon's token check at start-up.
+**delete** a queue item's DELETE; **start** the daemon's token check at start-up (`retry`: wait
+and check again; `give up, stop`: the daemon does not start).
 
 The words: `fail` the resource or photo is recorded failed, the rest goes on; `unavailable` an
 optional resource (/folder, /file, /linkedfile) whose listing answered 400, 404 or 501: the
-account lacks it, not a failure (any other status: `fail`); `dead letter` the item fails with
-the server's message (`retry` becomes one after push.max_attempts); `back` the item goes back
-as it was, no attempt spent; `done` a DELETE of a record that is gone did what was asked;
-`pause` no request to the server (pull, photos, push) before the pause ends: what the server
-asked for a read (Retry-After, or clevertim.rate_limit_floor for a bare 429), backoff over the
-outages in a row for a write; `stop` the run ends with one message, the rest waits for the next
-run; `halt` a stop a person must act on (the token or clevertim.url). A create whose request may
-have reached the server (`ApiError.may_have_reached_server`) and goes `retry` or `back` is
-reconciled against the server before it is sent again (writeback/worker.py).
+account lacks it, not a failure (any other status: `fail`); `dead letter` the item fails with the
+server's message (`retry` becomes one after push.max_attempts); `back` the item goes back as it
+was, no attempt spent; `done` a DELETE of a record that is gone did what was asked; `pause` the
+daemon's pulls (photos with them) and every push wait until the pause ends (a `sync` by hand does
+not): what the server asked for a read (Retry-After, or clevertim.rate_limit_floor for a bare
+429), backoff over the outages in a row for a write; `stop` the run ends with one message, the
+rest waits for the next run; `halt` a stop a person must act on (the token or clevertim.url). A
+create whose request may have reached the server (`ApiError.may_have_reached_server`) and goes
+`retry` or `back` is reconciled against the server before it is sent again (writeback/worker.py).
 
 Must not import: httpx, SQLAlchemy, the API client, anything above the ground floor (the error
 classes it names live in errors.py).
