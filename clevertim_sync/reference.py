@@ -28,7 +28,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
 from clevertim_sync import settings as settings_module
-from clevertim_sync.daemon import health
+from clevertim_sync.daemon import healthz as health
 from clevertim_sync.daemon.metrics import DaemonMetrics
 from clevertim_sync.mirror import db, revisions, search
 from clevertim_sync.reporting import datasette_meta

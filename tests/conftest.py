@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -160,6 +161,22 @@ def empty_database(db_kind: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
             return stack.enter_context(_pg_database(_required_pg_server(), prefix="e"))
 
         yield make
+
+
+# --- waiting ----------------------------------------------------------------------------------
+
+
+def wait_for(predicate: Callable[[], Any], what: str = "condition", timeout: float = 60.0) -> Any:
+    """`predicate()`'s first truthy value, asked every 50 ms (a daemon, a thread or a server
+    getting somewhere); fails the test with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
 
 
 # --- the emulator ---------------------------------------------------------------------------

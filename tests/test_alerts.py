@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import wait_for as _wait
 from structlog.testing import capture_logs
 
 from clevertim_sync.daemon.alerts import Alerts, Sender, read_status
@@ -363,13 +364,6 @@ class FailingPull:
 class _Closable:
     def close(self) -> None:
         pass
-
-
-def _wait(predicate: Callable[[], Any], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
 
 
 def test_the_daemon_alerts_goes_on_while_the_receiver_is_down_and_sends_later(

@@ -24,7 +24,19 @@ from clevertim_sync.api import listing as listing_module
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.api.listing import Listing
 from clevertim_sync.errors import ClevertimSyncError, ConfigError
+from clevertim_sync.health import Action, Where, decide
 from clevertim_sync.settings import Settings
+
+
+def retried(exc: e.ApiError) -> bool:
+    """The health table retries this error on a read."""
+    return decide(exc, Where.READ).action is Action.RETRY
+
+
+def stops(exc: e.ApiError) -> bool:
+    """The health table stops a pull at this error (a server-level failure)."""
+    return decide(exc, Where.LISTING).stop
+
 
 TOKEN = "sekrit-token-1234567890"
 BASE = "https://crm.example.com/api"
@@ -153,7 +165,7 @@ def test_status_maps_to_exception_with_fields(status: int, cls: type[e.ApiError]
     assert type(exc) is cls and isinstance(exc, ClevertimSyncError)
     assert (exc.method, exc.resource, exc.record_id, exc.status) == ("POST", "opportunity", None, status)
     assert exc.server_message == "Missing property: name"
-    assert exc.transient is transient
+    assert (decide(exc, Where.READ).action is Action.RETRY) is transient
     assert f"HTTP {status}" in str(exc) and "Missing property: name" in str(exc)
     assert len(rec.requests) == 1  # a write is never retried
 
@@ -244,7 +256,7 @@ def test_envelope_violations_are_malformed(response: httpx.Response, why: str) -
     client, _ = make(Recorder(response), read_retries=0)
     with pytest.raises(e.MalformedResponse, match=re.escape(why)) as info:
         client.list("contact")
-    assert info.value.transient and info.value.status == 200
+    assert retried(info.value) and info.value.status == 200
 
 
 @pytest.mark.parametrize("content", BAD_ENTRIES)
@@ -298,7 +310,7 @@ def test_write_transport_failure_is_typed_and_not_retried(
     with pytest.raises(cls) as info:
         client.create("contact", {"fn": "Ann"})
     assert info.value.may_have_reached_server is reached
-    assert info.value.transient and info.value.status is None
+    assert retried(info.value) and info.value.status is None
     assert len(rec.requests) == 1 and waits == []
 
 
@@ -347,7 +359,7 @@ def test_no_retry_on_permanent_read_failures(status: int) -> None:
     client, waits = make(rec)
     with pytest.raises(e.ApiError) as info:
         client.list("case")
-    assert not info.value.transient
+    assert not retried(info.value)
     assert len(rec.requests) == 1 and waits == []
 
 
@@ -485,7 +497,7 @@ def test_from_settings_uses_url_token_timeout_and_retries() -> None:
     )
     client = ClevertimClient.from_settings(settings)
     try:
-        assert client.base_url == BASE and client.read_retries == 2
+        assert client.base_url == BASE and client.policy.read_retries == 2
     finally:
         client.close()
 
@@ -513,7 +525,7 @@ def test_errors_pickle_with_their_fields() -> None:
     )
     back = pickle.loads(pickle.dumps(exc))
     assert type(back) is e.RateLimited and str(back) == str(exc)
-    assert (back.status, back.retry_after, back.attempts, back.transient) == (429, 3.0, 2, True)
+    assert (back.status, back.retry_after, back.attempts, retried(back)) == (429, 3.0, 2, True)
 
 
 # --- fail fast and say why (issue 11) -------------------------------------------------------------
@@ -527,7 +539,7 @@ def test_a_redirect_is_never_followed_nor_retried_and_names_its_location(status:
         client.list("contact")
     assert len(rec.requests) == 1 and waits == []  # not followed, not retried
     exc = info.value
-    assert not exc.transient and exc.server_wide and exc.status == status
+    assert not retried(exc) and stops(exc) and exc.status == status
     assert exc.location == "https://evil.example.net/api/contact"
     assert "https://evil.example.net/api/contact" in str(exc) and "another host" in str(exc)
     assert "clevertim.url" in str(exc)
@@ -559,7 +571,7 @@ def test_a_login_page_is_a_typed_error_not_transient_and_not_retried(status: int
     with pytest.raises(e.LoginRequired) as info:
         client.list("contact")
     assert len(rec.requests) == 1 and waits == []
-    assert not info.value.transient and info.value.server_wide
+    assert not retried(info.value) and stops(info.value)
     assert "login page" in str(info.value) and "token" in str(info.value)
 
 
@@ -567,7 +579,7 @@ def test_a_403_with_the_api_s_json_is_a_rights_problem_not_a_login() -> None:
     client, _ = make(Recorder(err(403, "no rights")))
     with pytest.raises(e.AuthFailed) as info:
         client.update("task", 3, {"name": "x"})
-    assert type(info.value) is e.AuthFailed and not info.value.server_wide
+    assert type(info.value) is e.AuthFailed and not stops(info.value)
 
 
 def test_a_refused_token_is_read_again_from_its_source_before_the_next_request() -> None:
@@ -654,8 +666,8 @@ def test_a_429_whose_floor_is_beyond_the_longest_wait_goes_up_at_once() -> None:
     client, waits = make(rec, rate_limit_floor=300.0, max_retry_wait=120.0)
     with pytest.raises(e.RateLimited) as info:
         client.list("contact")
-    assert len(rec.requests) == 1 and waits == [] and info.value.server_wide
-    assert client.pause_for(info.value) == 300.0
+    assert len(rec.requests) == 1 and waits == [] and stops(info.value)
+    assert client.policy.asked(info.value) == 300.0
 
 
 def test_connection_failures_get_a_smaller_retry_budget() -> None:
@@ -663,7 +675,7 @@ def test_connection_failures_get_a_smaller_retry_budget() -> None:
     client, waits = make(rec, read_retries=5, connect_retries=2)
     with pytest.raises(e.TransportError) as info:
         client.list("contact")
-    assert len(rec.requests) == 3 and len(waits) == 2 and info.value.server_wide
+    assert len(rec.requests) == 3 and len(waits) == 2 and stops(info.value)
     # other transient failures keep the full budget
     rec = Recorder(err(503))
     client, _ = make(rec, read_retries=5, connect_retries=2)
@@ -698,7 +710,7 @@ def test_the_client_honours_the_proxy_environment(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(e.TransportError, match="refused") as info:
         client.list("contact")
     client.close()
-    assert info.value.server_wide
+    assert stops(info.value)
 
 
 # --- listing(): the body streamed to a file, read back in batches ---------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from clevertim_sync.daemon import health
+from clevertim_sync.daemon import healthz
 from clevertim_sync.daemon.metrics import DaemonMetrics
 from clevertim_sync.mirror.db import make_engine
 
@@ -75,7 +75,7 @@ def test_a_conflict_is_shown_side_by_side_and_settled_field_by_field(
     engine = make_engine(database_url)
     try:
         with engine.connect() as conn:
-            facts = health.read_facts(conn, "default", datetime.now(UTC), 600)
+            facts = healthz.read_facts(conn, "default", datetime.now(UTC), 600)
         exposition = DaemonMetrics(lambda: [facts]).exposition()[2].decode()
     finally:
         engine.dispose()

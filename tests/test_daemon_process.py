@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from conftest import wait_for
 
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import schema
@@ -32,17 +33,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 class NotifySocket:
@@ -96,7 +86,7 @@ class Daemon:
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._out, stderr=subprocess.STDOUT, cwd=self.dir)
 
     def ready(self, timeout: float = 90.0) -> None:
-        wait_for(lambda: self.notify.count("READY=1") or self.proc.poll() is not None, timeout, "READY=1")
+        wait_for(lambda: self.notify.count("READY=1") or self.proc.poll() is not None, "READY=1", timeout)
         assert self.proc.poll() is None, self.output()
 
     def output(self) -> str:
@@ -337,12 +327,12 @@ def test_the_standby_takes_over_when_the_active_daemon_dies(
     standby.ready()
     assert "STATUS=standby: waiting for the active daemon to stop" in standby.notify.lines()
     pings = standby.notify.count("WATCHDOG=1")
-    wait_for(lambda: standby.notify.count("WATCHDOG=1") > pings, 30, "a watchdog ping from the standby")
+    wait_for(lambda: standby.notify.count("WATCHDOG=1") > pings, "a watchdog ping from the standby", 30)
     assert not any(e["event"] == "daemon.ready" for e in standby.events())
     assert standby.proc.poll() is None
     active.proc.kill()
     active.wait()
-    wait_for(lambda: any(e["event"] == "daemon.ready" for e in standby.events()), 30, "the takeover")
+    wait_for(lambda: any(e["event"] == "daemon.ready" for e in standby.events()), "the takeover", 30)
     assert standby.notify.count("READY=1") == 2
     assert any(line.startswith("STATUS=running") for line in standby.notify.lines())
     standby.signal(signal.SIGTERM)

@@ -18,25 +18,29 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from conftest import wait_for as _wait
 
 from clevertim_sync import resources
-from clevertim_sync.daemon import health, wiring
+from clevertim_sync.api import errors as e
+from clevertim_sync.daemon import healthz, wiring
 from clevertim_sync.daemon.accounts import Account
-from clevertim_sync.daemon.runtime import AccountRuntime, Backends, failing_wait
+from clevertim_sync.daemon.runtime import AccountRuntime, Backends
 from clevertim_sync.daemon.scheduler import new_scheduler, schedule_account
 from clevertim_sync.daemon.service import Service
-from clevertim_sync.errors import ClevertimSyncError
+from clevertim_sync.errors import ApiError, ClevertimSyncError
+from clevertim_sync.health import Pause
+from clevertim_sync.health.delays import resting_wait
+from clevertim_sync.mirror import pause as server_pause
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.settings import load
-from clevertim_sync.writeback import outbox
 from clevertim_sync.writeback import tables as wb
 
 
-class FakeApiError(ClevertimSyncError):
-    def __init__(self, message: str, *, transient: bool) -> None:
-        super().__init__(message)
-        self.transient = transient
+def FakeApiError(message: str, *, transient: bool) -> ApiError:
+    """An error of the API, retried at start-up (transient: cannot connect) or fatal (a refused token)."""
+    kind = e.TransportError if transient else e.LoginRequired
+    return kind(message, method="GET", resource="user")
 
 
 class Recorder:
@@ -215,13 +219,6 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Running]]:
         running.thread.join(10)
 
 
-def _wait(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-
-
 def test_pulls_on_schedule_and_pull_and_push_never_overlap(
     sqlite_url: str, start: Callable[..., Running]
 ) -> None:
@@ -356,7 +353,7 @@ def test_a_rejected_token_fails_start_and_an_unreachable_api_is_waited_for(
     rec.token_errors = [FakeApiError("401: the token was rejected", transient=False)]
     svc = start(sqlite_url, rec, wait_ready=False)
     svc.thread.join(10)
-    assert isinstance(svc.result.get("error"), FakeApiError)
+    assert isinstance(svc.result.get("error"), e.LoginRequired)
     assert rec.calls == []  # nothing ran before READY
 
     rec = Recorder(sqlite_url)
@@ -392,8 +389,8 @@ def test_reload_reschedules_with_the_new_interval_and_a_rotated_token_gets_a_new
 
 
 def test_failing_resources_wait_longer_each_time() -> None:
-    assert [failing_wait(n, 60) for n in (0, 1, 2, 3, 4)] == [0, 0, 60, 120, 240]
-    assert failing_wait(30, 900) == 3600
+    assert [resting_wait(n, 60) for n in (0, 1, 2, 3, 4)] == [0, 0, 60, 120, 240]
+    assert resting_wait(30, 900) == 3600
 
 
 def test_several_accounts_each_get_their_own_jobs_database_and_lock(
@@ -532,7 +529,7 @@ def test_no_scheduled_pull_while_the_server_wide_pause_is_in_force(sqlite_url: s
     now = datetime.now(UTC)
     names = ["company", "contact"]
     assert rt.due_resources(names, now) == names
-    outbox.set_pause(rt.engine, now + timedelta(seconds=120), 1, "rate limited (HTTP 429)", now)
+    server_pause.put(rt.engine, Pause(now + timedelta(seconds=120), 1, "rate limited (HTTP 429)"), now)
     assert rt.due_resources(names, now) == []
     assert rt.due_resources(names, now + timedelta(seconds=121)) == names
     rt.engine.dispose()
@@ -558,7 +555,7 @@ def test_a_resource_the_account_lacks_is_asked_again_only_slowly_and_is_never_st
     assert rt.due_resources(["contact", "folder"], now + timedelta(seconds=7200)) == ["contact", "folder"]
     # Hours without a new success: stale for an ordinary resource, never for an unavailable one.
     then = now + timedelta(hours=5)
-    stale = {r.resource for r in health.stale_resources(rt.facts(then), then, rt.stale_after)}
+    stale = {r.resource for r in healthz.stale_resources(rt.facts(then), then, rt.stale_after)}
     assert stale == {"contact"}
     rt.engine.dispose()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clevertim_sync.daemon.health import MirrorFacts, QueueFacts, ResourceFacts
+from clevertim_sync.daemon.healthz import MirrorFacts, QueueFacts, ResourceFacts
 from clevertim_sync.daemon.metrics import DaemonMetrics
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,6 +7,8 @@ guard would hold), and writes nothing, not even a run row."""
 
 from __future__ import annotations
 
+import ast
+import inspect
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,13 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from clevertim_sync import resources
+from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.mirror import schema
-from clevertim_sync.mirror.db import make_engine
-from clevertim_sync.writeback import tables  # noqa: F401 - the queue's tables on the metadata
+from clevertim_sync.mirror.db import make_engine, upgrade
+from clevertim_sync.pull import pipeline
+from clevertim_sync.pull.pipeline import plan_pull, pull
+from clevertim_sync.writeback import dryrun, worker  # (and so the queue's tables on the metadata)
 
 
 @pytest.fixture
@@ -223,3 +229,44 @@ def test_push_dry_run_of_a_lost_create_adopts_without_a_request_or_plans_the_res
     )
     assert request["note"] == "sent again: no record matches the earlier attempt"
     assert snapshot(engine) == before
+
+
+# --- each dry run is its command's own plan, stopped before it writes (issue 19) -------------------
+
+
+def _calls(module: Any, function: str) -> set[str]:
+    """The names `function` of `module` calls (`f(...)` and `x.f(...)` alike)."""
+
+    tree = ast.parse(inspect.getsource(module))
+    (fn,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function]
+    names = set()
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Call):
+            f = node.func
+            names.add(f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else "")
+    return names
+
+
+def test_the_dry_runs_share_their_commands_code() -> None:
+    # The pull and `sync --dry-run`: the same fetcher, and one diff-and-guard (`_diff`), the only
+    # place a listing is diffed; only the pull applies.
+    assert {"_Fetcher", "_diff"} <= _calls(pipeline, "plan_pull")
+    assert "_Fetcher" in _calls(pipeline, "pull") and "_diff" in _calls(pipeline, "_pull_resource")
+    assert "ListingDiff" in _calls(pipeline, "_diff")
+    assert "ListingDiff" not in _calls(pipeline, "plan_pull") | _calls(pipeline, "_pull_resource")
+    # The push and `push --dry-run`: the worker's plan of each unit; the dry run sends nothing.
+    assert "plan_unit" in _calls(worker, "_process") and "plan_unit" in _calls(dryrun, "_plan_unit")
+    sent = {"create", "update", "delete", "get", "list", "merge"}
+    assert not sent & (_calls(dryrun, "_plan_unit") | _calls(dryrun, "plan_push"))
+
+
+def test_sync_dry_run_stops_where_the_pull_would(engine: sa.Engine, emulator: Any) -> None:
+    upgrade(engine)
+    first, *rest = resources.PULL_ORDER
+    emulator.control.add_fault(kind="redirect", path=f"^/{first}$")
+    with ClevertimClient(emulator.base_url, "test-token", read_retries=0) as client:
+        plans = {p.resource: p for p in plan_pull(engine, client)}
+        report = pull(engine, client)
+    # A redirect stops a pull at the first listing; its dry run stops there too.
+    assert report.failed == [first] and report.skipped == rest
+    assert plans[first].error and all((plans[n].error or "").startswith("skipped") for n in rest)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clevertim_sync.retry import MAX_RETRY_AFTER, backoff_delay, next_delay, parse_retry_after
+from clevertim_sync.health.delays import MAX_RETRY_AFTER, backoff_delay, next_delay, parse_retry_after
 
 
 class Top:

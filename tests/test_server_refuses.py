@@ -25,11 +25,12 @@ from clevertim_sync import resources
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.api.listing import Listing
 from clevertim_sync.emulator import EmulatorServer
+from clevertim_sync.mirror import pause as server_pause
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.pull.pipeline import pull
 from clevertim_sync.settings import ClevertimSettings, PushSettings, Settings, load
-from clevertim_sync.writeback import outbox, queue
+from clevertim_sync.writeback import queue
 from clevertim_sync.writeback.worker import push
 
 TOKEN = "test-token"  # the `emulator` fixture's owner token (tests/conftest.py)
@@ -147,7 +148,7 @@ def test_a_429_without_retry_after_waits_the_floor_and_pauses_the_whole_pull_and
     assert {r["resource"] for r in seen} == {FIRST} and len(seen) == 3  # never moved on
     assert sleeps and all(s >= 45.0 for s in sleeps)  # not ~0.5 s and ~1 s
     assert report.skipped == list(resources.PULL_ORDER[1:]) and "rate limited" in (report.halted or "")
-    pause = outbox.get_pause(engine)
+    pause = server_pause.get(engine)
     assert pause is not None and pause.not_before >= before + timedelta(seconds=45)
 
     # The push shares the pause: nothing goes out before it ends.
@@ -219,7 +220,7 @@ def test_a_redirect_on_a_write_stops_the_push_and_keeps_the_item_as_it_was(
     for item in (first, second):
         got = queue.get_item(mirrored, item.id)
         assert got.state == "pending" and got.attempts == 0
-    assert outbox.get_pause(mirrored) is None  # a fixed URL goes at once
+    assert server_pause.get(mirrored) is None  # a fixed URL goes at once
 
     emulator.control.clear_faults()
     with ClevertimClient(emulator.base_url, TOKEN, read_retries=0) as client:
@@ -241,7 +242,7 @@ def test_a_refused_token_pauses_the_push_without_dead_lettering(
     assert not report.ok and report.halted and "token" in report.halted and report.failed == 0
     got = queue.get_item(mirrored, item.id)
     assert got.state == "pending" and got.attempts == 0  # not dead-lettered: nothing to retry by hand
-    pause = outbox.get_pause(mirrored)
+    pause = server_pause.get(mirrored)
     assert pause is not None and pause.not_before > T0
     with ClevertimClient(emulator.base_url, token, read_retries=0) as client:
         assert push(mirrored, client, push_settings(), now=T0).claimed == 0  # paused: nothing sent
@@ -250,7 +251,7 @@ def test_a_refused_token_pauses_the_push_without_dead_lettering(
     emulator.control.clear_faults()
     with ClevertimClient(emulator.base_url, TOKEN, read_retries=0) as client:
         later = push(mirrored, client, push_settings(), now=pause.not_before + timedelta(seconds=1))
-    assert later.done == 1 and outbox.get_pause(mirrored) is None
+    assert later.done == 1 and server_pause.get(mirrored) is None
 
 
 def test_a_lying_content_encoding_on_a_create_is_reconciled_never_sent_twice(

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from clevertim_sync.api import errors as e
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.errors import ConfigError
+from clevertim_sync.health import Where, decide
 from clevertim_sync.settings import ClevertimSettings, Settings
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
@@ -113,7 +114,7 @@ def test_a_private_ca_is_a_tls_failure_until_ca_bundle_names_it(tls_server: tupl
     url, ca = tls_server
     with ClevertimClient.from_settings(settings(url)) as client, pytest.raises(e.TransportError) as info:
         client.list("user")
-    assert "CERTIFICATE_VERIFY_FAILED" in str(info.value) and info.value.server_wide
+    assert "CERTIFICATE_VERIFY_FAILED" in str(info.value) and decide(info.value, Where.LISTING).stop
     with ClevertimClient.from_settings(settings(url, ca)) as client:
         assert client.list("user") == [{"id": 1, "name": "Ann"}]
 

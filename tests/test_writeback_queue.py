@@ -9,7 +9,6 @@ import re
 import shutil
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -286,36 +285,12 @@ def test_our_own_write_becomes_the_base_of_later_edits(engine: Engine) -> None:
     assert next_unit.id == later.id and next_unit.base == {"title": "A"}
 
 
-def test_the_server_pause_is_set_by_racing_workers_and_never_shortened(engine: Engine) -> None:
-    # Worker threads meeting one outage set the pause at the same moment (a PostgreSQL unique
-    # violation, now and then, when it was read-then-insert).
-    start = threading.Barrier(8)
-
-    def meet_outage(i: int) -> None:
-        start.wait()
-        outbox.set_pause(engine, T0 + timedelta(seconds=10 + i), i, f"503 #{i}", T0)
-
-    with ThreadPoolExecutor(8) as pool:
-        for _round in range(20):
-            outbox.clear_pause(engine)
-            list(pool.map(meet_outage, range(8)))
-            pause = outbox.get_pause(engine)
-            assert pause is not None and pause.not_before == T0 + timedelta(seconds=17)
-
-    outbox.set_pause(engine, T0 + timedelta(seconds=5), 9, "a shorter Retry-After", T0)
-    pause = outbox.get_pause(engine)
-    assert pause is not None and pause.not_before == T0 + timedelta(seconds=17)
-    assert (pause.failures, pause.reason) == (9, "a shorter Retry-After")
-    outbox.set_pause(engine, T0 + timedelta(minutes=5), 10, "longer", T0)
-    assert outbox.get_pause(engine) == outbox.Pause(T0 + timedelta(minutes=5), 10, "longer")
-
-
 def test_only_the_outbox_issues_statements_on_the_queue_tables() -> None:
     # One owner of the queue's rows (writeback/outbox.py): every other module of the package
     # reaches them through its functions. datasette_meta imports the tables only to describe them.
     package = Path(clevertim_sync.__file__).parent
     allowed = {"writeback/outbox.py", "writeback/tables.py", "reporting/datasette_meta.py"}
-    sql = re.compile(r"\b(FROM|INTO|UPDATE|JOIN|TABLE)\s+writeback_(queue|pause)\b", re.IGNORECASE)
+    sql = re.compile(r"\b(FROM|INTO|UPDATE|JOIN|TABLE)\s+writeback_queue\b", re.IGNORECASE)
     offenders = set()
     for path in sorted(package.rglob("*.py")):
         where = path.relative_to(package).as_posix()

@@ -1,8 +1,9 @@
 """The Clevertim REST API adapter: one httpx client, the envelope validated, typed errors, read retries.
 
 Owns: URLs, auth (HTTP basic `TOKEN:X`), headers, timeouts, decoding and validating the envelope,
-mapping every failure to an `api.errors` class, and retrying reads (never writes) on transient
-failures with the policy of `clevertim_sync.retry`.
+mapping every failure to an `api.errors` class, and retrying reads (never writes) as
+`clevertim_sync.health` decides: after each failed attempt it asks the policy whether and when to
+try again (`Policy.read_retry`), and does what it says.
 
 Must not import: SQLAlchemy, the mirror, the writeback queue. Nothing above this module sees httpx.
 
@@ -20,7 +21,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
@@ -35,8 +36,9 @@ from clevertim_sync.api import errors as e
 from clevertim_sync.api.inflate import UnknownEncoding, inflate
 from clevertim_sync.api.listing import Listing, spool_file
 from clevertim_sync.errors import ConfigError
+from clevertim_sync.health import Policy
+from clevertim_sync.health.delays import Rng, parse_retry_after
 from clevertim_sync.logs import REDACTED, register_secret
-from clevertim_sync.retry import Rng, next_delay, parse_retry_after
 from clevertim_sync.settings import Settings, api_url_problems
 
 log = structlog.get_logger(__name__)
@@ -87,20 +89,21 @@ class ClevertimClient:
         token: str,
         *,
         timeout: float = 30.0,
-        read_retries: int = 5,
+        read_retries: int | None = None,
         http: httpx.Client | httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: Rng | None = None,
         allow_insecure_http: bool = False,
         user_agent: str = "clevertim-sync",
-        backoff_base: float = 0.5,
-        backoff_cap: float = 30.0,
-        max_retry_wait: float = 120.0,
+        backoff_base: float | None = None,
+        backoff_cap: float | None = None,
+        max_retry_wait: float | None = None,
         stop: threading.Event | None = None,
         connect_retries: int | None = None,
-        rate_limit_floor: float = 30.0,
+        rate_limit_floor: float | None = None,
         token_source: Callable[[], str] | None = None,
         ca_bundle: str | None = None,
+        policy: Policy | None = None,
     ) -> None:
         if problems := api_url_problems(base_url, allow_insecure_http=allow_insecure_http):
             raise ConfigError(problems)
@@ -114,19 +117,20 @@ class ClevertimClient:
         self._token_source = token_source
         self._token_refused = False
         self._token_lock = threading.Lock()
-        self.read_retries = read_retries
-        # A server that cannot be connected to is usually down for everything: fewer tries than
-        # for other transient failures, so a pull against a dead server ends in seconds.
-        self.connect_retries = read_retries if connect_retries is None else min(connect_retries, read_retries)
-        # A 429 without Retry-After: wait at least this long (retrying sooner keeps hitting it).
-        self.rate_limit_floor = rate_limit_floor
+        # Whether and when a read is tried again: the health policy's (the keywords above
+        # override its numbers, for a client made by hand).
+        self.policy = _with_overrides(
+            policy,
+            read_retries=read_retries,
+            connect_retries=connect_retries,
+            read_backoff_base=backoff_base,
+            read_backoff_cap=backoff_cap,
+            max_read_wait=max_retry_wait,
+            rate_limit_floor=rate_limit_floor,
+        )
+        self.read_retries = self.policy.read_retries
         self._sleep = sleep
         self._rng: Rng = rng or random.Random()
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
-        # A Retry-After beyond this is not waited out inside one call: the error goes up and the
-        # scheduler comes back later, rather than blocking a pull for an hour.
-        self._max_retry_wait = max_retry_wait
         # Set when the daemon is stopping: a read waiting to retry gives up at once with its last
         # error (a stop during an outage is not held up by minutes of backoff). Waited on instead
         # of `sleep`.
@@ -153,13 +157,11 @@ class ClevertimClient:
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> ClevertimClient:
         c = settings.clevertim
+        kwargs.setdefault("policy", Policy.from_settings(settings))
         return cls(
             c.url,
             settings.token_value(),
             timeout=c.timeout,
-            read_retries=c.read_retries,
-            connect_retries=c.connect_retries,
-            rate_limit_floor=c.rate_limit_floor,
             allow_insecure_http=c.allow_insecure_http,
             user_agent=c.user_agent,
             token_source=settings.fresh_token if c.token_file is not None else None,
@@ -340,7 +342,7 @@ class ClevertimClient:
         )
 
     def _retried(self, method: str, resource: str, record_id: int | None, once: Callable[[], _T]) -> _T:
-        """`once()` retried on transient failures with the read policy (never used for writes)."""
+        """`once()` retried as the health policy says for a read (never used for writes)."""
         attempt = 0
         while True:
             attempt += 1
@@ -348,17 +350,8 @@ class ClevertimClient:
                 return once()
             except e.ApiError as err:
                 err.attempts = attempt
-                budget = self.connect_retries if isinstance(err, e.TransportError) else self.read_retries
-                if not err.transient or attempt > budget:
-                    raise _with_message(err) from None
-                delay = next_delay(
-                    attempt,
-                    self._wait_asked(err),
-                    base=self._backoff_base,
-                    cap=self._backoff_cap,
-                    rng=self._rng,
-                )
-                if delay > self._max_retry_wait:
+                delay = self.policy.read_retry(err, attempt, self._rng)
+                if delay is None:
                     raise _with_message(err) from None
                 log.warning(
                     "api.retry",
@@ -373,16 +366,6 @@ class ClevertimClient:
                 )
                 if not self._wait(delay):
                     raise _with_message(err) from None
-
-    def _wait_asked(self, err: e.ApiError) -> float | None:
-        """The least wait the server asked for: its Retry-After, or the floor for a bare 429."""
-        if err.retry_after is None and isinstance(err, e.RateLimited):
-            return self.rate_limit_floor
-        return err.retry_after
-
-    def pause_for(self, err: e.ApiError) -> float | None:
-        """Seconds every request to this server should wait after `err`, None for no pause."""
-        return self._wait_asked(err) if isinstance(err, e.RateLimited) else err.retry_after
 
     def _wait(self, delay: float) -> bool:
         """Wait before a retry; False if the daemon began to stop meanwhile (do not retry)."""
@@ -683,6 +666,17 @@ def _redirect_hint(base_url: str, location: str | None) -> str:
     if "login" in to.path.lower() or "signin" in to.path.lower():
         return "redirected (not followed) to a login page: a refused token, or the web app's URL"
     return "redirected (not followed)"
+
+
+def _with_overrides(policy: Policy | None, **numbers: Any) -> Policy:
+    """`policy` with the numbers given (not None), connect_retries never above read_retries. A
+    client made by hand without a policy retries a connect failure as often as any other read."""
+    given = {k: v for k, v in numbers.items() if v is not None}
+    if policy is None:
+        policy = Policy()
+        given.setdefault("connect_retries", given.get("read_retries", policy.read_retries))
+    policy = replace(policy, **given)
+    return replace(policy, connect_retries=min(policy.connect_retries, policy.read_retries))
 
 
 def _with_message(err: e.ApiError) -> e.ApiError:

@@ -22,7 +22,7 @@ from alembic.script import ScriptDirectory
 
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.cli import AppContext, cli, pass_app
-from clevertim_sync.daemon import alerts, health
+from clevertim_sync.daemon import alerts, healthz
 from clevertim_sync.daemon.accounts import Account, accounts
 from clevertim_sync.errors import ClevertimSyncError
 from clevertim_sync.logs import configure_logging
@@ -72,8 +72,8 @@ def _check_mirror(
     engine: sa.Engine, settings: Settings, account: str, now: datetime, add: Callable[[str, bool, str], None]
 ) -> None:
     with engine.connect() as conn:
-        facts = health.read_facts(conn, account, now, health.stuck_limit(settings))
-    reasons = health.judge(facts, now, lambda name: health.stale_limit(settings, name))
+        facts = healthz.read_facts(conn, account, now, healthz.stuck_limit(settings))
+    reasons = healthz.judge(facts, now, lambda name: healthz.stale_limit(settings, name))
     queue_reasons = [r for r in reasons if "writeback queue" in r]
     pull_reasons = [r for r in reasons if r not in queue_reasons]
     add("pulls", not pull_reasons, "; ".join(pull_reasons) or "every resource pulled recently and well")

@@ -2,7 +2,7 @@
 
 Owns: talking to systemd (notify.py), one active instance per mirror (lock.py), the per-account
 settings (accounts.py), running jobs with a deadline and without overlap (jobs.py), APScheduler
-wiring (scheduler.py), /healthz and /metrics (health.py, metrics.py), signals and start-up
+wiring (scheduler.py), /healthz and /metrics (healthz.py, metrics.py), signals and start-up
 (service.py), and the demo (demo.py).
 
 Must not import: the CLI. It calls `clevertim_sync.pull.pipeline.pull` and

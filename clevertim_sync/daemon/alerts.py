@@ -30,7 +30,7 @@ import orjson
 import sqlalchemy as sa
 import structlog
 
-from clevertim_sync.daemon import health
+from clevertim_sync.daemon import healthz
 from clevertim_sync.errors import ConfigError
 from clevertim_sync.logs import register_url_secret
 from clevertim_sync.mirror import schema
@@ -40,7 +40,7 @@ from clevertim_sync.writeback import outbox
 
 log = structlog.get_logger(__name__)
 
-CONDITIONS = health.ALERT_CONDITIONS
+CONDITIONS = healthz.ALERT_CONDITIONS
 TITLES = {
     "pull_failing": "pulls failing",
     "held": "held by the mass-delete guard",
@@ -98,9 +98,9 @@ def read_conditions(
     """Every condition active now but `backup` (which only the backup job's outcome tells)."""
 
     def stale_after(name: str) -> float:
-        return health.stale_limit(settings, name)
+        return healthz.stale_limit(settings, name)
 
-    facts = health.read_facts(conn, account, now, health.stuck_limit(settings), stale_after)
+    facts = healthz.read_facts(conn, account, now, healthz.stuck_limit(settings), stale_after)
     out: dict[str, Condition] = {}
     failing = [r for r in facts.resources if r.consecutive_failures >= settings.alerts.failures]
     if failing:
@@ -137,7 +137,7 @@ def read_conditions(
         )
     # A resource failing or held is stale too, but its own condition already tells it.
     told_elsewhere = {r.resource for r in failing} | {r.resource for r in held}
-    stale = [r for r in health.stale_resources(facts, now, stale_after) if r.resource not in told_elsewhere]
+    stale = [r for r in healthz.stale_resources(facts, now, stale_after) if r.resource not in told_elsewhere]
     members = {f"stale:{r.resource}" for r in stale}
     lines = [
         f"{r.resource}: last good pull at {r.last_success_at:%Y-%m-%d %H:%M} UTC "

@@ -25,7 +25,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from clevertim_sync.daemon.health import ALERT_CONDITIONS, MirrorFacts
+from clevertim_sync.daemon.healthz import ALERT_CONDITIONS, MirrorFacts
 from clevertim_sync.daemon.jobs import JobOutcome
 
 _BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)

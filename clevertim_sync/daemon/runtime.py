@@ -1,9 +1,11 @@
 """One account inside the daemon: its lock, engine, API client, job runner, and its jobs' bodies.
 
 Owns: opening an account (instance lock, migrations, the start-up token check), the pull job (with
-growing waits for resources that keep failing), the push job, the backup job, the health facts,
-and closing it all. Which functions do the pulling and pushing is injected (`Backends`), so the
-scheduling can be tested with stand-ins and the real ones are wired in one place (wiring.py).
+growing waits for resources that keep failing, none while the server-wide pause is in force), the
+push job, the backup job, the health facts, and closing it all. What an API error at start-up
+means, the waits, and the pause are `clevertim_sync.health`'s; this module asks. Which functions
+do the pulling and pushing is injected (`Backends`), so the scheduling can be tested with
+stand-ins and the real ones are wired in one place (wiring.py).
 
 Must not import: APScheduler, the CLI.
 """
@@ -20,15 +22,17 @@ import sqlalchemy as sa
 import structlog
 
 from clevertim_sync import resources
-from clevertim_sync.daemon import health, memory
+from clevertim_sync.daemon import healthz, memory
 from clevertim_sync.daemon.accounts import Account
 from clevertim_sync.daemon.jobs import JobOutcome, JobRunner
-from clevertim_sync.errors import ClevertimSyncError
+from clevertim_sync.errors import ApiError, ClevertimSyncError
+from clevertim_sync.health import Action, Policy, ServerHealth, Where
+from clevertim_sync.health.delays import resting_wait, start_wait
 from clevertim_sync.logs import bind_context
 from clevertim_sync.mirror import lock as instance_lock
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import make_engine, upgrade
-from clevertim_sync.retry import backoff_delay
+from clevertim_sync.mirror.pause import PauseRow
 from clevertim_sync.settings import Settings
 from clevertim_sync.writeback import outbox
 
@@ -53,23 +57,6 @@ class Backends:
     push: Callable[..., Any]  # push(engine, client, settings, *, stop=, holder=)
     backup: Callable[[sa.Engine, Settings], Any] | None = None
     summarize: Callable[[Any], str | None] | None = None  # one line about a job's report
-
-
-def failing_wait(failures: int, interval: float) -> float:
-    """Extra seconds to leave a resource alone after `failures` failed pulls in a row.
-
-    The first failure is retried at the next scheduled pull; after that the wait doubles from one
-    interval, capped at an hour. The ceiling of retry.backoff_delay, not a random draw: a daemon's
-    schedule should be predictable (the scheduler's own jitter already spreads the load).
-    """
-    if failures <= 1:
-        return 0.0
-    return backoff_delay(failures - 1, base=interval, cap=3600.0, rng=_Ceiling())
-
-
-class _Ceiling:
-    def uniform(self, a: float, b: float) -> float:
-        return b
 
 
 class AccountRuntime:
@@ -124,11 +111,11 @@ class AccountRuntime:
         while True:
             try:
                 self.backends.check_token(self.client)
-            except ClevertimSyncError as exc:
-                if not getattr(exc, "transient", False):
+            except ApiError as exc:
+                if Policy.from_settings(self.settings).decide(exc, Where.START).action is not Action.RETRY:
                     raise
                 attempt += 1
-                wait = min(2.0**attempt, 30.0)
+                wait = start_wait(attempt)
                 log.warning("daemon.api_unreachable", account=self.name, error=str(exc), retry_in=wait)
                 on_status(f"{self.name}: waiting for the Clevertim API: {exc}")
                 if self.stopping.wait(wait):
@@ -245,7 +232,7 @@ class AccountRuntime:
         return self.settings.pull.intervals.get(name, self.settings.pull.interval)
 
     def stale_after(self, name: str) -> float:
-        return health.stale_limit(self.settings, name)
+        return healthz.stale_limit(self.settings, name)
 
     def due_resources(self, names: Sequence[str], now: datetime) -> list[str]:
         """`names` minus those still resting after failing several pulls in a row; none while the
@@ -253,8 +240,8 @@ class AccountRuntime:
         by a push or a pull): a scheduled pull would only meet it again. `sync` by hand does not
         wait for it."""
         assert self.engine is not None
-        pause = outbox.get_pause(self.engine)
-        if pause is not None and now < pause.not_before:
+        pause = ServerHealth(PauseRow(self.engine), Policy.from_settings(self.settings)).paused_until(now)
+        if pause is not None:
             log.info(
                 "pull.paused", account=self.name, until=pause.not_before.isoformat(), reason=pause.reason
             )
@@ -268,7 +255,7 @@ class AccountRuntime:
             ).all()
         resting = set()
         for name, failures, last_pull_at, unavailable in rows:
-            wait = failing_wait(int(failures or 0), self.interval_of(name))
+            wait = resting_wait(int(failures or 0), self.interval_of(name))
             if unavailable is not None:  # an endpoint this account lacks: asked again only slowly
                 wait = max(wait, self.settings.pull.unavailable_retry)
             if wait and last_pull_at is not None and now < last_pull_at + timedelta(seconds=wait):
@@ -279,11 +266,11 @@ class AccountRuntime:
 
     # --- health -------------------------------------------------------------------------------
 
-    def facts(self, now: datetime) -> health.MirrorFacts:
+    def facts(self, now: datetime) -> healthz.MirrorFacts:
         assert self.engine is not None
         with self.engine.connect() as conn:
-            return health.read_facts(
-                conn, self.name, now, health.stuck_limit(self.settings), self.stale_after
+            return healthz.read_facts(
+                conn, self.name, now, healthz.stuck_limit(self.settings), self.stale_after
             )
 
     def newest_due_item(self) -> int:
@@ -291,9 +278,9 @@ class AccountRuntime:
         with self.engine.connect() as conn:
             return outbox.newest_due(conn, datetime.now(UTC))
 
-    def reasons(self, facts: health.MirrorFacts, now: datetime) -> list[str]:
+    def reasons(self, facts: healthz.MirrorFacts, now: datetime) -> list[str]:
         """Why this account is unhealthy: the database's facts, plus this process's own view."""
-        reasons = health.judge(facts, now, self.stale_after)
+        reasons = healthz.judge(facts, now, self.stale_after)
         last = self.last_pull_outcome
         if last is not None and last.status in ("failed", "timeout"):
             prefix = f"{self.name}: " if self.name != "default" else ""

@@ -25,7 +25,7 @@ import structlog
 from clevertim_sync.daemon import scheduler as sched_mod
 from clevertim_sync.daemon.accounts import accounts
 from clevertim_sync.daemon.alerts import Alerts, AlertThread, Sender
-from clevertim_sync.daemon.health import HealthServer, MirrorFacts, healthz_route
+from clevertim_sync.daemon.healthz import HealthServer, MirrorFacts, healthz_route
 from clevertim_sync.daemon.jobs import JobOutcome
 from clevertim_sync.daemon.metrics import DaemonMetrics
 from clevertim_sync.daemon.notify import Notifier, watchdog_interval

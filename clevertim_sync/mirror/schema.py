@@ -1,9 +1,10 @@
 """The one SQLAlchemy `metadata` of the project, and the mirror's tables on it.
 
 Owns: the current-state table of every resource (derived from `clevertim_sync.resources`), their
-child tables, `history`, `runs` and `resource_status`. Other areas (writeback queue, reports) put
-their tables on this same `metadata` in their own modules; migrations are written out explicitly
-in migrations/versions (0001_mirror creates what this module defines).
+child tables, `history`, `runs`, `resource_status` and `writeback_pause` (the server-wide pause).
+Other areas (writeback queue, reports) put their tables on this same `metadata` in their own
+modules; migrations are written out explicitly in migrations/versions (0001_mirror creates what
+this module defines).
 
 Relations, documented here because they are deliberately NOT foreign keys: a record may point at
 a record this token cannot see (private to another user or group), and that dangling pointer must
@@ -219,4 +220,17 @@ contact_photos = sa.Table(
         "last_error", sa.Text, comment="why the last fetch failed (retried at the next pull); NULL: ok"
     ),
     comment="contact photos (pull.photos = true): /getcphoto/{contact id}/{cphoto}",
+)
+
+# The server-wide pause (migration 0002 made it beside the queue, hence its name): one row, read
+# and written by mirror/pause.py only, decided by `health` for the pull, photos and the push.
+writeback_pause = sa.Table(
+    "writeback_pause",
+    metadata,
+    sa.Column("scope", sa.String(32), primary_key=True, comment="'server': every request"),
+    sa.Column("not_before", UtcDateTime, nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0", comment="outage failures in a row"),
+    sa.Column("reason", sa.Text),
+    sa.Column("updated_at", UtcDateTime, nullable=False, server_default=sa.text("CURRENT_TIMESTAMP")),
+    comment="set when the server asks to wait (429/503 Retry-After) or is down; no push before not_before",
 )

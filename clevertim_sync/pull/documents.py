@@ -1,11 +1,11 @@
 """Resources an account may not have: the rule that makes a missing endpoint "unavailable".
 
-Owns: which failures of an optional resource's listing (`Resource.optional`: /folder, /file,
-/linkedfile) mean the account or token lacks the endpoint (an older plan, no rights: 404, 400 or
-501) rather than a failing pull, and recording that: the resource's tables stay as they were,
-`resource_status.unavailable` says why, no failure is counted (no alert, /healthz stays green,
-the run is not 'partial' for it), and the daemon asks again only every `pull.unavailable_retry`
-(daemon/runtime.py). The next listing that succeeds clears it.
+Owns: recording an optional resource (`Resource.optional`: /folder, /file, /linkedfile) as
+unavailable when `health`'s table says its listing's failure means the account or token lacks the
+endpoint (an older plan, no rights: 404, 400 or 501) rather than a failing pull: the resource's
+tables stay as they were, `resource_status.unavailable` says why, no failure is counted (no alert,
+/healthz stays green, the run is not 'partial' for it), and the daemon asks again only every
+`pull.unavailable_retry` (daemon/runtime.py). The next listing that succeeds clears it.
 
 Must not import: httpx (errors are matched by their typed `status`), the API client.
 """
@@ -18,24 +18,17 @@ import sqlalchemy as sa
 import structlog
 
 from clevertim_sync import resources
-from clevertim_sync.api.errors import ApiError
+from clevertim_sync.errors import ApiError
 from clevertim_sync.mirror import store
 from clevertim_sync.mirror.store import ResourceCounts
 
 log = structlog.get_logger(__name__)
 
-UNAVAILABLE_STATUSES = frozenset({400, 404, 501})
 
-
-def unavailable_reason(resource: str, exc: BaseException) -> str | None:
-    """Why `resource` is unavailable to this account, when `exc` (its listing's failure) says so;
-    None when it is an ordinary failure (or the resource is not optional)."""
-    res = resources.BY_NAME.get(resource)
-    if res is None or not res.optional or not isinstance(exc, ApiError) or exc.server_wide:
-        return None
-    if exc.status not in UNAVAILABLE_STATUSES:
-        return None
-    return f"{res.path} answered HTTP {exc.status}: not offered to this account or token"
+def unavailable_reason(resource: str, exc: ApiError) -> str:
+    """Why `resource` is unavailable to this account, its listing having met `exc` (the health
+    table said `unavailable`)."""
+    return f"{resources.get(resource).path} answered HTTP {exc.status}: not offered to this account or token"
 
 
 def record_unavailable(

@@ -1,14 +1,15 @@
 """Contact photos (opt-in, `pull.photos = true`): fetched when a contact's `cphoto` is new or changed.
 
-Owns: which contacts' photos are due (a `cphoto` with no stored photo, another stored `cphoto`,
-or a last fetch that failed), fetching them through the API client (`ClevertimClient.photo`:
-the token only to the API's own host, `pull.photo_max_bytes`), at most `pull.photos_per_pull`
-per pull (a first pull of a big account spreads its photos over several pulls), and the
-`contact_photos` rows: bytes, media type, sha256, when. A photo that fails is recorded
-(`last_error`, `attempted_at`) and tried again at the next pull; it never fails the contacts'
-pull. A failure of the whole server (cannot connect, a refused token, a rate limit) ends this
-round at once: the rest wait for the next pull. A contact that is gone, or has no `cphoto` any
-more, loses its row (the mirror holds what the account holds).
+Owns: which contacts' photos are due (a `cphoto` with no stored photo, another stored `cphoto`, or
+a last fetch that failed), fetching them through the API client (`ClevertimClient.photo`: the
+token only to the API's own host, `pull.photo_max_bytes`), at most `pull.photos_per_pull` per pull
+(a first pull of a big account spreads its photos over several pulls), and the `contact_photos`
+rows: bytes, media type, sha256, when. A photo that fails is recorded (`last_error`,
+`attempted_at`) and tried again at the next pull; it never fails the contacts' pull. What a
+failure means is `health`'s table (column `photo`), asked through the pull's `ServerHealth`: a
+failure of the whole server (cannot connect, a refused token, a rate limit) ends this round at
+once, the rest wait for the next pull, and a rate limit pauses every request. A contact that is
+gone, or has no `cphoto` any more, loses its row (the mirror holds what the account holds).
 
 Called by the pull at one place, after the contacts are committed. Must not import httpx (the
 client is passed in and raises the typed `api.errors`).
@@ -25,8 +26,8 @@ from typing import Protocol, runtime_checkable
 import sqlalchemy as sa
 import structlog
 
-from clevertim_sync.api.errors import ApiError
-from clevertim_sync.errors import ClevertimSyncError
+from clevertim_sync.errors import ApiError, ClevertimSyncError
+from clevertim_sync.health import ServerHealth, Where
 from clevertim_sync.mirror import schema, store
 from clevertim_sync.mirror.failures import error_text
 from clevertim_sync.mirror.store import ResourceCounts
@@ -90,7 +91,11 @@ def _forget_gone(conn: sa.Connection) -> int:
 
 
 def sync_photos(
-    engine: sa.Engine, client: PhotoClient, policy: PullSettings, stop: threading.Event | None = None
+    engine: sa.Engine,
+    client: PhotoClient,
+    policy: PullSettings,
+    health: ServerHealth,
+    stop: threading.Event | None = None,
 ) -> PhotoCounts:
     """Fetch the due photos (at most `policy.photos_per_pull`) and store each, or why it failed.
     One transaction per photo: a slow or failing photo holds nothing else up."""
@@ -113,8 +118,8 @@ def sync_photos(
                 counts.errors.append(f"contact {contact_id}: {why}")
             with engine.begin() as conn:
                 _record_failure(conn, contact_id, cphoto, why, at)
-            if isinstance(exc, ApiError) and exc.server_wide:  # every other photo would meet it
-                counts.left = len(due) - done - 1
+            if isinstance(exc, ApiError) and health.after_error(exc, Where.PHOTO).decision.stop:
+                counts.left = len(due) - done - 1  # every other photo would meet it
                 break
             continue
         with engine.begin() as conn:
@@ -178,6 +183,8 @@ def after_pull(
     client: object,
     policy: PullSettings,
     contacts: ResourceCounts | None,
+    *,
+    health: ServerHealth,
     stop: threading.Event | None = None,
 ) -> PhotoCounts | None:
     """The pull's one call: with `pull.photos` on and the contacts just pulled without error,
@@ -187,7 +194,7 @@ def after_pull(
     if not isinstance(client, PhotoClient):
         return None
     try:
-        return sync_photos(engine, client, policy, stop)
+        return sync_photos(engine, client, policy, health, stop)
     except sa.exc.SQLAlchemyError as exc:  # the photos wait for the next pull; the listings are in
         log.error("pull.photos_failed", error=error_text(exc))
         return None

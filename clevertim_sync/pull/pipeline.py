@@ -11,28 +11,29 @@ index and written; what the mirror holds that the listing did not (the deletes) 
 listing's end, where the guard decides before anything commits. A refusal, or a listing found
 broken half-way, rolls back every batch written: the resource is as it was. Memory is the
 index and one batch, whatever the size of the account. Whatever makes the writes fast lives
-behind `store.bulk_writes`, not here. `plan_pull` (`sync --dry-run`) runs the same listings,
-diff and guard and writes nothing.
+behind `store.bulk_writes`, not here. `plan_pull` (`sync --dry-run`) is the same fetch, diff and
+guard (`_Fetcher`, `_diff`), stopped before apply: it writes nothing.
 
-A failure that is about the server rather than the resource (`ApiError.server_wide`: cannot
+What a listing's failure means is `health`'s table (column `listing`), asked through one
+`ServerHealth` per pull: a failure that is about the server rather than the resource (cannot
 connect, a redirect, a login page or a refused token, a rate limit) stops the pull at the first
 one: the resources not yet pulled are skipped with one message (`PullReport.halted`), instead of
-each being retried against a server that will refuse it too. A rate limit also sets the
-writeback's server-wide pause, so the push waits as well.
+each being retried against a server that will refuse it too. Where the table says so (a rate
+limit), every request to the server pauses, the push's too.
 
-Must not import: httpx (the client is passed in), SQL beyond `mirror.store` and the writeback's
-pause (`writeback.outbox`).
+Must not import: httpx (the client is passed in), SQL beyond `mirror.store`, the writeback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -41,14 +42,15 @@ import sqlalchemy as sa
 import structlog
 
 from clevertim_sync import resources as registry
-from clevertim_sync.api.errors import ApiError, RateLimited
 from clevertim_sync.api.listing import Listing
-from clevertim_sync.errors import ClevertimSyncError, MassDeleteRefused, MirrorError
+from clevertim_sync.errors import ApiError, ClevertimSyncError, MassDeleteRefused, MirrorError
+from clevertim_sync.health import Action, Policy, ServerHealth, Where
 from clevertim_sync.mirror import store
 from clevertim_sync.mirror.failures import error_text
+from clevertim_sync.mirror.pause import PauseRow
 from clevertim_sync.mirror.store import ResourceCounts
 from clevertim_sync.pull import documents, photos
-from clevertim_sync.pull.diff import Changes, ListingDiff, changed_fields, mass_delete_refused
+from clevertim_sync.pull.diff import Changes, ListingDiff, MirrorIndex, changed_fields, mass_delete_refused
 from clevertim_sync.settings import PullSettings, Settings
 
 log = structlog.get_logger(__name__)
@@ -127,21 +129,24 @@ def pull(
     settings: Settings | None = None,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
+    policy: Policy | None = None,
 ) -> PullReport:
     """Pull the given resources (default all), parents first; never raises for one bad listing.
 
     `stop` (the daemon's stopping event) is looked at between resources: a resource's transaction
     is never cut in half, the rest are left for the next pull, and the run is recorded 'stopped'.
+    `policy`: what to do after an API error (default: `health`'s, with the settings' numbers).
     """
     names = resources_in_order(resources)
     settings = settings or Settings()
+    health = ServerHealth(PauseRow(engine), policy or Policy.from_settings(settings))
     started = store.now()
     with engine.begin() as conn:
         run_id = store.start_run(conn, "pull", at=started)
     report = PullReport(run_id=run_id, started_at=started)
     log.info("pull.started", run_id=run_id, resources=names)
     try:
-        with _Fetcher(client, names) as fetcher, store.bulk_writes(engine) as writes:
+        with _Fetcher(client, names, health.policy) as fetcher, store.bulk_writes(engine) as writes:
             for i, name in enumerate(names):
                 if stop is not None and stop.is_set():
                     report.stopped = True
@@ -149,7 +154,7 @@ def pull(
                     break
                 if fetcher.halted_before(name):
                     assert fetcher.error is not None
-                    _halted(engine, report, fetcher.error, names[i:], settings)
+                    _halted(report, fetcher.error, names[i:], health)
                     break
                 if progress:
                     progress(name, None)
@@ -157,6 +162,7 @@ def pull(
                     writes,
                     fetcher.listing(name),
                     name,
+                    health=health,
                     run_id=run_id,
                     policy=settings.pull,
                     allow_mass_delete=allow_mass_delete,
@@ -166,7 +172,9 @@ def pull(
                     progress(name, counts)
         if not report.stopped and report.halted is None:  # a server refusing all refuses photos too
             contacts = report.resources.get("contact")
-            report.photos = photos.after_pull(engine, client, settings.pull, contacts, stop)
+            report.photos = photos.after_pull(
+                engine, client, settings.pull, contacts, health=health, stop=stop
+            )
     finally:
         report.finished_at = store.now()
         complete = len(report.resources) + len(report.skipped) == len(names) or report.stopped
@@ -194,14 +202,15 @@ class _Fetcher:
     file: waiting for the server overlaps with writing the previous listing, and no more than
     two files exist at a time).
 
-    The first server-wide failure is kept (`error`, met by `met_by`): no listing is fetched after
-    it, and the resources after the one that met it are skipped at once, not retried against a
-    server that refuses all. Listings are fetched one at a time on one thread, so the failure is
-    recorded before the next fetch starts.
+    The first failure the health table stops a pull for is kept (`error`, met by `met_by`): no
+    listing is fetched after it, and the resources after the one that met it are skipped at once,
+    not retried against a server that refuses all. Listings are fetched one at a time on one
+    thread, so the failure is recorded before the next fetch starts.
     """
 
-    def __init__(self, client: ListingClient, names: Sequence[str]) -> None:
+    def __init__(self, client: ListingClient, names: Sequence[str], policy: Policy) -> None:
         self.client = client
+        self.policy = policy
         self.names = list(names)
         self.error: ApiError | None = None
         self.met_by: str | None = None  # the resource whose listing met it (recorded as failed)
@@ -216,7 +225,7 @@ class _Fetcher:
         try:
             return self.client.listing(name)
         except ApiError as exc:
-            if exc.server_wide:
+            if self.policy.decide(exc, Where.LISTING).stop:
                 self.error, self.met_by = exc, name
             raise
 
@@ -245,22 +254,16 @@ class _Fetcher:
                 future.result().close()
 
 
-def _halted(
-    engine: sa.Engine, report: PullReport, exc: ApiError, left: list[str], settings: Settings
-) -> None:
-    """Skip the resources `left` after a server-wide failure, with one message; a rate limit
-    pauses the push too (the writeback's server-wide pause)."""
+def _halted(report: PullReport, exc: ApiError, left: list[str], health: ServerHealth) -> None:
+    """Skip the resources `left` after a failure that stops the pull, with one message (the
+    pause, when the table set one, was set as the resource that met it was recorded)."""
     report.skipped = list(left)
     why = f"{type(exc).__name__}"
-    if isinstance(exc, RateLimited):
-        from clevertim_sync.writeback import outbox  # noqa: PLC0415 - only a rate limit needs it
-
-        wait = exc.retry_after if exc.retry_after is not None else settings.clevertim.rate_limit_floor
-        now = store.now()
-        until = now + timedelta(seconds=wait)
-        outbox.set_pause(engine, until, 1, str(exc), now)
+    pause = health.paused_until() if health.policy.decide(exc, Where.LISTING).pause else None
+    if pause is not None:
         report.halted = (
-            f"rate limited: paused until {until.isoformat()}, {len(left)} resource(s) left for later"
+            f"{'rate limited' if why == 'RateLimited' else why}: paused until "
+            f"{pause.not_before.isoformat()}, {len(left)} resource(s) left for later"
         )
     else:
         report.halted = f"{why}: {len(left)} resource(s) skipped, every request would meet it"
@@ -280,6 +283,7 @@ def _pull_resource(
     fetch: Callable[[], Listing],
     name: str,
     *,
+    health: ServerHealth,
     run_id: int,
     policy: PullSettings,
     allow_mass_delete: bool,
@@ -292,32 +296,27 @@ def _pull_resource(
     try:
         listing = fetch()
     except ClevertimSyncError as exc:
-        if (why := documents.unavailable_reason(name, exc)) is not None:
-            return documents.record_unavailable(
-                writes.engine, name, run_id=run_id, counts=counts, why=why, t0=t0
-            )
+        if isinstance(exc, ApiError):  # the table's verdict (a pause is set here when it says so)
+            verdict = health.after_error(exc, Where.LISTING, optional=registry.get(name).optional)
+            if verdict.decision.action is Action.UNAVAILABLE:
+                why = documents.unavailable_reason(name, exc)
+                return documents.record_unavailable(
+                    writes.engine, name, run_id=run_id, counts=counts, why=why, t0=t0
+                )
         # The client already retried what was worth retrying: record it, leave the tables alone.
         return _failed(writes.engine, name, run_id=run_id, counts=counts, t0=t0, exc=exc)
     try:
         with listing, writes.resource(name, run_id=run_id) as mirror:
-            diff = ListingDiff(name, mirror.index, lm_key=mirror.lm_key)
-            for batch in listing.batches(BATCH):
-                changes = diff.batch(batch)
-                del batch  # the changes hold what is still needed
+
+            def apply(changes: Changes) -> None:
                 mirror.apply(changes)
                 _count(counts, changes)
-            counts.listed = diff.listed
-            deletes = diff.deletes()
-            refusal = _guard(
-                name,
-                deletes=len(deletes),
-                mirrored=len(diff.index),
-                listed=counts.listed,
-                policy=policy,
-                allow=allow_mass_delete,
-            )
-            if refusal is not None:
-                raise _Held(refusal)
+
+            diffed = _diff(listing, name, mirror.index, mirror.lm_key, apply, policy, allow_mass_delete)
+            counts.listed = diffed.listed
+            if diffed.refusal is not None:
+                raise _Held(diffed.refusal)
+            deletes = diffed.deletes
             mirror.delete(deletes)
             counts.deleted = len(deletes)
             counts.seconds = round(time.perf_counter() - t0, 3)
@@ -332,6 +331,45 @@ def _pull_resource(
     _log_skipped(name, counts)
     log.info("pull.resource_finished", resource=name, **counts.as_dict())
     return counts
+
+
+@dataclass
+class _Diffed:
+    """A listing diffed to its end: how many entries it held, what the mirror holds that it did
+    not, and the guard's refusal of those deletes (None: they may go)."""
+
+    listed: int
+    deletes: list[Any]
+    refusal: MassDeleteRefused | None
+
+
+def _diff(  # noqa: PLR0917 - the listing and what it is diffed and guarded against
+    listing: Listing,
+    name: str,
+    index: MirrorIndex,
+    lm_key: Callable[[Mapping[str, Any]], Any],
+    on_batch: Callable[[Changes], None],
+    policy: PullSettings,
+    allow_mass_delete: bool,
+) -> _Diffed:
+    """The pull's diff and guard of one listing, for the pull and its dry run alike: each batch's
+    changes go to `on_batch` (the pull applies them, `plan_pull` notes them), then the deletes
+    and the guard's verdict on them, before anything commits."""
+    diff = ListingDiff(name, index, lm_key=lm_key)
+    for batch in listing.batches(BATCH):
+        changes = diff.batch(batch)
+        del batch  # the changes hold what is still needed
+        on_batch(changes)
+    deletes = diff.deletes()
+    refusal = _guard(
+        name,
+        deletes=len(deletes),
+        mirrored=len(diff.index),
+        listed=diff.listed,
+        policy=policy,
+        allow=allow_mass_delete,
+    )
+    return _Diffed(diff.listed, deletes, refusal)
 
 
 def _count(counts: ResourceCounts, changes: Changes) -> None:
@@ -414,36 +452,44 @@ def plan_pull(
     settings: Settings | None = None,
 ) -> list[ResourcePlan]:
     """What `pull` would insert, update and delete per resource, and whether the guard would
-    hold it: the same listings, diff and guard, read in transactions that write nothing."""
-    policy = (settings or Settings()).pull
+    hold it: the pull's own fetch (`_Fetcher`), diff and guard (`_diff`), stopped before apply,
+    read in transactions that write nothing. A failure that would stop the pull stops it too."""
+    settings = settings or Settings()
+    decisions = Policy.from_settings(settings)
+    names = resources_in_order(resources)
     plans = []
-    for name in resources_in_order(resources):
-        plan = ResourcePlan(name)
-        plans.append(plan)
-        try:
-            with contextlib.closing(client.listing(name)) as listing, engine.connect() as conn:
-                diff = ListingDiff(name, store.load_index(conn, name), lm_key=store.lm_key(conn, name))
-                for batch in listing.batches(BATCH):
-                    _plan_batch(conn, plan, diff.batch(batch))
-                plan.listed = diff.listed
-                plan.deletes = diff.deletes()
-                conn.rollback()
-        except ClevertimSyncError as exc:
-            if (why := documents.unavailable_reason(name, exc)) is not None:
-                plan.unavailable = why
+    with _Fetcher(client, names, decisions) as fetcher:
+        for name in names:
+            plan = ResourcePlan(name)
+            plans.append(plan)
+            if fetcher.halted_before(name):
+                plan.error = f"skipped: {type(fetcher.error).__name__}, every request would meet it"
                 continue
-            plan.error = error_text(exc)
-            continue
-        plan.inserts.sort()
-        refusal = _guard(
-            name,
-            deletes=len(plan.deletes),
-            mirrored=len(diff.index),
-            listed=plan.listed,
-            policy=policy,
-            allow=allow_mass_delete,
-        )
-        plan.held = str(refusal) if refusal is not None else None
+            try:
+                with contextlib.closing(fetcher.listing(name)()) as listing, engine.connect() as conn:
+                    index, key = store.load_index(conn, name), store.lm_key(conn, name)
+                    diffed = _diff(
+                        listing,
+                        name,
+                        index,
+                        key,
+                        functools.partial(_plan_batch, conn, plan),
+                        settings.pull,
+                        allow_mass_delete,
+                    )
+                    conn.rollback()
+            except ClevertimSyncError as exc:
+                optional = registry.get(name).optional
+                if isinstance(exc, ApiError) and (
+                    decisions.decide(exc, Where.LISTING, optional=optional).action is Action.UNAVAILABLE
+                ):
+                    plan.unavailable = documents.unavailable_reason(name, exc)
+                    continue
+                plan.error = error_text(exc)
+                continue
+            plan.inserts.sort()
+            plan.listed, plan.deletes = diffed.listed, diffed.deletes
+            plan.held = str(diffed.refusal) if diffed.refusal is not None else None
     return plans
 
 

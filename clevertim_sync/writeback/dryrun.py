@@ -2,9 +2,10 @@
 
 Owns: claiming what a push would claim inside a transaction that is always rolled back (so the
 queue's own rules decide: due items, FIFO per record, coalesced updates, local references,
-invalid rows), then asking the server only what a push asks before it writes (the record an
-update merges against, the listing a lost create is reconciled with) and merging as the push
-does. Writes to the server: none. Writes to the database: none that survive (the rollback).
+invalid rows), then running the push's own plan for each unit (`worker.plan_unit`: the record
+an update merges against, the listing a lost create is reconciled with, the merge, the request)
+stopped before its request. Writes to the server: none. Writes to the database: none that survive
+(the rollback); the server-wide pause is read, never set or lifted.
 
 Must not import: the CLI, the daemon, the pull. The wire is the worker's: its merge policy, its
 reconciliation of lost creates, the client's paths.
@@ -12,7 +13,6 @@ reconciliation of lost creates, the client's paths.
 
 from __future__ import annotations
 
-import random
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,8 +22,11 @@ from sqlalchemy.engine import Engine
 
 from clevertim_sync.api import errors as api_errors
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.health import Policy, ServerHealth
+from clevertim_sync.mirror.pause import PauseRow
 from clevertim_sync.settings import Settings
 from clevertim_sync.writeback import claims, outbox, worker
+from clevertim_sync.writeback.merge import MergeResult
 from clevertim_sync.writeback.outbox import FAILED, WAITING, Claimed
 
 WORKER = "dry-run"
@@ -72,12 +75,13 @@ def plan_push(
     """What `push` would send now: every request with its body after the merge (GETs only)."""
     started = now or datetime.now(UTC)
     plan = PushPlan()
-    pause = outbox.get_pause(engine)
-    if pause is not None and pause.not_before > started:
+    # The pause as the push would see it; a dry run never sets or lifts it.
+    health = ServerHealth(PauseRow(engine, read_only=True), Policy.from_settings(settings))
+    if (pause := health.paused_until(started)) is not None:
         plan.paused_until = pause.not_before
         return plan
     units = _claim_and_roll_back(engine, settings, started, plan)
-    run = worker._Run(engine, client, settings, lambda: started, random.Random(), 0)
+    run = worker._Run(engine, client, settings, lambda: started, health)
     for unit in units:
         _plan_unit(run, client, unit, plan)
     return plan
@@ -130,55 +134,37 @@ def _path(client: ClevertimClient, resource: str, record_id: int | None) -> str:
 
 
 def _plan_unit(run: worker._Run, client: ClevertimClient, unit: Claimed, plan: PushPlan) -> None:
-    add = plan.requests.append
-    if unit.op == "create":
-        note = None
-        if unit.reconcile:
-            found = worker._reconcile_create(run, unit)  # the push's own reconciliation
-            if len(found) == 1:
-                why = (
-                    f"its lost answer is found: {unit.resource} {found[0]['id']} would be adopted, no request"
-                )
-                plan.not_sent.append(NotSent(unit.id, unit.resource, unit.op, why))
-                return
-            if len(found) > 1:
-                ids = sorted(r["id"] for r in found)
-                why = f"quarantined: {len(ids)} new records match its lost answer (ids {ids}), not resent"
-                plan.not_sent.append(NotSent(unit.id, unit.resource, unit.op, why))
-                return
-            note = "sent again: no record matches the earlier attempt"
-        add(
-            PlannedRequest(
-                "POST",
-                _path(client, unit.resource, None),
-                unit.fields,
-                unit.resource,
-                "create",
-                unit.item_ids,
-                note,
-            )
-        )
-        return
-    assert unit.target_id is not None
-    path = _path(client, unit.resource, unit.target_id)
-    if unit.op == "delete":
-        add(PlannedRequest("DELETE", path, None, unit.resource, "delete", unit.item_ids))
-        return
+    """The push's own plan for the unit (worker.plan_unit: its reads, reconciliation and merge),
+    stopped before the request it would send."""
     try:
-        remote = client.get(unit.resource, unit.target_id)
+        planned = worker.plan_unit(run, unit)
     except api_errors.NotFound as exc:
         why = f"would fail: {exc}; the record was deleted in Clevertim (or hidden from this token)"
         plan.not_sent.append(NotSent(unit.id, unit.resource, unit.op, why))
         return
-    result = worker._merged(run, unit, remote)  # the push's own merge
-    conflicts = sorted(k for k, c in result.conflicts.items() if c.winner == "none")
-    note = (
-        f"conflict on {', '.join(conflicts)}: not sent, the item waits for `queue resolve`"
-        if conflicts
-        else None
-    )
-    if result.send:
-        add(PlannedRequest("PUT", path, result.send, unit.resource, "update", unit.item_ids, note))
-    else:
-        why = note or "nothing to send: Clevertim already has these values"
-        plan.not_sent.append(NotSent(unit.id, unit.resource, unit.op, why))
+    if planned.method is None:
+        plan.not_sent.append(NotSent(unit.id, unit.resource, unit.op, _why_no_request(planned)))
+        return
+    note = planned.note
+    if planned.merge is not None and (conflicts := _unsettled(planned.merge)):
+        note = f"conflict on {', '.join(conflicts)}: not sent, the item waits for `queue resolve`"
+    path = _path(client, unit.resource, unit.target_id if unit.op != "create" else None)
+    add = PlannedRequest(planned.method, path, planned.body, unit.resource, unit.op, unit.item_ids, note)
+    plan.requests.append(add)
+
+
+def _unsettled(result: MergeResult) -> list[str]:
+    return sorted(k for k, c in result.conflicts.items() if c.winner == "none")
+
+
+def _why_no_request(planned: worker.Planned) -> str:
+    unit, found = planned.unit, planned.found
+    if len(found) == 1:
+        return f"its lost answer is found: {unit.resource} {found[0]['id']} would be adopted, no request"
+    if len(found) > 1:
+        ids = sorted(r["id"] for r in found)
+        return f"quarantined: {len(ids)} new records match its lost answer (ids {ids}), not resent"
+    assert planned.merge is not None
+    if conflicts := _unsettled(planned.merge):
+        return f"conflict on {', '.join(conflicts)}: not sent, the item waits for `queue resolve`"
+    return "nothing to send: Clevertim already has these values"

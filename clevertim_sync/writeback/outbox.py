@@ -1,11 +1,12 @@
 """The writeback queue's rows: the states of an item, their rules, and every statement on
-`writeback_queue` and `writeback_pause` (their columns are in tables.py, as migration 0002 made them).
+`writeback_queue` (its columns are in tables.py, as migration 0002 made them).
 
 Owns: the states and the rules over them (open, due, claimable, stuck, cancellable, needing a
-person), the depth count, the local references (`local:company:7`), the claimed_by of a push, the
-server-wide pause, and every transition below. Nothing else in the package issues SQL on these two
-tables: the ways in and the people's commands (queue.py), the claims (claims.py), the worker
-(worker.py), its dry run, the health check, the alerts and `status` call the functions here.
+person), the depth count, the local references (`local:company:7`), the claimed_by of a push, and
+every transition below. Nothing else in the package issues SQL on this table: the ways in and
+the people's commands (queue.py), the claims (claims.py), the worker (worker.py), its dry run,
+the health check, the alerts and `status` call the functions here. The server-wide pause is
+`health`'s decision, its row the mirror's (mirror/pause.py); the rules below only read it.
 
 An item's life, each arrow one function of this module:
 
@@ -36,12 +37,12 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from clevertim_sync import resources
+from clevertim_sync.mirror import pause as server_pause
 from clevertim_sync.resources import Kind
-from clevertim_sync.writeback.tables import writeback_pause, writeback_queue
+from clevertim_sync.writeback.tables import writeback_queue
 
 Q = writeback_queue
 Bind = Engine | Connection
@@ -253,7 +254,7 @@ def stuck(conn: Connection, now: datetime, stuck_after: float) -> tuple[int, flo
     limit = now - timedelta(seconds=stuck_after)
     since = sa.func.coalesce(Q.c.next_attempt_at, Q.c.created_at)  # when it became due
     late = sa.and_(due(limit), since < limit)  # an item queued after the limit is not late
-    pause = get_pause(conn)
+    pause = server_pause.get(conn)
     if pause is not None and pause.not_before > limit:
         late = sa.false()  # the server asked us to wait: waiting is right, not stuck
     lost = lease_over(limit)
@@ -271,7 +272,7 @@ def newest_due(conn: Connection, now: datetime) -> int:
 
     The cheap check behind "push soon after an edit": one indexed MAX.
     """
-    pause = get_pause(conn)
+    pause = server_pause.get(conn)
     if pause is not None and pause.not_before > now:
         return 0
     return int(conn.execute(sa.select(sa.func.max(Q.c.id)).where(due(now))).scalar() or 0)
@@ -761,42 +762,3 @@ def _rebase_later_edits(conn: Connection, settled: Sequence[Outcome], now: datet
                 conn.execute(
                     sa.update(Q).where(Q.c.id == row.id).values(base_record=dumps(base), updated_at=now)
                 )
-
-
-# --- the server-wide pause -------------------------------------------------------------------------
-
-SERVER_SCOPE = "server"
-
-
-@dataclass(frozen=True)
-class Pause:
-    not_before: datetime
-    failures: int
-    reason: str | None
-
-
-def get_pause(bind: Bind) -> Pause | None:
-    with transaction(bind) as conn:
-        row = conn.execute(sa.select(writeback_pause).where(writeback_pause.c.scope == SERVER_SCOPE)).first()
-    return Pause(row.not_before, row.failures, row.reason) if row else None
-
-
-def set_pause(bind: Bind, not_before: datetime, failures: int, reason: str, now: datetime) -> None:
-    """No request before `not_before`: the server asked (Retry-After) or is down. Never shortens one.
-
-    One upsert: worker threads meeting the same outage set it at the same moment, and on
-    PostgreSQL a read-then-insert let two of them insert (a unique violation mid-push)."""
-    t = writeback_pause
-    upsert = postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
-    values = {"not_before": not_before, "failures": failures, "reason": reason, "updated_at": now}
-    stmt = upsert(t).values(scope=SERVER_SCOPE, **values)
-    asked = stmt.excluded.not_before
-    later = sa.case((asked > t.c.not_before, asked), else_=t.c.not_before)
-    stmt = stmt.on_conflict_do_update(index_elements=[t.c.scope], set_={**values, "not_before": later})
-    with transaction(bind) as conn:
-        conn.execute(stmt)
-
-
-def clear_pause(bind: Bind) -> None:
-    with transaction(bind) as conn:
-        conn.execute(sa.delete(writeback_pause).where(writeback_pause.c.scope == SERVER_SCOPE))

@@ -1,10 +1,10 @@
-"""The writeback queue's two tables, on the project's one `metadata`: their columns, as
-migration 0002_writeback_queue creates them (change both together).
+"""The writeback queue's table, on the project's one `metadata`: its columns, as migration
+0002_writeback_queue creates them (change both together).
 
-Owns: the columns of `writeback_queue` (one row per local edit, its whole life) and
-`writeback_pause` (a server-wide "do not send before" set by 429/503 answers and outages). The
-states an item goes through, their rules and every statement on these tables are outbox.py's:
-nothing else issues SQL on them.
+Owns: the columns of `writeback_queue` (one row per local edit, its whole life). The states an
+item goes through, their rules and every statement on it are outbox.py's: nothing else issues
+SQL on it. (`writeback_pause`, the server-wide "do not send before" that 0002 made beside it, is
+the mirror's: mirror/schema.py, its statements mirror/pause.py, decided by `health`.)
 
 Must not import: httpx, the store, the worker, outbox.py (which builds on this).
 
@@ -63,15 +63,4 @@ writeback_queue = sa.Table(
     sa.Index("ix_writeback_queue_state_next_attempt_at", "state", "next_attempt_at"),
     sa.Index("ix_writeback_queue_resource_target_id", "resource", "target_id"),
     comment="local edits on their way to Clevertim; INSERT here to queue one from SQL",
-)
-
-writeback_pause = sa.Table(
-    "writeback_pause",
-    metadata,
-    sa.Column("scope", sa.String(32), primary_key=True, comment="'server': every request"),
-    sa.Column("not_before", UtcDateTime, nullable=False),
-    sa.Column("failures", sa.Integer, nullable=False, server_default="0", comment="outage failures in a row"),
-    sa.Column("reason", sa.Text),
-    sa.Column("updated_at", UtcDateTime, nullable=False, server_default=NOW),
-    comment="set when the server asks to wait (429/503 Retry-After) or is down; no push before not_before",
 )

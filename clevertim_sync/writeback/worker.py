@@ -1,8 +1,9 @@
 """The writeback worker: drains due queue items through the API client, once per `push()` call.
 
 Owns: what goes on the wire for each claimed unit (create, coalesced update, delete), the
-reconciliation of items whose earlier request has an unknown outcome, the classification of
-failures into retry / pause / dead letter, and the order in which an outcome is recorded.
+reconciliation of items whose earlier request has an unknown outcome, turning `health`'s verdict
+on a failure (columns `write` and `delete` of its table) into the item's outcome, and the order in
+which an outcome is recorded.
 
 Must not import: the CLI, the daemon, the pull. One item's path runs one way: claims.py takes it
 (`claims.claim`), a worker thread sends it and turns the answer into an `outbox.Outcome`
@@ -10,22 +11,14 @@ Must not import: the CLI, the daemon, the pull. One item's path runs one way: cl
 the item's new state into the queue (`outbox.record`), in one transaction. Every statement on the
 queue is outbox.py's; the mirror is written only through `fold.fold_many`.
 
-Failures, and why they are treated as they are:
-- The server is down or asks to wait (429, 502/503/504, cannot connect): a server-wide pause
-  (`writeback_pause`) until Retry-After, or exponential backoff with jitter without one; no
-  request at all goes out before it ends. These do not spend the item's attempts: an outage says
-  nothing about the item, and a ten-minute outage must not dead-letter the whole queue.
-- The item's request failed in a way that may be its own (timeout or reset after sending, garbled
-  answer): attempts + 1, backoff with jitter, dead letter after `push.max_attempts`.
-- The server refused the token (401, or a login page where JSON was expected): a server-wide
-  pause with backoff, the item back as it was (no attempt spent); the client reads the token's
-  file again before its next request, so a rotated token is used by the next push.
-- A redirect (3xx, never followed): the push stops, the item back as it was; clevertim.url must
-  be fixed. No pause: the next push with a fixed URL goes at once.
-- The server refused the item (400, 403, 404 on an update, 500 = body not parsed, 501):
-  dead letter at once with the server's message; other records keep flowing. A 403 also stops
-  this push (every other request would fail the same way).
-- A DELETE that meets 404 is done: the record is gone, which is what was asked.
+Failures: the worker reports each to the push's `ServerHealth` and follows its verdict (the
+table, with its reasons, is in `clevertim_sync/health/__init__.py`): the server is down, asks to
+wait or refused the token: every request pauses (`mirror/pause.py`'s row), the push stops, the
+item goes back as it was (an outage says nothing about the item, and a ten-minute outage must not
+dead-letter the queue); a redirect stops the push; a failure that may be the item's own is
+retried later, then dead-lettered after `push.max_attempts`; a refusal of the item dead-letters
+it at once and the rest flows; a DELETE that meets 404 is done. After an outage the next push
+probes with one unit (`ServerHealth.recovering`); the first success lifts the pause.
 
 Lost responses: a create whose answer may have been lost goes to `reconcile`. Before anything is
 resent the resource is listed: one new record (id above the highest known before the POST) that
@@ -44,7 +37,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -53,8 +46,10 @@ from sqlalchemy.engine import Connection, Engine
 from clevertim_sync import shapes
 from clevertim_sync.api import errors as api_errors
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.health import Action, Decision, Policy, ServerHealth, Verdict, Where
+from clevertim_sync.health.delays import Rng
 from clevertim_sync.mirror.failures import error_text
-from clevertim_sync.retry import Rng, next_delay
+from clevertim_sync.mirror.pause import PauseRow
 from clevertim_sync.settings import Settings
 from clevertim_sync.writeback import claims, outbox
 from clevertim_sync.writeback.fold import Fold, fold_many
@@ -74,8 +69,6 @@ log = structlog.get_logger(__name__)
 
 # Outcomes are recorded once this many rounds of `concurrency` requests have finished.
 RECORD_ROUNDS = 4
-
-OUTAGE_ERRORS = (api_errors.RateLimited, api_errors.ServiceUnavailable, api_errors.TransportError)
 
 
 @dataclass
@@ -120,17 +113,14 @@ class _Run:
         client: ClevertimClient,
         settings: Settings,
         clock: Callable[[], datetime],
-        rng: Rng,
-        outage_failures: int,
+        health: ServerHealth,
         caller_stop: threading.Event | None = None,
     ) -> None:
         self.engine = engine
         self.client = client
         self.push = settings.push
-        self.rate_limit_floor = settings.clevertim.rate_limit_floor
         self.clock = clock
-        self.rng = rng
-        self.outage_failures = outage_failures
+        self.health = health
         # Set by the push itself (a pause the server asked for, a rejected token).
         self.stop = threading.Event()
         # Set by the caller (the daemon is stopping): never set by the push, only read.
@@ -182,6 +172,7 @@ def push(
     rng: Rng | None = None,
     stop: threading.Event | None = None,
     holder: str | None = None,
+    policy: Policy | None = None,
 ) -> PushReport:
     """Send every due queue item once (children of creates made in this push too), then return.
 
@@ -192,12 +183,16 @@ def push(
     as they were (no attempt spent), and push() returns with `report.stopped` saying so.
     `holder`: the id of the mirror's instance lock, when the caller holds it: the items a dead
     earlier holder left in flight are reconciled now, not after their lease (outbox.recover_dead_holders).
+    `policy`: what to do after an API error (default: `health`'s, with the settings' numbers).
     """
     clock: Callable[[], datetime] = (lambda: now) if now is not None else (lambda: datetime.now(UTC))
     started = clock()
-    pause = outbox.get_pause(engine)
-    run = _Run(engine, client, settings, clock, rng or random.Random(), pause.failures if pause else 0, stop)
-    if pause is not None and pause.not_before > started:
+    health = ServerHealth(
+        PauseRow(engine), policy or Policy.from_settings(settings), clock=clock, rng=rng or random.Random()
+    )
+    run = _Run(engine, client, settings, clock, health, stop)
+    pause = health.paused_until(started)
+    if pause is not None:
         run.report.paused_until = pause.not_before
         run.report.stopped = f"paused until {pause.not_before.isoformat()}: {pause.reason}"
         log.info("push.paused", until=pause.not_before.isoformat(), reason=pause.reason)
@@ -222,7 +217,7 @@ def push(
         while True:
             # After an outage one unit probes the server alone (half-open): a server still down
             # then sees one request per push, not `concurrency` of them.
-            probing = run.outage_failures > 0
+            probing = health.recovering
             room = not inflight if probing else len(inflight) < concurrency * 2
             if not exhausted and not run.stopping() and room:
                 # Due by the push's start: an item that failed in this push waits for the next one.
@@ -256,8 +251,7 @@ def push(
                 ready = []
     with engine.connect() as conn:
         run.report.waiting = outbox.depth(conn).get(WAITING, 0)
-    p = outbox.get_pause(engine)
-    if p is not None and p.not_before > clock():
+    if (p := health.paused_until(clock())) is not None:
         run.report.paused_until = p.not_before
     log.info("push.finished", **{k: v for k, v in run.report.as_dict().items() if k != "errors"})
     return run.report
@@ -312,11 +306,7 @@ def _process(run: _Run, unit: Claimed) -> _Outcome:
             note=run.report.stopped,
         )
     try:
-        if unit.op == "create":
-            return _create(run, unit)
-        if unit.op == "update":
-            return _update(run, unit)
-        return _delete(run, unit)
+        return _send(run, plan_unit(run, unit))
     except api_errors.ApiError as exc:
         return _on_api_error(run, unit, exc)
     except Exception as exc:  # a bug must not leave the item claimed until its lease runs out
@@ -333,55 +323,81 @@ def _process(run: _Run, unit: Claimed) -> _Outcome:
         )
 
 
-def _succeeded(run: _Run) -> None:
-    """A request went through: an outage pause from an earlier push is over."""
-    if run.outage_failures:
-        with run.lock:
-            if run.outage_failures:
-                run.outage_failures = 0
-                outbox.clear_pause(run.engine)
+@dataclass
+class Planned:
+    """What the push does for one unit, decided before anything is written to the server: the
+    request (`method` POST, PUT or DELETE with its `body`), or, when none is needed, the outcome
+    as it stands (`settled`: a lost create adopted or quarantined, an update with nothing to send).
+    `push --dry-run` (dryrun.py) stops here; `_send` sends it."""
+
+    unit: Claimed
+    method: str | None = None
+    body: dict[str, Any] | None = None
+    note: str | None = None  # why the request goes (a create resent after a lost answer)
+    found: list[dict[str, Any]] = field(default_factory=list)  # a lost create's candidates
+    merge: MergeResult | None = None  # an update's three-way merge against the record re-read
+    settled: _Outcome | None = None
 
 
-def _create(run: _Run, unit: Claimed) -> _Outcome:
-    if unit.reconcile:
-        found = _reconcile_create(run, unit)
-        if len(found) == 1:
-            record = found[0]
-            log.info("push.adopted", item=unit.id, resource=unit.resource, remote_id=record["id"])
-            return _Outcome(
-                unit=unit,
-                state=DONE,
-                counter="adopted",
-                answer=record,
-                fold_op="insert",
-                remote_id=int(record["id"]),
-                note="adopted after a lost answer",
-            )
-        if len(found) > 1:
-            ids = sorted(r["id"] for r in found)
+def plan_unit(run: _Run, unit: Claimed) -> Planned:
+    """The push's plan for one claimed unit: the reads it needs (a lost create's listing, an
+    update's record), the merge, and the request it would send. Raises the ApiError of a read."""
+    if unit.op == "create":
+        return _plan_create(run, unit)
+    if unit.op == "update":
+        return _plan_update(run, unit)
+    return Planned(unit, "DELETE")
+
+
+def _send(run: _Run, planned: Planned) -> _Outcome:
+    """The planned request on the wire, and the outcome its answer makes."""
+    unit = planned.unit
+    if planned.settled is not None:
+        if planned.settled.counter == "adopted":
+            log.info("push.adopted", item=unit.id, resource=unit.resource, remote_id=planned.found[0]["id"])
+        elif planned.settled.counter == "quarantined":
+            ids = sorted(r["id"] for r in planned.found)
             log.warning("push.quarantined", item=unit.id, resource=unit.resource, candidates=ids)
-            return _Outcome(
-                unit=unit,
-                state=QUARANTINED,
-                counter="quarantined",
-                note=f"the answer to this create was lost and {len(ids)} new {unit.resource} records "
-                f"match it (ids {ids}); it was not resent. Check them in Clevertim and delete any "
-                f"duplicate, then `clevertim-sync queue adopt {unit.id} ID` with the id of yours "
-                "(or `queue cancel` it if none is)",
-            )
-        log.info("push.resend", item=unit.id, resource=unit.resource, reason="no record matched")
+        return planned.settled
+    assert planned.method is not None
     run.count("writes")
-    record = run.client.create(unit.resource, unit.fields)
-    _succeeded(run)
-    return _Outcome(
-        unit=unit,
-        state=DONE,
-        counter="done",
-        answer=record,
-        fold_op="insert",
-        remote_id=int(record["id"]),
-        sent=unit.fields,
-    )
+    if planned.method == "POST":
+        if planned.note is not None:
+            log.info("push.resend", item=unit.id, resource=unit.resource, reason="no record matched")
+        record = run.client.create(unit.resource, unit.fields)
+        run.health.succeeded()
+        return _created(unit, record, "done", sent=unit.fields)
+    assert unit.target_id is not None
+    if planned.method == "PUT":
+        assert planned.merge is not None
+        assert planned.body is not None
+        record = run.client.update(unit.resource, unit.target_id, planned.body)
+        return _update_outcome(unit, planned.merge, record)
+    run.client.delete(unit.resource, unit.target_id)
+    run.health.succeeded()
+    return _deleted(unit)
+
+
+def _plan_create(run: _Run, unit: Claimed) -> Planned:
+    if not unit.reconcile:
+        return Planned(unit, "POST", unit.fields)
+    found = _reconcile_create(run, unit)
+    if len(found) == 1:
+        adopted = _created(unit, found[0], "adopted", note="adopted after a lost answer")
+        return Planned(unit, found=found, settled=adopted)
+    if len(found) > 1:
+        ids = sorted(r["id"] for r in found)
+        quarantined = _Outcome(
+            unit=unit,
+            state=QUARANTINED,
+            counter="quarantined",
+            note=f"the answer to this create was lost and {len(ids)} new {unit.resource} records "
+            f"match it (ids {ids}); it was not resent. Check them in Clevertim and delete any "
+            f"duplicate, then `clevertim-sync queue adopt {unit.id} ID` with the id of yours "
+            "(or `queue cancel` it if none is)",
+        )
+        return Planned(unit, found=found, settled=quarantined)
+    return Planned(unit, "POST", unit.fields, note="sent again: no record matches the earlier attempt")
 
 
 def _reconcile_create(run: _Run, unit: Claimed) -> list[dict[str, Any]]:
@@ -389,7 +405,7 @@ def _reconcile_create(run: _Run, unit: Claimed) -> list[dict[str, Any]]:
     it, after normalising as a server does; failing that, the fields that identify the kind (a
     server may also fill or change others). Several: the caller quarantines, never resends."""
     listing = run.client.list(unit.resource)
-    _succeeded(run)
+    run.health.succeeded()
     with run.engine.connect() as conn:
         taken = outbox.remote_ids(conn, unit.resource)
     floor = unit.max_id_seen if unit.max_id_seen is not None else -1
@@ -402,15 +418,19 @@ def _reconcile_create(run: _Run, unit: Claimed) -> list[dict[str, Any]]:
     return full or [r for r in new if matches_identity(r, unit.fields, unit.resource)]
 
 
-def _update(run: _Run, unit: Claimed) -> _Outcome:
+def _plan_update(run: _Run, unit: Claimed) -> Planned:
     assert unit.target_id is not None
     remote = run.client.get(unit.resource, unit.target_id)
-    _succeeded(run)
-    result = _merged(run, unit, remote)
-    record = remote
+    run.health.succeeded()
+    result = merge(unit.fields, unit.base, remote, run.push.conflict_policy, resource=unit.resource)
     if result.send:
-        run.count("writes")
-        record = run.client.update(unit.resource, unit.target_id, result.send)
+        return Planned(unit, "PUT", result.send, merge=result)
+    return Planned(unit, merge=result, settled=_update_outcome(unit, result, remote))
+
+
+def _update_outcome(unit: Claimed, result: MergeResult, record: dict[str, Any]) -> _Outcome:
+    """An update's outcome: `record` is the server's answer to the PUT, or the record re-read
+    when nothing was sent."""
     conflict = {k: c.as_json() for k, c in result.conflicts.items()}
     state = CONFLICT if result.needs_resolution else DONE
     note = None
@@ -433,20 +453,28 @@ def _update(run: _Run, unit: Claimed) -> _Outcome:
     )
 
 
-def _merged(run: _Run, unit: Claimed, remote: dict[str, Any]) -> MergeResult:
-    """The three-way merge of an update against the record the server has now (the dry run's too)."""
-    return merge(unit.fields, unit.base, remote, run.push.conflict_policy, resource=unit.resource)
+def _created(
+    unit: Claimed,
+    record: dict[str, Any],
+    counter: str,
+    *,
+    sent: dict[str, Any] | None = None,
+    note: str | None = None,
+) -> _Outcome:
+    """A create done: the server's record (its answer, or the one adopted) bound to the item."""
+    return _Outcome(
+        unit=unit,
+        state=DONE,
+        counter=counter,
+        answer=record,
+        fold_op="insert",
+        remote_id=int(record["id"]),
+        sent=sent,
+        note=note,
+    )
 
 
-def _delete(run: _Run, unit: Claimed) -> _Outcome:
-    assert unit.target_id is not None
-    note = None
-    try:
-        run.count("writes")
-        run.client.delete(unit.resource, unit.target_id)
-    except api_errors.NotFound:
-        note = "the record was already gone (404): nothing to delete"
-    _succeeded(run)
+def _deleted(unit: Claimed, note: str | None = None) -> _Outcome:
     return _Outcome(
         unit=unit, state=DONE, counter="done", answer={"id": unit.target_id}, fold_op="delete", note=note
     )
@@ -462,7 +490,7 @@ def _back_state(unit: Claimed, exc: api_errors.ApiError | None) -> str:
 
 
 def _on_api_error(run: _Run, unit: Claimed, exc: api_errors.ApiError) -> _Outcome:
-    now = run.clock()
+    """The item's outcome as `health` decides it (a pause it decides is already set)."""
     log.warning(
         "push.item_failed",
         item=unit.id,
@@ -472,62 +500,29 @@ def _on_api_error(run: _Run, unit: Claimed, exc: api_errors.ApiError) -> _Outcom
         status=exc.status,
         retry_after=exc.retry_after,
     )
-    common: dict[str, Any] = {"server_message": exc.server_message, "status": exc.status}
-    if isinstance(exc, api_errors.Redirected):
-        with run.lock:
-            run.report.halted = run.report.stopped = f"push stopped: {exc}"
-        run.stop.set()
+    where = Where.DELETE if unit.op == "delete" else Where.WRITE
+    verdict = run.health.after_error(exc, where, attempts=unit.attempts)
+    decision = verdict.decision
+    if decision.stop:
+        _stop(run, decision, verdict, exc)
+    common: dict[str, Any] = {"server_message": exc.server_message, "status": exc.status, "note": str(exc)}
+    if decision.action is Action.DONE:
+        run.health.succeeded()  # the server answered: whatever outage there was is over
+        return _deleted(unit, f"the record was already gone (HTTP {exc.status}): nothing to delete")
+    if decision.action in (Action.BACK, Action.RETRY):
         return _Outcome(
             unit=unit,
             state=_back_state(unit, exc),
             counter="retry_later",
-            attempts=unit.attempts,
-            note=str(exc),
+            next_attempt_at=verdict.retry_at,
+            attempts=verdict.attempts,
             **common,
         )
-    if isinstance(exc, (*OUTAGE_ERRORS, api_errors.LoginRequired)):
-        with run.lock:
-            run.outage_failures += 1
-            failures = run.outage_failures
-        asked = exc.retry_after
-        if asked is None and isinstance(exc, api_errors.RateLimited):
-            asked = run.rate_limit_floor  # a bare 429: retrying sooner keeps hitting the limit
-        delay = next_delay(failures, asked, base=run.push.backoff_base, cap=run.push.backoff_max, rng=run.rng)
-        until = now + timedelta(seconds=delay)
-        outbox.set_pause(run.engine, until, failures, str(exc), now)
-        if isinstance(exc, api_errors.LoginRequired):
-            with run.lock:
-                run.report.halted = f"the server refused the token, paused until {until.isoformat()}: {exc}"
-                run.report.stopped = run.report.halted
-        else:
-            run.report.stopped = f"server unavailable, paused until {until.isoformat()}: {exc}"
-        run.stop.set()
-        # The server's wait is not the item's fault: no attempt spent.
-        return _Outcome(
-            unit=unit,
-            state=_back_state(unit, exc),
-            counter="retry_later",
-            next_attempt_at=until,
-            attempts=unit.attempts,
-            note=str(exc),
-            **common,
+    if verdict.gave_up:
+        error = (
+            f"gave up after {verdict.attempts} attempts: {exc}; "
+            "fix the cause, then `clevertim-sync queue retry`"
         )
-    attempts = unit.attempts + 1
-    if exc.transient and attempts < run.push.max_attempts:
-        delay = next_delay(
-            attempts, exc.retry_after, base=run.push.backoff_base, cap=run.push.backoff_max, rng=run.rng
-        )
-        return _Outcome(
-            unit=unit,
-            state=_back_state(unit, exc),
-            counter="retry_later",
-            next_attempt_at=now + timedelta(seconds=max(delay, 0.001)),
-            attempts=attempts,
-            note=str(exc),
-            **common,
-        )
-    if exc.transient:
-        error = f"gave up after {attempts} attempts: {exc}; fix the cause, then `clevertim-sync queue retry`"
     elif isinstance(exc, api_errors.NotFound) and unit.op == "update":
         error = (
             f"{exc}; the record was deleted in Clevertim (or hidden from this token), "
@@ -535,9 +530,20 @@ def _on_api_error(run: _Run, unit: Claimed, exc: api_errors.ApiError) -> _Outcom
         )
     else:
         error = f"{exc}; fix the cause, then `clevertim-sync queue retry`, or `queue cancel`"
-    if isinstance(exc, api_errors.AuthFailed):
-        run.report.stopped = f"authentication failed, push stopped: {exc}"
-        run.stop.set()
     with run.lock:
         run.report.errors.append(f"item {unit.id}: {exc}")
-    return _Outcome(unit=unit, state=FAILED, counter="failed", attempts=attempts, note=error, **common)
+    return _Outcome(
+        unit=unit, state=FAILED, counter="failed", attempts=verdict.attempts, **{**common, "note": error}
+    )
+
+
+def _stop(run: _Run, decision: Decision, verdict: Verdict, exc: api_errors.ApiError) -> None:
+    """No new request in this push; the report says why (`halted`: a person must act)."""
+    why = f"paused until {verdict.paused_until.isoformat()}" if verdict.paused_until else "push stopped"
+    if decision.halt:
+        why += "; the token or clevertim.url needs a person"
+    with run.lock:
+        run.report.stopped = f"{why}: {exc}"
+        if decision.halt:
+            run.report.halted = run.report.stopped
+    run.stop.set()

@@ -1,10 +1,12 @@
-"""Retry policy, pure: how long to wait before the next attempt of something that failed transiently.
+"""The delays, pure: how long to wait before the next attempt, and how long a pause lasts.
 
-Owns: exponential backoff with full jitter, honouring a server's Retry-After, and parsing a
-Retry-After header value (delta-seconds or an HTTP date). Used by the API client for read retries
-and by the writeback queue for scheduling the next push attempt of a queue item.
+Owns: exponential backoff with full jitter, honouring a server's Retry-After (capped at
+MAX_RETRY_AFTER), parsing a Retry-After header value (delta-seconds or an HTTP date), the
+growing rest of a resource that keeps failing (`resting_wait`) and the daemon's waits for an
+unreachable API at start-up (`start_wait`). `policy.Policy` applies them with its numbers (from
+the settings): a read's retries in the client, a queue item's next attempt, a pause's length.
 
-Must not import: httpx, SQLAlchemy, or anything else of the package (it is part of the pure core).
+Must not import: httpx, SQLAlchemy, anything above the ground floor.
 """
 
 from __future__ import annotations
@@ -76,3 +78,31 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         when = when.replace(tzinfo=UTC)
     now = now or datetime.now(UTC)
     return max(0.0, (when - now).total_seconds())
+
+
+# The daemon's waits for an API it cannot reach at start-up: doubling from 2 s up to this.
+START_WAIT_CAP = 30.0
+# The longest a resource that keeps failing is left alone between pulls.
+RESTING_CAP = 3600.0
+
+
+def start_wait(attempt: int) -> float:
+    """Seconds before the daemon checks the token again after the API could not be reached."""
+    return min(2.0**attempt, START_WAIT_CAP)
+
+
+def resting_wait(failures: int, interval: float) -> float:
+    """Extra seconds to leave a resource alone after `failures` failed pulls in a row.
+
+    The first failure is retried at the next scheduled pull; after that the wait doubles from one
+    interval, capped at an hour. The ceiling of `backoff_delay`, not a random draw: a daemon's
+    schedule should be predictable (the scheduler's own jitter already spreads the load).
+    """
+    if failures <= 1:
+        return 0.0
+    return backoff_delay(failures - 1, base=interval, cap=RESTING_CAP, rng=_Ceiling())
+
+
+class _Ceiling:
+    def uniform(self, a: float, b: float) -> float:
+        return b
