@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import EMULATOR_TOKEN, CliInvoke
+from conftest import EMULATOR_TOKEN, CliInvoke, wait_for
 from test_alerts import Receiver
-from test_daemon_process import Daemon, config, wait_for
+from test_daemon_process import Daemon, config
 
 from clevertim_sync import resources
 from clevertim_sync.emulator import EmulatorServer
@@ -172,8 +172,8 @@ def test_nothing_a_record_holds_leaves_the_mirror_on_any_path_that_reports_on_a_
     )
     try:
         daemon.ready()
-        wait_for(receiver.titles, 60, "the alert")
-        wait_for(lambda: any("pull" in line for line in daemon.notify.lines()), 30, "a STATUS= line")
+        wait_for(receiver.titles, "the alert", 60)
+        wait_for(lambda: any("pull" in line for line in daemon.notify.lines()), "a STATUS= line", 30)
         daemon.signal(signal.SIGTERM)
         daemon.wait(30)
     finally:
