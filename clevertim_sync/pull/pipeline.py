@@ -44,7 +44,7 @@ from clevertim_sync import resources as registry
 from clevertim_sync.api.errors import ApiError, RateLimited
 from clevertim_sync.api.listing import Listing
 from clevertim_sync.errors import ClevertimSyncError, MassDeleteRefused, MirrorError
-from clevertim_sync.mirror import store
+from clevertim_sync.mirror import store, wide
 from clevertim_sync.mirror.store import ResourceCounts
 from clevertim_sync.pull import documents, photos
 from clevertim_sync.pull.diff import Changes, ListingDiff, changed_fields, mass_delete_refused
@@ -166,6 +166,11 @@ def pull(
         if not report.stopped and report.halted is None:  # a server refusing all refuses photos too
             contacts = report.resources.get("contact")
             report.photos = photos.after_pull(engine, client, settings.pull, contacts, stop)
+        # A custom field added, renamed or removed: the wide views' columns follow it.
+        fields = report.resources.get("customfield")
+        wide.after_pull(
+            engine, fields_changed=bool(fields and (fields.inserted or fields.updated or fields.deleted))
+        )
     finally:
         report.finished_at = store.now()
         complete = len(report.resources) + len(report.skipped) == len(names) or report.stopped
