@@ -617,8 +617,12 @@ class ClevertimClient:
             return "got an HTML page instead of JSON (a proxy or login page?)"
         if not raw:
             return "empty body"
-        snippet = self._mask(raw[:_SNIPPET].decode("utf-8", "replace"))
-        return f"body is not a JSON object ({len(raw)} bytes, starts {snippet!r})"
+        head = raw[:_SNIPPET].decode("utf-8", "replace")
+        if head.lstrip().startswith(("{", "[")):
+            # Broken JSON from the API: its head is records (names, e-mails), which must not reach
+            # an error, a log line or an alert. Only a body that is no JSON at all is quoted.
+            return f"body is broken JSON ({len(raw)} bytes)"
+        return f"body is not a JSON object ({len(raw)} bytes, starts {self._mask(head)!r})"
 
     @staticmethod
     def _single(content: Records, method: str, resource: str, record_id: int | None) -> dict[str, Any]:

@@ -195,7 +195,7 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
             if revision == "head":
-                wide.refresh(conn, fields_changed=True)
+                wide.refresh(conn)
     except sa.exc.OperationalError as exc:
         raise MirrorError(
             f"cannot migrate the database {engine.url.render_as_string(hide_password=True)}: "

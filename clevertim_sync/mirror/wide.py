@@ -20,6 +20,7 @@ Must not import: httpx, the pull, the writeback queue.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -148,34 +149,54 @@ def drop(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"DROP VIEW IF EXISTS {view}"))
 
 
-def after_pull(engine: sa.Engine, *, fields_changed: bool) -> None:
+def after_pull(engine: sa.Engine) -> None:
     """The pull's hook: the views follow the fields. Never fails the pull: a view that could not
     be rebuilt (a database hiccup) is logged and rebuilt by the next pull."""
     try:
         with engine.begin() as conn:
-            refresh(conn, fields_changed=fields_changed)
+            refresh(conn)
     except sa.exc.DBAPIError as exc:
         log.warning("wide.rebuild_failed", error=str(exc.orig), hint="the next pull tries again")
 
 
-def refresh(conn: sa.Connection, *, fields_changed: bool = False) -> list[str]:
-    """Rebuild the wide views whose columns no longer follow the custom fields (all of them when
-    `fields_changed`: a field that became multi-valued keeps its name); returns those rebuilt."""
+def _signature(sql: str) -> str:
+    return "clevertim-sync wide view " + hashlib.sha256(sql.encode()).hexdigest()[:16]
+
+
+def _built_from(conn: sa.Connection, view: str) -> str | None:
+    """What the view was built from: its SQL on SQLite, its comment (the SQL's signature) on
+    PostgreSQL, which keeps a view's text only as it rewrote it; None when there is no view."""
+    if conn.dialect.name == "sqlite":
+        found = conn.execute(
+            sa.text("SELECT sql FROM sqlite_master WHERE type = 'view' AND name = :v"), {"v": view}
+        ).scalar()
+    else:
+        found = conn.execute(
+            sa.text(
+                "SELECT obj_description(c.oid, 'pg_class') FROM pg_class c "
+                "WHERE c.relname = :v AND c.relkind = 'v' AND pg_table_is_visible(c.oid)"
+            ),
+            {"v": view},
+        ).scalar()
+    return None if found is None else str(found)
+
+
+def refresh(conn: sa.Connection) -> list[str]:
+    """Rebuild the wide views not built from the custom fields as they are now; returns those.
+
+    Cheap when nothing changed (the fields and four catalogue rows are read), and no DDL then: a
+    backup (pg_dump) running beside a pull is not disturbed by views dropped under it."""
     sqlite = conn.dialect.name == "sqlite"
     fields = read_fields(conn)
-    inspector = sa.inspect(conn)
-    existing = set(inspector.get_view_names())
     rebuilt = []
     for resource, (view, _model) in WIDE.items():
-        wanted = [c.name for c in columns_of(resource, fields, sqlite)]
-        if (
-            not fields_changed
-            and view in existing
-            and [c["name"] for c in inspector.get_columns(view)] == wanted
-        ):
+        sql = view_sql(resource, fields, sqlite)
+        if _built_from(conn, view) == (sql if sqlite else _signature(sql)):
             continue
         conn.execute(sa.text(f"DROP VIEW IF EXISTS {view}"))
-        conn.execute(sa.text(view_sql(resource, fields, sqlite)))
+        conn.execute(sa.text(sql))
+        if not sqlite:
+            conn.execute(sa.text(f"COMMENT ON VIEW {view} IS '{_signature(sql)}'"))
         rebuilt.append(view)
     if rebuilt:
         log.info("wide.rebuilt", views=rebuilt, fields=len(fields))

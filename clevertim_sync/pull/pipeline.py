@@ -20,8 +20,8 @@ one: the resources not yet pulled are skipped with one message (`PullReport.halt
 each being retried against a server that will refuse it too. A rate limit also sets the
 writeback's server-wide pause, so the push waits as well.
 
-Must not import: httpx (the client is passed in), SQL beyond `mirror.store` and the writeback's
-pause (`writeback.outbox`).
+Must not import: httpx (the client is passed in), SQL beyond `mirror.store`, the wide views'
+hook (`mirror.wide`) and the writeback's pause (`writeback.outbox`).
 """
 
 from __future__ import annotations
@@ -167,10 +167,7 @@ def pull(
             contacts = report.resources.get("contact")
             report.photos = photos.after_pull(engine, client, settings.pull, contacts, stop)
         # A custom field added, renamed or removed: the wide views' columns follow it.
-        fields = report.resources.get("customfield")
-        wide.after_pull(
-            engine, fields_changed=bool(fields and (fields.inserted or fields.updated or fields.deleted))
-        )
+        wide.after_pull(engine)
     finally:
         report.finished_at = store.now()
         complete = len(report.resources) + len(report.skipped) == len(names) or report.stopped
