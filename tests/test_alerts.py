@@ -521,7 +521,7 @@ def test_failing_cron_syncs_alert_once_and_the_good_one_says_what_cleared(
     run("sync", code=1)
     (alert,) = receiver.messages
     assert alert["title"] == "clevertim-sync: pulls failing" and alert["type"] == "failure"
-    assert "company: the last 3 pulls failed: GET company: body is broken JSON" in alert["message"]
+    assert "company: the last 3 pulls failed: GET company: body is not a JSON object" in alert["message"]
     names = [c["cn"] for c in emulator.control.state()["company"] if c.get("cn")]
     assert names and not any(name in alert["message"] for name in names)  # never record contents
     run("sync", code=1)  # a fourth failing run: nothing new to tell
@@ -572,3 +572,15 @@ def test_a_failed_cron_backup_is_told_and_so_is_the_next_good_one(
     assert receiver.titles()[-1] == "clevertim-sync: cleared: backup failed"
     assert receiver.messages[-1]["message"].startswith("The backup works again.\nIt lasted ")
     assert len(receiver.messages) == 2
+
+
+def test_without_receivers_cron_runs_still_record_what_alerts_status_shows(
+    cli_runner: Callable[..., Any], database_url: str, emulator: Any
+) -> None:
+    run = cli_runner(database_url)  # no [alerts] receivers
+    emulator.control.add_fault(kind="broken_listing", method="GET", path="^/company$")
+    for _ in range(3):
+        run("sync", code=1)
+    out = run("alerts", "status", code=0).output
+    assert out.startswith("pull_failing: active since ") and "not yet told" in out
+    assert "company: the last 3 pulls failed" in out

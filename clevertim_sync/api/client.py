@@ -619,9 +619,9 @@ class ClevertimClient:
             return "empty body"
         head = raw[:_SNIPPET].decode("utf-8", "replace")
         if head.lstrip().startswith(("{", "[")):
-            # Broken JSON from the API: its head is records (names, e-mails), which must not reach
-            # an error, a log line or an alert. Only a body that is no JSON at all is quoted.
-            return f"body is broken JSON ({len(raw)} bytes)"
+            # Broken JSON, or a bare list: its head is records (names, e-mails), which must not
+            # reach an error, a log line or an alert. Only a body that is no JSON at all is quoted.
+            return f"body is not a JSON object ({len(raw)} bytes of JSON or broken JSON, not quoted)"
         return f"body is not a JSON object ({len(raw)} bytes, starts {self._mask(head)!r})"
 
     @staticmethod
