@@ -23,6 +23,7 @@ demo: $(BIN)/.installed
 lint: $(BIN)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(BIN)/.installed-test
 	$(BIN)/mypy

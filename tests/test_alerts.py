@@ -20,11 +20,11 @@ import pytest
 import sqlalchemy as sa
 from structlog.testing import capture_logs
 
-from clevertim_sync.daemon import lock as instance_lock
 from clevertim_sync.daemon.alerts import Alerts, read_status
 from clevertim_sync.daemon.runtime import Backends
 from clevertim_sync.daemon.service import Service
 from clevertim_sync.errors import ConfigError
+from clevertim_sync.mirror import lock as instance_lock
 from clevertim_sync.mirror import schema
 from clevertim_sync.settings import Settings, load
 from clevertim_sync.writeback import outbox

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from clevertim_sync.daemon import lock as instance_lock
 from clevertim_sync.daemon.accounts import accounts
 from clevertim_sync.daemon.jobs import JobRunner
 from clevertim_sync.daemon.notify import Notifier, watchdog_interval
 from clevertim_sync.errors import ConfigError, InstanceLocked, MirrorError
+from clevertim_sync.mirror import lock as instance_lock
 from clevertim_sync.settings import load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +78,7 @@ def test_watchdog_interval_is_half_of_watchdog_usec_for_this_process_only() -> N
 
 _HOLD_LOCK = """
 import sys, time
-from clevertim_sync.daemon import lock
+from clevertim_sync.mirror import lock
 held = lock.acquire(sys.argv[1])
 print("held", flush=True)
 time.sleep(60)

@@ -8,8 +8,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from clevertim_sync.cli import cli
-from clevertim_sync.daemon import lock as instance_lock
 from clevertim_sync.emulator import EmulatorServer
+from clevertim_sync.mirror import lock as instance_lock
 from clevertim_sync.mirror.db import current_revision, make_engine
 
 

@@ -18,7 +18,7 @@ from clevertim_sync import resources, shapes
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.backup import asof as export_asof
 from clevertim_sync.emulator import EmulatorServer
-from clevertim_sync.mirror import db, schema, store
+from clevertim_sync.mirror import db, schema, store, versions
 from clevertim_sync.pull.pipeline import plan_pull, pull
 from clevertim_sync.reporting import reports
 
@@ -113,9 +113,9 @@ def test_text_ids_through_history_versions_as_of_export_and_restore(
     assert all(r["record_id"] is None for r in h)
 
     with engine.connect() as conn:
-        versions = reports.record_versions(conn, "folder", folder)
-    assert [v.op for v in versions] == ["insert", "update"]
-    assert (versions[1].raw or {})["name"] == "Renamed"
+        found = versions.record_versions(conn, "folder", folder)
+    assert [v.op for v in found] == ["insert", "update"]
+    assert (found[1].raw or {})["name"] == "Renamed"
     run = cli_runner(migrated_database_url)
     out = run("history", "folder", folder, code=0).output
     assert f"folder {folder}: 2 version(s)" in out and "revert" not in out  # read-only: nothing to revert

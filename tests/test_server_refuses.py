@@ -364,7 +364,7 @@ def test_sync_says_why_the_rest_was_skipped_in_one_line(
 def test_a_cli_push_beside_a_running_daemon_goes_on_without_the_lock(
     emulator: EmulatorServer, database_url: str, engine: Engine, cli_runner: Callable[..., Any]
 ) -> None:
-    from clevertim_sync.daemon import lock as instance_lock  # noqa: PLC0415
+    from clevertim_sync.mirror import lock as instance_lock  # noqa: PLC0415
 
     run = cli_runner(database_url)
     run("sync", code=0)

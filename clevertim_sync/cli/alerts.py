@@ -17,7 +17,7 @@ import orjson
 
 from clevertim_sync import __version__
 from clevertim_sync.cli import AppContext, cli, pass_app
-from clevertim_sync.cli.sync import mirror
+from clevertim_sync.cli.common import mirror
 from clevertim_sync.daemon.alerts import AlertRow, Sender, read_status
 from clevertim_sync.errors import ConfigError
 from clevertim_sync.logs import configure_logging

@@ -17,7 +17,7 @@ import click
 from clevertim_sync.backup import archive as backups
 from clevertim_sync.backup import asof as export_asof
 from clevertim_sync.cli import AppContext, cli, pass_app, quiet_logs
-from clevertim_sync.cli.sync import mirror
+from clevertim_sync.cli.common import mirror
 from clevertim_sync.errors import BackupError
 
 

@@ -16,7 +16,7 @@ import orjson
 
 from clevertim_sync import resources
 from clevertim_sync.cli import AppContext, cli, pass_app
-from clevertim_sync.cli.sync import mirror
+from clevertim_sync.cli.common import mirror
 from clevertim_sync.errors import EditRejected
 from clevertim_sync.resources import Kind
 from clevertim_sync.writeback import queue

@@ -1,6 +1,6 @@
 """`history`: a record's versions, oldest first: number, when, where from, what changed.
 
-Owns: printing a record's versions (`reports.record_versions`), each with what it changed, and
+Owns: printing a record's versions (`mirror.versions.record_versions`), each with what it changed, and
 the `revert` command line that goes back to one (cli/revert.py).
 
 Must not import: httpx, the API client.
@@ -15,11 +15,11 @@ import orjson
 
 from clevertim_sync import resources, shapes
 from clevertim_sync.cli import AppContext, cli, pass_app
+from clevertim_sync.cli.common import mirror
 from clevertim_sync.cli.edit import unknown_resource
 from clevertim_sync.cli.queue import value_text
-from clevertim_sync.cli.sync import mirror
 from clevertim_sync.errors import ReportError
-from clevertim_sync.reporting.reports import Version, record_versions
+from clevertim_sync.mirror.versions import Version, record_versions
 
 
 def _change_text(v: Version, previous: Version | None) -> str:

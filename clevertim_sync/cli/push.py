@@ -17,11 +17,11 @@ import orjson
 
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.cli import AppContext, cli, pass_app
-from clevertim_sync.cli.sync import mirror
-from clevertim_sync.daemon import lock as instance_lock
+from clevertim_sync.cli.common import mirror
 from clevertim_sync.daemon.command_alerts import alerts_after
 from clevertim_sync.errors import ClevertimSyncError
 from clevertim_sync.logs import configure_logging
+from clevertim_sync.mirror import lock as instance_lock
 from clevertim_sync.writeback.dryrun import PushPlan, plan_push
 from clevertim_sync.writeback.worker import push as push_queue
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.api.errors import NotFound
 from clevertim_sync.cli import AppContext, cli, pass_app
-from clevertim_sync.cli.sync import mirror
+from clevertim_sync.cli.common import mirror
 from clevertim_sync.errors import QueueItemError
 from clevertim_sync.mirror.store import load_record
 from clevertim_sync.writeback import queue

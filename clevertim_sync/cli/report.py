@@ -8,7 +8,8 @@ from __future__ import annotations
 import click
 
 from clevertim_sync.cli import AppContext, cli, pass_app, quiet_logs
-from clevertim_sync.cli.sync import mirror
+from clevertim_sync.cli.common import mirror
+from clevertim_sync.mirror import versions
 from clevertim_sync.reporting import reports
 
 
@@ -30,7 +31,7 @@ def report_command(
         for report in reports.REPORTS.values():
             click.echo(f"{report.name:<18} {report.view:<25} {report.description}")
         return
-    when = reports.parse_timestamp(since) if since else None
+    when = versions.parse_timestamp(since) if since else None
     with mirror(app) as engine:
         columns, rows = reports.run_report(engine, name, since=when, limit=limit)
     click.echo(reports.render(columns, rows, fmt))

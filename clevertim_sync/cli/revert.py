@@ -10,8 +10,8 @@ from __future__ import annotations
 import click
 
 from clevertim_sync.cli import AppContext, cli, pass_app
+from clevertim_sync.cli.common import mirror
 from clevertim_sync.cli.edit import item_line, known_resource
-from clevertim_sync.cli.sync import mirror
 from clevertim_sync.writeback.revert import revert as revert_record
 
 

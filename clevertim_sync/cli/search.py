@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from clevertim_sync.cli import AppContext, cli, pass_app, quiet_logs
-from clevertim_sync.cli.sync import mirror
+from clevertim_sync.cli.common import mirror
 from clevertim_sync.reporting import reports
 
 

@@ -10,8 +10,6 @@ Must not import: httpx directly (the API client is `ClevertimClient.from_setting
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,28 +24,12 @@ from sqlalchemy.engine import Engine
 from clevertim_sync import resources
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.cli import AppContext, cli, pass_app
+from clevertim_sync.cli.common import mirror
 from clevertim_sync.logs import configure_logging
 from clevertim_sync.mirror import db, store
 from clevertim_sync.mirror.store import ResourceCounts
 from clevertim_sync.pull import photos
 from clevertim_sync.pull.pipeline import PullReport, ResourcePlan, plan_pull, pull, resources_in_order
-
-
-def open_mirror(app: AppContext) -> Engine:
-    """The mirror's engine, migrated to the newest schema (every command starts here)."""
-    settings = app.settings
-    engine = db.make_engine(settings.database.url, busy_timeout=settings.database.sqlite_busy_timeout)
-    db.upgrade(engine)
-    return engine
-
-
-@contextmanager
-def mirror(app: AppContext) -> Iterator[Engine]:
-    engine = open_mirror(app)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 @cli.group("db")
@@ -347,10 +329,10 @@ def export_command(app: AppContext, directory: Path, as_of: str | None) -> None:
     """Write DIRECTORY/<resource>.jsonl: every record exactly as last pulled, sorted by id."""
     if as_of is not None:  # the backup engineer's part: clevertim_sync/backup/asof.py
         from clevertim_sync.backup import asof as export_asof  # noqa: PLC0415
-        from clevertim_sync.reporting import reports  # noqa: PLC0415
+        from clevertim_sync.mirror import versions  # noqa: PLC0415
 
         with mirror(app) as engine:
-            written = export_asof.export_as_of(engine, directory, reports.parse_timestamp(as_of))
+            written = export_asof.export_as_of(engine, directory, versions.parse_timestamp(as_of))
     else:
         with mirror(app) as engine, engine.connect() as conn:
             written = store.export_jsonl(conn, directory)

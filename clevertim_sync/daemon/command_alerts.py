@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 import structlog
 
-from clevertim_sync.daemon import lock as instance_lock
 from clevertim_sync.daemon.accounts import DEFAULT_NAME
 from clevertim_sync.daemon.alerts import Alerts, Message
 from clevertim_sync.errors import ClevertimSyncError, InstanceLocked
+from clevertim_sync.mirror import lock as instance_lock
 from clevertim_sync.settings import Settings
 
 log = structlog.get_logger(__name__)

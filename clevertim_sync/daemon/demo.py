@@ -21,11 +21,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from clevertim_sync.daemon import lock as instance_lock
 from clevertim_sync.daemon.jobs import JobOutcome
 from clevertim_sync.daemon.service import Service, describe
 from clevertim_sync.daemon.wiring import real_backends, summarize
 from clevertim_sync.emulator import EmulatorServer
+from clevertim_sync.mirror import lock as instance_lock
 from clevertim_sync.mirror import schema
 from clevertim_sync.settings import ENV_OVERRIDES, Settings, load
 

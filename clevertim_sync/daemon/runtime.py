@@ -21,11 +21,11 @@ import structlog
 
 from clevertim_sync import resources
 from clevertim_sync.daemon import health, memory
-from clevertim_sync.daemon import lock as instance_lock
 from clevertim_sync.daemon.accounts import Account
 from clevertim_sync.daemon.jobs import JobOutcome, JobRunner
 from clevertim_sync.errors import ClevertimSyncError
 from clevertim_sync.logs import bind_context
+from clevertim_sync.mirror import lock as instance_lock
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.retry import backoff_delay

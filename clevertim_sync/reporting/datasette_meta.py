@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from clevertim_sync import resources
-from clevertim_sync.mirror import schema, search, wide
+from clevertim_sync.mirror import schema, search, versions, wide
 from clevertim_sync.mirror.columns import all_day_column, has_typed_column
 from clevertim_sync.reporting import reports
 from clevertim_sync.resources import Kind, Prop, Resource
@@ -295,7 +295,7 @@ def build_metadata(
     for report in reports.REPORTS.values():
         tables[report.view] = _report_view(report)
     for res in resources.RESOURCES:
-        tables[reports.versions_view(res.name)] = _versions_view(res)
+        tables[versions.versions_view(res.name)] = _versions_view(res)
     for name, (view, _model) in wide.WIDE.items():
         tables[view] = _wide_view(resources.get(name))
 

@@ -15,7 +15,7 @@ id known, before its request goes out. On PostgreSQL the candidate rows are read
 LOCKED`; on SQLite every transaction is `BEGIN IMMEDIATE` (mirror/db.py), so claims serialise.
 Either way the state change is a conditional UPDATE (`WHERE state = <the state we read>`), so two
 workers never both own one item. An item whose lease ran out (a worker died) is reconciled, not
-resent. A push run by the holder of the mirror's instance lock (daemon/lock.py: the daemon, or a
+resent. A push run by the holder of the mirror's instance lock (mirror/lock.py: the daemon, or a
 CLI `push` that could take it) tags its claims with the lock's holder id (outbox.worker_id); a
 later holder knows that every other holder's claim belongs to a process that is gone (the lock is
 exclusive, and freed when its holder dies), so it reconciles those at once

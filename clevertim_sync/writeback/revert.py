@@ -21,8 +21,8 @@ from sqlalchemy.engine import Engine
 from clevertim_sync import resources, shapes
 from clevertim_sync.errors import EditRejected, ReportError
 from clevertim_sync.mirror import schema
+from clevertim_sync.mirror import versions as record_versions
 from clevertim_sync.mirror.store import load_record
-from clevertim_sync.reporting import reports
 from clevertim_sync.resources import Kind
 from clevertim_sync.writeback import queue
 from clevertim_sync.writeback.merge import loosely_same
@@ -57,7 +57,7 @@ def find_version(conn: sa.Connection, resource: str, record_id: int, to: str) ->
     text = to.strip()
     if text.isdigit():
         return int(text)
-    found = reports.record_versions(conn, res.name, record_id)
+    found = record_versions.record_versions(conn, res.name, record_id)
     if (m := VERSION_NUMBER.match(text)) is not None:
         number = int(m.group(1))
         if not 1 <= number <= len(found):
@@ -65,13 +65,13 @@ def find_version(conn: sa.Connection, resource: str, record_id: int, to: str) ->
             raise EditRejected(res.name, [f"{res.name} {record_id} has no version v{number}; it has {have}"])
         return found[number - 1].history_id
     try:
-        at = reports.parse_timestamp(text)
+        at = record_versions.parse_timestamp(text)
     except ReportError:
         raise EditRejected(
             res.name,
             [f"--to {to!r} is neither a history id (3), a version (v3) nor a time (2026-11-27T18:00Z)"],
         ) from None
-    version = reports.version_at(found, at)
+    version = record_versions.version_at(found, at)
     if version is None:
         first = (
             f"its first version is from {found[0].valid_from.isoformat()}"
