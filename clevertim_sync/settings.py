@@ -222,6 +222,9 @@ class BackupSettings(_Section):
 class AlertSettings(_Section):
     """`[alerts]`: where the daemon tells a person what went wrong (apprise URLs), and when.
 
+    `sync`, `push` and `backup` run from a shell, cron or a timer tell the same conditions when no
+    daemon holds the mirror's instance lock (daemon/command_alerts.py).
+
     One set of receivers for the whole daemon; with several accounts each message names its account.
     The URLs often carry secrets (a Slack token, a mail password): they are SecretStr, and may come
     from `urls_file` (one URL a line) or the systemd credential `clevertim-sync-alert-urls`.

@@ -27,6 +27,7 @@ from clevertim_sync.daemon.runtime import Backends
 from clevertim_sync.daemon.service import Service
 from clevertim_sync.errors import ConfigError
 from clevertim_sync.logs import configure_logging
+from clevertim_sync.mirror import lock as instance_lock
 from clevertim_sync.mirror import schema
 from clevertim_sync.settings import Settings, load
 from clevertim_sync.writeback import outbox
@@ -152,12 +153,20 @@ def test_start_once_a_day_receiver_down_restart_and_clear(
     failed = [e for e in logs if e["event"] == "alerts.send_failed"]
     assert failed and failed[0]["condition"] == "pull_failing" and failed[0]["log_level"] == "warning"
     assert TOKEN not in repr(logs)
+    with mirror_engine.connect() as conn:
+        (owed,) = read_status(conn)
+    assert not owed.active and not owed.told and owed.cleared_at == later + timedelta(hours=1)
+    assert owed.lines[0] == "Pulls work again for: contact"
 
-    # The daemon restarts, the receiver is back: the clear message comes, once.
+    # The daemon restarts, the receiver is back: the clear message comes, once, and says what
+    # cleared and how long it lasted (until it cleared, not until it could be told).
     receiver.up()
     restarted = Alerts(mirror_engine, settings, "default")
     assert [m.kind for m in restarted.evaluate(later + timedelta(hours=1, minutes=5))] == ["clear"]
     assert receiver.titles()[-1] == "clevertim-sync: cleared: pulls failing"
+    assert receiver.messages[-1]["message"] == (
+        "Pulls work again for: contact\nIt lasted 1 d 1 h: from 2026-11-30 08:00 to 2026-12-01 09:01 UTC."
+    )
     assert receiver.messages[-1]["type"] == "success"
     assert restarted.evaluate(later + timedelta(hours=1, minutes=10)) == []
     assert len(receiver.messages) == 3
@@ -219,6 +228,10 @@ def test_queue_items_needing_a_person_come_in_one_message_with_the_command_to_lo
         conn.execute(sa.update(q).where(q.c.state.in_(outbox.NEEDS_A_PERSON)).values(state=outbox.CANCELLED))
     assert [m.kind for m in alerts.evaluate(T0 + timedelta(minutes=3))] == ["clear"]
     assert receiver.titles()[-1] == "clevertim-sync: cleared: queue items need a person"
+    assert receiver.messages[-1]["message"].startswith(
+        f"No longer needing a person: queue items {a}, {b}, {e} (conflict); {c} (failed); {d} (quarantined)\n"
+        "It lasted 3 min: from 2026-11-30 08:00"
+    )
 
 
 def test_held_stale_and_a_failed_backup_each_have_their_message(
@@ -498,3 +511,93 @@ def test_receivers_added_by_a_reload_hear_what_is_still_wrong(
         service.request_stop()
         thread.join(15)
     assert not thread.is_alive()
+
+
+# --- wherever the sync runs: commands from cron or a timer ---------------------------------
+
+
+def _cron(
+    cli_runner: Callable[..., Any], database_url: str, receiver: Receiver, tmp_path: Path
+) -> Callable[..., Any]:
+    """A command line as cron runs it: the receivers in a file, info-level logs."""
+    urls = tmp_path / "alert-urls"
+    urls.write_text(receiver.url + "\n")
+    return cli_runner(  # type: ignore[no-any-return]
+        database_url, CLEVERTIM_SYNC_ALERT_URLS_FILE=str(urls), CLEVERTIM_SYNC_LOG_LEVEL="info"
+    )
+
+
+def test_failing_cron_syncs_alert_once_and_the_good_one_says_what_cleared(
+    cli_runner: Callable[..., Any], database_url: str, emulator: Any, receiver: Receiver, tmp_path: Path
+) -> None:
+    run = _cron(cli_runner, database_url, receiver, tmp_path)
+    emulator.control.add_fault(kind="broken_listing", method="GET", path="^/company$")
+    run("sync", code=1)
+    run("sync", code=1)
+    assert receiver.messages == []  # 2 failures: below alerts.failures (3)
+    run("sync", code=1)
+    (alert,) = receiver.messages
+    assert alert["title"] == "clevertim-sync: pulls failing" and alert["type"] == "failure"
+    assert "company: the last 3 pulls failed: GET company: body is not a JSON object" in alert["message"]
+    names = [c["cn"] for c in emulator.control.state()["company"] if c.get("cn")]
+    assert names and not any(name in alert["message"] for name in names)  # never record contents
+    run("sync", code=1)  # a fourth failing run: nothing new to tell
+    assert len(receiver.messages) == 1
+    emulator.control.clear_faults()
+    run("sync", code=0)
+    assert receiver.titles() == ["clevertim-sync: pulls failing", "clevertim-sync: cleared: pulls failing"]
+    cleared = receiver.messages[1]["message"]
+    assert cleared.startswith("Pulls work again for: company\nIt lasted ")
+    assert receiver.messages[1]["type"] == "success"
+    # Quiet afterwards: a good run, and one failing run (1 failure, below the threshold).
+    run("sync", code=0)
+    emulator.control.add_fault(kind="broken_listing", method="GET", path="^/company$")
+    run("sync", code=1)
+    assert len(receiver.messages) == 2
+    assert "no active alerts" in run("alerts", "status", code=0).output
+
+
+def test_a_sync_run_by_hand_while_a_daemon_holds_the_lock_leaves_the_telling_to_it(
+    cli_runner: Callable[..., Any], database_url: str, emulator: Any, receiver: Receiver, tmp_path: Path
+) -> None:
+    run = _cron(cli_runner, database_url, receiver, tmp_path)
+    emulator.control.add_fault(kind="broken_listing", method="GET", path="^/company$")
+    daemon_lock = instance_lock.acquire(database_url)  # what a running daemon holds
+    try:
+        for _ in range(3):
+            run("sync", code=1)
+        assert receiver.messages == []
+    finally:
+        daemon_lock.release()
+    # The daemon is gone: the next run is the sender, and tells what is owed.
+    run("sync", code=1)
+    assert receiver.titles() == ["clevertim-sync: pulls failing"]
+    assert "company: the last 4 pulls failed" in receiver.messages[0]["message"]
+
+
+def test_a_failed_cron_backup_is_told_and_so_is_the_next_good_one(
+    cli_runner: Callable[..., Any], database_url: str, receiver: Receiver, tmp_path: Path
+) -> None:
+    run = _cron(cli_runner, database_url, receiver, tmp_path)
+    in_the_way = tmp_path / "not-a-directory"
+    in_the_way.write_text("x")
+    assert run("backup", str(in_the_way / "backups")).exit_code != 0
+    (alert,) = receiver.messages
+    assert alert["title"] == "clevertim-sync: backup failed"
+    assert "the backup failed:" in alert["message"]
+    run("backup", str(tmp_path / "backups"), code=0)
+    assert receiver.titles()[-1] == "clevertim-sync: cleared: backup failed"
+    assert receiver.messages[-1]["message"].startswith("The backup works again.\nIt lasted ")
+    assert len(receiver.messages) == 2
+
+
+def test_without_receivers_cron_runs_still_record_what_alerts_status_shows(
+    cli_runner: Callable[..., Any], database_url: str, emulator: Any
+) -> None:
+    run = cli_runner(database_url)  # no [alerts] receivers
+    emulator.control.add_fault(kind="broken_listing", method="GET", path="^/company$")
+    for _ in range(3):
+        run("sync", code=1)
+    out = run("alerts", "status", code=0).output
+    assert out.startswith("pull_failing: active since ") and "not yet told" in out
+    assert "company: the last 3 pulls failed" in out

@@ -259,6 +259,18 @@ def test_envelope_violations_are_malformed(response: httpx.Response, why: str) -
     assert retried(info.value) and info.value.status == 200
 
 
+def test_neither_broken_json_nor_a_body_that_is_no_json_is_quoted_into_the_error() -> None:
+    broken = httpx.Response(200, content=b'{"status": "OK", "content": [{"id": 1, "fn": "Ann Secret"')
+    client, _ = make(Recorder(broken), read_retries=0)
+    with pytest.raises(e.MalformedResponse) as info:
+        client.list("contact")
+    assert "Ann Secret" not in str(info.value)  # records never reach an error, a log or an alert
+    client, _ = make(Recorder(httpx.Response(200, content=b"Service temporarily down")), read_retries=0)
+    with pytest.raises(e.MalformedResponse, match="24 bytes") as info:
+        client.list("contact")
+    assert "temporarily" not in str(info.value)  # described by its size and shape, never quoted
+
+
 @pytest.mark.parametrize("content", BAD_ENTRIES)
 def test_a_listing_keeps_entries_without_a_usable_id_and_a_single_answer_refuses_them(content: Any) -> None:
     client, _ = make(Recorder(ok(content)), read_retries=0)

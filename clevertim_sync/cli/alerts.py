@@ -67,6 +67,7 @@ def alerts_status(app: AppContext, as_json: bool) -> None:
                 "since": r.since.isoformat() if r.since else None,
                 "told": r.told,
                 "sent_at": r.sent_at.isoformat() if r.sent_at else None,
+                "cleared_at": r.cleared_at.isoformat() if r.cleared_at else None,
                 "lines": r.lines,
             }
             for r in rows
@@ -85,6 +86,8 @@ def alerts_status(app: AppContext, as_json: bool) -> None:
 def describe(r: AlertRow) -> str:
     """One line about a condition: what, since when, whether a person has heard."""
     since = f" since {r.since:%Y-%m-%d %H:%M} UTC" if r.since else ""
-    state = "active" if r.active else "cleared"
-    told = "told" if r.told else "not yet told (no receiver, or it was down: the daemon tries again)"
+    state = "active"
+    if not r.active:
+        state, since = "cleared", f" at {r.cleared_at:%Y-%m-%d %H:%M} UTC" if r.cleared_at else ""
+    told = "told" if r.told else "not yet told (no receiver, or it was down: the next evaluation tries again)"
     return f"{r.condition}: {state}{since}, {told}"

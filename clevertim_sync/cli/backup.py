@@ -43,7 +43,10 @@ def backup_command(app: AppContext, dest: Path | None, keep: int | None, method:
     quiet_logs()
     target = dest if dest is not None else backups.default_dir(app.settings)
     keep = keep if keep is not None else app.settings.backup.keep
-    with mirror(app) as engine:
+    # Here, not at the top: `verify` and `restore` start faster without it.
+    from clevertim_sync.daemon.command_alerts import alerts_after  # noqa: PLC0415
+
+    with mirror(app) as engine, alerts_after(engine, app.settings, backup=True):
         result = backups.backup(
             engine,
             target,

@@ -18,6 +18,7 @@ import orjson
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.cli import AppContext, cli, pass_app
 from clevertim_sync.cli.common import mirror
+from clevertim_sync.daemon.command_alerts import alerts_after
 from clevertim_sync.errors import ClevertimSyncError
 from clevertim_sync.logs import configure_logging
 from clevertim_sync.mirror import lock as instance_lock
@@ -63,6 +64,8 @@ def push_command(app: AppContext, as_json: bool, dry_run: bool) -> None:
         mirror(app) as engine,
         ClevertimClient.from_settings(settings) as client,
         _instance_lock(app) as holder,
+        # Under the lock (the push's own): one sender. Without it a daemon runs and tells.
+        alerts_after(engine, settings, holding_lock=holder is not None),
     ):
         report = push_queue(engine, client, settings, holder=holder)
     if as_json:

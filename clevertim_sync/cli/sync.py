@@ -84,7 +84,14 @@ def sync_command(
     level = settings.log_level if not interactive or settings.log_level == "debug" else "warning"
     configure_logging(settings.log_format, level, stream=sys.stderr)
     wanted = resources_in_order(names or None)
-    with mirror(app) as engine, ClevertimClient.from_settings(settings) as client:
+    # Here, not at the top: the other commands of this module start faster without it.
+    from clevertim_sync.daemon.command_alerts import alerts_after  # noqa: PLC0415
+
+    with (
+        mirror(app) as engine,
+        ClevertimClient.from_settings(settings) as client,
+        alerts_after(engine, settings),
+    ):
         if interactive:
             report = _pull_with_progress(engine, client, wanted, allow_mass_delete, app)
         else:

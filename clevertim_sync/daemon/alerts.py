@@ -80,6 +80,7 @@ class AlertRow:
     lines: list[str]
     told: bool  # the last delivered message says what is true now
     sent_at: datetime | None
+    cleared_at: datetime | None = None  # when it cleared (a cleared row not yet told)
 
 
 def _short(text: str | None) -> str:
@@ -90,6 +91,60 @@ def _short(text: str | None) -> str:
 def _ids(ids: Sequence[int]) -> str:
     shown = ", ".join(str(i) for i in ids[:LISTED_IDS])
     return shown + (f" and {len(ids) - LISTED_IDS} more" if len(ids) > LISTED_IDS else "")
+
+
+def duration_text(seconds: float) -> str:
+    """How long a condition lasted, as a person says it: `45 s`, `12 min`, `3 h 10 min`, `2 d 4 h`."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min" if s % 3600 >= 60 else f"{s // 3600} h"
+    return f"{s // 86400} d {s % 86400 // 3600} h" if s % 86400 >= 3600 else f"{s // 86400} d"
+
+
+def _queue_members(members: Iterable[str]) -> str:
+    """`conflict:12`, `failed:14` -> `12, 13 (conflict); 14 (failed)`."""
+    by_state: dict[str, list[int]] = {}
+    for member in members:
+        state, _, item = member.partition(":")
+        if item.isdigit():
+            by_state.setdefault(state, []).append(int(item))
+    return "; ".join(f"{_ids(sorted(ids))} ({state})" for state, ids in sorted(by_state.items()))
+
+
+def _unhealthy_members(members: frozenset[str]) -> str:
+    """`stale:note`, `stuck` -> `note (stale pulls), the writeback queue (stuck)`."""
+    names = sorted(m.removeprefix("stale:") + " (stale pulls)" for m in members if m.startswith("stale:"))
+    if "stuck" in members:
+        names.append("the writeback queue (stuck)")
+    return ", ".join(names)
+
+
+def cleared_lines(
+    key: str, told: frozenset[str], since: datetime | None, cleared_at: datetime
+) -> tuple[str, ...]:
+    """The clear message: what cleared (the members the person was told of) and how long it lasted."""
+    names = ", ".join(sorted(told))
+    if key == "pull_failing":
+        what = f"Pulls work again for: {names}"
+    elif key == "held":
+        what = f"No longer held by the mass-delete guard: {names}"
+    elif key == "queue":
+        what = f"No longer needing a person: queue items {_queue_members(told)}"
+    elif key == "unhealthy":
+        what = f"Healthy again: {_unhealthy_members(told)}"
+    else:
+        what = "The backup works again."
+    if since is None:
+        return (what,)
+    lasted = duration_text((cleared_at - since).total_seconds())
+    return (
+        what,
+        f"It lasted {lasted}: from {since:%Y-%m-%d %H:%M} to {cleared_at:%Y-%m-%d %H:%M} UTC.",
+    )
 
 
 def read_conditions(
@@ -196,9 +251,11 @@ class Alerts:
         st = schema.alert_state
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(st).where(st.c.condition == "backup")).first()
+            if ok and (row is None or not row.active):
+                return  # nothing to clear: updated_at stays the time it cleared (for the message)
             values: dict[str, Any] = {"active": not ok, "updated_at": now}
             if ok:
-                values |= {"since": None, "members": "[]", "detail": "[]"}
+                values |= {"members": "[]", "detail": "[]"}  # `since` stays: how long it lasted
             else:
                 values |= {
                     "since": row.since if row is not None and row.active else now,
@@ -252,7 +309,9 @@ class Alerts:
             return
         values: dict[str, Any] = {
             "active": cond is not None,
-            "since": None if cond is None else (row.since if row is not None and row.active else now),
+            # On a clear `since` stays and `updated_at` becomes the time it cleared: the clear
+            # message says how long it lasted, even when it is delivered at a later evaluation.
+            "since": row.since if cond is None or (row is not None and row.active) else now,
             "members": orjson.dumps(sorted(cond.members) if cond else []).decode(),
             "detail": orjson.dumps(list(cond.lines) if cond else []).decode(),
             "updated_at": now,
@@ -267,7 +326,9 @@ class Alerts:
         if cond is None:
             if not told_active:
                 return None  # never told (or told it cleared): nothing to say
-            return self._message(key, "clear", frozenset(), ("It cleared.",))
+            told = frozenset(_json_list(row.sent_members))
+            cleared_at = now if row.active else row.updated_at
+            return self._message(key, "clear", frozenset(), cleared_lines(key, told, row.since, cleared_at))
         if not told_active:
             return self._message(key, "start", cond.members, cond.lines)
         told = frozenset(_json_list(row.sent_members))
@@ -328,9 +389,12 @@ def read_status(conn: sa.Connection) -> list[AlertRow]:
         told = bool(row.sent_active) == bool(row.active) and (
             not row.active or set(_json_list(row.members)) <= set(_json_list(row.sent_members))
         )
-        out.append(
-            AlertRow(row.condition, bool(row.active), row.since, _json_list(row.detail), told, row.sent_at)
-        )
+        cleared_at = None if row.active else row.updated_at
+        lines = _json_list(row.detail)
+        if not row.active:  # told as active, cleared since: the lines its clear message will carry
+            told_of = frozenset(_json_list(row.sent_members))
+            lines = list(cleared_lines(row.condition, told_of, row.since, row.updated_at))
+        out.append(AlertRow(row.condition, bool(row.active), row.since, lines, told, row.sent_at, cleared_at))
     return out
 
 

@@ -151,10 +151,17 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
                 return
         from alembic import command  # noqa: PLC0415 - alembic only when a migration is due
 
+        from clevertim_sync.mirror import wide  # noqa: PLC0415 - as alembic
+
         with engine.begin() as conn:
+            # The wide views stand on the tables a migration may change (PostgreSQL refuses to
+            # alter a column a view reads): out of the way, then built anew for the new schema.
+            wide.drop(conn)
             cfg = alembic_config()
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
+            if revision == "head":
+                wide.refresh(conn)
     except sa.exc.OperationalError as exc:
         raise MirrorError(
             f"cannot migrate the database {engine.url.render_as_string(hide_password=True)}: "

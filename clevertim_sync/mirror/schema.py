@@ -205,6 +205,14 @@ alert_state = sa.Table(
     comment="the daemon's alerts: what is wrong and what a person was told, kept across restarts",
 )
 
+customer_types = sa.Table(
+    "customer_types",
+    metadata,
+    sa.Column("code", sa.String(1), primary_key=True, comment="the letter: contacts.customer_type"),
+    sa.Column("name", sa.Text, nullable=False, comment="its word, as the API reference gives it"),
+    comment="customer types: the letter of contacts.customer_type and companies.customer_type -> its word",
+)
+
 contact_photos = sa.Table(
     "contact_photos",
     metadata,

@@ -21,7 +21,8 @@ one: the resources not yet pulled are skipped with one message (`PullReport.halt
 each being retried against a server that will refuse it too. Where the table says so (a rate
 limit), every request to the server pauses, the push's too.
 
-Must not import: httpx (the client is passed in), SQL beyond `mirror.store`, the writeback.
+Must not import: httpx (the client is passed in), SQL beyond `mirror.store` and the wide views'
+hook (`mirror.wide`), the writeback.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from clevertim_sync import resources as registry
 from clevertim_sync.api.listing import Listing
 from clevertim_sync.errors import ApiError, ClevertimSyncError, MassDeleteRefused, MirrorError
 from clevertim_sync.health import Action, Policy, ServerHealth, Where
-from clevertim_sync.mirror import store
+from clevertim_sync.mirror import store, wide
 from clevertim_sync.mirror.failures import error_text
 from clevertim_sync.mirror.pause import PauseRow
 from clevertim_sync.mirror.store import ResourceCounts
@@ -175,6 +176,8 @@ def pull(
             report.photos = photos.after_pull(
                 engine, client, settings.pull, contacts, health=health, stop=stop
             )
+        # A custom field added, renamed or removed: the wide views' columns follow it.
+        wide.after_pull(engine)
     finally:
         report.finished_at = store.now()
         complete = len(report.resources) + len(report.skipped) == len(names) or report.stopped

@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from clevertim_sync import resources
-from clevertim_sync.mirror import schema, search, versions
+from clevertim_sync.mirror import schema, search, versions, wide
 from clevertim_sync.mirror.columns import all_day_column, has_typed_column
 from clevertim_sync.reporting import reports
 from clevertim_sync.resources import Kind, Prop, Resource
@@ -55,7 +55,12 @@ FACETS: Mapping[str, tuple[str, ...]] = {
     "runs": ("kind", "status"),
     "resource_status": ("held",),
     "writeback_queue": ("state", "resource", "op"),
-    "report_contacts": ("company", "customer_type", "country"),
+    # The word (customer_types.name) where a view has it: a facet a person reads without a code book.
+    "report_contacts": ("company", "customer_type_name", "country"),
+    "contacts_wide": ("customer_type_name", "country", "company_id"),
+    "companies_wide": ("customer_type_name", "country"),
+    "opportunities_wide": ("status", "currency", "lead_user_id"),
+    "cases_wide": ("lead_user_id",),
     "report_pipeline": ("status", "currency"),
     "report_open_tasks": ("assigned_user", "activity_type", "overdue"),
     "report_customer_activity": ("kind",),
@@ -88,6 +93,8 @@ TABLE_TEXT: Mapping[str, str] = {
     "to queue an edit from SQL; `clevertim-sync queue list` shows the same.",
     "writeback_pause": "A server-wide 'do not send before' set by 429/503 answers and outages.",
     "alembic_version": "The schema's migration revision.",
+    "customer_types": "The customer types' words: customer_type (contacts, companies) is the letter "
+    "in `code`, `name` its word (C Customer, P Prospect, ...), as the API reference lists them.",
 }
 
 # Columns of those tables that carry no schema comment (a comment added to schema.py would be a
@@ -166,6 +173,7 @@ REPORT_COLUMNS: Mapping[str, Mapping[str, str]] = {
         "city": "city",
         "country": "country",
         "customer_type": "the contact's customer type letter (API ctype)",
+        "customer_type_name": "the customer type's word (customer_types.name: Prospect, Friend, ...)",
         "modified_at": "when Clevertim last changed it (UTC); --since filters on it",
     },
     "report_pipeline": {
@@ -367,6 +375,24 @@ def _versions_view(res: resources.Resource) -> dict[str, Any]:
     }
 
 
+# The wide views' own columns beyond the record's (whose meanings are its table's).
+WIDE_COLUMNS: Mapping[str, str] = {
+    "name": "the record's name (a contact's first and last name)",
+    "customer_type_name": "the customer type's word (customer_types.name: Prospect, Friend, ...)",
+}
+
+
+def _wide_view(res: resources.Resource, record: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "columns": {**record.get("columns", {}), **WIDE_COLUMNS},
+        "description": f"Every {res.name} with one column per custom field that applies to it, named "
+        "after the field's current name (lower case, `_` between words; `cf_` before a name one of "
+        f"the {res.table} columns has; a multi-value field is a JSON list). Rebuilt when a pull "
+        "brings a field added, renamed or removed, so a column follows its field.",
+        "label_column": "name",
+    }
+
+
 def since_sql(report: reports.Report) -> str:
     """The canned query of one report: its view in its order, with an optional `since` parameter
     (ISO-8601 such as 2026-11-27T09:00:00Z or 2026-11-27; empty: every row) when it takes one."""
@@ -427,6 +453,9 @@ def build_metadata(
         tables[report.view] = _report_view(report)
     for res in resources.RESOURCES:
         tables[versions.versions_view(res.name)] = _versions_view(res)
+    for name, (view, _model) in wide.WIDE.items():
+        res = resources.get(name)
+        tables[view] = _wide_view(res, tables[res.table])
 
     for name, facets in FACETS.items():
         tables[name] |= {"facets": list(facets), "facet_size": FACET_SIZE}
