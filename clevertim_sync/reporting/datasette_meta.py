@@ -384,7 +384,15 @@ WIDE_COLUMNS: Mapping[str, str] = {
 
 def _wide_view(res: resources.Resource, record: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "columns": {**record.get("columns", {}), **WIDE_COLUMNS},
+        "columns": {
+            **{k: v for k, v in record.get("columns", {}).items() if k not in wide.LEFT_OUT},
+            "name": WIDE_COLUMNS["name"],
+            **(
+                {"customer_type_name": WIDE_COLUMNS["customer_type_name"]}
+                if "customer_type" in record.get("columns", {})
+                else {}
+            ),
+        },
         "description": f"Every {res.name} with one column per custom field that applies to it, named "
         "after the field's current name (lower case, `_` between words; `cf_` before a name one of "
         f"the {res.table} columns has; a multi-value field is a JSON list). Rebuilt when a pull "
