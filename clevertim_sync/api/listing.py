@@ -24,6 +24,7 @@ Must not import: SQLAlchemy, the mirror, the pull (the client builds a Listing; 
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -33,7 +34,9 @@ from typing import IO, Any, Self
 
 import orjson
 
+from clevertim_sync import jsontext
 from clevertim_sync.api import errors as e
+from clevertim_sync.entries import LeftOut
 
 WINDOW = 1 << 18  # bytes of content parsed at a time (about 400 contacts; 1 MB was slower)
 WHOLE = WINDOW  # a body up to this size is parsed in one go
@@ -41,6 +44,12 @@ ENVELOPE = 1 << 16  # bytes of the head and of the tail searched for the envelop
 CUTS_TRIED = 32  # cuts tried in a window (from its end) before the window is doubled
 _CONTENT = re.compile(rb'"content"\s*:\s*\[')
 _NEXT_ENTRY = re.compile(rb"\s*,\s*\{")
+_ODD = b"\\u0000"  # a NUL in a string: kept, but reported (entries.REASONS["odd_text"])
+_SPACE = re.compile(r"\s*")
+_BAD_BYTES = re.compile("[\udc80-\udcff]")  # what "surrogateescape" made of bytes not UTF-8
+# The end of a value the exact parser could not read: strings skipped whole, brackets counted.
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+_SCALAR = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[^\s,\]}]+', re.DOTALL)
 
 
 @dataclass
@@ -58,13 +67,13 @@ def _locate(spool: IO[bytes], size: int) -> _Envelope | None:
     """The envelope of a body whose top level is an object with a `content` list; else None."""
     if size <= WHOLE:
         spool.seek(0)
+        body = spool.read()
         try:
-            doc = orjson.loads(spool.read())
+            doc = None if jsontext.might_round(body) or _ODD in body else orjson.loads(body)
         except orjson.JSONDecodeError:
-            return None
-        if not isinstance(doc, dict) or not isinstance(doc.get("content"), list):
-            return None
-        return _Envelope(doc.get("status"), records=doc["content"])
+            doc = None  # not JSON, or an entry orjson refuses: the windowed path says which
+        if isinstance(doc, dict) and isinstance(doc.get("content"), list):
+            return _Envelope(doc.get("status"), records=doc["content"])
     head = _read(spool, 0, ENVELOPE)
     before: Any = None
     for found in _CONTENT.finditer(head):
@@ -111,6 +120,9 @@ class Listing:
         self.resource = resource
         self._windows: Iterator[list[Any]] = iter([entries])  # the entries, a window at a time
         self._spool: IO[bytes] | None = None
+        # Entries kept but altered or worth reporting: (a reason of entries.REASONS, the entry's
+        # id), found as the windows are parsed. Entries left out come as `LeftOut` in the batches.
+        self.findings: list[tuple[str, Any]] = []
 
     @classmethod
     def of(cls, resource: str, entries: Iterable[Any]) -> Listing:
@@ -162,9 +174,9 @@ class Listing:
             yield entries
             pos, window = pos + used, WINDOW
         for end in envelope.ends:  # the last part, up to the closing bracket
-            entries = _loads(b"[" + _read(spool, pos, end) + b"]")
-            if isinstance(entries, list):
-                yield entries
+            last = self._entries(_read(spool, pos, end))
+            if last is not None:
+                yield last
                 return
         raise self._broken()
 
@@ -178,10 +190,63 @@ class Listing:
             following = _NEXT_ENTRY.match(chunk, brace + 1)
             if following is None:
                 continue
-            entries = _loads(b"[" + chunk[: brace + 1] + b"]")
-            if isinstance(entries, list):
+            entries = self._entries(chunk[: brace + 1])
+            if entries is not None:
                 return entries, following.end() - 1
         return None
+
+    def _entries(self, inner: bytes) -> list[Any] | None:
+        """The entries of `inner` (the text between two entries' boundaries), or None when it is
+        not a whole number of entries. orjson reads it unless it refuses or could round a number;
+        then the exact reader does, an entry at a time (`_exact_entries`)."""
+        if not jsontext.might_round(inner):
+            try:
+                entries = orjson.loads(b"[" + inner + b"]")
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                if _ODD in inner:
+                    self._note_odd(entries)
+                return entries if isinstance(entries, list) else None
+        return self._exact_entries(inner)
+
+    def _exact_entries(self, inner: bytes) -> list[Any] | None:
+        """`_entries` by the standard library's exact reader, one entry at a time: bytes that are
+        not UTF-8 become U+FFFD (the entry is reported), an entry it cannot read at all (nested too
+        deep, a number too long) becomes a `LeftOut`. None: `inner` is not a whole number of
+        entries (a cut inside one) or not JSON at all."""
+        text = inner.decode("utf-8", "surrogateescape")
+        decode = jsontext.decoder().raw_decode
+        entries: list[Any] = []
+        pos = _SPACE.match(text).end()  # type: ignore[union-attr] # \s* always matches
+        while pos < len(text):
+            start = pos
+            try:
+                entry, pos = decode(text, start)
+            except json.JSONDecodeError:
+                return None
+            except (RecursionError, ValueError):  # too deep; a number too long to keep
+                if (pos := _value_end(text, start)) < 0:
+                    return None
+                entry = LeftOut.of("unreadable", text[start:pos])
+            else:
+                if _BAD_BYTES.search(text, start, pos):
+                    entry = decode(_BAD_BYTES.sub(jsontext.REPLACEMENT, text[start:pos]))[0]
+                    self.findings.append(("not_utf8", _id_of(entry)))
+            entries.append(entry)
+            pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+            if pos < len(text):
+                if text[pos] != ",":
+                    return None
+                pos = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+        self._note_odd(entries)
+        return entries
+
+    def _note_odd(self, entries: list[Any]) -> None:
+        """Report each entry holding a NUL or a lone surrogate (kept; typed text gets U+FFFD)."""
+        for entry in entries:
+            if isinstance(entry, dict) and _holds_odd_text(entry):
+                self.findings.append(("odd_text", _id_of(entry)))
 
     def _broken(self) -> e.MalformedResponse:
         return e.MalformedResponse(
@@ -202,6 +267,43 @@ class Listing:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _id_of(entry: Any) -> Any:
+    return entry.get("id") if isinstance(entry, dict) else None
+
+
+def _holds_odd_text(value: Any) -> bool:
+    """Whether any string of `value` (keys included) holds what `jsontext.typed_text` replaces."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if jsontext.typed_text(item) != item:
+                return True
+        elif isinstance(item, dict):
+            todo.extend(item)
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return False
+
+
+def _value_end(text: str, start: int) -> int:
+    """Where the JSON value at `start` ends (scanned, not parsed), or -1 when it does not end."""
+    if text[start] not in "[{":
+        found = _SCALAR.match(text, start)
+        return found.end() if found else -1
+    depth = 0
+    for token in _TOKEN.finditer(text, start):
+        mark = token.group()
+        if mark in ("[", "{"):
+            depth += 1
+        elif mark in ("]", "}"):
+            depth -= 1
+            if depth == 0:
+                return token.end()
+    return -1
 
 
 def spool_file() -> IO[bytes]:
