@@ -199,17 +199,15 @@ class ResourceWrites:
         """What the listing no longer holds (known at its end, after the guard's decision)."""
         self._gathered.delete(ids)
 
-    def resolve(self, duplicates: Sequence[tuple[Mapping[str, Any], Any]], counts: ResourceCounts) -> None:
+    def resolve(
+        self, duplicates: Sequence[tuple[Mapping[str, Any], Any, str]], counts: ResourceCounts
+    ) -> None:
         """Later copies of ids already listed (`Changes.duplicates`): each is kept instead of the
         copy written so far when `diff.preferred` says so, as if the listing had held it alone
         (history and counts as the mirror held it before this pull). Rare: the gathered changes
         are written first, so the copy so far is read back from the table."""
         self._gathered.flush()
-        for record, rid in duplicates:
-            try:
-                digest = record_hash(record)
-            except RecursionError:
-                continue  # the first copy stays; this one could not even be hashed
+        for record, rid, digest in duplicates:
             (held, held_hash) = old_raws(self.conn, self.resource, [rid])[rid]
             if not preferred(jsontext.loads(held), held_hash, record, digest, self.lm_key):
                 continue

@@ -204,8 +204,9 @@ class Changes:
     # Entries left out (no usable id, not an object, unreadable): why, one line each (the run and
     # `status` show them).
     skipped: list[str] = field(default_factory=list)
-    # Later copies of an id already listed, with that id: the store keeps the `preferred` copy.
-    duplicates: list[tuple[Record, Any]] = field(default_factory=list)
+    # Later copies of an id already listed, with that id and their hash: the store keeps the
+    # `preferred` copy.
+    duplicates: list[tuple[Record, Any, str]] = field(default_factory=list)
     # Entries reported, by reason (entries.REASONS): the skipped ones and the duplicates.
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -293,6 +294,9 @@ class ListingDiff:
         self._read_id: Callable[[Any], tuple[Any, str | None]] = (
             shapes.record_text_id if self._text else shapes.record_id
         )
+        self._respell: Callable[[dict[str, Any]], dict[str, Any]] = (
+            shapes.with_text_id if self._text else shapes.with_int_id
+        )
         # The id class taken as it is, without a call (a text id is always read: trimmed).
         self._plain: type | None = None if self._text else int
 
@@ -304,20 +308,22 @@ class ListingDiff:
             self.listed += 1
             # A plain dict with a plain int id (what the parsers give) is checked inline: no call.
             rid = record.get("id") if record.__class__ is dict else None
+            hashed = record  # what the hash is taken of: the record with its id by meaning
             if rid.__class__ is not plain:
                 rid = self._usable_id(record, changes)
                 if rid is None:
                     continue
-            pos = -1 if first_load else index.position(rid)
-            if (pos >= 0 and seen[pos]) or (pos < 0 and not self._new.add(rid)):
-                changes.duplicates.append((record, rid))
-                changes.report("duplicate_id")
-                continue
+                hashed = self._respell(record)  # kept as served: "445" stays "445" in raw
             try:
-                digest = record_digest(record)
+                digest = record_digest(hashed)
             except RecursionError:
                 changes.report("unreadable", f"id {rid!r}: {REASONS['unreadable']}")
                 self._protect(rid)
+                continue
+            pos = -1 if first_load else index.position(rid)
+            if (pos >= 0 and seen[pos]) or (pos < 0 and not self._new.add(rid)):
+                changes.duplicates.append((record, rid, digest.hex()))
+                changes.report("duplicate_id")
                 continue
             if pos < 0:
                 changes.inserts.append((record, digest.hex()))
