@@ -141,6 +141,14 @@ class Listing:
             spool.close()
             return cls(resource, envelope.records)
         listing = cls(resource, [])
+        if size <= WHOLE:  # read now: a broken small body is refused like any malformed answer
+            for end in envelope.ends:
+                entries = listing._entries(_read(spool, envelope.start, end))
+                if entries is not None:
+                    spool.close()
+                    listing._windows = iter([entries])
+                    return listing
+            return None
         listing._windows = listing._parse(spool, envelope)
         listing._spool = spool
         return listing
@@ -218,6 +226,7 @@ class Listing:
         text = inner.decode("utf-8", "surrogateescape")
         decode = jsontext.decoder().raw_decode
         entries: list[Any] = []
+        altered: list[tuple[str, Any]] = []  # reported once the whole of `inner` has parsed
         pos = _SPACE.match(text).end()  # type: ignore[union-attr] # \s* always matches
         while pos < len(text):
             start = pos
@@ -232,13 +241,14 @@ class Listing:
             else:
                 if _BAD_BYTES.search(text, start, pos):
                     entry = decode(_BAD_BYTES.sub(jsontext.REPLACEMENT, text[start:pos]))[0]
-                    self.findings.append(("not_utf8", _id_of(entry)))
+                    altered.append(("not_utf8", _id_of(entry)))
             entries.append(entry)
             pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
             if pos < len(text):
                 if text[pos] != ",":
                     return None
                 pos = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+        self.findings += altered
         self._note_odd(entries)
         return entries
 
