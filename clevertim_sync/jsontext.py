@@ -33,7 +33,10 @@ from typing import Any
 import orjson
 
 REPLACEMENT = "\ufffd"
-_MIGHT_ROUND = re.compile(rb"[0-9]{19}")
+# Digits as "0", every other byte as " ": a run of 19 zeros is 19 digits in a row (translate and
+# a substring search cost a third of what a regular expression does: this runs on every body).
+_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_RUN = b"0" * 19
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _ODD_TYPED = re.compile("[\x00\ud800-\udfff]")
 _MAX_DIGITS = 4000  # below Python's int <-> str limit (4300): a longer number cannot be kept
@@ -43,8 +46,9 @@ MAX_DEPTH = 400
 
 
 def might_round(text: bytes) -> bool:
-    """Whether orjson could read an integer of `text` as a float (one past 64 bits)."""
-    return _MIGHT_ROUND.search(text) is not None
+    """Whether orjson could read an integer of `text` as a float (one past 64 bits): 19 digits in
+    a row (inside a string too: then the exact reader runs for nothing, and gives the same)."""
+    return _RUN in text.translate(_DIGITS)
 
 
 def _exact_float(text: str) -> float | int:

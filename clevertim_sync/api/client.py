@@ -13,22 +13,24 @@ may have created the entry; only the queue (which can look at the server's state
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import re
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import IO, Any, Self, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 import orjson
 import structlog
 
-from clevertim_sync import __version__, resources, shapes
+from clevertim_sync import __version__, jsontext, resources, shapes
 from clevertim_sync.api import errors as e
 from clevertim_sync.api.listing import Listing, spool_file
 from clevertim_sync.errors import ConfigError
@@ -99,6 +101,7 @@ class ClevertimClient:
         rate_limit_floor: float = 30.0,
         token_source: Callable[[], str] | None = None,
         ca_bundle: str | None = None,
+        max_listing_bytes: int = 2_000_000_000,
     ) -> None:
         if problems := api_url_problems(base_url, allow_insecure_http=allow_insecure_http):
             raise ConfigError(problems)
@@ -113,6 +116,8 @@ class ClevertimClient:
         self._token_refused = False
         self._token_lock = threading.Lock()
         self.read_retries = read_retries
+        # A listing's body beyond this fails its resource (a runaway server cannot fill the disk).
+        self._max_listing_bytes = max_listing_bytes
         # A server that cannot be connected to is usually down for everything: fewer tries than
         # for other transient failures, so a pull against a dead server ends in seconds.
         self.connect_retries = read_retries if connect_retries is None else min(connect_retries, read_retries)
@@ -162,6 +167,7 @@ class ClevertimClient:
             user_agent=c.user_agent,
             token_source=settings.fresh_token if c.token_file is not None else None,
             ca_bundle=str(c.ca_bundle) if c.ca_bundle is not None else None,
+            max_listing_bytes=settings.pull.max_listing_bytes,
             **kwargs,
         )
 
@@ -496,8 +502,20 @@ class ClevertimClient:
                     "GET", url, headers=self._headers, auth=auth, timeout=self._timeout
                 ) as response,
             ):
+                received = 0
+                rounding, carry = False, b""  # 19 digits in a row anywhere (a run may span two chunks)
                 for chunk in response.iter_bytes():
-                    spool.write(chunk)
+                    received += len(chunk)
+                    if received > self._max_listing_bytes:
+                        raise e.ListingTooLarge(
+                            f"the listing is over pull.max_listing_bytes ({self._max_listing_bytes} bytes)",
+                            **where,
+                            status=response.status_code,
+                        )
+                    _spool_write(spool, chunk, where)
+                    if not rounding:
+                        rounding = jsontext.might_round(carry + chunk[:18]) or jsontext.might_round(chunk)
+                        carry = chunk[-18:]
                 status, headers = response.status_code, response.headers
             size = spool.tell()
             log.debug(
@@ -509,7 +527,9 @@ class ClevertimClient:
             )
             declared = headers.get("Content-Length")
             whole = "Content-Encoding" in headers or declared is None or declared == str(size)
-            listing = Listing.spooled(resource, spool) if status == 200 and whole else None
+            listing = (
+                Listing.spooled(resource, spool, might_round=rounding) if status == 200 and whole else None
+            )
             if listing is not None:
                 return listing
             spool.seek(0)
@@ -634,6 +654,18 @@ class ClevertimClient:
         if record_id is not None and shapes.record_id(entry)[0] != record_id:  # "445" is 445
             raise e.MalformedResponse(f"the answer is entry {entry['id']}, not {record_id}", **where)
         return entry
+
+
+def _spool_write(spool: IO[bytes], chunk: bytes, where: dict[str, Any]) -> None:
+    """A chunk of a listing into its temporary file; a full disk (or any I/O error there) fails
+    this resource with a sentence that says where, not the pull with a traceback."""
+    try:
+        spool.write(chunk)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+        raise e.SpoolFailed(
+            f"could not write the listing to a temporary file in {tempfile.gettempdir()} ({reason})", **where
+        ) from None
 
 
 def _trust(ca_bundle: str | None) -> ssl.SSLContext | bool:

@@ -18,6 +18,8 @@ Must not import: httpx (callers catch these without knowing the transport), SQLA
     ├── NotSupported        501: operation not supported (e.g. updating a comment)
     ├── ForeignHost         a photo's redirect to an address not followed (https -> http)
     ├── TooLarge            a photo over pull.photo_max_bytes
+    │   └── ListingTooLarge a listing over pull.max_listing_bytes
+    ├── SpoolFailed         a listing could not be written to its temporary file (disk full)
     ├── RateLimited         429, with retry_after when the server gave one            (transient, server-wide)
     └── ServiceUnavailable  502/503/504 and other 5xx                                 (transient)
 
@@ -191,6 +193,18 @@ class TooLarge(ApiError):
     """An answer larger than the limit set for it (a contact photo over pull.photo_max_bytes)."""
 
     advice = "raise pull.photo_max_bytes to keep it"
+
+
+class ListingTooLarge(TooLarge):
+    """A listing's body over pull.max_listing_bytes: the download stops there."""
+
+    advice = "the resource's tables are left as they were; raise pull.max_listing_bytes to accept it"
+
+
+class SpoolFailed(ApiError):
+    """A listing could not be written to its temporary file (a full disk, an I/O error)."""
+
+    advice = "free space where temporary files go ($TMPDIR); the resource is pulled again at the next pull"
 
 
 class RateLimited(ApiError):

@@ -63,13 +63,13 @@ class _Envelope:
     records: list[Any] | None = None
 
 
-def _locate(spool: IO[bytes], size: int) -> _Envelope | None:
+def _locate(spool: IO[bytes], size: int, might_round: bool) -> _Envelope | None:
     """The envelope of a body whose top level is an object with a `content` list; else None."""
     if size <= WHOLE:
         spool.seek(0)
         body = spool.read()
         try:
-            doc = None if jsontext.might_round(body) or _ODD in body else orjson.loads(body)
+            doc = None if might_round or _ODD in body else orjson.loads(body)
         except orjson.JSONDecodeError:
             doc = None  # not JSON, or an entry orjson refuses: the windowed path says which
         if isinstance(doc, dict) and isinstance(doc.get("content"), list):
@@ -123,6 +123,7 @@ class Listing:
         # Entries kept but altered or worth reporting: (a reason of entries.REASONS, the entry's
         # id), found as the windows are parsed. Entries left out come as `LeftOut` in the batches.
         self.findings: list[tuple[str, Any]] = []
+        self._might_round = True  # the body may hold an integer orjson would round (see spooled)
 
     @classmethod
     def of(cls, resource: str, entries: Iterable[Any]) -> Listing:
@@ -130,17 +131,20 @@ class Listing:
         return cls(resource, list(entries))
 
     @classmethod
-    def spooled(cls, resource: str, spool: IO[bytes]) -> Listing | None:
+    def spooled(cls, resource: str, spool: IO[bytes], *, might_round: bool = True) -> Listing | None:
         """The listing of a downloaded body whose envelope is OK (it owns `spool` from then on),
-        or None for any other body (the caller keeps `spool`, to say what is wrong with it)."""
+        or None for any other body (the caller keeps `spool`, to say what is wrong with it).
+        `might_round`: False when the downloader saw no 19 digits in a row in the body (see
+        `jsontext.might_round`), so no window needs looking at for them."""
         size = spool.seek(0, 2)
-        envelope = _locate(spool, size)
+        envelope = _locate(spool, size, might_round)
         if envelope is None or envelope.status != "OK":
             return None
         if envelope.records is not None:
             spool.close()
             return cls(resource, envelope.records)
         listing = cls(resource, [])
+        listing._might_round = might_round
         if size <= WHOLE:  # read now: a broken small body is refused like any malformed answer
             for end in envelope.ends:
                 entries = listing._entries(_read(spool, envelope.start, end))
@@ -207,7 +211,7 @@ class Listing:
         """The entries of `inner` (the text between two entries' boundaries), or None when it is
         not a whole number of entries. orjson reads it unless it refuses or could round a number;
         then the exact reader does, an entry at a time (`_exact_entries`)."""
-        if not jsontext.might_round(inner):
+        if not (self._might_round and jsontext.might_round(inner)):
             try:
                 entries = orjson.loads(b"[" + inner + b"]")
             except orjson.JSONDecodeError:
