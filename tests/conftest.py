@@ -263,6 +263,25 @@ def emulator(_emulator_server: EmulatorServer, emulator_quirks: tuple[str, ...])
     return _emulator_server
 
 
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1.5 MB tmpfs: a real file system that runs out of space (mounting needs root: skipped
+    without it)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(mount)], check=False, capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 # --- the command line against the emulator ----------------------------------------------------
 
 CliInvoke = Callable[..., Result]

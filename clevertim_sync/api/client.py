@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import IO, Any, Self, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
@@ -522,10 +522,13 @@ class ClevertimClient:
                             **where,
                             status=response.status_code,
                         )
-                    _spool_write(spool, chunk, where)
+                    with _spool_errors(where):
+                        spool.write(chunk)
                     if not rounding:
                         rounding = jsontext.might_round(carry + chunk[:18]) or jsontext.might_round(chunk)
                         carry = chunk[-18:]
+                with _spool_errors(where):
+                    spool.flush()
                 status, headers = response.status_code, response.headers
             size = spool.tell()
             log.debug(
@@ -666,11 +669,12 @@ class ClevertimClient:
         return entry
 
 
-def _spool_write(spool: IO[bytes], chunk: bytes, where: dict[str, Any]) -> None:
-    """A chunk of a listing into its temporary file; a full disk (or any I/O error there) fails
-    this resource with a sentence that says where, not the pull with a traceback."""
+@contextlib.contextmanager
+def _spool_errors(where: dict[str, Any]) -> Iterator[None]:
+    """Writing a listing to its temporary file: a full disk (or any I/O error there) fails this
+    resource with a sentence that says where, not the pull with a traceback."""
     try:
-        spool.write(chunk)
+        yield
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
         raise e.SpoolFailed(

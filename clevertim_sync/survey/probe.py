@@ -95,6 +95,10 @@ VARIANTS: Mapping[str, str] = {
     "endpoint_error": "an endpoint did not answer with a listing",
     "compressed": "listings came compressed",
     "rate_limit_headers": "rate-limit headers were seen",
+    "duplicate_id": "an id served more than once in one listing",
+    "odd_text": "a NUL or a lone surrogate in a string",
+    "not_utf8": "bytes that are not UTF-8 in an entry",
+    "unreadable": "an entry nested too deep or with a number too long to keep",
 }
 # Findings that need no action: the summary lists them under "fine".
 INFO = frozenset({"compressed", "rate_limit_headers", "listing_changed", "html_text"})
