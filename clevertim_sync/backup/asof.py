@@ -137,6 +137,9 @@ def restore_from_export(directory: Path | str, to_url: str, *, force: bool = Fal
             planned[res.name] = compute_changes(res.name, _read_export(directory, res.name), {})
         except MirrorError as exc:
             raise BackupError(f"{path}: {exc}; nothing was restored") from exc
+        # A pull keeps one copy of an id served twice; an export never holds one twice: damaged.
+        for _record, rid, _digest in planned[res.name].duplicates[:1]:
+            raise BackupError(f"{path}: id {rid!r} appears more than once; nothing was restored")
     with target_engine(to_url) as engine:
         prepare_target(engine, force, f"export {directory}")
         upgrade(engine)
