@@ -7,7 +7,6 @@
     ├── ApiError               anything the Clevertim API did (defined in api/errors.py)
     ├── MirrorError            the local database refused or could not do something
     │   ├── MassDeleteRefused  a listing would delete too much of a resource
-    │   ├── InvalidListing     a listing that cannot be a true snapshot (duplicate or missing ids)
     │   └── DatabaseFailure    a full disk, an I/O error, a read-only or damaged database
     ├── InstanceLocked         another daemon already runs against this mirror
     ├── BackupError            a backup is missing, truncated, altered or cannot be restored
@@ -110,18 +109,6 @@ class InstanceLocked(ClevertimSyncError):
 
 class BackupError(ClevertimSyncError):
     """A backup cannot be written, verified or restored."""
-
-
-class InvalidListing(MirrorError):
-    """A listing that cannot be a true snapshot (duplicate or missing ids): nothing was applied."""
-
-    def __init__(self, resource: str, problem: str) -> None:
-        self.resource = resource
-        self.problem = problem
-        super().__init__(
-            f"{resource}: the API's listing is malformed ({problem}); the mirror of {resource} was "
-            f"left as it was. The next pull retries; if it persists, report it to Clevertim"
-        )
 
 
 class QueueItemError(ClevertimSyncError):

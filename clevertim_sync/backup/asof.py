@@ -133,10 +133,7 @@ def restore_from_export(directory: Path | str, to_url: str, *, force: bool = Fal
     planned = {}
     for res in resources.RESOURCES:
         path = directory / f"{res.name}.jsonl"
-        try:
-            planned[res.name] = compute_changes(res.name, _read_export(directory, res.name), {})
-        except MirrorError as exc:
-            raise BackupError(f"{path}: {exc}; nothing was restored") from exc
+        planned[res.name] = compute_changes(res.name, _read_export(directory, res.name), {})
         # A pull keeps one copy of an id served twice; an export never holds one twice: damaged.
         for _record, rid, _digest in planned[res.name].duplicates[:1]:
             raise BackupError(f"{path}: id {rid!r} appears more than once; nothing was restored")
