@@ -268,3 +268,29 @@ def test_bad_entries_are_shown_by_status_metrics_and_probe(
     with ClevertimClient(emulator.base_url, TOKEN) as client:
         found = {f.key for f in probe(client, names=["contact"]).findings()}
     assert {"duplicate_id", "odd_text", "not_utf8"} <= found, found
+
+
+def test_odd_entries_far_into_a_big_listing_are_read_window_by_window(tmp_path: Path) -> None:
+    """A listing of several windows (api/listing.py): the cuts are still proven, the odd entries
+    read exactly, whatever window they fall in."""
+    good = [{"id": i, "fn": f"Name {i}", "phones": [{"type": "Work", "no": str(i)}] * 3} for i in range(4000)]
+    odd: dict[int, tuple[bytes, Any]] = {
+        700: (entry({"id": 700, "fn": "\ud800"}), {"id": 700, "fn": "\ud800"}),
+        1500: (b'{"id": 1500, "fn": "caf\xe9"}', {"id": 1500, "fn": "caf\ufffd"}),
+        2300: (entry({"id": 2300, "n": 2**70}), {"id": 2300, "n": 2**70}),
+        3100: (entry({"id": 3100, "x": json.loads("[" * 300 + "]" * 300)}), None),
+    }
+    odd[3100] = (odd[3100][0], json.loads(odd[3100][0]))
+    parts = [odd[r["id"]][0] if r["id"] in odd else entry(r) for r in good]
+    body = b'{"status": "OK", "content": [' + b", ".join(parts) + b"]}"
+    assert len(body) > 2 * (1 << 18)
+    spool = (tmp_path / "body").open("w+b")
+    spool.write(body)
+    read = Listing.spooled("contact", spool, might_round=True)
+    assert read is not None
+    with read as listing:
+        got = [r for batch in listing.batches(1000) for r in batch]
+        findings = listing.findings
+    want = [odd[r["id"]][1] if r["id"] in odd else r for r in good]
+    assert got == want
+    assert sorted(findings) == [("not_utf8", 1500), ("odd_text", 700)]

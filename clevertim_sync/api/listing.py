@@ -146,13 +146,12 @@ class Listing:
         listing = cls(resource, [])
         listing._might_round = might_round
         if size <= WHOLE:  # read now: a broken small body is refused like any malformed answer
-            for end in envelope.ends:
-                entries = listing._entries(_read(spool, envelope.start, end))
-                if entries is not None:
-                    spool.close()
-                    listing._windows = iter([entries])
-                    return listing
-            return None
+            entries = listing._last(spool, envelope.start, envelope.ends)
+            if entries is None:
+                return None
+            spool.close()
+            listing._windows = iter([entries])
+            return listing
         listing._windows = listing._parse(spool, envelope)
         listing._spool = spool
         return listing
@@ -185,42 +184,52 @@ class Listing:
             entries, used = parsed
             yield entries
             pos, window = pos + used, WINDOW
-        for end in envelope.ends:  # the last part, up to the closing bracket
-            last = self._entries(_read(spool, pos, end))
-            if last is not None:
-                yield last
-                return
-        raise self._broken()
+        if (last := self._last(spool, pos, envelope.ends)) is None:
+            raise self._broken()
+        yield last
 
-    def _cut(self, chunk: bytes) -> tuple[list[Any], int] | None:
-        """The entries before the last cut of `chunk` that parses, and where the next one starts."""
-        brace = len(chunk)
-        for _ in range(CUTS_TRIED):
-            brace = chunk.rfind(b"}", 0, brace)
-            if brace < 0:
-                return None
-            following = _NEXT_ENTRY.match(chunk, brace + 1)
-            if following is None:
-                continue
-            entries = self._entries(chunk[: brace + 1])
-            if entries is not None:
-                return entries, following.end() - 1
+    def _last(self, spool: IO[bytes], start: int, ends: tuple[int, ...]) -> list[Any] | None:
+        """The entries from `start` to the closing bracket (one of `ends`), or None."""
+        for exact in (False, True):
+            for end in ends:
+                entries = self._entries(_read(spool, start, end), exact=exact)
+                if entries is not None:
+                    return entries
         return None
 
-    def _entries(self, inner: bytes) -> list[Any] | None:
+    def _cut(self, chunk: bytes) -> tuple[list[Any], int] | None:
+        """The entries before the last cut of `chunk` that parses, and where the next one starts.
+        Cuts are proven by orjson first (fast: a failed cut costs little); only when none parses
+        (an entry orjson refuses) by the exact reader."""
+        for exact in (False, True):
+            brace = len(chunk)
+            for _ in range(CUTS_TRIED):
+                brace = chunk.rfind(b"}", 0, brace)
+                if brace < 0:
+                    break
+                following = _NEXT_ENTRY.match(chunk, brace + 1)
+                if following is None:
+                    continue
+                entries = self._entries(chunk[: brace + 1], exact=exact)
+                if entries is not None:
+                    return entries, following.end() - 1
+        return None
+
+    def _entries(self, inner: bytes, *, exact: bool) -> list[Any] | None:
         """The entries of `inner` (the text between two entries' boundaries), or None when it is
-        not a whole number of entries. orjson reads it unless it refuses or could round a number;
-        then the exact reader does, an entry at a time (`_exact_entries`)."""
-        if not (self._might_round and jsontext.might_round(inner)):
-            try:
-                entries = orjson.loads(b"[" + inner + b"]")
-            except orjson.JSONDecodeError:
-                pass
-            else:
-                if _ODD in inner:
-                    self._note_odd(entries)
-                return entries if isinstance(entries, list) else None
-        return self._exact_entries(inner)
+        not a whole number of entries (or, not `exact`, when orjson refuses it). orjson reads it;
+        the exact reader (`_exact_entries`) when asked, or when orjson could round a number."""
+        if exact:
+            return self._exact_entries(inner)
+        try:
+            entries = orjson.loads(b"[" + inner + b"]")
+        except orjson.JSONDecodeError:
+            return None
+        if self._might_round and jsontext.might_round(inner):
+            return self._exact_entries(inner)
+        if _ODD in inner:
+            self._note_odd(entries)
+        return entries if isinstance(entries, list) else None
 
     def _exact_entries(self, inner: bytes) -> list[Any] | None:
         """`_entries` by the standard library's exact reader, one entry at a time: bytes that are
