@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
+from structlog.testing import capture_logs
 
 from clevertim_sync import jsontext
 from clevertim_sync.api.client import ClevertimClient
@@ -198,8 +199,10 @@ class _Crashing:
 def test_an_unexpected_exception_fails_that_resource_and_the_run_goes_on(
     mirror_engine: sa.Engine, emulator: EmulatorServer
 ) -> None:
-    with ClevertimClient(emulator.base_url, TOKEN) as client:
+    with ClevertimClient(emulator.base_url, TOKEN) as client, capture_logs() as logs:
         report = pull(mirror_engine, _Crashing(client, "company"), resources=["company", "contact"])
+    crashed = [e for e in logs if e["event"] == "pull.resource_crashed"]
+    assert crashed and crashed[0]["error_type"] == "RuntimeError" and "Lovelace" not in repr(logs)
     assert report.failed == ["company"] and report.resources["contact"].inserted > 0
     error = report.resources["company"].error or ""
     assert "RuntimeError" in error and "Lovelace" not in error

@@ -29,10 +29,12 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -501,10 +503,14 @@ def _failed(
 ) -> ResourceCounts:
     """Record a failed resource (the run, resource_status: alerts fire, the next pull retries).
     `unexpected`: not one of the project's errors (a bug): named by its type only, its text may
-    quote a record; the traceback goes to the log."""
+    quote a record; where it happened goes to the log."""
     if unexpected:
         counts.error = f"unexpected {type(exc).__name__} while pulling {name} (a bug: see the log)"
-        log.exception("pull.resource_crashed", resource=name, error_type=type(exc).__name__)
+        # Where it happened, not its text (which may quote a record): enough for a bug report.
+        frames = [
+            f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)
+        ]
+        log.error("pull.resource_crashed", resource=name, error_type=type(exc).__name__, frames=frames[-8:])
     else:
         counts.error = str(exc) or type(exc).__name__
     counts.seconds = round(time.perf_counter() - t0, 3)
