@@ -17,11 +17,12 @@
     │   ├── NotSupported       501: operation not supported (e.g. updating a comment)
     │   ├── ForeignHost        a photo's redirect to an address not followed (https -> http)
     │   ├── TooLarge           a photo over pull.photo_max_bytes
+    │   │   └── ListingTooLarge a listing over pull.max_listing_bytes
+    │   ├── SpoolFailed        a listing could not be written to its temporary file (disk full)
     │   ├── RateLimited        429, with retry_after when the server gave one
     │   └── ServiceUnavailable 502/503/504 and other 5xx
     ├── MirrorError            the local database refused or could not do something
     │   ├── MassDeleteRefused  a listing would delete too much of a resource
-    │   ├── InvalidListing     a listing that cannot be a true snapshot (duplicate or missing ids)
     │   └── DatabaseFailure    a full disk, an I/O error, a read-only or damaged database
     ├── InstanceLocked         another daemon already runs against this mirror
     ├── BackupError            a backup is missing, truncated, altered or cannot be restored
@@ -131,18 +132,6 @@ class InstanceLocked(ClevertimSyncError):
 
 class BackupError(ClevertimSyncError):
     """A backup cannot be written, verified or restored."""
-
-
-class InvalidListing(MirrorError):
-    """A listing that cannot be a true snapshot (duplicate or missing ids): nothing was applied."""
-
-    def __init__(self, resource: str, problem: str) -> None:
-        self.resource = resource
-        self.problem = problem
-        super().__init__(
-            f"{resource}: the API's listing is malformed ({problem}); the mirror of {resource} was "
-            f"left as it was. The next pull retries; if it persists, report it to Clevertim"
-        )
 
 
 class QueueItemError(ClevertimSyncError):
@@ -321,6 +310,18 @@ class TooLarge(ApiError):
     """An answer larger than the limit set for it (a contact photo over pull.photo_max_bytes)."""
 
     advice = "raise pull.photo_max_bytes to keep it"
+
+
+class ListingTooLarge(TooLarge):
+    """A listing's body over pull.max_listing_bytes: the download stops there."""
+
+    advice = "the resource's tables are left as they were; raise pull.max_listing_bytes to accept it"
+
+
+class SpoolFailed(ApiError):
+    """A listing could not be written to its temporary file (a full disk, an I/O error)."""
+
+    advice = "free space where temporary files go ($TMPDIR); the resource is pulled again at the next pull"
 
 
 class RateLimited(ApiError):

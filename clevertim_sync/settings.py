@@ -153,6 +153,11 @@ class PullSettings(_Section):
     photos_per_pull: int = Field(
         1000, gt=0, description="most photos one pull fetches (a first pull of a big account spreads out)"
     )
+    max_listing_bytes: int = Field(
+        2_000_000_000,
+        gt=0,
+        description="largest listing body downloaded, in bytes (a bigger one fails its resource only)",
+    )
 
     def jitter_for(self, interval: float) -> float:
         """The random spread of a pull scheduled every `interval` s: `jitter`, but at most a quarter

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from clevertim_sync import jsontext
 from clevertim_sync.resources import Kind, Prop
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -75,7 +76,7 @@ def as_text_id(value: Any) -> str | None:
     """An id of a text-id resource (folders: "f1001"): a non-empty string, trimmed, or an integer
     as its decimal text (7 -> "7", so the two spellings are one id); anything else is no id."""
     if isinstance(value, str):
-        text = value.strip()
+        text = jsontext.typed_text(value.strip())  # an id is a typed column: no NUL (PostgreSQL)
         return text or None
     if value.__class__ is int:
         return str(value)
@@ -163,7 +164,7 @@ def cf_text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+        return jsontext.canonical(value).decode()
     except TypeError:  # not JSON (only a caller's own object could be): still text, never repr
         return orjson.dumps(str(value)).decode()
 

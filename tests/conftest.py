@@ -221,9 +221,11 @@ def as_served(
     emulator: EmulatorServer, state: dict[str, list[dict[str, Any]]]
 ) -> dict[str, list[dict[str, Any]]]:
     """Records as the control surface holds them -> as the API served them under the emulator's
-    active quirks, in the form the mirror keeps them: ids as integers, and the server-computed
-    lists sorted (a quirky server reshuffles them on each read). Apply `sorted_lists` to the
-    mirror's side. Without quirks: the records unchanged but for the sorted lists."""
+    active quirks, which is what the mirror keeps (raw is what was served: ids in the server's
+    spelling), in the mirror's order (by the id's meaning: "445" is 445, the documents' 7 is "7"),
+    the server-computed lists sorted (a quirky server reshuffles them on each read). Apply
+    `sorted_lists` to the mirror's side. Without quirks: the records unchanged but for the sorted
+    lists."""
     on = emulator.quirks.active - {"shuffled_lists"}
     out: dict[str, list[dict[str, Any]]] = {}
     for name, records in state.items():
@@ -231,24 +233,25 @@ def as_served(
         for record in records:
             rec = dict(record)
             emulator.quirks.render_record(name, rec, on)
-            text = name in resources.TEXT_ID_RESOURCES  # documents: ids as text, in text order
-            rendered.append(shapes.with_text_id(rec) if text else shapes.with_int_id(rec))
-        if name in resources.TEXT_ID_RESOURCES:
-            rendered.sort(key=lambda r: str(r["id"]))
-        out[name] = rendered
+            rendered.append(rec)
+        out[name] = sorted(rendered, key=lambda r, n=name: _mirror_order(n, r))  # type: ignore[misc]
     return sorted_lists(out)
+
+
+def _mirror_order(resource: str, record: dict[str, Any]) -> Any:
+    """Where the mirror's export puts `record`: by its id column (text for the documents)."""
+    if resource in resources.TEXT_ID_RESOURCES:
+        return shapes.as_text_id(record["id"])
+    return shapes.record_id(record)[0]
 
 
 def as_mirrored(state: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
     """A plain (unquirked) state by resource, in pull order, each listing as the mirror's export
-    holds it: sorted by id, the documents' ids as text ("7") in text order."""
-    out = {}
-    for name in resources.PULL_ORDER:
-        records = state.get(name, [])
-        if name in resources.TEXT_ID_RESOURCES:
-            records = [shapes.with_text_id(r) for r in records]
-        out[name] = sorted(records, key=lambda r: r["id"])
-    return out
+    holds it: as served, sorted by id (the documents' ids as text: "7", in text order)."""
+    return {
+        name: sorted(state.get(name, []), key=lambda r, n=name: _mirror_order(n, r))  # type: ignore[misc]
+        for name in resources.PULL_ORDER
+    }
 
 
 def sorted_lists(state: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
@@ -275,6 +278,25 @@ def emulator(_emulator_server: EmulatorServer, emulator_quirks: tuple[str, ...])
     _emulator_server.reset(contacts=EMULATOR_CONTACTS, seed=EMULATOR_SEED)
     _emulator_server.set_quirks(emulator_quirks)
     return _emulator_server
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1.5 MB tmpfs: a real file system that runs out of space (mounting needs root: skipped
+    without it)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(mount)], check=False, capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 # --- the command line against the emulator ----------------------------------------------------

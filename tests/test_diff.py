@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clevertim_sync.errors import InvalidListing
+from clevertim_sync import jsontext
+from clevertim_sync.entries import LeftOut
 from clevertim_sync.pull.diff import (
     Changes,
     ListingDiff,
@@ -17,6 +18,8 @@ from clevertim_sync.pull.diff import (
     changed_fields,
     compute_changes,
     mass_delete_refused,
+    preferred,
+    raw_lm,
     record_digest,
     record_hash,
 )
@@ -100,14 +103,16 @@ def test_a_second_diff_of_the_same_listing_is_empty(recs: list[Any]) -> None:
 @pytest.mark.parametrize("size", [1, 2, 10])
 @pytest.mark.parametrize("stored", [[], [7], [3, 7]])
 def test_an_id_listed_twice_in_different_batches_is_caught(size: int, stored: list[int]) -> None:
-    """Whether the id is mirrored or new, listed in order or not, in one batch or two."""
-    listing = [{"id": 7}, {"id": 2}, {"id": 9}, {"id": 7}]
+    """Whether the id is mirrored or new, listed in order or not, in one batch or two: the later
+    copy goes to `duplicates` (the store decides which copy stays), reported, never refusing."""
+    listing = [{"id": 7}, {"id": 2}, {"id": 9}, {"id": 7, "x": 1}]
     diff = ListingDiff("note", MirrorIndex.of({i: (record_hash({"id": i}), None) for i in stored}))
     batches = [listing[i : i + size] for i in range(0, len(listing), size)]
     for batch in batches[:-1]:
-        diff.batch(batch)
-    with pytest.raises(InvalidListing, match="id 7 appears more than once"):
-        diff.batch(batches[-1])
+        assert not diff.batch(batch).duplicates
+    last = diff.batch(batches[-1])
+    assert last.duplicates == [({"id": 7, "x": 1}, 7, record_hash({"id": 7, "x": 1}))]
+    assert last.reasons == {"duplicate_id": 1}
 
 
 def test_the_index_finds_ids_given_in_any_order_and_keeps_32_bytes_each() -> None:
@@ -156,10 +161,44 @@ def test_hash_ignores_key_order_and_lm_but_not_nested_content() -> None:
     assert record_hash(a) != record_hash({**a, "unknown_new_prop": None})
 
 
-def test_duplicate_ids_are_a_malformed_listing() -> None:
-    with pytest.raises(InvalidListing, match="id 7 appears more than once") as err:
-        compute_changes("note", [{"id": 7}, {"id": 8}, {"id": 7}], {})
-    assert err.value.resource == "note"
+def test_duplicate_ids_do_not_refuse_the_listing() -> None:
+    changes = compute_changes("note", [{"id": 7}, {"id": 8}, {"id": 7, "x": 1}], {})
+    assert [r["id"] for r, _ in changes.inserts] == [7, 8]
+    assert changes.duplicates == [({"id": 7, "x": 1}, 7, record_hash({"id": 7, "x": 1}))]
+
+
+def test_the_copy_kept_of_an_id_served_twice_is_chosen_by_content_not_position() -> None:
+    old = {"id": 7, "fn": "A", "lm": "2020-01-01T00:00:00Z"}
+    new = {"id": 7, "fn": "B", "lm": "2021-01-01T00:00:00Z"}
+    assert preferred(old, record_hash(old), new, record_hash(new), raw_lm)
+    assert not preferred(new, record_hash(new), old, record_hash(old), raw_lm)
+    same_lm = {**old, "fn": "C"}  # then the greater hash, whichever came first
+    a, b = sorted([old, same_lm], key=record_hash)
+    assert preferred(a, record_hash(a), b, record_hash(b), raw_lm)
+    assert not preferred(b, record_hash(b), a, record_hash(a), raw_lm)
+    no_lm = {"id": 7, "fn": "D"}  # no lm is the oldest
+    assert preferred(no_lm, record_hash(no_lm), old, record_hash(old), raw_lm)
+    assert not preferred(old, record_hash(old), no_lm, record_hash(no_lm), raw_lm)
+
+
+def test_an_entry_the_parser_left_out_is_reported_and_its_id_not_deleted() -> None:
+    stored = {5: {"id": 5, "fn": "A"}, 6: {"id": 6, "fn": "B"}}
+    listing = [LeftOut("unreadable", 5), {"id": 6, "fn": "B"}]
+    changes = compute_changes("contact", listing, _index(stored))
+    assert changes.deletes == [] and changes.reasons == {"unreadable": 1} and len(changes.skipped) == 1
+
+
+def test_a_record_nested_too_deep_to_hash_is_left_out_not_a_crash() -> None:
+    deep: Any = "x"
+    for _ in range(jsontext.MAX_DEPTH + 5):
+        deep = [deep]
+    changes = compute_changes("contact", [{"id": 5, "x": deep}, {"id": 6}], _index({5: {"id": 5}}))
+    assert [r["id"] for r, _ in changes.inserts] == [6] and changes.deletes == []
+    assert changes.reasons == {"unreadable": 1}
+    kept: Any = "x"
+    for _ in range(300):  # past orjson's limit (254), within ours: kept
+        kept = [kept]
+    assert compute_changes("contact", [{"id": 5, "x": kept}], {}).inserts
 
 
 @pytest.mark.parametrize(
@@ -190,7 +229,7 @@ def test_a_numeric_string_id_is_the_integer() -> None:
     stored = {7: {"id": 7, "fn": "A"}}
     changes = compute_changes("contact", [{"id": "7", "fn": "A"}, {"id": "8", "fn": "B"}], _index(stored))
     assert changes.unchanged == 1 and changes.deletes == []
-    assert [r["id"] for r, _ in changes.inserts] == [8]
+    assert [r for r, _ in changes.inserts] == [{"id": "8", "fn": "B"}]  # kept as served
 
 
 def test_server_computed_lists_hash_the_same_in_any_order() -> None:
@@ -243,10 +282,11 @@ def test_changes_empty() -> None:
 def test_a_text_id_resource_keeps_its_ids_as_text() -> None:
     listing = [{"id": "f1001", "name": "a"}, {"id": 7, "name": "b"}, {"id": " f2 "}, {"id": 1.5}, {}]
     changes = compute_changes("folder", listing, {"f9": ("h", None)})
-    assert [rec["id"] for rec, _ in changes.inserts] == ["f1001", "7", "f2"]  # 7 is "7", trimmed
+    # kept as served; their ids are "f1001", "7" and "f2" (7 is "7", trimmed)
+    assert [rec["id"] for rec, _ in changes.inserts] == ["f1001", 7, " f2 "]
     assert changes.deletes == ["f9"] and len(changes.skipped) == 2
-    with pytest.raises(InvalidListing, match="'7' appears more than once"):
-        compute_changes("folder", [{"id": 7}, {"id": "7"}], {})
+    twice = compute_changes("folder", [{"id": 7}, {"id": "7"}], {})
+    assert [(r, rid) for r, rid, _ in twice.duplicates] == [({"id": "7"}, "7")]
     # The same spellings of an integer-id resource: "7" is 7, a word is no id.
     ints = compute_changes("contact", [{"id": "7"}, {"id": "f1001"}], {})
-    assert [rec["id"] for rec, _ in ints.inserts] == [7] and len(ints.skipped) == 1
+    assert [rec["id"] for rec, _ in ints.inserts] == ["7"] and len(ints.skipped) == 1

@@ -24,6 +24,7 @@ Must not import: SQLAlchemy, the mirror, the pull (the client builds a Listing; 
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -33,7 +34,9 @@ from typing import IO, Any, Self
 
 import orjson
 
+from clevertim_sync import jsontext
 from clevertim_sync.api import errors as e
+from clevertim_sync.entries import LeftOut
 
 WINDOW = 1 << 18  # bytes of content parsed at a time (about 400 contacts; 1 MB was slower)
 WHOLE = WINDOW  # a body up to this size is parsed in one go
@@ -41,6 +44,12 @@ ENVELOPE = 1 << 16  # bytes of the head and of the tail searched for the envelop
 CUTS_TRIED = 32  # cuts tried in a window (from its end) before the window is doubled
 _CONTENT = re.compile(rb'"content"\s*:\s*\[')
 _NEXT_ENTRY = re.compile(rb"\s*,\s*\{")
+_ODD = b"\\u0000"  # a NUL in a string: kept, but reported (entries.REASONS["odd_text"])
+_SPACE = re.compile(r"\s*")
+_BAD_BYTES = re.compile("[\udc80-\udcff]")  # what "surrogateescape" made of bytes not UTF-8
+# The end of a value the exact parser could not read: strings skipped whole, brackets counted.
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+_SCALAR = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[^\s,\]}]+', re.DOTALL)
 
 
 @dataclass
@@ -54,17 +63,17 @@ class _Envelope:
     records: list[Any] | None = None
 
 
-def _locate(spool: IO[bytes], size: int) -> _Envelope | None:
+def _locate(spool: IO[bytes], size: int, might_round: bool) -> _Envelope | None:
     """The envelope of a body whose top level is an object with a `content` list; else None."""
     if size <= WHOLE:
         spool.seek(0)
+        body = spool.read()
         try:
-            doc = orjson.loads(spool.read())
+            doc = None if might_round or _ODD in body else orjson.loads(body)
         except orjson.JSONDecodeError:
-            return None
-        if not isinstance(doc, dict) or not isinstance(doc.get("content"), list):
-            return None
-        return _Envelope(doc.get("status"), records=doc["content"])
+            doc = None  # not JSON, or an entry orjson refuses: the windowed path says which
+        if isinstance(doc, dict) and isinstance(doc.get("content"), list):
+            return _Envelope(doc.get("status"), records=doc["content"])
     head = _read(spool, 0, ENVELOPE)
     before: Any = None
     for found in _CONTENT.finditer(head):
@@ -111,6 +120,10 @@ class Listing:
         self.resource = resource
         self._windows: Iterator[list[Any]] = iter([entries])  # the entries, a window at a time
         self._spool: IO[bytes] | None = None
+        # Entries kept but altered or worth reporting: (a reason of entries.REASONS, the entry's
+        # id), found as the windows are parsed. Entries left out come as `LeftOut` in the batches.
+        self.findings: list[tuple[str, Any]] = []
+        self._might_round = True  # the body may hold an integer orjson would round (see spooled)
 
     @classmethod
     def of(cls, resource: str, entries: Iterable[Any]) -> Listing:
@@ -118,17 +131,27 @@ class Listing:
         return cls(resource, list(entries))
 
     @classmethod
-    def spooled(cls, resource: str, spool: IO[bytes]) -> Listing | None:
+    def spooled(cls, resource: str, spool: IO[bytes], *, might_round: bool = True) -> Listing | None:
         """The listing of a downloaded body whose envelope is OK (it owns `spool` from then on),
-        or None for any other body (the caller keeps `spool`, to say what is wrong with it)."""
+        or None for any other body (the caller keeps `spool`, to say what is wrong with it).
+        `might_round`: False when the downloader saw no 19 digits in a row in the body (see
+        `jsontext.might_round`), so no window needs looking at for them."""
         size = spool.seek(0, 2)
-        envelope = _locate(spool, size)
+        envelope = _locate(spool, size, might_round)
         if envelope is None or envelope.status != "OK":
             return None
         if envelope.records is not None:
             spool.close()
             return cls(resource, envelope.records)
         listing = cls(resource, [])
+        listing._might_round = might_round
+        if size <= WHOLE:  # read now: a broken small body is refused like any malformed answer
+            entries = listing._last(spool, envelope.start, envelope.ends)
+            if entries is None:
+                return None
+            spool.close()
+            listing._windows = iter([entries])
+            return listing
         listing._windows = listing._parse(spool, envelope)
         listing._spool = spool
         return listing
@@ -161,27 +184,92 @@ class Listing:
             entries, used = parsed
             yield entries
             pos, window = pos + used, WINDOW
-        for end in envelope.ends:  # the last part, up to the closing bracket
-            entries = _loads(b"[" + _read(spool, pos, end) + b"]")
-            if isinstance(entries, list):
-                yield entries
-                return
-        raise self._broken()
+        if (last := self._last(spool, pos, envelope.ends)) is None:
+            raise self._broken()
+        yield last
+
+    def _last(self, spool: IO[bytes], start: int, ends: tuple[int, ...]) -> list[Any] | None:
+        """The entries from `start` to the closing bracket (one of `ends`), or None."""
+        for exact in (False, True):
+            for end in ends:
+                entries = self._entries(_read(spool, start, end), exact=exact)
+                if entries is not None:
+                    return entries
+        return None
 
     def _cut(self, chunk: bytes) -> tuple[list[Any], int] | None:
-        """The entries before the last cut of `chunk` that parses, and where the next one starts."""
-        brace = len(chunk)
-        for _ in range(CUTS_TRIED):
-            brace = chunk.rfind(b"}", 0, brace)
-            if brace < 0:
-                return None
-            following = _NEXT_ENTRY.match(chunk, brace + 1)
-            if following is None:
-                continue
-            entries = _loads(b"[" + chunk[: brace + 1] + b"]")
-            if isinstance(entries, list):
-                return entries, following.end() - 1
+        """The entries before the last cut of `chunk` that parses, and where the next one starts.
+        Cuts are proven by orjson first (fast: a failed cut costs little); only when none parses
+        (an entry orjson refuses) by the exact reader."""
+        for exact in (False, True):
+            brace = len(chunk)
+            for _ in range(CUTS_TRIED):
+                brace = chunk.rfind(b"}", 0, brace)
+                if brace < 0:
+                    break
+                following = _NEXT_ENTRY.match(chunk, brace + 1)
+                if following is None:
+                    continue
+                entries = self._entries(chunk[: brace + 1], exact=exact)
+                if entries is not None:
+                    return entries, following.end() - 1
         return None
+
+    def _entries(self, inner: bytes, *, exact: bool) -> list[Any] | None:
+        """The entries of `inner` (the text between two entries' boundaries), or None when it is
+        not a whole number of entries (or, not `exact`, when orjson refuses it). orjson reads it;
+        the exact reader (`_exact_entries`) when asked, or when orjson could round a number."""
+        if exact:
+            return self._exact_entries(inner)
+        try:
+            entries = orjson.loads(b"[" + inner + b"]")
+        except orjson.JSONDecodeError:
+            return None
+        if self._might_round and jsontext.might_round(inner):
+            return self._exact_entries(inner)
+        if _ODD in inner:
+            self._note_odd(entries)
+        return entries if isinstance(entries, list) else None
+
+    def _exact_entries(self, inner: bytes) -> list[Any] | None:
+        """`_entries` by the standard library's exact reader, one entry at a time: bytes that are
+        not UTF-8 become U+FFFD (the entry is reported), an entry it cannot read at all (nested too
+        deep, a number too long) becomes a `LeftOut`. None: `inner` is not a whole number of
+        entries (a cut inside one) or not JSON at all."""
+        text = inner.decode("utf-8", "surrogateescape")
+        decode = jsontext.decoder().raw_decode
+        entries: list[Any] = []
+        altered: list[tuple[str, Any]] = []  # reported once the whole of `inner` has parsed
+        pos = _SPACE.match(text).end()  # type: ignore[union-attr] # \s* always matches
+        while pos < len(text):
+            start = pos
+            try:
+                entry, pos = decode(text, start)
+            except json.JSONDecodeError:
+                return None
+            except (RecursionError, ValueError):  # too deep; a number too long to keep
+                if (pos := _value_end(text, start)) < 0:
+                    return None
+                entry = LeftOut.of("unreadable", text[start:pos])
+            else:
+                if _BAD_BYTES.search(text, start, pos):
+                    entry = decode(_BAD_BYTES.sub(jsontext.REPLACEMENT, text[start:pos]))[0]
+                    altered.append(("not_utf8", _id_of(entry)))
+            entries.append(entry)
+            pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+            if pos < len(text):
+                if text[pos] != ",":
+                    return None
+                pos = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+        self.findings += altered
+        self._note_odd(entries)
+        return entries
+
+    def _note_odd(self, entries: list[Any]) -> None:
+        """Report each entry holding a NUL or a lone surrogate (kept; typed text gets U+FFFD)."""
+        for entry in entries:
+            if isinstance(entry, dict) and _holds_odd_text(entry):
+                self.findings.append(("odd_text", _id_of(entry)))
 
     def _broken(self) -> e.MalformedResponse:
         return e.MalformedResponse(
@@ -202,6 +290,43 @@ class Listing:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _id_of(entry: Any) -> Any:
+    return entry.get("id") if isinstance(entry, dict) else None
+
+
+def _holds_odd_text(value: Any) -> bool:
+    """Whether any string of `value` (keys included) holds what `jsontext.typed_text` replaces."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if jsontext.typed_text(item) != item:
+                return True
+        elif isinstance(item, dict):
+            todo.extend(item)
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return False
+
+
+def _value_end(text: str, start: int) -> int:
+    """Where the JSON value at `start` ends (scanned, not parsed), or -1 when it does not end."""
+    if text[start] not in "[{":
+        found = _SCALAR.match(text, start)
+        return found.end() if found else -1
+    depth = 0
+    for token in _TOKEN.finditer(text, start):
+        mark = token.group()
+        if mark in ("[", "{"):
+            depth += 1
+        elif mark in ("]", "}"):
+            depth -= 1
+            if depth == 0:
+                return token.end()
+    return -1
 
 
 def spool_file() -> IO[bytes]:

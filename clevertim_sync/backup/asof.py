@@ -22,12 +22,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Engine
 
-from clevertim_sync import resources
+from clevertim_sync import jsontext, resources
 from clevertim_sync.backup.archive import prepare_target, target_engine
 from clevertim_sync.errors import BackupError, MirrorError
 from clevertim_sync.mirror import schema, store
@@ -113,8 +112,8 @@ def _read_export(directory: Path, resource: str) -> list[dict[str, object]]:
             if not line.strip():
                 continue
             try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
+                record = jsontext.loads(line)  # exact: big integers, lone surrogates
+            except (ValueError, RecursionError) as exc:
                 raise BackupError(f"{path}:{number} is not JSON ({exc}); nothing was restored") from exc
             if not isinstance(record, dict):
                 raise BackupError(f"{path}:{number} is not a JSON object; nothing was restored")
@@ -134,10 +133,10 @@ def restore_from_export(directory: Path | str, to_url: str, *, force: bool = Fal
     planned = {}
     for res in resources.RESOURCES:
         path = directory / f"{res.name}.jsonl"
-        try:
-            planned[res.name] = compute_changes(res.name, _read_export(directory, res.name), {})
-        except MirrorError as exc:
-            raise BackupError(f"{path}: {exc}; nothing was restored") from exc
+        planned[res.name] = compute_changes(res.name, _read_export(directory, res.name), {})
+        # A pull keeps one copy of an id served twice; an export never holds one twice: damaged.
+        for _record, rid, _digest in planned[res.name].duplicates[:1]:
+            raise BackupError(f"{path}: id {rid!r} appears more than once; nothing was restored")
     with target_engine(to_url) as engine:
         prepare_target(engine, force, f"export {directory}")
         upgrade(engine)

@@ -195,6 +195,8 @@ def _print_summary(report: PullReport) -> None:
             error = f"unavailable (not an error): {c.unavailable}"
         if c.skipped:
             error += f"{'; ' if error else ''}{c.skipped} left out: {'; '.join(c.skipped_reasons)}"
+        if c.bad_entries:
+            error += f"{'; ' if error else ''}{_bad_entries_text(c.bad_entries)}"
         table.add_row(
             name, str(c.inserted), str(c.updated), str(c.deleted), str(c.unchanged), f"{c.seconds:.2f}", error
         )
@@ -202,6 +204,11 @@ def _print_summary(report: PullReport) -> None:
     console.print(table)
     if report.photos is not None:
         console.print(photos.summary_line(report.photos), highlight=False)
+
+
+def _bad_entries_text(counts: dict[str, int]) -> str:
+    """`status`'s and `sync`'s line for the entries reported by reason (clevertim_sync/entries.py)."""
+    return "odd entries: " + ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
 
 
 @cli.command("status")
@@ -246,6 +253,8 @@ def status_command(app: AppContext, as_json: bool) -> None:
         if last.get("skipped"):
             reasons = "; ".join(last.get("skipped_reasons") or [])
             state += f"; {last['skipped']} entries left out ({reasons})"
+        if last.get("bad_entries"):
+            state += f"; {_bad_entries_text(last['bad_entries'])}"
         success = r["last_success_at"]
         table.add_row(
             r["resource"],

@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from clevertim_sync.daemon.healthz import ALERT_CONDITIONS, MirrorFacts
 from clevertim_sync.daemon.jobs import JobOutcome
+from clevertim_sync.entries import REASONS
 
 _BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
@@ -152,6 +153,12 @@ class DaemonMetrics:
             ["account"],
             registry=r,
         )
+        self.bad_entries = Gauge(
+            "clevertim_sync_bad_entries",
+            "Entries of a resource's last pulled listing reported by reason (see docs: bad data)",
+            ["account", "resource", "reason"],
+            registry=r,
+        )
         self.errors = Counter(
             "clevertim_sync_errors_total",
             "Failed jobs and failed resource pulls",
@@ -191,6 +198,10 @@ class DaemonMetrics:
                     self.records_changed.labels(account, name, op).inc(n)
             if getattr(res, "error", None):
                 self.errors.labels(account, "pull", name).inc()
+            else:  # a pull that read the listing: its counts by reason, 0 for the others
+                found = getattr(res, "bad_entries", None) or {}
+                for reason in REASONS:
+                    self.bad_entries.labels(account, name, reason).set(_int_field(found, reason))
 
     def _observe_push(self, account: str, report: Any) -> None:
         for outcome in ("done", "adopted", "conflicts", "retry_later", "failed", "quarantined"):

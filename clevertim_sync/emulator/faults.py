@@ -16,6 +16,8 @@ the client sees a failure (a proxy that timed out on a slow backend).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import threading
 import zlib
@@ -38,7 +40,9 @@ from clevertim_sync.errors import ClevertimSyncError
 # its envelope's head and end intact, but the entry half-way through is broken JSON (a server
 # that failed while writing it). gzip_bomb: a photo answers 200 as an image with
 # `Content-Encoding: gzip` over a small body that inflates to 256 MiB (a decompression bomb; photos
-# only). A `status` 429 without retry_after has no Retry-After header.
+# only). verbatim_listing: a listing answers 200 with `body_base64`'s bytes exactly as given (any
+# JSON text: lone surrogate escapes, bytes that are not UTF-8, huge numbers, deep nesting, ids
+# twice, garbage entries). A `status` 429 without retry_after has no Retry-After header.
 KINDS = frozenset(
     {
         "latency",
@@ -54,6 +58,7 @@ KINDS = frozenset(
         "bad_encoding",
         "broken_listing",
         "gzip_bomb",
+        "verbatim_listing",
     }
 )
 METHODS = frozenset({"*", "GET", "POST", "PUT", "DELETE", "PATCH"})
@@ -75,6 +80,7 @@ _SPEC_KEYS = frozenset(
         "hide_fraction",
         "apply",
         "location",
+        "body_base64",
     }
 )
 
@@ -107,6 +113,7 @@ class Fault:
     hide_fraction: float = 0.0
     apply: bool = False  # status/html/reset: serve the request first, then fail (outcome unknown)
     location: str = DEFAULT_LOCATION  # redirect: where to
+    body: bytes = b""  # verbatim_listing: the body served
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in ("*", method)) and self.path.search(path) is not None
@@ -136,6 +143,7 @@ class Fault:
             "hide_fraction": self.hide_fraction,
             "apply": self.apply,
             "location": self.location,
+            "body_bytes": len(self.body),
         }
 
 
@@ -201,6 +209,14 @@ def parse_spec(spec: Mapping[str, Any], fault_id: int) -> Fault:
         )
     if kind == "hide" and not hide_ids and not fraction:
         problems.append("a hide fault needs hide_ids or hide_fraction")
+    body = b""
+    if kind == "verbatim_listing" or "body_base64" in spec:
+        try:
+            body = base64.b64decode(str(spec.get("body_base64")), validate=True)
+        except binascii.Error:
+            problems.append("a verbatim_listing fault needs body_base64: the body, base64-encoded")
+        if kind != "verbatim_listing":
+            problems.append("body_base64 only goes with verbatim_listing")
     if problems:
         raise FaultSpecError(problems)
     return Fault(
@@ -216,6 +232,7 @@ def parse_spec(spec: Mapping[str, Any], fault_id: int) -> Fault:
         hide_fraction=float(fraction),
         apply=bool(spec.get("apply", False)),
         location=location,
+        body=body,
     )
 
 

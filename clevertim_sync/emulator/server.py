@@ -382,6 +382,8 @@ class _Handler(BaseHTTPRequestHandler):
             if rid is None:
                 if decision.fault is not None and decision.fault.kind == "empty_listing":
                     return b'{"status":"OK","content":[]}'
+                if decision.fault is not None and decision.fault.kind == "verbatim_listing":
+                    return decision.fault.body
                 hide = decision.hidden if decision.hiding else None
                 parts = store.listing_parts(name, tok.user_id, hide)
                 if quirks.active:

@@ -31,6 +31,8 @@ Reads:
 | NotSupported       | give up       | unavailable       | fail              | give up, stop |
 | ForeignHost        | give up       | fail              | fail              | give up, stop |
 | TooLarge           | give up       | fail              | fail              | give up, stop |
+| ListingTooLarge    | give up       | fail              | fail              | give up, stop |
+| SpoolFailed        | give up       | fail              | fail              | give up, stop |
 | RateLimited        | retry         | fail, pause, stop | fail, pause, stop | retry         |
 | ServiceUnavailable | retry         | fail              | fail              | retry         |
 
@@ -51,6 +53,8 @@ Writes (a queue item):
 | NotSupported       | dead letter       | dead letter       |
 | ForeignHost        | dead letter       | dead letter       |
 | TooLarge           | dead letter       | dead letter       |
+| ListingTooLarge    | dead letter       | dead letter       |
+| SpoolFailed        | dead letter       | dead letter       |
 | RateLimited        | back, pause, stop | back, pause, stop |
 | ServiceUnavailable | back, pause, stop | back, pause, stop |
 

@@ -145,6 +145,8 @@ TABLE: Mapping[type[e.ApiError], Row] = {
     e.NotSupported: _row(GIVE_UP, Decision(Action.UNAVAILABLE), FAIL, DEAD),
     e.ForeignHost: _row(GIVE_UP, FAIL, FAIL, DEAD),
     e.TooLarge: _row(GIVE_UP, FAIL, FAIL, DEAD),
+    e.ListingTooLarge: _row(GIVE_UP, FAIL, FAIL, DEAD),
+    e.SpoolFailed: _row(GIVE_UP, FAIL, FAIL, DEAD),
     e.RateLimited: _row(
         RETRY,
         Decision(Action.FAIL, pause=True, stop=True),

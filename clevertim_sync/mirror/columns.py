@@ -183,9 +183,11 @@ class RowBuilder:
         """
         env: dict[str, Any] = {"_date_parts": date_parts, "_date_form": self._date_form}
         lines = ["def current(record, raw, digest):", "    get = record.get", "    rid = record['id']"]
-        # A text id is already in its one spelling (diff.compute_changes gave it).
-        values = ["rid" if resource.text_ids else "rid if rid.__class__ is int else record_id(record)"]
-        env["record_id"] = record_id
+        # The id in its one spelling: an int ("445" is 445), or a text id (7 is "7", trimmed).
+        values = [
+            "text_id(rid)" if resource.text_ids else "rid if rid.__class__ is int else record_id(record)"
+        ]
+        env["record_id"], env["text_id"] = record_id, shapes.as_text_id
         for i, prop in enumerate(p for p in resource.props if p.kind in _SCALAR):
             lines.append(f"    v{i} = get({prop.api!r})")
             if prop.kind is Kind.STR:
@@ -231,6 +233,7 @@ class RowBuilder:
             "_to_ref": to_ref,
             "_cf_text": _cf_text,
             "record_id": record_id,
+            "text_id": shapes.as_text_id,
             "text_ids": self.resource.text_ids,
         }
         n = len(self.children)
@@ -239,7 +242,9 @@ class RowBuilder:
         lines += ["    for record, raw, digest in items:", "        add(current(record, raw, digest))"]
         lines += [
             "        rid = record['id']",
-            "        if rid.__class__ is not int and not text_ids:",
+            "        if text_ids:",
+            "            rid = text_id(rid)",
+            "        elif rid.__class__ is not int:",
             "            rid = record_id(record)",
             "        get = record.get",
         ]
@@ -291,6 +296,14 @@ class RowBuilder:
             tuple[list[tuple[Any, ...]], list[list[tuple[Any, ...]]]],
         ] = env["rows"]
         return built
+
+    def id_of(self, record: Mapping[str, Any]) -> Any:
+        """The id column of a record the diff let through (its id as served may be spelled
+        otherwise: "445", or 7 for the text id "7")."""
+        rid = record["id"]
+        if self.resource.text_ids:
+            return shapes.as_text_id(rid)
+        return rid if rid.__class__ is int else record_id(record)
 
     def lm(self, record: Mapping[str, Any]) -> Any:
         """The record's `lm` in the form modified_at holds it: what the index compares."""

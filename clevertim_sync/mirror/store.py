@@ -28,7 +28,7 @@ import orjson
 import sqlalchemy as sa
 import structlog
 
-from clevertim_sync import resources
+from clevertim_sync import jsontext, resources
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.failures import error_text
 from clevertim_sync.mirror.writes import (
@@ -40,11 +40,12 @@ from clevertim_sync.mirror.writes import (
     is_sqlite,
     old_raws,
 )
-from clevertim_sync.pull.diff import Changes, MirrorIndex, record_hash
+from clevertim_sync.pull.diff import Changes, MirrorIndex, preferred, record_hash
 
 __all__ = [
     "ResourceCounts",
     "apply_changes",
+    "builder",
     "bulk_writes",
     "export_jsonl",
     "finish_run",
@@ -73,9 +74,13 @@ class ResourceCounts:
     seconds: float = 0.0
     error: str | None = None
     held: bool = False
-    # Entries left out for having no usable id, and why (the first few): the rest was applied.
+    # Entries left out (no usable id, not an object, unreadable), and why (the first few): the
+    # rest was applied.
     skipped: int = 0
     skipped_reasons: list[str] = field(default_factory=list)
+    # Entries reported, by reason (clevertim_sync/entries.py: left out, kept altered, served
+    # twice): `status`, /metrics and the run show them.
+    bad_entries: dict[str, int] = field(default_factory=dict)
     # The endpoint is missing for this account or token (404/400/501 on an optional resource):
     # why. Not a failure: the tables stay as they were and no alert is raised.
     unavailable: str | None = None
@@ -195,11 +200,40 @@ class ResourceWrites:
         """What the listing no longer holds (known at its end, after the guard's decision)."""
         self._gathered.delete(ids)
 
+    def resolve(
+        self, duplicates: Sequence[tuple[Mapping[str, Any], Any, str]], counts: ResourceCounts
+    ) -> None:
+        """Later copies of ids already listed (`Changes.duplicates`): each is kept instead of the
+        copy written so far when `diff.preferred` says so, as if the listing had held it alone
+        (history and counts as the mirror held it before this pull). Rare: the gathered changes
+        are written first, so the copy so far is read back from the table."""
+        self._gathered.flush()
+        for record, rid, digest in duplicates:
+            (held, held_hash) = old_raws(self.conn, self.resource, [rid])[rid]
+            if not preferred(jsontext.loads(held), held_hash, record, digest, self.lm_key):
+                continue
+            pos = self.index.position(rid)
+            before = self.index.digest_at(pos).hex() if pos >= 0 else None
+            self._writer.replace(record, digest, before)
+            _recount(counts, _outcome(before, held_hash), -1)
+            _recount(counts, _outcome(before, digest), +1)
+
     def commit(self, counts: ResourceCounts) -> None:
         """Finish the load (indexes, full-text) and record the outcome, in the same transaction."""
         self._gathered.flush()
         self._writer.finish()
         record_outcome(self.conn, self.run_id, self.resource, counts, at=self.at)
+
+
+def _outcome(before: str | None, digest: str) -> str:
+    """What a listed copy of a record counts as, against the mirror before this pull."""
+    if before is None:
+        return "inserted"
+    return "unchanged" if before == digest else "updated"
+
+
+def _recount(counts: ResourceCounts, outcome: str, delta: int) -> None:
+    setattr(counts, outcome, getattr(counts, outcome) + delta)
 
 
 class _Checkpoints:
@@ -243,7 +277,7 @@ def load_record(conn: sa.Connection, resource: str, record_id: int) -> dict[str,
     """The record as last pulled (or folded in after a push), or None when it is not mirrored."""
     table = schema.CURRENT[resources.get(resource).name]
     raw = conn.execute(sa.select(table.c.raw).where(table.c.id == record_id)).scalar_one_or_none()
-    return None if raw is None else dict(orjson.loads(raw))
+    return None if raw is None else dict(jsontext.loads(raw))
 
 
 def stored_raws(conn: sa.Connection, resource: str, ids: Sequence[Any]) -> dict[Any, str]:

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from clevertim_sync import resources
+from clevertim_sync import jsontext, resources
 from clevertim_sync.errors import ReportError
 from clevertim_sync.mirror.types import UtcDateTime
 
@@ -71,7 +71,7 @@ def record_versions(conn: sa.Connection, resource: str, record_id: int | str) ->
             origin=r.origin,
             run_id=r.run_id,
             queue_item_id=r.queue_item_id,
-            raw=orjson.loads(r.raw) if r.raw else None,
+            raw=jsontext.loads(r.raw) if r.raw else None,
             changed=orjson.loads(r.changed) if r.changed else None,
         )
         for r in conn.execute(stmt, {"rid": record_id})

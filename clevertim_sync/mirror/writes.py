@@ -33,10 +33,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import orjson
 import sqlalchemy as sa
 
-from clevertim_sync import resources
+from clevertim_sync import jsontext, resources
 from clevertim_sync.mirror import schema, search
 from clevertim_sync.mirror.columns import RowBuilder, child_columns, sqlite_datetime
 from clevertim_sync.pull.diff import Changes, changed_fields, record_hash
@@ -68,9 +67,16 @@ def row_builder(resource: str, sqlite: bool) -> RowBuilder:
 
 
 def build_rows(resource: str, sqlite: bool, items: Sequence[Item]) -> Rows:
-    """The rows of `items`; the raw is the record's JSON, once."""
+    """The rows of `items`: the raw is the record's JSON text, exactly as served (jsontext.dumps,
+    once); typed columns and child rows are built from the record as `jsontext.typed_text` gives
+    it when that text holds a NUL or a lone surrogate (PostgreSQL's text refuses NUL, no database
+    stores a lone surrogate: U+FFFD on both, the one rule), else from the record itself."""
+    dumps, odd, typed = jsontext.dumps, jsontext.odd_text, jsontext.typed_text
     return row_builder(resource, sqlite).rows(
-        [(rec, orjson.dumps(rec).decode(), digest or record_hash(rec)) for rec, digest in items]
+        [
+            (typed(rec) if odd(raw := dumps(rec)) else rec, raw, digest or record_hash(rec))
+            for rec, digest in items
+        ]
     )
 
 
@@ -175,7 +181,7 @@ def history_row(
 ) -> tuple[Any, ...]:
     """One history row in HISTORY_COLUMNS order; `at` already in its stored form. A text id (a
     text-id resource's) goes to record_key, record_id NULL."""
-    changed_json = None if changed is None else orjson.dumps(changed).decode()
+    changed_json = None if changed is None else jsontext.dumps(changed)
     key = record_id if isinstance(record_id, str) else None
     number = None if key is not None else record_id
     return (resource, number, run_id, origin, op, at, raw, digest, changed_json, queue_item_id, key)
@@ -296,7 +302,8 @@ class Gatherer:
                 del gathered[: size or len(gathered)]
 
     def _insert(self, items: Sequence[Item]) -> None:
-        self.writer.insert([rec["id"] for rec, _ in items], build_rows(self.resource, self.sqlite, items))
+        rows = build_rows(self.resource, self.sqlite, items)
+        self.writer.insert([row[0] for row in rows[0]], rows)  # a current row starts with its id
 
 
 class ChangeWriter:
@@ -370,26 +377,58 @@ class ChangeWriter:
     def update(self, items: Sequence[Item]) -> None:
         """Records whose content changed (at most a chunk of them)."""
         conn, resource = self.conn, self.resource
-        ids = [rec["id"] for rec, _ in items]
+        rows = build_rows(resource, self.sqlite, items)
+        ids = [row[0] for row in rows[0]]  # a current row starts with its id
         old = old_raws(conn, resource, ids)
         if self.fts:
             search.forget(conn, resource, ids)
         delete_rows(conn, resource, ids)
-        rows = build_rows(resource, self.sqlite, items)
         insert_rows(conn, resource, rows)
         if self.fts:
             search.index(conn, resource, ids)
         history = [
             self._history(
-                rec["id"],
+                row[0],
                 "update",
                 row[-2],  # a current row ends with raw, content_hash
                 row[-1],
-                changed=changed_fields(orjson.loads(old[rec["id"]][0]), rec),
+                changed=changed_fields(jsontext.loads(old[row[0]][0]), rec),
             )
             for (rec, _), row in zip(items, rows[0], strict=True)
         ]
         write_history(conn, history)
+
+    def replace(self, record: Mapping[str, Any], digest: str, before: str | None) -> None:
+        """Put `record` (a later copy of an id served twice) in place of the copy this writer wrote
+        earlier in its run, with the history the listing would have made had it held `record`
+        alone: an insert when the mirror did not hold it (`before` is None), an update against
+        its last version when the content differs from `before`, else nothing."""
+        conn, resource = self.conn, self.resource
+        rows = build_rows(resource, self.sqlite, [(record, digest)])
+        rid = rows[0][0][0]
+        key = "record_key" if resource in resources.TEXT_ID_RESOURCES else "record_id"
+        mark = _mark(conn)
+        conn.exec_driver_sql(
+            f"DELETE FROM history WHERE resource = {mark} AND {key} = {mark} AND run_id = {mark}",  # noqa: S608
+            (resource, rid, self.run_id),
+        )
+        if self.fts and not self.first_load:
+            search.forget(conn, resource, [rid])
+        delete_rows(conn, resource, [rid])
+        insert_rows(conn, resource, rows)
+        if self.fts and not self.first_load:
+            search.index(conn, resource, [rid])
+        raw = rows[0][0][-2]
+        if before is None:
+            write_history(conn, [self._history(rid, "insert", raw, digest)])
+        elif before != digest:
+            last = conn.exec_driver_sql(
+                f"SELECT raw FROM history WHERE resource = {mark} AND {key} = {mark} "  # noqa: S608
+                "ORDER BY id DESC LIMIT 1",
+                (resource, rid),
+            ).scalar()
+            changed = changed_fields(jsontext.loads(last), record) if last else None
+            write_history(conn, [self._history(rid, "update", raw, digest, changed=changed)])
 
     def delete(self, ids: Sequence[Any]) -> None:
         """Delete the mirrored records `ids` (history keeps their last version)."""
@@ -427,11 +466,11 @@ class ChangeWriter:
     def touch(self, items: Sequence[Item]) -> None:
         """Only lm moved: refresh what is stored, but it is not a change (no history, no count).
         Neither raw nor modified_at is indexed text: the full-text index stays as it is."""
-        lm = builder(self.conn, self.resource).lm
+        built = builder(self.conn, self.resource)
         mark = _mark(self.conn)
         table = schema.CURRENT[self.resource].name
         sql = f"UPDATE {table} SET raw = {mark}, modified_at = {mark} WHERE id = {mark}"  # noqa: S608
-        self.conn.exec_driver_sql(sql, [(orjson.dumps(r).decode(), lm(r), r["id"]) for r, _ in items])
+        self.conn.exec_driver_sql(sql, [(jsontext.dumps(r), built.lm(r), built.id_of(r)) for r, _ in items])
 
     def finish(self) -> None:
         """The end of a load: secondary indexes back, the full-text index built from the table."""

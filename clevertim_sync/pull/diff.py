@@ -12,11 +12,15 @@ that forgot to bump `lm` is still an update. A record that disappears is a delet
 comes back later it is an insert again for the same record_id, so its history stays one
 continuous line: insert, update..., delete, insert, ...
 
-A record with no usable id (missing, a word, a bool, a float) never refuses the listing: it is
-left out and named in `Changes.skipped`, the rest applies, and the ids it might have been are not
-deleted. A numeric-string id ("445") is the integer 445 (the record is stored under that spelling).
-A resource whose ids are text (`Resource.id_kind == "text"`: folders, files, linked files) keeps
-them as text: "f1001" is an id, and an integer 7 is the id "7".
+One entry never refuses the listing (clevertim_sync/entries.py names the reasons): one with no
+usable id (missing, a word, a bool, a float), one that is not an object, one the parser could not
+read (`entries.LeftOut`) or nested too deep to hash is left out and named in `Changes.skipped`, the
+rest applies, and the ids it might have been are not deleted. An id served twice: the first copy
+is diffed as usual and every later one goes to `Changes.duplicates`, for the store to keep the
+copy `preferred` says (a rule of content, not of position). A numeric-string id ("445") is the
+integer 445 (the record's identity; the record itself is kept as served). A resource whose ids are
+text (`Resource.id_kind == "text"`: folders, files, linked files) keeps them as text: "f1001" is an
+id, and an integer 7 is the id "7".
 Server-computed lists (a contact's `notes`, a group's `users`, ...) are hashed sorted: a server
 that serves them in another order on each read changes nothing.
 
@@ -39,15 +43,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from clevertim_sync import resources, shapes
-from clevertim_sync.errors import InvalidListing
+from clevertim_sync import jsontext, resources, shapes
+from clevertim_sync.entries import REASONS, LeftOut
 
 Record = dict[str, Any]
 # The mirror's index of a resource: id -> (content hash, the stored lm in the form lm_key gives).
 # Ids are ints, or strs for a text-id resource.
 Index = Mapping[Any, tuple[str, Any]]
+LmKey = Callable[[Mapping[str, Any]], Any]
 
 EXCLUDED_FROM_HASH = "lm"
 # The server-computed lists of ids (INT_LIST: notes, tasks, opportunities, cases, comments, files,
@@ -73,14 +76,14 @@ def record_digest(record: Mapping[str, Any]) -> bytes:
         value = content.get(key)
         if value.__class__ is list and len(value) > 1:
             content[key] = _sorted(value)
-    return hashlib.blake2b(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+    return hashlib.blake2b(jsontext.canonical(content), digest_size=16).digest()
 
 
 def _sorted(values: list[Any]) -> list[Any]:
     try:
         return sorted(values)
     except TypeError:  # mixed spellings (445 and "446"): order by their JSON text, still canonical
-        return sorted(values, key=lambda v: orjson.dumps(v, option=orjson.OPT_SORT_KEYS))
+        return sorted(values, key=jsontext.canonical)
 
 
 def raw_lm(record: Mapping[str, Any]) -> Any:
@@ -162,6 +165,10 @@ class MirrorIndex:
             return pos
         return -1
 
+    def digest_at(self, pos: int) -> bytes:
+        """The content digest the mirror held for the record at `pos` when the index was read."""
+        return self._digests[pos * _DIGEST : (pos + 1) * _DIGEST]
+
     def same(self, pos: int, digest: bytes, lm: Any) -> tuple[bool, bool]:
         """(same content, same lm) of the record at `pos` and a listed version of it (`digest`
         from `record_digest`, `lm` from the store's `lm_key`)."""
@@ -194,12 +201,36 @@ class Changes:
     touches: list[tuple[Record, str]] = field(default_factory=list)  # only lm differs
     deletes: list[Any] = field(default_factory=list)  # ints, or strs for a text-id resource
     unchanged: int = 0
-    # Entries left out for having no usable id: why, one line each (the run and `status` show them).
+    # Entries left out (no usable id, not an object, unreadable): why, one line each (the run and
+    # `status` show them).
     skipped: list[str] = field(default_factory=list)
+    # Later copies of an id already listed, with that id and their hash: the store keeps the
+    # `preferred` copy.
+    duplicates: list[tuple[Record, Any, str]] = field(default_factory=list)
+    # Entries reported, by reason (entries.REASONS): the skipped ones and the duplicates.
+    reasons: dict[str, int] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
-        return not (self.inserts or self.updates or self.touches or self.deletes)
+        return not (self.inserts or self.updates or self.touches or self.deletes or self.duplicates)
+
+    def report(self, reason: str, line: str | None = None) -> None:
+        """Count one entry under `reason`; `line` (an entry left out): why, for `skipped`."""
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        if line is not None:
+            self.skipped.append(line)
+
+
+def preferred(a: Mapping[str, Any], a_hash: str, b: Mapping[str, Any], b_hash: str, lm_key: LmKey) -> bool:
+    """Whether copy `b` of a record served twice is kept rather than `a`: the newer `lm` (as the
+    store reads it; none, or one it cannot read, is the oldest), then the greater content hash.
+    The same copy wins whatever the order the server gave them in."""
+    a_lm, b_lm = lm_key(a), lm_key(b)
+    if a_lm != b_lm:
+        if a_lm is None or b_lm is None:
+            return a_lm is None
+        return bool(b_lm > a_lm)
+    return b_hash > a_hash
 
 
 def _protected_id(record: Any) -> int | None:
@@ -242,18 +273,15 @@ class _NewIds:
 
 class ListingDiff:
     """The diff of one listing read in batches (a pull streams it): `batch()` gives each batch's
-    inserts, updates, touches, unchanged and skipped entries; `deletes()`, once the listing has
-    ended, what the mirror holds that the listing did not. Holds which ids it has seen (see the
-    module's docstring), never the records.
+    inserts, updates, touches, unchanged, skipped and duplicate entries; `deletes()`, once the
+    listing has ended, what the mirror holds that the listing did not. Holds which ids it has
+    seen (see the module's docstring), never the records.
 
-    Raises InvalidListing when an id appears twice, in one batch or across two (which record is
-    the real one cannot be told). `lm_key` turns a record's `lm` into the form the index holds
-    (the store gives its stored timestamp), so that touches are found without reading raws.
+    `lm_key` turns a record's `lm` into the form the index holds (the store gives its stored
+    timestamp), so that touches are found without reading raws.
     """
 
-    def __init__(
-        self, resource: str, index: MirrorIndex, *, lm_key: Callable[[Mapping[str, Any]], Any] = raw_lm
-    ) -> None:
+    def __init__(self, resource: str, index: MirrorIndex, *, lm_key: LmKey = raw_lm) -> None:
         self.resource = resource
         self.index = index
         self.lm_key = lm_key
@@ -280,25 +308,27 @@ class ListingDiff:
             self.listed += 1
             # A plain dict with a plain int id (what the parsers give) is checked inline: no call.
             rid = record.get("id") if record.__class__ is dict else None
+            hashed = record  # what the hash is taken of: the record with its id by meaning
             if rid.__class__ is not plain:
-                rid, why = self._read_id(record)
+                rid = self._usable_id(record, changes)
                 if rid is None:
-                    changes.skipped.append(f"{why}: left out")
-                    if not self._text and (maybe := _protected_id(record)) is not None:
-                        self._protected.add(maybe)
                     continue
-                record = self._respell(record)  # noqa: PLW2901 - "445" is stored as 445
-            pos = -1 if first_load else index.position(rid)
-            if pos < 0:
-                if not self._new.add(rid):
-                    raise InvalidListing(self.resource, f"id {rid!r} appears more than once")
-                # Into an empty table the store hashes each record as it builds its row.
-                changes.inserts.append((record, None if first_load else record_hash(record)))
+                hashed = self._respell(record)  # kept as served: "445" stays "445" in raw
+            try:
+                digest = record_digest(hashed)
+            except RecursionError:
+                changes.report("unreadable", f"id {rid!r}: {REASONS['unreadable']}")
+                self._protect(rid)
                 continue
-            if seen[pos]:
-                raise InvalidListing(self.resource, f"id {rid!r} appears more than once")
+            pos = -1 if first_load else index.position(rid)
+            if (pos >= 0 and seen[pos]) or (pos < 0 and not self._new.add(rid)):
+                changes.duplicates.append((record, rid, digest.hex()))
+                changes.report("duplicate_id")
+                continue
+            if pos < 0:
+                changes.inserts.append((record, digest.hex()))
+                continue
             seen[pos] = 1
-            digest = record_digest(record)
             same_content, same_lm = index.same(pos, digest, lm_key(record))
             if not same_content:
                 changes.updates.append((record, digest.hex()))
@@ -307,6 +337,28 @@ class ListingDiff:
             else:
                 changes.unchanged += 1
         return changes
+
+    def _usable_id(self, record: Any, changes: Changes) -> Any:
+        """The id of an entry off the plain path, or None when it is left out (and reported)."""
+        if isinstance(record, LeftOut):
+            changes.report(record.reason, REASONS[record.reason])
+            self._protect(record.maybe_id)
+            return None
+        rid, why = self._read_id(record)
+        if rid is None:
+            changes.report("no_id" if isinstance(record, dict) else "not_object", f"{why}: left out")
+            if not self._text:
+                self._protect(_protected_id(record))
+        return rid
+
+    def _protect(self, rid: Any) -> None:
+        """An entry left out may stand for `rid`: it is not deleted (the record may still exist)."""
+        if rid is not None:
+            self._protected.add(rid)
+
+    def position(self, rid: Any) -> int:
+        """Where `rid` is in the index (-1: the mirror did not hold it before this listing)."""
+        return self.index.position(rid)
 
     def deletes(self) -> list[Any]:
         """The mirrored ids the whole listing did not hold (call once it has been read to its end),

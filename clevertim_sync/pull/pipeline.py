@@ -31,17 +31,19 @@ import contextlib
 import functools
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-import orjson
 import sqlalchemy as sa
 import structlog
 
+from clevertim_sync import jsontext
 from clevertim_sync import resources as registry
 from clevertim_sync.api.listing import Listing
 from clevertim_sync.errors import ApiError, ClevertimSyncError, MassDeleteRefused, MirrorError
@@ -308,15 +310,20 @@ def _pull_resource(
                 )
         # The client already retried what was worth retrying: record it, leave the tables alone.
         return _failed(writes.engine, name, run_id=run_id, counts=counts, t0=t0, exc=exc)
+    except Exception as exc:
+        return _failed(writes.engine, name, run_id=run_id, counts=counts, t0=t0, exc=exc, unexpected=True)
     try:
         with listing, writes.resource(name, run_id=run_id) as mirror:
 
             def apply(changes: Changes) -> None:
                 mirror.apply(changes)
                 _count(counts, changes)
+                if changes.duplicates:
+                    mirror.resolve(changes.duplicates, counts)
 
             diffed = _diff(listing, name, mirror.index, mirror.lm_key, apply, policy, allow_mass_delete)
             counts.listed = diffed.listed
+            _count_findings(counts, listing.findings)
             if diffed.refusal is not None:
                 raise _Held(diffed.refusal)
             deletes = diffed.deletes
@@ -331,6 +338,9 @@ def _pull_resource(
         # Rolled back: the resource's tables are as they were before this pull.
         fresh = ResourceCounts(listed=counts.listed)
         return _failed(writes.engine, name, run_id=run_id, counts=fresh, t0=t0, exc=exc)
+    except Exception as exc:
+        fresh = ResourceCounts(listed=counts.listed)
+        return _failed(writes.engine, name, run_id=run_id, counts=fresh, t0=t0, exc=exc, unexpected=True)
     _log_skipped(name, counts)
     log.info("pull.resource_finished", resource=name, **counts.as_dict())
     return counts
@@ -384,6 +394,14 @@ def _count(counts: ResourceCounts, changes: Changes) -> None:
     counts.skipped += len(changes.skipped)
     room = SKIPPED_REASONS_KEPT - len(counts.skipped_reasons)
     counts.skipped_reasons += changes.skipped[: max(room, 0)]
+    for reason, n in changes.reasons.items():
+        counts.bad_entries[reason] = counts.bad_entries.get(reason, 0) + n
+
+
+def _count_findings(counts: ResourceCounts, findings: Iterable[tuple[str, Any]]) -> None:
+    """Add the entries the listing's parser kept but reported (altered text) to the counts."""
+    for reason, _rid in findings:
+        counts.bad_entries[reason] = counts.bad_entries.get(reason, 0) + 1
 
 
 def _log_skipped(name: str, counts: ResourceCounts) -> None:
@@ -391,6 +409,8 @@ def _log_skipped(name: str, counts: ResourceCounts) -> None:
         log.warning(
             "pull.entries_skipped", resource=name, count=counts.skipped, reasons=counts.skipped_reasons
         )
+    if counts.bad_entries:
+        log.warning("pull.bad_entries", resource=name, **counts.bad_entries)
 
 
 def _refused(
@@ -497,10 +517,11 @@ def plan_pull(
 
 
 def _plan_batch(conn: sa.Connection, plan: ResourcePlan, changes: Changes) -> None:
-    plan.inserts += [rec["id"] for rec, _ in changes.inserts]
-    old = store.stored_raws(conn, plan.resource, [rec["id"] for rec, _ in changes.updates])
+    id_of = store.builder(conn, plan.resource).id_of
+    plan.inserts += [id_of(rec) for rec, _ in changes.inserts]
+    old = store.stored_raws(conn, plan.resource, [id_of(rec) for rec, _ in changes.updates])
     for rec, _ in changes.updates:
-        plan.updates[rec["id"]] = list(changed_fields(orjson.loads(old[rec["id"]]), rec))
+        plan.updates[id_of(rec)] = list(changed_fields(jsontext.loads(old[id_of(rec)]), rec))
     plan.touched += len(changes.touches)
     plan.unchanged += changes.unchanged
 
@@ -521,9 +542,27 @@ def _guard(
 
 
 def _failed(
-    engine: sa.Engine, name: str, *, run_id: int, counts: ResourceCounts, t0: float, exc: Exception
+    engine: sa.Engine,
+    name: str,
+    *,
+    run_id: int,
+    counts: ResourceCounts,
+    t0: float,
+    exc: Exception,
+    unexpected: bool = False,
 ) -> ResourceCounts:
-    counts.error = error_text(exc)  # last_error, status, alerts: no statement, no values
+    """Record a failed resource (the run, resource_status: alerts fire, the next pull retries).
+    `unexpected`: not one of the project's errors (a bug): named by its type only, its text may
+    quote a record; where it happened goes to the log."""
+    if unexpected:
+        counts.error = f"unexpected {type(exc).__name__} while pulling {name} (a bug: see the log)"
+        # Where it happened, not its text (which may quote a record): enough for a bug report.
+        frames = [
+            f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)
+        ]
+        log.error("pull.resource_crashed", resource=name, error_type=type(exc).__name__, frames=frames[-8:])
+    else:
+        counts.error = error_text(exc)  # last_error, status, alerts: no statement, no values
     counts.seconds = round(time.perf_counter() - t0, 3)
     log.error("pull.resource_failed", resource=name, error_type=type(exc).__name__, error=counts.error)
     with engine.begin() as conn:

@@ -32,6 +32,10 @@ Findings, keyed by a stable name (tests and bug reports rely on these names):
     endpoint_error           an endpoint that answered an error, HTML, a redirect, or nothing
     compressed               listings came with a Content-Encoding
     rate_limit_headers       X-RateLimit-* / RateLimit-* / Retry-After headers were seen
+    duplicate_id             an id served more than once in one listing (one copy is kept)
+    odd_text                 a NUL or a lone surrogate in a string (U+FFFD in typed columns)
+    not_utf8                 bytes that are not UTF-8 in an entry (U+FFFD, raw too)
+    unreadable               an entry nested too deep or with a number too long to keep (left out)
 
 Must not import: SQLAlchemy, the pull, the writeback queue (the probe writes nothing anywhere
 but its report and the capture).
@@ -49,11 +53,10 @@ from itertools import pairwise
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
-
-from clevertim_sync import __version__, resources
+from clevertim_sync import __version__, jsontext, resources
 from clevertim_sync.api.client import ClevertimClient, RawListing
 from clevertim_sync.api.errors import ApiError
+from clevertim_sync.entries import REASONS, LeftOut
 from clevertim_sync.mirror.columns import child_rows, has_typed_column, typed_value
 from clevertim_sync.pull.diff import record_hash
 from clevertim_sync.resources import Kind, Prop, Resource
@@ -92,6 +95,10 @@ VARIANTS: Mapping[str, str] = {
     "endpoint_error": "an endpoint did not answer with a listing",
     "compressed": "listings came compressed",
     "rate_limit_headers": "rate-limit headers were seen",
+    "duplicate_id": "an id served more than once in one listing",
+    "odd_text": "a NUL or a lone surrogate in a string",
+    "not_utf8": "bytes that are not UTF-8 in an entry",
+    "unreadable": "an entry nested too deep or with a number too long to keep",
 }
 # Findings that need no action: the summary lists them under "fine".
 INFO = frozenset({"compressed", "rate_limit_headers", "listing_changed", "html_text"})
@@ -328,6 +335,11 @@ class ResourceSurvey:
         enums = closed_props(self.name)  # the registry's closed sets; nothing else is copied
         for rec in records:
             self.records += 1
+            if isinstance(rec, LeftOut):
+                self.tally.add(rec.reason, "id", rec.maybe_id)
+                continue
+            if isinstance(rec, dict) and _hashable(rec.get("id")) in self._content:
+                self.tally.add("duplicate_id", "id", rec.get("id"))
             if not isinstance(rec, dict):
                 self.not_objects += 1
                 self.tally.add("non_integer_id", "id", None, describe(rec))
@@ -366,6 +378,11 @@ class ResourceSurvey:
                     self.documents[key].update(_hashable(v) for v in value)
             if lists:
                 self._orders[_hashable(rid)] = lists
+
+    def note(self, findings: Iterable[tuple[str, Any]]) -> None:
+        """Entries the listing's parser kept but reported (entries.REASONS: odd_text, not_utf8)."""
+        for reason, rid in findings:
+            self.tally.add(reason, None, rid)
 
     def _check_id(self, rid: Any) -> None:
         if resources.is_int(rid):
@@ -604,6 +621,8 @@ def mirror_action(key: str, res: Resource | None, prop_name: str | None, survey:
             "kept as served; a lost create is matched on the text without its markup and spacing, "
             "so such a server causes no duplicate"
         )
+    if key in REASONS:
+        return REASONS[key]
     if key == "listing_changed":
         return "the account changed while it was read (someone at work?): for information"
     return ""
@@ -707,8 +726,10 @@ def probe(
                 seen_headers.setdefault(key, set()).add(value)
             if n == 0:
                 survey.survey(listing.content, _record_hash)
+                survey.note(listing.findings)
                 if capture is not None:
-                    capture.write(name, listing.envelope)
+                    kept = [r for r in listing.content if not isinstance(r, LeftOut)]  # unreadable: none
+                    capture.write(name, {**listing.envelope, "content": kept})
             else:
                 survey.compare(listing.content, _record_hash)
             del listing  # one copy of a listing at a time
@@ -722,9 +743,9 @@ def probe(
 
 def _record_hash(rec: Any) -> int:
     try:
-        return hash(orjson.dumps(rec))  # C speed; key order counts, as it does in raw
-    except TypeError:  # not JSON-serialisable as parsed (cannot happen for orjson's own output)
-        return hash(_hashable(rec))
+        return hash(jsontext.dumps(rec))  # C speed (orjson's) for clean entries; key order counts
+    except (TypeError, RecursionError):  # a LeftOut, or nested too deep: all alike
+        return 0
 
 
 def _read(client: ClevertimClient, name: str, survey: ResourceSurvey) -> RawListing | None:

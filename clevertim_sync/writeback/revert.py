@@ -14,11 +14,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from clevertim_sync import resources, shapes
+from clevertim_sync import jsontext, resources, shapes
 from clevertim_sync.errors import EditRejected, ReportError
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror import versions as record_versions
@@ -122,7 +121,7 @@ def revert(engine: Engine, resource: str, record_id: int, version: int | str) ->
             if current is None:
                 return None
             return queue.enqueue_delete(conn, res.name, record_id, source="revert")
-        target = writable_fields(res.name, orjson.loads(row.raw))
+        target = writable_fields(res.name, jsontext.loads(row.raw))
         if current is None:
             fields = {k: v for k, v in target.items() if v is not None}
             return queue.enqueue_create(conn, res.name, fields, source="revert")
