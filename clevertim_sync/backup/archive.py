@@ -405,13 +405,28 @@ def backup(
     return result
 
 
-def write_stream(engine: Engine, out: Any, work: Path, *, method: Method = "auto") -> Manifest:
-    """The archive of the mirror, payload uncompressed, streamed into the pipe `out` (restic's stdin)."""
-    method = _choose_method(engine, method)
-    manifest, payload = _take(engine, method, work, datetime.now(UTC), compress=False)
-    members = [(_member_name(p, work), p) for p in payload]
-    _write_tar(out, manifest.to_json(), members, datetime.now(UTC).timestamp(), mode="w|")
-    return manifest
+@dataclass(frozen=True)
+class Stream:
+    """A snapshot taken, its payload uncompressed, ready to be streamed as an archive (to restic)."""
+
+    manifest: Manifest
+    members: list[tuple[str, Path]]
+
+    def write_to(self, out: Any) -> None:
+        _write_tar(out, self.manifest.to_json(), self.members, time.time(), mode="w|")
+
+
+def take_stream(engine: Engine, work: Path, *, method: Method = "auto") -> Stream:
+    """Take the snapshot into `work` for a stream: restic compresses and deduplicates it itself."""
+    try:
+        method = _choose_method(engine, method)
+        manifest, payload = _take(engine, method, work, datetime.now(UTC), compress=False)
+    except sa.exc.SQLAlchemyError as exc:
+        raise BackupError(
+            f"cannot back up {bdb.safe_url(engine)}: {getattr(exc, 'orig', None) or exc}; "
+            "check that the database is reachable"
+        ) from exc
+    return Stream(manifest, [(_member_name(p, work), p) for p in payload])
 
 
 def _source_of(path: Path) -> str | None:
@@ -452,6 +467,14 @@ def backup_with_settings(engine: Engine, settings: Settings, dest: Path | str | 
         weekly=conf.keep_weekly,
         recipients=conf.age_recipients,
     )
+
+
+def newest(directory: Path) -> Path:
+    """The newest backup archive in `directory` (by its name's time), or BackupError."""
+    found = sorted(p for p in directory.glob("clevertim-sync-*.tar") if NAME_RE.match(p.name))
+    if not found:
+        raise BackupError(f"there is no backup in {directory} yet: take one with `clevertim-sync backup`")
+    return found[-1]
 
 
 def prune(
