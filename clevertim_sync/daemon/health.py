@@ -30,7 +30,7 @@ from clevertim_sync.writeback import outbox
 log = structlog.get_logger(__name__)
 
 # The conditions daemon/alerts.py tells a person about, one alert_state row each.
-ALERT_CONDITIONS = ("pull_failing", "held", "queue", "unhealthy", "backup")
+ALERT_CONDITIONS = ("pull_failing", "held", "queue", "unhealthy", "backup", "drill")
 
 
 @dataclass(frozen=True)
