@@ -179,19 +179,21 @@ def send(
             "backup", "--stdin", "--stdin-filename", FILENAME, "--json", "--quiet",
             *(a for t in tags for a in ("--tag", t)),
         )  # fmt: skip
-        proc = subprocess.Popen(  # noqa: S603
-            argv, env=repo.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        assert proc.stdin is not None
-        try:
-            stream.write_to(proc.stdin)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass  # restic stopped reading: its exit status and stderr say why
-        out, err = proc.communicate()
-        if proc.returncode != 0:
-            raise repo.failure("backup", proc.returncode, err)
-    summary = _last_json(out)
+        # restic's output goes to files: a pipe it filled while we write its stdin would hang both.
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(argv, env=repo.env(), stdin=subprocess.PIPE, stdout=out, stderr=err)  # noqa: S603
+            assert proc.stdin is not None
+            try:
+                with proc.stdin:
+                    stream.write_to(proc.stdin)
+            except BrokenPipeError:
+                pass  # restic stopped reading: its exit status and stderr say why
+            code = proc.wait()
+            out.seek(0)
+            err.seek(0)
+            if code != 0:
+                raise repo.failure("backup", code, err.read())
+            summary = _last_json(out.read())
     forgotten = forget(repo, account, keep, daily=daily, weekly=weekly) if keep is not None else []
     sent = Sent(
         str(summary.get("snapshot_id", "")),
@@ -239,9 +241,13 @@ def forget(repo: Repository, account: str, keep: int, *, daily: int = 0, weekly:
         what="forget",
     )  # fmt: skip
     removed: list[str] = []
-    for line in done.stdout.splitlines():
-        if line.strip().startswith(b"["):
-            for group in orjson.loads(line):
+    for line in done.stdout.splitlines():  # the JSON line among prune's progress lines ("[0:00] ...")
+        try:
+            groups = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(groups, list):
+            for group in groups:
                 removed += [s["short_id"] for s in group.get("remove") or []]
     return removed
 
