@@ -50,7 +50,7 @@ TITLES = {
 # Conditions only a job's outcome tells (record_backup), with the line their message opens with.
 JOB_CONDITIONS = {
     "backup": "the backup failed",
-    "drill": "the restore drill failed: the backup does not restore",
+    "drill": "the restore drill failed: the newest backup does not restore",
 }
 LISTED_IDS = 20  # queue item ids named per state in one message; the rest are counted
 ERROR_CHARS = 200  # an error as far as a message quotes it
