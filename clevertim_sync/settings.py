@@ -219,6 +219,9 @@ class BackupSettings(_Section):
         None,
         description="the restic repository's password file (else the credential or RESTIC_PASSWORD_FILE)",
     )
+    restic_options: tuple[str, ...] = Field(
+        (), description="extended options given to restic as -o (sftp.command=..., s3.storage-class=...)"
+    )
     drill_interval: float | None = Field(
         None, gt=0, description="seconds between restore drills of the newest restic snapshot (needs restic)"
     )

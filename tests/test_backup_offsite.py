@@ -366,5 +366,12 @@ def test_a_wrong_restic_password_or_a_missing_repository_says_what_to_do(
             "acme",
             work_dir=tmp_path / "w",
         )
+    # backup.restic_options reach restic as -o (sftp.command=..., s3.region=...).
+    location, password = new_repository(tmp_path, "with-options")
+    settings = restic_settings(tmp_path, location, password, restic_options=["local.connections=1"])
+    assert configured.backup_as_configured(mirror, settings, "acme").restic is not None
+    settings = restic_settings(tmp_path, location, password, restic_options=["local.nonsense=1"])
+    with pytest.raises(BackupError, match=r"option local\.nonsense is not known"):
+        configured.backup_as_configured(mirror, settings, "acme")
     assert restic.shown("rest:https://user:pa55@host:8000/crm") == "rest:https://user:***@host:8000/crm"
     assert os.listdir(tmp_path / "w") == []  # the uncompressed snapshot does not stay behind

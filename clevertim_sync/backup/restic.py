@@ -59,6 +59,7 @@ class Repository:
     binary: str
     password_file: Path | None  # None: restic's own variables in the environment
     cache_dir: Path | None = None  # None: --no-cache (a fresh machine's restore keeps nothing)
+    options: tuple[str, ...] = ()  # restic's -o options (sftp.command=..., s3.region=...)
 
     def run(self, *args: str, stdin: int | None = None, what: str) -> subprocess.CompletedProcess[bytes]:
         """One restic command, its output captured; a failure becomes one BackupError."""
@@ -71,7 +72,8 @@ class Repository:
 
     def argv(self, *args: str) -> list[str]:
         cache = ["--cache-dir", str(self.cache_dir)] if self.cache_dir is not None else ["--no-cache"]
-        return [self.binary, "--repo", self.location, *cache, *args]
+        options = [arg for option in self.options for arg in ("-o", option)]
+        return [self.binary, "--repo", self.location, *cache, *options, *args]
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -118,13 +120,18 @@ def _password_problem(password_file: Path | None) -> str | None:
     return None
 
 
-def repository(location: str, password_file: Path | None = None, cache_dir: Path | None = None) -> Repository:
+def repository(
+    location: str,
+    password_file: Path | None = None,
+    cache_dir: Path | None = None,
+    options: tuple[str, ...] = (),
+) -> Repository:
     """The repository at `location`, or BackupError when restic or its password is missing."""
     binary = find_binary()
     problem = _password_problem(password_file)
     if problem is not None:
         raise BackupError(problem)
-    return Repository(location, binary, password_file, cache_dir)
+    return Repository(location, binary, password_file, cache_dir, options)
 
 
 def configured(settings: Settings) -> Repository | None:
@@ -133,7 +140,10 @@ def configured(settings: Settings) -> Repository | None:
     if conf.restic_repository is None:
         return None
     return repository(
-        conf.restic_repository, conf.restic_password_file, Path(settings.state_dir) / "restic-cache"
+        conf.restic_repository,
+        conf.restic_password_file,
+        Path(settings.state_dir) / "restic-cache",
+        conf.restic_options,
     )
 
 

@@ -196,9 +196,10 @@ def restore_command(
 
 
 def _repository(app: AppContext, location: str) -> restic.Repository:
-    """A repository named on the command line; the password file as configured, if the config has one."""
-    password_file = app.settings.backup.restic_password_file
-    return restic.repository(location, password_file)
+    """A repository named on the command line; its password file and options as configured, if a
+    config file has them (on a fresh machine: RESTIC_PASSWORD_FILE)."""
+    conf = app.settings.backup
+    return restic.repository(location, conf.restic_password_file, options=conf.restic_options)
 
 
 def _drill(
