@@ -11,7 +11,7 @@ import os
 import random
 import subprocess
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import orjson
 import pyrage
 import pytest
 import sqlalchemy as sa
+from click.testing import Result
 from test_backup import dump, seed
 
 from clevertim_sync.api.client import ClevertimClient
@@ -375,3 +376,27 @@ def test_a_wrong_restic_password_or_a_missing_repository_says_what_to_do(
         configured.backup_as_configured(mirror, settings, "acme")
     assert restic.shown("rest:https://user:pa55@host:8000/crm") == "rest:https://user:***@host:8000/crm"
     assert os.listdir(tmp_path / "w") == []  # the uncompressed snapshot does not stay behind
+
+
+def test_the_backup_and_check_commands_follow_the_configuration(
+    cli_runner: Callable[..., Callable[..., Result]], tmp_path: Path
+) -> None:
+    recipient = new_identity(tmp_path / "identity.txt")
+    location, password = new_repository(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[backup]\ndir = "{tmp_path / "b"}"\nage_recipients = ["{recipient}"]\n'
+        f'restic_repository = "{location}"\nrestic_password_file = "{password}"\n'
+    )
+    run = cli_runner(f"sqlite:///{tmp_path / 'mirror.sqlite3'}", CLEVERTIM_SYNC_CONFIG=str(config))
+    run("sync", code=0)
+    out = run("backup", code=0).output.splitlines()
+    assert "sqlite backup, encrypted with age" in out[0] and out[1].startswith("restic snapshot ")
+    assert "ok    restic: " in run("check").output
+    missing = cli_runner(
+        f"sqlite:///{tmp_path / 'mirror.sqlite3'}", CLEVERTIM_SYNC_CONFIG=str(config), PATH=str(tmp_path)
+    )
+    assert (
+        "FAIL  restic: backup.restic_repository is set but `restic` is not on the PATH"
+        in missing("check").output
+    )

@@ -151,6 +151,7 @@ class BackupResult:
     size: int
     seconds: float
     pruned: list[Path] = field(default_factory=list)
+    encrypted: bool = False  # sealed with age: the manifest above is the one inside
 
 
 @dataclass(frozen=True)
@@ -391,12 +392,14 @@ def backup(
         if keep is not None
         else []
     )
-    result = BackupResult(final, manifest, final.stat().st_size, time.monotonic() - started, pruned)
+    result = BackupResult(
+        final, manifest, final.stat().st_size, time.monotonic() - started, pruned, encrypted=bool(keys)
+    )
     log.info(
         "backup.written",
         path=str(final),
         method=method,
-        encrypted=bool(keys),
+        encrypted=result.encrypted,
         bytes=result.size,
         seconds=round(result.seconds, 3),
         rows=sum(manifest.tables.values()),

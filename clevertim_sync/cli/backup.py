@@ -75,16 +75,12 @@ def _rows(tables: dict[str, int]) -> int:
 
 
 def _echo_archive(result: backups.BackupResult) -> None:
-    sealed = ", encrypted with age" if result.manifest is not None and _is_sealed(result.path) else ""
+    sealed = ", encrypted with age" if result.encrypted else ""
     click.echo(
         f"{result.path}: {result.manifest.method} backup{sealed}, {_rows(result.manifest.tables)} rows in "
         f"{len(result.manifest.tables)} tables, {result.size} bytes, {result.seconds:.2f}s"
         + (f"; removed {len(result.pruned)} older backup(s)" if result.pruned else "")
     )
-
-
-def _is_sealed(path: Path) -> bool:
-    return backups.check_envelope(path) is not None
 
 
 def _echo_restic(sent: restic.Sent) -> None:
