@@ -359,15 +359,20 @@ def read_token_file(path: Path, problems: list[str]) -> str | None:
 
 def read_alert_urls(path: Path, problems: list[str]) -> list[str]:
     """The URLs in `path`, one a line (blank lines and # comments skipped), or [] with the reason."""
+    return _read_lines(path, "alert urls file", "URL", problems)
+
+
+def _read_lines(path: Path, what: str, item: str, problems: list[str]) -> list[str]:
+    """The lines of `path` that are not blank nor # comments, or [] with the reason in `problems`."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        problems.append(f"alert urls file {path} cannot be read: {exc.strerror}")
+        problems.append(f"{what} {path} cannot be read: {exc.strerror}")
         return []
-    urls = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-    if not urls:
-        problems.append(f"alert urls file {path} holds no URL")
-    return urls
+    found = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not found:
+        problems.append(f"{what} {path} holds no {item}")
+    return found
 
 
 def _format_validation_error(exc: ValidationError) -> list[str]:
@@ -441,15 +446,7 @@ def load(config_path: Path | None = None, env: Mapping[str, str] | None = None) 
 
 def read_recipients(path: Path, problems: list[str]) -> list[str]:
     """The age recipients in `path`, one a line (blank lines and # comments skipped), as `age -R`."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        problems.append(f"backup.age_recipients_file {path} cannot be read: {exc.strerror}")
-        return []
-    found = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-    if not found:
-        problems.append(f"backup.age_recipients_file {path} holds no recipient")
-    return found
+    return _read_lines(path, "backup.age_recipients_file", "recipient", problems)
 
 
 def _backup_files(
