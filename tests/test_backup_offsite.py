@@ -393,6 +393,15 @@ def test_the_backup_and_check_commands_follow_the_configuration(
     out = run("backup", code=0).output.splitlines()
     assert "sqlite backup, encrypted with age" in out[0] and out[1].startswith("restic snapshot ")
     assert "ok    restic: " in run("check").output
+    # The drill with no source: the configured one (restic), else the newest archive in dir.
+    assert run("restore", "--drill", code=0).output.startswith("drill OK: restic ")
+    config.write_text(f'[backup]\ndir = "{tmp_path / "b"}"\nage_recipients = ["{recipient}"]\n')
+    drilled = run("restore", "--drill", "--identity", str(tmp_path / "identity.txt"), code=0).output
+    assert drilled.startswith(f"drill OK: {tmp_path / 'b'}/clevertim-sync-")
+    config.write_text(
+        f'[backup]\ndir = "{tmp_path / "b"}"\nage_recipients = ["{recipient}"]\n'
+        f'restic_repository = "{location}"\nrestic_password_file = "{password}"\n'
+    )
     missing = cli_runner(
         f"sqlite:///{tmp_path / 'mirror.sqlite3'}", CLEVERTIM_SYNC_CONFIG=str(config), PATH=str(tmp_path)
     )
