@@ -77,6 +77,9 @@ class Repository:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
+        # restic runs inside the daemon's MemoryMax: a tighter Go heap, unless the user chose one.
+        # Measured with a 370 MB stream: backup 125 -> 57 MB peak RSS, dump 187 -> 133 MB.
+        env.setdefault("GOGC", "25")
         if self.password_file is not None:
             for var in _PASSWORD_VARS:
                 env.pop(var, None)
