@@ -310,10 +310,11 @@ def test_a_restic_snapshot_restores_to_an_equal_mirror(
     restic.send(mirror, repo, "acme", work_dir=tmp_path / "w")
     newest, chosen = empty_database(), empty_database()
     snap, result = restic.restore_from(repo, newest)
-    assert result.manifest.tables["contact"] == 29 and snap.tag_value("account:") == "acme"
+    contacts = schema.CURRENT["contact"].name
+    assert result.manifest.tables[contacts] == 29 and snap.tag_value("account:") == "acme"
     assert dump(newest) == dump(database_url)
     snap, result = restic.restore_from(repo, chosen, snapshot=first.snapshot_id)
-    assert snap.short_id == first.snapshot_id and result.rows["contact"] == 30
+    assert snap.short_id == first.snapshot_id and result.rows[contacts] == 30
     with pytest.raises(BackupError, match=r"no clevertim-sync snapshot .* has the id 'ffffffff'"):
         restic.restore_from(repo, chosen, snapshot="ffffffff", force=True)
 
