@@ -25,6 +25,8 @@ from test_backup import dump, seed
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.backup import archive as bk
 from clevertim_sync.backup import configured, restic
+from clevertim_sync.daemon.service import Service
+from clevertim_sync.daemon.wiring import real_backends
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.errors import BackupError, ConfigError
 from clevertim_sync.mirror import schema
@@ -410,3 +412,15 @@ def test_the_backup_and_check_commands_follow_the_configuration(
         "FAIL  restic: backup.restic_repository is set but `restic` is not on the PATH"
         in missing("check").output
     )
+
+
+def test_the_daemon_does_not_start_without_restic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    location, password = new_repository(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[clevertim]\ntoken = "t"\n[database]\nurl = "sqlite:///{tmp_path / "m.sqlite3"}"\n'
+        f'[backup]\ninterval = 3600\nrestic_repository = "{location}"\nrestic_password_file = "{password}"\n'
+    )
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    with pytest.raises(ConfigError, match="`restic` is not on the PATH"):
+        Service(load(config, env={}), real_backends(), env={})
