@@ -18,6 +18,7 @@ Must not import: httpx, the pull, the writeback queue.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -197,10 +198,16 @@ def send(
             proc = subprocess.Popen(argv, env=repo.env(), stdin=subprocess.PIPE, stdout=out, stderr=err)  # noqa: S603
             assert proc.stdin is not None
             try:
-                with proc.stdin:
-                    stream.write_to(proc.stdin)
+                stream.write_to(proc.stdin)
             except BrokenPipeError:
                 pass  # restic stopped reading: its exit status and stderr say why
+            except BaseException:
+                proc.kill()  # before stdin closes: half an archive must not become a snapshot
+                proc.wait()
+                raise
+            finally:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
             code = proc.wait()
             out.seek(0)
             err.seek(0)
