@@ -9,6 +9,7 @@ import io
 import lzma
 import os
 import random
+import shutil
 import subprocess
 import tarfile
 from collections.abc import Callable, Iterator
@@ -427,3 +428,13 @@ def test_the_daemon_does_not_start_without_restic(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
     with pytest.raises(ConfigError, match="`restic` is not on the PATH"):
         Service(load(config, env={}), real_backends(), env={})
+
+
+@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs ssh-keygen (openssh-client)")
+def test_an_ssh_key_can_be_the_recipient_and_its_private_key_the_identity(
+    mirror: sa.Engine, tmp_path: Path
+) -> None:
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-t", "ed25519", "-N", "", "-q", "-f", str(key)], check=True)
+    sealed = bk.backup(mirror, tmp_path / "b", recipients=[key.with_suffix(".pub").read_text().strip()])
+    assert bk.verify(sealed.path, identity=key) == sealed.manifest
