@@ -10,7 +10,9 @@ from `CLEVERTIM_TOKEN`, else the file named by `CLEVERTIM_TOKEN_FILE` (or `cleve
 else the systemd credential `clevertim-token` in `$CREDENTIALS_DIRECTORY`. It is a SecretStr so
 that no repr, log line or exception shows it. The alert URLs likewise: `alerts.urls`, plus those in
 `alerts.urls_file` (or `CLEVERTIM_SYNC_ALERT_URLS_FILE`, else the credential
-`clevertim-sync-alert-urls`).
+`clevertim-sync-alert-urls`). Backups: the age recipients are `backup.age_recipients` plus those in
+`backup.age_recipients_file`; restic's password file is `backup.restic_password_file`, else the
+credential `clevertim-sync-restic-password`, else restic's own `RESTIC_PASSWORD_FILE`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ DEFAULT_URL = "https://www.clevertim.com/api"
 DEFAULT_DB_FILE = "clevertim-sync.sqlite3"
 CREDENTIAL_NAME = "clevertim-token"
 ALERT_URLS_CREDENTIAL = "clevertim-sync-alert-urls"
+RESTIC_PASSWORD_CREDENTIAL = "clevertim-sync-restic-password"  # noqa: S105 (a name, not a password)
 
 
 def config_search_path(env: Mapping[str, str]) -> list[Path]:
@@ -219,9 +222,67 @@ class AccountSettings(_Section):
 class BackupSettings(_Section):
     dir: Path | None = Field(None, description="where backups go; unset: <state_dir>/backups")
     interval: float | None = Field(None, gt=0, description="seconds between scheduled backups")
-    keep: int = Field(7, ge=1, description="newest backups kept in dir")
+    keep: int = Field(
+        7, ge=1, description="newest backups kept in dir (with restic: forget --keep-last for this account)"
+    )
     keep_daily: int = Field(0, ge=0, description="also keep the newest backup of each of the last N days")
     keep_weekly: int = Field(0, ge=0, description="also keep the newest backup of each of the last N weeks")
+    age_recipients: tuple[str, ...] = Field(
+        (), description="age public keys (age1... or ssh-ed25519 ...) every archive in dir is encrypted to"
+    )
+    age_recipients_file: Path | None = Field(
+        None, description="a file of more age recipients, one a line (# comments), like age -R"
+    )
+    restic_repository: str | None = Field(
+        None, description="a restic repository (a path, sftp:..., s3:..., rest:...) each backup is sent to"
+    )
+    restic_password_file: Path | None = Field(
+        None,
+        description="the restic repository's password file (else the credential or RESTIC_PASSWORD_FILE)",
+    )
+    restic_options: tuple[str, ...] = Field(
+        (), description="extended options given to restic as -o (sftp.command=..., s3.storage-class=...)"
+    )
+    drill_interval: float | None = Field(
+        None, gt=0, description="seconds between restore drills of the newest restic snapshot (needs restic)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> BackupSettings:
+        problems = [f"age_recipients: {p}" for p in recipient_problems(self.age_recipients)]
+        if self.drill_interval is not None and self.restic_repository is None:
+            problems.append(
+                "drill_interval needs restic_repository: the daemon holds no age identity, so it can "
+                "drill only restic snapshots (run `clevertim-sync restore --drill` where the identity is)"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def age_recipient(text: str) -> Any:
+    """One age recipient parsed by pyrage (an x25519 `age1...` key or an SSH public key); raises
+    ValueError. The one parser: the settings check and the encryption (backup/seal.py) both use it."""
+    import pyrage  # noqa: PLC0415 (a native module: only for a config that names recipients)
+
+    kind = pyrage.ssh.Recipient if text.startswith("ssh-") else pyrage.x25519.Recipient
+    try:
+        return kind.from_str(text)
+    except Exception as exc:  # pyrage raises RecipientError or ValueError, by key kind
+        raise ValueError(str(exc)) from None
+
+
+def recipient_problems(recipients: tuple[str, ...]) -> list[str]:
+    """Why some of `recipients` are not age recipients (a public key may be quoted, shortened)."""
+    problems = []
+    for n, text in enumerate(recipients, start=1):
+        try:
+            age_recipient(text)
+        except ValueError:
+            problems.append(
+                f"recipient {n} ({text[:12]}...) is not an age public key (age1...) nor an SSH one"
+            )
+    return problems
 
 
 class AlertSettings(_Section):
@@ -335,15 +396,20 @@ def read_token_file(path: Path, problems: list[str]) -> str | None:
 
 def read_alert_urls(path: Path, problems: list[str]) -> list[str]:
     """The URLs in `path`, one a line (blank lines and # comments skipped), or [] with the reason."""
+    return _read_lines(path, "alert urls file", "URL", problems)
+
+
+def _read_lines(path: Path, what: str, item: str, problems: list[str]) -> list[str]:
+    """The lines of `path` that are not blank nor # comments, or [] with the reason in `problems`."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        problems.append(f"alert urls file {path} cannot be read: {exc.strerror}")
+        problems.append(f"{what} {path} cannot be read: {exc.strerror}")
         return []
-    urls = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-    if not urls:
-        problems.append(f"alert urls file {path} holds no URL")
-    return urls
+    found = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not found:
+        problems.append(f"{what} {path} holds no {item}")
+    return found
 
 
 def _format_validation_error(exc: ValidationError) -> list[str]:
@@ -400,6 +466,7 @@ def load(config_path: Path | None = None, env: Mapping[str, str] | None = None) 
         inline = alerts.get("urls", [])
         alerts["urls"] = [*(inline if isinstance(inline, list) else [inline])]
         alerts["urls"] += read_alert_urls(Path(alert_file), problems)
+    _backup_files(raw, creds, env, problems)
     database = raw.setdefault("database", {})
     if isinstance(database, dict) and not database.get("url"):
         database["url"] = f"sqlite:///{(state_dir / DEFAULT_DB_FILE).resolve()}"
@@ -412,3 +479,27 @@ def load(config_path: Path | None = None, env: Mapping[str, str] | None = None) 
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def read_recipients(path: Path, problems: list[str]) -> list[str]:
+    """The age recipients in `path`, one a line (blank lines and # comments skipped), as `age -R`."""
+    return _read_lines(path, "backup.age_recipients_file", "recipient", problems)
+
+
+def _backup_files(
+    raw: dict[str, Any], creds: str | None, env: Mapping[str, str], problems: list[str]
+) -> None:
+    """The recipients file's keys join `age_recipients`; restic's password file is the configured
+    one, else the systemd credential, else none (restic then reads RESTIC_PASSWORD_FILE itself)."""
+    backup = raw.get("backup")
+    if not isinstance(backup, dict):
+        return
+    if backup.get("age_recipients_file"):
+        inline = backup.get("age_recipients", [])
+        backup["age_recipients"] = [*(inline if isinstance(inline, list) else [inline])]
+        backup["age_recipients"] += read_recipients(Path(backup["age_recipients_file"]), problems)
+    if backup.get("restic_repository") and not backup.get("restic_password_file"):
+        if creds and (Path(creds) / RESTIC_PASSWORD_CREDENTIAL).is_file():
+            backup["restic_password_file"] = Path(creds) / RESTIC_PASSWORD_CREDENTIAL
+        elif env.get("RESTIC_PASSWORD_FILE"):
+            backup["restic_password_file"] = Path(env["RESTIC_PASSWORD_FILE"])

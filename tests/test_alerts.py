@@ -361,7 +361,7 @@ class FailingPull:
                     else:
                         conn.execute(sa.update(rs).where(rs.c.resource == name).values(**values))
 
-        def backup(_engine: sa.Engine, _settings: Any) -> None:
+        def backup(_engine: sa.Engine, _settings: Any, _account: str) -> None:
             if self.backup_fails:
                 raise OSError("No space left on device")
 

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import orjson
 import sqlalchemy as sa
@@ -200,10 +200,10 @@ def _run_tool(argv: list[str], engine: Engine, what: str) -> None:
         )
 
 
-def pg_dump(engine: Engine, conn_snapshot: str, dest: Path, tool: str) -> None:
+def pg_dump(engine: Engine, conn_snapshot: str, dest: Path, tool: str, *, compress: bool = True) -> None:
     _run_tool(
         [tool, "--format=custom", "--no-owner", "--no-privileges", f"--snapshot={conn_snapshot}",
-         f"--file={dest}"],
+         f"--file={dest}", *([] if compress else ["--compress=0"])],
         engine,
         "pg_dump",
     )  # fmt: skip
@@ -242,13 +242,15 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to a logical backup")
 
 
-def logical_dump(conn: sa.Connection, tables: list[str], dest_dir: Path) -> dict[str, str]:
-    """Write every table's rows to `<table>.jsonl.gz`; returns {table: file name}."""
+def logical_dump(
+    conn: sa.Connection, tables: list[str], dest_dir: Path, *, compress: bool = True
+) -> dict[str, str]:
+    """Write every table's rows to `<table>.jsonl.gz` (`.jsonl` uncompressed); returns {table: file name}."""
     files: dict[str, str] = {}
     for table in tables:
-        name = f"{table}.jsonl.gz"
+        name = f"{table}.jsonl.gz" if compress else f"{table}.jsonl"
         result = conn.execution_options(stream_results=True).execute(sa.text(f"SELECT * FROM {q(table)}"))  # noqa: S608
-        with gzip.open(dest_dir / name, "wb", compresslevel=6) as out:
+        with _opened_for_write(dest_dir / name, compress) as out:
             keys = list(result.keys())
             for row in result:
                 out.write(orjson.dumps(dict(zip(keys, row, strict=True)), default=_json_default) + b"\n")
@@ -256,8 +258,12 @@ def logical_dump(conn: sa.Connection, tables: list[str], dest_dir: Path) -> dict
     return files
 
 
+def _opened_for_write(path: Path, compress: bool) -> BinaryIO:
+    return cast(BinaryIO, gzip.open(path, "wb", compresslevel=6)) if compress else path.open("wb")
+
+
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with gzip.open(path, "rb") as f:
+    with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
         for line in f:
             if line.strip():
                 yield orjson.loads(line)

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.backup import restic
 from clevertim_sync.cli import AppContext, cli, pass_app
 from clevertim_sync.daemon import alerts, healthz
 from clevertim_sync.daemon.accounts import Account, accounts
@@ -34,7 +35,7 @@ from clevertim_sync.writeback import outbox
 @dataclass(frozen=True)
 class Finding:
     account: str
-    check: str  # config, database, schema, api, pulls, queue
+    check: str  # config, database, schema, api, pulls, queue, alerts, restic
     ok: bool
     detail: str
 
@@ -65,6 +66,8 @@ def check_account(account: Account, now: datetime) -> list[Finding]:
     finally:
         engine.dispose()
     add(*_check_api(settings))
+    if settings.backup.restic_repository is not None:
+        add(*_check_restic(settings))
     return found
 
 
@@ -103,6 +106,17 @@ def _check_api(settings: Settings) -> tuple[str, bool, str]:
     except ClevertimSyncError as exc:
         return "api", False, f"{url}: {exc}"
     return "api", True, f"{url} accepts the token ({len(users)} user(s) visible)"
+
+
+def _check_restic(settings: Settings) -> tuple[str, bool, str]:
+    """restic on the PATH and a password for it; the repository itself is not opened (it may be a
+    remote one, slow or down for a while: the backup job's alert tells that)."""
+    try:
+        repo = restic.configured(settings)
+    except ClevertimSyncError as exc:
+        return "restic", False, str(exc)
+    assert repo is not None
+    return "restic", True, f"{repo.binary} for {restic.shown(repo.location)}, with a password"
 
 
 @cli.command("check")

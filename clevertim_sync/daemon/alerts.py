@@ -2,8 +2,8 @@
 
 Owns: the conditions (a resource failing `alerts.failures` pulls in a row, a resource held by the
 mass-delete guard, queue items in failed / conflict / quarantined, /healthz unhealthy through
-stale pulls or a stuck queue, a failed backup), their state in `alert_state`, the messages, and
-the background thread that evaluates and sends them in the daemon.
+stale pulls or a stuck queue, a failed backup, a failed restore drill), their state in
+`alert_state`, the messages, and the background thread that evaluates and sends them in the daemon.
 
 The rules, all kept in the database so that a restart neither repeats nor forgets:
 - one message when a condition starts (or gains members: a new resource failing, new queue
@@ -47,6 +47,12 @@ TITLES = {
     "queue": "queue items need a person",
     "unhealthy": "unhealthy: stale pulls or a stuck queue",
     "backup": "backup failed",
+    "drill": "restore drill failed",
+}
+# Conditions only a job's outcome tells (record_backup), with the line their message opens with.
+JOB_CONDITIONS = {
+    "backup": "the backup failed",
+    "drill": "the restore drill failed: the newest backup does not restore",
 }
 LISTED_IDS = 20  # queue item ids named per state in one message; the rest are counted
 ERROR_CHARS = 200  # an error as far as a message quotes it
@@ -150,7 +156,7 @@ def cleared_lines(
 def read_conditions(
     conn: sa.Connection, settings: Settings, account: str, now: datetime
 ) -> dict[str, Condition]:
-    """Every condition active now but `backup` (which only the backup job's outcome tells)."""
+    """Every condition active now but `backup` and `drill` (which only those jobs' outcomes tell)."""
 
     def stale_after(name: str) -> float:
         return healthz.stale_limit(settings, name)
@@ -246,11 +252,11 @@ class Alerts:
 
     # --- what the daemon calls -----------------------------------------------------------------
 
-    def record_backup(self, ok: bool, error: str | None, now: datetime) -> None:
-        """Remember a backup's outcome: a failed one is the `backup` condition until one succeeds."""
+    def record_backup(self, ok: bool, error: str | None, now: datetime, condition: str = "backup") -> None:
+        """Remember a backup's (or a drill's) outcome: a failed one is the condition until one succeeds."""
         st = schema.alert_state
         with self.engine.begin() as conn:
-            row = conn.execute(sa.select(st).where(st.c.condition == "backup")).first()
+            row = conn.execute(sa.select(st).where(st.c.condition == condition)).first()
             if ok and (row is None or not row.active):
                 return  # nothing to clear: updated_at stays the time it cleared (for the message)
             values: dict[str, Any] = {"active": not ok, "updated_at": now}
@@ -259,13 +265,13 @@ class Alerts:
             else:
                 values |= {
                     "since": row.since if row is not None and row.active else now,
-                    "members": orjson.dumps(["backup"]).decode(),
-                    "detail": orjson.dumps([f"the backup failed: {_short(error)}"]).decode(),
+                    "members": orjson.dumps([condition]).decode(),
+                    "detail": orjson.dumps([f"{JOB_CONDITIONS[condition]}: {_short(error)}"]).decode(),
                 }
             if row is None:
-                conn.execute(sa.insert(st).values(condition="backup", **values))
+                conn.execute(sa.insert(st).values(condition=condition, **values))
             else:
-                conn.execute(sa.update(st).where(st.c.condition == "backup").values(**values))
+                conn.execute(sa.update(st).where(st.c.condition == condition).values(**values))
 
     def evaluate(self, now: datetime | None = None) -> list[Message]:
         """Record what is true now, send every message due; returns the messages delivered."""
@@ -288,15 +294,16 @@ class Alerts:
         with self.engine.begin() as conn:
             current = read_conditions(conn, self.settings, self.account, now)
             rows = {r.condition: r for r in conn.execute(sa.select(st))}
-            backup = rows.get("backup")
-            if backup is not None and backup.active:
-                current["backup"] = Condition(
-                    "backup", frozenset(_json_list(backup.members)), tuple(_json_list(backup.detail))
-                )
+            for job in JOB_CONDITIONS:
+                told = rows.get(job)
+                if told is not None and told.active:
+                    current[job] = Condition(
+                        job, frozenset(_json_list(told.members)), tuple(_json_list(told.detail))
+                    )
             due = []
             for key in CONDITIONS:
                 cond, row = current.get(key), rows.get(key)
-                if key != "backup":
+                if key not in JOB_CONDITIONS:
                     self._store(conn, key, cond, row, now)
                 message = self._due(key, cond, row, now)
                 if message is not None:

@@ -31,7 +31,7 @@ from clevertim_sync.writeback import outbox
 log = structlog.get_logger(__name__)
 
 # The conditions daemon/alerts.py tells a person about, one alert_state row each.
-ALERT_CONDITIONS = ("pull_failing", "held", "queue", "unhealthy", "backup")
+ALERT_CONDITIONS = ("pull_failing", "held", "queue", "unhealthy", "backup", "drill")
 # When each starts, in words: the reference page of the documentation site is generated from it.
 ALERT_CONDITION_TEXT = {
     "pull_failing": "a resource failed `alerts.failures` pulls in a row; the message names the "
@@ -43,6 +43,8 @@ ALERT_CONDITION_TEXT = {
     "unhealthy": "`/healthz` is red for a stale pull or a stuck queue; the message names the stale "
     "resources and their limits, and the overdue items",
     "backup": "a scheduled backup failed; it clears with the next good backup",
+    "drill": "a scheduled restore drill (backup.drill_interval, restic) could not restore the newest "
+    "snapshot; it clears with the next good drill",
 }
 
 

@@ -2,7 +2,7 @@
 
 Owns: opening an account (instance lock, migrations, the start-up token check), the pull job (with
 growing waits for resources that keep failing, none while the server-wide pause is in force), the
-push job, the backup job, the health facts, and closing it all. What an API error at start-up
+push job, the backup and drill jobs, the health facts, and closing it all. What an API error at start-up
 means, the waits, and the pause are `clevertim_sync.health`'s; this module asks. Which functions
 do the pulling and pushing is injected (`Backends`), so the scheduling can be tested with
 stand-ins and the real ones are wired in one place (wiring.py).
@@ -55,7 +55,8 @@ class Backends:
     check_token: Callable[[Any], None]  # one cheap authenticated GET; raises ApiError
     pull: Callable[..., Any]  # pull(engine, client, *, resources=, settings=, progress=, stop=)
     push: Callable[..., Any]  # push(engine, client, settings, *, stop=, holder=)
-    backup: Callable[[sa.Engine, Settings], Any] | None = None
+    backup: Callable[[sa.Engine, Settings, str], Any] | None = None  # backup(engine, settings, account)
+    drill: Callable[[Settings, str], Any] | None = None  # drill(settings, account): restore the newest
     summarize: Callable[[Any], str | None] | None = None  # one line about a job's report
 
 
@@ -177,6 +178,9 @@ class AccountRuntime:
     def run_backup(self) -> JobOutcome:
         return self.runner.run("backup", self._backup)
 
+    def run_drill(self) -> JobOutcome:
+        return self.runner.run("drill", self._drill)
+
     def _progress(self, _name: str, counts: Any = None) -> None:
         # The pull stops on `stop=` between resources by itself (its run is recorded 'stopped').
         # This covers a pull without that check: at a resource's start (counts None), stopping
@@ -220,7 +224,14 @@ class AccountRuntime:
         self._begin_job()
         assert self.engine is not None
         assert self.backends.backup is not None
-        return self.backends.backup(self.engine, self.settings)
+        return self.backends.backup(self.engine, self.settings, self.name)
+
+    def _drill(self) -> Any:
+        # Reads the repository only, never the mirror: it could run beside a pull, but one job
+        # per account at a time keeps the machine's load (and the disk it restores onto) bounded.
+        self._begin_job()
+        assert self.backends.drill is not None
+        return self.backends.drill(self.settings, self.name)
 
     # --- what to pull -------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """APScheduler 3.x wiring: which job runs when, for every account.
 
 Owns: the jobs of each account (the main pull, one pull per resource with its own interval, the
-push, the queue watch that pushes soon after an edit is queued, the backup) and the daemon's
-heartbeat. Every job is `max_instances=1, coalesce=True`: a late or slow run is never doubled up.
+push, the queue watch that pushes soon after an edit is queued, the backup, the restore drill) and
+the daemon's heartbeat. Every job is `max_instances=1, coalesce=True`: a late or slow run is never doubled up.
 Pull and push of one account never run at once: that is the JobRunner's lock, not the scheduler's.
 
 Must not import: the API, the pull, the worker (they come through AccountRuntime).
@@ -32,10 +32,10 @@ def new_scheduler(accounts: int) -> BackgroundScheduler:
     # APScheduler logs every run of every job at INFO: with the queue watch every 2 s that would
     # be most of the journal. Our own job.* events say what matters.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    # A thread per job that may run at once: pulls, push, watch, backup per account, + heartbeat.
+    # A thread per job that may run at once: pulls, push, watch, backup, drill per account, + heartbeat.
     return BackgroundScheduler(
         timezone=UTC,
-        executors={"default": ThreadPoolExecutor(max_workers=2 + 5 * accounts)},
+        executors={"default": ThreadPoolExecutor(max_workers=2 + 6 * accounts)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
     )
 
@@ -94,6 +94,13 @@ def schedule_account(
             id=f"{prefix}backup",
             name=f"{rt.name} backup",
         )
+    if s.backup.drill_interval and rt.backends.drill is not None:
+        sched.add_job(
+            rt.run_drill,
+            _every(s.backup.drill_interval),
+            id=f"{prefix}drill",
+            name=f"{rt.name} restore drill",
+        )
     log.info(
         "daemon.scheduled",
         account=rt.name,
@@ -101,6 +108,7 @@ def schedule_account(
         pull_intervals=dict(s.pull.intervals),
         push_interval=s.push.interval,
         backup_interval=s.backup.interval if rt.backends.backup is not None else None,
+        drill_interval=s.backup.drill_interval if rt.backends.drill is not None else None,
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from clevertim_sync.backup import restic
 from clevertim_sync.daemon import scheduler as sched_mod
 from clevertim_sync.daemon.accounts import accounts
 from clevertim_sync.daemon.alerts import Alerts, AlertThread, Sender
@@ -92,6 +93,9 @@ class Service:
         self._scheduler = sched_mod.new_scheduler(len(self.runtimes))
         self._last_status: dict[str, str] = {}
         Sender(settings)  # an alert URL apprise does not understand stops the start, like a bad config
+        if backends.backup is not None:  # restic configured but absent: now, not at the first backup
+            for rt in self.runtimes:
+                restic.preflight(rt.settings)
         self.alerts: dict[str, Alerts] = {}
         self._alert_thread: AlertThread | None = None
 
@@ -290,10 +294,13 @@ class Service:
         alerts = self.alerts.get(outcome.account)
         if alerts is None or self._alert_thread is None:
             return
-        if outcome.job == "backup":
+        if outcome.job in ("backup", "drill"):
             try:
                 alerts.record_backup(
-                    outcome.ok, None if outcome.ok else error_text(outcome.error), datetime.now(UTC)
+                    outcome.ok,
+                    None if outcome.ok else error_text(outcome.error),
+                    datetime.now(UTC),
+                    outcome.job,
                 )
             except Exception as exc:  # the database is what failed: the next backup records it
                 log.warning("alerts.record_failed", account=outcome.account, error=error_text(exc))

@@ -1,4 +1,4 @@
-"""The real backends of the daemon: the API client, pull(), push() and backup().
+"""The real backends of the daemon: the API client, pull(), push(), backup() and the restore drill.
 
 Owns: the one place that binds the daemon to the other areas' entry points (runtime.Backends),
 and the one-line summaries of their reports for STATUS= and the terminal.
@@ -11,7 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from clevertim_sync.api.client import ClevertimClient
-from clevertim_sync.backup.archive import backup_with_settings
+from clevertim_sync.backup.configured import (
+    ConfiguredBackup,
+    DrillReport,
+    backup_as_configured,
+    scheduled_drill,
+)
 from clevertim_sync.daemon.runtime import Backends
 from clevertim_sync.pull.pipeline import PullReport, pull
 from clevertim_sync.writeback.worker import PushReport, push
@@ -30,7 +35,8 @@ def real_backends() -> Backends:
         check_token=_check_token,
         pull=pull,
         push=push,
-        backup=backup_with_settings,
+        backup=backup_as_configured,
+        drill=scheduled_drill,
         summarize=summarize,
     )
 
@@ -54,4 +60,13 @@ def summarize(result: Any) -> str | None:
             if n:
                 parts.append(f"{n} {name.replace('_', ' ')}")
         return ", ".join(parts) + (f"; {result.stopped}" if result.stopped else "")
+    if isinstance(result, ConfiguredBackup):
+        parts = []
+        if result.archive is not None:
+            parts.append(f"{result.archive.size} bytes to {result.archive.path.name}")
+        if result.restic is not None:
+            parts.append(f"restic snapshot {result.restic.snapshot_id} (+{result.restic.data_added} bytes)")
+        return "; ".join(parts)
+    if isinstance(result, DrillReport):
+        return f"drill OK: {result.rows} rows restored in {result.seconds:.1f}s"
     return None
