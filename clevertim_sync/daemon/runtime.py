@@ -184,6 +184,12 @@ class AccountRuntime:
             log.debug("daemon.memory_released", account=self.name, rss=memory.rss_bytes())
         return outcome
 
+    @property
+    def pull_failing(self) -> bool:
+        """True when the last pull job failed, or a resource of it did."""
+        last = self.last_pull_outcome
+        return last is not None and (not last.ok or bool(getattr(last.result, "failed", None)))
+
     def run_push(self) -> JobOutcome:
         return self.runner.run("push", self._push)
 

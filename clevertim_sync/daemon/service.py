@@ -88,7 +88,7 @@ class Service:
         ]
         self.metrics = DaemonMetrics(self._all_facts)
         self.health_server: HealthServer | None = None
-        self._scheduler = sched_mod.new_scheduler(len(self.runtimes))
+        self._scheduler = sched_mod.new_scheduler(settings.daemon)
         self._last_status: dict[str, str] = {}
         Sender(settings)  # an alert URL apprise does not understand stops the start, like a bad config
         self.alerts: dict[str, Alerts] = {}

@@ -1,0 +1,195 @@
+"""The daemon's memory with many accounts: RSS idle and peak for 1, 20 and 100 accounts.
+
+One emulator process serves every account (each account is its own token on it; all see the same
+seeded account of CONTACTS contacts); `clevertim-sync run` runs as systemd would run it, in its own
+process, with N `[[accounts]]`, each into its own SQLite mirror. The daemon's RSS (its children
+included) is sampled every 0.1 s from /proc: the peak over its whole life (start-up and every
+account's first pull, the heaviest), and idle, the median over a quiet window after every account
+has pulled once and before the next pulls are due.
+
+    flock /tmp/bench.lock .venv/bin/python bench/accounts.py [--accounts 1,20,100] [--contacts 2000]
+
+Prints one line per size, then the per-account cost: (idle(N) - idle(1)) / (N - 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from clevertim_sync.emulator.control import EmulatorControl
+
+OWNER = 1  # the seeded account's owner: every token sees all of it
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def tree_rss(pid: int) -> int:
+    """RSS in bytes of `pid` and every process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/statm", encoding="ascii") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except OSError:
+            continue
+        todo.extend(children.get(p, []))
+    return total
+
+
+class Sampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.samples: list[tuple[float, int]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.1):
+            self.samples.append((time.monotonic(), tree_rss(self.pid)))
+
+    def peak(self) -> int:
+        return max(rss for _, rss in self.samples)
+
+    def median_since(self, t0: float) -> int:
+        return int(statistics.median(rss for t, rss in self.samples if t >= t0))
+
+
+def start_emulator(contacts: int) -> tuple[subprocess.Popen[str], str]:
+    cmd = [sys.executable, "-m", "clevertim_sync", "emulator", "--port", "0", "--contacts", str(contacts)]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=os.environ | {"CLEVERTIM_EMULATOR_TOKEN": "bench-0"}
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def config(url: str, n: int, state: Path, pull_interval: float, extra: str) -> str:
+    lines = [
+        'log_format = "json"',
+        'log_level = "info"',
+        f'state_dir = "{state}"',
+        "[clevertim]",
+        "timeout = 60",
+        "[pull]",
+        f"interval = {pull_interval}",
+        "jitter = 0",
+        "[push]",
+        "interval = 30",
+        extra,
+    ]
+    for i in range(n):
+        lines += ["[[accounts]]", f'name = "a{i:03d}"', f'url = "{url}"', f'token = "bench-{i}"']
+    return "\n".join(lines) + "\n"
+
+
+def measure(url: str, n: int, pull_interval: float, extra: str) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        cfg = work / "config.toml"
+        cfg.write_text(config(url, n, work, pull_interval, extra))
+        log = (work / "daemon.log").open("w+")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLEVERTIM")}
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clevertim_sync", "--config", str(cfg), "run"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=work,
+        )
+        sampler = Sampler(proc.pid)
+        sampler.start()
+        pulled: set[str] = set()
+        ready_at = None
+        try:
+            while len(pulled) < n:
+                if proc.poll() is not None:
+                    raise SystemExit(f"the daemon exited {proc.returncode}:\n{(work / 'daemon.log').read_text()[-3000:]}")
+                time.sleep(0.5)
+                log.seek(0)
+                for line in log:
+                    if not line.startswith("{") or not line.endswith("\n"):
+                        continue  # not an event, or one still being written
+                    event = json.loads(line)
+                    if event.get("event") == "daemon.ready" and ready_at is None:
+                        ready_at = time.monotonic()
+                    if event.get("event") == "job.finished" and event.get("job") == "pull":
+                        pulled.add(event["account"])
+            first_pulls = time.monotonic() - started
+            # Quiet: every account has pulled once; the next pulls are due pull_interval after the
+            # first ones. Let the last pull's memory go, then take the median of a window.
+            time.sleep(3)
+            window = time.monotonic()
+            time.sleep(5)
+            idle = sampler.median_since(window)
+            peak = sampler.peak()
+        finally:
+            sampler.done.set()
+            proc.terminate()
+            proc.wait(60)
+            log.close()
+    start_rss = sampler.samples[0][1] if sampler.samples else 0
+    return {
+        "accounts": n,
+        "first_pulls_s": first_pulls,
+        "ready_s": (ready_at or started) - started,
+        "idle_mb": idle / 2**20,
+        "peak_mb": peak / 2**20,
+        "first_sample_mb": start_rss / 2**20,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--accounts", default="1,20,100", help="comma-separated sizes to measure")
+    parser.add_argument("--contacts", type=int, default=2000)
+    parser.add_argument("--extra", default="", help="more TOML for the config, e.g. '[daemon]\\nconcurrent_pulls = 2'")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.accounts.split(",")]
+    emulator, url = start_emulator(args.contacts)
+    try:
+        with EmulatorControl(url) as control:
+            for i in range(1, max(sizes)):
+                control.add_token(f"bench-{i}", OWNER)
+        results = []
+        for n in sizes:
+            # Long enough that no second pull starts before the idle window is taken.
+            r = measure(url, n, pull_interval=max(120.0, 10.0 * n), extra=args.extra.replace("\\n", "\n"))
+            results.append(r)
+            print(
+                f"{n:4d} accounts x {args.contacts} contacts: idle {r['idle_mb']:6.1f} MB, "
+                f"peak {r['peak_mb']:6.1f} MB, ready after {r['ready_s']:.1f} s, "
+                f"all first pulls done after {r['first_pulls_s']:.1f} s",
+                flush=True,
+            )
+    finally:
+        emulator.terminate()
+        emulator.wait(30)
+    base = results[0]
+    for r in results[1:]:
+        if r["accounts"] > base["accounts"]:
+            per = (r["idle_mb"] - base["idle_mb"]) / (r["accounts"] - base["accounts"])
+            print(f"per account idle, {base['accounts']} -> {r['accounts']}: {per:.2f} MB")
+
+
+if __name__ == "__main__":
+    main()
