@@ -129,7 +129,10 @@ def measure(url: str, n: int, pull_interval: float, extra: str) -> dict[str, flo
                 for line in log:
                     if not line.startswith("{") or not line.endswith("\n"):
                         continue  # not an event, or one still being written
-                    event = json.loads(line)
+                    try:
+                        event = json.loads(line)
+                    except json.JSONDecodeError:  # two threads' lines interleaved: not ours to read
+                        continue
                     if event.get("event") == "daemon.ready" and ready_at is None:
                         ready_at = time.monotonic()
                     if event.get("event") == "job.finished" and event.get("job") == "pull":

@@ -53,6 +53,7 @@ class Backends:
     push: Callable[..., Any]  # push(engine, client, settings, *, stop=, holder=)
     backup: Callable[[sa.Engine, Settings], Any] | None = None
     summarize: Callable[[Any], str | None] | None = None  # one line about a job's report
+    close: Callable[[], None] | None = None  # what the accounts' clients share, closed at the stop
 
 
 def failing_wait(failures: int, interval: float) -> float:
@@ -112,7 +113,10 @@ class AccountRuntime:
         self.lock = instance_lock.acquire(
             db_url, standby=standby, stop=self.stopping, on_wait=on_standby or on_status, tick=tick
         )
-        self.engine = make_engine(db_url, busy_timeout=self.settings.database.sqlite_busy_timeout)
+        # Between jobs only the queue watch, health and alerts use the engine, one at a time.
+        self.engine = make_engine(
+            db_url, busy_timeout=self.settings.database.sqlite_busy_timeout, idle_connections=1
+        )
         upgrade(self.engine)
         self.client = self.backends.make_client(self.settings, stop=self.stopping)
         self._client_config = self.settings.clevertim
@@ -204,6 +208,16 @@ class AccountRuntime:
         if counts is None and self.stopping.is_set():
             raise StopRequested("the daemon is stopping; the rest of this pull is left for next time")
 
+    def _job_engine(self) -> sa.Engine:
+        """The account's engine, with a compiled-statement cache of the job's own.
+
+        The engine's own cache would keep every statement a pull compiled for the daemon's life
+        (measured: 0.3 MB an account), and these long-lived objects, made in the middle of a
+        pull's short-lived ones, keep the allocator from handing the pull's memory back.
+        """
+        assert self.engine is not None
+        return self.engine.execution_options(compiled_cache={})
+
     def _pull(self, group: Sequence[str] | None) -> Any:
         self._begin_job()
         assert self.engine is not None
@@ -212,7 +226,7 @@ class AccountRuntime:
         if not due:
             return None
         return self.backends.pull(
-            self.engine,
+            self._job_engine(),
             self.client,
             resources=due,
             settings=self.settings,
@@ -230,7 +244,7 @@ class AccountRuntime:
         # Holding the instance lock: what a crashed predecessor left in flight is reconciled now.
         holder = self.lock.holder_id if self.lock is not None else None
         report = self.backends.push(
-            self.engine, self.client, self.settings, stop=self.stopping, holder=holder
+            self._job_engine(), self.client, self.settings, stop=self.stopping, holder=holder
         )
         self.pushed_through = max(self.pushed_through, mark)
         return report
@@ -239,7 +253,7 @@ class AccountRuntime:
         self._begin_job()
         assert self.engine is not None
         assert self.backends.backup is not None
-        return self.backends.backup(self.engine, self.settings)
+        return self.backends.backup(self._job_engine(), self.settings)
 
     # --- what to pull -------------------------------------------------------------------------
 

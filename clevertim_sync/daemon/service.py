@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from clevertim_sync.daemon import memory
 from clevertim_sync.daemon import scheduler as sched_mod
 from clevertim_sync.daemon.accounts import accounts
 from clevertim_sync.daemon.alerts import Alerts, AlertThread, Sender
@@ -118,6 +119,7 @@ class Service:
     # --- the life -----------------------------------------------------------------------------
 
     def run(self) -> int:
+        memory.limit_arenas()
         previous = self._install_signals()
         try:
             self._start()
@@ -210,6 +212,8 @@ class Service:
                 rt.close()
             except Exception:
                 log.exception("daemon.close_failed", account=rt.name)
+        if self.backends.close is not None:
+            self.backends.close()
         self.notifier.close()
         log.info("daemon.stopped", exit_code=self._exit_code)
 
