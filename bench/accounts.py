@@ -76,7 +76,11 @@ class Sampler(threading.Thread):
 def start_emulator(contacts: int) -> tuple[subprocess.Popen[str], str]:
     cmd = [sys.executable, "-m", "clevertim_sync", "emulator", "--port", "0", "--contacts", str(contacts)]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=os.environ | {"CLEVERTIM_EMULATOR_TOKEN": "bench-0"}
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=os.environ | {"CLEVERTIM_EMULATOR_TOKEN": "bench-0"},
     )
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
@@ -123,7 +127,8 @@ def measure(url: str, n: int, pull_interval: float, extra: str) -> dict[str, flo
         try:
             while len(pulled) < n:
                 if proc.poll() is not None:
-                    raise SystemExit(f"the daemon exited {proc.returncode}:\n{(work / 'daemon.log').read_text()[-3000:]}")
+                    tail = (work / "daemon.log").read_text()[-3000:]
+                    raise SystemExit(f"the daemon exited {proc.returncode}:\n{tail}")
                 time.sleep(0.5)
                 log.seek(0)
                 for line in log:
@@ -165,7 +170,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--accounts", default="1,20,100", help="comma-separated sizes to measure")
     parser.add_argument("--contacts", type=int, default=2000)
-    parser.add_argument("--extra", default="", help="more TOML for the config, e.g. '[daemon]\\nconcurrent_pulls = 2'")
+    parser.add_argument(
+        "--extra", default="", help="more TOML for the config, e.g. '[daemon]\\nconcurrent_pulls = 2'"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.accounts.split(",")]
     emulator, url = start_emulator(args.contacts)

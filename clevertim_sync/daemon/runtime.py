@@ -20,10 +20,10 @@ import sqlalchemy as sa
 import structlog
 
 from clevertim_sync import resources
-from clevertim_sync.daemon import health, memory
+from clevertim_sync.daemon import health, members, memory
 from clevertim_sync.daemon.accounts import Account
 from clevertim_sync.daemon.jobs import JobOutcome, JobRunner
-from clevertim_sync.errors import ClevertimSyncError
+from clevertim_sync.errors import ClevertimSyncError, InstanceLocked
 from clevertim_sync.logs import bind_context
 from clevertim_sync.mirror import lock as instance_lock
 from clevertim_sync.mirror import schema
@@ -81,7 +81,10 @@ class AccountRuntime:
         *,
         on_finish: Callable[[JobOutcome], None],
         stopping: threading.Event,
+        daemon: str | None = None,
     ) -> None:
+        self.account = account
+        self.daemon = daemon  # names the lock's session, so `status` can tell who serves the account
         self.name = account.name
         self.settings = account.settings
         self.backends = backends
@@ -109,10 +112,35 @@ class AccountRuntime:
 
         A standby waits in the lock first: `on_standby` hears that it waits, `tick` each retry.
         """
-        db_url = self.settings.database.url
         self.lock = instance_lock.acquire(
-            db_url, standby=standby, stop=self.stopping, on_wait=on_standby or on_status, tick=tick
+            self._lock_url(), standby=standby, stop=self.stopping, on_wait=on_standby or on_status, tick=tick
         )
+        self._connect(on_status)
+
+    def try_open(self, *, on_status: Callable[[str], object]) -> bool:
+        """Take this account if no daemon serves it (a standby sharing the accounts), else False."""
+        try:
+            self.lock = instance_lock.acquire(self._lock_url())
+        except InstanceLocked:
+            return False
+        try:
+            self._connect(on_status)
+        except BaseException:
+            self.close()
+            raise
+        return True
+
+    @property
+    def held(self) -> bool:
+        """True while this daemon serves the account (it holds the account's instance lock)."""
+        return self.lock is not None
+
+    def _lock_url(self) -> str:
+        url = self.settings.database.url
+        return url if self.daemon is None else members.named_url(url, self.daemon)
+
+    def _connect(self, on_status: Callable[[str], object]) -> None:
+        db_url = self.settings.database.url
         # Between jobs only the queue watch, health and alerts use the engine, one at a time.
         self.engine = make_engine(
             db_url, busy_timeout=self.settings.database.sqlite_busy_timeout, idle_connections=1
@@ -142,12 +170,16 @@ class AccountRuntime:
             return
 
     def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-        if self.engine is not None:
-            self.engine.dispose()
-        if self.lock is not None:
-            self.lock.release()
+        """Let the account go: client, engine, then the lock (another daemon may take it now)."""
+        client, self.client = self.client, None
+        engine, self.engine = self.engine, None
+        lock, self.lock = self.lock, None
+        if client is not None:
+            client.close()
+        if engine is not None:
+            engine.dispose()
+        if lock is not None:
+            lock.release()
 
     def reconfigure(self, settings: Settings) -> None:
         """Take new settings at the start of the next job (never under a running one)."""

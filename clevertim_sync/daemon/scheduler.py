@@ -70,9 +70,7 @@ def schedule_account(
     """(Re)create every job of one account from its current settings."""
     s = rt.settings
     prefix = f"{rt.name}:"
-    for job in sched.get_jobs():
-        if job.id.startswith(prefix):
-            job.remove()
+    unschedule_account(sched, rt)
     sched.add_job(
         rt.run_pull,
         _every(s.pull.interval, s.pull.jitter_for(s.pull.interval)),
@@ -128,6 +126,14 @@ def schedule_account(
         push_interval=s.push.interval,
         backup_interval=s.backup.interval if rt.backends.backup is not None else None,
     )
+
+
+def unschedule_account(sched: BackgroundScheduler, rt: AccountRuntime) -> None:
+    """Remove every job of one account (a running one goes on to its end)."""
+    prefix = f"{rt.name}:"
+    for job in sched.get_jobs():
+        if job.id.startswith(prefix):
+            job.remove()
 
 
 def _watch_queue(sched: BackgroundScheduler, rt: AccountRuntime) -> None:
