@@ -9,15 +9,19 @@ import contextlib
 import itertools
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 from conftest import PG_URL_ENV, _MigratedTemplates, _pg_database
-from test_daemon_process import Daemon, wait_for
+from test_daemon_process import Daemon, _free_port, wait_for
 
+from clevertim_sync.cli import cli
 from clevertim_sync.daemon.members import fair_share, holders
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import schema
@@ -43,7 +47,7 @@ def account_databases(_migrated_templates: _MigratedTemplates) -> Iterator[list[
         yield [stack.enter_context(_pg_database(server, template=template)) for _ in range(ACCOUNTS)]
 
 
-def _config(emulator_url: str, urls: list[str]) -> str:
+def _config(emulator_url: str, urls: list[str], health_port: int) -> str:
     accounts = "".join(
         f'[[accounts]]\nname = "a{n:02d}"\nurl = "{emulator_url}"\ntoken = "tok-{n}"\n'
         f'database_url = "{url}"\n'
@@ -62,6 +66,7 @@ interval = 5
 [daemon]
 rebalance_interval = 1
 stale_after = 60
+health_listen = "127.0.0.1:{health_port}"
 {accounts}"""
 
 
@@ -110,6 +115,24 @@ class Mirrors:
             engine.dispose()
 
 
+def _served(port: int) -> dict[str, int]:
+    """clevertim_sync_account_served from a daemon's /metrics: account -> 1 (its own) or 0."""
+    out = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
+        if line.startswith("clevertim_sync_account_served{"):
+            labels, value = line.rsplit(" ", 1)
+            out[labels.split('account="', 1)[1].split('"', 1)[0]] = int(float(value))
+    return out
+
+
+def _status(tmp_path: Path, database_url: str) -> str:
+    cfg = tmp_path / "status.toml"
+    cfg.write_text(f'[clevertim]\ntoken = "t"\n[database]\nurl = "{database_url}"\n')
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "status"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
 def _by_daemon(owners: dict[str, str], procs: dict[int, str]) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {label: set() for label in procs.values()}
     for account, daemon in owners.items():
@@ -123,20 +146,33 @@ def test_three_standby_daemons_share_the_accounts_and_take_over_a_killed_and_a_s
 ) -> None:
     for n in range(ACCOUNTS):
         emulator.control.add_token(f"tok-{n}", 1)
-    cfg = _config(emulator.base_url, account_databases)
-    started = {name: Daemon(tmp_path, name, cfg, args=("--standby",)) for name in ("one", "two", "three")}
-    procs = {d.proc.pid: name for name, d in started.items()}
+    ports = {name: _free_port() for name in ("one", "two", "three")}
+    started: dict[str, Daemon] = {}
+    procs: dict[int, str] = {}
     mirrors = Mirrors(account_databases)
+
+    def start(name: str) -> None:
+        cfg = _config(emulator.base_url, account_databases, ports[name])
+        started[name] = Daemon(tmp_path, name, cfg, args=("--standby",))
+        procs[started[name].proc.pid] = name
+
+    def spread() -> list[int]:
+        return sorted(len(a) for a in _by_daemon(mirrors.owners(), procs).values())
+
     try:
-        # Each takes its share: four accounts each, every account pulled.
-        wait_for(
-            lambda: sorted(len(a) for a in _by_daemon(mirrors.owners(), procs).values()) == [4, 4, 4],
-            60,
-            "four accounts each",
-        )
+        start("one")
+        start("two")
+        wait_for(lambda: spread() == [6, 6], 60, "six accounts each")
+        # A daemon that joins takes its share; the two others give back, nobody restarts.
+        start("three")
+        wait_for(lambda: spread() == [4, 4, 4], 60, "four accounts each")
         t0 = datetime.now(UTC) - timedelta(seconds=1)
         wait_for(lambda: mirrors.pulled_since(set(mirrors.engines), t0), 60, "every account pulled")
         share = _by_daemon(mirrors.owners(), procs)
+        assert all(pid in procs for pid in (d.proc.pid for d in started.values()))
+        served = _served(ports["one"])
+        assert {a for a, n in served.items() if n == 1} == share["one"]
+        assert "clevertim_sync_daemons_live 3.0" in httpx.get(f"http://127.0.0.1:{ports['one']}/metrics").text
 
         # SIGKILL: the server ends its sessions, the two others take its four accounts and pull.
         killed = share["one"]
@@ -145,11 +181,7 @@ def test_three_standby_daemons_share_the_accounts_and_take_over_a_killed_and_a_s
         t_kill = datetime.now(UTC)
         wait_for(lambda: mirrors.pulled_since(killed, t_kill), 90, "the killed daemon's accounts pulled")
         after_kill = mirrors.first_pull_after(killed, t_kill)
-        wait_for(
-            lambda: sorted(len(a) for a in _by_daemon(mirrors.owners(), procs).values()) == [0, 6, 6],
-            30,
-            "six accounts each",
-        )
+        wait_for(lambda: spread() == [0, 6, 6], 30, "six accounts each again")
 
         # A clean stop: its accounts go to the last daemon at once.
         stopped = _by_daemon(mirrors.owners(), procs)["two"]
@@ -160,6 +192,9 @@ def test_three_standby_daemons_share_the_accounts_and_take_over_a_killed_and_a_s
         after_stop = mirrors.first_pull_after(stopped, t_stop)
         wait_for(lambda: len(mirrors.owners()) == ACCOUNTS, 30, "every account served")
         assert _by_daemon(mirrors.owners(), procs)["three"] == set(mirrors.engines)
+        assert set(_served(ports["three"]).values()) == {1}
+        status = _status(tmp_path, account_databases[0])
+        assert f"served by: daemon {socket.gethostname()}:{started['three'].proc.pid}" in status
         started["three"].signal(signal.SIGTERM)
         assert started["three"].wait(40) == 0
 

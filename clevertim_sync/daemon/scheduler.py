@@ -100,7 +100,7 @@ def schedule_account(
         # A moment after the first pull: pushes and pulls run in executors of their own now, and
         # the first push should find the account's pull under way (it waits, then merges against
         # a fresh mirror), not race it.
-        next_run_time=first_push or first_run + timedelta(seconds=1),
+        next_run_time=first_push or first_run + timedelta(seconds=0.5),
     )
     sched.add_job(
         lambda: _watch_queue(sched, rt),
