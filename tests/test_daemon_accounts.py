@@ -6,6 +6,7 @@ bench/accounts.py measures the same at 2,000 contacts an account; here the accou
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import statistics
 import threading
@@ -15,8 +16,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 from test_daemon_process import Daemon, wait_for
 
+from clevertim_sync.cli import cli
 from clevertim_sync.daemon import sizing
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import schema
@@ -110,7 +113,7 @@ def test_twenty_accounts_fit_the_memory_target_and_pull_two_at_a_time(
         f"1 account idle {one:.1f} MB; {ACCOUNTS}: idle {idle:.1f} MB, peak {peak:.1f} MB, "
         f"{per_account:.2f} MB each"
     )
-    assert per_account <= sizing.PER_ACCOUNT_MB
+    assert per_account <= 2.0  # the target: start-up + at most 2 MB an account between pulls
     assert peak * sizing.MB <= sizing.needed_bytes(ACCOUNTS, 2) <= sizing.parse_size("256M")
 
     # Never more than two pulls at once across the twenty mirrors.
@@ -127,3 +130,25 @@ def test_twenty_accounts_fit_the_memory_target_and_pull_two_at_a_time(
     events = sorted(itertools.chain(((s, 1) for s, _ in spans), ((f, -1) for _, f in spans if f is not None)))
     running = list(itertools.accumulate(step for _, step in events))
     assert max(running) <= 2
+
+
+def test_check_warns_when_the_accounts_do_not_fit_the_unit_s_memory(tmp_path: Path) -> None:
+    accounts = "".join(
+        f'[[accounts]]\nname = "a{i}"\nurl = "http://127.0.0.1:9/api"\ntoken = "t"\n' for i in (1, 2)
+    )
+    config = tmp_path / "config.toml"
+
+    def memory_finding(memory_max: str) -> dict[str, object]:
+        config.write_text(
+            f'state_dir = "{tmp_path}"\n[daemon]\nconcurrent_pulls = 2\n'
+            f'memory_max = "{memory_max}"\n{accounts}'
+        )
+        result = CliRunner().invoke(cli, ["--config", str(config), "check", "--json"])
+        found = [f for f in json.loads(result.output) if f["check"] == "memory"]
+        assert len(found) == 1, result.output
+        return dict(found[0])
+
+    tight = memory_finding("128M")  # 95 + 2.5 + 2 x 25 + 32 MB needed
+    assert (tight["ok"], tight["warning"]) == (False, True)
+    assert "need about 192M, more than MemoryMax=128M" in str(tight["detail"])
+    assert memory_finding("256M")["ok"] is True

@@ -10,10 +10,12 @@ Must not import: APScheduler, the CLI.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -27,7 +29,7 @@ from clevertim_sync.errors import ClevertimSyncError, InstanceLocked
 from clevertim_sync.logs import bind_context
 from clevertim_sync.mirror import lock as instance_lock
 from clevertim_sync.mirror import schema
-from clevertim_sync.mirror.db import make_engine, upgrade
+from clevertim_sync.mirror.db import make_engine, sqlite_file, upgrade
 from clevertim_sync.retry import backoff_delay
 from clevertim_sync.settings import Settings
 from clevertim_sync.writeback import outbox
@@ -97,6 +99,8 @@ class AccountRuntime:
         self._pending_settings: Settings | None = None
         self._client_config = self.settings.clevertim  # what self.client was built from
         self.pushed_through = 0  # queue items up to this id were due when a push last ran
+        self._db_file: Path | None = None  # the SQLite mirror's file, None on PostgreSQL
+        self._watch_stamp: tuple[tuple[int, int] | None, ...] = ()
 
     # --- start and stop -----------------------------------------------------------------------
 
@@ -141,9 +145,14 @@ class AccountRuntime:
 
     def _connect(self, on_status: Callable[[str], object]) -> None:
         db_url = self.settings.database.url
-        # Between jobs only the queue watch, health and alerts use the engine, one at a time.
+        # Between jobs only the queue watch, health and alerts use this engine, now and then: it
+        # keeps no SQLite connection (each holds the parsed schema, ~0.7 MB an account), and one
+        # PostgreSQL connection (a new one costs the server a process). A job has its own engine.
+        self._db_file = sqlite_file(db_url)
         self.engine = make_engine(
-            db_url, busy_timeout=self.settings.database.sqlite_busy_timeout, idle_connections=1
+            db_url,
+            busy_timeout=self.settings.database.sqlite_busy_timeout,
+            idle_connections=0 if self._db_file is not None else 1,
         )
         upgrade(self.engine)
         self.client = self.backends.make_client(self.settings, stop=self.stopping)
@@ -240,15 +249,19 @@ class AccountRuntime:
         if counts is None and self.stopping.is_set():
             raise StopRequested("the daemon is stopping; the rest of this pull is left for next time")
 
-    def _job_engine(self) -> sa.Engine:
-        """The account's engine, with a compiled-statement cache of the job's own.
-
-        The engine's own cache would keep every statement a pull compiled for the daemon's life
-        (measured: 0.3 MB an account), and these long-lived objects, made in the middle of a
-        pull's short-lived ones, keep the allocator from handing the pull's memory back.
-        """
-        assert self.engine is not None
-        return self.engine.execution_options(compiled_cache={})
+    @contextlib.contextmanager
+    def _job_engine(self) -> Iterator[sa.Engine]:
+        """An engine for one job, disposed at its end: its connections and its cache of compiled
+        statements (0.3 MB after a pull) go with it. Kept for the daemon's life, these objects,
+        made in the middle of a pull's short-lived ones, would also keep the allocator from
+        handing the pull's memory back."""
+        engine = make_engine(
+            self.settings.database.url, busy_timeout=self.settings.database.sqlite_busy_timeout
+        )
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
     def _pull(self, group: Sequence[str] | None) -> Any:
         self._begin_job()
@@ -257,14 +270,15 @@ class AccountRuntime:
         due = self.due_resources(names, datetime.now(UTC))
         if not due:
             return None
-        return self.backends.pull(
-            self._job_engine(),
-            self.client,
-            resources=due,
-            settings=self.settings,
-            progress=self._progress,
-            stop=self.stopping,
-        )
+        with self._job_engine() as engine:
+            return self.backends.pull(
+                engine,
+                self.client,
+                resources=due,
+                settings=self.settings,
+                progress=self._progress,
+                stop=self.stopping,
+            )
 
     def _push(self) -> Any:
         self._begin_job()
@@ -275,9 +289,8 @@ class AccountRuntime:
         # On SIGTERM the push stops sending at once; what is on the wire finishes and is recorded.
         # Holding the instance lock: what a crashed predecessor left in flight is reconciled now.
         holder = self.lock.holder_id if self.lock is not None else None
-        report = self.backends.push(
-            self._job_engine(), self.client, self.settings, stop=self.stopping, holder=holder
-        )
+        with self._job_engine() as engine:
+            report = self.backends.push(engine, self.client, self.settings, stop=self.stopping, holder=holder)
         self.pushed_through = max(self.pushed_through, mark)
         return report
 
@@ -285,7 +298,8 @@ class AccountRuntime:
         self._begin_job()
         assert self.engine is not None
         assert self.backends.backup is not None
-        return self.backends.backup(self._job_engine(), self.settings)
+        with self._job_engine() as engine:
+            return self.backends.backup(engine, self.settings)
 
     # --- what to pull -------------------------------------------------------------------------
 
@@ -338,10 +352,24 @@ class AccountRuntime:
                 conn, self.name, now, health.stuck_limit(self.settings), self.stale_after
             )
 
+    def queue_may_have_grown(self) -> bool:
+        """False when the SQLite mirror's files are as they were at the last look: no edit can
+        have been queued, and the queue watch need not open a connection (every 2 s, for every
+        account). PostgreSQL: always True (its pooled connection makes the look cheap)."""
+        return self._db_file is None or self._files_stamp() != self._watch_stamp
+
+    def _files_stamp(self) -> tuple[tuple[int, int] | None, ...]:
+        if self._db_file is None:
+            return ()
+        return tuple(_stamp(self._db_file.with_name(self._db_file.name + end)) for end in ("", "-wal"))
+
     def newest_due_item(self) -> int:
         assert self.engine is not None
+        stamp = self._files_stamp()  # before the query: a write during it is seen at the next look
         with self.engine.connect() as conn:
-            return outbox.newest_due(conn, datetime.now(UTC))
+            newest = outbox.newest_due(conn, datetime.now(UTC))
+        self._watch_stamp = stamp
+        return newest
 
     def reasons(self, facts: health.MirrorFacts, now: datetime) -> list[str]:
         """Why this account is unhealthy: the database's facts, plus this process's own view."""
@@ -353,3 +381,11 @@ class AccountRuntime:
         if self.lock is not None and not self.lock.check():
             reasons.append(f"{self.name}: the instance lock was lost")
         return reasons
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size

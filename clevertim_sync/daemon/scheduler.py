@@ -142,7 +142,7 @@ def _watch_queue(sched: BackgroundScheduler, rt: AccountRuntime) -> None:
     Only new items count: one that a push already tried (it waits behind another edit of its
     record, or for its retry time) must not turn the watch into a push every two seconds.
     """
-    if rt.runner.current == "push":
+    if rt.runner.current == "push" or not rt.queue_may_have_grown():
         return
     try:
         newest = rt.newest_due_item()
