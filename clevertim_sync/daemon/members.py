@@ -25,8 +25,8 @@ import threading
 import sqlalchemy as sa
 import structlog
 
-from clevertim_sync.mirror.lock import advisory_key
 from clevertim_sync.mirror.db import normalise_url
+from clevertim_sync.mirror.lock import advisory_key
 
 log = structlog.get_logger(__name__)
 
