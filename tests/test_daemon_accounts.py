@@ -1,5 +1,6 @@
 """An agency's daemon: twenty accounts in one `clevertim-sync run` stay within the memory target
-(start-up + 2.5 MB per further account between pulls, the peak far under the unit's 256M), and
+(start-up + at most 2 MB per further account between pulls, the peak within the sizing rule and
+the unit's 256M), and
 never pull more accounts at once than `daemon.concurrent_pulls` (the mirrors' `runs` say so).
 bench/accounts.py measures the same at 2,000 contacts an account; here the accounts are small."""
 
