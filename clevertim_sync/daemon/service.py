@@ -42,6 +42,8 @@ log = structlog.get_logger(__name__)
 
 # How long a stop waits for the running job; the unit's TimeoutStopSec (60 s) leaves room above it.
 STOP_GRACE_SECONDS = 30.0
+# How long giving an account back to the other daemons waits for a job that just started.
+GIVE_UP_WAIT_SECONDS = 2.0
 # Without a systemd watchdog the heartbeat still runs, to notice a lost PostgreSQL lock.
 DEFAULT_HEARTBEAT_SECONDS = 10.0
 
@@ -198,8 +200,9 @@ class Service:
 
     def _start_sharing(self) -> None:
         """Join the live daemons; READY at once, serving what the balancing gives this daemon."""
+        # Joined at the balancing's first look, and again after a lost session: a standby
+        # outlives a database that is down or restarts.
         membership = members.Membership(self.runtimes[0].settings.database.url, self.daemon)
-        membership.join()
         self.sharing = Sharing(
             self.runtimes,
             membership,
@@ -224,12 +227,15 @@ class Service:
             self._announce_share()
         return True
 
-    def _give_up(self, rt: AccountRuntime) -> None:
+    def _give_up(self, rt: AccountRuntime) -> bool:
         with self._accounts_lock:
-            sched_mod.unschedule_account(self._scheduler, rt)
             rt.runner.close()
-            if not rt.runner.wait_idle(STOP_GRACE_SECONDS):
-                log.warning("daemon.job_abandoned", account=rt.name, job=rt.runner.current)
+            if not rt.runner.wait_idle(GIVE_UP_WAIT_SECONDS):
+                # A job started meanwhile: the lock stays until it ends (another daemon taking the
+                # account now would pull it twice at once); the next look tries again.
+                rt.runner.reopen()
+                return False
+            sched_mod.unschedule_account(self._scheduler, rt)
             self.alerts.pop(rt.name, None)
             if self._alert_thread is not None:
                 self._alert_thread.alerts = list(self.alerts.values())
@@ -238,6 +244,7 @@ class Service:
             rt.last_pull_outcome = None
             log.info("daemon.account_given_back", account=rt.name, daemon=self.daemon)
             self._announce_share()
+        return True
 
     def _announce_share(self) -> None:
         held = [rt.name for rt in self.runtimes if rt.held]

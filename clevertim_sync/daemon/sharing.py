@@ -3,7 +3,7 @@
 Owns: the balancing loop of a daemon started with `run --standby` whose accounts are all on
 PostgreSQL. Every `daemon.rebalance_interval` seconds it counts the live daemons (members.py) and
 compares what it serves with `fair_share(accounts, live)`: above it, it gives back the accounts
-over it (idle ones first: a running pull ends before its account goes); below it, it tries the
+over it (idle ones only: a running pull ends before its account goes); below it, it tries the
 free ones, in an order of its own so that peers starting together do not all try the same
 account first. Which daemon serves an account is decided by its advisory lock alone (lock.py), so
 two daemons never serve one account, whatever this loop believes.
@@ -44,7 +44,7 @@ class Sharing:
         interval: float,
         *,
         take: Callable[[AccountRuntime], bool],
-        give_up: Callable[[AccountRuntime], None],
+        give_up: Callable[[AccountRuntime], bool],
     ) -> None:
         self.runtimes = runtimes
         self.membership = membership
@@ -81,8 +81,10 @@ class Sharing:
         held = [rt for rt in self.runtimes if rt.held]
         share = fair_share(len(self.runtimes), len(live))
         if len(held) > share:
-            # Idle accounts first; among them the order is the configuration's, the same for all.
-            over = sorted(held, key=lambda rt: rt.runner.current is not None)[: len(held) - share]
+            # Only idle accounts: a running job keeps its account (and its lock) until it ends,
+            # so the account is never pulled by two daemons at once; the rest at a later look.
+            idle = [rt for rt in held if rt.runner.current is None]
+            over = idle[: len(held) - share]
             log.info("sharing.giving_back", accounts=[rt.name for rt in over], live=len(live), share=share)
             for rt in over:
                 if not self._stop.is_set():
