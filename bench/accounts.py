@@ -5,7 +5,7 @@ seeded account of CONTACTS contacts); `clevertim-sync run` runs as systemd would
 process, with N `[[accounts]]`, each into its own SQLite mirror. The daemon's RSS (its children
 included) is sampled every 0.1 s from /proc: the peak over its whole life (start-up and every
 account's first pull, the heaviest), and idle, the median over a quiet window after every account
-has pulled once and before the next pulls are due.
+has pulled once and before the next pulls are due, with the CPU the daemon used in that window.
 
     flock /tmp/bench.lock .venv/bin/python bench/accounts.py [--accounts 1,20,100] [--contacts 2000]
 
@@ -72,6 +72,13 @@ class Sampler(threading.Thread):
 
     def median_since(self, t0: float) -> int:
         return int(statistics.median(rss for t, rss in self.samples if t >= t0))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pulled_once(state: Path) -> int:
@@ -149,8 +156,9 @@ def measure(url: str, n: int, pull_interval: float, extra: str) -> dict[str, flo
             # Quiet: every account has pulled once; the next pulls are due pull_interval after the
             # first ones. Let the last pull's memory go, then take the median of a window.
             time.sleep(3)
-            window = time.monotonic()
-            time.sleep(5)
+            window, cpu_before = time.monotonic(), cpu_seconds(proc.pid)
+            time.sleep(10)
+            idle_cpu = (cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - window)
             idle = sampler.median_since(window)
             peak = sampler.peak()
         finally:
@@ -163,6 +171,7 @@ def measure(url: str, n: int, pull_interval: float, extra: str) -> dict[str, flo
         "accounts": n,
         "first_pulls_s": first_pulls,
         "idle_mb": idle / 2**20,
+        "idle_cpu": idle_cpu,
         "peak_mb": peak / 2**20,
         "first_sample_mb": start_rss / 2**20,
     }
@@ -189,7 +198,8 @@ def main() -> None:
             results.append(r)
             print(
                 f"{n:4d} accounts x {args.contacts} contacts: idle {r['idle_mb']:6.1f} MB, "
-                f"peak {r['peak_mb']:6.1f} MB, every first pull done after {r['first_pulls_s']:.1f} s",
+                f"peak {r['peak_mb']:6.1f} MB, idle CPU {100 * r['idle_cpu']:.1f}% of a core, "
+                f"every first pull done after {r['first_pulls_s']:.1f} s",
                 flush=True,
             )
     finally:
