@@ -13,8 +13,8 @@ MB = 2**20
 
 # Measured (bench/accounts.py, see docs/how-to/agency.md), rounded up.
 START_MB = 95  # the daemon with one account, between pulls (measured 89-92)
-PER_ACCOUNT_MB = 2  # each further account, between pulls (measured 1.7 at 20 accounts)
-# Each pull running at once, above the idle daemon: measured 7-8 MB at 2,000 contacts; the
+PER_ACCOUNT_MB = 2  # each further account, between pulls (measured 1.75 at 20 accounts, 1.3 at 100)
+# Each pull running at once, above the idle daemon: measured 8-10 MB at 2,000 contacts; the
 # README's single account shows ~15 MB at 100,000 contacts, which this covers too.
 PER_PULL_MB = 16
 # What a push and a backup beside the pulls, and SQLite's caches, may take on top.
