@@ -192,10 +192,39 @@ class PushSettings(_Section):
     lease: float = Field(300.0, gt=0, description="seconds a claimed item stays claimed")
 
 
+def _cores() -> int:
+    """The cores this process may run on (a container's or a systemd CPUAffinity= limit counts)."""
+    return len(os.sched_getaffinity(0)) or 1
+
+
 class DaemonSettings(_Section):
     health_listen: str | None = Field(None, description="host:port of /healthz and /metrics, off if unset")
     job_deadline: float = Field(1800.0, gt=0, description="seconds one pull or push may take")
     stale_after: float = Field(3600.0, gt=0, description="seconds after which a pull is not fresh")
+    concurrent_pulls: int = Field(
+        default_factory=_cores,
+        ge=1,
+        le=256,
+        description="pulls running at once across all accounts (default: the number of cores); "
+        "the daemon's peak memory is start-up + this x one pull",
+    )
+    concurrent_pushes: int = Field(
+        2, ge=1, le=64, description="pushes running at once across all accounts, beside the pulls"
+    )
+    concurrent_backups: int = Field(1, ge=1, le=16, description="backups running at once across all accounts")
+    memory_max: str = Field(
+        "256M",
+        pattern=r"^[0-9]+[KMGT]?$",
+        description="the unit's MemoryMax= (as systemd writes it: 256M, 1G), against which `check` "
+        "tells whether the configured accounts fit; change it with the unit's",
+    )
+    rebalance_interval: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="with `run --standby` over PostgreSQL: seconds between two looks at how the "
+        "accounts are spread over the live daemons",
+    )
 
 
 class AccountSettings(_Section):

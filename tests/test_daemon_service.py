@@ -585,7 +585,7 @@ def test_pull_jitter_is_at_most_a_quarter_of_each_interval(tmp_path: Path) -> No
         update={"pull": settings.pull.model_copy(update={"intervals": {"user": 600.0, "note": 40.0}})}
     )
     rt = runtime_of(settings)
-    sched = new_scheduler(1)
+    sched = new_scheduler(settings.daemon)
     schedule_account(sched, rt, first_run=datetime.now(UTC))
     jitter = {job.id: job.trigger.jitter for job in sched.get_jobs()}
     assert jitter["default:pull"] == 1  # 5 / 4, whole seconds

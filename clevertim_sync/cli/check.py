@@ -23,7 +23,7 @@ from alembic.script import ScriptDirectory
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.backup import restic
 from clevertim_sync.cli import AppContext, cli, pass_app
-from clevertim_sync.daemon import alerts, healthz
+from clevertim_sync.daemon import alerts, healthz, sizing
 from clevertim_sync.daemon.accounts import Account, accounts
 from clevertim_sync.errors import ClevertimSyncError
 from clevertim_sync.logs import configure_logging
@@ -38,6 +38,7 @@ class Finding:
     check: str  # config, database, schema, api, pulls, queue, alerts, restic
     ok: bool
     detail: str
+    warning: bool = False  # told, but not a failure: `check` still exits 0 for it
 
 
 def check_account(account: Account, now: datetime) -> list[Finding]:
@@ -128,7 +129,9 @@ def check_command(app: AppContext, as_json: bool) -> None:
     settings = app.settings  # a bad configuration stops here with every problem, exit 2
     configure_logging(settings.log_format, "warning", stream=sys.stderr)  # stdout is the findings
     now = datetime.now(UTC)
-    findings = [f for account in accounts(settings) for f in check_account(account, now)]
+    configured = accounts(settings)
+    findings = [f for account in configured for f in check_account(account, now)]
+    findings.append(_check_memory(settings, len(configured)))
     if as_json:
         click.echo(orjson.dumps([asdict(f) for f in findings], option=orjson.OPT_INDENT_2).decode())
     else:
@@ -137,6 +140,27 @@ def check_command(app: AppContext, as_json: bool) -> None:
         several = len({f.account for f in findings}) > 1
         for f in findings:
             label = f"{f.account}: {f.check}" if several else f.check
-            click.echo(f"{'ok  ' if f.ok else 'FAIL'}  {label}: {f.detail}")
-    if not all(f.ok for f in findings):
+            click.echo(f"{'ok  ' if f.ok else 'WARN' if f.warning else 'FAIL'}  {label}: {f.detail}")
+    if not all(f.ok or f.warning for f in findings):
         sys.exit(1)
+
+
+def _check_memory(settings: Settings, n_accounts: int) -> Finding:
+    """Do the configured accounts fit the unit's MemoryMax= (daemon.memory_max)? The sizing rule."""
+    limit = sizing.parse_size(settings.daemon.memory_max)
+    pulls = settings.daemon.concurrent_pulls
+    need = sizing.needed_bytes(n_accounts, pulls)
+    what = f"{n_accounts} account(s) with {pulls} pull(s) at once need about {sizing.as_systemd(need)}"
+    where = "all" if settings.accounts else "default"
+    if need <= limit:
+        return Finding(where, "memory", True, f"{what}, within MemoryMax={settings.daemon.memory_max}")
+    return Finding(
+        where,
+        "memory",
+        False,
+        f"{what}, more than MemoryMax={settings.daemon.memory_max}: the kernel would kill the daemon at "
+        f"its peak. Raise MemoryMax= in the unit (and daemon.memory_max) to {sizing.as_systemd(need)}, "
+        "lower daemon.concurrent_pulls, or share the accounts between daemons (run --standby, "
+        "docs/how-to/agency.md)",
+        warning=True,
+    )

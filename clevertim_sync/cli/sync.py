@@ -219,6 +219,7 @@ def status_command(app: AppContext, as_json: bool) -> None:
 
     The table ends with a line about the writeback queue (--json: the resources only)."""
     # Here, not at the top: `sync` shares this module and starts faster without them.
+    from clevertim_sync.daemon import members  # noqa: PLC0415
     from clevertim_sync.daemon.alerts import read_status  # noqa: PLC0415
     from clevertim_sync.writeback import outbox, queue  # noqa: PLC0415
     from clevertim_sync.writeback.outbox import CONFLICT  # noqa: PLC0415
@@ -230,6 +231,8 @@ def status_command(app: AppContext, as_json: bool) -> None:
         active_alerts = read_status(conn)
         conflicts = [i.id for i in queue.list_items(conn, state=CONFLICT, limit=10)]
         photo_line = photos.status_line(conn, enabled=app.settings.pull.photos)
+        # On PostgreSQL the server knows which daemon holds the mirror's lock (its session's name).
+        served_by = members.holders(conn) if conn.dialect.name == "postgresql" else None
     now = datetime.now(UTC)
     rows = [_status_row(name, statuses.get(name), counts[name], now) for name in resources.PULL_ORDER]
     if as_json:
@@ -276,6 +279,9 @@ def status_command(app: AppContext, as_json: bool) -> None:
         console.print(f"alerts: {told} (see `clevertim-sync alerts status`)", highlight=False)
     if conflicts:
         console.print(_conflicts_line(in_queue.get(CONFLICT, 0), conflicts), highlight=False)
+    if served_by is not None:
+        who = f"daemon {', '.join(served_by)}" if served_by else "no daemon now"
+        console.print(f"served by: {who}", highlight=False)
 
 
 def _when(iso: str | None) -> str:

@@ -64,6 +64,10 @@ class JobRunner:
         """No new job starts from now on; the running one goes on to its end."""
         self._closed.set()
 
+    def reopen(self) -> None:
+        """Jobs may start again (an account given back to the other daemons, then taken again)."""
+        self._closed.clear()
+
     def wait_idle(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the running job to end; True when none runs."""
         if not self._busy.acquire(timeout=max(timeout, 0.0)):

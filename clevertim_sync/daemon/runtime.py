@@ -12,26 +12,28 @@ Must not import: APScheduler, the CLI.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 import structlog
 
 from clevertim_sync import resources
-from clevertim_sync.daemon import healthz, memory
+from clevertim_sync.daemon import healthz, members, memory
 from clevertim_sync.daemon.accounts import Account
 from clevertim_sync.daemon.jobs import JobOutcome, JobRunner
-from clevertim_sync.errors import ApiError, ClevertimSyncError
+from clevertim_sync.errors import ApiError, ClevertimSyncError, InstanceLocked
 from clevertim_sync.health import Action, Policy, ServerHealth, Where
 from clevertim_sync.health.delays import resting_wait, start_wait
 from clevertim_sync.logs import bind_context
 from clevertim_sync.mirror import lock as instance_lock
 from clevertim_sync.mirror import schema
-from clevertim_sync.mirror.db import make_engine, upgrade
+from clevertim_sync.mirror.db import make_engine, sqlite_file, upgrade
 from clevertim_sync.mirror.pause import PauseRow
 from clevertim_sync.settings import Settings
 from clevertim_sync.writeback import outbox
@@ -58,6 +60,7 @@ class Backends:
     backup: Callable[[sa.Engine, Settings, str], Any] | None = None  # backup(engine, settings, account)
     drill: Callable[[Settings, str], Any] | None = None  # drill(settings, account): restore the newest
     summarize: Callable[[Any], str | None] | None = None  # one line about a job's report
+    close: Callable[[], None] | None = None  # what the accounts' clients share, closed at the stop
 
 
 class AccountRuntime:
@@ -68,7 +71,10 @@ class AccountRuntime:
         *,
         on_finish: Callable[[JobOutcome], None],
         stopping: threading.Event,
+        daemon: str | None = None,
     ) -> None:
+        self.account = account
+        self.daemon = daemon  # names the lock's session, so `status` can tell who serves the account
         self.name = account.name
         self.settings = account.settings
         self.backends = backends
@@ -81,6 +87,8 @@ class AccountRuntime:
         self._pending_settings: Settings | None = None
         self._client_config = self.settings.clevertim  # what self.client was built from
         self.pushed_through = 0  # queue items up to this id were due when a push last ran
+        self._db_file: Path | None = None  # the SQLite mirror's file, None on PostgreSQL
+        self._watch_stamp: tuple[tuple[int, int] | None, ...] = ()
 
     # --- start and stop -----------------------------------------------------------------------
 
@@ -96,11 +104,44 @@ class AccountRuntime:
 
         A standby waits in the lock first: `on_standby` hears that it waits, `tick` each retry.
         """
-        db_url = self.settings.database.url
         self.lock = instance_lock.acquire(
-            db_url, standby=standby, stop=self.stopping, on_wait=on_standby or on_status, tick=tick
+            self._lock_url(), standby=standby, stop=self.stopping, on_wait=on_standby or on_status, tick=tick
         )
-        self.engine = make_engine(db_url, busy_timeout=self.settings.database.sqlite_busy_timeout)
+        self._connect(on_status)
+
+    def try_open(self, *, on_status: Callable[[str], object]) -> bool:
+        """Take this account if no daemon serves it (a standby sharing the accounts), else False."""
+        try:
+            self.lock = instance_lock.acquire(self._lock_url())
+        except InstanceLocked:
+            return False
+        try:
+            self._connect(on_status)
+        except BaseException:
+            self.close()
+            raise
+        return True
+
+    @property
+    def held(self) -> bool:
+        """True while this daemon serves the account (it holds the account's instance lock)."""
+        return self.lock is not None
+
+    def _lock_url(self) -> str:
+        url = self.settings.database.url
+        return url if self.daemon is None else members.named_url(url, self.daemon)
+
+    def _connect(self, on_status: Callable[[str], object]) -> None:
+        db_url = self.settings.database.url
+        # Between jobs only the queue watch, health and alerts use this engine, now and then: it
+        # keeps no SQLite connection (each holds the parsed schema, ~0.7 MB an account), and one
+        # PostgreSQL connection (a new one costs the server a process). A job has its own engine.
+        self._db_file = sqlite_file(db_url)
+        self.engine = make_engine(
+            db_url,
+            busy_timeout=self.settings.database.sqlite_busy_timeout,
+            idle_connections=0 if self._db_file is not None else 1,
+        )
         upgrade(self.engine)
         self.client = self.backends.make_client(self.settings, stop=self.stopping)
         self._client_config = self.settings.clevertim
@@ -126,12 +167,16 @@ class AccountRuntime:
             return
 
     def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-        if self.engine is not None:
-            self.engine.dispose()
-        if self.lock is not None:
-            self.lock.release()
+        """Let the account go: client, engine, then the lock (another daemon may take it now)."""
+        client, self.client = self.client, None
+        engine, self.engine = self.engine, None
+        lock, self.lock = self.lock, None
+        if client is not None:
+            client.close()
+        if engine is not None:
+            engine.dispose()
+        if lock is not None:
+            lock.release()
 
     def reconfigure(self, settings: Settings) -> None:
         """Take new settings at the start of the next job (never under a running one)."""
@@ -172,6 +217,12 @@ class AccountRuntime:
             log.debug("daemon.memory_released", account=self.name, rss=memory.rss_bytes())
         return outcome
 
+    @property
+    def pull_failing(self) -> bool:
+        """True when the last pull job failed, or a resource of it did."""
+        last = self.last_pull_outcome
+        return last is not None and (not last.ok or bool(getattr(last.result, "failed", None)))
+
     def run_push(self) -> JobOutcome:
         return self.runner.run("push", self._push)
 
@@ -189,6 +240,20 @@ class AccountRuntime:
         if counts is None and self.stopping.is_set():
             raise StopRequested("the daemon is stopping; the rest of this pull is left for next time")
 
+    @contextlib.contextmanager
+    def _job_engine(self) -> Iterator[sa.Engine]:
+        """An engine for one job, disposed at its end: its connections and its cache of compiled
+        statements (0.3 MB after a pull) go with it. Kept for the daemon's life, these objects,
+        made in the middle of a pull's short-lived ones, would also keep the allocator from
+        handing the pull's memory back."""
+        engine = make_engine(
+            self.settings.database.url, busy_timeout=self.settings.database.sqlite_busy_timeout
+        )
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
     def _pull(self, group: Sequence[str] | None) -> Any:
         self._begin_job()
         assert self.engine is not None
@@ -196,14 +261,15 @@ class AccountRuntime:
         due = self.due_resources(names, datetime.now(UTC))
         if not due:
             return None
-        return self.backends.pull(
-            self.engine,
-            self.client,
-            resources=due,
-            settings=self.settings,
-            progress=self._progress,
-            stop=self.stopping,
-        )
+        with self._job_engine() as engine:
+            return self.backends.pull(
+                engine,
+                self.client,
+                resources=due,
+                settings=self.settings,
+                progress=self._progress,
+                stop=self.stopping,
+            )
 
     def _push(self) -> Any:
         self._begin_job()
@@ -214,9 +280,8 @@ class AccountRuntime:
         # On SIGTERM the push stops sending at once; what is on the wire finishes and is recorded.
         # Holding the instance lock: what a crashed predecessor left in flight is reconciled now.
         holder = self.lock.holder_id if self.lock is not None else None
-        report = self.backends.push(
-            self.engine, self.client, self.settings, stop=self.stopping, holder=holder
-        )
+        with self._job_engine() as engine:
+            report = self.backends.push(engine, self.client, self.settings, stop=self.stopping, holder=holder)
         self.pushed_through = max(self.pushed_through, mark)
         return report
 
@@ -224,7 +289,8 @@ class AccountRuntime:
         self._begin_job()
         assert self.engine is not None
         assert self.backends.backup is not None
-        return self.backends.backup(self.engine, self.settings, self.name)
+        with self._job_engine() as engine:
+            return self.backends.backup(engine, self.settings, self.name)
 
     def _drill(self) -> Any:
         # Reads the repository only, never the mirror: it could run beside a pull, but one job
@@ -284,10 +350,24 @@ class AccountRuntime:
                 conn, self.name, now, healthz.stuck_limit(self.settings), self.stale_after
             )
 
+    def queue_may_have_grown(self) -> bool:
+        """False when the SQLite mirror's files are as they were at the last look: no edit can
+        have been queued, and the queue watch need not open a connection (every 2 s, for every
+        account). PostgreSQL: always True (its pooled connection makes the look cheap)."""
+        return self._db_file is None or self._files_stamp() != self._watch_stamp
+
+    def _files_stamp(self) -> tuple[tuple[int, int] | None, ...]:
+        if self._db_file is None:
+            return ()
+        return tuple(_stamp(self._db_file.with_name(self._db_file.name + end)) for end in ("", "-wal"))
+
     def newest_due_item(self) -> int:
         assert self.engine is not None
+        stamp = self._files_stamp()  # before the query: a write during it is seen at the next look
         with self.engine.connect() as conn:
-            return outbox.newest_due(conn, datetime.now(UTC))
+            newest = outbox.newest_due(conn, datetime.now(UTC))
+        self._watch_stamp = stamp
+        return newest
 
     def reasons(self, facts: healthz.MirrorFacts, now: datetime) -> list[str]:
         """Why this account is unhealthy: the database's facts, plus this process's own view."""
@@ -299,3 +379,11 @@ class AccountRuntime:
         if self.lock is not None and not self.lock.check():
             reasons.append(f"{self.name}: the instance lock was lost")
         return reasons
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size

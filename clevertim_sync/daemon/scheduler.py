@@ -4,6 +4,9 @@ Owns: the jobs of each account (the main pull, one pull per resource with its ow
 push, the queue watch that pushes soon after an edit is queued, the backup, the restore drill) and
 the daemon's heartbeat. Every job is `max_instances=1, coalesce=True`: a late or slow run is never doubled up.
 Pull and push of one account never run at once: that is the JobRunner's lock, not the scheduler's.
+Across accounts, pulls, pushes and backups each run in their own bounded executor (slots.py,
+`daemon.concurrent_*`): twenty accounts due at once take turns, the most overdue first, and an
+edit's push never waits behind them. The threads are those bounds, not a number per account.
 
 Must not import: the API, the pull, the worker (they come through AccountRuntime).
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -20,7 +24,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from clevertim_sync.daemon.runtime import AccountRuntime
+from clevertim_sync.daemon.slots import OverdueFirstExecutor
 from clevertim_sync.mirror.failures import error_text
+from clevertim_sync.settings import DaemonSettings
 
 log = structlog.get_logger(__name__)
 
@@ -28,16 +34,30 @@ log = structlog.get_logger(__name__)
 QUEUE_WATCH_SECONDS = 2.0
 
 
-def new_scheduler(accounts: int) -> BackgroundScheduler:
+def new_scheduler(daemon: DaemonSettings) -> BackgroundScheduler:
     # APScheduler logs every run of every job at INFO: with the queue watch every 2 s that would
     # be most of the journal. Our own job.* events say what matters.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    # A thread per job that may run at once: pulls, push, watch, backup, drill per account, + heartbeat.
     return BackgroundScheduler(
         timezone=UTC,
-        executors={"default": ThreadPoolExecutor(max_workers=2 + 6 * accounts)},
+        executors={
+            # The queue watches (one quick indexed query each) and the standby's rebalancing.
+            "default": ThreadPoolExecutor(max_workers=2),
+            # Its own thread: a slow database under the watches must not silence the watchdog.
+            "heartbeat": ThreadPoolExecutor(max_workers=1),
+            "pull": OverdueFirstExecutor(daemon.concurrent_pulls, rank=_pull_rank),
+            "push": OverdueFirstExecutor(daemon.concurrent_pushes),
+            "backup": OverdueFirstExecutor(daemon.concurrent_backups),
+        },
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
     )
+
+
+def _pull_rank(job: Any) -> int:
+    """An account whose last pull failed waits behind the others: it does not hold a slot that a
+    healthy account's pull could use (its resources also rest, runtime.failing_wait)."""
+    rt = getattr(job.func, "__self__", None)
+    return 1 if isinstance(rt, AccountRuntime) and rt.pull_failing else 0
 
 
 def _every(seconds: float, jitter: float = 0.0) -> IntervalTrigger:
@@ -51,13 +71,12 @@ def schedule_account(
     """(Re)create every job of one account from its current settings."""
     s = rt.settings
     prefix = f"{rt.name}:"
-    for job in sched.get_jobs():
-        if job.id.startswith(prefix):
-            job.remove()
+    unschedule_account(sched, rt)
     sched.add_job(
         rt.run_pull,
         _every(s.pull.interval, s.pull.jitter_for(s.pull.interval)),
         args=[None],
+        executor="pull",
         id=f"{prefix}pull",
         name=f"{rt.name} pull",
         next_run_time=first_run,
@@ -67,6 +86,7 @@ def schedule_account(
             rt.run_pull,
             _every(interval, s.pull.jitter_for(interval)),
             args=[[resource]],
+            executor="pull",
             id=f"{prefix}pull:{resource}",
             name=f"{rt.name} pull {resource}",
             # After the main pull, so parents come first on a fresh mirror.
@@ -75,9 +95,13 @@ def schedule_account(
     sched.add_job(
         rt.run_push,
         _every(s.push.interval),
+        executor="push",
         id=f"{prefix}push",
         name=f"{rt.name} push",
-        next_run_time=first_push or datetime.now(UTC),
+        # A moment after the first pull: pushes and pulls run in executors of their own now, and
+        # the first push should find the account's pull under way (it waits, then merges against
+        # a fresh mirror), not race it.
+        next_run_time=first_push or first_run + timedelta(seconds=0.5),
     )
     sched.add_job(
         lambda: _watch_queue(sched, rt),
@@ -91,6 +115,7 @@ def schedule_account(
         sched.add_job(
             rt.run_backup,
             _every(s.backup.interval),
+            executor="backup",
             id=f"{prefix}backup",
             name=f"{rt.name} backup",
         )
@@ -98,6 +123,7 @@ def schedule_account(
         sched.add_job(
             rt.run_drill,
             _every(s.backup.drill_interval),
+            executor="backup",  # bounded with the backups: a drill restores a whole mirror
             id=f"{prefix}drill",
             name=f"{rt.name} restore drill",
         )
@@ -112,13 +138,21 @@ def schedule_account(
     )
 
 
+def unschedule_account(sched: BackgroundScheduler, rt: AccountRuntime) -> None:
+    """Remove every job of one account (a running one goes on to its end)."""
+    prefix = f"{rt.name}:"
+    for job in sched.get_jobs():
+        if job.id.startswith(prefix):
+            job.remove()
+
+
 def _watch_queue(sched: BackgroundScheduler, rt: AccountRuntime) -> None:
     """Bring the push forward for an edit queued since the last push: "soon after it is queued".
 
     Only new items count: one that a push already tried (it waits behind another edit of its
     record, or for its retry time) must not turn the watch into a push every two seconds.
     """
-    if rt.runner.current == "push":
+    if rt.runner.current == "push" or not rt.queue_may_have_grown():
         return
     try:
         newest = rt.newest_due_item()
@@ -136,7 +170,14 @@ def _watch_queue(sched: BackgroundScheduler, rt: AccountRuntime) -> None:
 
 def add_heartbeat(sched: BackgroundScheduler, seconds: float, beat: Callable[[], None]) -> None:
     """A job that proves the scheduler runs jobs: its `beat` pings the systemd watchdog."""
-    sched.add_job(beat, _every(seconds), id="heartbeat", name="heartbeat", next_run_time=datetime.now(UTC))
+    sched.add_job(
+        beat,
+        _every(seconds),
+        executor="heartbeat",
+        id="heartbeat",
+        name="heartbeat",
+        next_run_time=datetime.now(UTC),
+    )
 
 
 def reschedule(sched: BackgroundScheduler, runtimes: Sequence[AccountRuntime]) -> None:

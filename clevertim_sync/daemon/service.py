@@ -20,9 +20,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 
 from clevertim_sync.backup import restic
+from clevertim_sync.daemon import members, memory
 from clevertim_sync.daemon import scheduler as sched_mod
 from clevertim_sync.daemon.accounts import accounts
 from clevertim_sync.daemon.alerts import Alerts, AlertThread, Sender
@@ -31,8 +33,10 @@ from clevertim_sync.daemon.jobs import JobOutcome
 from clevertim_sync.daemon.metrics import DaemonMetrics
 from clevertim_sync.daemon.notify import Notifier, watchdog_interval
 from clevertim_sync.daemon.runtime import AccountRuntime, Backends
+from clevertim_sync.daemon.sharing import ServedAccounts, Sharing
 from clevertim_sync.errors import ClevertimSyncError
 from clevertim_sync.logs import configure_logging
+from clevertim_sync.mirror.db import normalise_url
 from clevertim_sync.mirror.failures import error_text
 from clevertim_sync.settings import Settings, load
 
@@ -40,6 +44,8 @@ log = structlog.get_logger(__name__)
 
 # How long a stop waits for the running job; the unit's TimeoutStopSec (60 s) leaves room above it.
 STOP_GRACE_SECONDS = 30.0
+# How long giving an account back to the other daemons waits for a job that just started.
+GIVE_UP_WAIT_SECONDS = 2.0
 # Without a systemd watchdog the heartbeat still runs, to notice a lost PostgreSQL lock.
 DEFAULT_HEARTBEAT_SECONDS = 10.0
 
@@ -84,13 +90,19 @@ class Service:
         self.stopping = threading.Event()
         self._reload = threading.Event()
         self._exit_code = 0
+        self.daemon = members.this_daemon()
         self.runtimes = [
-            AccountRuntime(acc, backends, on_finish=self._finished, stopping=self.stopping)
+            AccountRuntime(
+                acc, backends, on_finish=self._finished, stopping=self.stopping, daemon=self.daemon
+            )
             for acc in accounts(settings)
         ]
+        self.sharing: Sharing | None = None
+        self._accounts_lock = threading.Lock()  # taking or giving back an account, and a reload
         self.metrics = DaemonMetrics(self._all_facts)
+        self.metrics.registry.register(ServedAccounts(self.daemon, self.runtimes, self._live_daemons))
         self.health_server: HealthServer | None = None
-        self._scheduler = sched_mod.new_scheduler(len(self.runtimes))
+        self._scheduler = sched_mod.new_scheduler(settings.daemon)
         self._last_status: dict[str, str] = {}
         Sender(settings)  # an alert URL apprise does not understand stops the start, like a bad config
         if backends.backup is not None:  # restic configured but absent: now, not at the first backup
@@ -98,6 +110,7 @@ class Service:
                 restic.preflight(rt.settings)
         self.alerts: dict[str, Alerts] = {}
         self._alert_thread: AlertThread | None = None
+        self._ready_logged = False
 
     # --- control from signals or another thread ----------------------------------------------
 
@@ -123,6 +136,7 @@ class Service:
     # --- the life -----------------------------------------------------------------------------
 
     def run(self) -> int:
+        memory.limit_arenas()
         previous = self._install_signals()
         try:
             self._start()
@@ -140,6 +154,9 @@ class Service:
 
     def _start(self) -> None:
         self.notifier.status("starting: taking the lock, migrating, checking the API token")
+        if self.standby and all(_on_postgresql(rt) for rt in self.runtimes):
+            self._start_sharing()
+            return
         for rt in self.runtimes:
             try:
                 rt.open(
@@ -153,31 +170,105 @@ class Service:
                     log.info("daemon.stopped_during_start", account=rt.name)
                     return
                 raise
-        listen = self.settings.daemon.health_listen
-        if listen:
-            self.health_server = HealthServer(
-                listen, {"/healthz": healthz_route(self._healthz), "/metrics": self.metrics.exposition}
-            )
-            self.health_server.start()
         now = datetime.now(UTC)
         for rt in self.runtimes:
             sched_mod.schedule_account(self._scheduler, rt, first_run=now)
-        interval = watchdog_interval(self.env if self.env is not None else os.environ)
-        sched_mod.add_heartbeat(self._scheduler, interval or DEFAULT_HEARTBEAT_SECONDS, self._heartbeat)
-        self._start_alerts()
-        self._scheduler.start()
+        interval = self._start_common()
         names = ", ".join(rt.name for rt in self.runtimes)
         self.notifier.ready(status=f"running: {names}")
         log.info("daemon.ready", accounts=[rt.name for rt in self.runtimes], watchdog_interval=interval)
         if self._on_ready is not None:
             self._on_ready(self)
 
+    def _start_common(self) -> float | None:
+        """The health listener, the heartbeat, the alerts and the scheduler; the watchdog interval."""
+        listen = self.settings.daemon.health_listen
+        if listen:
+            self.health_server = HealthServer(
+                listen, {"/healthz": healthz_route(self._healthz), "/metrics": self.metrics.exposition}
+            )
+            self.health_server.start()
+        interval = watchdog_interval(self.env if self.env is not None else os.environ)
+        sched_mod.add_heartbeat(self._scheduler, interval or DEFAULT_HEARTBEAT_SECONDS, self._heartbeat)
+        self._start_alerts()
+        self._scheduler.start()
+        return interval
+
     def _start_alerts(self) -> None:
         for rt in self.runtimes:
-            assert rt.engine is not None
-            self.alerts[rt.name] = Alerts(rt.engine, rt.settings, rt.name)
+            if rt.engine is not None:
+                self.alerts[rt.name] = Alerts(rt.engine, rt.settings, rt.name)
         self._alert_thread = AlertThread(list(self.alerts.values()), self.settings.alerts.interval)
         self._alert_thread.start()
+
+    # --- standby daemons sharing the accounts (sharing.py) ------------------------------------
+
+    def _start_sharing(self) -> None:
+        """Join the live daemons; READY at once, serving what the balancing gives this daemon."""
+        # Joined at the balancing's first look, and again after a lost session: a standby
+        # outlives a database that is down or restarts.
+        membership = members.Membership(self.runtimes[0].settings.database.url, self.daemon)
+        self.sharing = Sharing(
+            self.runtimes,
+            membership,
+            self.settings.daemon.rebalance_interval,
+            take=self._take,
+            give_up=self._give_up,
+        )
+        self._start_common()
+        self._standing_by("standby: waiting for the active daemon to stop")
+        self.sharing.start()
+
+    def _take(self, rt: AccountRuntime) -> bool:
+        with self._accounts_lock:
+            if self.stopping.is_set() or not rt.try_open(on_status=self.notifier.status):
+                return False
+            assert rt.engine is not None
+            self.alerts[rt.name] = Alerts(rt.engine, rt.settings, rt.name)
+            if self._alert_thread is not None:
+                self._alert_thread.alerts = list(self.alerts.values())
+            sched_mod.schedule_account(self._scheduler, rt, first_run=datetime.now(UTC))
+            log.info("daemon.account_taken", account=rt.name, daemon=self.daemon)
+            self._announce_share()
+        return True
+
+    def _give_up(self, rt: AccountRuntime) -> bool:
+        with self._accounts_lock:
+            rt.runner.close()
+            if not rt.runner.wait_idle(GIVE_UP_WAIT_SECONDS):
+                # A job started meanwhile: the lock stays until it ends (another daemon taking the
+                # account now would pull it twice at once); the next look tries again.
+                rt.runner.reopen()
+                return False
+            sched_mod.unschedule_account(self._scheduler, rt)
+            self.alerts.pop(rt.name, None)
+            if self._alert_thread is not None:
+                self._alert_thread.alerts = list(self.alerts.values())
+            rt.close()
+            rt.runner.reopen()
+            rt.last_pull_outcome = None
+            log.info("daemon.account_given_back", account=rt.name, daemon=self.daemon)
+            self._announce_share()
+        return True
+
+    def _announce_share(self) -> None:
+        held = [rt.name for rt in self.runtimes if rt.held]
+        if not held:
+            self.notifier.status("standby: waiting for the active daemon to stop")
+            return
+        status = f"running: {', '.join(held)}"
+        if not self._ready_logged:
+            # To systemd the standby was started already; READY=1 again, with the new STATUS.
+            self._ready_logged = True
+            self.notifier.ready(status=status)
+            log.info("daemon.ready", accounts=held, daemon=self.daemon)
+            if self._on_ready is not None:
+                self._on_ready(self)
+        else:
+            self.notifier.status(status)
+
+    def _live_daemons(self) -> int:
+        return len(self.sharing.live) if self.sharing is not None else 1
 
     def _standing_by(self, status: str) -> None:
         # To systemd a waiting standby is a started service (else TimeoutStartSec would kill it),
@@ -193,6 +284,8 @@ class Service:
 
     def _stop(self) -> None:
         self.stopping.set()
+        if self.sharing is not None:
+            self.sharing.stop()  # takes and gives back nothing more; leaves the members last
         busy = [rt.runner.current for rt in self.runtimes if rt.runner.current]
         self.notifier.stopping(status=f"stopping: waiting for {', '.join(busy)}" if busy else "stopping")
         log.info("daemon.stopping", running=busy)
@@ -215,6 +308,10 @@ class Service:
                 rt.close()
             except Exception:
                 log.exception("daemon.close_failed", account=rt.name)
+        if self.sharing is not None:
+            self.sharing.membership.leave()  # after the locks: the others see both at one look
+        if self.backends.close is not None:
+            self.backends.close()
         self.notifier.close()
         log.info("daemon.stopped", exit_code=self._exit_code)
 
@@ -249,7 +346,8 @@ class Service:
             self._alert_thread.interval = new.alerts.interval
         if self.configure_logs:
             configure_logging(new.log_format, new.log_level)
-        sched_mod.reschedule(self._scheduler, self.runtimes)
+        with self._accounts_lock:
+            sched_mod.reschedule(self._scheduler, [rt for rt in self.runtimes if rt.held])
         self.notifier.status("configuration reloaded")
         log.info("daemon.reloaded")
 
@@ -308,14 +406,20 @@ class Service:
 
     def _all_facts(self) -> list[MirrorFacts]:
         now = datetime.now(UTC)
-        return [rt.facts(now) for rt in self.runtimes if rt.engine is not None]
+        return [rt.facts(now) for rt in self.runtimes if rt.held and rt.engine is not None]
 
     def _healthz(self) -> tuple[list[str], dict[str, Any]]:
         now = datetime.now(UTC)
         reasons: list[str] = []
         queues: dict[str, dict[str, int]] = {}
         for rt in self.runtimes:
+            if not rt.held:  # another daemon serves it, and answers for it
+                continue
             facts = rt.facts(now)
             reasons.extend(rt.reasons(facts, now))
             queues[rt.name] = facts.queue.depth
         return reasons, {"checked_at": now.isoformat(), "queue": queues}
+
+
+def _on_postgresql(rt: AccountRuntime) -> bool:
+    return sa.make_url(normalise_url(rt.settings.database.url)).get_backend_name() == "postgresql"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.api.pool import SharedPool
 from clevertim_sync.backup.configured import (
     ConfiguredBackup,
     DrillReport,
@@ -19,10 +20,14 @@ from clevertim_sync.backup.configured import (
 )
 from clevertim_sync.daemon.runtime import Backends
 from clevertim_sync.pull.pipeline import PullReport, pull
+from clevertim_sync.settings import Settings
 from clevertim_sync.writeback.worker import PushReport, push
 
 # The cheapest authenticated GET: a handful of users, and every token may read them.
 AUTH_PROBE_RESOURCE = "user"
+# Kept-alive connections to the API host, for all accounts together: enough for the pulls (one
+# listing ahead each) and the pushes (push.concurrency each) a daemon runs at once by default.
+KEEPALIVE_CONNECTIONS = 16
 
 
 def _check_token(client: ClevertimClient) -> None:
@@ -30,8 +35,16 @@ def _check_token(client: ClevertimClient) -> None:
 
 
 def real_backends() -> Backends:
+    pool = SharedPool(KEEPALIVE_CONNECTIONS)
+
+    def make_client(settings: Settings, **kwargs: Any) -> ClevertimClient:
+        ca_bundle = settings.clevertim.ca_bundle
+        transport = pool.transport(str(ca_bundle) if ca_bundle is not None else None)
+        return ClevertimClient.from_settings(settings, http=transport, **kwargs)
+
     return Backends(
-        make_client=ClevertimClient.from_settings,
+        make_client=make_client,
+        close=pool.close,
         check_token=_check_token,
         pull=pull,
         push=push,

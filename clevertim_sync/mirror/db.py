@@ -62,12 +62,20 @@ def sqlite_file(url: str | sa.URL) -> Path | None:
     return Path(database.removeprefix("file:").split("?")[0]).resolve()
 
 
-def make_engine(url: str, *, busy_timeout: float = 30) -> Engine:
-    """An Engine for `url`, set up as this project needs it (see the module docstring)."""
+def make_engine(url: str, *, busy_timeout: float = 30, idle_connections: int = 5) -> Engine:
+    """An Engine for `url`, set up as this project needs it (see the module docstring).
+
+    `idle_connections`: how many connections the pool keeps once returned (more may be open at
+    once; those are closed when returned); 0 keeps none. Each SQLite one holds the parsed schema,
+    ~0.7 MB, and costs ~15 ms to open.
+    """
     url = normalise_url(url)
     backend = make_url(url).get_backend_name()
+    pool: dict[str, Any] = (
+        {"poolclass": sa.NullPool} if idle_connections == 0 else {"pool_size": idle_connections}
+    )
     if backend == "sqlite":
-        engine = sa.create_engine(url, connect_args={"timeout": busy_timeout}, hide_parameters=True)
+        engine = sa.create_engine(url, connect_args={"timeout": busy_timeout}, hide_parameters=True, **pool)
         path = sqlite_file(url)
 
         @event.listens_for(engine, "do_connect")
@@ -78,7 +86,7 @@ def make_engine(url: str, *, busy_timeout: float = 30) -> Engine:
 
         _tune_sqlite(engine, busy_timeout)
     elif backend == "postgresql":
-        engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True, **pool)
     else:
         raise MirrorError(f"unsupported database {backend!r}: use a sqlite:/// or postgresql:// URL")
     failures.install(engine)  # a full disk or an I/O error: one clear DatabaseFailure
