@@ -7,8 +7,6 @@ entry without a usable id.
 
 One entry never fails its resource: it is kept (altered where it must be, and reported) or left
 out (and reported); the rest of the listing is mirrored either way.
-
-Must not import: anything of the project but `shapes`' level (it sits at the bottom).
 """
 
 from __future__ import annotations

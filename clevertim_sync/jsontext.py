@@ -19,8 +19,6 @@ becomes U+FFFD there (raw keeps the value exactly).
 Numbers: integers of any size are kept; a number beyond a double's range is integral and kept as
 that integer (1e400 is the integer 10**400: the same JSON number); one below it (1e-400) is 0.0,
 as every JSON reader that uses doubles reads it.
-
-Must not import: anything of the project (it sits below the registry, beside `shapes`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ URLs (`register_url_secret`: a Slack webhook's path, a mail password, an ntfy to
 Standard-library loggers (httpx, alembic, APScheduler, apprise) are routed through the same
 processors, so redaction covers them too.
 
-Must not import: httpx, SQLAlchemy, or the rest of the package.
 
 Usage elsewhere: `log = structlog.get_logger(__name__)`, then dotted event names with key-values:
 `log.info("pull.finished", resource="contact", inserted=3)`.

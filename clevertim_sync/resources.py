@@ -4,9 +4,8 @@ Owns: every resource's API name, table name, properties (API name, column name, 
 what it points at), which list-valued properties become child tables, the pull order (parents
 first), and the validation of a local edit before it is queued.
 
-Must not import: httpx, SQLAlchemy, or anything that does I/O. The emulator, the schema, the diff,
-the writeback queue and the reports all read this one table of facts, so a property is described
-once, here.
+The emulator, the schema, the diff, the writeback queue and the reports all read this one table of
+facts, so a property is described once, here.
 """
 
 from __future__ import annotations

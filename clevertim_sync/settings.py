@@ -3,7 +3,6 @@
 Owns: where the config file is looked for, which environment variables override what, the
 defaults, and turning every problem into one ConfigError (exit status 2) that lists them all.
 
-Must not import: httpx, SQLAlchemy, or the rest of the package beyond errors and resources.
 
 Sources, later wins: built-in defaults < the TOML file < environment variables. The token comes
 from `CLEVERTIM_TOKEN`, else the file named by `CLEVERTIM_TOKEN_FILE` (or `clevertim.token_file`),

@@ -7,8 +7,6 @@ strings where null was meant; custom field values of any JSON type as canonical 
 note's HTML against its plain text. The mirror's typed columns (mirror/columns.py), the
 three-way merge (writeback/merge.py), the "already applied" checks and the matching of a create
 whose answer was lost all read values through here, so they agree on what equals what.
-
-Must not import: httpx, SQLAlchemy, anything that does I/O (it is part of the pure core).
 """
 
 from __future__ import annotations

@@ -6,8 +6,6 @@ listing's first bytes are a customer's name, e-mail and notes, so a body is neve
 told instead is what a person needs to tell a proxy page from a truncated download or a server
 bug: the size, the byte/line/column where JSON parsing stopped, the JSON type and top-level keys
 (only keys that look like identifiers), an HTML page's <title>, or "binary".
-
-Must not import: httpx, SQLAlchemy (pure: the client and the probe call it).
 """
 
 from __future__ import annotations

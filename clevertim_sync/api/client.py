@@ -5,7 +5,7 @@ mapping every failure to an `api.errors` class, and retrying reads (never writes
 `clevertim_sync.health` decides: after each failed attempt it asks the policy whether and when to
 try again (`Policy.read_retry`), and does what it says.
 
-Must not import: SQLAlchemy, the mirror, the writeback queue. Nothing above this module sees httpx.
+Nothing above this module sees httpx.
 
 Why writes are never retried here: the API has no idempotency keys, so a POST whose answer was lost
 may have created the entry; only the queue (which can look at the server's state) may decide.

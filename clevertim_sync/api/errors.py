@@ -4,8 +4,6 @@ Owns: the mapping of a status to its class (`error_for_status`). The classes the
 `clevertim_sync.errors` (the ground floor, so that `health/` can name them without the adapter)
 and are re-exported here: `from clevertim_sync.api import errors as e; e.NotFound`. What happens
 after each (retried, a pause, a dead letter, a stopped run) is `clevertim_sync.health`'s table.
-
-Must not import: httpx (callers catch these without knowing the transport), SQLAlchemy.
 """
 
 from __future__ import annotations

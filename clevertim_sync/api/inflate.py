@@ -3,8 +3,6 @@
 httpx decodes `Content-Encoding: gzip` one network chunk at a time, all of it: 64 KiB of a
 decompression bomb become 64 MiB before a size check can run. Here zlib's `max_length` caps each
 piece, so a caller that counts the pieces against its limit holds at most one `PIECE` more.
-
-Must not import: httpx, SQLAlchemy (the client feeds it `iter_raw()`).
 """
 
 from __future__ import annotations

@@ -17,8 +17,6 @@ Bodies up to `WHOLE` bytes are parsed in one go.
 A body that passed the envelope check can still turn out broken further on (a server that sends
 a complete HTTP body of incomplete JSON): the batch that meets it raises MalformedResponse, like
 the client does for any other malformed answer, and the pull rolls the resource back.
-
-Must not import: SQLAlchemy, the mirror, the pull (the client builds a Listing; the pull reads it).
 """
 
 from __future__ import annotations

@@ -7,8 +7,6 @@ each, instead of once per account) and one pool of kept-alive connections to the
 bounded by `keepalive`. httpx's limits are per pool; every account talks to the same host
 (www.clevertim.com), so the pool's limit is the per-host limit. The number of requests in flight
 is bounded above it, by the daemon's job slots.
-
-Must not import: the mirror, the daemon.
 """
 
 from __future__ import annotations

@@ -26,8 +26,6 @@ Encrypted with age (`backup.age_recipients`), the archive above is sealed whole 
 
 A restic snapshot (backup/restic.py) is the plain archive with its payload left uncompressed, so
 that restic's deduplication finds the unchanged parts of the mirror.
-
-Must not import: httpx, the pull, the writeback queue.
 """
 
 from __future__ import annotations

@@ -11,8 +11,6 @@ goes through `diff.compute_changes` and `store.apply_changes`, the pull's own pa
 Limits, by design of the mirror: an `lm` bump with no content change is not history, so an as-of
 record carries the `lm` of its last real change; the state is what this mirror saw, so a change
 made and undone between two pulls is not in it.
-
-Must not import: httpx, the API client, the writeback queue.
 """
 
 from __future__ import annotations

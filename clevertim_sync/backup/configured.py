@@ -5,8 +5,6 @@ and the drill: a backup restored into a temporary SQLite mirror, every record re
 report; or a BackupError saying why the backup does not restore. The drill proves a backup the
 way a fresh machine would use it: from the archive (with its age identity) or from restic (with
 its password), never from the mirror it was taken of.
-
-Must not import: httpx, the pull, the writeback queue.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ only at this account's snapshots, so several accounts (or other backups) may sha
 
 Secrets: the password reaches restic as a file name in its environment, never on a command line;
 a repository location is shown with any password in it masked (`rest:https://u:***@host/`).
-Must not import: httpx, the pull, the writeback queue.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ instead of stderr text. The binary is about twice as fast (0.6 s against 1.1 s f
 which is small beside taking the snapshot.
 
 A key never reaches a message: a recipient is named by its position, an identity by its file.
-Must not import: SQLAlchemy, httpx, the rest of the backup package.
 """
 
 from __future__ import annotations

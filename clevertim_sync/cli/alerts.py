@@ -2,8 +2,6 @@
 
 Owns: those two commands' output and exit codes. The conditions, their state and the sending are
 daemon/alerts.py's; this module only calls them.
-
-Must not import: the pull, the writeback worker.
 """
 
 from __future__ import annotations

@@ -4,8 +4,6 @@ and `restore --drill`, which proves a backup restores.
 Owns: turning options into calls of clevertim_sync.backup (archive, restic, configured, asof) and
 their output. `export --as-of` is an option of the pull's `export` command (cli/sync.py), which
 calls asof.export_as_of.
-
-Must not import: httpx, the API client.
 """
 
 from __future__ import annotations

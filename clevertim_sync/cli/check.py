@@ -4,8 +4,6 @@ Owns: the checks an operator runs after installing or when something looks wrong
 configuration loads, each account's database is reachable and at the newest schema, its API
 token is accepted, its pulls are fresh and its queue moves (the very verdict of /healthz, read
 from the database). It changes nothing: no migration, no lock taken, no write to the API.
-
-Must not import: the pull, the writeback worker (it only reads what they recorded).
 """
 
 from __future__ import annotations

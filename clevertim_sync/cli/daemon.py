@@ -1,7 +1,6 @@
 """`clevertim-sync run [--standby]` (the service) and `clevertim-sync demo` (the README's first command).
 
 Owns: turning options into a daemon.Service or a demo run, and logging set-up for both.
-Must not import: anything the daemon package does not already use; no logic of its own.
 """
 
 from __future__ import annotations

@@ -13,9 +13,6 @@ writes to it.
 Datasette has no login: whoever reaches its port reads the whole CRM and runs any SQL on it.
 `--serve` therefore listens on loopback only, unless `--allow-remote` says that another address
 is meant (behind an authenticating proxy, or on a network where everyone may read the CRM).
-
-Must not import: datasette (an optional extra: only looked up, then run as its own program),
-httpx, the API client.
 """
 
 from __future__ import annotations

@@ -3,8 +3,6 @@
 Owns: parsing `--json` / `--set key=value` into fields (typed by the registry), and the line that
 names a queued item (also printed by `revert`). Every command migrates the database first
 (through `cli.sync.mirror`).
-
-Must not import: httpx, the API client.
 """
 
 from __future__ import annotations

@@ -2,8 +2,6 @@
 
 Owns: turning the command's options into an EmulatorServer, printing its base URL, and stopping
 cleanly on Ctrl-C or SIGTERM.
-
-Must not import: the mirror, the API client (the emulator is what they talk to, not a user of them).
 """
 
 from __future__ import annotations

@@ -2,8 +2,6 @@
 
 Owns: printing a record's versions (`mirror.versions.record_versions`), each with what it changed, and
 the `revert` command line that goes back to one (cli/revert.py).
-
-Must not import: httpx, the API client.
 """
 
 from __future__ import annotations

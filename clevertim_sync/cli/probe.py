@@ -2,8 +2,6 @@
 
 Owns: the command's options, choosing the account, writing the JSON report file and printing
 the summary. The survey itself is `clevertim_sync.survey.probe`, the capture `clevertim_sync.survey.capture`.
-
-Must not import: the mirror's database, the pull, the writeback queue (the probe opens no database).
 """
 
 from __future__ import annotations

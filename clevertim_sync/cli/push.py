@@ -2,8 +2,6 @@
 
 Owns: taking the mirror's instance lock for a push when it is free, and printing push reports and
 plans.
-
-Must not import: httpx directly (the client is `ClevertimClient.from_settings`).
 """
 
 from __future__ import annotations

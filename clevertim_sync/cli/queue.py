@@ -3,8 +3,6 @@
 Owns: printing queue items, and a conflict's three sides side by side (`show`), with the commands
 that settle it; fetching the record a quarantined create is adopted with when the mirror has not
 pulled it yet.
-
-Must not import: httpx directly (the client is `ClevertimClient.from_settings`).
 """
 
 from __future__ import annotations

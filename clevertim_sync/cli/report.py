@@ -1,7 +1,4 @@
-"""`report`: print one of the reporting views (reports.REPORTS) as a table, CSV or JSON.
-
-Must not import: httpx, the API client.
-"""
+"""`report`: print one of the reporting views (reports.REPORTS) as a table, CSV or JSON."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
 """`revert`: queue the writes that bring a record back to an earlier version from history.
 
 Owns: the command; which version `--to` means and what is queued are writeback/revert.py's.
-
-Must not import: httpx, the API client.
 """
 
 from __future__ import annotations

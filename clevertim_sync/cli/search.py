@@ -1,7 +1,4 @@
-"""`search`: full-text search of notes, contacts and companies (reports.search).
-
-Must not import: httpx, the API client.
-"""
+"""`search`: full-text search of notes, contacts and companies (reports.search)."""
 
 from __future__ import annotations
 

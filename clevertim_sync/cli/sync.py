@@ -3,8 +3,6 @@
 Owns: turning those commands' options into calls of `mirror.db`, `pull.pull` / `pull.plan_pull`,
 `mirror.store`, and their output (progress bar on a terminal, plain log lines otherwise, summary
 tables, JSON). Every command migrates the database first.
-
-Must not import: httpx directly (the API client is `ClevertimClient.from_settings`).
 """
 
 from __future__ import annotations

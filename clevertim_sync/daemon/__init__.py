@@ -5,9 +5,9 @@ settings (accounts.py), running jobs with a deadline and without overlap (jobs.p
 wiring (scheduler.py), /healthz and /metrics (healthz.py, metrics.py), signals and start-up
 (service.py), and the demo (demo.py).
 
-Must not import: the CLI. It calls `clevertim_sync.pull.pipeline.pull` and
-`clevertim_sync.writeback.worker.push`; it never talks SQL to the mirror tables beyond reading
-health facts, and never talks HTTP to Clevertim beyond the start-up token check.
+It calls `clevertim_sync.pull.pipeline.pull` and `clevertim_sync.writeback.worker.push`; it never
+talks SQL to the mirror tables beyond reading health facts, and never talks HTTP to Clevertim beyond
+the start-up token check.
 """
 
 from __future__ import annotations

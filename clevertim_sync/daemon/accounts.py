@@ -2,8 +2,6 @@
 
 Owns: turning the top-level Settings into one complete Settings per account (its own URL, token,
 database), so that pull(), push() and the API client, which know one account, need no change.
-
-Must not import: SQLAlchemy, httpx.
 """
 
 from __future__ import annotations

@@ -13,8 +13,7 @@ The rules, all kept in the database so that a restart neither repeats nor forget
 - a condition that came and went while nothing could be delivered is not told at all.
 Messages carry resource names, queue item ids and counts, never the token nor record contents.
 
-Must not import: the API client, the pull, the writeback worker, the CLI. It reads what they
-recorded (resource_status, the queue) and the backup job's outcome handed to it.
+It reads what they recorded (resource_status, the queue) and the backup job's outcome handed to it.
 """
 
 from __future__ import annotations

@@ -10,8 +10,6 @@ not deliver (a receiver down) the next run tells.
 
 Without receivers in `[alerts]` the state is still recorded, so `alerts status` shows what is
 wrong either way.
-
-Must not import: the CLI, the pull, the writeback worker.
 """
 
 from __future__ import annotations

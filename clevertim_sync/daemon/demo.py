@@ -4,8 +4,6 @@ Owns: starting an EmulatorServer with a few thousand contacts, writing a config 
 the real Service against it with short intervals, a remote "colleague" who edits a record now and
 then (so every pull has news), and the terminal: progress, a summary, and how to query the mirror
 and queue an edit. It runs until Ctrl-C.
-
-Must not import: the CLI (it prints through the `echo` it is given).
 """
 
 from __future__ import annotations

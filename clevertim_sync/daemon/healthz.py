@@ -3,9 +3,8 @@
 Owns: reading the health facts of one mirror (`resource_status`, the writeback queue), judging
 them (`judge`), and serving `/healthz` (200 or 503 with the reasons as JSON) and `/metrics`.
 
-Must not import: the API client, the pull, the writeback worker. It reads what they recorded, so
-the answer is the truth of the database, not of this process's memory: a restarted daemon, or a
-pull run by hand, is judged the same way.
+It reads what they recorded, so the answer is the truth of the database, not of this process's
+memory: a restarted daemon, or a pull run by hand, is judged the same way.
 """
 
 from __future__ import annotations

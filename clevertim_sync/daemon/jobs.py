@@ -5,8 +5,6 @@ against a half-applied pull nor folded back while a pull rewrites its record), t
 job runs in its own thread; the scheduler stops waiting after `deadline` seconds and records a
 failure, while the HTTP client's timeouts are what really ends a hung call), and the outcome record
 handed to metrics, health and the terminal.
-
-Must not import: APScheduler, the API, the mirror: it runs any callable.
 """
 
 from __future__ import annotations

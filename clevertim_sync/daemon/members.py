@@ -11,8 +11,6 @@ membership made the same way can never disagree with the ownership it is used to
 heartbeat to write, no clock to compare, no timeout to tune, no row left behind by a crash. Why not
 APScheduler 4's shared data store or procrastinate: both distribute jobs, not ownership, and would
 replace the scheduler rather than tell it which accounts are its own.
-
-Must not import: the runtime, the scheduler, the API.
 """
 
 from __future__ import annotations

@@ -4,8 +4,6 @@ Why: CPython frees a pull's objects, but glibc's malloc keeps the freed pages in
 thread that allocated gets its own) for reuse, so without this the daemon's RSS stays near its
 peak between pulls. `malloc_trim(0)` returns the free pages at the top of every arena and, since
 glibc 2.8, the free pages inside them too. A no-op where the C library is not glibc.
-
-Must not import: the pull, the mirror (it knows nothing about what was freed).
 """
 
 from __future__ import annotations

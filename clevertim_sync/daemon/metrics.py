@@ -4,8 +4,6 @@ Owns: what is counted from job outcomes in this process (job and pull durations,
 push results and retries, errors), and what is read from the database at scrape time (queue depth
 per state, last successful pull per resource, consecutive failures), so that the gauges that
 matter for alerting survive a restart and agree with /healthz.
-
-Must not import: the API client, the pull or the worker: it reads their reports by attribute.
 """
 
 from __future__ import annotations

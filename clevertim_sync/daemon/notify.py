@@ -8,8 +8,6 @@ Sends never block: a socket nobody reads (PID 1 busy, a supervisor that reads la
 about ten datagrams, and a blocking send would then stall every job that reports its status. A
 datagram that finds the queue full is dropped (a STATUS= line is only the latest news), except a
 WATCHDOG=1, which is owed and rides along with the next datagram that goes.
-
-Must not import: anything of the package beyond the standard library: it is the lowest layer.
 """
 
 from __future__ import annotations

@@ -6,8 +6,6 @@ push job, the backup and drill jobs, the health facts, and closing it all. What 
 means, the waits, and the pause are `clevertim_sync.health`'s; this module asks. Which functions
 do the pulling and pushing is injected (`Backends`), so the scheduling can be tested with
 stand-ins and the real ones are wired in one place (wiring.py).
-
-Must not import: APScheduler, the CLI.
 """
 
 from __future__ import annotations

@@ -7,8 +7,6 @@ Pull and push of one account never run at once: that is the JobRunner's lock, no
 Across accounts, pulls, pushes and backups each run in their own bounded executor (slots.py,
 `daemon.concurrent_*`): twenty accounts due at once take turns, the most overdue first, and an
 edit's push never waits behind them. The threads are those bounds, not a number per account.
-
-Must not import: the API, the pull, the worker (they come through AccountRuntime).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ listener and the scheduler, then READY=1), signal handling, the watchdog heartbe
 and the stop sequence (STOPPING=1, no new jobs, the running job ends or rolls back, locks freed,
 exit 0 well within TimeoutStopSec).
 
-Must not import: the CLI. It turns no error into text: start-up errors propagate to the caller.
+It turns no error into text: start-up errors propagate to the caller.
 """
 
 from __future__ import annotations

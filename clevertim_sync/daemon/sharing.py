@@ -11,8 +11,6 @@ two daemons never serve one account, whatever this loop believes.
 What follows from it: a daemon that dies or stops frees its locks and leaves the members, the
 others' share grows and they take its accounts at their next look; a daemon that joins lowers
 everyone's share, those above it give back, and it takes what they give.
-
-Must not import: the scheduler, the CLI (taking and giving back are the Service's, injected).
 """
 
 from __future__ import annotations

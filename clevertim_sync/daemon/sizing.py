@@ -3,8 +3,6 @@
 Owns: the rule `start-up + per account x accounts + per pull x daemon.concurrent_pulls` and its
 three numbers, measured with accounts of 2,000 contacts on SQLite (docs/how-to/agency.md shows
 the runs), and reading a systemd size (`256M`) for `check`'s comparison with the unit's limit.
-
-Must not import: SQLAlchemy, httpx (it is arithmetic).
 """
 
 from __future__ import annotations

@@ -9,8 +9,6 @@ Why not APScheduler's ThreadPoolExecutor: its queue is first come, first served,
 an account whose pulls keep failing behind the healthy ones. Here a waiting job is ranked by
 `rank(job)` (lower first: the scheduler ranks a failing account's pulls after the others), then by
 the time it fell due: the longest overdue first.
-
-Must not import: the runtime, the pull (it runs whatever job it is given).
 """
 
 from __future__ import annotations

@@ -2,8 +2,6 @@
 
 Owns: the one place that binds the daemon to the other areas' entry points (runtime.Backends),
 and the one-line summaries of their reports for STATUS= and the terminal.
-
-Must not import: APScheduler, the CLI.
 """
 
 from __future__ import annotations

@@ -4,8 +4,6 @@ Owns: one method per control route, so tests act as a person in the web UI (crea
 delete without the API's rules; set `lm` or leave it alone), read the full state, set faults,
 read the request log, and reset the account. Works against an emulator in this process or in
 another one (`clevertim-sync emulator`).
-
-Must not import: the server or the store (it only speaks HTTP), the API client.
 """
 
 from __future__ import annotations

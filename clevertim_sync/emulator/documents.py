@@ -6,8 +6,6 @@ Owns: the seeded folders (string ids "f1001", nested), files (in those folders),
 and `lfiles` lists (and which contacts have a `cphoto`), and the bytes of a photo. Deterministic:
 a function of the account's size, the seed and each record's id, drawn from a random stream of
 its own so that the rest of the seeded account stays byte for byte what it was.
-
-Must not import: the store, the server, httpx.
 """
 
 from __future__ import annotations

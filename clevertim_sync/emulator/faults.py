@@ -4,7 +4,6 @@ Owns: parsing and validating a fault spec (the dict tests and `--fault` give), t
 faults, and deciding which of them a request meets (`FaultSet.take`). It does not touch sockets:
 server.py acts on the decision (sleep, answer with a status, reset, drop, truncate).
 
-Must not import: http.server, httpx, the store.
 
 A spec: {"kind": ..., "method": "GET"|"POST"|...|"*", "path": regex searched in the path after
 /api (e.g. "^/contact$"), "times": int or None (None: until cleared), "status": int,

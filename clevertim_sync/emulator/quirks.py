@@ -25,8 +25,6 @@ quirk is switched on by its name:
   login_page          an HTML login page with status 200 where JSON was expected
   lying_encoding      a 200 whose Content-Encoding says gzip over a body that is not gzip
   rate_limited        429 without Retry-After
-
-Must not import: http.server, httpx, the mirror.
 """
 
 from __future__ import annotations

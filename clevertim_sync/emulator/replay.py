@@ -9,8 +9,6 @@ comments, files, ...), as a server that does not sort them would.
 
 Writes are refused with 501 (a capture is a read-only fixture: it has the shapes, not the rules
 a store would need to apply a write to them). Faults and the request log work as usual.
-
-Must not import: httpx, the mirror, the API client.
 """
 
 from __future__ import annotations

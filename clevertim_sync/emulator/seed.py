@@ -5,7 +5,6 @@ account of that size. Same arguments, same records, byte for byte (one `random.R
 no wall clock). Back-reference lists (`notes`, `tasks`, ...) are not set here: the store computes
 them from the children, exactly as it does for writes.
 
-Must not import: the store, the server, httpx.
 
 Proportions for N contacts: companies N/10, opportunities N/10, cases N/20, tasks 4N/10, notes
 4N/10, comments 15N/100, 13 custom fields, 8 users, 3 groups. The first records of each kind are

@@ -6,7 +6,6 @@ socket (sleep, error answers, TCP reset, dropped and truncated responses), servi
 active quirks (quirks.py renders them; they are set here and at /_control/quirks), and the
 request log.
 
-Must not import: httpx (control.py is the client side), the mirror, the API client.
 
 Built on the standard library's ThreadingHTTPServer with HTTP/1.1 keep-alive, because faults
 need the raw socket: a reset is SO_LINGER 0 then close, a truncated body is a Content-Length

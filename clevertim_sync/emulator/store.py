@@ -9,8 +9,6 @@ takes about its JSON size in memory; a write loads the one record, changes it an
 `api_*` (the REST API's rules: validation, read-only properties ignored, `lm` bumped) and
 `control_*` (a person in the web UI: no rules, `lm` set or left alone at will).
 
-Must not import: http.server, httpx (server.py is the transport), the rest of clevertim_sync
-beyond the registry, errors and the seed generator.
 
 Choices where the reference is silent (documented so tests can pin them):
 - A child write changes its parents' back-reference lists but not their `lm`.

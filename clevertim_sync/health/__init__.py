@@ -76,9 +76,6 @@ not): what the server asked for a read (Retry-After, or clevertim.rate_limit_flo
 rest waits for the next run; `halt` a stop a person must act on (the token or clevertim.url). A
 create whose request may have reached the server (`ApiError.may_have_reached_server`) and goes
 `retry` or `back` is reconciled against the server before it is sent again (writeback/worker.py).
-
-Must not import: httpx, SQLAlchemy, the API client, anything above the ground floor (the error
-classes it names live in errors.py).
 """
 
 from __future__ import annotations

@@ -5,8 +5,6 @@ MAX_RETRY_AFTER), parsing a Retry-After header value (delta-seconds or an HTTP d
 growing rest of a resource that keeps failing (`resting_wait`) and the daemon's waits for an
 unreachable API at start-up (`start_wait`). `policy.Policy` applies them with its numbers (from
 the settings): a read's retries in the client, a queue item's next attempt, a pause's length.
-
-Must not import: httpx, SQLAlchemy, anything above the ground floor.
 """
 
 from __future__ import annotations

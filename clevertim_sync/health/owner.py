@@ -5,8 +5,6 @@ Owns: `ServerHealth`, what the pull, photos, the worker and the daemon ask after
 sending anything (`paused_until`), and the outage's failures in a row (a push after an outage
 probes with one request: `recovering`). The pause is one row shared by every request to the
 server; its statements are the mirror's (`mirror/pause.py`), reached through `PauseStore`.
-
-Must not import: httpx, SQLAlchemy (the store is passed in), anything above the ground floor.
 """
 
 from __future__ import annotations

@@ -4,8 +4,6 @@ Owns: the defaults of the read retries (the client's backoff, its budgets, the l
 sits out inside one call), the least wait after a bare 429, a queue item's backoff and attempts,
 and how long a pause lasts. `Policy.from_settings` takes what the configuration sets; a test may
 pass its own `table` to see the client, the pull, photos and the worker follow it.
-
-Must not import: httpx, SQLAlchemy, anything above the ground floor.
 """
 
 from __future__ import annotations

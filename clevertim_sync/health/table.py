@@ -5,8 +5,6 @@ a DELETE, the daemon's start-up token check), `Action` and `Decision` (what happ
 request, and whether every request to the server pauses or the run stops), the one `TABLE`
 (every class of the `ApiError` tree, one row each), and `decide`. The package's docstring shows
 the same table; `tests/test_health.py` walks one against the other.
-
-Must not import: httpx, SQLAlchemy, the API client, anything above the ground floor.
 """
 
 from __future__ import annotations

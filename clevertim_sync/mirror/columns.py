@@ -7,8 +7,6 @@ format, a decimal too large for NUMERIC(18,4)) becomes NULL in its column and st
 `raw`, so one odd record can never make a whole resource fail to store. A reference that may hold
 several ids (`Prop.child_table` set on a REF) keeps the id in its column when it holds exactly
 one, and every id in its child table.
-
-Must not import: SQLAlchemy, httpx.
 """
 
 from __future__ import annotations

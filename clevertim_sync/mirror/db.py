@@ -15,8 +15,6 @@ A SQLite file this project creates is readable by its owner only (0600), whateve
 it holds the whole account. SQLite gives its -wal and -shm files the database file's mode.
 
 Both: `hide_parameters` keeps records' data out of error messages and so out of the logs.
-
-Must not import: the store, the pull, httpx.
 """
 
 from __future__ import annotations

@@ -13,8 +13,6 @@ transaction is rolled back as for any other error: nothing half-written stays.
 `status`, logs, alerts): a SQLAlchemy error (or any other that is not the package's own) by its
 driver's class and first line with every quoted span left out (PostgreSQL quotes the offending
 value: `invalid input syntax for type integer: "..."`), never with the statement or parameters.
-
-Must not import: the store, the pull, httpx.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Owns: acquiring, checking and releasing that lock, and the standby wait on PostgreSQL.
 
-Must not import: the mirror schema or store, the API. It only needs a database URL.
+It only needs a database URL.
 
 Why these mechanisms: flock() is released by the kernel when the holder dies, however it dies,
 so a crashed daemon never leaves a stale lock behind. A PostgreSQL session advisory lock is held

@@ -3,8 +3,6 @@
 Owns: reading, setting (never shortening) and clearing the one row that says "no request to the
 server before T". Whether and how long to pause is `health`'s decision (`ServerHealth`, which
 reaches this module through `PauseRow`); the queue's rules read it (`outbox.stuck`, `newest_due`).
-
-Must not import: httpx, the API client, the pull, the writeback.
 """
 
 from __future__ import annotations

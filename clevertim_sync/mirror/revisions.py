@@ -2,8 +2,6 @@
 
 Kept apart from mirror/db.py so that knowing the schema this version expects imports neither
 SQLAlchemy nor alembic (`clevertim-sync --version` stays as fast as `--help`).
-
-Must not import: SQLAlchemy, alembic, or the rest of the package beyond errors.
 """
 
 from __future__ import annotations

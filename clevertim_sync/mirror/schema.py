@@ -21,8 +21,6 @@ references to them (`files.parent_id -> folders.id`) and the child tables of a r
 and `lfiles` lists (`contact_files(owner_id, position, file_id) -> files.id`,
 `contact_linked_files(..., linked_file_id) -> linked_files.id`) are TEXT. In `history`, a
 text-id record has `record_key` (its id) and a NULL `record_id`; every other record the reverse.
-
-Must not import: httpx, the store, the pull.
 """
 
 from __future__ import annotations

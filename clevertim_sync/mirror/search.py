@@ -14,8 +14,6 @@ PostgreSQL needs none of this: its GIN expression indexes (migration 0003) are k
 database itself. Every function here is a no-op there, and on a SQLite mirror migrated to a
 revision without these tables (0001/0002) or still with the 0003 triggers (upkeep would then
 index twice).
-
-Must not import: the pull, the API client, httpx.
 """
 
 from __future__ import annotations

@@ -7,8 +7,6 @@ batch (mirror/writes.py: current rows, child rows, history rows, full-text index
 outcome. Also the `runs` and `resource_status` bookkeeping; `load_record`, `apply_changes` (one
 batch of changes in the caller's transaction, history labelled with who wrote it: the
 writeback's fold of a push's answers, a restore) and `export_jsonl`.
-
-Must not import: httpx, the API client, the pull.
 """
 
 from __future__ import annotations

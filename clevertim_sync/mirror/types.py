@@ -3,8 +3,6 @@
 Owns: `UtcDateTime` (aware UTC datetimes in and out on both databases) and `ExactDecimal`
 (decimals stored without rounding on both). Migrations import these by name, so a type here
 keeps its name and meaning once released.
-
-Must not import: the schema, the store, httpx.
 """
 
 from __future__ import annotations

@@ -14,8 +14,6 @@ id behind (segment_12). A multi-value field is one JSON list (["CRM","API"]; Pos
 a single value its text; no value is NULL.
 
 Why views rebuilt by the application, not a migration: their columns are the account's data.
-
-Must not import: httpx, the pull, the writeback queue.
 """
 
 from __future__ import annotations

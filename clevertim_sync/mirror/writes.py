@@ -21,8 +21,6 @@ what makes a big load fast:
 
 A changed record is rewritten as delete + insert of its current row and child rows: simpler than
 diffing child lists, and the same cost on both databases.
-
-Must not import: httpx, the API client, the pull, mirror/store.py (which builds on this).
 """
 
 from __future__ import annotations

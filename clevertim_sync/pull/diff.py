@@ -29,8 +29,6 @@ mirrored record (ids in an array, hash and lm fingerprint in one buffer), the id
 shown are a byte per indexed record plus 8 bytes per new id while they come in order (a Python set
 of the new ids only for a listing that is not in id order). An id is any hashable, sortable key:
 integers in arrays; the text ids of the documents in plain lists and sets.
-
-Must not import: httpx, SQLAlchemy, anything that does I/O.
 """
 
 from __future__ import annotations

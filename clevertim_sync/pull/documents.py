@@ -6,8 +6,6 @@ endpoint (an older plan, no rights: 404, 400 or 501) rather than a failing pull:
 tables stay as they were, `resource_status.unavailable` says why, no failure is counted (no alert,
 /healthz stays green, the run is not 'partial' for it), and the daemon asks again only every
 `pull.unavailable_retry` (daemon/runtime.py). The next listing that succeeds clears it.
-
-Must not import: httpx (errors are matched by their typed `status`), the API client.
 """
 
 from __future__ import annotations

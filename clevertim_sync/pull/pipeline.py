@@ -20,9 +20,6 @@ connect, a redirect, a login page or a refused token, a rate limit) stops the pu
 one: the resources not yet pulled are skipped with one message (`PullReport.halted`), instead of
 each being retried against a server that will refuse it too. Where the table says so (a rate
 limit), every request to the server pauses, the push's too.
-
-Must not import: httpx (the client is passed in), SQL beyond `mirror.store` and the wide views'
-hook (`mirror.wide`), the writeback.
 """
 
 from __future__ import annotations

@@ -9,8 +9,7 @@ the search box and `?_search=`, and every report as a canned query (`report-<nam
 Datasette 0.65 (the stable line; 1.0 splits this file into metadata and configuration) keys a
 database by its file's stem, so the metadata is written for one file: `db_name` below.
 
-Must not import: httpx, datasette (an optional extra, started as its own process by cli/), the
-pull or the writeback worker. Pure apart from reading these tables of facts.
+Pure apart from reading these tables of facts.
 """
 
 from __future__ import annotations

@@ -7,8 +7,6 @@ notes, contacts and companies (SQLite FTS5 tables; PostgreSQL GIN-indexed tsvect
 The views themselves live in migrations/versions/0003_reports.py: one SELECT away for anyone
 with a SQL client. This module adds only what a view cannot: a parameter, a stable order, and
 types that make both databases print the same thing.
-
-Must not import: httpx, the pull, the writeback queue.
 """
 
 from __future__ import annotations

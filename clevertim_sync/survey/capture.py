@@ -20,8 +20,6 @@ the value's keyed hash (SHAKE-256) with a key drawn afresh for each capture and 
 within one capture the same original gives the same fake (a select field's value still matches
 the field's allowed values), and nobody holding the capture can test guesses of an original
 against it. The directory is made 0700 and its files 0600 (survey/private.py).
-
-Must not import: httpx, SQLAlchemy, the mirror (the emulator reads captures too).
 """
 
 from __future__ import annotations

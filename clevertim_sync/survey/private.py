@@ -3,8 +3,6 @@
 Owns: `private_dir` (a directory made 0700) and `open_private` (a file created 0600). Both hold
 an account's structure (record ids, counts, dates, amounts): the mode is set explicitly, so that
 a umask of 022 (the usual one) does not leave them readable by every user of the machine.
-
-Must not import: anything of the package (the probe, the capture and the CLI use it).
 """
 
 from __future__ import annotations

@@ -36,9 +36,6 @@ Findings, keyed by a stable name (tests and bug reports rely on these names):
     odd_text                 a NUL or a lone surrogate in a string (U+FFFD in typed columns)
     not_utf8                 bytes that are not UTF-8 in an entry (U+FFFD, raw too)
     unreadable               an entry nested too deep or with a number too long to keep (left out)
-
-Must not import: SQLAlchemy, the pull, the writeback queue (the probe writes nothing anywhere
-but its report and the capture).
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ later pending updates of a record into its leader's one PUT, and commits the lea
 under a lease (outbox.take). Every statement is outbox.py's; what becomes of a unit afterwards is
 recorded by outbox.record.
 
-Must not import: httpx, the API client, the worker, queue.py.
 
 Claiming: an item is claimed with a lease (claimed_by, lease_until) in one short transaction
 that also commits it as in_flight, with what it will send and (for a create) the highest remote

@@ -7,8 +7,7 @@ an update merges against, the listing a lost create is reconciled with, the merg
 stopped before its request. Writes to the server: none. Writes to the database: none that survive
 (the rollback); the server-wide pause is read, never set or lifted.
 
-Must not import: the CLI, the daemon, the pull. The wire is the worker's: its merge policy, its
-reconciliation of lost creates, the client's paths.
+The wire is the worker's: its merge policy, its reconciliation of lost creates, the client's paths.
 """
 
 from __future__ import annotations

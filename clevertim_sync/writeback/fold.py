@@ -7,7 +7,7 @@ that to `store.apply_changes` with origin 'local' and each record's queue item, 
 the pull's write path does (child tables, full-text index, history with the changed fields)
 covers pushed records too, with no second copy of it here.
 
-Must not import: the API client, the worker, the CLI. Runs inside the caller's transaction.
+Runs inside the caller's transaction.
 """
 
 from __future__ import annotations

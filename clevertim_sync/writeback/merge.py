@@ -4,7 +4,6 @@ Owns: deciding, field by field, what an update sends (`merge`), how several queu
 one record coalesce into one (`coalesce`), and when a created record is "the one we sent"
 (`matches_sent`). No I/O: the worker feeds it dicts and acts on the answer.
 
-Must not import: httpx, SQLAlchemy, the queue, the worker.
 
 For each field the edit writes, with b = the base value (the mirror's record when the edit was
 queued), l = the local value and r = the remote value just read:

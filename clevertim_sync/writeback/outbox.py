@@ -22,8 +22,6 @@ An item's life, each arrow one function of this module:
 
 Every transition is conditional (`WHERE state IN <the states it leaves>`), so two workers, or a
 worker and a person, never both move one item.
-
-Must not import: httpx, the API client, the mirror's store, queue.py, claims.py, the worker.
 """
 
 from __future__ import annotations

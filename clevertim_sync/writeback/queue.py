@@ -5,7 +5,6 @@ Owns: validating an edit before it is stored, and the queue's items as people se
 (`QueueItem`). The states, their rules and every statement on the queue are outbox.py's; what a
 push takes and records is claims.py's and outbox.py's.
 
-Must not import: httpx, the API client, claims.py, the worker.
 
 Python API (each takes an Engine, or a Connection whose transaction the caller owns):
 

@@ -5,8 +5,8 @@ that differ, a create when the record is gone (Clevertim gives it a new id: ids 
 or a delete when the chosen version is the record's deletion. Undo for a bad edit made in the web
 UI, or for a local one.
 
-Must not import: httpx, the API client, the worker. Everything goes through the queue, so a
-revert is merged against the remote record like any other edit when it is pushed.
+Everything goes through the queue, so a revert is merged against the remote record like any other
+edit when it is pushed.
 """
 
 from __future__ import annotations

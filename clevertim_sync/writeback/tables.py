@@ -6,7 +6,6 @@ item goes through, their rules and every statement on it are outbox.py's: nothin
 SQL on it. (`writeback_pause`, the server-wide "do not send before" that 0002 made beside it, is
 the mirror's: mirror/schema.py, its statements mirror/pause.py, decided by `health`.)
 
-Must not import: httpx, the store, the worker, outbox.py (which builds on this).
 
 The queue is also a public interface for people who only have a SQL client: a plain
 

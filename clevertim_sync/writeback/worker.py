@@ -5,11 +5,11 @@ reconciliation of items whose earlier request has an unknown outcome, turning `h
 on a failure (columns `write` and `delete` of its table) into the item's outcome, and the order in
 which an outcome is recorded.
 
-Must not import: the CLI, the daemon, the pull. One item's path runs one way: claims.py takes it
-(`claims.claim`), a worker thread sends it and turns the answer into an `outbox.Outcome`
-(`_process`), and `_record` writes the server's answer into the mirror (`fold.fold_many`), then
-the item's new state into the queue (`outbox.record`), in one transaction. Every statement on the
-queue is outbox.py's; the mirror is written only through `fold.fold_many`.
+One item's path runs one way: claims.py takes it (`claims.claim`), a worker thread sends it and
+turns the answer into an `outbox.Outcome` (`_process`), and `_record` writes the server's answer
+into the mirror (`fold.fold_many`), then the item's new state into the queue (`outbox.record`), in
+one transaction. Every statement on the queue is outbox.py's; the mirror is written only through
+`fold.fold_many`.
 
 Failures: the worker reports each to the push's `ServerHealth` and follows its verdict (the
 table, with its reasons, is in `clevertim_sync/health/__init__.py`): the server is down, asks to
