@@ -156,7 +156,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "report as a canned query); --serve also starts Datasette on it, read-only.",
     ),
     "db": (
-        "sync",
+        "db",
         "The mirror database's schema.",
     ),
     "demo": (
@@ -172,7 +172,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Serve a Clevertim API stand-in with a seeded account until Ctrl-C or SIGTERM.",
     ),
     "export": (
-        "sync",
+        "export",
         "Write DIRECTORY/<resource>.jsonl: every record exactly as last pulled, sorted by id.",
     ),
     "history": (
@@ -215,7 +215,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Full-text search of notes, contacts and companies: records holding every word.",
     ),
     "status": (
-        "sync",
+        "status",
         "Per resource: last pull, its age, record count, last counts, error, whether it is held.",
     ),
     "sync": (

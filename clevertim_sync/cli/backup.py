@@ -2,7 +2,7 @@
 and `restore --drill`, which proves a backup restores.
 
 Owns: turning options into calls of clevertim_sync.backup (archive, restic, configured, asof) and
-their output. `export --as-of` is an option of the pull's `export` command (cli/sync.py), which
+their output. `export --as-of` is an option of the pull's `export` command (cli/export.py), which
 calls asof.export_as_of.
 """
 

@@ -30,3 +30,8 @@ def mirror(app: AppContext) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+def bad_entries_text(counts: dict[str, int]) -> str:
+    """`status`'s and `sync`'s line for the entries reported by reason (clevertim_sync/entries.py)."""
+    return "odd entries: " + ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))

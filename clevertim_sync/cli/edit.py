@@ -2,7 +2,7 @@
 
 Owns: parsing `--json` / `--set key=value` into fields (typed by the registry), and the line that
 names a queued item (also printed by `revert`). Every command migrates the database first
-(through `cli.sync.mirror`).
+(through `cli.common.mirror`).
 """
 
 from __future__ import annotations
