@@ -89,6 +89,28 @@ def test_a_custom_field_is_a_column_that_follows_its_field(
     assert "segment" in _columns(engine, "contacts_wide")
 
 
+def test_a_field_added_replaces_the_view_in_place_on_postgresql(
+    engine: sa.Engine, emulator: EmulatorServer
+) -> None:
+    """A pg_dump beside the pull reads views by OID: a field added must not drop the view under it."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite keeps no view OIDs; a backup there is a snapshot of the file")
+
+    def oid() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT 'contacts_wide'::regclass::oid")).scalar_one())
+
+    _pull(engine, emulator)
+    before = oid()
+    emulator.control.create(
+        "customfield",
+        {"name": "Account no.", "elemType": "input", "modelType": ["customers"], "multiple": False},
+    )
+    _pull(engine, emulator)
+    assert "account_no" in _columns(engine, "contacts_wide")
+    assert oid() == before
+
+
 def test_names_are_sanitised_unique_and_never_a_record_column(
     engine: sa.Engine, emulator: EmulatorServer
 ) -> None:

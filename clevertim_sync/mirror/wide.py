@@ -179,6 +179,19 @@ def _built_from(conn: sa.Connection, view: str) -> str | None:
     return None if found is None else str(found)
 
 
+def _replaced(conn: sa.Connection, sql: str) -> bool:
+    """PostgreSQL: the view replaced in place, keeping its OID, when its columns only grew (a field
+    added). A pg_dump running beside the pull reads views by OID: a view dropped and created under
+    it fails the dump ("could not open relation with OID"). A field renamed or removed changes the
+    columns, which only a drop allows: False then, and nothing done."""
+    try:
+        with conn.begin_nested():
+            conn.execute(sa.text(sql.replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1)))
+    except sa.exc.DBAPIError:
+        return False
+    return True
+
+
 def refresh(conn: sa.Connection) -> list[str]:
     """Rebuild the wide views not built from the custom fields as they are now; returns those.
 
@@ -191,8 +204,9 @@ def refresh(conn: sa.Connection) -> list[str]:
         sql = view_sql(resource, fields, sqlite)
         if _built_from(conn, view) == (sql if sqlite else _signature(sql)):
             continue
-        conn.execute(sa.text(f"DROP VIEW IF EXISTS {view}"))
-        conn.execute(sa.text(sql))
+        if sqlite or not _replaced(conn, sql):
+            conn.execute(sa.text(f"DROP VIEW IF EXISTS {view}"))
+            conn.execute(sa.text(sql))
         if not sqlite:
             conn.execute(sa.text(f"COMMENT ON VIEW {view} IS '{_signature(sql)}'"))
         rebuilt.append(view)
