@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from clevertim_sync.errors import BackupError
-from clevertim_sync.mirror import schema
+from clevertim_sync.mirror import schema, wide
 from clevertim_sync.mirror.db import sqlite_file
 from clevertim_sync.mirror.failures import failure_kind
 
@@ -201,9 +201,13 @@ def _run_tool(argv: list[str], engine: Engine, what: str) -> None:
 
 
 def pg_dump(engine: Engine, conn_snapshot: str, dest: Path, tool: str, *, compress: bool = True) -> None:
+    # The wide views are derived (one column per custom field) and rebuilt by the next pull; a pull
+    # that renames a field drops and re-creates one, which a pg_dump reading it by OID at that
+    # moment would fail on. They are left out of the dump.
+    skip = [f"--exclude-table=public.{view}" for view in wide.VIEWS]
     _run_tool(
         [tool, "--format=custom", "--no-owner", "--no-privileges", f"--snapshot={conn_snapshot}",
-         f"--file={dest}", *([] if compress else ["--compress=0"])],
+         f"--file={dest}", *skip, *([] if compress else ["--compress=0"])],
         engine,
         "pg_dump",
     )  # fmt: skip
