@@ -498,7 +498,8 @@ class ClevertimClient:
         decoded whole for its typed error (as `list` does)."""
         where: dict[str, Any] = {"method": "GET", "resource": resource, "record_id": None}
         url = self._url(resource, None)
-        spool = spool_file()
+        with _spool_errors(where):  # a disk already full fails at the file's creation
+            spool = spool_file()
         listing: Listing | None = None
         try:
             auth = self._current_auth()
