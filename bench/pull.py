@@ -2,6 +2,7 @@
 
     scripts/with-postgres .venv/bin/python bench/pull.py [--contacts 100000] [--scale 500000]
         [--small 2000] [--workdir /tmp/clevertim-bench] [--only-first] [--profile]
+        [--baseline CHECKOUT]
 
 Phases, each in a fresh child interpreter so that its peak RSS (VmHWM) is its own; a phase that
 runs a command as a subprocess reports that subprocess's peak (sampled every 50 ms) and CPU:
@@ -26,6 +27,12 @@ runs a command as a subprocess reports that subprocess's peak (sampled every 50 
 It prints each phase (with the load average), then the ratios against their floors and the
 targets. The emulator runs in its own process; its serving time is part of both sides of every
 ratio. Wall times on a shared machine vary by 10-25% between runs: compare ratios of one run.
+
+With --baseline CHECKOUT (another clone or worktree, with its own .venv: an earlier commit), it
+compares the two instead: the first sync (SQLite, and PostgreSQL under scripts/with-postgres), the
+no-change sync and the sync after 1% changed, each run four times against the same emulator in the
+order this, baseline, baseline, this (so a drift in the machine's load falls on both sides), and
+prints this checkout's time over the baseline's (mean of two each; wall and CPU).
 """
 
 # ruff: noqa: PLC0415 -- imports are lazy on purpose: a floor phase must not pay for (or carry the
@@ -372,21 +379,76 @@ def peak_rss_mb() -> float:
 
 
 def child(
-    phase: str, url: str, db_path: Path | str, write_to: Path | None = None, profile: Path | None = None
+    phase: str,
+    url: str,
+    db_path: Path | str,
+    write_to: Path | None = None,
+    profile: Path | None = None,
+    checkout: Path = ROOT,
 ) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--phase", phase, "--url", url, "--db", str(db_path)]
+    """Run `phase` in a child interpreter of `checkout` (its own .venv and bench/pull.py)."""
+    python = sys.executable if checkout == ROOT else str(checkout / ".venv" / "bin" / "python")
+    script = __file__ if checkout == ROOT else str(checkout / "bench" / "pull.py")
+    cmd = [python, script, "--phase", phase, "--url", url, "--db", str(db_path)]
     if write_to is not None:
         cmd += ["--write-to", str(write_to)]
     if profile is not None:
         cmd += ["--profile-to", str(profile)]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=3600)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    side = "" if checkout == ROOT else " (baseline)"
     print(
-        f"  {phase:15s} {result['seconds']:8.2f} s wall {result['cpu_seconds']:7.2f} s cpu"
+        f"  {phase + side:15s} {result['seconds']:8.2f} s wall {result['cpu_seconds']:7.2f} s cpu"
         f"  peak RSS {result['peak_mb']:7.1f} MB  load {result['load']:.2f}  {result}",
         flush=True,
     )
     return result
+
+
+# This checkout, the baseline, the baseline, this checkout: a load that drifts during the run
+# weighs on both sides alike.
+ABBA = ((0, "this"), (1, "baseline"), (2, "baseline"), (3, "this"))
+
+
+def compare_with(baseline: Path, url: str, control: Any, work: Path, pg_url: str | None) -> None:
+    """The syncs of this checkout against the same syncs of `baseline`, interleaved (ABBA)."""
+    checkouts = {"this": ROOT, "baseline": baseline}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+
+    def run(phase: str, db_of: Any) -> None:
+        for i, side in ABBA:
+            result = child(phase, url, db_of(i, side), checkout=checkouts[side])
+            runs.setdefault(phase, {}).setdefault(side, []).append(result)
+
+    run("first", lambda i, side: work / f"{side}-first{i}.sqlite3")
+    if pg_url:
+        run("pg-first", lambda i, side: _pg_database(pg_url, f"bench_{side}_{i}"))
+    # Each side's mirror is the first one it made (run 0 for this checkout, 1 for the baseline).
+    mirror = {"this": work / "this-first0.sqlite3", "baseline": work / "baseline-first1.sqlite3"}
+    run("nochange", lambda _i, side: mirror[side])
+    edited = change_one_percent(control, seed=7)
+    print(f"edited {edited} records through the control surface")
+    for i, side in ABBA:  # each 1% sync on its own copy: every run sees the same change
+        shutil.copy(mirror[side], work / f"{side}-1pct{i}.sqlite3")
+    run("1pct", lambda i, side: work / f"{side}-1pct{i}.sqlite3")
+
+    print(f"\nthis checkout ({_commit(ROOT)})")
+    print(f"over the baseline ({_commit(baseline)}), mean of two runs each:")
+    for phase, sides in runs.items():
+        parts = []
+        for measure in ("seconds", "cpu_seconds", "peak_mb"):
+            this = sum(r[measure] for r in sides["this"]) / 2
+            base = sum(r[measure] for r in sides["baseline"]) / 2
+            parts.append(f"{measure} {this:7.2f} / {base:7.2f} = {this / base:5.2f}x")
+        print(f"  {phase:10s} " + "   ".join(parts))
+    print(f"\nmachine: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f} at the end")
+    (work / "compare.json").write_text(json.dumps(runs, indent=1))
+
+
+def _commit(checkout: Path) -> str:
+    cmd = ["git", "-C", str(checkout), "log", "-1", "--format=%h %s"]
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    return f"{checkout}: {done.stdout.strip()[:60]}"
 
 
 def median_of(runs: int, phase: str, url: str, make_db: Any) -> dict[str, Any]:
@@ -464,6 +526,9 @@ def main() -> None:
         help="run the first sync once more under cProfile (untimed); top functions: WORKDIR/first.prof.txt",
     )
     parser.add_argument("--profile-to")
+    parser.add_argument(
+        "--baseline", type=Path, help="compare with this checkout (its own .venv): first, no-change, 1%%"
+    )
     parser.add_argument("--only-first", action="store_true", help="stop after the first syncs (quick look)")
     args = parser.parse_args()
     if args.phase:
@@ -484,6 +549,9 @@ def main() -> None:
         control = EmulatorControl(url)
         counts = {k: len(v) for k, v in control.state().items()}
         print(f"account: {sum(counts.values())} records {counts}")
+        if args.baseline is not None:
+            compare_with(args.baseline.resolve(), url, control, work, pg_url)
+            return
         mirror = work / "mirror.sqlite3"
         r["floor-first"] = child("floor-first", url, work / "floor.sqlite3")
         r["first"] = child("first", url, mirror)
