@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import orjson
 import sqlalchemy as sa
 
 from clevertim_sync import jsontext, resources
@@ -69,13 +70,16 @@ def build_rows(resource: str, sqlite: bool, items: Sequence[Item]) -> Rows:
     once); typed columns and child rows are built from the record as `jsontext.typed_text` gives
     it when that text holds a NUL or a lone surrogate (PostgreSQL's text refuses NUL, no database
     stores a lone surrogate: U+FFFD on both, the one rule), else from the record itself."""
-    dumps, odd, typed = jsontext.dumps, jsontext.odd_text, jsontext.typed_text
-    return row_builder(resource, sqlite).rows(
-        [
-            (typed(rec) if odd(raw := dumps(rec)) else rec, raw, digest or record_hash(rec))
-            for rec, digest in items
-        ]
-    )
+    rows = []
+    for rec, digest in items:
+        try:  # jsontext.dumps's fast path, inlined: this runs once a record
+            raw = orjson.dumps(rec).decode()
+        except orjson.JSONEncodeError:
+            raw = jsontext.dumps(rec)
+        # orjson writes \u only for control characters: one scan, then the exact test.
+        typed = jsontext.typed_text(rec) if "\\u" in raw and jsontext.odd_text(raw) else rec
+        rows.append((typed, raw, digest or record_hash(rec)))
+    return row_builder(resource, sqlite).rows(rows)
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:

@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from clevertim_sync import jsontext, resources, shapes
 from clevertim_sync.entries import REASONS, LeftOut
 
@@ -74,7 +76,11 @@ def record_digest(record: Mapping[str, Any]) -> bytes:
         value = content.get(key)
         if value.__class__ is list and len(value) > 1:
             content[key] = _sorted(value)
-    return hashlib.blake2b(jsontext.canonical(content), digest_size=16).digest()
+    try:  # jsontext.canonical's fast path, inlined: one call less a record on the pull's hot path
+        text = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        text = jsontext.canonical(content)
+    return hashlib.blake2b(text, digest_size=16).digest()
 
 
 def _sorted(values: list[Any]) -> list[Any]:
