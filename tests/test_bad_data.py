@@ -297,3 +297,22 @@ def test_odd_entries_far_into_a_big_listing_are_read_window_by_window(tmp_path: 
     want = [odd[r["id"]][1] if r["id"] in odd else r for r in good]
     assert got == want
     assert sorted(findings) == [("not_utf8", 1500), ("odd_text", 700)]
+
+
+def test_an_unexpected_exception_in_the_dry_run_fails_that_resource_and_the_plan_goes_on(
+    mirror_engine: sa.Engine, emulator: EmulatorServer
+) -> None:
+    with ClevertimClient(emulator.base_url, TOKEN) as client, capture_logs() as logs:
+        plans = pipeline.plan_pull(
+            mirror_engine, _Crashing(client, "company"), resources=["company", "contact"]
+        )
+    company, contact = plans
+    assert contact.error is None and len(contact.inserts) > 0  # the next resource is planned
+    error = company.error or ""
+    # The error's class and where it happened, never its text.
+    assert "unexpected RuntimeError while pulling company" in error and "test_bad_data.py:" in error
+    assert "Lovelace" not in error and "Lovelace" not in repr(logs)
+    crashed = [e for e in logs if e["event"] == "pull.resource_crashed"]
+    assert crashed and crashed[0]["resource"] == "company" and crashed[0]["frames"]
+    with mirror_engine.connect() as conn:  # a dry run writes nothing, a failure neither
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.resource_status)).scalar() == 0
