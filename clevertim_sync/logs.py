@@ -2,7 +2,7 @@
 
 Owns: `configure_logging(fmt, level)`, the secret-redacting processor and the one registry of
 secret values: the API client registers its token (`register_secret`), the alerts their receivers'
-URLs (`register_url_secret`: a Slack webhook's path, a mail password, an ntfy topic); and
+URLs (`register_url_secret`: a Slack webhook's tokens, a mail password, an ntfy topic); and
 `scrub_traceback`, so that an exception's message quotes no record in a logged traceback.
 Standard-library loggers (httpx, alembic, APScheduler, apprise) are routed through the same
 processors, so redaction covers them too.
