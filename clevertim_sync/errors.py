@@ -37,7 +37,11 @@ retry, pause, dead-letter, stop; its decision table) can name them without impor
 adapter; `api/errors.py` maps an HTTP status to one of them. An error states what happened
 (`status`, `retry_after`, `may_have_reached_server`); whether it is retried, pauses the server or
 stops a run is `health`'s decision, nowhere else. Their messages never contain the token: the
-client never puts it in a URL, and masks it in whatever the server echoes back.
+client never puts it in a URL, and masks it in whatever the server echoes back. Nor do they quote
+the server's own message (`server_message`, kept as a field): refusing a write, a server may
+echo the record's values ("invalid email 'jane@acme.com'"), and an error's message goes to logs,
+`last_error`, `status` and alerts. `told_server_message` says how it is told instead; the full
+text stays on the queue item, where its owner looks (`queue show`, `queue list`).
 
 Only the CLI (`cli/__init__.py`) and the daemon (`daemon/service.py`) turn these into text for
 people; everything else raises them.
@@ -45,6 +49,7 @@ people; everything else raises them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -166,6 +171,20 @@ class DatasetteError(ClevertimSyncError):
 
 # --- the API's errors ------------------------------------------------------------------------------
 
+# An error code a server may answer with ("DUPLICATE", "rate_limited"): a word of a closed set, as
+# no record's value looks (no digit, no '@', no space, no mixed case), so it may be shown as it is.
+_ERROR_CODE = re.compile(r"[A-Z][A-Z_]{2,39}|[a-z]{2,20}(?:_[a-z]{2,20}){1,3}")
+
+
+def told_server_message(message: str, *, on_queue: bool = False) -> str:
+    """The server's own error text as a message that may go to a log, an alert or `status` may
+    tell it: an error code as it is, anything else by its length only (it may quote what the
+    request carried). `on_queue`: a write's, whose queue item keeps the text (`queue show`)."""
+    if _ERROR_CODE.fullmatch(message):
+        return f"server says: {message!r}"
+    where = "`clevertim-sync queue show` has it" if on_queue else "it may quote a record"
+    return f"the server's message ({len(message)} characters) is not quoted here: {where}"
+
 
 class ApiError(ClevertimSyncError):
     """Base of every API failure. Fields are structured so callers decide without parsing text."""
@@ -218,7 +237,7 @@ class ApiError(ClevertimSyncError):
         if self.location is not None:
             parts.append(f"to {self.location!r}")
         if self.server_message:
-            parts.append(f"- server says: {self.server_message!r}")
+            parts.append("- " + told_server_message(self.server_message, on_queue=self.method != "GET"))
         if self.retry_after is not None:
             parts.append(f"- retry after {self.retry_after:g}s")
         if self.attempts > 1:

@@ -2,7 +2,7 @@
 
 Owns: `configure_logging(fmt, level)`, the secret-redacting processor and the one registry of
 secret values: the API client registers its token (`register_secret`), the alerts their receivers'
-URLs (`register_url_secret`: a Slack webhook's path, a mail password, an ntfy topic); and
+URLs (`register_url_secret`: a Slack webhook's tokens, a mail password, an ntfy topic); and
 `scrub_traceback`, so that an exception's message quotes no record in a logged traceback.
 Standard-library loggers (httpx, alembic, APScheduler, apprise) are routed through the same
 processors, so redaction covers them too.
@@ -55,7 +55,8 @@ _SPLIT = re.compile(r"[^a-z0-9]+")
 # Shorter values are not registered: masking every "t" in every line would destroy the logs.
 MIN_SECRET_LENGTH = 4
 
-_secrets: set[str] = set()
+# Longest first, so that a whole URL is masked before the tokens inside it.
+_secrets: list[str] = []
 _secrets_lock = threading.Lock()
 
 
@@ -65,28 +66,49 @@ def register_secret(value: str) -> None:
         return
     basic = base64.b64encode(f"{value}:X".encode()).decode("ascii")
     with _secrets_lock:
-        _secrets.update((value, basic))
+        _secrets.extend(s for s in (value, basic) if s not in _secrets)
+        _secrets.sort(key=len, reverse=True)
 
 
 def register_url_secret(url: str) -> None:
     """Mask a URL that holds secrets (an apprise receiver's) wherever it or a part of it appears.
 
-    The parts are what such URLs keep their secrets in: the user and password, every path
-    segment (`hooks.slack.com/services/T0/B0/XXXX`, `slack://TokenA/TokenB/TokenC`), every query
-    value and the fragment; the host too when it is not a host name (`slack://TokenA/...`). They
-    are registered raw and percent-decoded, as a library may log either."""
+    Registered: the whole URL; the user and the password; every query value and the fragment;
+    the host when it is not a host name (`slack://TokenA/...`, `ntfy://my-topic`); and each path
+    segment that looks like a token, that is every segment but a plain word: letters only, all
+    of one case, shorter than 16 characters. So a Slack webhook's `T0.../B0.../XXXX...` (a digit,
+    mixed case, or 24 characters) are masked, while `services`, `api`, `hooks`, `send` or
+    `webhook` stay readable in every other log line; a segment that is such a plain word is
+    masked only as part of the whole URL. Each part is registered raw and percent-decoded, as a
+    library may log either."""
     register_secret(url)
     parts = urlsplit(url)
     found = [parts.username, parts.password, parts.fragment]
-    found += parts.path.split("/")
+    found += [segment for segment in parts.path.split("/") if _looks_like_token(unquote(segment))]
     found += [value for _key, value in parse_qsl(parts.query, keep_blank_values=True)]
-    host = parts.hostname or ""
-    if "." not in host and host != "localhost":
-        found.append(host)
+    host = _host_as_written(parts.netloc)
+    if host and "." not in host and host.lower() != "localhost" and not host.startswith("["):
+        found += [host, host.lower()]  # (urlsplit's hostname is lower-cased; a log line may not be)
     for value in found:
         if value:
             register_secret(value)
             register_secret(unquote(value))
+
+
+# A path segment that cannot be much of a secret: a short word of one case ("services", "API").
+_PLAIN_WORD = re.compile(r"[a-z]{1,15}|[A-Z]{1,15}")
+
+
+def _looks_like_token(segment: str) -> bool:
+    return bool(segment) and _PLAIN_WORD.fullmatch(segment) is None
+
+
+def _host_as_written(netloc: str) -> str:
+    """The host part of a URL's netloc in its own case, without user, password and port."""
+    host = netloc.rpartition("@")[2]
+    if host.startswith("["):  # an IPv6 literal: never a token
+        return host
+    return host.partition(":")[0]
 
 
 def is_secret_key(key: str) -> bool:

@@ -166,7 +166,9 @@ def test_status_maps_to_exception_with_fields(status: int, cls: type[e.ApiError]
     assert (exc.method, exc.resource, exc.record_id, exc.status) == ("POST", "opportunity", None, status)
     assert exc.server_message == "Missing property: name"
     assert (decide(exc, Where.READ).action is Action.RETRY) is transient
-    assert f"HTTP {status}" in str(exc) and "Missing property: name" in str(exc)
+    # The server's words may echo the request's values: told by their length, never quoted.
+    assert f"HTTP {status}" in str(exc) and "message (22 characters)" in str(exc)
+    assert "Missing property" not in str(exc)
     assert len(rec.requests) == 1  # a write is never retried
 
 
@@ -461,7 +463,7 @@ def test_token_never_in_messages_even_if_echoed() -> None:
     with pytest.raises(e.BadRequest) as info:
         client.create("contact", {"fn": "x"})
     assert TOKEN not in str(info.value) and TOKEN not in (info.value.server_message or "")
-    assert "[redacted]" in str(info.value)
+    assert "[redacted]" in (info.value.server_message or "")  # kept on the queue item, masked
     client, _ = make(Recorder(httpx.ConnectError(f"cannot reach {TOKEN}")), read_retries=0)
     with pytest.raises(e.TransportError) as info2:
         client.list("contact")
@@ -890,3 +892,25 @@ def test_a_listing_broken_past_its_envelope_fails_in_the_batch_that_meets_it(
         with pytest.raises(e.MalformedResponse, match="not valid JSON past the envelope"):
             next(batches)
     assert got == [4, 4]
+
+
+@pytest.mark.parametrize(
+    ("said", "told"),
+    [
+        ("DUPLICATE", "server says: 'DUPLICATE'"),
+        ("rate_limited", "server says: 'rate_limited'"),
+        ("invalid email 'jane@acme.com'", "the server's message (29 characters) is not quoted here"),
+        ("jane@acme.com", "the server's message (13 characters)"),
+        ("Jane Smith", "the server's message (10 characters)"),
+        ("SMITH 1970", "the server's message (10 characters)"),
+        ("+447700900123", "the server's message (13 characters)"),
+    ],
+)
+def test_a_server_message_is_quoted_only_when_it_is_an_error_code(said: str, told: str) -> None:
+    rec = Recorder(err(400, said))
+    client, _ = make(rec)
+    with pytest.raises(e.BadRequest) as info:
+        client.update("contact", 7, {"title": "x"})
+    assert told in str(info.value) and info.value.server_message == said
+    if "quoted here" in told:
+        assert said not in str(info.value) and "`clevertim-sync queue show` has it" in str(info.value)

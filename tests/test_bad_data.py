@@ -7,7 +7,10 @@ real SQLite file and a real PostgreSQL database (`mirror_engine`), as a pull mee
 from __future__ import annotations
 
 import base64
+import errno
+import io
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -297,3 +300,44 @@ def test_odd_entries_far_into_a_big_listing_are_read_window_by_window(tmp_path: 
     want = [odd[r["id"]][1] if r["id"] in odd else r for r in good]
     assert got == want
     assert sorted(findings) == [("not_utf8", 1500), ("odd_text", 700)]
+
+
+def test_an_unexpected_exception_in_the_dry_run_fails_that_resource_and_the_plan_goes_on(
+    mirror_engine: sa.Engine, emulator: EmulatorServer
+) -> None:
+    with ClevertimClient(emulator.base_url, TOKEN) as client, capture_logs() as logs:
+        plans = pipeline.plan_pull(
+            mirror_engine, _Crashing(client, "company"), resources=["company", "contact"]
+        )
+    company, contact = plans
+    assert contact.error is None and len(contact.inserts) > 0  # the next resource is planned
+    error = company.error or ""
+    # The error's class and where it happened, never its text.
+    assert "unexpected RuntimeError while pulling company" in error and "test_bad_data.py:" in error
+    assert "Lovelace" not in error and "Lovelace" not in repr(logs)
+    crashed = [e for e in logs if e["event"] == "pull.resource_crashed"]
+    assert crashed and crashed[0]["resource"] == "company" and crashed[0]["frames"]
+    with mirror_engine.connect() as conn:  # a dry run writes nothing, a failure neither
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.resource_status)).scalar() == 0
+
+
+class _FullDiskFile(io.BytesIO):
+    """A temporary file on a disk that is full: every write fails, and so does the close that
+    tries to flush what is left (what a real file's buffer does after a failed write)."""
+
+    def write(self, data: Any) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def close(self) -> None:
+        super().close()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_that_fails_the_spool_s_close_too_is_still_told_as_a_full_disk(
+    mirror_engine: sa.Engine, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("clevertim_sync.api.client.spool_file", _FullDiskFile)
+    report = pulled(mirror_engine, emulator, "contact")
+    error = report.resources["contact"].error or ""
+    assert report.failed == ["contact"] and "(No space left on device)" in error, error
+    assert "unexpected" not in error

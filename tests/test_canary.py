@@ -29,6 +29,7 @@ from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.db import make_engine
 from clevertim_sync.resources import Kind
+from clevertim_sync.writeback.tables import writeback_queue
 
 CANARY = "Qz7canary"  # in every seed: found anywhere (even cut short), it is a leak
 _IDS = Kind.INT, Kind.REF, Kind.TEXT_REF, Kind.INT_LIST  # ids and references: not personal
@@ -206,3 +207,55 @@ def test_nothing_a_record_holds_leaves_the_mirror_on_any_path_that_reports_on_a_
     finally:
         engine.dispose()
     assert any(CANARY in raw for raw in raws)
+
+
+def test_a_write_refused_with_a_message_quoting_a_record_is_told_without_it_but_the_queue_keeps_it(
+    emulator: EmulatorServer,
+    cli_runner: Callable[..., CliInvoke],
+    database_url: str,
+    receiver: Receiver,
+    tmp_path: Path,
+) -> None:
+    """Clevertim refusing a write (or a photo) may echo the record's values in its error text:
+    that text stays on the queue item (`queue show`, `queue list`: the user's own queue), and
+    goes to no log, alert, `status` or error row."""
+    contact = emulator.control.state(as_token=EMULATOR_TOKEN)["contact"][1]
+    email = f"{CANARY}jane@acme.example"
+    emulator.control.update("contact", contact["id"], {"email": [email], "cphoto": "jane.jpg"})
+    cli_config = tmp_path / "cli.toml"
+    cli_config.write_text(f'[alerts]\nurls = ["{receiver.url}"]\nfailures = 1\n[pull]\nphotos = true\n')
+    invoke = cli_runner(database_url, CLEVERTIM_SYNC_LOG_LEVEL="debug")
+
+    def run(*args: str, code: int | None = None) -> Any:
+        return invoke("--config", str(cli_config), *args, code=code)
+
+    said = f"invalid email {email!r}: did you mean {email}.com?"
+    outputs: dict[str, str] = {}
+    emulator.control.add_fault(kind="status", status=400, path="^/getcphoto/", message=said)
+    outputs["sync (debug)"] = run("sync", "--resource", "contact", code=0).output
+    run("edit", "update", "contact", str(contact["id"]), "--set", "title=Refused", code=0)
+    emulator.control.add_fault(kind="status", status=400, method="PUT", path="^/contact/", message=said)
+    result = run("push", "--json")
+    assert result.exit_code == 1 and '"level":"debug"' in result.output, result.output
+    outputs["push (debug)"] = result.output
+    outputs["push again"] = run("push").output  # the failed item, told again by the alerts' evaluation
+    outputs["status"] = run("status").output
+    outputs["alerts status"] = run("alerts", "status").output
+    outputs["alerts"] = json.dumps(receiver.messages)
+    assert "failed" in outputs["alerts"]  # the queue's alert went out, and is scanned
+    outputs["error rows"] = _error_rows(database_url)
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            item = conn.execute(sa.select(writeback_queue)).one()
+    finally:
+        engine.dispose()
+    outputs["the item's last_error"] = item.last_error
+    assert [leak for where, text in outputs.items() for leak in _leaks(where, text)] == []
+    # Told by its length, beside what happened.
+    assert "HTTP 400" in item.last_error and f"({len(said)} characters)" in item.last_error
+    assert f"(HTTP 400) - the server's message ({len(said)} characters)" in outputs["error rows"]
+    # Where the user looks at their own queue, the server's words are there in full.
+    assert item.server_message == said
+    assert said in run("queue", "show", str(item.id), code=0).output
+    assert said in run("queue", "list", code=0).output

@@ -181,3 +181,26 @@ def test_a_logged_traceback_and_an_error_text_quote_no_value_of_a_record() -> No
     logged = out.getvalue()
     assert "IntegrityError" in logged and "KeyError" in logged and "Traceback" in logged
     assert "anary" not in logged and "[parameters" not in logged
+
+
+def test_an_alert_url_masks_its_token_segments_and_not_the_common_words_of_its_path() -> None:
+    slack = "https://hooks.slack.com/services/T0AB12CD3/B0XY45ZW6/abcdEFGHijklMNOPqrstUVWX"
+    webhook = "json://alerts.example.org/api/webhook/send/hooks/CALLBACKTOKENWXYZ?x=1"
+    ntfy = "ntfy://MyTopicHere"
+    for url in (slack, webhook, ntfy):
+        logs.register_url_secret(url)
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    log = structlog.get_logger("clevertim_sync.test")
+    plain = "the services api of the send hooks webhook SERVICES"
+    log.info("unrelated", note=plain)
+    log.info(
+        "sending", to="T0AB12CD3/B0XY45ZW6/abcdEFGHijklMNOPqrstUVWX", then="CALLBACKTOKENWXYZ MyTopicHere"
+    )
+    log.info("sent", url=slack, host="mytopichere")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0]["note"] == plain  # words of an alert URL's path stay readable elsewhere
+    tokens = ("T0AB12CD3", "B0XY45ZW6", "abcdEFGHijklMNOPqrstUVWX", "CALLBACKTOKENWXYZ", "MyTopicHere")
+    assert [t for t in tokens if t in out.getvalue()] == []
+    assert lines[1]["to"] == f"{REDACTED}/{REDACTED}/{REDACTED}"
+    assert lines[2]["url"] == REDACTED and lines[2]["host"] == REDACTED

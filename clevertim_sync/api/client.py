@@ -551,7 +551,10 @@ class ClevertimClient:
             return Listing.of(resource, records)  # an odd envelope, but readable: decoded whole
         finally:
             if listing is None:
-                spool.close()
+                # A disk that filled leaves bytes the close tries to flush again: it would raise an
+                # OSError over the SpoolFailed being told. The file is dropped either way.
+                with contextlib.suppress(OSError):
+                    spool.close()
 
     def _current_auth(self) -> httpx.BasicAuth:
         """The auth to send: after a refusal, the token is read again from its source first."""

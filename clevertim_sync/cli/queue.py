@@ -46,6 +46,8 @@ def queue_list(app: AppContext, state: str | None, resource: str | None, as_json
     for i in items:
         target = i.target_id if i.target_id is not None else (i.remote_id or i.local_ref)
         why = f"  {i.last_error}" if i.last_error and i.state != "done" else ""
+        if why and i.server_message:  # your own queue: what the server said, in full (show has it too)
+            why += f" Clevertim said: {i.server_message}"
         click.echo(f"{i.id:>6} {i.state:<11} {i.op:<6} {i.resource:<12} {target!s:<18} {i.attempts}{why}")
 
 

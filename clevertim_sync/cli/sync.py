@@ -115,7 +115,7 @@ def dry_run_lines(plans: list[ResourcePlan]) -> list[str]:
             lines.append(f"  {p.resource}: unavailable, nothing would change: {p.unavailable}")
             continue
         if p.error:
-            lines.append(f"  {p.resource}: the listing failed: {p.error}")
+            lines.append(f"  {p.resource}: would fail, as in a pull: {p.error}")
             continue
         lines.append(
             f"  {p.resource}: {p.listed} listed, {len(p.inserts)} to insert, {len(p.updates)} to update, "

@@ -8,7 +8,8 @@ server.py acts on the decision (sleep, answer with a status, reset, drop, trunca
 A spec: {"kind": ..., "method": "GET"|"POST"|...|"*", "path": regex searched in the path after
 /api (e.g. "^/contact$"), "times": int or None (None: until cleared), "status": int,
 "retry_after": seconds or an HTTP-date string or None, "latency_ms": int, "hide_ids": [ids],
-"hide_fraction": 0.0-1.0, "apply": bool, "location": URL (redirect)}. With "apply": true a
+"hide_fraction": 0.0-1.0, "apply": bool, "location": URL (redirect), "message": the envelope's
+error text (status)}. With "apply": true a
 status, html or reset fault strikes after the request was served: a write is committed although
 the client sees a failure (a proxy that timed out on a slow backend).
 """
@@ -41,7 +42,9 @@ from clevertim_sync.errors import ClevertimSyncError
 # `Content-Encoding: gzip` over a small body that inflates to 256 MiB (a decompression bomb; photos
 # only). verbatim_listing: a listing answers 200 with `body_base64`'s bytes exactly as given (any
 # JSON text: lone surrogate escapes, bytes that are not UTF-8, huge numbers, deep nesting, ids
-# twice, garbage entries). A `status` 429 without retry_after has no Retry-After header.
+# twice, garbage entries). A `status` 429 without retry_after has no Retry-After header; a
+# `status` fault's `message` is the envelope's error text (a server refusing a write may echo the
+# record's values in it), by default a fixed sentence per status.
 KINDS = frozenset(
     {
         "latency",
@@ -80,6 +83,7 @@ _SPEC_KEYS = frozenset(
         "apply",
         "location",
         "body_base64",
+        "message",
     }
 )
 
@@ -113,6 +117,7 @@ class Fault:
     apply: bool = False  # status/html/reset: serve the request first, then fail (outcome unknown)
     location: str = DEFAULT_LOCATION  # redirect: where to
     body: bytes = b""  # verbatim_listing: the body served
+    message: str = ""  # status: the envelope's error text ("": the default sentence)
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in ("*", method)) and self.path.search(path) is not None
@@ -143,6 +148,7 @@ class Fault:
             "apply": self.apply,
             "location": self.location,
             "body_bytes": len(self.body),
+            "message": self.message,
         }
 
 
@@ -216,6 +222,12 @@ def parse_spec(spec: Mapping[str, Any], fault_id: int) -> Fault:
             problems.append("a verbatim_listing fault needs body_base64: the body, base64-encoded")
         if kind != "verbatim_listing":
             problems.append("body_base64 only goes with verbatim_listing")
+    message = spec.get("message", "")
+    if not isinstance(message, str):
+        problems.append("message must be a string")
+        message = ""
+    if message and kind != "status":
+        problems.append("message only goes with status")
     if problems:
         raise FaultSpecError(problems)
     return Fault(
@@ -232,6 +244,7 @@ def parse_spec(spec: Mapping[str, Any], fault_id: int) -> Fault:
         apply=bool(spec.get("apply", False)),
         location=location,
         body=body,
+        message=message,
     )
 
 

@@ -345,7 +345,8 @@ class _Handler(BaseHTTPRequestHandler):
             page = PROXY_PAGE.format(status=fault.status, phrase=phrase).encode()
             self._send(fault.status, page, content_type="text/html", headers=headers)
         else:
-            message = "rate limit exceeded" if fault.status == 429 else "service temporarily unavailable"
+            default = "rate limit exceeded" if fault.status == 429 else "service temporarily unavailable"
+            message = fault.message or default
             self._send(fault.status, _error(message), headers=headers)
         return fault.status
 

@@ -61,6 +61,18 @@ UNORDERED_LISTS: tuple[str, ...] = tuple(
 )
 
 
+def id_reader(resource: str) -> Callable[[Any], tuple[Any, str | None]]:
+    """How `resource`'s records give their id by meaning, as the id column holds it ("445" is 445,
+    a document's 7 is "7"): (the id, None) or (None, why there is none)."""
+    return shapes.record_text_id if resource in resources.TEXT_ID_RESOURCES else shapes.record_id
+
+
+def id_respeller(resource: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The record with its id spelled by meaning (a copy only when needed): what its content hash
+    is taken of, so that "445" and 445 are one content. `raw` keeps the spelling served."""
+    return shapes.with_text_id if resource in resources.TEXT_ID_RESOURCES else shapes.with_int_id
+
+
 def record_hash(record: Mapping[str, Any]) -> str:
     """Canonical content hash: sorted-key JSON of the record without `lm`, with its server-computed
     lists sorted (UNORDERED_LISTS), blake2b-128 hex. The one hash of the project: the diff, the
@@ -295,12 +307,8 @@ class ListingDiff:
         self._protected: set[int] = set()  # ids a skipped entry may stand for: never deleted
         # Ids by meaning: integers ("445" is 445), or for the documents text ("f1001"; 7 is "7").
         self._text = resource in resources.TEXT_ID_RESOURCES
-        self._read_id: Callable[[Any], tuple[Any, str | None]] = (
-            shapes.record_text_id if self._text else shapes.record_id
-        )
-        self._respell: Callable[[dict[str, Any]], dict[str, Any]] = (
-            shapes.with_text_id if self._text else shapes.with_int_id
-        )
+        self._read_id = id_reader(resource)
+        self._respell = id_respeller(resource)
         # The id class taken as it is, without a call (a text id is always read: trimmed).
         self._plain: type | None = None if self._text else int
 

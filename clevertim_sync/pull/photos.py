@@ -26,7 +26,7 @@ from typing import Protocol, runtime_checkable
 import sqlalchemy as sa
 import structlog
 
-from clevertim_sync.errors import ApiError, ClevertimSyncError
+from clevertim_sync.errors import ApiError, ClevertimSyncError, told_server_message
 from clevertim_sync.health import ServerHealth, Where
 from clevertim_sync.mirror import schema, store
 from clevertim_sync.mirror.failures import error_text
@@ -145,7 +145,7 @@ def _reason(exc: ClevertimSyncError) -> str:
     if exc.status is not None:
         why += f" (HTTP {exc.status})"
     if exc.server_message:
-        why += f" - server says: {exc.server_message!r}"
+        why += " - " + told_server_message(exc.server_message)
     return why
 
 

@@ -454,7 +454,7 @@ class ResourcePlan:
     touched: int = 0  # only lm moved: stored, but no version and no count
     unchanged: int = 0
     held: str | None = None  # the mass-delete guard would refuse the listing: why
-    error: str | None = None  # the listing could not be fetched or read
+    error: str | None = None  # the listing could not be fetched or read, or a bug met it
     unavailable: str | None = None  # the account lacks this endpoint (documents.py): not an error
 
     def as_dict(self) -> dict[str, Any]:
@@ -473,7 +473,9 @@ def plan_pull(
 ) -> list[ResourcePlan]:
     """What `pull` would insert, update and delete per resource, and whether the guard would
     hold it: the pull's own fetch (`_Fetcher`), diff and guard (`_diff`), stopped before apply,
-    read in transactions that write nothing. A failure that would stop the pull stops it too."""
+    read in transactions that write nothing. A failure that would stop the pull stops it too; one
+    that fails a resource in a pull (an unexpected exception included) fails its plan, and the
+    next resources are planned."""
     settings = settings or Settings()
     decisions = Policy.from_settings(settings)
     names = resources_in_order(resources)
@@ -507,6 +509,12 @@ def plan_pull(
                     continue
                 plan.error = error_text(exc)
                 continue
+            except sa.exc.SQLAlchemyError as exc:
+                plan.error = error_text(exc)
+                continue
+            except Exception as exc:  # a bug: that resource fails and the rest are planned, as in a pull
+                plan.error = _crashed(name, exc)
+                continue
             plan.inserts.sort()
             plan.listed, plan.deletes = diffed.listed, diffed.deletes
             plan.held = str(diffed.refusal) if diffed.refusal is not None else None
@@ -521,6 +529,16 @@ def _plan_batch(conn: sa.Connection, plan: ResourcePlan, changes: Changes) -> No
         plan.updates[id_of(rec)] = list(changed_fields(jsontext.loads(old[id_of(rec)]), rec))
     plan.touched += len(changes.touches)
     plan.unchanged += changes.unchanged
+
+
+def _crashed(name: str, exc: Exception) -> str:
+    """An exception that is not one of the project's (a bug) while pulling or planning `name`,
+    told by its type and where it happened, never by its text (which may quote a record); the
+    last frames go to the log (`pull.resource_crashed`): enough for a bug report."""
+    frames = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)]
+    log.error("pull.resource_crashed", resource=name, error_type=type(exc).__name__, frames=frames[-8:])
+    where = f" at {frames[-1]}" if frames else ""
+    return f"unexpected {type(exc).__name__} while pulling {name}{where} (a bug: see the log)"
 
 
 def _guard(
@@ -549,15 +567,9 @@ def _failed(
     unexpected: bool = False,
 ) -> ResourceCounts:
     """Record a failed resource (the run, resource_status: alerts fire, the next pull retries).
-    `unexpected`: not one of the project's errors (a bug): named by its type only, its text may
-    quote a record; where it happened goes to the log."""
+    `unexpected`: not one of the project's errors (a bug): see `_crashed`."""
     if unexpected:
-        counts.error = f"unexpected {type(exc).__name__} while pulling {name} (a bug: see the log)"
-        # Where it happened, not its text (which may quote a record): enough for a bug report.
-        frames = [
-            f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)
-        ]
-        log.error("pull.resource_crashed", resource=name, error_type=type(exc).__name__, frames=frames[-8:])
+        counts.error = _crashed(name, exc)
     else:
         counts.error = error_text(exc)  # last_error, status, alerts: no statement, no values
     counts.seconds = round(time.perf_counter() - t0, 3)

@@ -159,9 +159,12 @@ def _unsettled(result: MergeResult) -> list[str]:
 def _why_no_request(planned: worker.Planned) -> str:
     unit, found = planned.unit, planned.found
     if len(found) == 1:
-        return f"its lost answer is found: {unit.resource} {found[0]['id']} would be adopted, no request"
+        return (
+            f"its lost answer is found: {unit.resource} {worker.remote_id(found[0])} would be adopted, "
+            "no request"
+        )
     if len(found) > 1:
-        ids = sorted(r["id"] for r in found)
+        ids = worker.remote_ids(found)
         return f"quarantined: {len(ids)} new records match its lost answer (ids {ids}), not resent"
     assert planned.merge is not None
     if conflicts := _unsettled(planned.merge):

@@ -354,9 +354,11 @@ def _send(run: _Run, planned: Planned) -> _Outcome:
     unit = planned.unit
     if planned.settled is not None:
         if planned.settled.counter == "adopted":
-            log.info("push.adopted", item=unit.id, resource=unit.resource, remote_id=planned.found[0]["id"])
+            log.info(
+                "push.adopted", item=unit.id, resource=unit.resource, remote_id=remote_id(planned.found[0])
+            )
         elif planned.settled.counter == "quarantined":
-            ids = sorted(r["id"] for r in planned.found)
+            ids = remote_ids(planned.found)
             log.warning("push.quarantined", item=unit.id, resource=unit.resource, candidates=ids)
         return planned.settled
     assert planned.method is not None
@@ -386,7 +388,7 @@ def _plan_create(run: _Run, unit: Claimed) -> Planned:
         adopted = _created(unit, found[0], "adopted", note="adopted after a lost answer")
         return Planned(unit, found=found, settled=adopted)
     if len(found) > 1:
-        ids = sorted(r["id"] for r in found)
+        ids = remote_ids(found)
         quarantined = _Outcome(
             unit=unit,
             state=QUARANTINED,
@@ -413,7 +415,7 @@ def _reconcile_create(run: _Run, unit: Claimed) -> list[dict[str, Any]]:
     for r in listing:
         rid, _ = shapes.record_id(r)
         if rid is not None and rid > floor and rid not in taken:
-            new.append(shapes.with_int_id(r))
+            new.append(r)  # as served ("id": "445" too): the fold keeps raw so
     full = [r for r in new if matches_sent(r, unit.fields, unit.resource)]
     return full or [r for r in new if matches_identity(r, unit.fields, unit.resource)]
 
@@ -468,10 +470,22 @@ def _created(
         counter=counter,
         answer=record,
         fold_op="insert",
-        remote_id=int(record["id"]),
+        remote_id=remote_id(record),
         sent=sent,
         note=note,
     )
+
+
+def remote_id(record: dict[str, Any]) -> int:
+    """The id of a record the server answered with, by meaning ("445" is 445)."""
+    rid, _ = shapes.record_id(record)
+    assert rid is not None  # the client refuses a write's answer without one; candidates have one
+    return rid
+
+
+def remote_ids(records: list[dict[str, Any]]) -> list[int]:
+    """A lost create's candidates' ids, in order, by meaning."""
+    return sorted(remote_id(r) for r in records)
 
 
 def _deleted(unit: Claimed, note: str | None = None) -> _Outcome:
