@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from clevertim_sync import resources, shapes
+from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.cli import cli
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.emulator.quirks import DATA_QUIRKS
@@ -278,6 +279,35 @@ def emulator(_emulator_server: EmulatorServer, emulator_quirks: tuple[str, ...])
     _emulator_server.reset(contacts=EMULATOR_CONTACTS, seed=EMULATOR_SEED)
     _emulator_server.set_quirks(emulator_quirks)
     return _emulator_server
+
+
+class Sleeps(list[float]):
+    """An injected sleep: records each wait instead of sleeping, so fault tests stay fast and can
+    check the waits."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    """The waits `api_client` was told to sleep (a test's own clients may share it: `sleep=sleeps`)."""
+    return Sleeps()
+
+
+@pytest.fixture
+def api_client(
+    emulator: EmulatorServer, sleeps: Sleeps, request: pytest.FixtureRequest
+) -> Iterator[ClevertimClient]:
+    """The API client of the emulator's owner ("test-token"): it records its waits in `sleeps`
+    instead of sleeping, and by default does not retry a read, so a fault reaches the code under
+    test at once. A module or a test that wants the client's own retries, or another option of
+    `ClevertimClient`, says so with a marker: `pytestmark = pytest.mark.api_client(read_retries=2)`
+    (a marker, not a parameter, so the tests' ids stay as they are)."""
+    marker = request.node.get_closest_marker("api_client")
+    options: dict[str, Any] = {"read_retries": 0} | (marker.kwargs if marker else {})
+    with ClevertimClient(emulator.base_url, EMULATOR_TOKEN, sleep=sleeps, **options) as client:
+        yield client
 
 
 @pytest.fixture

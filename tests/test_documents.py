@@ -3,7 +3,6 @@ documents endpoint, against the emulator over loopback, on SQLite and PostgreSQL
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,9 @@ from clevertim_sync.mirror import db, schema, store, versions
 from clevertim_sync.pull.pipeline import plan_pull, pull
 from clevertim_sync.reporting import reports
 
+# a document's read is retried once
+pytestmark = pytest.mark.api_client(read_retries=1)
+
 TOKEN = "test-token"
 OWNERS = ("contact", "company", "case", "opportunity", "note")
 DOCUMENTS = ("folder", "file", "linkedfile")
@@ -31,12 +33,6 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 @pytest.fixture
 def engine(mirror_engine: sa.Engine) -> sa.Engine:
     return mirror_engine
-
-
-@pytest.fixture
-def client(emulator: EmulatorServer) -> Iterator[ClevertimClient]:
-    with ClevertimClient(emulator.base_url, TOKEN, read_retries=1, sleep=lambda _s: None) as c:
-        yield c
 
 
 def served(emulator: EmulatorServer) -> dict[str, list[dict[str, Any]]]:
@@ -50,9 +46,9 @@ def rows(engine: sa.Engine, sql: str, **params: Any) -> list[dict[str, Any]]:
 
 @with_quirks  # ids and lists as strings, 0/1 booleans, shuffled lists, "" for null
 def test_documents_are_mirrored_with_text_ids_and_joinable_from_their_records(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
-    report = pull(engine, client)
+    report = pull(engine, api_client)
     assert report.ok, report.failed
     state = served(emulator)
     # Text ids, as served ("f1001"), or an integer's text ("7"); a folder's parent is text too.
@@ -88,17 +84,17 @@ def test_documents_are_mirrored_with_text_ids_and_joinable_from_their_records(
 
 
 def test_text_ids_through_history_versions_as_of_export_and_restore(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path, cli_runner: Any,
+    engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient, tmp_path: Path, cli_runner: Any,
     migrated_database_url: str,
 ) -> None:  # fmt: skip
-    assert pull(engine, client).ok
+    assert pull(engine, api_client).ok
     t0 = datetime.now(UTC)
     ctl = emulator.control
     folder = served(emulator)["folder"][-1]["id"]
     made = ctl.create("folder", {"name": "Neue Verträge", "parentId": folder, "is_dir": True})
     ctl.update("folder", folder, {"name": "Renamed"})
     ctl.delete("file", served(emulator)["file"][0]["id"])
-    report = pull(engine, client)
+    report = pull(engine, api_client)
     assert (report.resources["folder"].inserted, report.resources["folder"].updated) == (1, 1)
     assert report.resources["file"].deleted == 1
     assert isinstance(made["id"], str) and made["id"].startswith("f")
@@ -154,14 +150,14 @@ def test_text_ids_through_history_versions_as_of_export_and_restore(
 
 
 def test_the_documents_report_counts_what_the_emulator_holds(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     # One file the token cannot see: referenced by a contact, not in the mirror.
     state = served(emulator)
     contact = next(c for c in state["contact"] if c.get("files"))
     hidden = contact["files"][0]
     emulator.control.add_fault(kind="hide", path="^/file$", hide_ids=[hidden])
-    assert pull(engine, client).ok
+    assert pull(engine, api_client).ok
     state = served(emulator)
 
     expected: dict[tuple[str, int], dict[str, Any]] = {}
@@ -217,15 +213,15 @@ MISSING = [
 
 @pytest.mark.parametrize("status", MISSING)
 def test_an_account_without_the_documents_endpoints_syncs_everything_else(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, status: int, cli_runner: Any,
+    engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient, status: int, cli_runner: Any,
     migrated_database_url: str,
 ) -> None:  # fmt: skip
-    assert pull(engine, client).ok
+    assert pull(engine, api_client).ok
     folders_before = rows(engine, "SELECT id, raw FROM folders ORDER BY id")
     emulator.control.add_fault(kind="status", status=status, path="^/(folder|file|linkedfile)$")
     emulator.control.update("contact", served(emulator)["contact"][0]["id"], {"title": "Still synced"})
 
-    report = pull(engine, client)
+    report = pull(engine, api_client)
     assert report.ok and report.status == "ok"  # not failed, not partial
     for name in DOCUMENTS:
         c = report.resources[name]
@@ -241,13 +237,13 @@ def test_an_account_without_the_documents_endpoints_syncs_everything_else(
     status_out = run("status", code=0).output
     assert "unavailable" in status_out and f"HTTP {status}" in status_out
     assert orjson.loads(run("status", "--json", code=0).output)[-1]["unavailable"]
-    dry = plan_pull(engine, client, resources=["folder"])
+    dry = plan_pull(engine, api_client, resources=["folder"])
     assert dry[0].unavailable and dry[0].error is None
 
     # Once the endpoints answer again, the mark goes and the documents catch up.
     emulator.control.clear_faults()
     emulator.control.update("folder", served(emulator)["folder"][0]["id"], {"name": "Back"})
-    report = pull(engine, client)
+    report = pull(engine, api_client)
     assert (
         report.ok
         and report.resources["folder"].updated == 1
@@ -258,10 +254,10 @@ def test_an_account_without_the_documents_endpoints_syncs_everything_else(
 
 
 def test_a_server_error_on_a_documents_endpoint_is_still_a_failure(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     emulator.control.add_fault(kind="status", status=503, path="^/folder$")
-    report = pull(engine, client)
+    report = pull(engine, api_client)
     assert report.failed == ["folder"] and report.resources["folder"].unavailable is None
     assert report.resources["file"].error is None and report.resources["contact"].error is None
 

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
-from conftest import as_served, sorted_lists, with_quirks
+from conftest import Sleeps, as_served, sorted_lists, with_quirks
 
 from clevertim_sync import resources
 from clevertim_sync.api import listing as listing_module
@@ -21,6 +21,9 @@ from clevertim_sync.mirror import db, schema, store, writes
 from clevertim_sync.pull import pipeline as pull_module
 from clevertim_sync.pull.pipeline import PullReport, pull
 
+# the client's own retries are part of a pull
+pytestmark = pytest.mark.api_client(read_retries=2)
+
 EMULATOR_TOKEN = "test-token"  # the `emulator` fixture's owner token (tests/conftest.py)
 
 
@@ -30,18 +33,6 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
     db.upgrade(eng)
     yield eng
     eng.dispose()
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
-@pytest.fixture
-def client(emulator: EmulatorServer, sleeps: list[float]) -> Iterator[ClevertimClient]:
-    # Waits are recorded, not slept: the retry policy is the client's, tested with it.
-    with ClevertimClient(emulator.base_url, EMULATOR_TOKEN, read_retries=2, sleep=sleeps.append) as c:
-        yield c
 
 
 def mirror_state(engine: sa.Engine, tmp_path: Path) -> dict[str, list[dict[str, Any]]]:
@@ -75,16 +66,16 @@ def assert_exact(engine: sa.Engine, emulator: EmulatorServer, tmp_path: Path) ->
 
 @with_quirks  # every data quirk on too (emulator/quirks.py)
 def test_first_sync_mirrors_exactly_and_a_quiet_second_sync_changes_nothing(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path
+    engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient, tmp_path: Path
 ) -> None:
-    first = pull(engine, client)
+    first = pull(engine, api_client)
     assert first.ok and first.status == "ok"
     assert_exact(engine, emulator, tmp_path)
     total = sum(len(v) for v in visible(emulator).values())
     assert first.totals()["inserted"] == total > 50
     assert len(history(engine, op="insert", origin="pull")) == total
 
-    second = pull(engine, client)
+    second = pull(engine, api_client)
     assert second.ok
     assert second.totals() == {"inserted": 0, "updated": 0, "deleted": 0, "touched": 0, "unchanged": total}
     assert len(history(engine)) == total  # no history written by a quiet pull
@@ -98,12 +89,12 @@ def test_first_sync_mirrors_exactly_and_a_quiet_second_sync_changes_nothing(
 
 @with_quirks  # every data quirk on too (emulator/quirks.py)
 def test_creates_updates_and_deletes_on_every_resource(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path
+    engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient, tmp_path: Path
 ) -> None:
     control = emulator.control
     for res in resources.RESOURCES:  # at least two of each, so one can be edited and one deleted
         control.create(res.name, _new_record(res.name, visible(emulator)))
-    pull(engine, client)
+    pull(engine, api_client)
     before = visible(emulator)
     touched: dict[str, tuple[int, int, int]] = {}
     for res in resources.RESOURCES:
@@ -116,7 +107,7 @@ def test_creates_updates_and_deletes_on_every_resource(
         control.delete(res.name, victim)
         touched[res.name] = (new["id"], edited, victim)
 
-    report = pull(engine, client)
+    report = pull(engine, api_client)
     assert report.ok, report.failed
     assert_exact(engine, emulator, tmp_path)
     for name, ids in touched.items():
@@ -158,16 +149,16 @@ def _new_record(name: str, state: dict[str, list[dict[str, Any]]]) -> dict[str, 
 
 @with_quirks  # every data quirk on too (emulator/quirks.py)
 def test_an_lm_bump_alone_is_a_touch_and_an_edit_without_bump_is_an_update(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path
+    engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient, tmp_path: Path
 ) -> None:
-    pull(engine, client)
+    pull(engine, api_client)
     contacts = visible(emulator)["contact"]
     bumped, silent = contacts[0]["id"], contacts[1]["id"]
     emulator.control.update("contact", bumped, {"lm": "2031-01-01T00:00:00Z"})
     emulator.control.update("contact", silent, {"title": "Chief"}, bump_lm=False)
     n_history = len(history(engine))
 
-    report = pull(engine, client)
+    report = pull(engine, api_client)
     c = report.resources["contact"]
     assert (c.touched, c.updated, c.inserted, c.deleted) == (1, 1, 0, 0)
     new_rows = history(engine)[n_history:]
@@ -194,8 +185,8 @@ LISTING_FAULTS = [
 def test_a_failing_listing_leaves_the_mirror_consistent_and_recovers_exactly(
     engine: sa.Engine,
     emulator: EmulatorServer,
-    client: ClevertimClient,
-    sleeps: list[float],
+    api_client: ClevertimClient,
+    sleeps: Sleeps,
     tmp_path: Path,
     fault: dict[str, Any],
     outcome: str,
@@ -205,7 +196,7 @@ def test_a_failing_listing_leaves_the_mirror_consistent_and_recovers_exactly(
     """With batches of 4, a held listing (half hidden) is refused after its first batches were
     applied in the open transaction: the refusal rolls them back too."""
     monkeypatch.setattr(pull_module, "BATCH", batch)
-    pull(engine, client)
+    pull(engine, api_client)
     before = mirror_state(engine, tmp_path)
     tables = _mirror_tables(engine)
     control = emulator.control
@@ -213,7 +204,7 @@ def test_a_failing_listing_leaves_the_mirror_consistent_and_recovers_exactly(
     control.update("contact", first, {"title": "changed while the listing fails"})
     control.add_fault(method="GET", path="^/contact$", **fault)
 
-    report = pull(engine, client)
+    report = pull(engine, api_client)
     assert not report.ok and report.failed == ["contact"]
     counts = report.resources["contact"]
     assert counts.held is (outcome == "held") and counts.error
@@ -230,7 +221,7 @@ def test_a_failing_listing_leaves_the_mirror_consistent_and_recovers_exactly(
         assert 1 in sleeps  # the client waited as told before giving up
 
     control.clear_faults()
-    recovered = pull(engine, client)
+    recovered = pull(engine, api_client)
     assert recovered.ok
     assert_exact(engine, emulator, tmp_path)
     assert recovered.resources["contact"].updated >= 1 and recovered.resources["contact"].deleted == 0
@@ -241,11 +232,11 @@ def test_a_failing_listing_leaves_the_mirror_consistent_and_recovers_exactly(
 
 @with_quirks  # every data quirk on too (emulator/quirks.py)
 def test_a_transient_fault_is_retried_within_the_pull(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path
+    engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient, tmp_path: Path
 ) -> None:
     emulator.control.add_fault(method="GET", path="^/contact$", kind="status", status=503, times=1)
     emulator.control.add_fault(method="GET", path="^/note$", kind="truncate", times=1)
-    assert pull(engine, client).ok
+    assert pull(engine, api_client).ok
     assert_exact(engine, emulator, tmp_path)
 
 
@@ -253,7 +244,7 @@ def test_a_transient_fault_is_retried_within_the_pull(
 def test_a_listing_broken_half_way_through_a_streamed_batch_leaves_the_resource_untouched(
     engine: sa.Engine,
     emulator: EmulatorServer,
-    client: ClevertimClient,
+    api_client: ClevertimClient,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -262,7 +253,7 @@ def test_a_listing_broken_half_way_through_a_streamed_batch_leaves_the_resource_
     before the break are written inside the resource's transaction, then the break rolls them all
     back: current, child and history rows as before, the failure recorded, the other resources
     pulled. A clean listing afterwards applies exactly."""
-    pull(engine, client)
+    pull(engine, api_client)
     control = emulator.control
     contacts = visible(emulator)["contact"]
     for rec in contacts[:4]:  # changes in the first batches, which get written then rolled back
@@ -282,7 +273,7 @@ def test_a_listing_broken_half_way_through_a_streamed_batch_leaves_the_resource_
 
     monkeypatch.setattr(store.ResourceWrites, "apply", counting)
     control.add_fault(method="GET", path="^/contact$", kind="broken_listing")
-    report = pull(engine, client)
+    report = pull(engine, api_client)
     assert report.failed == ["contact"]
     assert "not valid JSON past the envelope" in (report.resources["contact"].error or "")
     assert len(written) >= 2 and sum(written) >= 1  # batches with updates were written before the break
@@ -294,20 +285,20 @@ def test_a_listing_broken_half_way_through_a_streamed_batch_leaves_the_resource_
 
     monkeypatch.undo()
     control.clear_faults()
-    assert pull(engine, client).ok
+    assert pull(engine, api_client).ok
     assert_exact(engine, emulator, tmp_path)
 
 
 @with_quirks  # every data quirk on too (emulator/quirks.py)
 def test_a_hidden_record_is_deleted_then_comes_back_with_one_history(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path
+    engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient, tmp_path: Path
 ) -> None:
-    pull(engine, client)
+    pull(engine, api_client)
     rid = visible(emulator)["contact"][3]["id"]
     emulator.control.add_fault(method="GET", path="^/contact$", kind="hide", hide_ids=[rid])
-    assert pull(engine, client).resources["contact"].deleted == 1  # one of ~30: not a mass delete
+    assert pull(engine, api_client).resources["contact"].deleted == 1  # one of ~30: not a mass delete
     emulator.control.clear_faults()
-    assert pull(engine, client).resources["contact"].inserted == 1
+    assert pull(engine, api_client).resources["contact"].inserted == 1
     assert_exact(engine, emulator, tmp_path)
     assert [r.op for r in history(engine, resource="contact", record_id=rid)] == [
         "insert",
@@ -318,29 +309,29 @@ def test_a_hidden_record_is_deleted_then_comes_back_with_one_history(
 
 @with_quirks  # every data quirk on too (emulator/quirks.py)
 def test_allow_mass_delete_applies_an_empty_listing(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path
+    engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient, tmp_path: Path
 ) -> None:
-    pull(engine, client)
+    pull(engine, api_client)
     n = len(visible(emulator)["contact"])
     emulator.control.add_fault(method="GET", path="^/contact$", kind="empty_listing")
-    held = pull(engine, client, resources=["contact"])
+    held = pull(engine, api_client, resources=["contact"])
     assert held.resources["contact"].held and not held.ok
     assert len(mirror_state(engine, tmp_path)["contact"]) == n
 
-    allowed: PullReport = pull(engine, client, resources=["contact"], allow_mass_delete=True)
+    allowed: PullReport = pull(engine, api_client, resources=["contact"], allow_mass_delete=True)
     assert allowed.ok and allowed.resources["contact"].deleted == n
     assert mirror_state(engine, tmp_path)["contact"] == []
     emulator.control.clear_faults()
-    assert pull(engine, client).ok
+    assert pull(engine, api_client).ok
     assert_exact(engine, emulator, tmp_path)
 
 
 @with_quirks  # every data quirk on too (emulator/quirks.py)
 def test_resources_are_pulled_parents_first_and_only_those_asked(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     emulator.control.clear_requests()
-    report = pull(engine, client, resources=["note", "company", "contact"])
+    report = pull(engine, api_client, resources=["note", "company", "contact"])
     assert list(report.resources) == ["company", "contact", "note"]
     paths = [r["path"] for r in emulator.control.requests() if r["method"] == "GET"]
     assert paths == ["/api/company", "/api/contact", "/api/note"]
@@ -390,14 +381,14 @@ def test_a_first_sync_in_small_batches_stores_what_one_batch_stores(
     order: str,
     engine: sa.Engine,
     empty_database: Any,
-    client: ClevertimClient,
+    api_client: ClevertimClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A first load written in many small batches (indexes dropped at the first, history copied
     by id range while the ids come in order, by id list once they do not) gives the same current,
     child and history rows, and on SQLite an FTS index that passes its integrity check, as one
     written in a single batch."""
-    assert pull(engine, client).ok  # ~100 records a resource: one batch each
+    assert pull(engine, api_client).ok  # ~100 records a resource: one batch each
     other = db.make_engine(empty_database())
     db.upgrade(other)
     monkeypatch.setattr(pull_module, "BATCH", 9)
@@ -412,7 +403,7 @@ def test_a_first_sync_in_small_batches_stores_what_one_batch_stores(
         return drop(conn, resource)
 
     monkeypatch.setattr(writes, "_drop_secondary_indexes", spy)
-    puller = client if order == "in id order" else Reversed(client, "contact")
+    puller = api_client if order == "in id order" else Reversed(api_client, "contact")
     assert pull(other, puller).ok
     assert "contact" in dropped and "customfield" in dropped
     mine, theirs = _mirror_tables(other), _mirror_tables(engine)

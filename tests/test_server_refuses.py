@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import Sleeps
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
@@ -33,6 +34,9 @@ from clevertim_sync.settings import ClevertimSettings, PushSettings, Settings, l
 from clevertim_sync.writeback import queue
 from clevertim_sync.writeback.worker import push
 
+# the client's own retries meet the server's refusals
+pytestmark = pytest.mark.api_client(read_retries=2)
+
 TOKEN = "test-token"  # the `emulator` fixture's owner token (tests/conftest.py)
 FIRST = resources.PULL_ORDER[0]
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -44,17 +48,6 @@ def engine(database_url: str) -> Iterator[Engine]:
     upgrade(eng)
     yield eng
     eng.dispose()
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
-@pytest.fixture
-def client(emulator: EmulatorServer, sleeps: list[float]) -> Iterator[ClevertimClient]:
-    with ClevertimClient(emulator.base_url, TOKEN, read_retries=2, sleep=sleeps.append) as c:
-        yield c
 
 
 def api_requests(emulator: EmulatorServer) -> list[dict[str, Any]]:
@@ -76,7 +69,7 @@ def closed_port() -> int:
 
 
 def test_a_redirect_stops_the_pull_at_once_is_not_followed_and_names_the_location(
-    engine: Engine, emulator: EmulatorServer, client: ClevertimClient, sleeps: list[float]
+    engine: Engine, emulator: EmulatorServer, api_client: ClevertimClient, sleeps: Sleeps
 ) -> None:
     # Another host listens: the token must never reach it.
     with socket.socket() as elsewhere:
@@ -85,7 +78,7 @@ def test_a_redirect_stops_the_pull_at_once_is_not_followed_and_names_the_locatio
         elsewhere.setblocking(False)
         location = f"http://127.0.0.1:{elsewhere.getsockname()[1]}/api/{FIRST}"
         emulator.control.add_fault(method="GET", path=".*", kind="redirect", status=301, location=location)
-        report = pull(engine, client)
+        report = pull(engine, api_client)
         with pytest.raises(BlockingIOError):
             elsewhere.accept()  # nobody came
     assert len(api_requests(emulator)) == 1 and sleeps == []  # neither retried nor followed
@@ -99,10 +92,10 @@ def test_a_redirect_stops_the_pull_at_once_is_not_followed_and_names_the_locatio
 
 @pytest.mark.parametrize("status", [200, 401, 403])
 def test_a_login_page_stops_the_pull_at_the_first_one(
-    engine: Engine, emulator: EmulatorServer, client: ClevertimClient, sleeps: list[float], status: int
+    engine: Engine, emulator: EmulatorServer, api_client: ClevertimClient, sleeps: Sleeps, status: int
 ) -> None:
     emulator.control.add_fault(method="GET", path=".*", kind="login_page", status=status)
-    report = pull(engine, client)
+    report = pull(engine, api_client)
     assert len(api_requests(emulator)) == 1 and sleeps == []
     assert report.failed == [FIRST] and len(report.skipped) == len(resources.PULL_ORDER) - 1
     assert "login page" in (report.resources[FIRST].error or "")
@@ -124,10 +117,10 @@ def test_a_refused_token_stops_the_pull_and_a_rotated_token_file_is_read_before_
 
 
 def test_a_lying_content_encoding_on_a_listing_is_retried(
-    engine: Engine, emulator: EmulatorServer, client: ClevertimClient
+    engine: Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     emulator.control.add_fault(method="GET", path="^/contact$", kind="bad_encoding", times=1)
-    assert pull(engine, client).ok
+    assert pull(engine, api_client).ok
     assert [r["fault"] for r in api_requests(emulator) if r["resource"] == "contact"] == [
         "bad_encoding",
         None,
@@ -135,7 +128,7 @@ def test_a_lying_content_encoding_on_a_listing_is_retried(
 
 
 def test_a_429_without_retry_after_waits_the_floor_and_pauses_the_whole_pull_and_the_push(
-    engine: Engine, emulator: EmulatorServer, sleeps: list[float]
+    engine: Engine, emulator: EmulatorServer, sleeps: Sleeps
 ) -> None:
     settings = Settings(clevertim=ClevertimSettings(url=emulator.base_url, rate_limit_floor=45.0))
     emulator.control.add_fault(method="GET", path=".*", kind="status", status=429)
@@ -160,7 +153,7 @@ def test_a_429_without_retry_after_waits_the_floor_and_pauses_the_whole_pull_and
     assert all(r["method"] == "GET" for r in api_requests(emulator))
 
 
-def test_a_dead_server_is_given_up_after_the_first_resource(engine: Engine, sleeps: list[float]) -> None:
+def test_a_dead_server_is_given_up_after_the_first_resource(engine: Engine, sleeps: Sleeps) -> None:
     calls: list[str] = []
     with ClevertimClient(
         f"http://127.0.0.1:{closed_port()}/api", TOKEN, read_retries=5, connect_retries=2, sleep=sleeps.append

@@ -27,7 +27,6 @@ from clevertim_sync.settings import PushSettings, Settings
 from clevertim_sync.writeback import queue
 from clevertim_sync.writeback.worker import push
 
-TOKEN = "test-token"
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 
@@ -37,12 +36,6 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
     db.upgrade(eng)
     yield eng
     eng.dispose()
-
-
-@pytest.fixture
-def client(emulator: EmulatorServer) -> Iterator[ClevertimClient]:
-    with ClevertimClient(emulator.base_url, TOKEN, read_retries=0, timeout=5.0, sleep=lambda _: None) as c:
-        yield c
 
 
 def _rows(engine: sa.Engine, sql: str, **params: Any) -> list[Any]:
@@ -208,11 +201,11 @@ def test_a_reference_to_several_records_fills_its_child_table_and_the_scalar_onl
 
 
 def test_a_note_and_a_task_under_several_customers_count_for_each_in_the_activity_report(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     a, b = (c["id"] for c in _state(emulator, "contact")[:2])
     company = _state(emulator, "company")[0]["id"]
-    assert pull(engine, client).ok
+    assert pull(engine, api_client).ok
     before = {
         r.customer_id: (r.notes, r.tasks)
         for r in _rows(engine, "SELECT customer_id, notes, tasks FROM report_customer_activity")
@@ -220,7 +213,7 @@ def test_a_note_and_a_task_under_several_customers_count_for_each_in_the_activit
     control = emulator.control
     note = control.create("note", {"desc": "filed under three", "cust": [a, b, company]})
     task = control.create("task", {"name": "for two", "cust": [a, company], "is_completed": False})
-    assert pull(engine, client).ok
+    assert pull(engine, api_client).ok
     after = {
         r.customer_id: (r.notes, r.tasks)
         for r in _rows(engine, "SELECT customer_id, notes, tasks FROM report_customer_activity")
@@ -240,24 +233,24 @@ def test_a_note_and_a_task_under_several_customers_count_for_each_in_the_activit
 
 @pytest.mark.parametrize("emulator_quirks", [("bool01",)], indirect=True)
 def test_zero_one_booleans_are_booleans_so_a_completed_task_is_not_open(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     task = _state(emulator, "task")[0]
     emulator.control.update("task", task["id"], {"is_completed": True, "is_deleted": False})
-    assert client.get("task", task["id"])["is_completed"] == 1  # served as 1, not true
-    assert pull(engine, client).ok
+    assert api_client.get("task", task["id"])["is_completed"] == 1  # served as 1, not true
+    assert pull(engine, api_client).ok
     assert _truth(_rows(engine, "SELECT is_completed FROM tasks WHERE id = :i", i=task["id"])[0][0]) is True
     assert not _rows(engine, "SELECT task_id FROM report_open_tasks WHERE task_id = :i", i=task["id"])
 
 
 @pytest.mark.parametrize("emulator_quirks", [("shuffled_lists", "string_ids")], indirect=True)
 def test_reshuffled_back_references_and_string_ids_are_no_update_and_no_history(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
-    assert pull(engine, client).ok
+    assert pull(engine, api_client).ok
     rows = _rows(engine, "SELECT COUNT(*) FROM history")[0][0]
     for _ in range(3):
-        again = pull(engine, client)
+        again = pull(engine, api_client)
         assert again.totals()["updated"] == again.totals()["inserted"] == 0, again.resources
     assert _rows(engine, "SELECT COUNT(*) FROM history")[0][0] == rows
     assert all(isinstance(r[0], int) for r in _rows(engine, "SELECT id FROM contacts"))
@@ -279,13 +272,17 @@ class _WithBadEntries:
 
 
 def test_an_entry_with_an_unusable_id_is_left_out_reported_and_the_rest_applies(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, cli_runner: Any, database_url: str
+    engine: sa.Engine,
+    emulator: EmulatorServer,
+    api_client: ClevertimClient,
+    cli_runner: Any,
+    database_url: str,
 ) -> None:
-    assert pull(engine, client).ok
+    assert pull(engine, api_client).ok
     contact = _state(emulator, "contact")[0]
     emulator.control.update("contact", contact["id"], {"title": "changed"})
     bad = [{"id": "f1001", "fn": "folder-like"}, {"id": True}, {"fn": "no id"}]
-    report = pull(engine, _WithBadEntries(client, "contact", bad))
+    report = pull(engine, _WithBadEntries(api_client, "contact", bad))
     counts = report.resources["contact"]
     assert report.ok and counts.updated == 1 and counts.skipped == 3 and counts.deleted == 0
     assert "'f1001'" in counts.skipped_reasons[0]
@@ -300,7 +297,7 @@ def test_an_entry_with_an_unusable_id_is_left_out_reported_and_the_rest_applies(
     out = cli_runner(database_url)("status", code=0).output
     assert "3 entries left out" in out and "f1001" in out
     # A listing of nothing but unusable entries counts them as present: the guard holds it.
-    held = pull(engine, _WithBadEntries(client, "contact", bad, only_bad=True))
+    held = pull(engine, _WithBadEntries(api_client, "contact", bad, only_bad=True))
     assert held.resources["contact"].held and held.resources["contact"].deleted == 0
     assert _rows(engine, "SELECT COUNT(*) FROM contacts")[0][0] == counts.listed - 3  # all still there
 
@@ -313,8 +310,8 @@ def _settings() -> Settings:
 
 
 @pytest.fixture
-def pulled(engine: sa.Engine, client: ClevertimClient) -> sa.Engine:
-    assert pull(engine, client).ok
+def pulled(engine: sa.Engine, api_client: ClevertimClient) -> sa.Engine:
+    assert pull(engine, api_client).ok
     return engine
 
 
@@ -324,15 +321,15 @@ def _notes_with_text(emulator: EmulatorServer, text: str) -> list[dict[str, Any]
 
 @pytest.mark.parametrize("emulator_quirks", [("normalising",), DATA_QUIRKS], indirect=True)
 def test_a_lost_create_on_a_normalising_server_is_adopted_not_sent_twice(
-    pulled: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    pulled: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     customer = _state(emulator, "contact")[0]["id"]
     item = queue.enqueue_create(
         pulled, "note", {"desc": "Call back  tomorrow ", "cust": customer, "is_private": False}
     )
     emulator.control.add_fault(method="POST", path="^/note$", kind="lost_response", times=1)
-    push(pulled, client, _settings(), now=T0)
-    push(pulled, client, _settings(), now=T0 + timedelta(hours=1))
+    push(pulled, api_client, _settings(), now=T0)
+    push(pulled, api_client, _settings(), now=T0 + timedelta(hours=1))
     made = _notes_with_text(emulator, "Call back tomorrow")
     assert len(made) == 1 and made[0]["desc"].startswith("<p>")  # stored normalised, once
     done = queue.get_item(pulled, item.id)
@@ -340,15 +337,15 @@ def test_a_lost_create_on_a_normalising_server_is_adopted_not_sent_twice(
 
 
 def test_a_lost_create_matched_on_its_identifying_fields_is_adopted_and_two_are_quarantined(
-    pulled: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    pulled: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     # the server (or a person) changed a non-identifying field before the reconcile read it
     item = queue.enqueue_create(pulled, "contact", {"fn": "Ada", "ln": "Lovelace", "title": "Countess"})
     emulator.control.add_fault(method="POST", path="^/contact$", kind="lost_response", times=1)
-    push(pulled, client, _settings(), now=T0)
+    push(pulled, api_client, _settings(), now=T0)
     (made,) = [c for c in _state(emulator, "contact") if c.get("ln") == "Lovelace"]
     emulator.control.update("contact", made["id"], {"title": "Mathematician"})
-    push(pulled, client, _settings(), now=T0 + timedelta(hours=1))
+    push(pulled, api_client, _settings(), now=T0 + timedelta(hours=1))
     assert len([c for c in _state(emulator, "contact") if c.get("ln") == "Lovelace"]) == 1
     assert queue.get_item(pulled, item.id).state == "done"
     assert queue.get_item(pulled, item.id).remote_id == made["id"]
@@ -356,11 +353,11 @@ def test_a_lost_create_matched_on_its_identifying_fields_is_adopted_and_two_are_
     # two candidates that match on the names only: cannot tell, quarantined, never resent
     second = queue.enqueue_create(pulled, "contact", {"fn": "Grace", "ln": "Hopper", "title": "RADM"})
     emulator.control.add_fault(method="POST", path="^/contact$", kind="lost_response", times=1)
-    push(pulled, client, _settings(), now=T0 + timedelta(hours=2))
+    push(pulled, api_client, _settings(), now=T0 + timedelta(hours=2))
     for c in [c for c in _state(emulator, "contact") if c.get("ln") == "Hopper"]:
         emulator.control.update("contact", c["id"], {"title": "Admiral"})
     emulator.control.create("contact", {"fn": "Grace", "ln": "Hopper", "title": "Other"})
-    push(pulled, client, _settings(), now=T0 + timedelta(hours=3))
+    push(pulled, api_client, _settings(), now=T0 + timedelta(hours=3))
     assert queue.get_item(pulled, second.id).state == "quarantined"
     assert len([c for c in _state(emulator, "contact") if c.get("ln") == "Hopper"]) == 2
 
@@ -369,16 +366,16 @@ def test_a_lost_create_matched_on_its_identifying_fields_is_adopted_and_two_are_
 
 
 def test_quirks_are_toggled_one_by_one_and_unknown_names_are_refused(
-    emulator: EmulatorServer, client: ClevertimClient
+    emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     control = emulator.control
     task = _state(emulator, "task")[0]["id"]
     assert control.quirks() == []
-    assert isinstance(client.get("task", task)["is_completed"], bool)
+    assert isinstance(api_client.get("task", task)["is_completed"], bool)
     assert control.set_quirk("bool01", True) == ["bool01"]
-    assert client.get("task", task)["is_completed"] in (0, 1)
+    assert api_client.get("task", task)["is_completed"] in (0, 1)
     assert control.set_quirk("string_ids", True) == ["bool01", "string_ids"]
-    assert client.get("task", task)["id"] == str(task)
+    assert api_client.get("task", task)["id"] == str(task)
     assert control.set_quirk("bool01", False) == ["string_ids"]
     assert control.set_quirks(["all"]) == list(DATA_QUIRKS)
     assert control.set_quirks([]) == []
@@ -425,12 +422,12 @@ def test_the_migration_fills_the_new_child_tables_and_types_booleans_from_what_i
 
 @pytest.mark.parametrize("emulator_quirks", [(), DATA_QUIRKS], indirect=True)
 def test_an_edit_files_a_note_under_several_customers(
-    pulled: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    pulled: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     a, b = (c["id"] for c in _state(emulator, "contact")[:2])
     note = _state(emulator, "note")[0]["id"]
     item = queue.enqueue_update(pulled, "note", note, {"cust": [a, b]})
-    push(pulled, client, _settings(), now=T0)
+    push(pulled, api_client, _settings(), now=T0)
     assert queue.get_item(pulled, item.id).state == "done"
     assert emulator.control.record("note", note)["cust"] == [a, b]
     assert [
@@ -442,6 +439,6 @@ def test_an_edit_files_a_note_under_several_customers(
     # the same edit again is already applied, spelled as the server spells it: nothing is sent
     emulator.control.clear_requests()
     again = queue.enqueue_update(pulled, "note", note, {"cust": [b, a]})
-    push(pulled, client, _settings(), now=T0 + timedelta(hours=1))
+    push(pulled, api_client, _settings(), now=T0 + timedelta(hours=1))
     assert queue.get_item(pulled, again.id).state == "done"
     assert [r for r in emulator.control.requests() if r["method"] == "PUT"] == []

@@ -27,12 +27,6 @@ TOKEN = "test-token"
 
 
 @pytest.fixture
-def client(emulator: Any) -> Iterator[ClevertimClient]:
-    with ClevertimClient(emulator.base_url, TOKEN, read_retries=0, timeout=5.0, sleep=lambda _: None) as c:
-        yield c
-
-
-@pytest.fixture
 def engine(migrated_database_url: str) -> Iterator[Engine]:
     eng = make_engine(migrated_database_url)
     yield eng
@@ -40,15 +34,15 @@ def engine(migrated_database_url: str) -> Iterator[Engine]:
 
 
 def test_push_stops_sending_when_asked_and_leaves_nothing_in_flight(
-    emulator: Any, engine: Engine, client: ClevertimClient
+    emulator: Any, engine: Engine, api_client: ClevertimClient
 ) -> None:
-    assert pull(engine, client).ok
+    assert pull(engine, api_client).ok
     emulator.control.add_fault(method="POST", path="^/contact$", kind="latency", latency_ms=150)
     items = [queue.enqueue_create(engine, "contact", {"fn": f"S{i}", "ln": "Stop"}) for i in range(24)]
     stop = threading.Event()
     timer = threading.Timer(0.4, stop.set)  # mid-push: ~2 rounds of 2 requests have gone out
     timer.start()
-    report = push(engine, client, Settings(push=PushSettings(concurrency=2)), stop=stop)
+    report = push(engine, api_client, Settings(push=PushSettings(concurrency=2)), stop=stop)
     timer.join()
     assert report.stopped is not None and "stop requested" in report.stopped
     posts = [r for r in emulator.control.requests() if r["method"] == "POST"]
@@ -59,13 +53,15 @@ def test_push_stops_sending_when_asked_and_leaves_nothing_in_flight(
     assert sorted({r.state for r in rows}) == ["done", "pending"]
     assert all(r.attempts == 0 and r.claimed_by is None for r in rows)  # no attempt spent, no claim left
     # The next push sends the rest, each once.
-    assert push(engine, client, Settings(push=PushSettings(concurrency=4))).done == len(items) - report.done
+    assert (
+        push(engine, api_client, Settings(push=PushSettings(concurrency=4))).done == len(items) - report.done
+    )
     posts = [r for r in emulator.control.requests() if r["method"] == "POST"]
     assert len(posts) == len(items)
 
 
 def test_pull_stops_between_resources_and_records_the_run_as_stopped(
-    emulator: Any, engine: Engine, client: ClevertimClient
+    emulator: Any, engine: Engine, api_client: ClevertimClient
 ) -> None:
     stop = threading.Event()
     order = [r.name for r in registry.RESOURCES]
@@ -74,7 +70,7 @@ def test_pull_stops_between_resources_and_records_the_run_as_stopped(
         if counts is not None and name == order[1]:
             stop.set()  # as if SIGTERM arrived while the second resource was being written
 
-    report = pull(engine, client, progress=progress, stop=stop)
+    report = pull(engine, api_client, progress=progress, stop=stop)
     assert report.stopped and report.status == "stopped"
     assert list(report.resources) == order[:2]  # both applied whole, the rest not started
     with engine.connect() as conn:
@@ -86,7 +82,7 @@ def test_pull_stops_between_resources_and_records_the_run_as_stopped(
     if "contact" in order[:2]:
         assert n_contacts == len(emulator.control.state()["contact"])
     # The next pull takes every resource, the first two with nothing new.
-    again = pull(engine, client)
+    again = pull(engine, api_client)
     assert again.ok and list(again.resources) == order
     assert again.resources[order[0]].inserted == 0
 
