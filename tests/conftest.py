@@ -27,6 +27,7 @@ from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.emulator.quirks import DATA_QUIRKS
 from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.pull.diff import UNORDERED_LISTS
+from clevertim_sync.pull.pipeline import pull
 
 PG_URL_ENV = "CLEVERTIM_SYNC_TEST_PG_URL"
 
@@ -110,6 +111,11 @@ class _MigratedTemplates:
             self.sqlite_file = path
         return self.sqlite_file
 
+    def sqlite_copy(self, target: Path) -> str:
+        """The URL of a fresh copy of the SQLite template at `target`."""
+        shutil.copyfile(self.sqlite(), target)
+        return f"sqlite:///{target}"
+
     def postgres(self, server: str) -> str:
         if self.pg_name is None:
             url = self.cleanup.enter_context(_pg_database(server, prefix="tmpl"))
@@ -132,19 +138,33 @@ def migrated_database_url(
 ) -> Iterator[str]:
     """Like `database_url`, but already migrated to head (upgrade() on it is then a quick no-op)."""
     if db_kind == "sqlite":
-        target = tmp_path / "mirror.sqlite3"
-        shutil.copyfile(_migrated_templates.sqlite(), target)
-        yield f"sqlite:///{target}"
+        yield _migrated_templates.sqlite_copy(tmp_path / "mirror.sqlite3")
         return
     server = _required_pg_server()
     with _pg_database(server, template=_migrated_templates.postgres(server)) as url:
         yield url
 
 
+# The engines: `mirror_engine` (migrated, SQLite and PostgreSQL) is the one a test takes; with
+# `migrated_database_url` beside it for the command line or a second engine on the same database.
+# Its variants: `pulled_engine` (after one pull of the emulator's account) and
+# `sqlite_mirror_engine` (SQLite only). A test of the migrations themselves starts from
+# `database_url` (empty) and makes its own engine.
+
+
 @pytest.fixture
 def mirror_engine(migrated_database_url: str) -> Iterator[sa.Engine]:
     """An engine on a database already migrated to head, SQLite and PostgreSQL."""
     engine = make_engine(migrated_database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_mirror_engine(tmp_path: Path, _migrated_templates: _MigratedTemplates) -> Iterator[sa.Engine]:
+    """`mirror_engine` on SQLite only, for the many cases of what does not depend on the database
+    (validation, retention), which would double for nothing on both."""
+    engine = make_engine(_migrated_templates.sqlite_copy(tmp_path / "sqlite-mirror.sqlite3"))
     yield engine
     engine.dispose()
 
@@ -308,6 +328,17 @@ def api_client(
     options: dict[str, Any] = {"read_retries": 0} | (marker.kwargs if marker else {})
     with ClevertimClient(emulator.base_url, EMULATOR_TOKEN, sleep=sleeps, **options) as client:
         yield client
+
+
+@pytest.fixture
+def pulled_engine(
+    mirror_engine: sa.Engine, api_client: ClevertimClient, emulator: EmulatorServer
+) -> sa.Engine:
+    """`mirror_engine` after one pull of the emulator's account by `api_client`; the emulator's
+    request log is then cleared, so a test sees only its own requests."""
+    assert pull(mirror_engine, api_client).ok
+    emulator.control.clear_requests()
+    return mirror_engine
 
 
 @pytest.fixture
