@@ -19,6 +19,7 @@ import hypothesis
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from support import mirror_data
 
 from clevertim_sync import resources, shapes
 from clevertim_sync.api.client import ClevertimClient
@@ -167,6 +168,14 @@ def sqlite_mirror_engine(tmp_path: Path, _migrated_templates: _MigratedTemplates
     engine = make_engine(_migrated_templates.sqlite_copy(tmp_path / "sqlite-mirror.sqlite3"))
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def mirror(mirror_engine: sa.Engine) -> sa.Engine:
+    """`mirror_engine` holding `support.mirror_data.seed`'s rows, every awkward type among them:
+    what the backups' tests back up, restore and compare (`mirror_data.dump`)."""
+    mirror_data.seed(mirror_engine)
+    return mirror_engine
 
 
 @pytest.fixture
