@@ -15,11 +15,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import hypothesis
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from support import mirror_data
+from support.webhook import Receiver
 
 from clevertim_sync import resources, shapes
 from clevertim_sync.api.client import ClevertimClient
@@ -339,6 +341,25 @@ def api_client(
         yield client
 
 
+def _emulator_http(emulator: EmulatorServer, token: str) -> httpx.Client:
+    return httpx.Client(base_url=emulator.base_url, auth=(token, "X"), timeout=10, verify=False)
+
+
+@pytest.fixture
+def emulator_http(emulator: EmulatorServer) -> Iterator[httpx.Client]:
+    """Plain HTTP to the emulator as its owner, for the emulator's own tests (what goes over the
+    wire, without the client's reading of it)."""
+    with _emulator_http(emulator, EMULATOR_TOKEN) as client:
+        yield client
+
+
+@pytest.fixture
+def emulator_http_ro(emulator: EmulatorServer) -> Iterator[httpx.Client]:
+    """`emulator_http` with the read-only token (user 2)."""
+    with _emulator_http(emulator, EMULATOR_RO_TOKEN) as client:
+        yield client
+
+
 @pytest.fixture
 def pulled_engine(
     mirror_engine: sa.Engine, api_client: ClevertimClient, emulator: EmulatorServer
@@ -348,6 +369,14 @@ def pulled_engine(
     assert pull(mirror_engine, api_client).ok
     emulator.control.clear_requests()
     return mirror_engine
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook on loopback taking the alerts (`receiver.url`, `receiver.messages`)."""
+    r = Receiver().up()
+    yield r
+    r.down()
 
 
 @pytest.fixture
