@@ -81,8 +81,7 @@ def test_documents_are_mirrored_with_text_ids_and_joinable_from_their_records(
 
 def test_text_ids_through_history_versions_as_of_export_and_restore(
     mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient,
-    tmp_path: Path, cli_runner: Any,
-    migrated_database_url: str,
+    tmp_path: Path, cli_runner: Any, migrated_database_url: str,
 ) -> None:  # fmt: skip
     assert pull(mirror_engine, api_client).ok
     t0 = datetime.now(UTC)
@@ -211,8 +210,7 @@ MISSING = [
 @pytest.mark.parametrize("status", MISSING)
 def test_an_account_without_the_documents_endpoints_syncs_everything_else(
     mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient,
-    status: int, cli_runner: Any,
-    migrated_database_url: str,
+    status: int, cli_runner: Any, migrated_database_url: str,
 ) -> None:  # fmt: skip
     assert pull(mirror_engine, api_client).ok
     folders_before = rows(mirror_engine, "SELECT id, raw FROM folders ORDER BY id")
