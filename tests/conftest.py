@@ -15,17 +15,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import hypothesis
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from support import mirror_data
+from support.webhook import Receiver
 
 from clevertim_sync import resources, shapes
+from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.cli import cli
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.emulator.quirks import DATA_QUIRKS
 from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.pull.diff import UNORDERED_LISTS
+from clevertim_sync.pull.pipeline import pull
 
 PG_URL_ENV = "CLEVERTIM_SYNC_TEST_PG_URL"
 
@@ -109,6 +114,11 @@ class _MigratedTemplates:
             self.sqlite_file = path
         return self.sqlite_file
 
+    def sqlite_copy(self, target: Path) -> str:
+        """The URL of a fresh copy of the SQLite template at `target`."""
+        shutil.copyfile(self.sqlite(), target)
+        return f"sqlite:///{target}"
+
     def postgres(self, server: str) -> str:
         if self.pg_name is None:
             url = self.cleanup.enter_context(_pg_database(server, prefix="tmpl"))
@@ -131,13 +141,18 @@ def migrated_database_url(
 ) -> Iterator[str]:
     """Like `database_url`, but already migrated to head (upgrade() on it is then a quick no-op)."""
     if db_kind == "sqlite":
-        target = tmp_path / "mirror.sqlite3"
-        shutil.copyfile(_migrated_templates.sqlite(), target)
-        yield f"sqlite:///{target}"
+        yield _migrated_templates.sqlite_copy(tmp_path / "mirror.sqlite3")
         return
     server = _required_pg_server()
     with _pg_database(server, template=_migrated_templates.postgres(server)) as url:
         yield url
+
+
+# The engines: `mirror_engine` (migrated, SQLite and PostgreSQL) is the one a test takes; with
+# `migrated_database_url` beside it for the command line or a second engine on the same database.
+# Its variants: `pulled_engine` (after one pull of the emulator's account) and
+# `sqlite_mirror_engine` (SQLite only). A test of the migrations themselves starts from
+# `database_url` (empty) and makes its own engine.
 
 
 @pytest.fixture
@@ -146,6 +161,23 @@ def mirror_engine(migrated_database_url: str) -> Iterator[sa.Engine]:
     engine = make_engine(migrated_database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def sqlite_mirror_engine(tmp_path: Path, _migrated_templates: _MigratedTemplates) -> Iterator[sa.Engine]:
+    """`mirror_engine` on SQLite only, for the many cases of what does not depend on the database
+    (validation, retention), which would double for nothing on both."""
+    engine = make_engine(_migrated_templates.sqlite_copy(tmp_path / "sqlite-mirror.sqlite3"))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def mirror(mirror_engine: sa.Engine) -> sa.Engine:
+    """`mirror_engine` holding `support.mirror_data.seed`'s rows, every awkward type among them:
+    what the backups' tests back up, restore and compare (`mirror_data.dump`)."""
+    mirror_data.seed(mirror_engine)
+    return mirror_engine
 
 
 @pytest.fixture
@@ -278,6 +310,73 @@ def emulator(_emulator_server: EmulatorServer, emulator_quirks: tuple[str, ...])
     _emulator_server.reset(contacts=EMULATOR_CONTACTS, seed=EMULATOR_SEED)
     _emulator_server.set_quirks(emulator_quirks)
     return _emulator_server
+
+
+class Sleeps(list[float]):
+    """An injected sleep: records each wait instead of sleeping, so fault tests stay fast and can
+    check the waits."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    """The waits `api_client` was told to sleep (a test's own clients may share it: `sleep=sleeps`)."""
+    return Sleeps()
+
+
+@pytest.fixture
+def api_client(
+    emulator: EmulatorServer, sleeps: Sleeps, request: pytest.FixtureRequest
+) -> Iterator[ClevertimClient]:
+    """The API client of the emulator's owner ("test-token"): it records its waits in `sleeps`
+    instead of sleeping, and by default does not retry a read, so a fault reaches the code under
+    test at once. A module or a test that wants the client's own retries, or another option of
+    `ClevertimClient`, says so with a marker: `pytestmark = pytest.mark.api_client(read_retries=2)`
+    (a marker, not a parameter, so the tests' ids stay as they are)."""
+    marker = request.node.get_closest_marker("api_client")
+    options: dict[str, Any] = {"read_retries": 0} | (marker.kwargs if marker else {})
+    with ClevertimClient(emulator.base_url, EMULATOR_TOKEN, sleep=sleeps, **options) as client:
+        yield client
+
+
+def _emulator_http(emulator: EmulatorServer, token: str) -> httpx.Client:
+    return httpx.Client(base_url=emulator.base_url, auth=(token, "X"), timeout=10, verify=False)
+
+
+@pytest.fixture
+def emulator_http(emulator: EmulatorServer) -> Iterator[httpx.Client]:
+    """Plain HTTP to the emulator as its owner, for the emulator's own tests (what goes over the
+    wire, without the client's reading of it)."""
+    with _emulator_http(emulator, EMULATOR_TOKEN) as client:
+        yield client
+
+
+@pytest.fixture
+def emulator_http_ro(emulator: EmulatorServer) -> Iterator[httpx.Client]:
+    """`emulator_http` with the read-only token (user 2)."""
+    with _emulator_http(emulator, EMULATOR_RO_TOKEN) as client:
+        yield client
+
+
+@pytest.fixture
+def pulled_engine(
+    mirror_engine: sa.Engine, api_client: ClevertimClient, emulator: EmulatorServer
+) -> sa.Engine:
+    """`mirror_engine` after one pull of the emulator's account by `api_client`; the emulator's
+    request log is then cleared, so a test sees only its own requests."""
+    assert pull(mirror_engine, api_client).ok
+    emulator.control.clear_requests()
+    return mirror_engine
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook on loopback taking the alerts (`receiver.url`, `receiver.messages`)."""
+    r = Receiver().up()
+    yield r
+    r.down()
 
 
 @pytest.fixture

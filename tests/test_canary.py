@@ -18,11 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from conftest import EMULATOR_TOKEN, CliInvoke, wait_for
-from test_alerts import Receiver
-from test_daemon_process import Daemon, config
+from support.daemon import Daemon, config
+from support.webhook import Receiver
 
 from clevertim_sync import resources
 from clevertim_sync.emulator import EmulatorServer
@@ -109,13 +108,6 @@ def _find_all(text: str, needle: str) -> Iterator[int]:
     while at >= 0:
         yield at
         at = text.find(needle, at + 1)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().up()
-    yield r
-    r.down()
 
 
 def test_nothing_a_record_holds_leaves_the_mirror_on_any_path_that_reports_on_a_listing(

@@ -14,32 +14,21 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 import sqlalchemy as sa
 from conftest import as_mirrored
 
 from clevertim_sync import resources
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import schema, store
-from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.writeback import queue
 from clevertim_sync.writeback import tables as wb
 
 TOKEN = "test-token"  # the `emulator` fixture's owner token (tests/conftest.py)
 WRITES = ("POST", "PUT", "DELETE")
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    eng = make_engine(database_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 class Cli:
@@ -167,10 +156,10 @@ def remote_edits(emulator: EmulatorServer, rng: random.Random, round_no: int) ->
 
 
 def test_a_pull_killed_at_any_point_recovers_to_the_uninterrupted_result(
-    engine: sa.Engine, database_url: str, emulator: EmulatorServer, tmp_path: Path
+    mirror_engine: sa.Engine, migrated_database_url: str, emulator: EmulatorServer, tmp_path: Path
 ) -> None:
     rng = random.Random(7)
-    cli = Cli(emulator, database_url, tmp_path)
+    cli = Cli(emulator, migrated_database_url, tmp_path)
     cli.run("sync")
     # Each listing takes 0.3 s: the kill points below fall across the ten resources of a pull.
     emulator.control.add_fault(method="GET", path=".*", kind="latency", latency_ms=300)
@@ -184,39 +173,43 @@ def test_a_pull_killed_at_any_point_recovers_to_the_uninterrupted_result(
     emulator.control.clear_faults()
 
     cli.run("sync")
-    assert mirror_state(engine, tmp_path / "after") == remote_state(emulator)
-    assert_history_follows_the_mirror(engine)
+    assert mirror_state(mirror_engine, tmp_path / "after") == remote_state(emulator)
+    assert_history_follows_the_mirror(mirror_engine)
 
     emulator.control.clear_requests()
     out = cli.run("sync")
     assert [r for r in emulator.control.requests() if r["method"] in WRITES] == []
-    with engine.connect() as conn:
+    with mirror_engine.connect() as conn:
         last_run = conn.execute(sa.select(schema.runs).order_by(schema.runs.c.id.desc()).limit(1)).one()
     counts = orjson.loads(last_run.counts) if isinstance(last_run.counts, str) else last_run.counts
     assert all(c["inserted"] == c["updated"] == c["deleted"] == 0 for c in counts.values()), out
 
 
 def test_a_push_killed_at_any_point_recovers_without_loss_or_duplicates(
-    engine: sa.Engine, database_url: str, emulator: EmulatorServer, tmp_path: Path
+    mirror_engine: sa.Engine, migrated_database_url: str, emulator: EmulatorServer, tmp_path: Path
 ) -> None:
     rng = random.Random(11)
-    cli = Cli(emulator, database_url, tmp_path)
+    cli = Cli(emulator, migrated_database_url, tmp_path)
     cli.run("sync")
     contacts = sorted(c["id"] for c in remote_state(emulator)["contact"])
     notes = sorted(n["id"] for n in remote_state(emulator)["note"])
     items = []
     for i in range(4):  # dependent creates: company <- contact <- note
-        company = queue.enqueue_create(engine, "company", {"cn": f"Killed Co {i}"})
+        company = queue.enqueue_create(mirror_engine, "company", {"cn": f"Killed Co {i}"})
         person = queue.enqueue_create(
-            engine, "contact", {"fn": f"Killed{i}", "ln": "Push", "companyId": company.local_ref}
+            mirror_engine, "contact", {"fn": f"Killed{i}", "ln": "Push", "companyId": company.local_ref}
         )
         items += [
             company,
             person,
-            queue.enqueue_create(engine, "note", {"desc": f"killed note {i}", "cust": person.local_ref}),
+            queue.enqueue_create(
+                mirror_engine, "note", {"desc": f"killed note {i}", "cust": person.local_ref}
+            ),
         ]
-    items += [queue.enqueue_update(engine, "contact", cid, {"title": f"title {cid}"}) for cid in contacts[:8]]
-    items += [queue.enqueue_delete(engine, "note", nid) for nid in notes[:4]]
+    items += [
+        queue.enqueue_update(mirror_engine, "contact", cid, {"title": f"title {cid}"}) for cid in contacts[:8]
+    ]
+    items += [queue.enqueue_delete(mirror_engine, "note", nid) for nid in notes[:4]]
 
     # Each write takes 0.3 s: a kill after the k-th write request lands with writes on the wire.
     emulator.control.add_fault(method="*", path=".*", kind="latency", latency_ms=300)
@@ -231,7 +224,7 @@ def test_a_push_killed_at_any_point_recovers_without_loss_or_duplicates(
 
     for _ in range(5):  # retries wait out their (short) backoff
         cli.run("push")
-        with engine.connect() as conn:
+        with mirror_engine.connect() as conn:
             q = wb.writeback_queue
             states = {
                 row.id: row.state
@@ -255,8 +248,8 @@ def test_a_push_killed_at_any_point_recovers_without_loss_or_duplicates(
     assert not {n["id"] for n in remote["note"]} & set(notes[:4])
 
     cli.run("sync")
-    assert mirror_state(engine, tmp_path / "after") == remote_state(emulator)
-    assert_history_follows_the_mirror(engine)
+    assert mirror_state(mirror_engine, tmp_path / "after") == remote_state(emulator)
+    assert_history_follows_the_mirror(mirror_engine)
     emulator.control.clear_requests()
     cli.run("push")
     cli.run("sync")
@@ -264,24 +257,28 @@ def test_a_push_killed_at_any_point_recovers_without_loss_or_duplicates(
 
 
 def test_a_killed_push_is_taken_over_at_once_not_after_the_lease(
-    engine: sa.Engine, database_url: str, emulator: EmulatorServer, tmp_path: Path
+    mirror_engine: sa.Engine, migrated_database_url: str, emulator: EmulatorServer, tmp_path: Path
 ) -> None:
     # The default push.lease (300 s): a push that holds the instance lock knows the push it
     # follows is gone (the lock was free), so it reconciles what that one left in flight now.
     rng = random.Random(23)
-    cli = Cli(emulator, database_url, tmp_path, lease=None)
+    cli = Cli(emulator, migrated_database_url, tmp_path, lease=None)
     cli.run("sync")
     contacts = sorted(c["id"] for c in remote_state(emulator)["contact"])
     items = []
     for i in range(4):
-        company = queue.enqueue_create(engine, "company", {"cn": f"Taken Over Co {i}"})
+        company = queue.enqueue_create(mirror_engine, "company", {"cn": f"Taken Over Co {i}"})
         items += [
             company,
             queue.enqueue_create(
-                engine, "contact", {"fn": f"TakenOver{i}", "ln": "Push", "companyId": company.local_ref}
+                mirror_engine,
+                "contact",
+                {"fn": f"TakenOver{i}", "ln": "Push", "companyId": company.local_ref},
             ),
         ]
-    items += [queue.enqueue_update(engine, "contact", cid, {"title": f"over {cid}"}) for cid in contacts[:6]]
+    items += [
+        queue.enqueue_update(mirror_engine, "contact", cid, {"title": f"over {cid}"}) for cid in contacts[:6]
+    ]
 
     emulator.control.add_fault(method="*", path=".*", kind="latency", latency_ms=300)
     killed = 0
@@ -292,7 +289,7 @@ def test_a_killed_push_is_taken_over_at_once_not_after_the_lease(
     emulator.control.clear_faults()
     q = wb.writeback_queue
     ids = [i.id for i in items]
-    with engine.connect() as conn:
+    with mirror_engine.connect() as conn:
         left = conn.execute(
             sa.select(sa.func.count()).where(q.c.id.in_(ids), q.c.state == "in_flight")
         ).scalar()
@@ -301,7 +298,7 @@ def test_a_killed_push_is_taken_over_at_once_not_after_the_lease(
     started = time.monotonic()
     for _ in range(3):
         cli.run("push")
-        with engine.connect() as conn:
+        with mirror_engine.connect() as conn:
             states = {
                 row.id: row.state for row in conn.execute(sa.select(q.c.id, q.c.state).where(q.c.id.in_(ids)))
             }

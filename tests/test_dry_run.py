@@ -9,28 +9,18 @@ from __future__ import annotations
 
 import ast
 import inspect
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 import sqlalchemy as sa
 
 from clevertim_sync import resources
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.mirror import schema
-from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.pull import pipeline
 from clevertim_sync.pull.pipeline import plan_pull, pull
 from clevertim_sync.writeback import dryrun, worker  # (and so the queue's tables on the metadata)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    e = make_engine(database_url)
-    yield e
-    e.dispose()
 
 
 def snapshot(engine: sa.Engine) -> dict[str, list[tuple[Any, ...]]]:
@@ -48,9 +38,9 @@ def _writes(emulator: Any) -> list[tuple[str, str, Any]]:
 
 
 def test_push_dry_run_prints_what_the_push_then_sends_and_changes_nothing(
-    cli_runner: Any, database_url: str, emulator: Any, engine: sa.Engine
+    cli_runner: Any, migrated_database_url: str, emulator: Any, mirror_engine: sa.Engine
 ) -> None:
-    run = cli_runner(database_url)
+    run = cli_runner(migrated_database_url)
     run("sync", code=0)
     state = emulator.control.state(as_token="test-token")
     a, b = sorted(state["contact"], key=lambda r: r["id"])[:2]
@@ -67,11 +57,11 @@ def test_push_dry_run_prints_what_the_push_then_sends_and_changes_nothing(
     run("edit", "create", "contact", "--set", "fn=Child", "--set", f"companyId={ref}", code=0)
     run("edit", "delete", "note", str(note["id"]), code=0)
 
-    before = snapshot(engine)
+    before = snapshot(mirror_engine)
     emulator.control.clear_requests()
     planned = orjson.loads(run("push", "--dry-run", "--json", code=0).output)
     text = run("push", "--dry-run", code=0).output
-    assert snapshot(engine) == before  # queue and mirror untouched
+    assert snapshot(mirror_engine) == before  # queue and mirror untouched
     assert {r["method"] for r in emulator.control.requests()} == {"GET"}
 
     requests = [(r["method"], r["path"], r["body"]) for r in planned["requests"]]
@@ -100,9 +90,9 @@ def test_push_dry_run_prints_what_the_push_then_sends_and_changes_nothing(
 
 
 def test_push_dry_run_sends_nothing_while_paused(
-    cli_runner: Any, database_url: str, emulator: Any, engine: sa.Engine
+    cli_runner: Any, migrated_database_url: str, emulator: Any, mirror_engine: sa.Engine
 ) -> None:
-    run = cli_runner(database_url)
+    run = cli_runner(migrated_database_url)
     run("sync", code=0)
     cid = min(r["id"] for r in emulator.control.state(as_token="test-token")["contact"])
     run("edit", "update", "contact", str(cid), "--set", "title=Later", code=0)
@@ -115,12 +105,12 @@ def test_push_dry_run_sends_nothing_while_paused(
 
 
 def test_push_dry_run_compares_values_by_meaning_as_the_push_does(
-    cli_runner: Any, database_url: str, emulator: Any, engine: sa.Engine
+    cli_runner: Any, migrated_database_url: str, emulator: Any, mirror_engine: sa.Engine
 ) -> None:
     # Clevertim spells a note's customer as a list ([33]); the edit names it as one id (33): the
     # same value, so neither the push nor its dry run sends anything (the dry run used to merge
     # without the resource's properties and planned a PUT the push never sent).
-    run = cli_runner(database_url)
+    run = cli_runner(migrated_database_url)
     note = min(
         (r for r in emulator.control.state(as_token="test-token")["note"] if isinstance(r.get("cust"), int)),
         key=lambda r: r["id"],
@@ -137,9 +127,9 @@ def test_push_dry_run_compares_values_by_meaning_as_the_push_does(
 
 
 def test_sync_dry_run_prints_inserts_updates_deletes_and_the_guard_and_writes_nothing(
-    cli_runner: Any, database_url: str, emulator: Any, engine: sa.Engine
+    cli_runner: Any, migrated_database_url: str, emulator: Any, mirror_engine: sa.Engine
 ) -> None:
-    run = cli_runner(database_url)
+    run = cli_runner(migrated_database_url)
     run("sync", code=0)
     ui = emulator.control
     contacts = sorted(ui.state(as_token="test-token")["contact"], key=lambda r: r["id"])
@@ -152,10 +142,10 @@ def test_sync_dry_run_prints_inserts_updates_deletes_and_the_guard_and_writes_no
     for nid in notes[1:]:
         ui.delete("note", nid)
 
-    before = snapshot(engine)
+    before = snapshot(mirror_engine)
     emulator.control.clear_requests()
     result = run("sync", "--dry-run", "--json", code=1)  # the held resource: exit 1, as a sync would
-    assert snapshot(engine) == before  # not even a run row
+    assert snapshot(mirror_engine) == before  # not even a run row
     assert {r["method"] for r in emulator.control.requests()} == {"GET"}
     plans = {p["resource"]: p for p in orjson.loads(result.output)}
     c = plans["contact"]
@@ -177,11 +167,11 @@ def test_sync_dry_run_prints_inserts_updates_deletes_and_the_guard_and_writes_no
     assert f" {contacts[0]['id']} (city, title)" in text
     assert "    HELD by the mass-delete guard" in text
     assert "  company" not in text
-    assert snapshot(engine) == before
+    assert snapshot(mirror_engine) == before
 
     # The real sync does what the dry run said.
     run("sync", "-r", "contact", code=0)
-    with engine.connect() as conn:
+    with mirror_engine.connect() as conn:
         h = schema.history
         last_run = sa.select(sa.func.max(schema.runs.c.id)).scalar_subquery()
         ops = conn.execute(
@@ -193,18 +183,18 @@ def test_sync_dry_run_prints_inserts_updates_deletes_and_the_guard_and_writes_no
 
 
 def test_push_dry_run_of_a_lost_create_adopts_without_a_request_or_plans_the_resend(
-    cli_runner: Any, database_url: str, emulator: Any, engine: sa.Engine, tmp_path: Path
+    cli_runner: Any, migrated_database_url: str, emulator: Any, mirror_engine: sa.Engine, tmp_path: Path
 ) -> None:
     config = tmp_path / "quick-retry.toml"
     config.write_text("[push]\nbackoff_base = 0.001\nbackoff_max = 0.001\n")  # due again at once
-    run = cli_runner(database_url, CLEVERTIM_SYNC_CONFIG=str(config))
+    run = cli_runner(migrated_database_url, CLEVERTIM_SYNC_CONFIG=str(config))
     run("sync", code=0)
     run("edit", "create", "company", "--set", "cn=Lost Answer Ltd", code=0)
     emulator.control.add_fault(method="POST", path="^/company$", kind="lost_response", times=1)
     run("push", code=0)  # the POST landed, its answer did not: the item is to be reconciled
     assert orjson.loads(run("queue", "show", "1", "--json").output)["state"] == "reconcile"
     (made,) = [r for r in emulator.control.state()["company"] if r.get("cn") == "Lost Answer Ltd"]
-    before = snapshot(engine)
+    before = snapshot(mirror_engine)
     emulator.control.clear_requests()
     planned = orjson.loads(run("push", "--dry-run", "--json", code=0).output)
     assert planned["requests"] == []
@@ -217,7 +207,7 @@ def test_push_dry_run_of_a_lost_create_adopts_without_a_request_or_plans_the_res
         }
     ]
     assert {r["method"] for r in emulator.control.requests()} == {"GET"}
-    assert snapshot(engine) == before
+    assert snapshot(mirror_engine) == before
     # Gone from the server meanwhile: the dry run plans the resend, with the body sent before.
     emulator.control.delete("company", made["id"])
     planned = orjson.loads(run("push", "--dry-run", "--json", code=0).output)
@@ -228,7 +218,7 @@ def test_push_dry_run_of_a_lost_create_adopts_without_a_request_or_plans_the_res
         {"cn": "Lost Answer Ltd"},
     )
     assert request["note"] == "sent again: no record matches the earlier attempt"
-    assert snapshot(engine) == before
+    assert snapshot(mirror_engine) == before
 
 
 # --- each dry run is its command's own plan, stopped before it writes (issue 19) -------------------
@@ -260,13 +250,12 @@ def test_the_dry_runs_share_their_commands_code() -> None:
     assert not sent & (_calls(dryrun, "_plan_unit") | _calls(dryrun, "plan_push"))
 
 
-def test_sync_dry_run_stops_where_the_pull_would(engine: sa.Engine, emulator: Any) -> None:
-    upgrade(engine)
+def test_sync_dry_run_stops_where_the_pull_would(mirror_engine: sa.Engine, emulator: Any) -> None:
     first, *rest = resources.PULL_ORDER
     emulator.control.add_fault(kind="redirect", path=f"^/{first}$")
     with ClevertimClient(emulator.base_url, "test-token", read_retries=0) as client:
-        plans = {p.resource: p for p in plan_pull(engine, client)}
-        report = pull(engine, client)
+        plans = {p.resource: p for p in plan_pull(mirror_engine, client)}
+        report = pull(mirror_engine, client)
     # A redirect stops a pull at the first listing; its dry run stops there too.
     assert report.failed == [first] and report.skipped == rest
     assert plans[first].error and all((plans[n].error or "").startswith("skipped") for n in rest)

@@ -7,7 +7,7 @@ pure ones (shapes, edit validation).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,22 +27,7 @@ from clevertim_sync.settings import PushSettings, Settings
 from clevertim_sync.writeback import queue
 from clevertim_sync.writeback.worker import push
 
-TOKEN = "test-token"
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    eng = db.make_engine(database_url)
-    db.upgrade(eng)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
-def client(emulator: EmulatorServer) -> Iterator[ClevertimClient]:
-    with ClevertimClient(emulator.base_url, TOKEN, read_retries=0, timeout=5.0, sleep=lambda _: None) as c:
-        yield c
 
 
 def _rows(engine: sa.Engine, sql: str, **params: Any) -> list[Any]:
@@ -119,7 +104,9 @@ def _sync(engine: sa.Engine, resource: str, listing: list[dict[str, Any]]) -> No
         store.apply_changes(conn, resource, changes, run_id=None, at=T0)
 
 
-def test_booleans_ids_date_parts_and_empty_strings_are_typed_and_raw_is_kept(engine: sa.Engine) -> None:
+def test_booleans_ids_date_parts_and_empty_strings_are_typed_and_raw_is_kept(
+    mirror_engine: sa.Engine,
+) -> None:
     tasks = [
         {"id": 1, "name": "a", "is_completed": 1, "is_deleted": "0", "is_private": "true", "gid": "4",
          "startDate": {"y": "2026", "mo": "9", "d": "7", "h": "13", "mi": "5"}, "cust": "445",
@@ -128,9 +115,9 @@ def test_booleans_ids_date_parts_and_empty_strings_are_typed_and_raw_is_kept(eng
          "startDate": {"y": 2026, "mo": 9, "d": 7},
          "endDate": {"y": "2026", "mo": "9", "d": "8", "h": "", "mi": ""}},
     ]  # fmt: skip
-    _sync(engine, "task", tasks)
+    _sync(mirror_engine, "task", tasks)
     rows = _rows(
-        engine,
+        mirror_engine,
         "SELECT id, is_completed, is_deleted, is_private, group_mask, customer_id, assigned_user_id,"
         " added_at, recurrence_every, start_at, start_at_all_day, end_at_all_day, raw FROM tasks ORDER BY id",
     )
@@ -155,14 +142,16 @@ def test_booleans_ids_date_parts_and_empty_strings_are_typed_and_raw_is_kept(eng
         True,
         True,
     )
-    assert _rows(engine, "SELECT COUNT(*) FROM report_open_tasks WHERE task_id = 1")[0][0] == 0  # completed
+    assert (
+        _rows(mirror_engine, "SELECT COUNT(*) FROM report_open_tasks WHERE task_id = 1")[0][0] == 0
+    )  # completed
 
 
-def test_custom_field_values_of_any_json_type_are_canonical_json_text(engine: sa.Engine) -> None:
+def test_custom_field_values_of_any_json_type_are_canonical_json_text(mirror_engine: sa.Engine) -> None:
     contact = {"id": 9, "fn": "A", "cf": {"3": 5, "4": [True, "x", None], "5": {"b": 1, "a": 2}, "6": 1.5}}
-    _sync(engine, "contact", [contact])
+    _sync(mirror_engine, "contact", [contact])
     got = _rows(
-        engine,
+        mirror_engine,
         "SELECT custom_field_id, position, value FROM contact_custom_values"
         " ORDER BY custom_field_id, position",
     )
@@ -172,95 +161,107 @@ def test_custom_field_values_of_any_json_type_are_canonical_json_text(engine: sa
 
 
 def test_a_reference_to_several_records_fills_its_child_table_and_the_scalar_only_when_single(
-    engine: sa.Engine,
+    mirror_engine: sa.Engine,
 ) -> None:
     notes = [
         {"id": 1, "desc": "several", "cust": [33, "43", 53], "case": [7], "opportunity": None},
         {"id": 2, "desc": "one", "cust": 33, "case": "8", "opportunity": ""},
     ]
-    _sync(engine, "note", notes)
-    assert [tuple(r) for r in _rows(engine, "SELECT id, customer_id, case_id FROM notes ORDER BY id")] == [
+    _sync(mirror_engine, "note", notes)
+    assert [
+        tuple(r) for r in _rows(mirror_engine, "SELECT id, customer_id, case_id FROM notes ORDER BY id")
+    ] == [
         (1, None, 7),
         (2, 33, 8),
     ]
-    children = _rows(engine, "SELECT owner_id, position, customer_id FROM note_customers ORDER BY 1, 2")
+    children = _rows(
+        mirror_engine, "SELECT owner_id, position, customer_id FROM note_customers ORDER BY 1, 2"
+    )
     assert [tuple(r) for r in children] == [(1, 0, 33), (1, 1, 43), (1, 2, 53), (2, 0, 33)]
-    assert [tuple(r) for r in _rows(engine, "SELECT owner_id, case_id FROM note_cases ORDER BY 1")] == [
+    assert [
+        tuple(r) for r in _rows(mirror_engine, "SELECT owner_id, case_id FROM note_cases ORDER BY 1")
+    ] == [
         (1, 7),
         (2, 8),
     ]
     # an update rewrites them; a comment's nid as a list too
-    _sync(engine, "note", [{**notes[0], "cust": [43]}, notes[1]])
+    _sync(mirror_engine, "note", [{**notes[0], "cust": [43]}, notes[1]])
     assert [
-        tuple(r) for r in _rows(engine, "SELECT owner_id, customer_id FROM note_customers ORDER BY 1")
+        tuple(r) for r in _rows(mirror_engine, "SELECT owner_id, customer_id FROM note_customers ORDER BY 1")
     ] == [
         (1, 43),
         (2, 33),
     ]
-    assert _rows(engine, "SELECT customer_id FROM notes WHERE id = 1")[0][0] == 43
-    _sync(engine, "comment", [{"id": 5, "comment": "c", "nid": ["1"], "tid": None}])
-    assert _rows(engine, "SELECT note_id FROM comments")[0][0] == 1
-    assert [tuple(r) for r in _rows(engine, "SELECT owner_id, note_id FROM comment_notes")] == [(5, 1)]
-    assert _rows(engine, "SELECT COUNT(*) FROM comment_tasks")[0][0] == 0
+    assert _rows(mirror_engine, "SELECT customer_id FROM notes WHERE id = 1")[0][0] == 43
+    _sync(mirror_engine, "comment", [{"id": 5, "comment": "c", "nid": ["1"], "tid": None}])
+    assert _rows(mirror_engine, "SELECT note_id FROM comments")[0][0] == 1
+    assert [tuple(r) for r in _rows(mirror_engine, "SELECT owner_id, note_id FROM comment_notes")] == [(5, 1)]
+    assert _rows(mirror_engine, "SELECT COUNT(*) FROM comment_tasks")[0][0] == 0
 
 
 # --- against the emulator, with its quirks ----------------------------------------------------------
 
 
 def test_a_note_and_a_task_under_several_customers_count_for_each_in_the_activity_report(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     a, b = (c["id"] for c in _state(emulator, "contact")[:2])
     company = _state(emulator, "company")[0]["id"]
-    assert pull(engine, client).ok
+    assert pull(mirror_engine, api_client).ok
     before = {
         r.customer_id: (r.notes, r.tasks)
-        for r in _rows(engine, "SELECT customer_id, notes, tasks FROM report_customer_activity")
+        for r in _rows(mirror_engine, "SELECT customer_id, notes, tasks FROM report_customer_activity")
     }
     control = emulator.control
     note = control.create("note", {"desc": "filed under three", "cust": [a, b, company]})
     task = control.create("task", {"name": "for two", "cust": [a, company], "is_completed": False})
-    assert pull(engine, client).ok
+    assert pull(mirror_engine, api_client).ok
     after = {
         r.customer_id: (r.notes, r.tasks)
-        for r in _rows(engine, "SELECT customer_id, notes, tasks FROM report_customer_activity")
+        for r in _rows(mirror_engine, "SELECT customer_id, notes, tasks FROM report_customer_activity")
     }
     assert after[a] == (before[a][0] + 1, before[a][1] + 1)
     assert after[b] == (before[b][0] + 1, before[b][1])
     assert after[company] == (before[company][0] + 1, before[company][1] + 1)
-    assert _rows(engine, "SELECT customer_id FROM notes WHERE id = :i", i=note["id"])[0][0] is None
-    assert _rows(engine, "SELECT COUNT(*) FROM task_customers WHERE owner_id = :i", i=task["id"])[0][0] == 2
+    assert _rows(mirror_engine, "SELECT customer_id FROM notes WHERE id = :i", i=note["id"])[0][0] is None
+    assert (
+        _rows(mirror_engine, "SELECT COUNT(*) FROM task_customers WHERE owner_id = :i", i=task["id"])[0][0]
+        == 2
+    )
     # The open-task report names both, in the list's order, though the scalar column cannot.
     contact = _state(emulator, "contact")[0]
     company_name = _state(emulator, "company")[0]["cn"] or f"#{company}"  # a nameless one by its id
     names = f"{contact['fn']} {contact['ln']}".strip() + "; " + company_name
-    row = _rows(engine, "SELECT * FROM report_open_tasks WHERE task_id = :i", i=task["id"])[0]
+    row = _rows(mirror_engine, "SELECT * FROM report_open_tasks WHERE task_id = :i", i=task["id"])[0]
     assert (row.customer_id, row.customer_ids, row.customers) == (None, f"{a},{company}", names)
 
 
 @pytest.mark.parametrize("emulator_quirks", [("bool01",)], indirect=True)
 def test_zero_one_booleans_are_booleans_so_a_completed_task_is_not_open(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     task = _state(emulator, "task")[0]
     emulator.control.update("task", task["id"], {"is_completed": True, "is_deleted": False})
-    assert client.get("task", task["id"])["is_completed"] == 1  # served as 1, not true
-    assert pull(engine, client).ok
-    assert _truth(_rows(engine, "SELECT is_completed FROM tasks WHERE id = :i", i=task["id"])[0][0]) is True
-    assert not _rows(engine, "SELECT task_id FROM report_open_tasks WHERE task_id = :i", i=task["id"])
+    assert api_client.get("task", task["id"])["is_completed"] == 1  # served as 1, not true
+    assert pull(mirror_engine, api_client).ok
+    assert (
+        _truth(_rows(mirror_engine, "SELECT is_completed FROM tasks WHERE id = :i", i=task["id"])[0][0])
+        is True
+    )
+    assert not _rows(mirror_engine, "SELECT task_id FROM report_open_tasks WHERE task_id = :i", i=task["id"])
 
 
 @pytest.mark.parametrize("emulator_quirks", [("shuffled_lists", "string_ids")], indirect=True)
 def test_reshuffled_back_references_and_string_ids_are_no_update_and_no_history(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
-    assert pull(engine, client).ok
-    rows = _rows(engine, "SELECT COUNT(*) FROM history")[0][0]
+    assert pull(mirror_engine, api_client).ok
+    rows = _rows(mirror_engine, "SELECT COUNT(*) FROM history")[0][0]
     for _ in range(3):
-        again = pull(engine, client)
+        again = pull(mirror_engine, api_client)
         assert again.totals()["updated"] == again.totals()["inserted"] == 0, again.resources
-    assert _rows(engine, "SELECT COUNT(*) FROM history")[0][0] == rows
-    assert all(isinstance(r[0], int) for r in _rows(engine, "SELECT id FROM contacts"))
+    assert _rows(mirror_engine, "SELECT COUNT(*) FROM history")[0][0] == rows
+    assert all(isinstance(r[0], int) for r in _rows(mirror_engine, "SELECT id FROM contacts"))
 
 
 class _WithBadEntries:
@@ -279,30 +280,36 @@ class _WithBadEntries:
 
 
 def test_an_entry_with_an_unusable_id_is_left_out_reported_and_the_rest_applies(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, cli_runner: Any, database_url: str
+    mirror_engine: sa.Engine,
+    emulator: EmulatorServer,
+    api_client: ClevertimClient,
+    cli_runner: Any,
+    migrated_database_url: str,
 ) -> None:
-    assert pull(engine, client).ok
+    assert pull(mirror_engine, api_client).ok
     contact = _state(emulator, "contact")[0]
     emulator.control.update("contact", contact["id"], {"title": "changed"})
     bad = [{"id": "f1001", "fn": "folder-like"}, {"id": True}, {"fn": "no id"}]
-    report = pull(engine, _WithBadEntries(client, "contact", bad))
+    report = pull(mirror_engine, _WithBadEntries(api_client, "contact", bad))
     counts = report.resources["contact"]
     assert report.ok and counts.updated == 1 and counts.skipped == 3 and counts.deleted == 0
     assert "'f1001'" in counts.skipped_reasons[0]
-    with engine.connect() as conn:
+    with mirror_engine.connect() as conn:
         status = store.resource_statuses(conn)["contact"]
         run = conn.execute(
             sa.select(schema.runs.c.counts).where(schema.runs.c.id == report.run_id)
         ).scalar_one()
     assert orjson.loads(status["last_counts"])["skipped"] == 3 and status["last_error"] is None
     assert orjson.loads(run)["contact"]["skipped_reasons"] == counts.skipped_reasons
-    assert _rows(engine, "SELECT title FROM contacts WHERE id = :i", i=contact["id"])[0][0] == "changed"
-    out = cli_runner(database_url)("status", code=0).output
+    assert (
+        _rows(mirror_engine, "SELECT title FROM contacts WHERE id = :i", i=contact["id"])[0][0] == "changed"
+    )
+    out = cli_runner(migrated_database_url)("status", code=0).output
     assert "3 entries left out" in out and "f1001" in out
     # A listing of nothing but unusable entries counts them as present: the guard holds it.
-    held = pull(engine, _WithBadEntries(client, "contact", bad, only_bad=True))
+    held = pull(mirror_engine, _WithBadEntries(api_client, "contact", bad, only_bad=True))
     assert held.resources["contact"].held and held.resources["contact"].deleted == 0
-    assert _rows(engine, "SELECT COUNT(*) FROM contacts")[0][0] == counts.listed - 3  # all still there
+    assert _rows(mirror_engine, "SELECT COUNT(*) FROM contacts")[0][0] == counts.listed - 3  # all still there
 
 
 # --- lost creates on a server that normalises -------------------------------------------------------
@@ -312,56 +319,52 @@ def _settings() -> Settings:
     return Settings(push=PushSettings(concurrency=1, backoff_base=10.0))
 
 
-@pytest.fixture
-def pulled(engine: sa.Engine, client: ClevertimClient) -> sa.Engine:
-    assert pull(engine, client).ok
-    return engine
-
-
 def _notes_with_text(emulator: EmulatorServer, text: str) -> list[dict[str, Any]]:
     return [n for n in _state(emulator, "note") if shapes.plain_text(str(n.get("desc") or "")) == text]
 
 
 @pytest.mark.parametrize("emulator_quirks", [("normalising",), DATA_QUIRKS], indirect=True)
 def test_a_lost_create_on_a_normalising_server_is_adopted_not_sent_twice(
-    pulled: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    pulled_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     customer = _state(emulator, "contact")[0]["id"]
     item = queue.enqueue_create(
-        pulled, "note", {"desc": "Call back  tomorrow ", "cust": customer, "is_private": False}
+        pulled_engine, "note", {"desc": "Call back  tomorrow ", "cust": customer, "is_private": False}
     )
     emulator.control.add_fault(method="POST", path="^/note$", kind="lost_response", times=1)
-    push(pulled, client, _settings(), now=T0)
-    push(pulled, client, _settings(), now=T0 + timedelta(hours=1))
+    push(pulled_engine, api_client, _settings(), now=T0)
+    push(pulled_engine, api_client, _settings(), now=T0 + timedelta(hours=1))
     made = _notes_with_text(emulator, "Call back tomorrow")
     assert len(made) == 1 and made[0]["desc"].startswith("<p>")  # stored normalised, once
-    done = queue.get_item(pulled, item.id)
+    done = queue.get_item(pulled_engine, item.id)
     assert done.state == "done" and done.remote_id == made[0]["id"]
 
 
 def test_a_lost_create_matched_on_its_identifying_fields_is_adopted_and_two_are_quarantined(
-    pulled: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    pulled_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     # the server (or a person) changed a non-identifying field before the reconcile read it
-    item = queue.enqueue_create(pulled, "contact", {"fn": "Ada", "ln": "Lovelace", "title": "Countess"})
+    item = queue.enqueue_create(
+        pulled_engine, "contact", {"fn": "Ada", "ln": "Lovelace", "title": "Countess"}
+    )
     emulator.control.add_fault(method="POST", path="^/contact$", kind="lost_response", times=1)
-    push(pulled, client, _settings(), now=T0)
+    push(pulled_engine, api_client, _settings(), now=T0)
     (made,) = [c for c in _state(emulator, "contact") if c.get("ln") == "Lovelace"]
     emulator.control.update("contact", made["id"], {"title": "Mathematician"})
-    push(pulled, client, _settings(), now=T0 + timedelta(hours=1))
+    push(pulled_engine, api_client, _settings(), now=T0 + timedelta(hours=1))
     assert len([c for c in _state(emulator, "contact") if c.get("ln") == "Lovelace"]) == 1
-    assert queue.get_item(pulled, item.id).state == "done"
-    assert queue.get_item(pulled, item.id).remote_id == made["id"]
+    assert queue.get_item(pulled_engine, item.id).state == "done"
+    assert queue.get_item(pulled_engine, item.id).remote_id == made["id"]
 
     # two candidates that match on the names only: cannot tell, quarantined, never resent
-    second = queue.enqueue_create(pulled, "contact", {"fn": "Grace", "ln": "Hopper", "title": "RADM"})
+    second = queue.enqueue_create(pulled_engine, "contact", {"fn": "Grace", "ln": "Hopper", "title": "RADM"})
     emulator.control.add_fault(method="POST", path="^/contact$", kind="lost_response", times=1)
-    push(pulled, client, _settings(), now=T0 + timedelta(hours=2))
+    push(pulled_engine, api_client, _settings(), now=T0 + timedelta(hours=2))
     for c in [c for c in _state(emulator, "contact") if c.get("ln") == "Hopper"]:
         emulator.control.update("contact", c["id"], {"title": "Admiral"})
     emulator.control.create("contact", {"fn": "Grace", "ln": "Hopper", "title": "Other"})
-    push(pulled, client, _settings(), now=T0 + timedelta(hours=3))
-    assert queue.get_item(pulled, second.id).state == "quarantined"
+    push(pulled_engine, api_client, _settings(), now=T0 + timedelta(hours=3))
+    assert queue.get_item(pulled_engine, second.id).state == "quarantined"
     assert len([c for c in _state(emulator, "contact") if c.get("ln") == "Hopper"]) == 2
 
 
@@ -369,16 +372,16 @@ def test_a_lost_create_matched_on_its_identifying_fields_is_adopted_and_two_are_
 
 
 def test_quirks_are_toggled_one_by_one_and_unknown_names_are_refused(
-    emulator: EmulatorServer, client: ClevertimClient
+    emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     control = emulator.control
     task = _state(emulator, "task")[0]["id"]
     assert control.quirks() == []
-    assert isinstance(client.get("task", task)["is_completed"], bool)
+    assert isinstance(api_client.get("task", task)["is_completed"], bool)
     assert control.set_quirk("bool01", True) == ["bool01"]
-    assert client.get("task", task)["is_completed"] in (0, 1)
+    assert api_client.get("task", task)["is_completed"] in (0, 1)
     assert control.set_quirk("string_ids", True) == ["bool01", "string_ids"]
-    assert client.get("task", task)["id"] == str(task)
+    assert api_client.get("task", task)["id"] == str(task)
     assert control.set_quirk("bool01", False) == ["string_ids"]
     assert control.set_quirks(["all"]) == list(DATA_QUIRKS)
     assert control.set_quirks([]) == []
@@ -425,23 +428,24 @@ def test_the_migration_fills_the_new_child_tables_and_types_booleans_from_what_i
 
 @pytest.mark.parametrize("emulator_quirks", [(), DATA_QUIRKS], indirect=True)
 def test_an_edit_files_a_note_under_several_customers(
-    pulled: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    pulled_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     a, b = (c["id"] for c in _state(emulator, "contact")[:2])
     note = _state(emulator, "note")[0]["id"]
-    item = queue.enqueue_update(pulled, "note", note, {"cust": [a, b]})
-    push(pulled, client, _settings(), now=T0)
-    assert queue.get_item(pulled, item.id).state == "done"
+    item = queue.enqueue_update(pulled_engine, "note", note, {"cust": [a, b]})
+    push(pulled_engine, api_client, _settings(), now=T0)
+    assert queue.get_item(pulled_engine, item.id).state == "done"
     assert emulator.control.record("note", note)["cust"] == [a, b]
     assert [
-        r[0] for r in _rows(pulled, "SELECT customer_id FROM note_customers WHERE owner_id = :i", i=note)
+        r[0]
+        for r in _rows(pulled_engine, "SELECT customer_id FROM note_customers WHERE owner_id = :i", i=note)
     ] == [
         a,
         b,
     ]
     # the same edit again is already applied, spelled as the server spells it: nothing is sent
     emulator.control.clear_requests()
-    again = queue.enqueue_update(pulled, "note", note, {"cust": [b, a]})
-    push(pulled, client, _settings(), now=T0 + timedelta(hours=1))
-    assert queue.get_item(pulled, again.id).state == "done"
+    again = queue.enqueue_update(pulled_engine, "note", note, {"cust": [b, a]})
+    push(pulled_engine, api_client, _settings(), now=T0 + timedelta(hours=1))
+    assert queue.get_item(pulled_engine, again.id).state == "done"
     assert [r for r in emulator.control.requests() if r["method"] == "PUT"] == []

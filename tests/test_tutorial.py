@@ -11,7 +11,7 @@ goes to stderr), after these normalisations, applied to the page and the output 
   0.01s, and the sync table's 0.01 seconds) are placeholders;
 - runs of spaces are one space, a run of one box-drawing character is one (column widths follow
   the numbers), trailing blanks go.
-`make demo`'s screen (a text block) is not run here: tests/test_daemon_demo.py runs the demo.
+`make demo`'s screen (a text block) is not run here: tests/daemon/test_daemon_demo.py runs the demo.
 """
 
 from __future__ import annotations

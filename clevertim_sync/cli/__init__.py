@@ -6,7 +6,7 @@ turns them into one message on stderr and the error's exit code (2 for configura
 
 Start-up time: a command's module (and with it SQLAlchemy, httpx, alembic, rich, the emulator) is
 imported only when that command runs; `--help` lists the commands from COMMANDS' summaries without
-importing any (tests/test_cli_startup.py checks they say what the commands' docstrings say).
+importing any (tests/cli/test_cli_startup.py checks they say what the commands' docstrings say).
 Importing settings (pydantic) waits for the first command that reads them.
 """
 
@@ -134,7 +134,7 @@ def load_all() -> None:
 
 
 # Every top-level command: (its module in this package, the first paragraph of its docstring).
-# A new command goes here too; tests/test_cli_startup.py fails while a summary differs.
+# A new command goes here too; tests/cli/test_cli_startup.py fails while a summary differs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "alerts": (
         "alerts",

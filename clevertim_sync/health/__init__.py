@@ -11,7 +11,7 @@ delay of a retry, is a change of this package only.
 - `owner.py`: `ServerHealth`, the decision applied for one run: the pause set (its row is the
   mirror's, `mirror/pause.py`, through `PauseStore`), read before sending, lifted after a success.
 
-The table, in two parts (`tests/test_health.py` checks that this copy is `table.TABLE`); a class
+The table, in two parts (`tests/health/test_health.py` checks that this copy is `table.TABLE`); a class
 not in it takes its nearest ancestor's row.
 
 Reads:

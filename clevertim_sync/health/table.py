@@ -4,7 +4,7 @@ Owns: `Where` (a read by the client, a listing reaching the pull, a photo, a que
 a DELETE, the daemon's start-up token check), `Action` and `Decision` (what happens to this
 request, and whether every request to the server pauses or the run stops), the one `TABLE`
 (every class of the `ApiError` tree, one row each), and `decide`. The package's docstring shows
-the same table; `tests/test_health.py` walks one against the other.
+the same table; `tests/health/test_health.py` walks one against the other.
 """
 
 from __future__ import annotations

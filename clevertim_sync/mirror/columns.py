@@ -177,7 +177,7 @@ class RowBuilder:
         The hot loop of a first sync: a generic loop over (property, converter) pairs spent more
         time in calls than in work, so the common kinds are inlined as type checks (`bool` is
         not `int` here, as in the converters) and only the rare ones call their converter. It
-        must give exactly what the converters give; tests/test_store.py checks odd values.
+        must give exactly what the converters give; tests/mirror/test_store.py checks odd values.
         """
         env: dict[str, Any] = {"_date_parts": date_parts, "_date_form": self._date_form}
         lines = ["def current(record, raw, digest):", "    get = record.get", "    rid = record['id']"]

@@ -35,7 +35,7 @@ MIGRATIONS_DIR = migrations_dir()
 def head_revision() -> str:
     """The newest migration's revision, read from the migration files themselves (the one no
     other names as its down_revision): knowing it needs no alembic (~0.15 s of every command's
-    start-up). tests/test_schema.py checks it is alembic's head."""
+    start-up). tests/mirror/test_schema.py checks it is alembic's head."""
     found: dict[str, str | None] = {}
     for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
         text = path.read_text(encoding="utf-8")

@@ -9,28 +9,18 @@ exactly the record the mirror held then."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import orjson
-import pytest
 import sqlalchemy as sa
 
 from clevertim_sync.mirror import schema
-from clevertim_sync.mirror.db import make_engine
 from clevertim_sync.mirror.store import load_record
 from clevertim_sync.mirror.types import UtcDateTime
 
 OPP = 9001
 _TS = UtcDateTime()
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    e = make_engine(database_url)
-    yield e
-    e.dispose()
 
 
 def _life(run: Any, emulator: Any, engine: sa.Engine) -> list[dict[str, Any] | None]:
@@ -79,15 +69,15 @@ def _as_of(engine: sa.Engine, at: datetime) -> list[Any]:
 
 
 def test_the_versions_view_gives_the_record_as_it_was_at_any_instant(
-    cli_runner: Any, database_url: str, emulator: Any, engine: sa.Engine
+    cli_runner: Any, migrated_database_url: str, emulator: Any, mirror_engine: sa.Engine
 ) -> None:
-    run = cli_runner(database_url)
+    run = cli_runner(migrated_database_url)
     run("sync", code=0)
-    held = _life(run, emulator, engine)
+    held = _life(run, emulator, mirror_engine)
     # The touch (4th pull) wrote no version: 5 versions for 6 pulls.
-    times = _history_times(engine)
+    times = _history_times(mirror_engine)
     assert len(times) == 5
-    with engine.connect() as conn:
+    with mirror_engine.connect() as conn:
         rows = conn.execute(
             sa.text(
                 "SELECT record_id, version, valid_from, valid_to, op, origin, run_id, queue_item_id, raw "
@@ -107,7 +97,7 @@ def test_the_versions_view_gives_the_record_as_it_was_at_any_instant(
     for i, (at, record) in enumerate(zip(times, expected, strict=True)):
         later = at + (times[i + 1] - at) / 2 if i + 1 < len(times) else at + (at - times[0])
         for probe in (at, later):
-            (row,) = _as_of(engine, probe)
+            (row,) = _as_of(mirror_engine, probe)
             assert row.version == i + 1
             if row.op == "delete":
                 assert record is None and orjson.loads(row.raw)["name"] == "Bigger deal"
@@ -117,22 +107,22 @@ def test_the_versions_view_gives_the_record_as_it_was_at_any_instant(
                 assert {k: got.get(k) for k in ("name", "value", "status")} == {
                     k: record.get(k) for k in ("name", "value", "status")
                 }
-    assert _as_of(engine, times[0] - (times[1] - times[0])) == []
+    assert _as_of(mirror_engine, times[0] - (times[1] - times[0])) == []
     # Every resource has its view, on both databases.
-    with engine.connect() as conn:
+    with mirror_engine.connect() as conn:
         for table in ("contacts", "companies", "notes", "tasks", "cases", "comments", "users"):
             conn.execute(sa.text(f"SELECT * FROM {table}_versions LIMIT 1")).all()
 
 
 def test_a_local_write_is_a_version_with_its_queue_item(
-    cli_runner: Any, database_url: str, emulator: Any, engine: sa.Engine
+    cli_runner: Any, migrated_database_url: str, emulator: Any, mirror_engine: sa.Engine
 ) -> None:
-    run = cli_runner(database_url)
+    run = cli_runner(migrated_database_url)
     run("sync", code=0)
     cid = min(r["id"] for r in emulator.control.state(as_token="test-token")["contact"])
     run("edit", "update", "contact", str(cid), "--set", "title=Local title", code=0)
     run("push", code=0)
-    with engine.connect() as conn:
+    with mirror_engine.connect() as conn:
         last = conn.execute(
             sa.text(
                 "SELECT version, origin, queue_item_id, run_id, changed FROM contacts_versions "
@@ -146,12 +136,12 @@ def test_a_local_write_is_a_version_with_its_queue_item(
 
 
 def test_history_lists_versions_and_revert_takes_a_number_a_time_or_a_history_id(
-    cli_runner: Any, database_url: str, emulator: Any, engine: sa.Engine
+    cli_runner: Any, migrated_database_url: str, emulator: Any, mirror_engine: sa.Engine
 ) -> None:
-    run = cli_runner(database_url)
+    run = cli_runner(migrated_database_url)
     run("sync", code=0)
-    _life(run, emulator, engine)
-    times = _history_times(engine)
+    _life(run, emulator, mirror_engine)
+    times = _history_times(mirror_engine)
     out = run("history", "opportunity", str(OPP), code=0).output
     lines = out.splitlines()
     assert lines[0] == f"opportunity {OPP}: 5 version(s)"

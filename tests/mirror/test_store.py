@@ -4,7 +4,6 @@ history, local results, export."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 
 from clevertim_sync import jsontext, resources
 from clevertim_sync.errors import MirrorError
-from clevertim_sync.mirror import columns, db, schema, store, writes
+from clevertim_sync.mirror import columns, schema, store, writes
 from clevertim_sync.pull.diff import compute_changes, record_hash
 from clevertim_sync.resources import Kind
 from clevertim_sync.writeback.fold import Fold, fold_many
@@ -50,14 +49,6 @@ TASK = {
     "lm": "2018-01-02T05:22:12Z",
 }
 OPP = {"id": 4, "name": "Deal", "value": "4500.25", "cust": 11, "lm": "2018-01-02T05:22:12Z"}
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    eng = db.make_engine(database_url)
-    db.upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def _sync(engine: sa.Engine, resource: str, listing: list[dict[str, Any]], run_id: int | None = None) -> None:
@@ -101,19 +92,19 @@ def _unique(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(old=st.lists(contacts(), max_size=12), new=st.lists(contacts(), max_size=12))
 def test_applying_the_diff_to_the_old_mirror_gives_the_new_listing(
-    engine: sa.Engine, old: list[Any], new: list[Any]
+    mirror_engine: sa.Engine, old: list[Any], new: list[Any]
 ) -> None:
     """The pure diff's buckets, written by the store (the pull's own write path, in batches of
     any size), turn a mirror of `old` into exactly `new`: raws, hashes, and a history whose last
     version of each record is the listed one (or a delete)."""
-    with engine.begin() as conn:  # a fresh mirror for each example
+    with mirror_engine.begin() as conn:  # a fresh mirror for each example
         for table in (*schema.CHILDREN.values(), *schema.CURRENT.values(), schema.history):
             conn.execute(table.delete())
-    _sync(engine, "contact", _unique(old))
+    _sync(mirror_engine, "contact", _unique(old))
     listing = _unique(new)
-    _sync(engine, "contact", listing)
+    _sync(mirror_engine, "contact", listing)
     table = schema.CURRENT["contact"]
-    with engine.connect() as conn:
+    with mirror_engine.connect() as conn:
         stored = {r.id: (jsontext.loads(r.raw), r.content_hash) for r in conn.execute(sa.select(table))}
         last: dict[int, Any] = {}
         for row in conn.execute(sa.select(schema.history).order_by(schema.history.c.id)):
@@ -126,12 +117,12 @@ def test_applying_the_diff_to_the_old_mirror_gives_the_new_listing(
             assert op == "delete"
 
 
-def test_typed_columns_and_child_rows(engine: sa.Engine) -> None:
-    _sync(engine, "contact", [CONTACT])
-    _sync(engine, "task", [TASK])
-    _sync(engine, "opportunity", [OPP])
+def test_typed_columns_and_child_rows(mirror_engine: sa.Engine) -> None:
+    _sync(mirror_engine, "contact", [CONTACT])
+    _sync(mirror_engine, "task", [TASK])
+    _sync(mirror_engine, "opportunity", [OPP])
     contacts, tasks, opps = schema.CURRENT["contact"], schema.CURRENT["task"], schema.CURRENT["opportunity"]
-    with engine.connect() as conn:
+    with mirror_engine.connect() as conn:
         c = conn.execute(sa.select(contacts)).one()
         assert (c.first_name, c.last_name, c.company_id, c.is_company) == ("Ada", "Lovelace", 99999, False)
         assert c.added_at == datetime(2017, 1, 2, 5, 22, 12, tzinfo=UTC)
@@ -156,55 +147,57 @@ def test_typed_columns_and_child_rows(engine: sa.Engine) -> None:
         assert o.value == Decimal("4500.25") and o.customer_id == 11
 
 
-def test_odd_values_become_null_and_stay_in_raw(engine: sa.Engine) -> None:
+def test_odd_values_become_null_and_stay_in_raw(mirror_engine: sa.Engine) -> None:
     odd = {"id": 5, "name": 7, "value": "12e99", "cust": "nope", "ao": "yesterday", "lm": None}
-    _sync(engine, "opportunity", [odd])
-    with engine.connect() as conn:
+    _sync(mirror_engine, "opportunity", [odd])
+    with mirror_engine.connect() as conn:
         o = conn.execute(sa.select(schema.CURRENT["opportunity"])).one()
     assert (o.name, o.value, o.customer_id, o.added_at, o.modified_at) == (None, None, None, None, None)
     assert orjson.loads(o.raw) == odd
 
 
-def test_update_delete_and_return_keep_one_history_line(engine: sa.Engine) -> None:
-    _sync(engine, "contact", [CONTACT])
+def test_update_delete_and_return_keep_one_history_line(mirror_engine: sa.Engine) -> None:
+    _sync(mirror_engine, "contact", [CONTACT])
     edited = {**CONTACT, "fn": "Augusta", "email": ["ada@example.com"], "lm": "2019-01-01T00:00:00Z"}
-    _sync(engine, "contact", [edited])
-    _sync(engine, "contact", [])
-    _sync(engine, "contact", [edited])
-    ops = [(r.op, r.record_id) for r in _history(engine, "contact")]
+    _sync(mirror_engine, "contact", [edited])
+    _sync(mirror_engine, "contact", [])
+    _sync(mirror_engine, "contact", [edited])
+    ops = [(r.op, r.record_id) for r in _history(mirror_engine, "contact")]
     assert ops == [("insert", 11), ("update", 11), ("delete", 11), ("insert", 11)]
-    update = _history(engine, "contact")[1]
+    update = _history(mirror_engine, "contact")[1]
     assert orjson.loads(update.changed) == {
         "fn": ["Ada", "Augusta"],
         "email": [CONTACT["email"], ["ada@example.com"]],
     }
-    delete = _history(engine, "contact")[2]
+    delete = _history(mirror_engine, "contact")[2]
     assert orjson.loads(delete.raw) == edited  # the last version seen
-    with engine.connect() as conn:
+    with mirror_engine.connect() as conn:
         emails = conn.execute(sa.text("SELECT value FROM contact_emails")).scalars().all()
         assert emails == ["ada@example.com"]
 
 
 def test_a_first_load_copies_history_chunk_by_chunk_in_id_order(
-    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+    mirror_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A listing in id order has its history copied by id range, another by id list: either way
     the history rows come in listing order chunk by chunk, each chunk by id."""
     monkeypatch.setattr(writes, "ROWS", 3)
     monkeypatch.setattr(writes, "COPY_ROWS", 3)
     for resource, ids in (("note", [1, 2, 3, 5, 8, 9, 12]), ("task", [5, 3, 9, 1, 2, 8, 7])):
-        _sync(engine, resource, [{"id": i, "desc": f"#{i}"} for i in ids])
+        _sync(mirror_engine, resource, [{"id": i, "desc": f"#{i}"} for i in ids])
         chunks = [sorted(ids[i : i + 3]) for i in range(0, len(ids), 3)]
-        assert [r.record_id for r in _history(engine, resource)] == [i for c in chunks for i in c]
-        assert {r.raw for r in _history(engine, resource)} == {f'{{"id":{i},"desc":"#{i}"}}' for i in ids}
+        assert [r.record_id for r in _history(mirror_engine, resource)] == [i for c in chunks for i in c]
+        assert {r.raw for r in _history(mirror_engine, resource)} == {
+            f'{{"id":{i},"desc":"#{i}"}}' for i in ids
+        }
 
 
-def test_touch_refreshes_raw_and_modified_at_without_history(engine: sa.Engine) -> None:
-    _sync(engine, "contact", [CONTACT])
+def test_touch_refreshes_raw_and_modified_at_without_history(mirror_engine: sa.Engine) -> None:
+    _sync(mirror_engine, "contact", [CONTACT])
     bumped = {**CONTACT, "lm": "2024-05-06T07:08:09Z"}
-    _sync(engine, "contact", [bumped])
-    assert len(_history(engine, "contact")) == 1
-    with engine.connect() as conn:
+    _sync(mirror_engine, "contact", [bumped])
+    assert len(_history(mirror_engine, "contact")) == 1
+    with mirror_engine.connect() as conn:
         assert store.load_record(conn, "contact", 11) == bumped
         lm = conn.execute(sa.select(schema.CURRENT["contact"].c.modified_at)).scalar_one()
         assert lm == datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -213,8 +206,10 @@ def test_touch_refreshes_raw_and_modified_at_without_history(engine: sa.Engine) 
         ).empty
 
 
-def test_a_pushed_answer_folded_in_is_history_with_origin_local_and_its_queue_item(engine: sa.Engine) -> None:
-    with engine.begin() as conn:
+def test_a_pushed_answer_folded_in_is_history_with_origin_local_and_its_queue_item(
+    mirror_engine: sa.Engine,
+) -> None:
+    with mirror_engine.begin() as conn:
         fold_many(conn, [Fold("company", {"id": 7, "cn": "Acme", "lm": "x"}, "create", 1)])
         fold_many(conn, [Fold("company", {"id": 7, "cn": "Acme Ltd"}, "update", 2)])
         fold_many(conn, [Fold("company", {"id": 7, "cn": "Acme Ltd", "lm": "y"}, "update", 3)])
@@ -226,7 +221,7 @@ def test_a_pushed_answer_folded_in_is_history_with_origin_local_and_its_queue_it
         assert store.load_record(conn, "company", 7) is None
         with pytest.raises(MirrorError, match="unknown op"):
             fold_many(conn, [Fold("company", {"id": 7}, "merge", 5)])
-    rows = _history(engine, "company")
+    rows = _history(mirror_engine, "company")
     assert [(r.op, r.origin, r.queue_item_id, r.run_id) for r in rows] == [
         ("insert", "local", 1, None),
         ("update", "local", 2, None),
@@ -235,10 +230,10 @@ def test_a_pushed_answer_folded_in_is_history_with_origin_local_and_its_queue_it
     assert orjson.loads(rows[1].changed) == {"cn": ["Acme", "Acme Ltd"]}
 
 
-def test_export_jsonl_is_sorted_exact_and_complete(engine: sa.Engine, tmp_path: Path) -> None:
+def test_export_jsonl_is_sorted_exact_and_complete(mirror_engine: sa.Engine, tmp_path: Path) -> None:
     recs = [{**CONTACT, "id": i, "fn": f"n{i}"} for i in (30, 2, 17)]
-    _sync(engine, "contact", recs)
-    with engine.connect() as conn:
+    _sync(mirror_engine, "contact", recs)
+    with mirror_engine.connect() as conn:
         written = store.export_jsonl(conn, tmp_path / "out")
     assert written["contact"] == 3 and written["note"] == 0
     lines = (tmp_path / "out" / "contact.jsonl").read_text().splitlines()
@@ -261,7 +256,7 @@ def _every_table(engine: sa.Engine) -> dict[str, list[Any]]:
 
 
 def test_bulk_copy_and_row_by_row_store_the_same_rows(
-    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+    mirror_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PostgreSQL writes big batches by binary COPY, small ones by executemany (SQLite always by
     executemany): the same records give the same rows either way, odd values included, for a
@@ -285,13 +280,13 @@ def test_bulk_copy_and_row_by_row_store_the_same_rows(
     seen = []
     for copy_from in (1, 10**9):  # every batch by COPY on PostgreSQL, then none
         monkeypatch.setattr(writes, "COPY_FROM", copy_from)
-        with engine.begin() as conn:
+        with mirror_engine.begin() as conn:
             for table in (*schema.CHILDREN.values(), *schema.CURRENT.values(), schema.history):
                 conn.execute(table.delete())
         for resource, (first, second) in plans.items():
-            _sync(engine, resource, first)
-            _sync(engine, resource, second)
-        seen.append(_every_table(engine))
+            _sync(mirror_engine, resource, first)
+            _sync(mirror_engine, resource, second)
+        seen.append(_every_table(mirror_engine))
     assert seen[0] == seen[1]
     assert len(seen[0]["contacts"]) == 121 and len(seen[0]["folders"]) == 100
 

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pyrage
 import pytest
 import sqlalchemy as sa
 from click.testing import Result
-from test_backup import dump, seed
+from support.mirror_data import dump
+from support.offsite import new_identity, new_repository
 
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.backup import archive as bk
@@ -36,36 +36,6 @@ from clevertim_sync.pull.pipeline import pull
 from clevertim_sync.settings import Settings, load
 
 TOKEN = "test-token"
-
-
-def new_identity(path: Path) -> str:
-    """An age identity file at `path`, as age-keygen writes it; returns its public key."""
-    identity = pyrage.x25519.Identity.generate()
-    path.write_text(f"# created for a test\n# public key: {identity.to_public()}\n{identity}\n")
-    path.chmod(0o600)
-    return str(identity.to_public())
-
-
-def new_repository(tmp_path: Path, name: str = "repo") -> tuple[str, Path]:
-    """A local restic repository, initialised by restic itself; returns (location, password file)."""
-    password = tmp_path / f"{name}-password"
-    password.write_text("correct horse battery staple\n")
-    location = str(tmp_path / name)
-    subprocess.run(
-        ["restic", "--repo", location, "--password-file", str(password), "init", "--quiet"],
-        check=True,
-        capture_output=True,
-    )
-    return location, password
-
-
-@pytest.fixture
-def mirror(database_url: str) -> Iterator[sa.Engine]:
-    engine = make_engine(database_url)
-    upgrade(engine)
-    seed(engine)
-    yield engine
-    engine.dispose()
 
 
 # --- age ------------------------------------------------------------------------------------------
@@ -152,7 +122,7 @@ def test_an_age_archive_holds_none_of_the_mirrors_text_in_any_form(
 
 
 def test_an_age_archive_restores_only_with_its_identity(
-    mirror: sa.Engine, database_url: str, empty_database: Any, tmp_path: Path
+    mirror: sa.Engine, migrated_database_url: str, empty_database: Any, tmp_path: Path
 ) -> None:
     identity = tmp_path / "identity.txt"
     recipient = new_identity(identity)
@@ -176,7 +146,7 @@ def test_an_age_archive_restores_only_with_its_identity(
         with pytest.raises(BackupError, match=message):
             bk.restore(sealed.path, target, identity=missing_or_wrong)
     # Nothing was written: the target is as empty as it was.
-    if database_url.startswith("sqlite"):
+    if migrated_database_url.startswith("sqlite"):
         assert not Path(target.removeprefix("sqlite:///")).exists()
     else:
         assert sa.inspect(make_engine(target)).get_table_names() == []
@@ -186,7 +156,7 @@ def test_an_age_archive_restores_only_with_its_identity(
     assert bk.verify(sealed.path, identity=tmp_path / "second.txt") == sealed.manifest
     restored = bk.restore(sealed.path, target, identity=identity)
     assert restored.manifest == sealed.manifest
-    assert dump(target) == dump(database_url)
+    assert dump(target) == dump(migrated_database_url)
 
 
 def test_an_altered_or_cut_encrypted_archive_is_refused_without_the_key(
@@ -306,7 +276,7 @@ def test_a_second_snapshot_of_an_unchanged_mirror_adds_little(database_url: str,
 
 
 def test_a_restic_snapshot_restores_to_an_equal_mirror(
-    mirror: sa.Engine, database_url: str, empty_database: Any, tmp_path: Path
+    mirror: sa.Engine, migrated_database_url: str, empty_database: Any, tmp_path: Path
 ) -> None:
     location, password = new_repository(tmp_path)
     repo = restic.repository(location, password)
@@ -318,7 +288,7 @@ def test_a_restic_snapshot_restores_to_an_equal_mirror(
     snap, result = restic.restore_from(repo, newest)
     contacts = schema.CURRENT["contact"].name
     assert result.manifest.tables[contacts] == 29 and snap.tag_value("account:") == "acme"
-    assert dump(newest) == dump(database_url)
+    assert dump(newest) == dump(migrated_database_url)
     snap, result = restic.restore_from(repo, chosen, snapshot=first.snapshot_id)
     assert snap.short_id == first.snapshot_id and result.rows[contacts] == 30
     with pytest.raises(BackupError, match=r"no clevertim-sync snapshot .* has the id 'ffffffff'"):

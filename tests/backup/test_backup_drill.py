@@ -14,14 +14,14 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from test_alerts import Receiver
-from test_backup_offsite import new_identity, new_repository
+from support.offsite import new_identity, new_repository
+from support.webhook import Receiver
 
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.backup import configured
@@ -72,13 +72,6 @@ def clevertim_sync(
     clean |= {"HOME": str(cwd), "XDG_CONFIG_HOME": str(cwd), **(env or {})}
     argv = [sys.executable, "-m", "clevertim_sync", *args]
     return subprocess.run(argv, cwd=cwd, env=clean, capture_output=True, text=True, check=False)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().up()
-    yield r
-    r.down()
 
 
 @pytest.fixture

@@ -8,15 +8,14 @@ from __future__ import annotations
 import stat
 import tarfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
+from support.mirror_data import PHOTO, dump, seed
 
 from clevertim_sync.backup import archive as bk
 from clevertim_sync.errors import BackupError
@@ -34,89 +33,8 @@ def target_url(empty_database: Callable[[], str]) -> str:
     return empty_database()
 
 
-PHOTO = bytes(range(256)) * 3  # every byte value: not text, not UTF-8
-
-
-def seed(engine: sa.Engine, n: int = 30, *, documents: bool = True) -> None:
-    """A small mirror with every awkward type: timestamps, exact decimals, booleans, unicode, and
-    (from 0009) text ids in tables, child tables and history, and a photo's bytes."""
-    if documents:
-        with engine.begin() as conn:
-            folders = [("f1001", "Verträge", None), ("f1002", None, "f1001")]
-            conn.execute(
-                schema.CURRENT["folder"].insert(),
-                [
-                    {"id": i, "name": name, "parent_id": parent, "raw": f'{{"id":"{i}"}}', "content_hash": i}
-                    for i, name, parent in folders
-                ],
-            )
-            conn.execute(
-                schema.CHILDREN[("contact", "files")].insert(), {"owner_id": 1, "position": 0, "file_id": "7"}
-            )
-            conn.execute(
-                schema.history.insert(),
-                {"resource": "folder", "record_key": "f1001", "origin": "pull", "op": "insert", "at": T0},
-            )
-            conn.execute(
-                schema.contact_photos.insert(),
-                {"contact_id": 1, "cphoto": "c1.png", "content_type": "image/png", "content": PHOTO,
-                 "size": len(PHOTO), "sha256": "x" * 64, "fetched_at": T0, "attempted_at": T0},
-            )  # fmt: skip
-    with engine.begin() as conn:
-        conn.execute(
-            schema.CURRENT["contact"].insert(),
-            [
-                {
-                    "id": i,
-                    "first_name": f"Zoë {i}",
-                    "is_company": False,
-                    "modified_at": T0 + timedelta(minutes=i),
-                    "raw": f'{{"id": {i}, "fn": "Zoë {i}"}}',
-                    "content_hash": f"h{i}",
-                }
-                for i in range(1, n + 1)
-            ],
-        )
-        conn.execute(
-            schema.CURRENT["opportunity"].insert(),
-            [{"id": 900, "value": Decimal("1234567890123.4567"), "raw": "{}", "content_hash": "o"}],
-        )
-        conn.execute(
-            schema.history.insert(),
-            [
-                {"resource": "contact", "record_id": i, "origin": "pull", "op": "insert", "at": T0}
-                for i in range(1, n + 1)
-            ],
-        )
-
-
-def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every project table, through the project's types (so both databases compare)."""
-    engine = make_engine(url)
-    try:
-        present = set(sa.inspect(engine).get_table_names())
-        out = {}
-        with engine.connect() as conn:
-            for name, table in schema.metadata.tables.items():
-                if name in present:
-                    pk = list(table.primary_key.columns) or list(table.columns)
-                    out[name] = [tuple(r) for r in conn.execute(sa.select(table).order_by(*pk))]
-        return out
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture
-def mirror(database_url: str) -> Iterator[sa.Engine]:
-    engine = make_engine(database_url)
-    upgrade(engine)
-    seed(engine)
-    yield engine
-    engine.dispose()
-
-
 def test_backup_verify_restore_round_trip(
-    mirror: sa.Engine, database_url: str, target_url: str, tmp_path: Path
+    mirror: sa.Engine, migrated_database_url: str, target_url: str, tmp_path: Path
 ) -> None:
     result = bk.backup(mirror, tmp_path / "backups")
     assert result.path.parent == tmp_path / "backups"
@@ -125,13 +43,13 @@ def test_backup_verify_restore_round_trip(
     assert result.manifest.tables["contacts"] == 30 and result.manifest.tables["history"] == 31
     assert result.manifest.tables["folders"] == 2 and result.manifest.tables["contact_photos"] == 1
     assert result.manifest.schema_version is not None
-    assert result.manifest.method == ("sqlite" if database_url.startswith("sqlite") else "pg_dump")
+    assert result.manifest.method == ("sqlite" if migrated_database_url.startswith("sqlite") else "pg_dump")
     assert "password" not in result.manifest.source
     assert bk.verify(result.path) == result.manifest
 
     restored = bk.restore(result.path, target_url)
     assert restored.rows["contacts"] == 30
-    assert dump(target_url) == dump(database_url)
+    assert dump(target_url) == dump(migrated_database_url)
     assert bytes(dump(target_url)["contact_photos"][0][3]) == PHOTO  # the photo's bytes, exactly
     # The restored mirror is a working mirror: new history rows get fresh ids.
     engine = make_engine(target_url)
@@ -211,26 +129,23 @@ def test_truncated_or_altered_backups_are_refused(mirror: sa.Engine, target_url:
         bk.verify(tmp_path / "missing.tar")
 
 
-def test_restore_refuses_a_database_with_data(mirror: sa.Engine, database_url: str, tmp_path: Path):
+def test_restore_refuses_a_database_with_data(mirror: sa.Engine, migrated_database_url: str, tmp_path: Path):
     backup = bk.backup(mirror, tmp_path).path
     with mirror.begin() as conn:
         conn.execute(schema.CURRENT["contact"].delete().where(schema.CURRENT["contact"].c.id > 10))
     with pytest.raises(BackupError, match=r"already holds data.*--force"):
-        bk.restore(backup, database_url)
-    assert len(dump(database_url)["contacts"]) == 10  # untouched
+        bk.restore(backup, migrated_database_url)
+    assert len(dump(migrated_database_url)["contacts"]) == 10  # untouched
     mirror.dispose()
-    bk.restore(backup, database_url, force=True)
-    assert len(dump(database_url)["contacts"]) == 30
+    bk.restore(backup, migrated_database_url, force=True)
+    assert len(dump(migrated_database_url)["contacts"]) == 30
 
 
 @pytest.fixture
-def sqlite_mirror(sqlite_url: str) -> Iterator[sa.Engine]:
+def sqlite_mirror(sqlite_mirror_engine: sa.Engine) -> sa.Engine:
     """For tests of what does not depend on the database (retention): SQLite only, for speed."""
-    engine = make_engine(sqlite_url)
-    upgrade(engine)
-    seed(engine, n=3)
-    yield engine
-    engine.dispose()
+    seed(sqlite_mirror_engine, n=3)
+    return sqlite_mirror_engine
 
 
 def test_retention_keeps_the_newest_and_nothing_else(sqlite_mirror: sa.Engine, tmp_path: Path):

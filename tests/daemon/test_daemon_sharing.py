@@ -19,7 +19,8 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from conftest import PG_URL_ENV, _MigratedTemplates, _pg_database, wait_for
-from test_daemon_process import Daemon, _free_port
+from support import free_port
+from support.daemon import Daemon
 
 from clevertim_sync.cli import cli
 from clevertim_sync.daemon.members import fair_share, holders
@@ -146,7 +147,7 @@ def test_three_standby_daemons_share_the_accounts_and_take_over_a_killed_and_a_s
 ) -> None:
     for n in range(ACCOUNTS):
         emulator.control.add_token(f"tok-{n}", 1)
-    ports = {name: _free_port() for name in ("one", "two", "three")}
+    ports = {name: free_port() for name in ("one", "two", "three")}
     started: dict[str, Daemon] = {}
     procs: dict[int, str] = {}
     mirrors = Mirrors(account_databases)

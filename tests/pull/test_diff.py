@@ -50,7 +50,7 @@ def _index(state: dict[int, dict[str, Any]]) -> dict[int, tuple[str, Any]]:
 @settings(max_examples=60, deadline=None)
 @given(old=st.lists(records(), max_size=20), new=st.lists(records(), max_size=20))
 def test_every_id_lands_in_exactly_one_bucket(old: list[Any], new: list[Any]) -> None:
-    """What applying the buckets does is tested on the real store (tests/test_store.py); here,
+    """What applying the buckets does is tested on the real store (tests/mirror/test_store.py); here,
     that they split the listing and the mirror exactly."""
     state = {r["id"]: r for r in _listing(old)}
     listing = _listing(new)

@@ -31,11 +31,6 @@ TOKEN = "test-token"
 Export = dict[str, list[dict[str, Any]]]
 
 
-@pytest.fixture
-def engine(mirror_engine: sa.Engine) -> sa.Engine:
-    return mirror_engine
-
-
 def pull_ok(engine: sa.Engine, emulator: EmulatorServer) -> None:
     with ClevertimClient(emulator.base_url, TOKEN) as client:
         report = pull(engine, client)
@@ -102,10 +97,10 @@ def change_every_resource(emulator: EmulatorServer, state: Export, suffix: str) 
 
 
 def test_as_of_export_equals_the_server_state_at_that_moment(
-    engine: sa.Engine, emulator: EmulatorServer, tmp_path: Path
+    mirror_engine: sa.Engine, emulator: EmulatorServer, tmp_path: Path
 ) -> None:
     before_anything = tick()
-    pull_ok(engine, emulator)
+    pull_ok(mirror_engine, emulator)
     s0, t0 = remote(emulator), tick()
 
     ctl = emulator.control
@@ -115,19 +110,21 @@ def test_as_of_export_equals_the_server_state_at_that_moment(
     ctl.update("folder", s0["folder"][0]["id"], {"name": "Archiv 2026"})  # text ids, too
     ctl.create("folder", {"name": "Neu", "parentId": s0["folder"][0]["id"], "is_dir": True})
     ctl.delete("file", int(s0["file"][0]["id"]))
-    pull_ok(engine, emulator)
+    pull_ok(mirror_engine, emulator)
     s1, t1 = remote(emulator), tick()
 
     ctl.update("opportunity", s0["opportunity"][0]["id"], {"status": "Won", "value": "777.25"})
     ctl.delete("task", s0["task"][-1]["id"])
-    pull_ok(engine, emulator)
+    pull_ok(mirror_engine, emulator)
     s2 = remote(emulator)
     assert s0 != s1 != s2
 
     for label, moment, expected in (("t0", t0, s0), ("t1", t1, s1), ("now", tick(), s2)):
-        got = read_export_as_of(engine, tmp_path / label, moment)
+        got = read_export_as_of(mirror_engine, tmp_path / label, moment)
         assert sans_lm(got) == sans_lm(expected), label
-    assert all(recs == [] for recs in read_export_as_of(engine, tmp_path / "empty", before_anything).values())
+    assert all(
+        recs == [] for recs in read_export_as_of(mirror_engine, tmp_path / "empty", before_anything).values()
+    )
 
     # The export is also a backup: loaded into an empty mirror, it exports the same files.
     target = f"sqlite:///{tmp_path / 'from-export.sqlite3'}"
@@ -174,8 +171,7 @@ def test_restore_from_export_rejects_a_damaged_export(tmp_path: Path, emulator: 
 
 
 def test_backup_during_a_pull_restores_one_committed_state(
-    engine: sa.Engine,
-    database_url: str,
+    mirror_engine: sa.Engine,
     emulator: EmulatorServer,
     tmp_path: Path,
     empty_database: Callable[[], str],
@@ -183,20 +179,20 @@ def test_backup_during_a_pull_restores_one_committed_state(
     """Each resource is pulled in its own transaction, parents first. A backup taken mid-pull must
     restore to exactly the source's export before the pull for some resources and after it for
     the others, with the 'after' ones a prefix of the pull order: one committed state."""
-    pull_ok(engine, emulator)
-    before = export_now(engine, tmp_path / "before")
+    pull_ok(mirror_engine, emulator)
+    before = export_now(mirror_engine, tmp_path / "before")
     change_every_resource(emulator, remote(emulator), "v2")
     emulator.control.add_fault(method="GET", path=".*", kind="latency", latency_ms=150)
 
-    puller = threading.Thread(target=pull_ok, args=(engine, emulator))
+    puller = threading.Thread(target=pull_ok, args=(mirror_engine, emulator))
     puller.start()
     taken = []
     while puller.is_alive():
-        taken.append(bk.backup(engine, tmp_path / "backups"))
+        taken.append(bk.backup(mirror_engine, tmp_path / "backups"))
         time.sleep(0.15)
     puller.join()
     emulator.control.clear_faults()
-    after = export_now(engine, tmp_path / "after")
+    after = export_now(mirror_engine, tmp_path / "after")
     order = list(resources.PULL_ORDER)
     assert all(before[n] != after[n] for n in order)  # every resource changed: phases are unambiguous
 
@@ -249,16 +245,16 @@ def rows_of(engine: sa.Engine, name: str, **kw: Any) -> list[dict[str, Any]]:
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
-def test_every_report_matches_the_emulator_data(engine: sa.Engine, emulator: EmulatorServer) -> None:
+def test_every_report_matches_the_emulator_data(mirror_engine: sa.Engine, emulator: EmulatorServer) -> None:
     for value in ("0.1", "0.2", "1234567.0501"):  # whose float sum is not exact
         emulator.control.create(
             "opportunity", {"name": "odd cents", "status": "Open", "currency": "XTS", "value": value}
         )
-    pull_ok(engine, emulator)
+    pull_ok(mirror_engine, emulator)
     s = remote(emulator)
     companies = {c["id"]: c for c in s["company"]}
 
-    contacts = {r["contact_id"]: r for r in rows_of(engine, "contacts")}
+    contacts = {r["contact_id"]: r for r in rows_of(mirror_engine, "contacts")}
     assert set(contacts) == {c["id"] for c in s["contact"]}
     for c in s["contact"]:
         row = contacts[c["id"]]
@@ -273,7 +269,7 @@ def test_every_report_matches_the_emulator_data(engine: sa.Engine, emulator: Emu
         pipeline[(o["status"], o["currency"])][1] += Decimal(o["value"] or 0)
     got = {
         (r["status"], r["currency"]): [r["opportunities"], r["total_value"]]
-        for r in rows_of(engine, "pipeline")
+        for r in rows_of(mirror_engine, "pipeline")
     }
     assert got.keys() == pipeline.keys()
     for key, (count, total) in pipeline.items():
@@ -281,7 +277,7 @@ def test_every_report_matches_the_emulator_data(engine: sa.Engine, emulator: Emu
 
     now = datetime.now(UTC)
     open_tasks = [t for t in s["task"] if not t["is_completed"] and not t["is_deleted"]]
-    rows = rows_of(engine, "open-tasks")
+    rows = rows_of(mirror_engine, "open-tasks")
     assert {r["task_id"] for r in rows} == {t["id"] for t in open_tasks}
     for t in open_tasks:
         row = next(r for r in rows if r["task_id"] == t["id"])
@@ -292,7 +288,7 @@ def test_every_report_matches_the_emulator_data(engine: sa.Engine, emulator: Emu
         flags = [r["overdue"] for r in rows if r["assigned_user"] == user]
         assert flags == sorted(flags, reverse=True)  # overdue first
 
-    activity = {(r["kind"], r["customer_id"]): r for r in rows_of(engine, "customer-activity")}
+    activity = {(r["kind"], r["customer_id"]): r for r in rows_of(mirror_engine, "customer-activity")}
     customers = [("contact", c) for c in s["contact"]] + [("company", c) for c in s["company"]]
     assert set(activity) == {(kind, c["id"]) for kind, c in customers}
     for kind, c in customers:
@@ -319,48 +315,49 @@ def test_every_report_matches_the_emulator_data(engine: sa.Engine, emulator: Emu
                     expected.add((name, rec["id"], int(key), field_names.get(int(key)), text))
     got_cf = {
         (r["resource"], r["record_id"], r["custom_field_id"], r["field_name"], r["value"])
-        for r in rows_of(engine, "custom-values")
+        for r in rows_of(mirror_engine, "custom-values")
     }
     assert got_cf == expected and len(expected) > 10
 
     since = tick()
     contact = s["contact"][3]
     emulator.control.update("contact", contact["id"], {"title": "Chief Tester"})
-    pull_ok(engine, emulator)
-    changes = rows_of(engine, "changes", since=since)
+    pull_ok(mirror_engine, emulator)
+    changes = rows_of(mirror_engine, "changes", since=since)
     assert [(r["resource"], r["record_id"], r["op"]) for r in changes] == [
         ("contact", contact["id"], "update")
     ]
     assert orjson.loads(changes[0]["changed"])["title"][1] == "Chief Tester"
-    assert len(rows_of(engine, "changes")) > len(changes)
+    assert len(rows_of(mirror_engine, "changes")) > len(changes)
 
 
 # --- full-text search ------------------------------------------------------------------------
 
 
-def test_search_follows_the_pull(engine: sa.Engine, emulator: EmulatorServer) -> None:
-    pull_ok(engine, emulator)
+def test_search_follows_the_pull(mirror_engine: sa.Engine, emulator: EmulatorServer) -> None:
+    pull_ok(mirror_engine, emulator)
     customer = remote(emulator)["contact"][0]
     note = emulator.control.create(
         "note",
         {"desc": "Quarterly review: the Zanzibar account wants pricing", "type": "N", "cust": customer["id"]},
     )
-    assert [h for h in reports.search(engine, "zanzibar") if h.kind == "note"] == []
-    pull_ok(engine, emulator)
-    hits = reports.search(engine, "ZANZIBAR pricing")
+    assert [h for h in reports.search(mirror_engine, "zanzibar") if h.kind == "note"] == []
+    pull_ok(mirror_engine, emulator)
+    hits = reports.search(mirror_engine, "ZANZIBAR pricing")
     assert [(h.kind, h.record_id) for h in hits] == [("note", note["id"])]
     assert "[Zanzibar]" in hits[0].snippet
-    assert reports.search(engine, "zanzibar nonexistentword") == []  # every word must match
+    assert reports.search(mirror_engine, "zanzibar nonexistentword") == []  # every word must match
     assert any(
-        h.kind == "contact" and h.record_id == customer["id"] for h in reports.search(engine, _name(customer))
+        h.kind == "contact" and h.record_id == customer["id"]
+        for h in reports.search(mirror_engine, _name(customer))
     )
 
     emulator.control.update("note", note["id"], {"desc": "Quarterly review: the Mombasa account"})
-    pull_ok(engine, emulator)
-    assert reports.search(engine, "zanzibar") == []
-    assert [(h.kind, h.record_id) for h in reports.search(engine, "mombasa")] == [("note", note["id"])]
+    pull_ok(mirror_engine, emulator)
+    assert reports.search(mirror_engine, "zanzibar") == []
+    assert [(h.kind, h.record_id) for h in reports.search(mirror_engine, "mombasa")] == [("note", note["id"])]
 
     emulator.control.delete("note", note["id"])
-    pull_ok(engine, emulator)
-    assert reports.search(engine, "mombasa") == []
-    assert reports.search(engine, '"AND OR * (') == []  # query syntax in user text is harmless
+    pull_ok(mirror_engine, emulator)
+    assert reports.search(mirror_engine, "mombasa") == []
+    assert reports.search(mirror_engine, '"AND OR * (') == []  # query syntax in user text is harmless

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import wait_for as _wait
 from structlog.testing import capture_logs
+from support.webhook import Receiver
 
 from clevertim_sync.daemon.alerts import Alerts, Sender, read_status
 from clevertim_sync.daemon.runtime import Backends
@@ -35,51 +34,6 @@ from clevertim_sync.writeback import tables as wb
 
 TOKEN = "secret-token-never-in-a-message"
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
-
-
-class Receiver:
-    """A JSON webhook on loopback that can go down and come back on the same port."""
-
-    def __init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.messages: list[dict[str, Any]] = []
-        self._server: HTTPServer | None = None
-        self.url = f"json://127.0.0.1:{self.port}/hook"
-
-    def up(self) -> Receiver:
-        messages = self.messages
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                messages.append(json.loads(body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = HTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def down(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def titles(self) -> list[str]:
-        return [m["title"] for m in self.messages]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().up()
-    yield r
-    r.down()
 
 
 def _settings(tmp_path: Path, db_url: str, urls: list[str], extra: str = "") -> Settings:

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from conftest import wait_for
-from test_daemon_process import Daemon
+from support.daemon import Daemon
 
 from clevertim_sync.cli import cli
 from clevertim_sync.daemon import sizing

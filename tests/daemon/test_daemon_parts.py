@@ -21,7 +21,7 @@ from clevertim_sync.errors import ConfigError, InstanceLocked, MirrorError
 from clevertim_sync.mirror import lock as instance_lock
 from clevertim_sync.settings import load
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- sd_notify --------------------------------------------------------------------------------

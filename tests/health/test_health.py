@@ -10,7 +10,6 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -250,20 +249,14 @@ def test_the_client_retries_a_read_as_the_table_says(table: str) -> None:
     )
 
 
-@pytest.fixture
-def client(emulator: EmulatorServer) -> Iterator[ClevertimClient]:
-    with ClevertimClient(emulator.base_url, TOKEN, read_retries=0, sleep=lambda _s: None) as c:
-        yield c
-
-
 @pytest.mark.parametrize("table", ["default", "swapped"])
 def test_the_pull_follows_the_table_for_a_listing(
-    table: str, mirror_engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    table: str, mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     first, *rest = resources.PULL_ORDER
     emulator.control.add_fault(kind="status", status=503, path=f"^/{resources.get(first).path.strip('/')}$")
     policy = Policy(table=SWAPPED) if table == "swapped" else None
-    report = pull(mirror_engine, client, policy=policy)
+    report = pull(mirror_engine, api_client, policy=policy)
     assert report.failed == [first]
     pause = server_pause.get(mirror_engine)
     if policy is None:  # a 503 on a listing: that resource failed, the others were pulled, no pause
@@ -275,14 +268,14 @@ def test_the_pull_follows_the_table_for_a_listing(
 
 @pytest.mark.parametrize("table", ["default", "swapped"])
 def test_photos_follow_the_table(
-    table: str, mirror_engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    table: str, mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     due = [c for c in emulator.control.state(as_token=TOKEN)["contact"] if c.get("cphoto")]
     assert len(due) > 1
     emulator.control.add_fault(kind="status", status=500, path="^/getcphoto/")
     policy = Policy(table=SWAPPED) if table == "swapped" else None
     report = pull(
-        mirror_engine, client, settings=Settings.model_validate({"pull": {"photos": True}}), policy=policy
+        mirror_engine, api_client, settings=Settings.model_validate({"pull": {"photos": True}}), policy=policy
     )
     assert report.ok and report.photos is not None
     counts = (report.photos.failed, report.photos.left)
@@ -291,15 +284,15 @@ def test_photos_follow_the_table(
 
 @pytest.mark.parametrize("table", ["default", "swapped"])
 def test_the_worker_follows_the_table_for_a_write(
-    table: str, mirror_engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    table: str, mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
-    assert pull(mirror_engine, client).ok
+    assert pull(mirror_engine, api_client).ok
     contact = emulator.control.state(as_token=TOKEN)["contact"][0]["id"]
     item = queue.enqueue_update(mirror_engine, "contact", int(contact), {"title": "CTO"})
     emulator.control.add_fault(kind="status", status=400, method="PUT", path="^/contact/")
     policy = Policy(table=SWAPPED) if table == "swapped" else None
     settings = Settings(push=PushSettings(concurrency=1))
-    report = push(mirror_engine, client, settings, policy=policy)
+    report = push(mirror_engine, api_client, settings, policy=policy)
     got = queue.get_item(mirror_engine, item.id)
     pause = server_pause.get(mirror_engine)
     if policy is None:  # a 400: the item is dead-lettered, the server is not paused
@@ -310,12 +303,12 @@ def test_the_worker_follows_the_table_for_a_write(
 
 
 def test_a_rate_limited_photo_pauses_every_request_as_a_listing_does(
-    mirror_engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     # Before the health owner, photos stopped at a 429 but never set the pause: the push went on.
     emulator.control.add_fault(kind="status", status=429, retry_after=90, path="^/getcphoto/")
     before = datetime.now(UTC)
-    report = pull(mirror_engine, client, settings=Settings.model_validate({"pull": {"photos": True}}))
+    report = pull(mirror_engine, api_client, settings=Settings.model_validate({"pull": {"photos": True}}))
     assert report.ok and report.photos is not None and report.photos.failed == 1
     pause = server_pause.get(mirror_engine)
     assert pause is not None and pause.not_before >= before + timedelta(seconds=90)

@@ -32,19 +32,11 @@ from clevertim_sync.mirror.db import make_engine
 from clevertim_sync.pull.pipeline import pull
 from clevertim_sync.settings import Settings
 
+# a photo's read is retried once
+pytestmark = pytest.mark.api_client(read_retries=1)
+
 TOKEN = "test-token"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture
-def engine(mirror_engine: sa.Engine) -> sa.Engine:
-    return mirror_engine
-
-
-@pytest.fixture
-def client(emulator: EmulatorServer) -> Iterator[ClevertimClient]:
-    with ClevertimClient(emulator.base_url, TOKEN, read_retries=1, sleep=lambda _s: None) as c:
-        yield c
 
 
 def photos_on(**pull: Any) -> Settings:
@@ -68,23 +60,23 @@ def with_photo(emulator: EmulatorServer) -> dict[int, str]:
 
 
 def test_photos_are_off_by_default(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     emulator.control.clear_requests()
-    report = pull(engine, client)
+    report = pull(mirror_engine, api_client)
     assert report.ok and report.photos is None
-    assert with_photo(emulator) and not photo_requests(emulator) and not stored(engine)
+    assert with_photo(emulator) and not photo_requests(emulator) and not stored(mirror_engine)
 
 
 @with_quirks  # the contacts' ids as strings, "" for a null cphoto, ...
 def test_photos_are_fetched_once_and_again_only_when_cphoto_changes(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     expected = with_photo(emulator)
-    report = pull(engine, client, settings=photos_on())
+    report = pull(mirror_engine, api_client, settings=photos_on())
     assert report.ok and report.photos is not None
     assert (report.photos.fetched, report.photos.failed, report.photos.left) == (len(expected), 0, 0)
-    rows = stored(engine)
+    rows = stored(mirror_engine)
     assert {cid: r.cphoto for cid, r in rows.items()} == expected
     for cid, row in rows.items():
         image = bytes(row.content)
@@ -95,32 +87,32 @@ def test_photos_are_fetched_once_and_again_only_when_cphoto_changes(
     assert all(r["auth"] for r in photo_requests(emulator))  # the API's own host: with the token
 
     emulator.control.clear_requests()
-    assert pull(engine, client, settings=photos_on()).ok
+    assert pull(mirror_engine, api_client, settings=photos_on()).ok
     assert photo_requests(emulator) == []  # nothing changed: nothing fetched
 
     changed, dropped, gone = list(expected)[:3]
     emulator.control.update("contact", changed, {"cphoto": "portrait-2.png"})
     emulator.control.update("contact", dropped, {"cphoto": None})
     emulator.control.delete("contact", gone)
-    report = pull(engine, client, settings=photos_on())
+    report = pull(mirror_engine, api_client, settings=photos_on())
     assert report.photos is not None and (report.photos.fetched, report.photos.removed) == (1, 2)
     assert [r["path"] for r in photo_requests(emulator)] == [f"/getcphoto/{changed}/portrait-2.png"]
-    rows = stored(engine)
+    rows = stored(mirror_engine)
     assert rows[changed].cphoto == "portrait-2.png" and dropped not in rows and gone not in rows
 
 
 def test_a_failing_photo_never_fails_the_pull_and_is_tried_again(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, cli_runner: Any,
+    mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient, cli_runner: Any,
     migrated_database_url: str,
 ) -> None:  # fmt: skip
     first, second, *rest = with_photo(emulator)
     emulator.control.add_fault(kind="status", status=500, path=f"^/getcphoto/{first}/")
     emulator.control.add_fault(kind="truncate", path=f"^/getcphoto/{second}/")
-    report = pull(engine, client, settings=photos_on())
+    report = pull(mirror_engine, api_client, settings=photos_on())
     contacts = report.resources["contact"]
     assert report.ok and report.status == "ok" and contacts.inserted == contacts.listed > 0
     assert report.photos is not None and (report.photos.fetched, report.photos.failed) == (len(rest), 2)
-    rows = stored(engine)
+    rows = stored(mirror_engine)
     assert rows[first].content is None and "HTTP 500" in rows[first].last_error
     assert rows[second].content is None and rows[second].last_error
     status = cli_runner(migrated_database_url)("status", code=0).output
@@ -128,19 +120,21 @@ def test_a_failing_photo_never_fails_the_pull_and_is_tried_again(
 
     emulator.control.clear_faults()
     emulator.control.clear_requests()
-    report = pull(engine, client, settings=photos_on())
+    report = pull(mirror_engine, api_client, settings=photos_on())
     assert report.photos is not None and (report.photos.fetched, report.photos.failed) == (2, 0)
     assert sorted(r["id"] for r in photo_requests(emulator)) == sorted([first, second])
-    assert all(r.last_error is None and bytes(r.content) == png(cid) for cid, r in stored(engine).items())
+    assert all(
+        r.last_error is None and bytes(r.content) == png(cid) for cid, r in stored(mirror_engine).items()
+    )
 
 
 def test_photos_are_kept_in_backups_and_restored(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path,
+    mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient, tmp_path: Path,
     empty_database: Callable[[], str],
 ) -> None:  # fmt: skip
-    assert pull(engine, client, settings=photos_on()).ok
-    before = stored(engine)
-    archive = bk.backup(engine, tmp_path / "backups")
+    assert pull(mirror_engine, api_client, settings=photos_on()).ok
+    before = stored(mirror_engine)
+    archive = bk.backup(mirror_engine, tmp_path / "backups")
     assert archive.manifest.tables["contact_photos"] == len(before) > 0
     bk.verify(archive.path)
     target = empty_database()
@@ -150,7 +144,7 @@ def test_photos_are_kept_in_backups_and_restored(
         after = stored(restored)
         # And the restored mirror goes on: nothing changed, so nothing is fetched again.
         emulator.control.clear_requests()
-        assert pull(restored, client, settings=photos_on()).ok
+        assert pull(restored, api_client, settings=photos_on()).ok
         assert photo_requests(emulator) == []
     finally:
         restored.dispose()
@@ -160,11 +154,13 @@ def test_photos_are_kept_in_backups_and_restored(
 
 
 def test_a_photo_over_the_limit_is_not_kept(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
-    report = pull(engine, client, settings=photos_on(photo_max_bytes=20))
+    report = pull(mirror_engine, api_client, settings=photos_on(photo_max_bytes=20))
     assert report.ok and report.photos is not None and report.photos.fetched == 0
-    assert all(r.content is None and "over the limit of 20" in r.last_error for r in stored(engine).values())
+    assert all(
+        r.content is None and "over the limit of 20" in r.last_error for r in stored(mirror_engine).values()
+    )
 
 
 # A fresh process fetches the bomb: its peak RSS (ru_maxrss, KiB on Linux) is then this fetch's.
@@ -185,7 +181,7 @@ print((after - before) // 1024)
 
 
 def test_a_gzip_bomb_is_refused_at_the_limit_with_memory_bounded_by_a_piece(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     bomb = documents.gzip_bomb()  # made before anything is measured (256 KiB -> 256 MiB)
     assert len(bomb) < 1 << 20
@@ -203,9 +199,9 @@ def test_a_gzip_bomb_is_refused_at_the_limit_with_memory_bounded_by_a_piece(
     assert int(grown_mib) < 16, f"fetching the bomb grew the peak RSS by {grown_mib} MiB"
     # The pull keeps no photo, says why, and the next one fetches it again.
     emulator.control.add_fault(kind="gzip_bomb", path="^/getcphoto/", times=None)
-    report = pull(engine, client, settings=photos_on(photo_max_bytes=1 << 20))
+    report = pull(mirror_engine, api_client, settings=photos_on(photo_max_bytes=1 << 20))
     assert report.ok and report.photos is not None and report.photos.fetched == 0
-    rows = stored(engine)
+    rows = stored(mirror_engine)
     assert rows and all(r.content is None and "over the limit" in r.last_error for r in rows.values())
 
 
@@ -235,29 +231,29 @@ def test_the_client_decodes_gzip_and_deflate_photos_and_refuses_other_encodings(
 
 
 def test_a_refused_token_ends_the_round_and_the_rest_wait(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     due = with_photo(emulator)
     emulator.control.add_fault(kind="login_page", status=200, path="^/getcphoto/")
     emulator.control.clear_requests()
-    report = pull(engine, client, settings=photos_on())
+    report = pull(mirror_engine, api_client, settings=photos_on())
     assert report.ok  # the listings went through; only the photos met the login page
     assert report.photos is not None and (report.photos.failed, report.photos.left) == (1, len(due) - 1)
     assert len(photo_requests(emulator)) == 1
 
 
 def test_a_pull_fetches_at_most_photos_per_pull(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     due = len(with_photo(emulator))
     assert due > 4
     counts = []
     for _ in range(3):
-        report = pull(engine, client, settings=photos_on(photos_per_pull=2))
+        report = pull(mirror_engine, api_client, settings=photos_on(photos_per_pull=2))
         assert report.photos is not None
         counts.append((report.photos.fetched, report.photos.left))
     assert counts == [(2, due - 2), (2, due - 4), (min(2, due - 4), max(0, due - 6))]
-    assert len(stored(engine)) == min(6, due)
+    assert len(stored(mirror_engine)) == min(6, due)
 
 
 class _Cdn(BaseHTTPRequestHandler):
@@ -292,9 +288,9 @@ def cdn() -> Iterator[tuple[str, list[dict[str, str]]]]:
 
 
 def test_a_photo_redirected_to_another_host_is_fetched_without_the_token(
-    engine: sa.Engine,
+    mirror_engine: sa.Engine,
     emulator: EmulatorServer,
-    client: ClevertimClient,
+    api_client: ClevertimClient,
     cdn: tuple[str, list[dict[str, str]]],
 ) -> None:
     where, seen = cdn
@@ -302,9 +298,9 @@ def test_a_photo_redirected_to_another_host_is_fetched_without_the_token(
     emulator.control.add_fault(
         kind="redirect", status=302, path=f"^/getcphoto/{contact}/", location=f"{where}/cdn/{contact}.png"
     )
-    report = pull(engine, client, settings=photos_on())
+    report = pull(mirror_engine, api_client, settings=photos_on())
     assert report.ok and report.photos is not None and report.photos.failed == 0
-    assert bytes(stored(engine)[contact].content) == png(999)  # what the other host served
+    assert bytes(stored(mirror_engine)[contact].content) == png(999)  # what the other host served
     assert len(seen) == 1 and not any(k.lower() == "authorization" for k in seen[0])
     assert TOKEN not in str(seen)
 

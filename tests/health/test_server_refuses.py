@@ -11,13 +11,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import Sleeps
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
@@ -27,34 +28,17 @@ from clevertim_sync.api.listing import Listing
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.mirror import pause as server_pause
 from clevertim_sync.mirror import schema
-from clevertim_sync.mirror.db import make_engine, upgrade
 from clevertim_sync.pull.pipeline import pull
 from clevertim_sync.settings import ClevertimSettings, PushSettings, Settings, load
 from clevertim_sync.writeback import queue
 from clevertim_sync.writeback.worker import push
 
+# the client's own retries meet the server's refusals
+pytestmark = pytest.mark.api_client(read_retries=2)
+
 TOKEN = "test-token"  # the `emulator` fixture's owner token (tests/conftest.py)
 FIRST = resources.PULL_ORDER[0]
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = make_engine(database_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
-@pytest.fixture
-def client(emulator: EmulatorServer, sleeps: list[float]) -> Iterator[ClevertimClient]:
-    with ClevertimClient(emulator.base_url, TOKEN, read_retries=2, sleep=sleeps.append) as c:
-        yield c
 
 
 def api_requests(emulator: EmulatorServer) -> list[dict[str, Any]]:
@@ -76,7 +60,7 @@ def closed_port() -> int:
 
 
 def test_a_redirect_stops_the_pull_at_once_is_not_followed_and_names_the_location(
-    engine: Engine, emulator: EmulatorServer, client: ClevertimClient, sleeps: list[float]
+    mirror_engine: Engine, emulator: EmulatorServer, api_client: ClevertimClient, sleeps: Sleeps
 ) -> None:
     # Another host listens: the token must never reach it.
     with socket.socket() as elsewhere:
@@ -85,7 +69,7 @@ def test_a_redirect_stops_the_pull_at_once_is_not_followed_and_names_the_locatio
         elsewhere.setblocking(False)
         location = f"http://127.0.0.1:{elsewhere.getsockname()[1]}/api/{FIRST}"
         emulator.control.add_fault(method="GET", path=".*", kind="redirect", status=301, location=location)
-        report = pull(engine, client)
+        report = pull(mirror_engine, api_client)
         with pytest.raises(BlockingIOError):
             elsewhere.accept()  # nobody came
     assert len(api_requests(emulator)) == 1 and sleeps == []  # neither retried nor followed
@@ -93,41 +77,41 @@ def test_a_redirect_stops_the_pull_at_once_is_not_followed_and_names_the_locatio
     error = report.resources[FIRST].error or ""
     assert location in error and "clevertim.url" in error
     assert report.halted and "Redirected" in report.halted
-    row = run_row(engine, report.run_id)
+    row = run_row(mirror_engine, report.run_id)
     assert row.status == "failed" and location in row.error
 
 
 @pytest.mark.parametrize("status", [200, 401, 403])
 def test_a_login_page_stops_the_pull_at_the_first_one(
-    engine: Engine, emulator: EmulatorServer, client: ClevertimClient, sleeps: list[float], status: int
+    mirror_engine: Engine, emulator: EmulatorServer, api_client: ClevertimClient, sleeps: Sleeps, status: int
 ) -> None:
     emulator.control.add_fault(method="GET", path=".*", kind="login_page", status=status)
-    report = pull(engine, client)
+    report = pull(mirror_engine, api_client)
     assert len(api_requests(emulator)) == 1 and sleeps == []
     assert report.failed == [FIRST] and len(report.skipped) == len(resources.PULL_ORDER) - 1
     assert "login page" in (report.resources[FIRST].error or "")
 
 
 def test_a_refused_token_stops_the_pull_and_a_rotated_token_file_is_read_before_the_next(
-    engine: Engine, emulator: EmulatorServer, tmp_path: Path
+    mirror_engine: Engine, emulator: EmulatorServer, tmp_path: Path
 ) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("revoked-token\n")
     settings = load(env={"CLEVERTIM_URL": emulator.base_url, "CLEVERTIM_TOKEN_FILE": str(token_file)})
     with ClevertimClient.from_settings(settings, sleep=lambda _: None) as client:
-        refused = pull(engine, client)
+        refused = pull(mirror_engine, client)
         assert refused.failed == [FIRST] and refused.skipped
         assert "HTTP 401" in (refused.resources[FIRST].error or "")
         assert len(api_requests(emulator)) == 1
         token_file.write_text(f"{TOKEN}\n")  # rotated, no reload, the same client
-        assert pull(engine, client).ok
+        assert pull(mirror_engine, client).ok
 
 
 def test_a_lying_content_encoding_on_a_listing_is_retried(
-    engine: Engine, emulator: EmulatorServer, client: ClevertimClient
+    mirror_engine: Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     emulator.control.add_fault(method="GET", path="^/contact$", kind="bad_encoding", times=1)
-    assert pull(engine, client).ok
+    assert pull(mirror_engine, api_client).ok
     assert [r["fault"] for r in api_requests(emulator) if r["resource"] == "contact"] == [
         "bad_encoding",
         None,
@@ -135,7 +119,7 @@ def test_a_lying_content_encoding_on_a_listing_is_retried(
 
 
 def test_a_429_without_retry_after_waits_the_floor_and_pauses_the_whole_pull_and_the_push(
-    engine: Engine, emulator: EmulatorServer, sleeps: list[float]
+    mirror_engine: Engine, emulator: EmulatorServer, sleeps: Sleeps
 ) -> None:
     settings = Settings(clevertim=ClevertimSettings(url=emulator.base_url, rate_limit_floor=45.0))
     emulator.control.add_fault(method="GET", path=".*", kind="status", status=429)
@@ -143,24 +127,24 @@ def test_a_429_without_retry_after_waits_the_floor_and_pauses_the_whole_pull_and
         emulator.base_url, TOKEN, read_retries=2, rate_limit_floor=45.0, sleep=sleeps.append
     ) as client:
         before = datetime.now(UTC)
-        report = pull(engine, client, settings=settings)
+        report = pull(mirror_engine, client, settings=settings)
     seen = api_requests(emulator)
     assert {r["resource"] for r in seen} == {FIRST} and len(seen) == 3  # never moved on
     assert sleeps and all(s >= 45.0 for s in sleeps)  # not ~0.5 s and ~1 s
     assert report.skipped == list(resources.PULL_ORDER[1:]) and "rate limited" in (report.halted or "")
-    pause = server_pause.get(engine)
+    pause = server_pause.get(mirror_engine)
     assert pause is not None and pause.not_before >= before + timedelta(seconds=45)
 
     # The push shares the pause: nothing goes out before it ends.
     emulator.control.clear_faults()
-    queue.enqueue_create(engine, "company", {"cn": "Paused Co"})
+    queue.enqueue_create(mirror_engine, "company", {"cn": "Paused Co"})
     with ClevertimClient(emulator.base_url, TOKEN, read_retries=0) as client:
-        pushed = push(engine, client, Settings())
+        pushed = push(mirror_engine, client, Settings())
     assert pushed.paused_until is not None and pushed.claimed == 0
     assert all(r["method"] == "GET" for r in api_requests(emulator))
 
 
-def test_a_dead_server_is_given_up_after_the_first_resource(engine: Engine, sleeps: list[float]) -> None:
+def test_a_dead_server_is_given_up_after_the_first_resource(mirror_engine: Engine, sleeps: Sleeps) -> None:
     calls: list[str] = []
     with ClevertimClient(
         f"http://127.0.0.1:{closed_port()}/api", TOKEN, read_retries=5, connect_retries=2, sleep=sleeps.append
@@ -172,31 +156,23 @@ def test_a_dead_server_is_given_up_after_the_first_resource(engine: Engine, slee
             return real_listing(resource)
 
         client.listing = counted  # type: ignore[method-assign]
-        report = pull(engine, client)
+        report = pull(mirror_engine, client)
     assert calls == [FIRST] and len(sleeps) == 2  # one resource, three tries, then one message
     assert report.skipped == list(resources.PULL_ORDER[1:]) and "TransportError" in (report.halted or "")
     assert "could not connect" in (report.resources[FIRST].error or "")
 
 
-def test_a_pull_against_a_closed_port_ends_quickly_with_the_default_settings(engine: Engine) -> None:
+def test_a_pull_against_a_closed_port_ends_quickly_with_the_default_settings(mirror_engine: Engine) -> None:
     url = f"http://127.0.0.1:{closed_port()}/api"
     settings = Settings(clevertim=ClevertimSettings(url=url, token=SecretStr(TOKEN)))
     started = time.monotonic()
     with ClevertimClient.from_settings(settings) as client:  # real sleeps, default retries
-        report = pull(engine, client, settings=settings)
+        report = pull(mirror_engine, client, settings=settings)
     assert time.monotonic() - started < 20  # was ~90 s: 10 resources x 6 tries
     assert report.status == "failed" and len(report.skipped) == len(resources.PULL_ORDER) - 1
 
 
 # --- the push ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def mirrored(engine: Engine, emulator: EmulatorServer) -> Engine:
-    with ClevertimClient(emulator.base_url, TOKEN, read_retries=0) as client:
-        assert pull(engine, client).ok
-    emulator.control.clear_requests()
-    return engine
 
 
 def push_settings(**options: Any) -> Settings:
@@ -208,78 +184,78 @@ def writes(emulator: EmulatorServer) -> list[dict[str, Any]]:
 
 
 def test_a_redirect_on_a_write_stops_the_push_and_keeps_the_item_as_it_was(
-    mirrored: Engine, emulator: EmulatorServer
+    pulled_engine: Engine, emulator: EmulatorServer
 ) -> None:
-    first = queue.enqueue_create(mirrored, "company", {"cn": "Redirected Co"})
-    second = queue.enqueue_create(mirrored, "company", {"cn": "Second Co"})
+    first = queue.enqueue_create(pulled_engine, "company", {"cn": "Redirected Co"})
+    second = queue.enqueue_create(pulled_engine, "company", {"cn": "Second Co"})
     emulator.control.add_fault(method="POST", path=".*", kind="redirect", status=307, location="/login")
     with ClevertimClient(emulator.base_url, TOKEN, read_retries=0) as client:
-        report = push(mirrored, client, push_settings(concurrency=1), now=T0)
+        report = push(pulled_engine, client, push_settings(concurrency=1), now=T0)
     assert not report.ok and report.halted and "/login" in report.halted and report.failed == 0
     assert len(writes(emulator)) == 1  # the first answer stopped the push
     for item in (first, second):
-        got = queue.get_item(mirrored, item.id)
+        got = queue.get_item(pulled_engine, item.id)
         assert got.state == "pending" and got.attempts == 0
-    assert server_pause.get(mirrored) is None  # a fixed URL goes at once
+    assert server_pause.get(pulled_engine) is None  # a fixed URL goes at once
 
     emulator.control.clear_faults()
     with ClevertimClient(emulator.base_url, TOKEN, read_retries=0) as client:
-        assert push(mirrored, client, push_settings(), now=T0).done == 2
+        assert push(pulled_engine, client, push_settings(), now=T0).done == 2
 
 
 @pytest.mark.parametrize("kind", ["login_page", "status401"])
 def test_a_refused_token_pauses_the_push_without_dead_lettering(
-    mirrored: Engine, emulator: EmulatorServer, kind: str
+    pulled_engine: Engine, emulator: EmulatorServer, kind: str
 ) -> None:
-    item = queue.enqueue_create(mirrored, "company", {"cn": "Refused Co"})
+    item = queue.enqueue_create(pulled_engine, "company", {"cn": "Refused Co"})
     if kind == "login_page":
         emulator.control.add_fault(method="POST", path=".*", kind="login_page", status=403)
         token = TOKEN
     else:
         token = "revoked-token"
     with ClevertimClient(emulator.base_url, token, read_retries=0) as client:
-        report = push(mirrored, client, push_settings(), now=T0)
+        report = push(pulled_engine, client, push_settings(), now=T0)
     assert not report.ok and report.halted and "token" in report.halted and report.failed == 0
-    got = queue.get_item(mirrored, item.id)
+    got = queue.get_item(pulled_engine, item.id)
     assert got.state == "pending" and got.attempts == 0  # not dead-lettered: nothing to retry by hand
-    pause = server_pause.get(mirrored)
+    pause = server_pause.get(pulled_engine)
     assert pause is not None and pause.not_before > T0
     with ClevertimClient(emulator.base_url, token, read_retries=0) as client:
-        assert push(mirrored, client, push_settings(), now=T0).claimed == 0  # paused: nothing sent
+        assert push(pulled_engine, client, push_settings(), now=T0).claimed == 0  # paused: nothing sent
     assert len(writes(emulator)) == 1
 
     emulator.control.clear_faults()
     with ClevertimClient(emulator.base_url, TOKEN, read_retries=0) as client:
-        later = push(mirrored, client, push_settings(), now=pause.not_before + timedelta(seconds=1))
-    assert later.done == 1 and server_pause.get(mirrored) is None
+        later = push(pulled_engine, client, push_settings(), now=pause.not_before + timedelta(seconds=1))
+    assert later.done == 1 and server_pause.get(pulled_engine) is None
 
 
 def test_a_lying_content_encoding_on_a_create_is_reconciled_never_sent_twice(
-    mirrored: Engine, emulator: EmulatorServer
+    pulled_engine: Engine, emulator: EmulatorServer
 ) -> None:
-    item = queue.enqueue_create(mirrored, "company", {"cn": "Gzip Liar Co"})
+    item = queue.enqueue_create(pulled_engine, "company", {"cn": "Gzip Liar Co"})
     emulator.control.add_fault(method="POST", path="^/company$", kind="bad_encoding", times=1)
     with ClevertimClient(emulator.base_url, TOKEN, read_retries=0) as client:
-        first = push(mirrored, client, push_settings(), now=T0)
+        first = push(pulled_engine, client, push_settings(), now=T0)
         assert first.retry_later == 1 and not first.errors  # not an internal error
-        assert queue.get_item(mirrored, item.id).state == "reconcile"
-        second = push(mirrored, client, push_settings(), now=T0 + timedelta(hours=1))
+        assert queue.get_item(pulled_engine, item.id).state == "reconcile"
+        second = push(pulled_engine, client, push_settings(), now=T0 + timedelta(hours=1))
     assert second.adopted == 1
     made = [c for c in emulator.control.state()["company"] if c.get("cn") == "Gzip Liar Co"]
     assert len(made) == 1 and len([w for w in writes(emulator) if w["method"] == "POST"]) == 1
-    assert queue.get_item(mirrored, item.id).remote_id == made[0]["id"]
+    assert queue.get_item(pulled_engine, item.id).remote_id == made[0]["id"]
 
 
 def test_a_429_without_retry_after_pauses_the_push_for_at_least_the_floor(
-    mirrored: Engine, emulator: EmulatorServer
+    pulled_engine: Engine, emulator: EmulatorServer
 ) -> None:
-    queue.enqueue_create(mirrored, "company", {"cn": "Limited Co"})
+    queue.enqueue_create(pulled_engine, "company", {"cn": "Limited Co"})
     emulator.control.add_fault(method="POST", path=".*", kind="status", status=429, times=1)
     settings = push_settings(backoff_base=0.01).model_copy(
         update={"clevertim": ClevertimSettings(rate_limit_floor=90.0)}
     )
     with ClevertimClient(emulator.base_url, TOKEN, read_retries=0) as client:
-        report = push(mirrored, client, settings, now=T0)
+        report = push(pulled_engine, client, settings, now=T0)
     assert report.paused_until is not None and report.paused_until >= T0 + timedelta(seconds=90)
     assert report.ok  # a pause the server asked for is not a failure
 
@@ -363,17 +339,20 @@ def test_sync_says_why_the_rest_was_skipped_in_one_line(
 
 
 def test_a_cli_push_beside_a_running_daemon_goes_on_without_the_lock(
-    emulator: EmulatorServer, database_url: str, engine: Engine, cli_runner: Callable[..., Any]
+    emulator: EmulatorServer,
+    migrated_database_url: str,
+    mirror_engine: Engine,
+    cli_runner: Callable[..., Any],
 ) -> None:
     from clevertim_sync.mirror import lock as instance_lock  # noqa: PLC0415
 
-    run = cli_runner(database_url)
+    run = cli_runner(migrated_database_url)
     run("sync", code=0)
-    item = queue.enqueue_create(engine, "company", {"cn": "Beside The Daemon Co"})
-    held = instance_lock.acquire(database_url)  # as a running daemon holds it
+    item = queue.enqueue_create(mirror_engine, "company", {"cn": "Beside The Daemon Co"})
+    held = instance_lock.acquire(migrated_database_url)  # as a running daemon holds it
     try:
         run("push", code=0)
     finally:
         held.release()
-    got = queue.get_item(engine, item.id)
+    got = queue.get_item(mirror_engine, item.id)
     assert got.state == "done"

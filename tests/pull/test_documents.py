@@ -3,7 +3,6 @@ documents endpoint, against the emulator over loopback, on SQLite and PostgreSQL
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,21 +21,13 @@ from clevertim_sync.mirror import db, schema, store, versions
 from clevertim_sync.pull.pipeline import plan_pull, pull
 from clevertim_sync.reporting import reports
 
+# a document's read is retried once
+pytestmark = pytest.mark.api_client(read_retries=1)
+
 TOKEN = "test-token"
 OWNERS = ("contact", "company", "case", "opportunity", "note")
 DOCUMENTS = ("folder", "file", "linkedfile")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(mirror_engine: sa.Engine) -> sa.Engine:
-    return mirror_engine
-
-
-@pytest.fixture
-def client(emulator: EmulatorServer) -> Iterator[ClevertimClient]:
-    with ClevertimClient(emulator.base_url, TOKEN, read_retries=1, sleep=lambda _s: None) as c:
-        yield c
 
 
 def served(emulator: EmulatorServer) -> dict[str, list[dict[str, Any]]]:
@@ -50,24 +41,25 @@ def rows(engine: sa.Engine, sql: str, **params: Any) -> list[dict[str, Any]]:
 
 @with_quirks  # ids and lists as strings, 0/1 booleans, shuffled lists, "" for null
 def test_documents_are_mirrored_with_text_ids_and_joinable_from_their_records(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
-    report = pull(engine, client)
+    report = pull(mirror_engine, api_client)
     assert report.ok, report.failed
     state = served(emulator)
     # Text ids, as served ("f1001"), or an integer's text ("7"); a folder's parent is text too.
-    folders = {r["id"]: r for r in rows(engine, "SELECT id, name, parent_id, is_dir FROM folders")}
+    folders = {r["id"]: r for r in rows(mirror_engine, "SELECT id, name, parent_id, is_dir FROM folders")}
     assert set(folders) == {f["id"] for f in state["folder"]} and all(k.startswith("f") for k in folders)
     roots = [f for f in folders.values() if f["parent_id"] is None]
     assert len(roots) == 1 and all(bool(f["is_dir"]) for f in folders.values())
     nested = [f for f in folders.values() if f["parent_id"] is not None and f["parent_id"] != roots[0]["id"]]
     assert nested or len(folders) < 3 or any(f["parent_id"] == roots[0]["id"] for f in folders.values())
     in_folders = rows(
-        engine, "SELECT f.id, f.name, d.name AS folder FROM files f JOIN folders d ON d.id = f.parent_id"
+        mirror_engine,
+        "SELECT f.id, f.name, d.name AS folder FROM files f JOIN folders d ON d.id = f.parent_id",
     )
     assert len(in_folders) == len(state["file"]) > 0  # every file's parent_id joins folders.id
     assert {r["id"] for r in in_folders} == {str(f["id"]) for f in state["file"]}
-    linked = {r["id"]: r for r in rows(engine, "SELECT id, system, size, link FROM linked_files")}
+    linked = {r["id"]: r for r in rows(mirror_engine, "SELECT id, system, size, link FROM linked_files")}
     assert linked == {
         str(lf["id"]): {"id": str(lf["id"]), "system": lf["sys"], "size": lf["size"], "link": lf["link"]}
         for lf in state["linkedfile"]
@@ -81,29 +73,29 @@ def test_documents_are_mirrored_with_text_ids_and_joinable_from_their_records(
         ):
             expected = sorted((r["id"], str(i)) for r in state[owner] for i in r.get(api) or [])
             join = f"{child} x LEFT JOIN {target} d ON d.id = x.{column}"
-            got = rows(engine, f"SELECT x.owner_id, x.{column} AS doc, d.id FROM {join}")
+            got = rows(mirror_engine, f"SELECT x.owner_id, x.{column} AS doc, d.id FROM {join}")
             assert sorted((r["owner_id"], r["doc"]) for r in got) == expected, (res.name, api)
             assert all(r["id"] is not None for r in got)  # the document is mirrored: the join finds it
     assert sum(1 for r in state["contact"] if r.get("files")) > 0
 
 
 def test_text_ids_through_history_versions_as_of_export_and_restore(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, tmp_path: Path, cli_runner: Any,
-    migrated_database_url: str,
+    mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient,
+    tmp_path: Path, cli_runner: Any, migrated_database_url: str,
 ) -> None:  # fmt: skip
-    assert pull(engine, client).ok
+    assert pull(mirror_engine, api_client).ok
     t0 = datetime.now(UTC)
     ctl = emulator.control
     folder = served(emulator)["folder"][-1]["id"]
     made = ctl.create("folder", {"name": "Neue Verträge", "parentId": folder, "is_dir": True})
     ctl.update("folder", folder, {"name": "Renamed"})
     ctl.delete("file", served(emulator)["file"][0]["id"])
-    report = pull(engine, client)
+    report = pull(mirror_engine, api_client)
     assert (report.resources["folder"].inserted, report.resources["folder"].updated) == (1, 1)
     assert report.resources["file"].deleted == 1
     assert isinstance(made["id"], str) and made["id"].startswith("f")
     h = rows(
-        engine,
+        mirror_engine,
         "SELECT record_id, record_key, op FROM history WHERE resource = 'folder' AND run_id = :r",
         r=report.run_id,
     )
@@ -112,7 +104,7 @@ def test_text_ids_through_history_versions_as_of_export_and_restore(
     )
     assert all(r["record_id"] is None for r in h)
 
-    with engine.connect() as conn:
+    with mirror_engine.connect() as conn:
         found = versions.record_versions(conn, "folder", folder)
     assert [v.op for v in found] == ["insert", "update"]
     assert (found[1].raw or {})["name"] == "Renamed"
@@ -122,7 +114,7 @@ def test_text_ids_through_history_versions_as_of_export_and_restore(
     assert "is not an id of a contact" in run("history", "contact", "f1001", code=2).output
 
     # As of t0: the folder had its old name, the new one did not exist, the deleted file did.
-    export_asof.export_as_of(engine, tmp_path / "t0", t0)
+    export_asof.export_as_of(mirror_engine, tmp_path / "t0", t0)
     old = [orjson.loads(line) for line in (tmp_path / "t0" / "folder.jsonl").read_bytes().splitlines()]
     assert (
         made["id"] not in {r["id"] for r in old}
@@ -154,14 +146,14 @@ def test_text_ids_through_history_versions_as_of_export_and_restore(
 
 
 def test_the_documents_report_counts_what_the_emulator_holds(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     # One file the token cannot see: referenced by a contact, not in the mirror.
     state = served(emulator)
     contact = next(c for c in state["contact"] if c.get("files"))
     hidden = contact["files"][0]
     emulator.control.add_fault(kind="hide", path="^/file$", hide_ids=[hidden])
-    assert pull(engine, client).ok
+    assert pull(mirror_engine, api_client).ok
     state = served(emulator)
 
     expected: dict[tuple[str, int], dict[str, Any]] = {}
@@ -197,7 +189,7 @@ def test_the_documents_report_counts_what_the_emulator_holds(
         if everything:
             want[key] = (len(e["direct"]["file"]), len(e["direct"]["linked_file"]), len(e["on"]),
                          len(everything), len(everything - listed))  # fmt: skip
-    columns, got_rows = reports.run_report(engine, "documents")
+    columns, got_rows = reports.run_report(mirror_engine, "documents")
     counted = ("files", "linked_files", "on_records", "documents", "not_mirrored")
     got = {
         (r["kind"], r["customer_id"]): tuple(r[c] for c in counted)
@@ -217,22 +209,22 @@ MISSING = [
 
 @pytest.mark.parametrize("status", MISSING)
 def test_an_account_without_the_documents_endpoints_syncs_everything_else(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient, status: int, cli_runner: Any,
-    migrated_database_url: str,
+    mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient,
+    status: int, cli_runner: Any, migrated_database_url: str,
 ) -> None:  # fmt: skip
-    assert pull(engine, client).ok
-    folders_before = rows(engine, "SELECT id, raw FROM folders ORDER BY id")
+    assert pull(mirror_engine, api_client).ok
+    folders_before = rows(mirror_engine, "SELECT id, raw FROM folders ORDER BY id")
     emulator.control.add_fault(kind="status", status=status, path="^/(folder|file|linkedfile)$")
     emulator.control.update("contact", served(emulator)["contact"][0]["id"], {"title": "Still synced"})
 
-    report = pull(engine, client)
+    report = pull(mirror_engine, api_client)
     assert report.ok and report.status == "ok"  # not failed, not partial
     for name in DOCUMENTS:
         c = report.resources[name]
         assert c.error is None and c.unavailable is not None and f"HTTP {status}" in c.unavailable
     assert report.resources["contact"].updated == 1
-    assert rows(engine, "SELECT id, raw FROM folders ORDER BY id") == folders_before  # kept as it was
-    with engine.connect() as conn:
+    assert rows(mirror_engine, "SELECT id, raw FROM folders ORDER BY id") == folders_before  # kept as it was
+    with mirror_engine.connect() as conn:
         st = store.resource_statuses(conn)
     assert st["folder"]["unavailable"] and st["folder"]["consecutive_failures"] == 0
     assert st["contact"]["unavailable"] is None
@@ -241,27 +233,27 @@ def test_an_account_without_the_documents_endpoints_syncs_everything_else(
     status_out = run("status", code=0).output
     assert "unavailable" in status_out and f"HTTP {status}" in status_out
     assert orjson.loads(run("status", "--json", code=0).output)[-1]["unavailable"]
-    dry = plan_pull(engine, client, resources=["folder"])
+    dry = plan_pull(mirror_engine, api_client, resources=["folder"])
     assert dry[0].unavailable and dry[0].error is None
 
     # Once the endpoints answer again, the mark goes and the documents catch up.
     emulator.control.clear_faults()
     emulator.control.update("folder", served(emulator)["folder"][0]["id"], {"name": "Back"})
-    report = pull(engine, client)
+    report = pull(mirror_engine, api_client)
     assert (
         report.ok
         and report.resources["folder"].updated == 1
         and report.resources["folder"].unavailable is None
     )
-    with engine.connect() as conn:
+    with mirror_engine.connect() as conn:
         assert store.resource_statuses(conn)["folder"]["unavailable"] is None
 
 
 def test_a_server_error_on_a_documents_endpoint_is_still_a_failure(
-    engine: sa.Engine, emulator: EmulatorServer, client: ClevertimClient
+    mirror_engine: sa.Engine, emulator: EmulatorServer, api_client: ClevertimClient
 ) -> None:
     emulator.control.add_fault(kind="status", status=503, path="^/folder$")
-    report = pull(engine, client)
+    report = pull(mirror_engine, api_client)
     assert report.failed == ["folder"] and report.resources["folder"].unavailable is None
     assert report.resources["file"].error is None and report.resources["contact"].error is None
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import ast
 import re
-import shutil
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 import clevertim_sync
 from clevertim_sync.errors import EditRejected, QueueItemError
-from clevertim_sync.mirror.db import make_engine, upgrade
+from clevertim_sync.mirror.db import make_engine
 from clevertim_sync.writeback import claims, outbox, queue
 from clevertim_sync.writeback.fold import Fold, fold_many
 from clevertim_sync.writeback.tables import writeback_queue as Q
@@ -28,9 +26,8 @@ from clevertim_sync.writeback.tables import writeback_queue as Q
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
-def _seeded(url: str) -> Engine:
-    eng = make_engine(url)
-    upgrade(eng)
+def _seeded(eng: Engine) -> Engine:
+    """Two contacts and a company for the queue's items to point at."""
     with eng.begin() as conn:
         for rid, fn in ((1, "Ada"), (2, "Grace")):
             record = {"id": rid, "fn": fn, "ln": "X", "title": "Eng", "email": []}
@@ -40,19 +37,14 @@ def _seeded(url: str) -> Engine:
 
 
 @pytest.fixture
-def engine(migrated_database_url: str) -> Iterator[Engine]:
-    eng = _seeded(migrated_database_url)
-    yield eng
-    eng.dispose()
+def seeded_engine(mirror_engine: Engine) -> Engine:
+    return _seeded(mirror_engine)
 
 
 @pytest.fixture
-def sqlite_engine(tmp_path: Path, _migrated_templates: Any) -> Iterator[Engine]:
+def seeded_sqlite_engine(sqlite_mirror_engine: Engine) -> Engine:
     """Validation does not depend on the database: its many cases run on SQLite only."""
-    shutil.copyfile(_migrated_templates.sqlite(), tmp_path / "v.sqlite3")
-    eng = _seeded(f"sqlite:///{tmp_path / 'v.sqlite3'}")
-    yield eng
-    eng.dispose()
+    return _seeded(sqlite_mirror_engine)
 
 
 def rows(engine: Engine) -> list[dict[str, Any]]:
@@ -80,9 +72,9 @@ def claim(engine: Engine, now: datetime = T0, worker: str = "w1", limit: int = 5
     ],
 )
 def test_invalid_edits_are_refused_and_nothing_is_stored(
-    sqlite_engine: Engine, op: str, resource: str, target: int | None, fields: Any, needle: str
+    seeded_sqlite_engine: Engine, op: str, resource: str, target: int | None, fields: Any, needle: str
 ) -> None:
-    engine = sqlite_engine
+    engine = seeded_sqlite_engine
 
     def enqueue() -> None:
         if op == "create":
@@ -99,25 +91,25 @@ def test_invalid_edits_are_refused_and_nothing_is_stored(
     assert rows(engine) == []
 
 
-def test_a_local_ref_must_point_at_the_right_kind_of_create(engine: Engine) -> None:
-    person = queue.enqueue_create(engine, "contact", {"fn": "Ann"})
+def test_a_local_ref_must_point_at_the_right_kind_of_create(seeded_engine: Engine) -> None:
+    person = queue.enqueue_create(seeded_engine, "contact", {"fn": "Ann"})
     with pytest.raises(EditRejected, match="must point at a company"):
-        queue.enqueue_create(engine, "contact", {"fn": "Bob", "companyId": person.local_ref})
+        queue.enqueue_create(seeded_engine, "contact", {"fn": "Bob", "companyId": person.local_ref})
     # A note's cust may point at a contact or a company.
-    note = queue.enqueue_create(engine, "note", {"desc": "hi", "cust": person.local_ref})
+    note = queue.enqueue_create(seeded_engine, "note", {"desc": "hi", "cust": person.local_ref})
     assert note.fields["cust"] == person.local_ref
 
 
-def test_update_records_the_mirror_record_as_base(engine: Engine) -> None:
-    item = queue.enqueue_update(engine, "contact", 1, {"title": "CTO"})
-    row = rows(engine)[0]
+def test_update_records_the_mirror_record_as_base(seeded_engine: Engine) -> None:
+    item = queue.enqueue_update(seeded_engine, "contact", 1, {"title": "CTO"})
+    row = rows(seeded_engine)[0]
     assert (item.state, item.op, item.target_id) == ("pending", "update", 1)
     assert orjson.loads(row["base_record"])["title"] == "Eng"
     assert row["source"] == "python"
     assert row["base_hash"] is None  # never read, so no longer written
 
 
-def test_sql_insert_path_is_validated_when_claimed(engine: Engine) -> None:
+def test_sql_insert_path_is_validated_when_claimed(seeded_engine: Engine) -> None:
     insert = "INSERT INTO writeback_queue (resource, op, target_id, fields) VALUES "
     statements = [
         insert + """('contact', 'update', 1, '{"title": "CTO"}')""",
@@ -127,13 +119,13 @@ def test_sql_insert_path_is_validated_when_claimed(engine: Engine) -> None:
         insert + """('contact', 'create', NULL, 'not json')""",
         insert + """('contact', 'merge', NULL, '{}')""",
     ]
-    with engine.begin() as conn:
+    with seeded_engine.begin() as conn:
         for sql in statements:
             conn.exec_driver_sql(sql)
-    units = claim(engine)
+    units = claim(seeded_engine)
     assert [u.id for u in units] == [1]
     assert units[0].base is not None and units[0].base["title"] == "Eng"  # mirror as the base
-    by_id = {r["id"]: r for r in rows(engine)}
+    by_id = {r["id"]: r for r in rows(seeded_engine)}
     assert by_id[1]["state"] == "in_flight"
     expected = {
         2: "no property",
@@ -147,55 +139,57 @@ def test_sql_insert_path_is_validated_when_claimed(engine: Engine) -> None:
         assert needle in by_id[item_id]["last_error"], by_id[item_id]["last_error"]
 
 
-def test_fifo_per_record_and_pending_updates_coalesce(engine: Engine) -> None:
-    a = queue.enqueue_update(engine, "contact", 1, {"title": "A", "fn": "Ada2"})
-    b = queue.enqueue_update(engine, "contact", 1, {"title": "B"})
-    d = queue.enqueue_delete(engine, "contact", 1)
-    after = queue.enqueue_update(engine, "contact", 1, {"title": "C"})
-    other = queue.enqueue_update(engine, "contact", 2, {"title": "Z"})
-    units = {u.id: u for u in claim(engine)}
+def test_fifo_per_record_and_pending_updates_coalesce(seeded_engine: Engine) -> None:
+    a = queue.enqueue_update(seeded_engine, "contact", 1, {"title": "A", "fn": "Ada2"})
+    b = queue.enqueue_update(seeded_engine, "contact", 1, {"title": "B"})
+    d = queue.enqueue_delete(seeded_engine, "contact", 1)
+    after = queue.enqueue_update(seeded_engine, "contact", 1, {"title": "C"})
+    other = queue.enqueue_update(seeded_engine, "contact", 2, {"title": "Z"})
+    units = {u.id: u for u in claim(seeded_engine)}
     assert set(units) == {a.id, other.id}
     assert units[a.id].followers == [b.id]
     assert units[a.id].fields == {"title": "B", "fn": "Ada2"}
     # The delete and the update after it wait for the record's earlier items.
-    assert claim(engine) == []
-    with engine.begin() as conn:
+    assert claim(seeded_engine) == []
+    with seeded_engine.begin() as conn:
         outbox.record(conn, [outbox.Outcome(unit=units[a.id], state=outbox.DONE)], T0)
-    assert [u.id for u in claim(engine)] == [d.id]
-    states = {r["id"]: r["state"] for r in rows(engine)}
+    assert [u.id for u in claim(seeded_engine)] == [d.id]
+    states = {r["id"]: r["state"] for r in rows(seeded_engine)}
     assert states[b.id] == "done" and states[after.id] == "pending"
 
 
-def test_an_expired_lease_is_reclaimed_for_reconciliation(engine: Engine) -> None:
-    queue.enqueue_create(engine, "contact", {"fn": "Ann"})
-    (first,) = claim(engine)
+def test_an_expired_lease_is_reclaimed_for_reconciliation(seeded_engine: Engine) -> None:
+    queue.enqueue_create(seeded_engine, "contact", {"fn": "Ann"})
+    (first,) = claim(seeded_engine)
     assert not first.reconcile and first.sent == {"fn": "Ann"} and first.max_id_seen == 10
-    assert claim(engine, T0 + timedelta(seconds=30), worker="w2") == []  # lease still held
-    (again,) = claim(engine, T0 + timedelta(seconds=61), worker="w2")
+    assert claim(seeded_engine, T0 + timedelta(seconds=30), worker="w2") == []  # lease still held
+    (again,) = claim(seeded_engine, T0 + timedelta(seconds=61), worker="w2")
     assert again.id == first.id and again.reconcile and again.fields == {"fn": "Ann"}
 
 
-def test_a_lock_holder_reconciles_a_dead_holder_s_claims_at_once_and_no_one_else_s(engine: Engine) -> None:
+def test_a_lock_holder_reconciles_a_dead_holder_s_claims_at_once_and_no_one_else_s(
+    seeded_engine: Engine,
+) -> None:
     dead = outbox.worker_id("host:1:1", "deadbeef0001")
     beside = outbox.worker_id("host:2:1", None)  # a push that ran without the lock
     mine = outbox.worker_id("host:3:1", "cafe00000003")
     for who, name in ((dead, "Dead"), (beside, "Beside"), (mine, "Mine")):
-        queue.enqueue_create(engine, "contact", {"fn": name})
-        assert len(claim(engine, worker=who)) == 1
+        queue.enqueue_create(seeded_engine, "contact", {"fn": name})
+        assert len(claim(seeded_engine, worker=who)) == 1
     assert len(mine) <= 64 and outbox.worker_id("h" * 80 + ":9:9", "cafe00000003").endswith(
         "@lock:cafe00000003"
     )
     assert len(outbox.worker_id("h" * 80 + ":9:9", "cafe00000003")) == 64
 
-    assert outbox.recover_dead_holders(engine, "cafe00000003", T0 + timedelta(seconds=1)) == 1
-    (again,) = claim(engine, T0 + timedelta(seconds=2), worker=mine)  # not after the 60 s lease
+    assert outbox.recover_dead_holders(seeded_engine, "cafe00000003", T0 + timedelta(seconds=1)) == 1
+    (again,) = claim(seeded_engine, T0 + timedelta(seconds=2), worker=mine)  # not after the 60 s lease
     assert again.reconcile and again.fields == {"fn": "Dead"}
-    assert outbox.recover_dead_holders(engine, "cafe00000003", T0 + timedelta(seconds=3)) == 0
+    assert outbox.recover_dead_holders(seeded_engine, "cafe00000003", T0 + timedelta(seconds=3)) == 0
 
 
-def test_two_workers_never_claim_one_item(migrated_database_url: str, engine: Engine) -> None:
+def test_two_workers_never_claim_one_item(migrated_database_url: str, seeded_engine: Engine) -> None:
     for i in range(60):
-        queue.enqueue_create(engine, "note", {"desc": f"n{i}"})
+        queue.enqueue_create(seeded_engine, "note", {"desc": f"n{i}"})
     engines = [make_engine(migrated_database_url) for _ in range(2)]
     got: dict[str, list[int]] = {"a": [], "b": []}
 
@@ -212,75 +206,75 @@ def test_two_workers_never_claim_one_item(migrated_database_url: str, engine: En
         e.dispose()
     claimed = got["a"] + got["b"]
     assert sorted(claimed) == list(range(1, 61))  # each exactly once
-    owners = {r["id"]: r["claimed_by"] for r in rows(engine)}
+    owners = {r["id"]: r["claimed_by"] for r in rows(seeded_engine)}
     assert all(owners[i] == "a" for i in got["a"]) and all(owners[i] == "b" for i in got["b"])
 
 
-def test_children_wait_for_their_parent_and_get_its_real_id(engine: Engine) -> None:
-    company = queue.enqueue_create(engine, "company", {"cn": "NewCo"})
-    person = queue.enqueue_create(engine, "contact", {"fn": "Ann", "companyId": company.local_ref})
-    note = queue.enqueue_create(engine, "note", {"desc": "met", "cust": person.local_ref})
-    (unit,) = claim(engine)
+def test_children_wait_for_their_parent_and_get_its_real_id(seeded_engine: Engine) -> None:
+    company = queue.enqueue_create(seeded_engine, "company", {"cn": "NewCo"})
+    person = queue.enqueue_create(seeded_engine, "contact", {"fn": "Ann", "companyId": company.local_ref})
+    note = queue.enqueue_create(seeded_engine, "note", {"desc": "met", "cust": person.local_ref})
+    (unit,) = claim(seeded_engine)
     assert unit.id == company.id
-    states = {r["id"]: r for r in rows(engine)}
+    states = {r["id"]: r for r in rows(seeded_engine)}
     assert states[person.id]["state"] == "waiting" and "waits for" in states[person.id]["last_error"]
     assert states[note.id]["state"] == "waiting"
-    with engine.begin() as conn:
+    with seeded_engine.begin() as conn:
         outbox.record(conn, [outbox.Outcome(unit=unit, state=outbox.DONE, remote_id=500)], T0)
-    (child,) = claim(engine)
+    (child,) = claim(seeded_engine)
     assert child.id == person.id and child.fields == {"fn": "Ann", "companyId": 500}
-    assert orjson.loads(rows(engine)[1]["sent"]) == {"fn": "Ann", "companyId": 500}
+    assert orjson.loads(rows(seeded_engine)[1]["sent"]) == {"fn": "Ann", "companyId": 500}
 
 
-def test_cancelling_a_parent_fails_its_children_with_a_reason(engine: Engine) -> None:
-    company = queue.enqueue_create(engine, "company", {"cn": "NewCo"})
-    person = queue.enqueue_create(engine, "contact", {"fn": "Ann", "companyId": company.local_ref})
-    queue.cancel(engine, company.id)
-    assert claim(engine) == []
-    child = queue.get_item(engine, person.id)
+def test_cancelling_a_parent_fails_its_children_with_a_reason(seeded_engine: Engine) -> None:
+    company = queue.enqueue_create(seeded_engine, "company", {"cn": "NewCo"})
+    person = queue.enqueue_create(seeded_engine, "contact", {"fn": "Ann", "companyId": company.local_ref})
+    queue.cancel(seeded_engine, company.id)
+    assert claim(seeded_engine) == []
+    child = queue.get_item(seeded_engine, person.id)
     assert child.state == "failed" and "cancelled" in (child.last_error or "")
 
 
-def test_retry_cancel_and_resolve(engine: Engine) -> None:
-    item = queue.enqueue_update(engine, "contact", 1, {"title": "CTO"})
+def test_retry_cancel_and_resolve(seeded_engine: Engine) -> None:
+    item = queue.enqueue_update(seeded_engine, "contact", 1, {"title": "CTO"})
     with pytest.raises(QueueItemError, match="only failed"):
-        queue.retry(engine, item.id)
-    with engine.begin() as conn:
+        queue.retry(seeded_engine, item.id)
+    with seeded_engine.begin() as conn:
         conn.execute(sa.update(Q).values(state="failed", attempts=3))
-    assert queue.retry(engine, failed=True) == 1
-    assert queue.get_item(engine, item.id).state == "pending"
+    assert queue.retry(seeded_engine, failed=True) == 1
+    assert queue.get_item(seeded_engine, item.id).state == "pending"
     conflict = {"title": {"base": "Eng", "local": "CTO", "remote": "VP", "winner": "none"}}
-    with engine.begin() as conn:
+    with seeded_engine.begin() as conn:
         conn.execute(sa.update(Q).values(state="conflict", conflict=orjson.dumps(conflict).decode()))
-    resolved = queue.resolve(engine, item.id, "local")
+    resolved = queue.resolve(seeded_engine, item.id, "local")
     assert resolved.state == "pending" and resolved.fields == {"title": "CTO"}
-    (unit,) = claim(engine)
+    (unit,) = claim(seeded_engine)
     assert unit.base == {"title": "VP"}  # the remote value the person saw: CTO is sent over it
     with pytest.raises(QueueItemError, match="items can be cancelled"):
-        queue.cancel(engine, item.id)
+        queue.cancel(seeded_engine, item.id)
     with pytest.raises(QueueItemError, match="no such item"):
-        queue.get_item(engine, 999)
+        queue.get_item(seeded_engine, 999)
 
 
-def test_retry_of_a_create_that_may_have_been_sent_reconciles_first(engine: Engine) -> None:
-    item = queue.enqueue_create(engine, "contact", {"fn": "Ann"})
-    claim(engine)
-    with engine.begin() as conn:
+def test_retry_of_a_create_that_may_have_been_sent_reconciles_first(seeded_engine: Engine) -> None:
+    item = queue.enqueue_create(seeded_engine, "contact", {"fn": "Ann"})
+    claim(seeded_engine)
+    with seeded_engine.begin() as conn:
         conn.execute(sa.update(Q).values(state="failed"))
-    queue.retry(engine, item.id)
-    assert queue.get_item(engine, item.id).state == "reconcile"
+    queue.retry(seeded_engine, item.id)
+    assert queue.get_item(seeded_engine, item.id).state == "reconcile"
 
 
-def test_our_own_write_becomes_the_base_of_later_edits(engine: Engine) -> None:
-    queue.enqueue_update(engine, "contact", 1, {"title": "A"})
-    (unit,) = claim(engine)
-    later = queue.enqueue_update(engine, "contact", 1, {"title": "B"})  # queued while A is in flight
-    with engine.begin() as conn:
+def test_our_own_write_becomes_the_base_of_later_edits(seeded_engine: Engine) -> None:
+    queue.enqueue_update(seeded_engine, "contact", 1, {"title": "A"})
+    (unit,) = claim(seeded_engine)
+    later = queue.enqueue_update(seeded_engine, "contact", 1, {"title": "B"})  # queued while A is in flight
+    with seeded_engine.begin() as conn:
         answer = {"id": 1, "fn": "Ada", "title": "A"}  # the server's record after our PUT
         outbox.record(
             conn, [outbox.Outcome(unit=unit, state=outbox.DONE, sent={"title": "A"}, answer=answer)], T0
         )
-    (next_unit,) = claim(engine)
+    (next_unit,) = claim(seeded_engine)
     # Without the rebase, B would conflict with our own A (remote A, base Eng, local B).
     assert next_unit.id == later.id and next_unit.base == {"title": "A"}
 
