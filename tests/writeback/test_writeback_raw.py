@@ -6,7 +6,6 @@ next pull records no change."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,12 +24,6 @@ from clevertim_sync.writeback.worker import push
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def client(emulator: EmulatorServer) -> Iterator[ClevertimClient]:
-    with ClevertimClient(emulator.base_url, "test-token", read_retries=0, sleep=lambda _: None) as c:
-        yield c
-
-
 def stored(engine: sa.Engine, resource: str, rid: int) -> Any:
     table = schema.CURRENT[resource]
     with engine.connect() as conn:
@@ -45,17 +38,17 @@ def history_rows(engine: sa.Engine) -> int:
 
 @pytest.mark.parametrize("emulator_quirks", [("string_ids",)], indirect=True)
 def test_a_push_keeps_raw_as_served_and_the_next_pull_records_no_change(
-    emulator: EmulatorServer, mirror_engine: sa.Engine, client: ClevertimClient
+    emulator: EmulatorServer, mirror_engine: sa.Engine, api_client: ClevertimClient
 ) -> None:
     engine = mirror_engine
-    assert pull(engine, client).ok
+    assert pull(engine, api_client).ok
     target = min(r["id"] for r in emulator.control.state()["contact"])
     updated = queue.enqueue_update(engine, "contact", target, {"title": "Raw keeper"})
     lost = queue.enqueue_create(engine, "contact", {"fn": "Lost", "ln": "Answer"})
     emulator.control.add_fault(method="POST", path="^/contact$", kind="lost_response", times=1)
-    assert push(engine, client, Settings(), now=T0).done == 1  # the update; the create is lost
+    assert push(engine, api_client, Settings(), now=T0).done == 1  # the update; the create is lost
     made = queue.enqueue_create(engine, "contact", {"fn": "Made", "ln": "Here"})
-    report = push(engine, client, Settings(), now=T0 + timedelta(hours=1))
+    report = push(engine, api_client, Settings(), now=T0 + timedelta(hours=1))
     assert (report.adopted, report.done) == (1, 2)  # the lost create adopted, the new one made
 
     ids = [
@@ -65,11 +58,11 @@ def test_a_push_keeps_raw_as_served_and_the_next_pull_records_no_change(
     ]
     for rid in ids:
         assert rid is not None
-        served = client.get("contact", rid)
+        served = api_client.get("contact", rid)
         assert served["id"] == str(rid)  # this server spells ids as strings...
         assert stored(engine, "contact", rid) == served  # ...and raw keeps them so, as served
 
     before = history_rows(engine)
-    again = pull(engine, client, resources=["contact"])
+    again = pull(engine, api_client, resources=["contact"])
     assert again.ok and again.totals()["updated"] == again.totals()["inserted"] == 0
     assert history_rows(engine) == before  # the pull finds what the push stored: no new version
