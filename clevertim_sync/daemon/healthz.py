@@ -22,8 +22,10 @@ import structlog
 
 from clevertim_sync import resources
 from clevertim_sync.errors import ConfigError
+from clevertim_sync.health import ServerHealth
 from clevertim_sync.mirror import schema
 from clevertim_sync.mirror.failures import error_text
+from clevertim_sync.mirror.pause import PauseRow
 from clevertim_sync.settings import Settings
 from clevertim_sync.writeback import outbox
 
@@ -85,8 +87,10 @@ class MirrorFacts:
 
 
 def read_queue_facts(conn: sa.Connection, now: datetime, stuck_after: float) -> QueueFacts:
-    """Queue depth per state, and the items that should have moved by now (`outbox.stuck`)."""
-    stuck, oldest = outbox.stuck(conn, now, stuck_after)
+    """Queue depth per state, and the items that should have moved by now (`outbox.stuck`: an item
+    the server asked us to hold back is not stuck, so it is handed the pause, which `health` keeps)."""
+    pause = ServerHealth(PauseRow(conn, read_only=True)).pause()
+    stuck, oldest = outbox.stuck(conn, now, stuck_after, pause)
     return QueueFacts(depth=outbox.depth(conn), stuck=stuck, oldest_stuck_age=oldest)
 
 

@@ -363,7 +363,8 @@ class AccountRuntime:
         assert self.engine is not None
         stamp = self._files_stamp()  # before the query: a write during it is seen at the next look
         with self.engine.connect() as conn:
-            newest = outbox.newest_due(conn, datetime.now(UTC))
+            pause = ServerHealth(PauseRow(conn, read_only=True)).pause()
+            newest = outbox.newest_due(conn, datetime.now(UTC), pause)
         self._watch_stamp = stamp
         return newest
 

@@ -10,6 +10,8 @@ against corruption), a busy timeout, foreign keys on, and every transaction begu
 `BEGIN IMMEDIATE`: the Python driver's default (deferred, and no BEGIN before a SELECT) lets a
 read-then-write transaction fail with "database is locked" instead of waiting, and lets two
 writeback workers claim the same item. Serialising transactions costs little: they are short.
+The exception is a reader (`reading`): a connection that only reads, in one transaction that
+takes no write lock and cannot write (a dry run).
 
 A SQLite file this project creates is readable by its owner only (0600), whatever the umask:
 it holds the whole account. SQLite gives its -wal and -shm files the database file's mode.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +124,33 @@ def _tune_sqlite(engine: Engine, busy_timeout: float) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(_READER):
+            # A reader: any write fails (query_only), and a deferred BEGIN takes no write lock.
+            conn.info[_READER] = True
+            conn.exec_driver_sql("PRAGMA query_only=ON")
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_conn: Any, record: Any) -> None:
+        if record.info.pop(_READER, False):  # back in the pool: writable again for the next user
+            dbapi_conn.execute("PRAGMA query_only=OFF")
+
+
+# The execution option that makes a connection a reader (see `reading`).
+_READER = "clevertim_sync_reader"
+
+
+@contextlib.contextmanager
+def reading(engine: Engine) -> Iterator[sa.Connection]:
+    """A connection that only reads: one transaction (one view of the database) that begins no
+    write transaction and in which any statement that would write fails. SQLite: a deferred BEGIN
+    under `PRAGMA query_only`; PostgreSQL: a READ ONLY transaction. For a dry run, which must
+    show what a command would do without writing, not even a write rolled back."""
+    option = {_READER: True} if engine.dialect.name == "sqlite" else {"postgresql_readonly": True}
+    with engine.connect().execution_options(**option) as conn:
+        yield conn
 
 
 def alembic_config(url: str | None = None) -> Config:

@@ -2,7 +2,9 @@
 
 Owns: reading, setting (never shortening) and clearing the one row that says "no request to the
 server before T". Whether and how long to pause is `health`'s decision (`ServerHealth`, which
-reaches this module through `PauseRow`); the queue's rules read it (`outbox.stuck`, `newest_due`).
+reaches this module through `PauseRow`); nothing else reads or writes the row (the queue's rules
+that depend on it, `outbox.stuck` and `newest_due`, are handed the pause by their callers, who ask
+a `ServerHealth`). Who may build a `PauseRow` is an import-linter contract in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from clevertim_sync.health import Pause
+from clevertim_sync.mirror.db import reading
 from clevertim_sync.mirror.schema import writeback_pause
 
 Bind = Engine | Connection
@@ -64,19 +67,24 @@ def clear(bind: Bind) -> None:
 
 
 class PauseRow:
-    """`health.PauseStore` on a mirror's database. `read_only` (a dry run): read, never changed."""
+    """`health.PauseStore` on a mirror's database: an Engine (a transaction per statement) or the
+    caller's Connection (its transaction). `read_only` (a dry run, the health check): read, never
+    changed; on an Engine read through a reader (`mirror.db.reading`: no write transaction)."""
 
-    def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
-        self.engine = engine
+    def __init__(self, bind: Bind, *, read_only: bool = False) -> None:
+        self.bind = bind
         self.read_only = read_only
 
     def get(self) -> Pause | None:
-        return get(self.engine)
+        if self.read_only and isinstance(self.bind, Engine):
+            with reading(self.bind) as conn:
+                return get(conn)
+        return get(self.bind)
 
     def set(self, pause: Pause, now: datetime) -> None:
         if not self.read_only:
-            put(self.engine, pause, now)
+            put(self.bind, pause, now)
 
     def clear(self) -> None:
         if not self.read_only:
-            clear(self.engine)
+            clear(self.bind)

@@ -1,11 +1,12 @@
-"""`push --dry-run`: the requests a push would send now, found without sending or changing anything.
+"""`push --dry-run`: the requests a push would send now, found without sending or writing anything.
 
-Owns: claiming what a push would claim inside a transaction that is always rolled back (so the
-queue's own rules decide: due items, FIFO per record, coalesced updates, local references,
-invalid rows), then running the push's own plan for each unit (`worker.plan_unit`: the record
-an update merges against, the listing a lost create is reconciled with, the merge, the request)
-stopped before its request. Writes to the server: none. Writes to the database: none that survive
-(the rollback); the server-wide pause is read, never set or lifted.
+Owns: running the push's own plan, stopped before anything is written or sent: the claims' plan
+(`claims.plan_claim`: due items, FIFO per record, coalesced updates, local references, invalid
+rows), batch after batch as a push claims, on a read-only connection (mirror/db.py `reading`: no
+write transaction begun, no write made, not even one rolled back), then the plan of each unit
+(`worker.plan_unit`: the record an update merges against, the listing a lost create is
+reconciled with, the merge, the request). Writes to the server: none (GETs only). Writes to the
+database: none; the server-wide pause is read, never set or lifted.
 
 The wire is the worker's: its merge policy, its reconciliation of lost creates, the client's paths.
 """
@@ -17,18 +18,19 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from clevertim_sync.api import errors as api_errors
 from clevertim_sync.api.client import ClevertimClient
 from clevertim_sync.health import Policy, ServerHealth
+from clevertim_sync.mirror.db import reading
 from clevertim_sync.mirror.pause import PauseRow
 from clevertim_sync.settings import Settings
 from clevertim_sync.writeback import claims, outbox, worker
 from clevertim_sync.writeback.merge import MergeResult
 from clevertim_sync.writeback.outbox import FAILED, WAITING, Claimed
 
-WORKER = "dry-run"
+BATCH = 1000  # units planned per batch: the claims a push makes, larger (nothing goes on the wire)
 
 
 @dataclass(frozen=True)
@@ -79,49 +81,49 @@ def plan_push(
     if (pause := health.paused_until(started)) is not None:
         plan.paused_until = pause.not_before
         return plan
-    units = _claim_and_roll_back(engine, settings, started, plan)
-    run = worker._Run(engine, client, settings, lambda: started, health)
+    with reading(engine) as conn:
+        units = _plan_claims(conn, started, plan)
+    run = worker._Run(engine, client, settings, lambda: started, health, read=lambda: reading(engine))
     for unit in units:
         _plan_unit(run, client, unit, plan)
     return plan
 
 
-def _claim_and_roll_back(
-    engine: Engine, settings: Settings, started: datetime, plan: PushPlan
-) -> list[Claimed]:
-    """The units a push would claim, and the items it would leave, in a transaction rolled back."""
+def _plan_claims(conn: Connection, started: datetime, plan: PushPlan) -> list[Claimed]:
+    """The units a push would claim, and the items it would leave: the claims' own plan, batch
+    after batch, never written. What a batch decided (and the wake a push begins with) is carried
+    into the next as `claims.Assumed`, so each batch sees the queue as the push's next claim would."""
+    assumed = claims.Assumed(woken=True)  # outbox.wake_waiting, at the start of every push
     units: list[Claimed] = []
-    with engine.connect() as conn:
-        trans = conn.begin()
-        try:
-            outbox.wake_waiting(conn, started)
-            while True:
-                batch = claims.claim_in(
-                    conn,
-                    WORKER,
-                    started,
-                    settings.push.lease,
-                    1000,
-                    started,
-                    [i for u in units for i in u.item_ids],
-                )
-                if not batch:
-                    break
-                units.extend(batch)
-            # Claiming moved the items a push would not send (or left them): say why, before the
-            # rollback. A failed item counts only if it failed just now (an invalid row).
-            for row in outbox.not_taken(conn, started):
-                plan.not_sent.append(NotSent(row.id, row.resource, row.op, _why(row, started)))
-        finally:
-            trans.rollback()
+    left: dict[int, claims.Left] = {}
+    while True:
+        batch = claims.plan_claim(conn, started, started, BATCH, assumed=assumed, lock=False)
+        left.update((step.row["id"], step) for step in batch.left)
+        if not batch.units:
+            break  # as a push stops claiming when a claim takes nothing
+        units.extend(batch.units)
+    # What it would not send now, and why: the items it would leave, and the open ones it would
+    # not reach (not due, or behind an earlier edit of the same record).
+    not_sent = {
+        item: NotSent(item, step.row["resource"], step.row["op"], _left_why(step))
+        for item, step in left.items()
+    }
+    taken = {i for u in units for i in u.item_ids}
+    for row in outbox.not_in_flight(conn):
+        if row.id not in taken and row.id not in not_sent:
+            not_sent[row.id] = NotSent(row.id, row.resource, row.op, _why(row, started))
+    plan.not_sent.extend(not_sent[item] for item in sorted(not_sent))
     return units
 
 
+def _left_why(step: claims.Left) -> str:
+    if step.state == FAILED:
+        return f"would fail: {step.why}"
+    assert step.state == WAITING
+    return f"waiting: {step.why} (sent in the same push once that create has its id)"
+
+
 def _why(row: Any, started: datetime) -> str:
-    if row.state == FAILED:
-        return f"would fail: {row.last_error}"
-    if row.state == WAITING:
-        return f"waiting: {row.last_error} (sent in the same push once that create has its id)"
     due = row.next_attempt_at
     if due is not None and due > started:
         return f"not due before {due.isoformat()}"

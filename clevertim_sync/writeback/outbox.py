@@ -6,7 +6,8 @@ person), the depth count, the local references (`local:company:7`), the claimed_
 every transition below. Nothing else in the package issues SQL on this table: the ways in and
 the people's commands (queue.py), the claims (claims.py), the worker (worker.py), its dry run,
 the health check, the alerts and `status` call the functions here. The server-wide pause is
-`health`'s decision, its row the mirror's (mirror/pause.py); the rules below only read it.
+`health`'s decision, its row the mirror's (mirror/pause.py): the rules that depend on it
+(`stuck`, `newest_due`) take it from their caller, who asks `health.ServerHealth`.
 
 An item's life, each arrow one function of this module:
 
@@ -38,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from clevertim_sync import resources
-from clevertim_sync.mirror import pause as server_pause
+from clevertim_sync.health import Pause
 from clevertim_sync.resources import Kind
 from clevertim_sync.writeback.tables import writeback_queue
 
@@ -70,12 +71,12 @@ SETTLED = (DONE, CONFLICT, QUARANTINED)  # what a push's answer leaves for good
 CANCELLABLE = (PENDING, WAITING, FAILED, CONFLICT, QUARANTINED)
 
 
-def due(by: datetime) -> sa.ColumnElement[bool]:
+def due(by: datetime, *, woken: bool = False) -> sa.ColumnElement[bool]:
     """The rule of when an item is due: pending or reconcile, and its next attempt has come by `by`
-    (no next attempt: at once)."""
-    return sa.and_(
-        Q.c.state.in_(DUE_STATES), sa.or_(Q.c.next_attempt_at.is_(None), Q.c.next_attempt_at <= by)
-    )
+    (no next attempt: at once). `woken`: as after `wake_waiting`, a waiting item counts as pending
+    (a dry run plans the wake without making it)."""
+    states = (*DUE_STATES, WAITING) if woken else DUE_STATES
+    return sa.and_(Q.c.state.in_(states), sa.or_(Q.c.next_attempt_at.is_(None), Q.c.next_attempt_at <= by))
 
 
 def lease_over(by: datetime) -> sa.ColumnElement[bool]:
@@ -83,19 +84,23 @@ def lease_over(by: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(Q.c.state == IN_FLIGHT, Q.c.lease_until < by)
 
 
-def claimable(now: datetime, due_by: datetime) -> sa.ColumnElement[bool]:
-    return sa.or_(due(due_by), lease_over(now))
+def claimable(now: datetime, due_by: datetime, *, woken: bool = False) -> sa.ColumnElement[bool]:
+    return sa.or_(due(due_by, woken=woken), lease_over(now))
 
 
-def _no_earlier_open() -> sa.ColumnElement[bool]:
-    """FIFO per record: no earlier item of the same record is still open."""
+def _no_earlier_open(closed: Collection[int] = ()) -> sa.ColumnElement[bool]:
+    """FIFO per record: no earlier item of the same record is still open. `closed`: items taken
+    as final although their row still says open (a dry run's plan failed them)."""
     q2 = Q.alias("earlier")
-    return ~sa.exists().where(
+    earlier_open = [
         q2.c.resource == Q.c.resource,
         q2.c.target_id == Q.c.target_id,
         q2.c.id < Q.c.id,
         q2.c.state.in_(OPEN_STATES),
-    )
+    ]
+    if closed:
+        earlier_open.append(q2.c.id.not_in(list(closed)))
+    return ~sa.exists().where(*earlier_open)
 
 
 # --- columns as Python sees them ---------------------------------------------------------------
@@ -242,17 +247,19 @@ def depth(conn: Connection) -> dict[str, int]:
     return {str(state): int(n) for state, n in rows}
 
 
-def stuck(conn: Connection, now: datetime, stuck_after: float) -> tuple[int, float | None]:
+def stuck(
+    conn: Connection, now: datetime, stuck_after: float, pause: Pause | None
+) -> tuple[int, float | None]:
     """(how many items should have moved by now and did not, the oldest one's lateness in s).
 
     Stuck: an item due (its own next attempt, or the server-wide pause, whichever is later) more
     than `stuck_after` seconds ago, or claimed under a lease that ran out that long ago (its worker
-    died and nobody took it over).
+    died and nobody took it over). `pause`: the server-wide pause as stored, in force or not
+    (`ServerHealth.pause`).
     """
     limit = now - timedelta(seconds=stuck_after)
     since = sa.func.coalesce(Q.c.next_attempt_at, Q.c.created_at)  # when it became due
     late = sa.and_(due(limit), since < limit)  # an item queued after the limit is not late
-    pause = server_pause.get(conn)
     if pause is not None and pause.not_before > limit:
         late = sa.false()  # the server asked us to wait: waiting is right, not stuck
     lost = lease_over(limit)
@@ -265,12 +272,12 @@ def stuck(conn: Connection, now: datetime, stuck_after: float) -> tuple[int, flo
     return int(row[0]), oldest
 
 
-def newest_due(conn: Connection, now: datetime) -> int:
+def newest_due(conn: Connection, now: datetime, pause: Pause | None) -> int:
     """The highest id of an item a push would send now (0: none, or the server asked to wait).
 
-    The cheap check behind "push soon after an edit": one indexed MAX.
+    The cheap check behind "push soon after an edit": one indexed MAX. `pause`: the server-wide
+    pause as stored (`ServerHealth.pause`).
     """
-    pause = server_pause.get(conn)
     if pause is not None and pause.not_before > now:
         return 0
     return int(conn.execute(sa.select(sa.func.max(Q.c.id)).where(due(now))).scalar() or 0)
@@ -300,15 +307,11 @@ def item_of_remote(conn: Connection, resource: str, remote_id: int, *, other_tha
     return int(found) if found is not None else None
 
 
-def not_taken(conn: Connection, since: datetime) -> list[sa.Row[Any]]:
-    """After a claim: the open items it left (waiting, not due, behind an earlier edit) and those
-    it failed at or after `since` (rows that cannot be sent)."""
-    left = sa.or_(
-        Q.c.state.in_((WAITING, PENDING, RECONCILE)),
-        sa.and_(Q.c.state == FAILED, Q.c.updated_at >= since),
-    )
+def not_in_flight(conn: Connection) -> list[sa.Row[Any]]:
+    """The open items no push has on the wire (pending, reconcile, waiting), oldest first: what a
+    dry run's plan did not take is among them."""
     stmt = sa.select(Q.c.id, Q.c.resource, Q.c.op, Q.c.state, Q.c.last_error, Q.c.next_attempt_at)
-    return list(conn.execute(stmt.where(left).order_by(Q.c.id)))
+    return list(conn.execute(stmt.where(Q.c.state.in_((WAITING, PENDING, RECONCILE))).order_by(Q.c.id)))
 
 
 # --- ways in and the people's transitions ----------------------------------------------------
@@ -485,25 +488,39 @@ def wake_waiting(bind: Bind, now: datetime) -> int:
 
 
 def leaders(
-    conn: Connection, now: datetime, due_by: datetime, held: Collection[int], limit: int
+    conn: Connection,
+    now: datetime,
+    due_by: datetime,
+    held: Collection[int],
+    limit: int,
+    *,
+    woken: bool = False,
+    closed: Collection[int] = (),
+    lock: bool = True,
 ) -> list[sa.RowMapping]:
     """Up to `limit` claimable items, oldest first, with no earlier open item of their record;
-    on PostgreSQL locked `FOR UPDATE SKIP LOCKED`. `held`: ids never to take (the caller's own)."""
+    on PostgreSQL locked `FOR UPDATE SKIP LOCKED` (`lock`: a claim that writes; a dry run's plan,
+    on a read-only connection, locks nothing). `held`: ids never to take (the caller's own).
+    `woken`, `closed`: a dry run's plan, which writes nothing, sees the queue as after the writes
+    a push would have made by then: the wake at its start (`due`), items it failed (`_no_earlier_open`)."""
     # First the oldest claimable ids (from the state index, without reading the JSON columns),
     # then the FIFO check and the rows for those only: a long queue is not re-read per claim.
     # The outer query repeats the state condition: on PostgreSQL a row another worker claimed
     # meanwhile is re-checked against it (and skipped) when it is locked.
-    ready = claimable(now, due_by)
+    ready = claimable(now, due_by, woken=woken)
     if held:
         ready = sa.and_(ready, Q.c.id.not_in(list(held)))
     window = sa.select(Q.c.id).where(ready).order_by(Q.c.id).limit(limit * 4)
-    found = _leaders(conn, sa.and_(Q.c.id.in_(window.scalar_subquery()), ready), limit)
-    return found or _leaders(conn, ready, limit)  # everything in the window waits its turn
+    in_window = sa.and_(Q.c.id.in_(window.scalar_subquery()), ready)
+    found = _leaders(conn, in_window, limit, closed, lock)
+    return found or _leaders(conn, ready, limit, closed, lock)  # everything in the window waits its turn
 
 
-def _leaders(conn: Connection, candidates: sa.ColumnElement[bool], limit: int) -> list[sa.RowMapping]:
-    query = sa.select(Q).where(candidates, _no_earlier_open()).order_by(Q.c.id).limit(limit)
-    if conn.dialect.name == "postgresql":
+def _leaders(
+    conn: Connection, candidates: sa.ColumnElement[bool], limit: int, closed: Collection[int], lock: bool
+) -> list[sa.RowMapping]:
+    query = sa.select(Q).where(candidates, _no_earlier_open(closed)).order_by(Q.c.id).limit(limit)
+    if lock and conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=Q)
     return list(conn.execute(query).mappings())
 

@@ -5,7 +5,8 @@ reconciliation of items whose earlier request has an unknown outcome, turning `h
 on a failure (columns `write` and `delete` of its table) into the item's outcome, and the order in
 which an outcome is recorded.
 
-One item's path runs one way: claims.py takes it (`claims.claim`), a worker thread sends it and
+One item's path runs one way: claims.py takes it (`claims.claim`: its plan, then written), a
+worker thread plans its request (`plan_unit`, which `push --dry-run` runs too), sends it and
 turns the answer into an `outbox.Outcome` (`_process`), and `_record` writes the server's answer
 into the mirror (`fold.fold_many`), then the item's new state into the queue (`outbox.record`), in
 one transaction. Every statement on the queue is outbox.py's; the mirror is written only through
@@ -36,6 +37,7 @@ import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -115,8 +117,12 @@ class _Run:
         clock: Callable[[], datetime],
         health: ServerHealth,
         caller_stop: threading.Event | None = None,
+        *,
+        read: Callable[[], AbstractContextManager[Connection]] | None = None,
     ) -> None:
         self.engine = engine
+        # A connection for the plan's reads (a lost create's known ids): a dry run's reads only.
+        self.read = read or engine.connect
         self.client = client
         self.push = settings.push
         self.clock = clock
@@ -408,7 +414,7 @@ def _reconcile_create(run: _Run, unit: Claimed) -> list[dict[str, Any]]:
     server may also fill or change others). Several: the caller quarantines, never resends."""
     listing = run.client.list(unit.resource)
     run.health.succeeded()
-    with run.engine.connect() as conn:
+    with run.read() as conn:
         taken = outbox.remote_ids(conn, unit.resource)
     floor = unit.max_id_seen if unit.max_id_seen is not None else -1
     new = []
