@@ -9,18 +9,26 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import sqlalchemy as sa
 
 from clevertim_sync import resources
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.errors import DatabaseFailure
+from clevertim_sync.health import Pause
+from clevertim_sync.mirror import pause as server_pause
 from clevertim_sync.mirror import schema
+from clevertim_sync.mirror.db import make_engine
 from clevertim_sync.pull import pipeline
 from clevertim_sync.pull.pipeline import plan_pull, pull
-from clevertim_sync.writeback import dryrun, worker  # (and so the queue's tables on the metadata)
+from clevertim_sync.settings import PushSettings, Settings
+from clevertim_sync.writeback import dryrun, queue, worker  # (and so the queue's tables on the metadata)
 
 
 def snapshot(engine: sa.Engine) -> dict[str, list[tuple[Any, ...]]]:
@@ -259,3 +267,182 @@ def test_sync_dry_run_stops_where_the_pull_would(mirror_engine: sa.Engine, emula
     # A redirect stops a pull at the first listing; its dry run stops there too.
     assert report.failed == [first] and report.skipped == rest
     assert plans[first].error and all((plans[n].error or "").startswith("skipped") for n in rest)
+
+
+# --- push --dry-run is the push's own plan, on a read-only connection (issue 19) ------------------
+
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+TOKEN = "test-token"
+# What writes, or takes a write lock, in the statements of SQLite and PostgreSQL.
+WRITES = re.compile(
+    r"^\s*(INSERT|UPDATE|DELETE|REPLACE|BEGIN IMMEDIATE|CREATE|DROP|ALTER)\b|\bFOR UPDATE\b", re.IGNORECASE
+)
+
+
+def _push_settings() -> Settings:
+    return Settings(push=PushSettings(concurrency=2, backoff_base=10.0))
+
+
+def _hand_insert(engine: sa.Engine, resource: str, op: str, target_id: int | None, fields: str) -> int:
+    """A row INSERTed by hand (the SQL way in): validated only when a push claims it."""
+    insert = "INSERT INTO writeback_queue (resource, op, target_id, fields) VALUES (:r, :o, :t, :f)"
+    with engine.begin() as conn:
+        conn.execute(sa.text(insert), {"r": resource, "o": op, "t": target_id, "f": fields})
+        return int(conn.execute(sa.text("SELECT max(id) FROM writeback_queue")).scalar_one())
+
+
+def _queue_of_every_kind(engine: sa.Engine, emulator: Any) -> dict[str, Any]:
+    """A queue a push takes in several claims: a coalesced update, an invalid row that keeps a
+    later edit of its record back until a claim fails it, a parent create and its waiting child,
+    a delete. Returns the records and item ids it names."""
+    state = emulator.control.state(as_token=TOKEN)
+    a, b = sorted(state["contact"], key=lambda r: r["id"])[:2]
+    note = min(state["note"], key=lambda r: r["id"])
+    queue.enqueue_update(engine, "contact", a["id"], {"title": "Dry"}, now=T0)
+    queue.enqueue_update(engine, "contact", a["id"], {"description": "two edits, one PUT"}, now=T0)
+    bad = _hand_insert(engine, "contact", "update", b["id"], "not json")
+    queue.enqueue_update(engine, "contact", b["id"], {"title": "After a bad edit"}, now=T0)
+    parent = queue.enqueue_create(engine, "company", {"cn": "Dry Run Ltd"}, now=T0).id
+    child = queue.enqueue_create(
+        engine, "contact", {"fn": "Child", "companyId": f"local:company:{parent}"}, now=T0
+    ).id
+    queue.enqueue_delete(engine, "note", note["id"], now=T0)
+    return {"a": a, "b": b, "note": note, "bad": bad, "parent": parent, "child": child}
+
+
+def _planned(plan: dryrun.PushPlan) -> list[tuple[str, str, Any]]:
+    return [(r.method, r.path, r.body) for r in plan.requests]
+
+
+def test_push_dry_run_plans_in_batches_exactly_what_the_push_then_sends(
+    pulled_engine: sa.Engine, api_client: ClevertimClient, emulator: Any
+) -> None:
+    # Batches of two units: the invalid row fails in the first, the edit behind it is planned in a
+    # later one (as the push's next claim takes it), the child waits for its parent's id.
+    engine = pulled_engine
+    made = _queue_of_every_kind(engine, emulator)
+    plan = dryrun.plan_push(engine, api_client, _push_settings(), now=T0, batch=2)
+    emulator.control.clear_requests()
+    report = worker.push(engine, api_client, _push_settings(), now=T0)
+    a, b, note = made["a"], made["b"], made["note"]
+    assert sorted(_planned(plan), key=repr) == sorted(
+        [
+            ("PUT", f"/api/contact/{a['id']}", {"title": "Dry", "description": "two edits, one PUT"}),
+            ("PUT", f"/api/contact/{b['id']}", {"title": "After a bad edit"}),
+            ("POST", "/api/company", {"cn": "Dry Run Ltd"}),
+            ("DELETE", f"/api/note/{note['id']}", None),
+        ],
+        key=repr,
+    )
+    assert {n.item for n in plan.not_sent} == {made["bad"], made["child"]}
+    # The push sends what was planned, plus the child once its parent has an id.
+    company_id = queue.get_item(engine, made["parent"]).remote_id
+    child = ("POST", "/api/contact", {"fn": "Child", "companyId": company_id})
+    assert sorted(_writes(emulator), key=repr) == sorted([*_planned(plan), child], key=repr)
+    assert report.writes == 5 and queue.get_item(engine, made["bad"]).state == "failed"
+
+
+def test_push_dry_run_writes_nothing_and_begins_no_write_transaction(
+    pulled_engine: sa.Engine, api_client: ClevertimClient, emulator: Any
+) -> None:
+    engine = pulled_engine
+    # A create whose answer was lost (reconciled by a listing, and a read of the queue).
+    lost = queue.enqueue_create(engine, "company", {"cn": "Lost Answer Ltd"}, now=T0).id
+    emulator.control.add_fault(method="POST", path="^/company$", kind="lost_response", times=1)
+    worker.push(engine, api_client, _push_settings(), now=T0)
+    assert queue.get_item(engine, lost).state == "reconcile"
+    made = _queue_of_every_kind(engine, emulator)
+    with engine.begin() as conn:  # the child as a push left it: waiting (the dry run wakes it)
+        waiting = sa.text("UPDATE writeback_queue SET state = 'waiting' WHERE id = :i")
+        conn.execute(waiting, {"i": made["child"]})
+    # An outage's pause, over: a push's first success would lift it.
+    server_pause.put(engine, Pause(T0 - timedelta(minutes=5), 2, "outage"), T0 - timedelta(minutes=10))
+    before = snapshot(engine)
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        plan = dryrun.plan_push(engine, api_client, _push_settings(), now=T0 + timedelta(hours=1), batch=2)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert [s for s in statements if WRITES.search(s)] == []
+    assert any("writeback_queue" in s for s in statements)  # it did read the queue
+    assert snapshot(engine) == before
+    assert before["writeback_pause"] and before["writeback_queue"]
+    assert len(plan.requests) == 4
+    why = {n.item: n.why for n in plan.not_sent}
+    assert why[lost].startswith("its lost answer is found")
+    assert why[made["child"]].startswith("waiting: companyId waits for")
+
+
+def test_push_dry_run_reports_invalid_and_waiting_items_with_the_reasons_the_push_records(
+    pulled_engine: sa.Engine, api_client: ClevertimClient, emulator: Any
+) -> None:
+    engine = pulled_engine
+    a, b = sorted(emulator.control.state(as_token=TOKEN)["contact"], key=lambda r: r["id"])[:2]
+    later = queue.enqueue_create(engine, "company", {"cn": "Later Ltd"}, now=T0).id
+    with engine.begin() as conn:  # not due yet: its child waits for an id it does not have
+        conn.execute(
+            sa.text("UPDATE writeback_queue SET next_attempt_at = :t WHERE id = :i"),
+            {"t": T0 + timedelta(hours=1), "i": later},
+        )
+    kid = {"fn": "Kid", "companyId": f"local:company:{later}"}
+    waits = queue.enqueue_create(engine, "contact", kid).id
+    not_json = _hand_insert(engine, "contact", "update", a["id"], "not json")
+    no_such = _hand_insert(engine, "contact", "update", b["id"], '{"shoe": 9}')
+    gone = queue.enqueue_create(engine, "company", {"cn": "Gone Ltd"}).id
+    queue.cancel(engine, gone)
+    orphan_fields = orjson.dumps({"fn": "O", "companyId": f"local:company:{gone}"}).decode()
+    orphan = _hand_insert(engine, "contact", "create", None, orphan_fields)
+    plan = dryrun.plan_push(engine, api_client, _push_settings(), now=T0)
+    emulator.control.clear_requests()
+    worker.push(engine, api_client, _push_settings(), now=T0)
+    assert plan.requests == [] and _writes(emulator) == []
+    why = {n.item: n.why for n in plan.not_sent}
+    assert sorted(why) == sorted([later, waits, not_json, no_such, orphan])
+    assert why[later] == f"not due before {(T0 + timedelta(hours=1)).isoformat()}"
+    # Each reason is the one the push then records on the item (its last_error).
+    recorded = {i: queue.get_item(engine, i) for i in (waits, not_json, no_such, orphan)}
+    assert recorded[waits].state == "waiting"
+    told = recorded[waits].last_error
+    assert why[waits] == f"waiting: {told} (sent in the same push once that create has its id)"
+    assert f"companyId waits for local:company:{later} (pending)" in why[waits]
+    for item in (not_json, no_such, orphan):
+        assert recorded[item].state == "failed"
+        assert why[item] == f"would fail: {recorded[item].last_error}"
+    assert why[not_json].startswith("would fail: invalid edit, not sent: fields is not valid JSON")
+    assert "shoe" in why[no_such]
+    assert why[orphan].startswith("would fail: not sent: companyId points at") and "cancelled" in why[orphan]
+
+
+def _read_only(url: str) -> str:
+    """The same database, opened so that nothing can be written: SQLite read-only (mode=ro),
+    PostgreSQL every transaction READ ONLY."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"sqlite:///file:{parsed.database}?mode=ro&uri=true"
+    options = {"options": "-c default_transaction_read_only=on"}
+    return parsed.update_query_dict(options).render_as_string(hide_password=False)
+
+
+def test_push_dry_run_on_a_read_only_mirror_gives_the_plan_of_a_writable_one(
+    cli_runner: Any, migrated_database_url: str, mirror_engine: sa.Engine, emulator: Any
+) -> None:
+    run = cli_runner(migrated_database_url)
+    run("sync", code=0)
+    _queue_of_every_kind(mirror_engine, emulator)
+    planned = orjson.loads(run("push", "--dry-run", "--json", code=0).output)
+    read_only = _read_only(migrated_database_url)
+    engine = make_engine(read_only)
+    try:  # the mirror is read-only indeed
+        with pytest.raises((sa.exc.DBAPIError, DatabaseFailure)), engine.begin() as conn:
+            conn.execute(sa.text("UPDATE writeback_queue SET attempts = 1"))
+    finally:
+        engine.dispose()
+    emulator.control.clear_requests()
+    on_read_only = orjson.loads(cli_runner(read_only)("push", "--dry-run", "--json", code=0).output)
+    assert on_read_only == planned and len(planned["requests"]) == 4
+    assert {r["method"] for r in emulator.control.requests()} == {"GET"}

@@ -71,9 +71,15 @@ class PushPlan:
 
 
 def plan_push(
-    engine: Engine, client: ClevertimClient, settings: Settings, *, now: datetime | None = None
+    engine: Engine,
+    client: ClevertimClient,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    batch: int = BATCH,
 ) -> PushPlan:
-    """What `push` would send now: every request with its body after the merge (GETs only)."""
+    """What `push` would send now: every request with its body after the merge (GETs only).
+    `batch`: units planned per batch (a test makes several batches of a small queue)."""
     started = now or datetime.now(UTC)
     plan = PushPlan()
     # The pause as the push would see it; a dry run never sets or lifts it.
@@ -82,14 +88,14 @@ def plan_push(
         plan.paused_until = pause.not_before
         return plan
     with reading(engine) as conn:
-        units = _plan_claims(conn, started, plan)
+        units = _plan_claims(conn, started, batch, plan)
     run = worker._Run(engine, client, settings, lambda: started, health, read=lambda: reading(engine))
     for unit in units:
         _plan_unit(run, client, unit, plan)
     return plan
 
 
-def _plan_claims(conn: Connection, started: datetime, plan: PushPlan) -> list[Claimed]:
+def _plan_claims(conn: Connection, started: datetime, size: int, plan: PushPlan) -> list[Claimed]:
     """The units a push would claim, and the items it would leave: the claims' own plan, batch
     after batch, never written. What a batch decided (and the wake a push begins with) is carried
     into the next as `claims.Assumed`, so each batch sees the queue as the push's next claim would."""
@@ -97,7 +103,7 @@ def _plan_claims(conn: Connection, started: datetime, plan: PushPlan) -> list[Cl
     units: list[Claimed] = []
     left: dict[int, claims.Left] = {}
     while True:
-        batch = claims.plan_claim(conn, started, started, BATCH, assumed=assumed, lock=False)
+        batch = claims.plan_claim(conn, started, started, size, assumed=assumed, lock=False)
         left.update((step.row["id"], step) for step in batch.left)
         if not batch.units:
             break  # as a push stops claiming when a claim takes nothing
