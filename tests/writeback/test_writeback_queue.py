@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 import clevertim_sync
 from clevertim_sync.errors import EditRejected, QueueItemError
-from clevertim_sync.mirror.db import make_engine
+from clevertim_sync.mirror.db import make_engine, reading
 from clevertim_sync.writeback import claims, outbox, queue
 from clevertim_sync.writeback.fold import Fold, fold_many
 from clevertim_sync.writeback.tables import writeback_queue as Q
@@ -299,3 +299,66 @@ def test_only_the_outbox_issues_statements_on_the_queue_tables() -> None:
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and sql.search(node.value):
                 offenders.add(f"{where}: SQL text on the queue's tables")
     assert sorted(offenders) == []
+
+
+# --- a claim is its plan, written (issue 19) --------------------------------------------------------
+
+
+def _queue_taken_in_several_claims(engine: Engine) -> dict[str, int]:
+    """A coalesced update; an invalid row that keeps a later edit of its record back until a claim
+    fails it; a parent create and a child waiting for its id."""
+    first = queue.enqueue_update(engine, "contact", 1, {"title": "A"}, now=T0).id
+    queue.enqueue_update(engine, "contact", 1, {"fn": "Ada2"}, now=T0)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO writeback_queue (resource, op, target_id, fields) "
+            """VALUES ('contact', 'update', 2, '{"shoe": 9}')"""
+        )
+    behind = queue.enqueue_update(engine, "contact", 2, {"title": "Z"}, now=T0).id
+    parent = queue.enqueue_create(engine, "company", {"cn": "New"}, now=T0).id
+    child = queue.enqueue_create(
+        engine, "contact", {"fn": "C", "companyId": f"local:company:{parent}"}, now=T0
+    )
+    return {"first": first, "invalid": first + 2, "behind": behind, "parent": parent, "child": child.id}
+
+
+def test_a_claim_is_its_plan_written_and_the_plan_writes_nothing(seeded_engine: Engine) -> None:
+    engine = seeded_engine
+    made = _queue_taken_in_several_claims(engine)
+    before = rows(engine)
+    with reading(engine) as conn:  # a read-only connection: a write would fail
+        plan = claims.plan_claim(conn, T0, T0, 50, lock=False)
+    assert rows(engine) == before
+    assert [u.id for u in plan.units] == [made["first"], made["parent"]]
+    assert {s.row["id"]: s.state for s in plan.left} == {made["invalid"]: "failed", made["child"]: "waiting"}
+    units = claim(engine)
+    assert units == plan.units  # the same units, fields, bases, followers, what a create sends
+    by_id = {r["id"]: r for r in rows(engine)}
+    for step in plan.left:
+        assert (by_id[step.row["id"]]["state"], by_id[step.row["id"]]["last_error"]) == (step.state, step.why)
+    assert all(by_id[i]["state"] == "in_flight" for u in units for i in u.item_ids)
+
+
+def test_a_dry_run_s_batches_see_the_queue_as_the_push_s_next_claims_do(seeded_engine: Engine) -> None:
+    # The same queue twice: planned batch after batch without a write (the wake and each batch's
+    # decisions assumed), and claimed for real (woken, then each claim written).
+    engine = seeded_engine
+    made = _queue_taken_in_several_claims(engine)
+    with engine.begin() as conn:  # the child as an earlier push left it: waiting
+        conn.execute(sa.update(Q).where(Q.c.id == made["child"]).values(state="waiting"))
+    assumed = claims.Assumed(woken=True)
+    planned: list[list[outbox.Claimed]] = []
+    with reading(engine) as conn:
+        while units := claims.plan_claim(conn, T0, T0, 2, assumed=assumed, lock=False).units:
+            planned.append(units)
+    outbox.wake_waiting(engine, T0)
+    claimed: list[list[outbox.Claimed]] = []
+    held: set[int] = set()
+    while units := claims.claim(engine, worker="w1", now=T0, lease=60, limit=2, held=held):
+        claimed.append(units)
+        held.update(i for u in units for i in u.item_ids)
+    assert planned == claimed
+    # The edit behind the invalid row goes in the second claim, once the first failed that row.
+    assert [[u.id for u in batch] for batch in planned] == [[made["first"]], [made["behind"], made["parent"]]]
+    states = {r["id"]: r["state"] for r in rows(engine)}
+    assert {i: states[i] for i in assumed.states} == assumed.states
