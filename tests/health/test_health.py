@@ -6,12 +6,14 @@ loopback on SQLite and PostgreSQL; the client's reads through httpx MockTranspor
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,13 +24,15 @@ import clevertim_sync.health
 from clevertim_sync import errors as e
 from clevertim_sync import resources
 from clevertim_sync.api.client import ClevertimClient
+from clevertim_sync.daemon import healthz
 from clevertim_sync.emulator import EmulatorServer
 from clevertim_sync.health import TABLE, Action, Decision, Pause, Policy, ServerHealth, Where, decide
 from clevertim_sync.mirror import pause as server_pause
 from clevertim_sync.mirror.pause import PauseRow
 from clevertim_sync.pull.pipeline import pull
 from clevertim_sync.settings import PushSettings, Settings
-from clevertim_sync.writeback import queue
+from clevertim_sync.writeback import outbox, queue
+from clevertim_sync.writeback.tables import writeback_queue
 from clevertim_sync.writeback.worker import push
 
 TOKEN = "test-token"
@@ -203,6 +207,53 @@ def test_the_pause_row_is_set_by_racing_workers_and_never_shortened(mirror_engin
     assert server_pause.get(engine) == Pause(T0 + timedelta(minutes=5), 10, "longer")
     PauseRow(engine, read_only=True).clear()  # a dry run's store: never changes it
     assert server_pause.get(engine) is not None
+
+
+def test_the_queue_rules_are_handed_the_pause_and_the_health_check_asks_server_health(
+    mirror_engine: sa.Engine,
+) -> None:
+    # outbox.stuck and newest_due read no pause row: their callers hand them the pause, which the
+    # health check (and the daemon's queue watch) asks ServerHealth for.
+    engine = mirror_engine
+    with engine.begin() as conn:
+        item = conn.execute(
+            sa.insert(writeback_queue)
+            .values(resource="contact", op="update", target_id=1, created_at=T0 - timedelta(hours=1))
+            .returning(writeback_queue.c.id)
+        ).scalar_one()
+    paused = Pause(T0 + timedelta(minutes=10), 1, "outage")
+    server_pause.put(engine, paused, T0)
+    with engine.connect() as conn:
+        assert outbox.stuck(conn, T0, 600, None) == (1, 3600.0)  # the row says paused; not asked
+        assert outbox.stuck(conn, T0, 600, paused) == (0, None)
+        assert outbox.newest_due(conn, T0, None) == item
+        assert outbox.newest_due(conn, T0, paused) == 0
+        assert healthz.read_queue_facts(conn, T0, 600).stuck == 0  # the pause in force: waiting is right
+    server_pause.clear(engine)
+    with engine.connect() as conn:
+        assert healthz.read_queue_facts(conn, T0, 600).stuck == 1
+
+
+def test_only_the_pause_row_s_module_issues_statements_on_it() -> None:
+    # The pause is the health owner's (ServerHealth), its row mirror/pause.py's: no other module
+    # names the table or writes SQL on it (who may build a PauseRow: pyproject's import-linter).
+    package = Path(clevertim_sync.__file__).parent
+    allowed = {"mirror/pause.py", "mirror/schema.py"}
+    sql = re.compile(r"\b(FROM|INTO|UPDATE|JOIN|TABLE)\s+writeback_pause\b", re.IGNORECASE)
+    offenders = set()
+    for path in sorted(package.rglob("*.py")):
+        where = path.relative_to(package).as_posix()
+        if where in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            named = (isinstance(node, ast.Name) and node.id == "writeback_pause") or (
+                isinstance(node, ast.Attribute) and node.attr == "writeback_pause"
+            )
+            if named or (isinstance(node, ast.alias) and node.name == "writeback_pause"):
+                offenders.add(f"{where}: names the pause's table")
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and sql.search(node.value):
+                offenders.add(f"{where}: SQL text on the pause's table")
+    assert sorted(offenders) == []
 
 
 # --- each part follows the table it is given ------------------------------------------------------
