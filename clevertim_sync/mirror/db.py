@@ -134,7 +134,8 @@ def _tune_sqlite(engine: Engine, busy_timeout: float) -> None:
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(dbapi_conn: Any, record: Any) -> None:
-        if record.info.pop(_READER, False):  # back in the pool: writable again for the next user
+        # Back in the pool: writable again for the next user (None: invalidated, never reused).
+        if record.info.pop(_READER, False) and dbapi_conn is not None:
             dbapi_conn.execute("PRAGMA query_only=OFF")
 
 
