@@ -286,8 +286,10 @@ def test_a_capture_served_by_emulator_from_syncs_to_exactly_the_capture(
             assert raw.body_bytes == (capture / "contact.json").stat().st_size
             first = raw.content[0]
             assert client.get("contact", first["id"]) == first
-            with pytest.raises(NotSupported, match="replays a capture"):
+            with pytest.raises(NotSupported) as refused:
                 client.create("note", {"desc": "x"})
+            # The server's own words are kept on the error (messages tell only their length).
+            assert "replays a capture" in (refused.value.server_message or "")
             assert client.list_raw("note").content  # a refused write changed nothing
     for name in resources.PULL_ORDER:
         captured = orjson.loads((capture / f"{name}.json").read_bytes())["content"]
