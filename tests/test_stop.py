@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
+from conftest import wait_for
 from sqlalchemy.engine import Engine
 
 from clevertim_sync import resources as registry
@@ -30,7 +31,12 @@ def test_push_stops_sending_when_asked_and_leaves_nothing_in_flight(
     emulator.control.add_fault(method="POST", path="^/contact$", kind="latency", latency_ms=150)
     items = [queue.enqueue_create(mirror_engine, "contact", {"fn": f"S{i}", "ln": "Stop"}) for i in range(24)]
     stop = threading.Event()
-    timer = threading.Timer(0.4, stop.set)  # mid-push: ~2 rounds of 2 requests have gone out
+
+    def stop_mid_push() -> None:  # once two answers are on their way: by events, not a timer
+        wait_for(lambda: sum(r["method"] == "POST" for r in emulator.control.requests()) >= 2, "2 POSTs", 30)
+        stop.set()
+
+    timer = threading.Thread(target=stop_mid_push)
     timer.start()
     report = push(mirror_engine, api_client, Settings(push=PushSettings(concurrency=2)), stop=stop)
     timer.join()

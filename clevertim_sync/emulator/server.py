@@ -65,10 +65,14 @@ class RequestLog:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_LIMIT)
+        # Bumped by every clear: a request that arrived before a clear (a slow answer, a client
+        # of an earlier test still reading) is not logged after it.
+        self.generation = 0
 
-    def add(self, entry: dict[str, Any]) -> None:
+    def add(self, entry: dict[str, Any], generation: int) -> None:
         with self._lock:
-            self._entries.append(entry)
+            if generation == self.generation:
+                self._entries.append(entry)
 
     def list(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -77,6 +81,7 @@ class RequestLog:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self.generation += 1
 
 
 class Chunked:
@@ -204,8 +209,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.connection.close()
 
-    # The log entry of the API request being answered, until it is in the log.
+    # The log entry of the API request being answered, until it is in the log, and the log's
+    # generation when the request arrived.
     _pending_entry: dict[str, Any] | None = None
+    _arrived_in = 0
 
     def _publish_entry(self, status: int) -> None:
         """Put the API request's log entry in the log before its answer leaves (or the connection
@@ -214,10 +221,11 @@ class _Handler(BaseHTTPRequestHandler):
         entry, self._pending_entry = self._pending_entry, None
         if entry is not None:
             entry["status"] = status
-            self.server.emulator.requests.add(entry)
+            self.server.emulator.requests.add(entry, self._arrived_in)
 
     def _handle(self, method: str) -> None:
         started = time.perf_counter(), time.thread_time()
+        self._arrived_in = self.server.emulator.requests.generation  # the log it belongs to
         url = urlsplit(self.path)
         body = self._read_body()
         if url.path.startswith("/_control/"):

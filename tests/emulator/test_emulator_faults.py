@@ -6,12 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner
+from conftest import wait_for
 
 from clevertim_sync.cli import cli
 from clevertim_sync.emulator import EmulatorServer, FaultSpecError
@@ -37,6 +39,22 @@ def test_latency_delays_the_answer(emulator: EmulatorServer, emulator_http: http
     started = time.perf_counter()
     assert emulator_http.get("/contact").status_code == 200
     assert time.perf_counter() - started < 0.3  # used up after one request
+
+
+def test_a_request_that_arrived_before_a_reset_is_not_logged_after_it(
+    emulator: EmulatorServer, emulator_http: httpx.Client
+) -> None:
+    """A slow answer still being served when the next test resets the emulator stays out of that
+    test's request log (it made the request-log tests fail beside the client's)."""
+    emulator.control.add_fault(kind="latency", latency_ms=500, path="^/case$", times=1)
+    slow = threading.Thread(target=lambda: emulator_http.get("/case"))
+    slow.start()
+    wait_for(lambda: emulator.faults.list() == [], "the slow request to arrive", 10)  # it sleeps there
+    emulator.reset()
+    slow.join()
+    assert emulator.control.requests() == []
+    assert emulator_http.get("/case").status_code == 200
+    assert [r["path"] for r in emulator.control.requests()] == ["/api/case"]
 
 
 @pytest.mark.parametrize(("status", "retry_after"), [(503, 30), (503, None), (429, 5), (500, None), (504, 1)])
