@@ -277,8 +277,8 @@ def test_a_killed_push_is_taken_over_at_once_not_after_the_lease(
             ),
         ]
     items += [
-        queue.enqueue_update(mirror_engine, "contact", cid, {"title": f"over {cid}"}) for cid in contacts[:6]
-    ]
+        queue.enqueue_update(mirror_engine, "contact", cid, {"title": f"over {cid}"}) for cid in contacts[:20]
+    ]  # enough that the last of three killed pushes still has items to send when it is killed
 
     emulator.control.add_fault(method="*", path=".*", kind="latency", latency_ms=300)
     killed = 0
