@@ -13,12 +13,12 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
+from support.ownership import touching
 
 import clevertim_sync.health
 from clevertim_sync import errors as e
@@ -237,23 +237,15 @@ def test_the_queue_rules_are_handed_the_pause_and_the_health_check_asks_server_h
 def test_only_the_pause_row_s_module_issues_statements_on_it() -> None:
     # The pause is the health owner's (ServerHealth), its row mirror/pause.py's: no other module
     # names the table or writes SQL on it (who may build a PauseRow: pyproject's import-linter).
-    package = Path(clevertim_sync.__file__).parent
-    allowed = {"mirror/pause.py", "mirror/schema.py"}
-    sql = re.compile(r"\b(FROM|INTO|UPDATE|JOIN|TABLE)\s+writeback_pause\b", re.IGNORECASE)
-    offenders = set()
-    for path in sorted(package.rglob("*.py")):
-        where = path.relative_to(package).as_posix()
-        if where in allowed:
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            named = (isinstance(node, ast.Name) and node.id == "writeback_pause") or (
-                isinstance(node, ast.Attribute) and node.attr == "writeback_pause"
-            )
-            if named or (isinstance(node, ast.alias) and node.name == "writeback_pause"):
-                offenders.add(f"{where}: names the pause's table")
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and sql.search(node.value):
-                offenders.add(f"{where}: SQL text on the pause's table")
-    assert sorted(offenders) == []
+    def names_it(node: ast.AST) -> str | None:
+        named = (
+            (isinstance(node, ast.Name) and node.id == "writeback_pause")
+            or (isinstance(node, ast.Attribute) and node.attr == "writeback_pause")
+            or (isinstance(node, ast.alias) and node.name == "writeback_pause")
+        )
+        return "names the pause's table" if named else None
+
+    assert touching("writeback_pause", {"mirror/pause.py", "mirror/schema.py"}, names_it) == []
 
 
 # --- each part follows the table it is given ------------------------------------------------------

@@ -5,18 +5,16 @@ coalescing, dependent creates, and the people's commands (retry, cancel, resolve
 from __future__ import annotations
 
 import ast
-import re
 import threading
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from support.ownership import touching
 
-import clevertim_sync
 from clevertim_sync.errors import EditRejected, QueueItemError
 from clevertim_sync.mirror.db import make_engine, reading
 from clevertim_sync.writeback import claims, outbox, queue
@@ -282,23 +280,15 @@ def test_our_own_write_becomes_the_base_of_later_edits(seeded_engine: Engine) ->
 def test_only_the_outbox_issues_statements_on_the_queue_tables() -> None:
     # One owner of the queue's rows (writeback/outbox.py): every other module of the package
     # reaches them through its functions. datasette_meta imports the tables only to describe them.
-    package = Path(clevertim_sync.__file__).parent
+    def names_it(node: ast.AST) -> str | None:
+        imports = isinstance(node, ast.ImportFrom) and (
+            node.module == "clevertim_sync.writeback.tables"
+            or (node.module == "clevertim_sync.writeback" and any(a.name == "tables" for a in node.names))
+        )
+        return "imports the queue's tables" if imports else None
+
     allowed = {"writeback/outbox.py", "writeback/tables.py", "reporting/datasette_meta.py"}
-    sql = re.compile(r"\b(FROM|INTO|UPDATE|JOIN|TABLE)\s+writeback_queue\b", re.IGNORECASE)
-    offenders = set()
-    for path in sorted(package.rglob("*.py")):
-        where = path.relative_to(package).as_posix()
-        if where in allowed:
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (
-                node.module == "clevertim_sync.writeback.tables"
-                or (node.module == "clevertim_sync.writeback" and any(a.name == "tables" for a in node.names))
-            ):
-                offenders.add(f"{where}: imports the queue's tables")
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and sql.search(node.value):
-                offenders.add(f"{where}: SQL text on the queue's tables")
-    assert sorted(offenders) == []
+    assert touching("writeback_queue", allowed, names_it) == []
 
 
 # --- a claim is its plan, written (issue 19) --------------------------------------------------------
