@@ -2,7 +2,7 @@
 
     scripts/with-postgres .venv/bin/python bench/pull.py [--contacts 100000] [--scale 500000]
         [--small 2000] [--workdir /tmp/clevertim-bench] [--only-first] [--profile]
-        [--baseline CHECKOUT]
+        [--baseline CHECKOUT [--rounds N]]
 
 Phases, each in a fresh child interpreter so that its peak RSS (VmHWM) is its own; a phase that
 runs a command as a subprocess reports that subprocess's peak (sampled every 50 ms) and CPU:
@@ -32,7 +32,9 @@ With --baseline CHECKOUT (another clone or worktree, with its own .venv: an earl
 compares the two instead: the first sync (SQLite, and PostgreSQL under scripts/with-postgres), the
 no-change sync and the sync after 1% changed, each run four times against the same emulator in the
 order this, baseline, baseline, this (so a drift in the machine's load falls on both sides), and
-prints this checkout's time over the baseline's (mean of two each; wall and CPU).
+prints this checkout's time over the baseline's (median of the runs of each; wall and CPU).
+--rounds N repeats that order N times (2N runs a side): on a shared machine one run in four can be
+20% off, and the median of six shrugs that off where the mean of two does not.
 """
 
 # ruff: noqa: PLC0415 -- imports are lazy on purpose: a floor phase must not pay for (or carry the
@@ -46,6 +48,7 @@ import random
 import resource
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -407,16 +410,20 @@ def child(
 
 # This checkout, the baseline, the baseline, this checkout: a load that drifts during the run
 # weighs on both sides alike.
-ABBA = ((0, "this"), (1, "baseline"), (2, "baseline"), (3, "this"))
+ABBA = ("this", "baseline", "baseline", "this")
 
 
-def compare_with(baseline: Path, url: str, control: Any, work: Path, pg_url: str | None) -> None:
-    """The syncs of this checkout against the same syncs of `baseline`, interleaved (ABBA)."""
+def compare_with(
+    baseline: Path, url: str, control: Any, work: Path, pg_url: str | None, rounds: int = 1
+) -> None:
+    """The syncs of this checkout against the same syncs of `baseline`, interleaved (ABBA, `rounds`
+    times)."""
     checkouts = {"this": ROOT, "baseline": baseline}
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    order = list(enumerate(ABBA * rounds))
 
     def run(phase: str, db_of: Any) -> None:
-        for i, side in ABBA:
+        for i, side in order:
             result = child(phase, url, db_of(i, side), checkout=checkouts[side])
             runs.setdefault(phase, {}).setdefault(side, []).append(result)
 
@@ -428,17 +435,17 @@ def compare_with(baseline: Path, url: str, control: Any, work: Path, pg_url: str
     run("nochange", lambda _i, side: mirror[side])
     edited = change_one_percent(control, seed=7)
     print(f"edited {edited} records through the control surface")
-    for i, side in ABBA:  # each 1% sync on its own copy: every run sees the same change
+    for i, side in order:  # each 1% sync on its own copy: every run sees the same change
         shutil.copy(mirror[side], work / f"{side}-1pct{i}.sqlite3")
     run("1pct", lambda i, side: work / f"{side}-1pct{i}.sqlite3")
 
     print(f"\nthis checkout ({_commit(ROOT)})")
-    print(f"over the baseline ({_commit(baseline)}), mean of two runs each:")
+    print(f"over the baseline ({_commit(baseline)}), median of {2 * rounds} runs each:")
     for phase, sides in runs.items():
         parts = []
         for measure in ("seconds", "cpu_seconds", "peak_mb"):
-            this = sum(r[measure] for r in sides["this"]) / 2
-            base = sum(r[measure] for r in sides["baseline"]) / 2
+            this = statistics.median(r[measure] for r in sides["this"])
+            base = statistics.median(r[measure] for r in sides["baseline"])
             parts.append(f"{measure} {this:7.2f} / {base:7.2f} = {this / base:5.2f}x")
         print(f"  {phase:10s} " + "   ".join(parts))
     print(f"\nmachine: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f} at the end")
@@ -529,6 +536,7 @@ def main() -> None:
     parser.add_argument(
         "--baseline", type=Path, help="compare with this checkout (its own .venv): first, no-change, 1%%"
     )
+    parser.add_argument("--rounds", type=int, default=1, help="with --baseline: the ABBA order N times")
     parser.add_argument("--only-first", action="store_true", help="stop after the first syncs (quick look)")
     args = parser.parse_args()
     if args.phase:
@@ -550,7 +558,7 @@ def main() -> None:
         counts = {k: len(v) for k, v in control.state().items()}
         print(f"account: {sum(counts.values())} records {counts}")
         if args.baseline is not None:
-            compare_with(args.baseline.resolve(), url, control, work, pg_url)
+            compare_with(args.baseline.resolve(), url, control, work, pg_url, args.rounds)
             return
         mirror = work / "mirror.sqlite3"
         r["floor-first"] = child("floor-first", url, work / "floor.sqlite3")

@@ -1,15 +1,17 @@
-"""JSON text read and written exactly: the values a server served, whatever orjson refuses or rounds.
+"""JSON text read and written exactly: the values a server served, whatever the fast paths refuse.
 
-Owns: `loads` (exact values), `dumps` (the stored text of a value: `raw`), `canonical` (the bytes a
-content hash is taken of), `typed_text` (the one rule for text in typed columns and child rows)
-and `odd_text` (whether a stored text holds what that rule changes).
+Owns: `read` (the fast reader), `loads` (exact values), `dumps` (the stored text of a value: `raw`),
+`canonical` (the bytes a content hash is taken of), `typed_text` (the one rule for text in typed
+columns and child rows) and `odd_text` (whether a stored text holds what that rule changes).
 
-orjson is the fast path everywhere. It refuses a lone surrogate escape ("\\ud800": valid JSON, and
-what Python's own `json.dumps` writes for a broken string), a number beyond a double (1e400),
-nesting past its limits (1024 levels to read, 254 to write) and, when writing, an integer past 64
-bits; and it reads an integer past 64 bits as a float, silently. The standard library's json keeps
-all of these exactly: it is used only where orjson refuses, or where the text holds an integer
-literal orjson could round (`might_round`: 19 digits in a row), so clean data costs what it cost.
+Reading: msgspec, in C, keeps an integer of any size exactly (orjson reads one past 64 bits as a
+float, silently: guarding against that meant scanning every body for 19 digits in a row, a tenth
+of a no-change pull). It refuses a lone surrogate escape ("\\ud800": valid JSON, and what Python's
+own `json.dumps` writes for a broken string), bytes that are not UTF-8, a number beyond a double
+(1e400) or past 4300 digits, and nesting past about a thousand levels. The standard library's json
+keeps all of these exactly: it is used only where msgspec refuses, so clean data costs what it cost.
+Writing: orjson, whose bytes every content hash was taken of; it refuses nesting past 254 levels
+and integers past 64 bits, which the standard library's json then writes.
 
 The stored text is always valid UTF-8 that every database takes: NUL is written `\\u0000` and a lone
 surrogate as its `\\udXXX` escape, as JSON allows. PostgreSQL's text columns refuse NUL and no
@@ -28,13 +30,10 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import msgspec
 import orjson
 
 REPLACEMENT = "\ufffd"
-# Digits as "0", every other byte as " ": a run of 19 zeros is 19 digits in a row (translate and
-# a substring search cost a third of what a regular expression does: this runs on every body).
-_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
-_RUN = b"0" * 19
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _ODD_TYPED = re.compile("[\x00\ud800-\udfff]")
 _MAX_DIGITS = 4000  # below Python's int <-> str limit (4300): a longer number cannot be kept
@@ -43,10 +42,15 @@ _MAX_DIGITS = 4000  # below Python's int <-> str limit (4300): a longer number c
 MAX_DEPTH = 400
 
 
-def might_round(text: bytes) -> bool:
-    """Whether orjson could read an integer of `text` as a float (one past 64 bits): 19 digits in
-    a row (inside a string too: then the exact reader runs for nothing, and gives the same)."""
-    return _RUN in text.translate(_DIGITS)
+_READER = msgspec.json.Decoder()
+# What `read` raises for a text it refuses (RecursionError: nested past its limit).
+REFUSED = (msgspec.DecodeError, RecursionError)
+
+
+def read(raw: bytes) -> Any:
+    """The value of a JSON text by the fast reader (exact for everything it takes). Raises one of
+    REFUSED for a text it refuses: not JSON, or JSON only the exact reader (`loads`) takes."""
+    return _READER.decode(raw)
 
 
 def _exact_float(text: str) -> float | int:
@@ -71,12 +75,10 @@ _DECODER = json.JSONDecoder(parse_float=_exact_float, strict=False)
 def loads(text: str | bytes) -> Any:
     """The value of a JSON text, exactly (see the module's docstring). Raises ValueError (the
     text is not JSON, or a number cannot be kept) or RecursionError (nested too deep to read)."""
-    raw = text.encode() if isinstance(text, str) else text
-    if not might_round(raw):
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
+    try:
+        return _READER.decode(text)
+    except REFUSED:
+        pass
     return _DECODER.decode(text if isinstance(text, str) else text.decode("utf-8", "replace"))
 
 

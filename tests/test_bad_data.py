@@ -292,7 +292,7 @@ def test_odd_entries_far_into_a_big_listing_are_read_window_by_window(tmp_path: 
     assert len(body) > 2 * (1 << 18)
     spool = (tmp_path / "body").open("w+b")
     spool.write(body)
-    read = Listing.spooled("contact", spool, might_round=True)
+    read = Listing.spooled("contact", spool)
     assert read is not None
     with read as listing:
         got = [r for batch in listing.batches(1000) for r in batch]

@@ -238,11 +238,11 @@ class ClevertimClient:
         findings: list[tuple[str, Any]] = []
         if response.status_code == 200:
             try:
-                doc = None if jsontext.might_round(raw) or b"\\u0000" in raw else orjson.loads(raw)
-            except orjson.JSONDecodeError:
+                doc = None if b"\\u0000" in raw else jsontext.read(raw)
+            except jsontext.REFUSED:
                 doc = None
             if doc is None and (read := Listing.spooled(resource, io.BytesIO(raw))) is not None:
-                # Entries orjson refuses or rounds: read as a pull reads them (the probe names them).
+                # Entries the fast reader refuses, or a NUL: read as a pull reads them (the probe names them).
                 with read:
                     doc = {"status": "OK", "content": list(read.records())}
                     findings = read.findings
@@ -511,7 +511,6 @@ class ClevertimClient:
                 ) as response,
             ):
                 received = 0
-                rounding, carry = False, b""  # 19 digits in a row anywhere (a run may span two chunks)
                 for chunk in response.iter_bytes():
                     received += len(chunk)
                     if received > self._max_listing_bytes:
@@ -522,9 +521,6 @@ class ClevertimClient:
                         )
                     with _spool_errors(where):
                         spool.write(chunk)
-                    if not rounding:
-                        rounding = jsontext.might_round(carry + chunk[:18]) or jsontext.might_round(chunk)
-                        carry = chunk[-18:]
                 with _spool_errors(where):
                     spool.flush()
                 status, headers = response.status_code, response.headers
@@ -538,9 +534,7 @@ class ClevertimClient:
             )
             declared = headers.get("Content-Length")
             whole = "Content-Encoding" in headers or declared is None or declared == str(size)
-            listing = (
-                Listing.spooled(resource, spool, might_round=rounding) if status == 200 and whole else None
-            )
+            listing = Listing.spooled(resource, spool) if status == 200 and whole else None
             if listing is not None:
                 return listing
             spool.seek(0)
@@ -600,8 +594,8 @@ class ClevertimClient:
         }
         content_type = headers.get("Content-Type", "")
         try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            doc = jsontext.loads(raw)  # exact: a record a write echoes is folded into raw
+        except (ValueError, RecursionError):
             doc = None
         if 300 <= status < 400:
             location = self._mask(headers.get("Location", ""))[:300] or None

@@ -5,13 +5,14 @@ its records, and the parse of `content` a window at a time, so that a pull holds
 records, never a whole listing.
 
 How: the envelope's keys before `content` are read from the body's head, those after it from its
-tail. The array between is parsed a window (`WINDOW` bytes) at a time with orjson: each window is
+tail. The array between is parsed a window (`WINDOW` bytes) at a time (`jsontext.read`): each window is
 cut at the last `}` `,` `{` (whitespace allowed) before its end and the entries before the cut
 are parsed as one array. A cut inside a string cannot parse (the string stays open), nor can one
 inside a nested object or list (the brackets do not balance): a parse that succeeds proves the
-cut fell between two entries, and a failed one tries the cut before it. orjson in windows is
-3x faster than an event parser (ijson's C backend: 0.8 s against 2.8 s CPU for the 60 MB
-listing of 100,000 contacts) and its records are a third smaller (it shares the dict keys).
+cut fell between two entries, and a failed one tries the cut before it. A C parser in windows is
+3x faster than an event parser (orjson against ijson's C backend: 0.8 s against 2.8 s CPU for the
+60 MB listing of 100,000 contacts) and its records are a third smaller (it shares the dict keys);
+msgspec, the one `jsontext.read` uses, parses as fast as orjson in as little memory.
 Bodies up to `WHOLE` bytes are parsed in one go.
 
 A body that passed the envelope check can still turn out broken further on (a server that sends
@@ -29,8 +30,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Any, Self
-
-import orjson
 
 from clevertim_sync import jsontext
 from clevertim_sync.api import errors as e
@@ -61,15 +60,15 @@ class _Envelope:
     records: list[Any] | None = None
 
 
-def _locate(spool: IO[bytes], size: int, might_round: bool) -> _Envelope | None:
+def _locate(spool: IO[bytes], size: int) -> _Envelope | None:
     """The envelope of a body whose top level is an object with a `content` list; else None."""
     if size <= WHOLE:
         spool.seek(0)
         body = spool.read()
         try:
-            doc = None if might_round or _ODD in body else orjson.loads(body)
-        except orjson.JSONDecodeError:
-            doc = None  # not JSON, or an entry orjson refuses: the windowed path says which
+            doc = None if _ODD in body else jsontext.read(body)
+        except jsontext.REFUSED:
+            doc = None  # not JSON, or an entry the fast reader refuses: the windowed path says which
         if isinstance(doc, dict) and isinstance(doc.get("content"), list):
             return _Envelope(doc.get("status"), records=doc["content"])
     head = _read(spool, 0, ENVELOPE)
@@ -98,8 +97,8 @@ def _locate(spool: IO[bytes], size: int, might_round: bool) -> _Envelope | None:
 
 def _loads(raw: bytes) -> Any:
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        return jsontext.read(raw)
+    except jsontext.REFUSED:
         return None
 
 
@@ -121,7 +120,6 @@ class Listing:
         # Entries kept but altered or worth reporting: (a reason of entries.REASONS, the entry's
         # id), found as the windows are parsed. Entries left out come as `LeftOut` in the batches.
         self.findings: list[tuple[str, Any]] = []
-        self._might_round = True  # the body may hold an integer orjson would round (see spooled)
 
     @classmethod
     def of(cls, resource: str, entries: Iterable[Any]) -> Listing:
@@ -129,20 +127,17 @@ class Listing:
         return cls(resource, list(entries))
 
     @classmethod
-    def spooled(cls, resource: str, spool: IO[bytes], *, might_round: bool = True) -> Listing | None:
+    def spooled(cls, resource: str, spool: IO[bytes]) -> Listing | None:
         """The listing of a downloaded body whose envelope is OK (it owns `spool` from then on),
-        or None for any other body (the caller keeps `spool`, to say what is wrong with it).
-        `might_round`: False when the downloader saw no 19 digits in a row in the body (see
-        `jsontext.might_round`), so no window needs looking at for them."""
+        or None for any other body (the caller keeps `spool`, to say what is wrong with it)."""
         size = spool.seek(0, 2)
-        envelope = _locate(spool, size, might_round)
+        envelope = _locate(spool, size)
         if envelope is None or envelope.status != "OK":
             return None
         if envelope.records is not None:
             spool.close()
             return cls(resource, envelope.records)
         listing = cls(resource, [])
-        listing._might_round = might_round
         if size <= WHOLE:  # read now: a broken small body is refused like any malformed answer
             entries = listing._last(spool, envelope.start, envelope.ends)
             if entries is None:
@@ -155,7 +150,7 @@ class Listing:
         return listing
 
     def records(self) -> Iterator[Any]:
-        """Each entry of `content`, in order (floats as float, as orjson gives)."""
+        """Each entry of `content`, in order."""
         return itertools.chain.from_iterable(self._windows)
 
     def batches(self, size: int) -> Iterator[list[Any]]:
@@ -197,8 +192,8 @@ class Listing:
 
     def _cut(self, chunk: bytes) -> tuple[list[Any], int] | None:
         """The entries before the last cut of `chunk` that parses, and where the next one starts.
-        Cuts are proven by orjson first (fast: a failed cut costs little); only when none parses
-        (an entry orjson refuses) by the exact reader."""
+        Cuts are proven by the fast reader first (a failed cut costs little); only when none parses
+        (an entry it refuses) by the exact reader."""
         for exact in (False, True):
             brace = len(chunk)
             for _ in range(CUTS_TRIED):
@@ -215,16 +210,14 @@ class Listing:
 
     def _entries(self, inner: bytes, *, exact: bool) -> list[Any] | None:
         """The entries of `inner` (the text between two entries' boundaries), or None when it is
-        not a whole number of entries (or, not `exact`, when orjson refuses it). orjson reads it;
-        the exact reader (`_exact_entries`) when asked, or when orjson could round a number."""
+        not a whole number of entries (or, not `exact`, when the fast reader refuses it). The fast
+        reader reads it; the exact reader (`_exact_entries`) when asked."""
         if exact:
             return self._exact_entries(inner)
         try:
-            entries = orjson.loads(b"[" + inner + b"]")
-        except orjson.JSONDecodeError:
+            entries = jsontext.read(b"[" + inner + b"]")
+        except jsontext.REFUSED:
             return None
-        if self._might_round and jsontext.might_round(inner):
-            return self._exact_entries(inner)
         if b"\\" in inner and _ODD in inner:  # a backslash first: memchr, ten times faster
             self._note_odd(entries)
         return entries if isinstance(entries, list) else None
