@@ -447,6 +447,12 @@ def compare_with(
             this = statistics.median(r[measure] for r in sides["this"])
             base = statistics.median(r[measure] for r in sides["baseline"])
             parts.append(f"{measure} {this:7.2f} / {base:7.2f} = {this / base:5.2f}x")
+        # Each run over its neighbour of the other side (ABBA pairs them): a drift cancels out.
+        paired = [
+            t["cpu_seconds"] / b["cpu_seconds"] for t, b in zip(sides["this"], sides["baseline"], strict=True)
+        ]
+        spread = f"{min(paired):.2f}x to {max(paired):.2f}x"
+        parts.append(f"cpu, run by run: median {statistics.median(paired):.2f}x ({spread})")
         print(f"  {phase:10s} " + "   ".join(parts))
     print(f"\nmachine: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f} at the end")
     (work / "compare.json").write_text(json.dumps(runs, indent=1))
