@@ -120,6 +120,20 @@ def test_crud_methods_paths_and_bodies() -> None:
     assert json.loads(rec.requests[2].content) == {"name": "Renamed"}
 
 
+def test_a_record_a_write_echoes_is_read_exactly() -> None:
+    """What a POST or PUT answers is folded into raw: an integer past 64 bits stays an integer (a
+    double would round it) and a lone surrogate escape is read, not refused as malformed."""
+    echoed = b'{"status": "OK", "content": [{"id": 7, "n": 123456789012345678901234567890, "fn": "\\ud800"}]}'
+    rec = Recorder(httpx.Response(200, content=echoed, headers={"Content-Type": "application/json"}))
+    with make(rec)[0] as client:
+        assert client.update("contact", 7, {"fn": "x"}) == {
+            "id": 7,
+            "n": 123456789012345678901234567890,
+            "fn": "\ud800",
+        }
+        assert client.create("contact", {"fn": "x"})["n"] == 123456789012345678901234567890
+
+
 def test_timeout_is_set_on_every_call() -> None:
     rec = Recorder(ok([]))
     client, _ = make(rec, timeout=7.5)
