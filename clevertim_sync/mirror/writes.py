@@ -73,11 +73,15 @@ def build_rows(resource: str, sqlite: bool, items: Sequence[Item]) -> Rows:
     rows = []
     for rec, digest in items:
         try:  # jsontext.dumps's fast path, inlined: this runs once a record
-            raw = orjson.dumps(rec).decode()
+            text = orjson.dumps(rec)
         except orjson.JSONEncodeError:
             raw = jsontext.dumps(rec)
-        # orjson writes \u only for control characters: one scan, then the exact test.
-        typed = jsontext.typed_text(rec) if "\\u" in raw and jsontext.odd_text(raw) else rec
+            odd = jsontext.odd_text(raw)
+        else:
+            raw = text.decode()
+            # orjson writes a backslash only to escape: memchr over the bytes, then the exact test.
+            odd = b"\\" in text and jsontext.odd_text(raw)
+        typed = jsontext.typed_text(rec) if odd else rec
         rows.append((typed, raw, digest or record_hash(rec)))
     return row_builder(resource, sqlite).rows(rows)
 
